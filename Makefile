@@ -1,0 +1,190 @@
+# Build and test entry points of the appconsistent.snapshots collection.
+#
+#   make test      everything below, in order, stopping at the first failing stage
+#   make help      the list of targets
+#
+# `make test` works from a fresh clone: it creates the Python environments, installs the
+# pinned tools and the Debian packages the tests need, and lays the collection out under
+# build/collections. Each step is skipped when it is already done, so a second run only tests.
+
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := help
+.NOTPARALLEL:
+.DELETE_ON_ERROR:
+MAKEFLAGS += --no-builtin-rules --no-print-directory
+
+ROOT := $(abspath $(dir $(lastword $(MAKEFILE_LIST))))
+TOOLS := $(ROOT)/tests/tools
+BUILD := $(ROOT)/build
+RESULTS := $(BUILD)/test-results
+
+# The development environment: the newest ansible-core this machine can run.
+PYTHON_VERSION := 3.13
+PYTHON ?=
+VENV := $(ROOT)/.venv
+PY := $(VENV)/bin/python
+
+# The oldest supported environment: keeps requires_ansible in meta/runtime.yml honest.
+PYTHON_MIN_VERSION := 3.11
+PYTHON_MIN ?=
+VENV_MIN := $(ROOT)/.venv-min
+PY_MIN := $(VENV_MIN)/bin/python
+
+# Where playbooks, ansible-doc and the tests find the collection (a link to this tree).
+COLLECTIONS := $(BUILD)/collections
+# Where ansible-test runs: a copy of the files git knows, with amazon.aws next to it.
+SANITY_COLLECTIONS := $(BUILD)/sanity
+SANITY_TREE := $(SANITY_COLLECTIONS)/ansible_collections/appconsistent/snapshots
+
+# Debian packages the tests need: fsfreeze and losetup (util-linux), the file systems the
+# e2e tests and the twin's block store create. Stages that need more append to these.
+DEB_PACKAGES := util-linux e2fsprogs xfsprogs
+DEB_PACKAGES_E2E := $(DEB_PACKAGES)
+# Without shellcheck, ansible-test skips its shellcheck test instead of failing.
+DEB_PACKAGES_SANITY := shellcheck
+
+# Every Python that pyenv holds, so that ansible-test also checks the module-side code
+# (compile, import) on each supported target Python it finds.
+PYENV_ROOT ?= $(HOME)/.pyenv
+empty :=
+space := $(empty) $(empty)
+PYENV_BINS := $(subst $(space),:,$(strip $(wildcard $(PYENV_ROOT)/versions/3.*/bin)))
+
+PYTEST_TIMEOUT := 300
+PYTEST_ENV := ANSIBLE_COLLECTIONS_PATH=$(COLLECTIONS) COVERAGE_FILE=$(BUILD)/.coverage
+COVERAGE := --cov=plugins --cov-report=term-missing:skip-covered --cov-report=xml:$(BUILD)/coverage.xml
+
+TEST_STAGES := sanity lint unit unit-min twin-test integration molecule e2e changelog-lint
+
+.PHONY: help test venv venv-min deb collections sanity sanity-ignores lint unit unit-min twin-test \
+	integration e2e molecule changelog-lint twin clean
+
+help:
+	@echo "make test            every stage below, in order: $(TEST_STAGES)"
+	@echo "make sanity          ansible-test sanity (no ignore entries allowed)"
+	@echo "make lint            ansible-lint --profile production"
+	@echo "make unit            unit and packaging tests, with coverage of plugins/"
+	@echo "make unit-min        unit tests on the oldest supported ansible-core ($(VENV_MIN))"
+	@echo "make twin-test       tests of the twin clouds"
+	@echo "make integration     integration tests against the twin clouds"
+	@echo "make molecule        every molecule scenario of the roles"
+	@echo "make e2e             end-to-end tests on loop devices (needs root)"
+	@echo "make changelog-lint  antsibull-changelog lint"
+	@echo "make twin            run the twin clouds (ARGS=... are passed on)"
+	@echo "make clean           remove build/ and the environments"
+
+test:
+	@rm -rf $(RESULTS); summary=""; \
+	for stage in $(TEST_STAGES); do \
+		start=$$(date +%s); \
+		echo "=== make $$stage"; \
+		if ! $(MAKE) $$stage; then \
+			echo "=== make $$stage FAILED after $$(( $$(date +%s) - start ))s"; \
+			exit 1; \
+		fi; \
+		summary="$$summary$$(printf '  %-16s %5ss' "$$stage" "$$(( $$(date +%s) - start ))")\n"; \
+	done; \
+	printf "=== stage times\n$$summary"; \
+	$(PY) $(TOOLS)/summarize_results.py $(RESULTS)
+
+# --- environments -------------------------------------------------------------------------
+
+venv: $(VENV)/.installed
+
+$(VENV)/.installed: tests/requirements.txt
+	@python=$$($(TOOLS)/find_python.sh $(PYTHON_VERSION) $(PYTHON)); \
+	if ! $(TOOLS)/find_python.sh $(PYTHON_VERSION) $(PY) >/dev/null 2>&1; then \
+		echo "creating $(VENV) with $$python"; \
+		rm -rf $(VENV); "$$python" -m venv $(VENV); \
+	fi
+	$(PY) -m pip install --quiet --disable-pip-version-check -r tests/requirements.txt
+	@touch $@
+
+venv-min: $(VENV_MIN)/.installed
+
+$(VENV_MIN)/.installed: tests/requirements-min.txt tests/requirements-min-collections.txt
+	@python=$$($(TOOLS)/find_python.sh $(PYTHON_MIN_VERSION) $(PYTHON_MIN)); \
+	if ! $(TOOLS)/find_python.sh $(PYTHON_MIN_VERSION) $(PY_MIN) >/dev/null 2>&1; then \
+		echo "creating $(VENV_MIN) with $$python"; \
+		rm -rf $(VENV_MIN); "$$python" -m venv $(VENV_MIN); \
+	fi
+	$(PY_MIN) -m pip install --quiet --disable-pip-version-check -r tests/requirements-min.txt
+	$(PY_MIN) $(TOOLS)/install_bundled_collections.py tests/requirements-min-collections.txt $(BUILD)/cache amazon.aws
+	@touch $@
+
+deb:
+	@$(TOOLS)/ensure_deb.sh $(DEB_PACKAGES)
+
+collections: venv
+	@$(PY) $(TOOLS)/stage_collection.py link $(COLLECTIONS)
+
+# --- stages -------------------------------------------------------------------------------
+
+sanity-ignores:
+	@entries=$$(cat tests/sanity/ignore-*.txt 2>/dev/null | grep -v -E '^[[:space:]]*(#|$$)' || true); \
+	if [ -n "$$entries" ]; then \
+		echo "tests/sanity/ignore-*.txt must stay empty; fix these findings instead:"; \
+		echo "$$entries"; \
+		exit 1; \
+	fi
+
+sanity: venv sanity-ignores
+	@$(TOOLS)/ensure_deb.sh $(DEB_PACKAGES_SANITY)
+	@$(PY) $(TOOLS)/prepare_ansible_test.py
+	@$(PY) $(TOOLS)/stage_collection.py copy $(SANITY_COLLECTIONS)
+	cd $(SANITY_TREE) && ANSIBLE_TEST_CONTENT_ROOT=$(SANITY_TREE) PATH="$(VENV)/bin:$(PYENV_BINS):$$PATH" \
+		$(VENV)/bin/ansible-test sanity --local --color no
+
+lint: venv collections
+	cd $(ROOT) && PATH="$(VENV)/bin:$$PATH" $(VENV)/bin/ansible-lint --profile production --offline --nocolor
+
+unit: venv collections deb
+	cd $(ROOT) && $(PYTEST_ENV) PATH="$(VENV)/bin:$$PATH" $(TOOLS)/pytest_stage.sh $(PY) unit \
+		--timeout=$(PYTEST_TIMEOUT) --junitxml=$(RESULTS)/unit.xml $(COVERAGE) -- tests/unit tests/packaging
+
+unit-min: venv-min collections deb
+	cd $(ROOT) && $(PYTEST_ENV) PATH="$(VENV_MIN)/bin:$$PATH" $(TOOLS)/pytest_stage.sh $(PY_MIN) unit-min \
+		--timeout=$(PYTEST_TIMEOUT) --junitxml=$(RESULTS)/unit-min.xml -- tests/unit
+
+twin-test: venv collections deb
+	cd $(ROOT) && $(PYTEST_ENV) PATH="$(VENV)/bin:$$PATH" $(TOOLS)/pytest_stage.sh $(PY) twin-test \
+		--timeout=$(PYTEST_TIMEOUT) --junitxml=$(RESULTS)/twin-test.xml -- tests/twin/tests
+
+integration: venv collections deb
+	cd $(ROOT) && $(PYTEST_ENV) PATH="$(VENV)/bin:$$PATH" $(TOOLS)/pytest_stage.sh $(PY) integration \
+		--timeout=$(PYTEST_TIMEOUT) --junitxml=$(RESULTS)/integration.xml -- tests/integration
+
+e2e: venv collections
+	@if [ ! -e tests/e2e ]; then echo "[e2e] tests/e2e does not exist yet: nothing to test"; exit 0; fi; \
+	if [ "$$(id -u)" -ne 0 ]; then \
+		echo "make e2e must run as root: it creates loop devices, mounts and freezes file systems." >&2; \
+		exit 1; \
+	fi; \
+	$(TOOLS)/ensure_deb.sh $(DEB_PACKAGES_E2E); \
+	cd $(ROOT) && $(PYTEST_ENV) PATH="$(VENV)/bin:$$PATH" $(TOOLS)/pytest_stage.sh $(PY) e2e \
+		--timeout=$(PYTEST_TIMEOUT) --junitxml=$(RESULTS)/e2e.xml -- tests/e2e
+
+molecule: venv collections
+	@found=0; \
+	for config in $(wildcard $(ROOT)/roles/*/molecule/*/molecule.yml $(ROOT)/extensions/molecule/*/molecule.yml); do \
+		found=1; \
+		scenario_dir=$$(dirname "$$config"); scenario=$$(basename "$$scenario_dir"); \
+		project=$$(dirname "$$(dirname "$$scenario_dir")"); \
+		echo "[molecule] $${project#$(ROOT)/}: scenario $$scenario"; \
+		( cd "$$project" && ANSIBLE_COLLECTIONS_PATH=$(COLLECTIONS) PATH="$(VENV)/bin:$$PATH" \
+			$(VENV)/bin/molecule test -s "$$scenario" ) || exit 1; \
+	done; \
+	if [ "$$found" = 0 ]; then echo "[molecule] no molecule scenario yet: nothing to test"; fi
+
+changelog-lint: venv
+	cd $(ROOT) && $(VENV)/bin/antsibull-changelog lint
+	cd $(ROOT) && $(VENV)/bin/antsibull-changelog lint-changelog-yaml changelogs/changelog.yaml
+
+# --- tools --------------------------------------------------------------------------------
+
+twin: venv collections deb
+	cd $(ROOT)/tests && ANSIBLE_COLLECTIONS_PATH=$(COLLECTIONS) $(PY) -m twin $(ARGS)
+
+clean:
+	rm -rf $(BUILD) $(VENV) $(VENV_MIN) $(ROOT)/tests/output $(ROOT)/.pytest_cache

@@ -1,0 +1,39 @@
+# -*- coding: utf-8 -*-
+# Copyright: Contributors to the appconsistent.snapshots collection
+# GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
+
+
+class ModuleDocFragment:
+    # Options of the modules that create snapshot sets: identification, tags and retention.
+    DOCUMENTATION = r"""
+options:
+  tags:
+    description:
+      - Tags to put on every snapshot of the set, in addition to the C(appconsistent:*) tags of the set.
+      - Keys starting with C(appconsistent:) or C(aws:), and the keys the providers own
+        (C(AppConsistent), C(FsConsistent), C(Device), C(AwsVssConfig)), are refused.
+    type: dict
+    default: {}
+  run_id:
+    description:
+      - Idempotency key, for example an AWX job id or a change ticket.
+      - When a set of the instance with this run id already exists, nothing is created and that set is
+        returned with RV(ignore:changed=false).
+      - Written to the C(appconsistent:run-id) tag.
+    type: str
+  delete_after:
+    description:
+      - Retention as a duration, a number followed by C(s), C(m), C(h), C(d) or C(w) (for example C(7d)).
+      - Written as the UTC instant C(appconsistent:delete-after) after which
+        M(appconsistent.snapshots.snapshot_set_prune) may delete the set.
+      - When not set, the set has no expiry.
+    type: str
+  on_fallback:
+    description:
+      - What an instance whose set is less consistent than requested does to the task.
+      - V(fail) fails the instance (and the task); V(warn) reports the achieved consistency with a warning.
+      - The achieved consistency is always the one written to the tags, never the requested one.
+    type: str
+    choices: [fail, warn]
+    default: fail
+"""

@@ -1,0 +1,336 @@
+# -*- coding: utf-8 -*-
+# Copyright: Contributors to the appconsistent.snapshots collection
+# GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
+
+"""Alibaba Cloud ECS access for every Alibaba code path of the collection.
+
+Credentials are resolved in this order: module options, the ``ALIBABA_CLOUD_*``
+environment variables (read through the module's ``env_fallback``, because the
+credentials library reads its own environment only once, at import), an ECS
+RAM role name, then a CLI profile. Retries are configured through the SDK's
+``RetryOptions``; tea-openapi 0.4 ignores ``RuntimeOptions.autoretry``.
+"""
+
+from __future__ import annotations
+
+import json
+import traceback
+
+from ansible.module_utils.basic import env_fallback
+from ansible.module_utils.basic import missing_required_lib
+
+SDK_IMPORT_ERROR = None
+try:
+    from alibabacloud_ecs20140526 import models as ecs_models
+    from alibabacloud_ecs20140526.client import Client as EcsClient
+    from alibabacloud_tea_openapi import models as openapi_models
+    from darabonba.policy.retry import RetryOptions
+    from darabonba.runtime import RuntimeOptions
+    from Tea.exceptions import TeaException
+    from Tea.exceptions import UnretryableException
+except ImportError:
+    SDK_IMPORT_ERROR = traceback.format_exc()
+    ecs_models = None
+    TeaException = UnretryableException = Exception
+
+CREDENTIALS_IMPORT_ERROR = None
+try:
+    from alibabacloud_credentials.client import Client as CredentialClient
+    from alibabacloud_credentials.models import Config as CredentialConfig
+except ImportError:
+    CREDENTIALS_IMPORT_ERROR = traceback.format_exc()
+
+# Error codes worth another attempt: throttling in its several spellings and a
+# briefly unavailable service. Anything else is an answer, not a hiccup.
+RETRYABLE_CODES = [
+    "Throttling",
+    "Throttling.User",
+    "Throttling.Api",
+    "Throttling.Resource",
+    "Throttling.Concurrent",
+    "ServiceUnavailable",
+]
+RETRYABLE_EXCEPTIONS = ["ThrottlingException"]
+
+DEFAULT_MAX_ATTEMPTS = 6
+
+
+def alicloud_argument_spec():
+    """Connection options shared by every module (documented in the alicloud doc fragment)."""
+    return dict(
+        alicloud_access_key=dict(type="str", aliases=["alicloud_access_key_id"], no_log=False,
+                                 fallback=(env_fallback, ["ALIBABA_CLOUD_ACCESS_KEY_ID"])),
+        alicloud_secret_key=dict(type="str", aliases=["alicloud_access_key_secret"], no_log=True,
+                                 fallback=(env_fallback, ["ALIBABA_CLOUD_ACCESS_KEY_SECRET"])),
+        alicloud_security_token=dict(type="str", no_log=True,
+                                     fallback=(env_fallback, ["ALIBABA_CLOUD_SECURITY_TOKEN"])),
+        alicloud_region=dict(type="str", fallback=(env_fallback, ["ALIBABA_CLOUD_REGION_ID"])),
+        alicloud_ecs_role_name=dict(type="str", fallback=(env_fallback, ["ALIBABA_CLOUD_ECS_METADATA"])),
+        alicloud_profile=dict(type="str", fallback=(env_fallback, ["ALIBABA_CLOUD_PROFILE"])),
+        alicloud_endpoint=dict(type="str", fallback=(env_fallback, ["ALIBABA_CLOUD_ECS_ENDPOINT"])),
+        alicloud_protocol=dict(type="str", default="https", choices=["https", "http"]),
+        alicloud_max_attempts=dict(type="int", default=DEFAULT_MAX_ATTEMPTS),
+    )
+
+
+class AlibabaCloudError(Exception):
+    """An Alibaba Cloud API error, reduced to what an operator needs to act on it."""
+
+    def __init__(self, action, code, message, request_id=None, status_code=None):
+        self.action = action
+        self.code = code
+        self.message = message
+        self.request_id = request_id
+        self.status_code = status_code
+        super().__init__(f"{action} failed: {code}: {message}" + (f" (request id {request_id})" if request_id else ""))
+
+    def to_dict(self):
+        return dict(action=self.action, code=self.code, message=self.message,
+                    request_id=self.request_id, status_code=self.status_code)
+
+
+class CredentialsMissing(Exception):
+    pass
+
+
+def resolve_credential_source(params):
+    """Say which credential source the options select, in precedence order.
+
+    Returns a tuple ``(kind, details)``; kind is ``access_key``, ``sts``,
+    ``ecs_ram_role`` or ``profile``. Environment variables arrive here already
+    merged into ``params`` by ``env_fallback``.
+    """
+    key = params.get("alicloud_access_key")
+    secret = params.get("alicloud_secret_key")
+    token = params.get("alicloud_security_token")
+    if key or secret:
+        if not (key and secret):
+            missing = "alicloud_secret_key" if key else "alicloud_access_key"
+            raise CredentialsMissing(f"Alibaba Cloud credentials are incomplete: {missing} is not set "
+                                     "(or ALIBABA_CLOUD_ACCESS_KEY_ID / ALIBABA_CLOUD_ACCESS_KEY_SECRET).")
+        if token:
+            return "sts", dict(access_key_id=key, access_key_secret=secret, security_token=token)
+        return "access_key", dict(access_key_id=key, access_key_secret=secret)
+    if params.get("alicloud_ecs_role_name"):
+        return "ecs_ram_role", dict(role_name=params["alicloud_ecs_role_name"])
+    if params.get("alicloud_profile"):
+        return "profile", dict(profile_name=params["alicloud_profile"])
+    raise CredentialsMissing(
+        "No Alibaba Cloud credentials: set alicloud_access_key and alicloud_secret_key "
+        "(or ALIBABA_CLOUD_ACCESS_KEY_ID and ALIBABA_CLOUD_ACCESS_KEY_SECRET), "
+        "alicloud_ecs_role_name for an instance RAM role, or alicloud_profile for an aliyun CLI profile.")
+
+
+def retry_options(max_attempts=DEFAULT_MAX_ATTEMPTS):
+    return RetryOptions({
+        "retryable": True,
+        "retryCondition": [{
+            "maxAttempts": max_attempts,
+            "errorCode": RETRYABLE_CODES,
+            "exception": RETRYABLE_EXCEPTIONS,
+            "backoff": {"policy": "ExponentialWithEqualJitter", "period": 200, "cap": 20000},
+        }],
+    })
+
+
+def build_config(params):
+    """The SDK ``Config`` for these options; raises CredentialsMissing."""
+    kind, details = resolve_credential_source(params)
+    region = params.get("alicloud_region")
+    if not region:
+        raise CredentialsMissing("No Alibaba Cloud region: set alicloud_region (or ALIBABA_CLOUD_REGION_ID).")
+    config = openapi_models.Config(region_id=region, protocol=params.get("alicloud_protocol") or "https",
+                                   connect_timeout=10000, read_timeout=30000)
+    if kind in ("access_key", "sts"):
+        config.access_key_id = details["access_key_id"]
+        config.access_key_secret = details["access_key_secret"]
+        config.security_token = details.get("security_token")
+    else:
+        if CREDENTIALS_IMPORT_ERROR:
+            raise CredentialsMissing(missing_required_lib("alibabacloud-credentials"))
+        if kind == "ecs_ram_role":
+            cred = CredentialClient(CredentialConfig(type="ecs_ram_role", role_name=details["role_name"]))
+        else:
+            from alibabacloud_credentials.provider.cli_profile import CLIProfileCredentialsProvider
+            cred = CredentialClient(provider=CLIProfileCredentialsProvider(profile_name=details["profile_name"]))
+        config.credential = cred
+    if params.get("alicloud_endpoint"):
+        config.endpoint = params["alicloud_endpoint"]
+    config.retry_options = retry_options(params.get("alicloud_max_attempts") or DEFAULT_MAX_ATTEMPTS)
+    return config
+
+
+def to_alibaba_error(action, exc):
+    """Turn an SDK exception into an AlibabaCloudError with code, message and request id."""
+    # Transport failures (refused, timed out) arrive as UnretryableException; API answers never do.
+    if isinstance(exc, UnretryableException):
+        inner = getattr(exc, "inner_exception", None) or exc
+        return AlibabaCloudError(action, "EndpointUnreachable",
+                                 f"cannot reach the ECS endpoint ({inner}); check alicloud_endpoint, alicloud_region "
+                                 "and the network path to Alibaba Cloud")
+    code = getattr(exc, "code", None) or type(exc).__name__
+    data = getattr(exc, "data", None) or {}
+    message = data.get("Message") if isinstance(data, dict) else None
+    if not message:
+        message = str(getattr(exc, "message", None) or exc)
+    request_id = getattr(exc, "request_id", None) or (data.get("RequestId") if isinstance(data, dict) else None)
+    status = getattr(exc, "status_code", None) or (data.get("statusCode") if isinstance(data, dict) else None)
+    if code in ("InvalidAccessKeyId.NotFound", "SignatureDoesNotMatch", "InvalidAccessKeyId", "InvalidSecurityToken.Expired",
+                "InvalidSecurityToken.Malformed", "InvalidCredentials"):
+        message = f"{message} (Alibaba Cloud rejected the credentials: check alicloud_access_key / alicloud_secret_key / " \
+                  "alicloud_security_token)"
+    return AlibabaCloudError(action, code, message, request_id=request_id, status_code=status)
+
+
+class AlibabaCloud:
+    """The ECS client of a module run, with one thin method per API action used.
+
+    ``module`` is any Ansible module object (it provides ``params``,
+    ``fail_json`` and ``check_mode``). Methods raise ``AlibabaCloudError``;
+    ``module.fail_alicloud(err)`` turns one into a task failure.
+    """
+
+    def __init__(self, module, client=None):
+        self.module = module
+        self._client = client
+
+    @property
+    def region(self):
+        return self.module.params.get("alicloud_region")
+
+    @property
+    def client(self):
+        if self._client is None:
+            if SDK_IMPORT_ERROR:
+                self.module.fail_json(msg=missing_required_lib("alibabacloud-ecs20140526"), exception=SDK_IMPORT_ERROR)
+            try:
+                self._client = EcsClient(build_config(self.module.params))
+            except CredentialsMissing as exc:
+                self.module.fail_json(msg=str(exc))
+            except Exception as exc:  # pylint: disable=broad-except
+                self.module.fail_json(msg=f"Cannot set up the Alibaba Cloud ECS client: {exc}")
+        return self._client
+
+    def call(self, action, request):
+        """Send one request model, e.g. call("DescribeDisks", ecs_models.DescribeDisksRequest(...)).
+
+        Returns the response body as the API's PascalCase dict.
+        """
+        method = getattr(self.client, _snake(action) + "_with_options")
+        try:
+            response = method(request, RuntimeOptions())
+        except (TeaException, UnretryableException) as exc:
+            raise to_alibaba_error(action, exc) from None
+        return response.body.to_map() if response.body is not None else {}
+
+    # --- thin wrappers, one per action ------------------------------------------------
+
+    def describe_instances(self, instance_ids):
+        result = []
+        for chunk in _chunks(list(instance_ids), 100):
+            token = None
+            while True:
+                body = self.call("DescribeInstances", ecs_models.DescribeInstancesRequest(
+                    region_id=self.region, instance_ids=json.dumps(chunk), max_results=100, next_token=token))
+                result.extend((body.get("Instances") or {}).get("Instance") or [])
+                token = body.get("NextToken")
+                if not token:
+                    break
+        return result
+
+    def describe_disks(self, instance_id=None, disk_ids=None):
+        result = []
+        token = None
+        while True:
+            req = ecs_models.DescribeDisksRequest(region_id=self.region, instance_id=instance_id, max_results=100,
+                                                  next_token=token)
+            if disk_ids:
+                req.disk_ids = json.dumps(list(disk_ids))
+            body = self.call("DescribeDisks", req)
+            result.extend((body.get("Disks") or {}).get("Disk") or [])
+            token = body.get("NextToken")
+            if not token:
+                return result
+
+    def describe_cloud_assistant_status(self, instance_ids):
+        result = []
+        for chunk in _chunks(list(instance_ids), 50):
+            body = self.call("DescribeCloudAssistantStatus", ecs_models.DescribeCloudAssistantStatusRequest(
+                region_id=self.region, instance_id=chunk))
+            result.extend((body.get("InstanceCloudAssistantStatusSet") or {}).get("InstanceCloudAssistantStatus") or [])
+        return result
+
+    def create_snapshot_group(self, instance_id, disk_ids=None, exclude_disk_ids=None, name=None, description=None,
+                              tags=None, client_token=None):
+        req = ecs_models.CreateSnapshotGroupRequest(
+            region_id=self.region, instance_id=instance_id, disk_id=list(disk_ids) if disk_ids else None,
+            exclude_disk_id=list(exclude_disk_ids) if exclude_disk_ids else None, name=name, description=description,
+            client_token=client_token,
+            tag=[ecs_models.CreateSnapshotGroupRequestTag(key=k, value=v) for k, v in (tags or {}).items()] or None)
+        return self.call("CreateSnapshotGroup", req)["SnapshotGroupId"]
+
+    def describe_snapshot_groups(self, snapshot_group_ids=None, instance_id=None, tags=None):
+        result = []
+        token = None
+        while True:
+            req = ecs_models.DescribeSnapshotGroupsRequest(
+                region_id=self.region, instance_id=instance_id,
+                snapshot_group_id=list(snapshot_group_ids) if snapshot_group_ids else None, max_results=100,
+                next_token=token,
+                tag=[ecs_models.DescribeSnapshotGroupsRequestTag(key=k, value=v) for k, v in (tags or {}).items()] or None)
+            body = self.call("DescribeSnapshotGroups", req)
+            result.extend((body.get("SnapshotGroups") or {}).get("SnapshotGroup") or [])
+            token = body.get("NextToken")
+            if not token:
+                return result
+
+    def run_command(self, instance_ids, command, command_type="RunShellScript", timeout=60, name=None):
+        req = ecs_models.RunCommandRequest(
+            region_id=self.region, type=command_type, command_content=command, content_encoding="PlainText",
+            instance_id=list(instance_ids), timeout=timeout, name=name)
+        body = self.call("RunCommand", req)
+        return dict(command_id=body.get("CommandId"), invoke_id=body.get("InvokeId"))
+
+    def describe_invocation_results(self, invoke_id):
+        result = []
+        token = None
+        while True:
+            body = self.call("DescribeInvocationResults", ecs_models.DescribeInvocationResultsRequest(
+                region_id=self.region, invoke_id=invoke_id, content_encoding="Base64", max_results=50, next_token=token))
+            invocation = body.get("Invocation") or {}
+            result.extend((invocation.get("InvocationResults") or {}).get("InvocationResult") or [])
+            token = invocation.get("NextToken") or body.get("NextToken")
+            if not token:
+                return result
+
+    def tag_resources(self, resource_type, resource_ids, tags):
+        for chunk in _chunks(list(resource_ids), 50):
+            self.call("TagResources", ecs_models.TagResourcesRequest(
+                region_id=self.region, resource_type=resource_type, resource_id=chunk,
+                tag=[ecs_models.TagResourcesRequestTag(key=k, value=v) for k, v in tags.items()]))
+
+
+def _chunks(items, size):
+    for start in range(0, len(items), size):
+        yield items[start:start + size]
+
+
+def _snake(name):
+    out = []
+    for index, char in enumerate(name):
+        if char.isupper() and index and not name[index - 1].isupper():
+            out.append("_")
+        out.append(char.lower())
+    return "".join(out)
+
+
+def tags_to_dict(tags):
+    """Alibaba tag lists come as Key/Value (groups) or TagKey/TagValue (disks, snapshots); return one dict."""
+    if isinstance(tags, dict):
+        tags = tags.get("Tag") or []
+    result = {}
+    for tag in tags or []:
+        key = tag.get("Key", tag.get("TagKey"))
+        if key is not None:
+            result[key] = tag.get("Value", tag.get("TagValue", ""))
+    return result

@@ -1,0 +1,228 @@
+# -*- coding: utf-8 -*-
+# Copyright: Contributors to the appconsistent.snapshots collection
+# GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
+
+"""Thin EC2 and SSM wrappers: one function per API call, error handler outside, retry inside.
+
+Clients come from ``AnsibleAWSModule.client`` so ``endpoint_url``, profiles and
+credentials behave as in every amazon.aws module, for EC2 and SSM alike.
+"""
+
+from __future__ import annotations
+
+try:
+    import botocore
+except ImportError:
+    pass  # the module class reports the missing SDK
+
+from ansible_collections.amazon.aws.plugins.module_utils.botocore import is_boto3_error_code
+from ansible_collections.amazon.aws.plugins.module_utils.errors import AWSErrorHandler
+from ansible_collections.amazon.aws.plugins.module_utils.exceptions import AnsibleAWSError
+from ansible_collections.amazon.aws.plugins.module_utils.retries import AWSRetry
+
+# SSM throttles with ThrottlingException, which AWSRetry does not know by default.
+THROTTLING_CODES = ["ThrottlingException"]
+# CreateSnapshot(s) on a volume that was snapshotted moments ago: AWS asks for a
+# much longer pause than for plain throttling (amazon.aws ec2_snapshot does the same).
+SNAPSHOT_RATE_CODES = ["SnapshotCreationPerVolumeRateExceeded"]
+
+SSM_INSTANCE_BATCH = 50  # SendCommand InstanceIds limit
+DESCRIBE_PAGE = 1000
+
+# Errors that mean "these credentials do not work", mapped to one clear message.
+CREDENTIAL_ERROR_CODES = (
+    "AuthFailure",
+    "InvalidClientTokenId",
+    "UnrecognizedClientException",
+    "SignatureDoesNotMatch",
+    "InvalidAccessKeyId",
+    "ExpiredToken",
+    "ExpiredTokenException",
+)
+
+
+class AppConsistentAWSError(AnsibleAWSError):
+    pass
+
+
+class EC2ErrorHandler(AWSErrorHandler):
+    _CUSTOM_EXCEPTION = AppConsistentAWSError
+
+    @classmethod
+    def _is_missing(cls):
+        return is_boto3_error_code(["InvalidSnapshot.NotFound", "InvalidVolume.NotFound"])
+
+
+class SSMErrorHandler(AWSErrorHandler):
+    _CUSTOM_EXCEPTION = AppConsistentAWSError
+
+    @classmethod
+    def _is_missing(cls):
+        return is_boto3_error_code(["InvalidCommandId", "InvocationDoesNotExist"])
+
+
+def retry_decorator():
+    """The decorator handed to ``module.client`` for calls made directly on the client."""
+    return AWSRetry.jittered_backoff(retries=10, delay=1, max_delay=30, catch_extra_error_codes=THROTTLING_CODES)
+
+
+def _paginate(client, operation, result_key, **params):
+    paginator = client.get_paginator(operation)
+    items = []
+    for page in paginator.paginate(**params):
+        items.extend(page.get(result_key) or [])
+    return items
+
+
+# --- EC2 ------------------------------------------------------------------------------
+
+
+@EC2ErrorHandler.list_error_handler("describe instances", default_value=[])
+@AWSRetry.jittered_backoff(catch_extra_error_codes=THROTTLING_CODES)
+def describe_instances(client, instance_ids=None, filters=None):
+    params = {}
+    if instance_ids:
+        params["InstanceIds"] = list(instance_ids)
+    if filters:
+        params["Filters"] = filters
+    reservations = _paginate(client, "describe_instances", "Reservations", **params)
+    return [instance for reservation in reservations for instance in reservation.get("Instances", [])]
+
+
+@EC2ErrorHandler.list_error_handler("describe volumes", default_value=[])
+@AWSRetry.jittered_backoff(catch_extra_error_codes=THROTTLING_CODES)
+def describe_volumes(client, volume_ids=None, filters=None):
+    params = {}
+    if volume_ids:
+        params["VolumeIds"] = list(volume_ids)
+    if filters:
+        params["Filters"] = filters
+    return _paginate(client, "describe_volumes", "Volumes", **params)
+
+
+@EC2ErrorHandler.list_error_handler("describe snapshots", default_value=[])
+@AWSRetry.jittered_backoff(catch_extra_error_codes=THROTTLING_CODES)
+def describe_snapshots(client, snapshot_ids=None, filters=None):
+    # Owner "self" and pagination: AWS warns unpaginated describes get throttled.
+    params = {"OwnerIds": ["self"]}
+    if snapshot_ids:
+        params["SnapshotIds"] = list(snapshot_ids)
+    else:
+        params["MaxResults"] = DESCRIBE_PAGE
+    if filters:
+        params["Filters"] = filters
+    return _paginate(client, "describe_snapshots", "Snapshots", **params)
+
+
+@EC2ErrorHandler.list_error_handler("describe images", default_value=[])
+@AWSRetry.jittered_backoff(catch_extra_error_codes=THROTTLING_CODES)
+def describe_images(client, filters):
+    return client.describe_images(Owners=["self"], Filters=filters).get("Images", [])
+
+
+@EC2ErrorHandler.common_error_handler("create snapshots")
+@AWSRetry.jittered_backoff(catch_extra_error_codes=THROTTLING_CODES + SNAPSHOT_RATE_CODES, delay=15)
+def create_snapshots(client, instance_id, exclude_boot_volume=False, exclude_data_volume_ids=None, description=None,
+                     tags=None, copy_tags_from_source=False):
+    spec = {"InstanceId": instance_id, "ExcludeBootVolume": bool(exclude_boot_volume)}
+    if exclude_data_volume_ids:
+        spec["ExcludeDataVolumeIds"] = list(exclude_data_volume_ids)
+    params = {"InstanceSpecification": spec}
+    if description:
+        params["Description"] = description
+    if tags:
+        params["TagSpecifications"] = [{"ResourceType": "snapshot",
+                                        "Tags": [{"Key": k, "Value": v} for k, v in tags.items()]}]
+    if copy_tags_from_source:
+        params["CopyTagsFromSource"] = "volume"
+    return client.create_snapshots(**params).get("Snapshots", [])
+
+
+@EC2ErrorHandler.common_error_handler("tag resources")
+@AWSRetry.jittered_backoff(catch_extra_error_codes=THROTTLING_CODES)
+def create_tags(client, resource_ids, tags):
+    client.create_tags(Resources=list(resource_ids), Tags=[{"Key": k, "Value": v} for k, v in tags.items()])
+    return True
+
+
+@EC2ErrorHandler.deletion_error_handler("delete snapshot")
+@AWSRetry.jittered_backoff(catch_extra_error_codes=THROTTLING_CODES)
+def delete_snapshot(client, snapshot_id):
+    client.delete_snapshot(SnapshotId=snapshot_id)
+    return True
+
+
+# --- SSM ------------------------------------------------------------------------------
+
+
+@SSMErrorHandler.common_error_handler("send command")
+@AWSRetry.jittered_backoff(catch_extra_error_codes=THROTTLING_CODES)
+def send_command(client, document_name, parameters, instance_ids=None, targets=None, comment=None,
+                 timeout_seconds=None, max_concurrency=None, max_errors=None):
+    if bool(instance_ids) == bool(targets):
+        raise ValueError("send_command needs instance_ids or targets, not both")
+    if instance_ids and len(instance_ids) > SSM_INSTANCE_BATCH:
+        raise ValueError(f"SendCommand takes at most {SSM_INSTANCE_BATCH} instance ids, got {len(instance_ids)}")
+    params = {"DocumentName": document_name, "Parameters": parameters}
+    if instance_ids:
+        params["InstanceIds"] = list(instance_ids)
+    else:
+        params["Targets"] = targets
+    if comment:
+        params["Comment"] = comment[:100]
+    if timeout_seconds:
+        params["TimeoutSeconds"] = int(timeout_seconds)
+    if max_concurrency:
+        params["MaxConcurrency"] = str(max_concurrency)
+    if max_errors is not None:
+        params["MaxErrors"] = str(max_errors)
+    return client.send_command(**params)["Command"]
+
+
+@SSMErrorHandler.list_error_handler("list command invocations", default_value=[])
+@AWSRetry.jittered_backoff(catch_extra_error_codes=THROTTLING_CODES)
+def list_command_invocations(client, command_id, details=True):
+    # One paginated listing per command covers every instance of the batch,
+    # instead of one GetCommandInvocation per instance.
+    return _paginate(client, "list_command_invocations", "CommandInvocations", CommandId=command_id, Details=details)
+
+
+@SSMErrorHandler.common_error_handler("describe SSM managed instances")
+@AWSRetry.jittered_backoff(catch_extra_error_codes=THROTTLING_CODES)
+def describe_instance_information(client, instance_ids):
+    found = []
+    ids = list(instance_ids)
+    # The InstanceIds filter takes at most 50 values.
+    for start in range(0, len(ids), 50):
+        chunk = ids[start:start + 50]
+        found.extend(_paginate(client, "describe_instance_information", "InstanceInformationList",
+                               Filters=[{"Key": "InstanceIds", "Values": chunk}]))
+    return found
+
+
+@SSMErrorHandler.deletion_error_handler("cancel command")
+@AWSRetry.jittered_backoff(catch_extra_error_codes=THROTTLING_CODES)
+def cancel_command(client, command_id, instance_ids=None):
+    params = {"CommandId": command_id}
+    if instance_ids:
+        params["InstanceIds"] = list(instance_ids)
+    client.cancel_command(**params)
+    return True
+
+
+def describe_aws_failure(exc):
+    """One operator-facing sentence for errors that are about the connection, not the request."""
+    cause = getattr(exc, "exception", None) or exc
+    if isinstance(cause, botocore.exceptions.NoCredentialsError):
+        return ("No AWS credentials found: set access_key and secret_key (or AWS_ACCESS_KEY_ID and "
+                "AWS_SECRET_ACCESS_KEY), a profile, or run where an instance role is available.")
+    if isinstance(cause, botocore.exceptions.NoRegionError):
+        return "No AWS region: set region (or AWS_REGION / AWS_DEFAULT_REGION)."
+    if isinstance(cause, (botocore.exceptions.EndpointConnectionError, botocore.exceptions.ConnectTimeoutError)):
+        return f"Cannot reach the AWS endpoint ({cause}): check endpoint_url, region and the network path."
+    if isinstance(cause, botocore.exceptions.ClientError):
+        code = cause.response.get("Error", {}).get("Code")
+        if code in CREDENTIAL_ERROR_CODES:
+            return (f"AWS rejected the credentials ({code}): check access_key, secret_key, session_token or the "
+                    "profile in use.")
+    return None

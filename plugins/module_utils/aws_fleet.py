@@ -1,0 +1,145 @@
+# -*- coding: utf-8 -*-
+# Copyright: Contributors to the appconsistent.snapshots collection
+# GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
+
+"""What the AWS code paths need to know about a fleet before they send anything.
+
+Instances are described with filters rather than InstanceIds, because one
+unknown id makes DescribeInstances fail for all of them; each instance then
+gets its own verdict.
+"""
+
+from __future__ import annotations
+
+from ansible_collections.appconsistent.snapshots.plugins.module_utils.aws import describe_instance_information
+from ansible_collections.appconsistent.snapshots.plugins.module_utils.aws import describe_instances
+from ansible_collections.appconsistent.snapshots.plugins.module_utils.aws import describe_snapshots
+from ansible_collections.appconsistent.snapshots.plugins.module_utils import snapshot_set as ss
+
+FILTER_VALUES_MAX = 200
+AGENT_ADVICE = ("check that the SSM agent is installed and running, that the instance can reach the SSM endpoints, "
+                "and that its instance profile allows Systems Manager (AmazonSSMManagedInstanceCore)")
+
+
+def _chunks(items, size):
+    items = list(items)
+    return [items[start:start + size] for start in range(0, len(items), size)]
+
+
+def targets_to_filters(targets):
+    """SSM-style targets ({key: tag:Name, values: [...]}) as EC2 DescribeInstances filters."""
+    filters = []
+    ids = []
+    for target in targets:
+        key, values = target["key"], [str(v) for v in target["values"]]
+        if key == "InstanceIds":
+            ids.extend(values)
+        elif key.startswith("tag:"):
+            filters.append({"Name": key, "Values": values})
+        elif key == "tag-key":
+            filters.append({"Name": "tag-key", "Values": values})
+        else:
+            raise ValueError(f"targets: unsupported key {key!r}; use tag:<name>, tag-key or InstanceIds")
+    return filters, ids
+
+
+def resolve_instances(client, instance_ids=None, targets=None):
+    """{instance_id: description} for the requested instances; ids that do not exist map to None."""
+    found = {}
+    if targets:
+        filters, ids = targets_to_filters(targets)
+        states = {"Name": "instance-state-name", "Values": ["pending", "running", "stopping", "stopped"]}
+        if filters:
+            for instance in describe_instances(client, filters=filters + [states]):
+                found[instance["InstanceId"]] = instance
+        instance_ids = list(instance_ids or []) + ids
+    requested = list(dict.fromkeys(instance_ids or []))
+    for chunk in _chunks(requested, FILTER_VALUES_MAX):
+        for instance in describe_instances(client, filters=[{"Name": "instance-id", "Values": chunk}]):
+            found[instance["InstanceId"]] = instance
+    order = requested + [i for i in found if i not in requested]
+    return {instance_id: found.get(instance_id) for instance_id in order}
+
+
+def agent_status(client, instance_ids):
+    """{instance_id: InstanceInformation} for the instances SSM manages."""
+    if not instance_ids:
+        return {}
+    return {info["InstanceId"]: info for info in describe_instance_information(client, instance_ids)}
+
+
+def platform_of(instance):
+    return "windows" if str(instance.get("Platform") or "").lower() == "windows" or \
+        "windows" in str(instance.get("PlatformDetails") or "").lower() else "linux"
+
+
+def preflight(instance_id, instance, agent, platform, region=None):
+    """None when the instance can be sent an agent command, else the reason it cannot."""
+    if instance is None:
+        where = f" in {region}" if region else ""
+        return dict(code="InstanceNotFound", message=f"instance {instance_id} does not exist{where}")
+    state = (instance.get("State") or {}).get("Name")
+    if state != "running":
+        return dict(code="InstanceNotRunning",
+                    message=f"instance {instance_id} is {state}: an application-consistent set needs it running")
+    actual = platform_of(instance)
+    if platform and actual != platform:
+        hint = "use app_consistent_group for Linux instances" if platform == "windows" else \
+            "use vss_snapshot (or app_consistent_group) for Windows instances"
+        return dict(code="WrongPlatform", message=f"instance {instance_id} is {actual.capitalize()}, not "
+                                                  f"{platform.capitalize()}: {hint}")
+    if agent is None:
+        return dict(code="InvalidInstanceId",
+                    message=f"instance {instance_id} is not managed by Systems Manager: {AGENT_ADVICE}")
+    ping = agent.get("PingStatus")
+    if ping != "Online":
+        return dict(code="AgentNotOnline",
+                    message=f"the SSM agent of instance {instance_id} is {ping}: {AGENT_ADVICE}")
+    return None
+
+
+def attached_volumes(instance):
+    """[{device, volume_id, boot}] of the EBS volumes attached to the instance."""
+    root = instance.get("RootDeviceName")
+    volumes = []
+    for mapping in instance.get("BlockDeviceMappings") or []:
+        ebs = mapping.get("Ebs") or {}
+        if ebs.get("VolumeId"):
+            volumes.append(dict(device=mapping.get("DeviceName"), volume_id=ebs["VolumeId"],
+                                boot=mapping.get("DeviceName") == root))
+    return volumes
+
+
+def snapshot_member(snapshot, device=None):
+    """A snapshot as a set member (snake_case, tags as a dict)."""
+    tags = {t["Key"]: t["Value"] for t in snapshot.get("Tags") or []}
+    start = snapshot.get("StartTime")
+    return dict(snapshot_id=snapshot["SnapshotId"], volume_id=snapshot.get("VolumeId"),
+                device=device or tags.get(ss.TAG_DEVICE) or tags.get("Device"),
+                volume_size=snapshot.get("VolumeSize"), state=snapshot.get("State"),
+                progress=snapshot.get("Progress"),
+                start_time=start.isoformat() if hasattr(start, "isoformat") else start, tags=tags)
+
+
+def sets_by_run_id(client, run_id, instance_ids, volume_owner=None):
+    """{instance_id: SnapshotSet} of existing sets with this run id (the newest per instance).
+
+    A member whose instance-id tag is missing (a run cut off before it finished
+    tagging) is attributed through ``volume_owner`` ({volume_id: instance_id}).
+    """
+    filters = [{"Name": "tag:" + ss.TAG_RUN_ID, "Values": [run_id]}]
+    wanted = set(instance_ids)
+    groups = {}
+    for snapshot in describe_snapshots(client, filters=filters):
+        member = snapshot_member(snapshot)
+        instance_id = member["tags"].get(ss.TAG_INSTANCE_ID) or (volume_owner or {}).get(member["volume_id"])
+        set_id = member["tags"].get(ss.TAG_SET_ID)
+        if instance_id in wanted and set_id:
+            groups.setdefault((set_id, instance_id), []).append(member)
+    result = {}
+    for (set_id, instance_id), members in groups.items():
+        candidate = ss.SnapshotSet(set_id, members)
+        current = result.get(instance_id)
+        if current is None or (candidate.created or "") > (current.created or ""):
+            result[instance_id] = candidate
+    return result

@@ -1,0 +1,231 @@
+# -*- coding: utf-8 -*-
+# Copyright: Contributors to the appconsistent.snapshots collection
+# GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
+
+"""The snapshot set and its tags: the one place that knows the tag schema.
+
+A set is the snapshots of one instance taken at one point in time. Its state
+lives in the cloud as tags on every member, so any controller can find,
+restore or prune it. The consistency written is what was achieved, never what
+was asked for.
+"""
+
+from __future__ import annotations
+
+import datetime
+import re
+import secrets
+
+TAG_PREFIX = "appconsistent:"
+TAG_SET_ID = TAG_PREFIX + "set-id"
+TAG_INSTANCE_ID = TAG_PREFIX + "instance-id"
+TAG_DEVICE = TAG_PREFIX + "device"
+TAG_CONSISTENCY = TAG_PREFIX + "consistency"
+TAG_RUN_ID = TAG_PREFIX + "run-id"
+TAG_DELETE_AFTER = TAG_PREFIX + "delete-after"
+SET_TAG_KEYS = (TAG_SET_ID, TAG_INSTANCE_ID, TAG_DEVICE, TAG_CONSISTENCY, TAG_RUN_ID, TAG_DELETE_AFTER)
+
+# Weakest first. "offline" (instance stopped or volumes unmounted) is the strongest.
+CONSISTENCY_LEVELS = ("crash", "filesystem", "application", "offline")
+
+# Evidence tags owned by the providers; we read them and never write them.
+EVIDENCE_APPLICATION = ("appconsistent",)  # AWS AppConsistent, Alibaba AppConsistent / APPConsistent
+EVIDENCE_FILESYSTEM = ("fsconsistent",)
+PROVIDER_OWNED_TAGS = ("AppConsistent", "APPConsistent", "FsConsistent", "Device", "AwsVssConfig")
+
+_DURATION = re.compile(r"^\s*(\d+)\s*([smhdw])\s*$")
+_DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+_RUN_ID = re.compile(r"^[A-Za-z0-9._:/=+@-]{1,128}$")
+
+
+def utcnow():
+    return datetime.datetime.now(datetime.timezone.utc)
+
+
+def consistency_rank(level):
+    """Position of a level in CONSISTENCY_LEVELS; unknown or missing levels rank below crash."""
+    try:
+        return CONSISTENCY_LEVELS.index(level)
+    except ValueError:
+        return -1
+
+
+def at_least(level, minimum):
+    return consistency_rank(level) >= consistency_rank(minimum)
+
+
+def weakest(levels):
+    """The consistency of a set is that of its weakest member."""
+    levels = list(levels)
+    if not levels:
+        return None
+    return min(levels, key=consistency_rank)
+
+
+def parse_duration(text):
+    """'7d', '12h', '90m', '2w', '30s' -> timedelta. Raises ValueError with a message naming the accepted forms."""
+    match = _DURATION.match(str(text or ""))
+    if not match or int(match.group(1)) <= 0:
+        raise ValueError(f"invalid duration {text!r}: use a positive number followed by s, m, h, d or w (for example 7d)")
+    return datetime.timedelta(seconds=int(match.group(1)) * _DURATION_UNITS[match.group(2)])
+
+
+def format_instant(moment):
+    return moment.astimezone(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def parse_instant(text):
+    """An ISO-8601 UTC instant written by format_instant (or with an offset); None when unparsable."""
+    if not text:
+        return None
+    value = str(text).strip()
+    if value.endswith("Z"):
+        value = value[:-1] + "+00:00"
+    try:
+        moment = datetime.datetime.fromisoformat(value)
+    except ValueError:
+        return None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=datetime.timezone.utc)
+    return moment
+
+
+def delete_after_instant(duration, now=None):
+    """The appconsistent:delete-after value for a retention such as '7d'."""
+    return format_instant((now or utcnow()) + parse_duration(duration))
+
+
+def validate_run_id(run_id):
+    if run_id is None:
+        return None
+    if not _RUN_ID.match(str(run_id)):
+        raise ValueError(f"invalid run_id {run_id!r}: use 1-128 letters, digits and . _ : / = + @ -")
+    return str(run_id)
+
+
+def new_set_id(now=None):
+    """A unique AWS set id; sortable by time so that a listing reads in order."""
+    stamp = (now or utcnow()).astimezone(datetime.timezone.utc).strftime("%Y%m%dt%H%M%S")
+    return f"acs-{stamp}-{secrets.token_hex(4)}"
+
+
+def set_tags(set_id, instance_id, consistency, device=None, run_id=None, delete_after=None):
+    """The tags every member of a set carries (delete_after is the already formatted instant)."""
+    if consistency not in CONSISTENCY_LEVELS:
+        raise ValueError(f"unknown consistency {consistency!r}")
+    tags = {TAG_SET_ID: set_id, TAG_INSTANCE_ID: instance_id, TAG_CONSISTENCY: consistency}
+    if device:
+        tags[TAG_DEVICE] = device
+    if run_id:
+        tags[TAG_RUN_ID] = run_id
+    if delete_after:
+        tags[TAG_DELETE_AFTER] = delete_after
+    return tags
+
+
+def _truthy(value):
+    return str(value).strip().lower() == "true"
+
+
+def evidence_consistency(tags):
+    """What a provider's own tags on one snapshot say: application, filesystem or crash.
+
+    Keys and values are compared case-insensitively: AWS writes AppConsistent
+    true or True depending on the document version, Alibaba AppConsistent or
+    APPConsistent.
+    """
+    lowered = {str(k).lower(): v for k, v in (tags or {}).items()}
+    if any(_truthy(lowered.get(key)) for key in EVIDENCE_APPLICATION):
+        return "application"
+    if any(_truthy(lowered.get(key)) for key in EVIDENCE_FILESYSTEM):
+        return "filesystem"
+    return "crash"
+
+
+def classify(member_tags, scripts_succeeded=True, ceiling=None):
+    """The consistency achieved by a set, from the evidence on each member.
+
+    application needs the provider's evidence on every member *and* our
+    scripts to have succeeded; otherwise the set is filesystem- or
+    crash-consistent. ``ceiling`` caps the result at what was attempted (a set
+    taken with ``consistency: crash`` is crash-consistent whatever the tags say).
+    """
+    members = list(member_tags)
+    if not members:
+        return None
+    levels = [evidence_consistency(tags) for tags in members]
+    level = weakest(levels)
+    if level == "application" and not scripts_succeeded:
+        level = "filesystem"
+    if ceiling is not None and consistency_rank(level) > consistency_rank(ceiling):
+        level = ceiling
+    return level
+
+
+def user_tags_conflicts(tags):
+    """Keys the user may not set: our schema's and the providers' evidence keys."""
+    reserved = {k.lower() for k in SET_TAG_KEYS + PROVIDER_OWNED_TAGS}
+    return sorted(k for k in (tags or {}) if str(k).lower() in reserved or str(k).lower().startswith("aws:"))
+
+
+class SnapshotSet:
+    """A set assembled from member snapshots that carry our tags.
+
+    ``members`` are dicts with at least ``snapshot_id``, ``state`` and
+    ``tags``; provider code adds volume or disk id, size and start time.
+    """
+
+    COMPLETE_STATES = ("completed", "accomplished")
+
+    def __init__(self, set_id, members):
+        self.set_id = set_id
+        self.members = list(members)
+
+    @property
+    def instance_id(self):
+        return self._common(TAG_INSTANCE_ID)
+
+    @property
+    def run_id(self):
+        return self._common(TAG_RUN_ID)
+
+    @property
+    def delete_after(self):
+        return self._common(TAG_DELETE_AFTER)
+
+    @property
+    def consistency(self):
+        return weakest(m["tags"].get(TAG_CONSISTENCY) for m in self.members)
+
+    @property
+    def complete(self):
+        return bool(self.members) and all(str(m.get("state", "")).lower() in self.COMPLETE_STATES for m in self.members)
+
+    @property
+    def created(self):
+        times = [m.get("start_time") for m in self.members if m.get("start_time")]
+        return min(times) if times else None
+
+    def expired(self, now=None):
+        moment = parse_instant(self.delete_after)
+        return moment is not None and moment <= (now or utcnow())
+
+    def _common(self, key):
+        values = {m["tags"].get(key) for m in self.members}
+        values.discard(None)
+        return values.pop() if len(values) == 1 else None
+
+    def to_dict(self):
+        return dict(set_id=self.set_id, instance_id=self.instance_id, run_id=self.run_id, created=self.created,
+                    consistency=self.consistency, complete=self.complete, delete_after=self.delete_after,
+                    members=self.members)
+
+
+def group_into_sets(members):
+    """Group member dicts by their appconsistent:set-id tag; members without it are ignored."""
+    groups = {}
+    for member in members:
+        set_id = (member.get("tags") or {}).get(TAG_SET_ID)
+        if set_id:
+            groups.setdefault(set_id, []).append(member)
+    return [SnapshotSet(set_id, items) for set_id, items in groups.items()]

@@ -1,0 +1,135 @@
+# -*- coding: utf-8 -*-
+# Copyright: Contributors to the appconsistent.snapshots collection
+# GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
+
+"""Running one SSM document on many instances: batches of 50, one listing call per batch to follow them.
+
+Shared by every module that reaches instances through SSM Run Command.
+"""
+
+from __future__ import annotations
+
+import time
+
+from ansible_collections.appconsistent.snapshots.plugins.module_utils.aws import SSM_INSTANCE_BATCH
+from ansible_collections.appconsistent.snapshots.plugins.module_utils.aws import list_command_invocations
+from ansible_collections.appconsistent.snapshots.plugins.module_utils.aws import send_command
+
+# Invocation statuses after which nothing more happens on the instance.
+TERMINAL_STATUSES = ("Success", "Failed", "TimedOut", "Cancelled", "DeliveryTimedOut", "Undeliverable",
+                     "Terminated", "InvalidPlatform", "AccessDenied", "ExecutionTimedOut")
+
+AGENT_HINT = ("check that the SSM agent runs on the instance, that it can reach the SSM endpoints, and that its "
+              "instance profile allows Systems Manager (AmazonSSMManagedInstanceCore)")
+
+# What each terminal status means for an operator, and what to do about it.
+STATUS_MESSAGES = {
+    "Failed": "the command failed on the instance",
+    "TimedOut": "the command did not finish in time on the instance",
+    "ExecutionTimedOut": "the command did not finish within its execution timeout on the instance",
+    "Cancelled": "the command was cancelled before it finished (by an operator, or because max_errors was reached)",
+    "Terminated": "the command was terminated on the instance",
+    "DeliveryTimedOut": "the command never reached the instance before the delivery timeout; " + AGENT_HINT,
+    "Undeliverable": "the command could not be delivered: the instance is not reachable by SSM; " + AGENT_HINT,
+    "InvalidPlatform": "the document does not apply to the instance's platform",
+    "AccessDenied": "the SSM agent was denied access; check the instance profile",
+}
+
+
+def batches(items, size=SSM_INSTANCE_BATCH):
+    items = list(items)
+    return [items[start:start + size] for start in range(0, len(items), size)]
+
+
+def effective_status(invocation):
+    """The most precise status SSM gives: StatusDetails names DeliveryTimedOut and Undeliverable, Status does not."""
+    details = invocation.get("StatusDetails")
+    if details in TERMINAL_STATUSES:
+        return details
+    return invocation.get("Status")
+
+
+def is_terminal(invocation):
+    return effective_status(invocation) in TERMINAL_STATUSES or invocation.get("Status") in TERMINAL_STATUSES
+
+
+def plugin_output(invocation):
+    """stdout and stderr of the invocation's plugins, for diagnostics only (never the source of truth)."""
+    out, err = [], []
+    for plugin in invocation.get("CommandPlugins") or []:
+        if plugin.get("Output"):
+            out.append(plugin["Output"])
+        if plugin.get("StandardErrorContent"):
+            err.append(plugin["StandardErrorContent"])
+    return "\n".join(out), "\n".join(err)
+
+
+def response_code(invocation):
+    codes = [p.get("ResponseCode") for p in invocation.get("CommandPlugins") or [] if p.get("ResponseCode") is not None]
+    return codes[-1] if codes else None
+
+
+class CommandRun:
+    """One document sent to many instances, followed to the end."""
+
+    def __init__(self, client, document, parameters, comment=None, timeout_seconds=None, max_concurrency=None,
+                 max_errors=None, sleep=time.sleep, clock=time.monotonic):
+        self.client = client
+        self.document = document
+        self.parameters = parameters
+        self.comment = comment
+        self.timeout_seconds = timeout_seconds
+        self.max_concurrency = max_concurrency
+        self.max_errors = max_errors
+        self.sleep = sleep
+        self.clock = clock
+        self.commands = []  # (command_id, [instance ids])
+        self.invocations = {}  # instance id -> last invocation seen
+
+    def send(self, instance_ids, parameters=None):
+        """Send the document to these instances, in batches; returns the command ids."""
+        sent = []
+        for chunk in batches(instance_ids):
+            command = send_command(self.client, self.document, parameters or self.parameters, instance_ids=chunk,
+                                   comment=self.comment, timeout_seconds=self.timeout_seconds,
+                                   max_concurrency=self.max_concurrency, max_errors=self.max_errors)
+            self.commands.append((command["CommandId"], chunk))
+            sent.append(command["CommandId"])
+        return sent
+
+    def poll(self):
+        """One listing per unfinished command; returns True when every instance has finished."""
+        done = True
+        for command_id, instance_ids in self.commands:
+            if all(i in self.invocations and is_terminal(self.invocations[i]) for i in instance_ids):
+                continue
+            for invocation in list_command_invocations(self.client, command_id):
+                self.invocations[invocation["InstanceId"]] = invocation
+            if not all(i in self.invocations and is_terminal(self.invocations[i]) for i in instance_ids):
+                done = False
+        return done
+
+    def wait(self, timeout, first_interval=1.0, max_interval=5.0):
+        """Poll until every instance has finished or ``timeout`` seconds passed; True when all finished."""
+        deadline = self.clock() + timeout
+        interval = first_interval
+        while True:
+            if self.poll():
+                return True
+            if self.clock() >= deadline:
+                return False
+            self.sleep(min(interval, max(0.0, deadline - self.clock())))
+            interval = min(interval * 1.5, max_interval)
+
+    def result(self, instance_id):
+        """Status, response code and output of one instance ('Pending' when nothing was seen yet)."""
+        invocation = self.invocations.get(instance_id) or {}
+        stdout, stderr = plugin_output(invocation)
+        command_id = next((c for c, ids in self.commands if instance_id in ids), None)
+        return dict(command_id=command_id, status=effective_status(invocation) or "Pending",
+                    response_code=response_code(invocation), stdout=stdout, stderr=stderr,
+                    requested=_iso(invocation.get("RequestedDateTime")))
+
+
+def _iso(value):
+    return value.isoformat() if hasattr(value, "isoformat") else value

@@ -1,0 +1,86 @@
+"""The Alibaba twin as one object: the ECS and Cloud Assistant state, the accepted keys, and the call path every request takes."""
+
+from __future__ import annotations
+
+import secrets
+import shutil
+import tempfile
+from typing import Any, Dict, Optional
+
+from twin.core.scheduler import Scheduler
+
+from .api import AliError, Params, request_id
+from .assistant import Assistant
+from .ecs import PROVIDER, Ecs
+from .signing import Key, KeyRing
+
+API_VERSION = "2014-05-26"
+FORBIDDEN_MESSAGE = "User not authorized to operate on the specified resource, or this API doesn't support RAM."
+
+
+class AliCloud:
+    """ECS + Cloud Assistant with latency, faults and call statistics applied to every call."""
+
+    def __init__(self, fleet: Any, latency: Any, faults: Any, blockstore: Any, stats: Any) -> None:
+        creds = fleet.credentials.get(PROVIDER, {})
+        self.region = creds.get("region", "cn-hangzhou")
+        self.access_key_id = creds.get("access_key_id")
+        self.access_key_secret = creds.get("access_key_secret")
+        self.security_token = creds.get("security_token")
+        self.latency = latency
+        self.faults = faults
+        self.stats = stats
+        self.url = ""
+        self.keys = KeyRing()
+        self.keys.add(Key(self.access_key_id, self.access_key_secret, self.security_token))
+        self._role_keys: Dict[str, Key] = {}
+        self.scheduler = Scheduler(name="twin-alicloud")
+        self.workdir = tempfile.mkdtemp(prefix="twin-alicloud-")
+        self.ecs = Ecs(fleet, self.region, latency, faults, blockstore)
+        self.assistant = Assistant(self)
+        self.handlers = {}
+        for name, func in Ecs.ACTIONS.items():
+            self.handlers[name] = (self.ecs, func)
+        for name, func in Assistant.ACTIONS.items():
+            self.handlers[name] = (self.assistant, func)
+
+    def role_credentials(self, inst: Any) -> Optional[Key]:
+        """STS credentials of the instance's RAM role, as the metadata service would hand them out."""
+        if not inst.ram_role:
+            return None
+        with self.ecs.lock:
+            key = self._role_keys.get(inst.ram_role)
+            if key is None:
+                key = Key(access_key_id=f"STS.{secrets.token_hex(10)}", secret=secrets.token_urlsafe(24),
+                          security_token=secrets.token_urlsafe(48), principal=f"role:{inst.ram_role}")
+                self._role_keys[inst.ram_role] = key
+                self.keys.add(key)
+            return key
+
+    def call(self, action: str, flat: Dict[str, str], principal: str = "account", instance: Any = None) -> Dict[str, Any]:
+        """Run one API action as ``principal``; returns the response body or raises AliError."""
+        entry = self.handlers.get(action)
+        if entry is None:
+            raise AliError("InvalidAction.NotFound", f"Specified api {action} is not found, please check your url and method.", 404)
+        self.stats.record(PROVIDER, action)
+        self.latency.sleep_api(PROVIDER, action)
+        code = self.faults.api_error(PROVIDER, action)
+        if code:
+            raise AliError(code)
+        if principal.startswith("role:") and instance is not None and self.ecs.instance_faults(instance).get("ram_role_no_permission"):
+            raise AliError("Forbidden.RAM", FORBIDDEN_MESSAGE, 403)
+        owner, func = entry
+        body = func(owner, Params(flat))
+        body["RequestId"] = request_id()
+        return body
+
+    def state(self) -> Dict[str, Any]:
+        return self.ecs.summary()
+
+    def close(self) -> None:
+        with self.ecs.lock:
+            for gate in self.ecs.gates.values():
+                gate.set()
+        self.assistant.close()
+        self.scheduler.stop()
+        shutil.rmtree(self.workdir, ignore_errors=True)

@@ -1,0 +1,780 @@
+"""ECS 2014-05-26 actions of the twin: instances, disks, snapshots, snapshot-consistent groups and tags."""
+
+from __future__ import annotations
+
+import fnmatch
+import os
+import re
+import subprocess
+import threading
+import time
+from typing import Any, Callable, Dict, List, Optional
+
+from .api import AliError, Params, invalid, match_tags, missing, paginate, tag_list
+from .model import (CATEGORIES, ESSD_FAMILY, Deferred, Disk, EcsInstance, Snapshot, SnapshotGroup, iso,
+                    iso_minutes, new_id)
+
+PROVIDER = "alicloud"
+GROUP_MAX_DISKS = 16
+GROUP_MAX_GIB = 32 * 1024
+DEFAULT_SNAPSHOT_QUOTA = 256
+RESOURCE_TYPES = ("instance", "disk", "snapshot", "image", "securitygroup", "volume", "eni", "ddh", "ddhcluster", "keypair",
+                  "launchtemplate", "reservedinstance", "snapshotpolicy", "elasticityassurance", "capacityreservation",
+                  "command", "invocation", "activation", "managedinstance")
+_NAME = re.compile(r"^[A-Za-z\u4e00-\u9fa5][A-Za-z0-9\u4e00-\u9fa5._:\-]{1,127}$")
+
+
+def check_name(field_name: str, value: Optional[str]) -> None:
+    """Names follow the console rules: 2-128 characters, a letter first, no http:// or https:// prefix."""
+    if value is None:
+        return
+    if value.startswith(("http://", "https://")) or not _NAME.match(value):
+        raise AliError(f"InvalidParameter.{field_name}" if field_name != "Name" else "InvalidName",
+                       f"The specified {field_name} is not valid: 2 to 128 characters, starting with a letter, "
+                       "letters, digits, '.', '_', '-' and ':' only, not starting with http:// or https://.")
+
+
+def check_description(value: Optional[str]) -> None:
+    if value is None:
+        return
+    if len(value) < 2 or len(value) > 256 or value.startswith(("http://", "https://")):
+        raise AliError("InvalidDescription.Malformed", "The specified description is not valid: 2 to 256 characters, not starting with http:// or https://.")
+
+
+def _copy_image(source: str, target: str) -> None:
+    subprocess.run(["cp", "--sparse=always", "--reflink=auto", source, target], check=True, capture_output=True)
+
+
+class Ecs:
+    """State and actions of the ECS part of the twin; every public action takes Params and returns a body dict."""
+
+    def __init__(self, fleet: Any, region: str, latency: Any, faults: Any, blockstore: Any) -> None:
+        self.lock = threading.RLock()
+        self.deferred = Deferred()
+        self.region = region
+        self.latency = latency
+        self.faults = faults
+        self.blockstore = blockstore
+        self.instances: Dict[str, EcsInstance] = {}
+        self.disks: Dict[str, Disk] = {}
+        self.snapshots: Dict[str, Snapshot] = {}
+        self.groups: Dict[str, SnapshotGroup] = {}
+        self.other_tags: Dict[tuple, Dict[str, str]] = {}  # (resource type, id) -> tags, for command/invocation
+        self.gates: Dict[str, threading.Event] = {}  # action -> event that holds the action until set (tests)
+        self.gate_waiting: Dict[str, threading.Event] = {}
+        self._load(fleet)
+
+    # ------------------------------------------------------------------ fleet
+    def _load(self, fleet: Any) -> None:
+        letters = "abcdefghijklmnopqrstuvwxyz"
+        for inst in fleet.by_provider(PROVIDER):
+            if not inst.id:
+                inst.id = new_id("i")
+            zone = inst.zone or f"{self.region}-h"
+            status = "Running" if inst.state == "running" else "Stopped"
+            ecs_inst = EcsInstance(id=inst.id, name=inst.name, region=self.region, zone=zone, os_type=inst.platform,
+                                   status=status, ram_role=inst.role, execution=inst.execution,
+                                   agent_status=inst.agent.status, agent_version=inst.agent.version,
+                                   vss_components=inst.agent.vss_components, fleet=inst, tags=dict(inst.tags or {}))
+            self.instances[inst.id] = ecs_inst
+            for n, vol in enumerate(inst.volumes):
+                if not vol.id:
+                    vol.id = new_id("d")
+                category = vol.type if vol.type in CATEGORIES else "cloud_essd"
+                disk = Disk(id=vol.id, region=self.region, zone=zone, category=category, size=int(vol.size),
+                            type="system" if vol.boot else "data", status="In_use", instance_id=inst.id,
+                            device=vol.device or f"/dev/vd{letters[n]}", multi_attach=bool(vol.multi_attach),
+                            image=vol.image, mount=vol.mount, ever_attached=True, attached=time.time(),
+                            delete_with_instance=bool(vol.boot))
+                self.disks[disk.id] = disk
+
+    # ------------------------------------------------------------------ helpers
+    def settle(self) -> None:
+        with self.lock:
+            self.deferred.settle()
+
+    def hold(self, action: str) -> threading.Event:
+        """Make ``action`` wait (inside the call) until the returned event is set; for tests of freeze windows."""
+        event = threading.Event()
+        with self.lock:
+            self.gates[action] = event
+            self.gate_waiting[action] = threading.Event()
+        return event
+
+    def waiting(self, action: str) -> threading.Event:
+        """Set once a call of ``action`` is being held by its gate."""
+        with self.lock:
+            return self.gate_waiting.setdefault(action, threading.Event())
+
+    def pass_gate(self, action: str) -> None:
+        with self.lock:
+            gate = self.gates.get(action)
+            waiting = self.gate_waiting.get(action)
+        if gate is not None:
+            if waiting is not None:
+                waiting.set()
+            gate.wait()
+
+    def instance(self, instance_id: Optional[str], name: str = "InstanceId") -> EcsInstance:
+        if not instance_id:
+            raise missing(name)
+        inst = self.instances.get(instance_id)
+        if inst is None:
+            raise AliError("InvalidInstanceId.NotFound", f"The specified InstanceId {instance_id} does not exist.", 404)
+        return inst
+
+    def disk(self, disk_id: Optional[str], name: str = "DiskId") -> Disk:
+        if not disk_id:
+            raise missing(name)
+        disk = self.disks.get(disk_id)
+        if disk is None:
+            raise AliError("InvalidDiskId.NotFound", f"The specified disk {disk_id} does not exist.", 404)
+        return disk
+
+    def snapshot(self, snapshot_id: Optional[str], name: str = "SnapshotId") -> Snapshot:
+        if not snapshot_id:
+            raise missing(name)
+        snap = self.snapshots.get(snapshot_id)
+        if snap is None:
+            raise AliError("InvalidSnapshotId.NotFound", f"The specified snapshot {snapshot_id} does not exist.", 404)
+        return snap
+
+    def region_check(self, params: Params, required: bool = True) -> None:
+        region = params.get("RegionId")
+        if region is None:
+            if required:
+                raise missing("RegionId")
+            return
+        if region != self.region:
+            raise AliError("InvalidRegionId.NotFound", f"The specified RegionId {region} does not exist.", 404)
+
+    def instance_faults(self, inst: EcsInstance) -> Dict[str, Any]:
+        return self.faults.for_instance(inst.fleet)
+
+    def dry_run(self, params: Params) -> None:
+        if params.bool("DryRun"):
+            raise AliError("DryRunOperation", "Request validation has been passed with DryRun flag set.", 400)
+
+    # ------------------------------------------------------------------ instances
+    def render_instance(self, inst: EcsInstance) -> Dict[str, Any]:
+        return {
+            "InstanceId": inst.id, "InstanceName": inst.name, "HostName": inst.name, "Description": "",
+            "Status": inst.status, "RegionId": inst.region, "ZoneId": inst.zone, "InstanceType": inst.instance_type,
+            "InstanceTypeFamily": "ecs.g7", "Cpu": 2, "Memory": 8192,
+            "OSType": inst.os_type, "OSName": "Windows Server 2022" if inst.os_type == "windows" else "Alibaba Cloud Linux 3",
+            "OSNameEn": "Windows Server 2022" if inst.os_type == "windows" else "Alibaba Cloud Linux 3",
+            "ImageId": "win2022_21H2_x64_dtc_en-us_40G_alibase_20240101.vhd" if inst.os_type == "windows" else "aliyun_3_x64_20G_alibase_20240101.vhd",
+            "CreationTime": iso_minutes(inst.created), "StartTime": iso_minutes(inst.started),
+            "InstanceChargeType": "PostPaid", "InternetChargeType": "PayByTraffic", "InstanceNetworkType": "vpc",
+            "IoOptimized": True, "DeletionProtection": False, "StoppedMode": "Not-applicable" if inst.status != "Stopped" else "KeepCharging",
+            "SerialNumber": inst.id[2:], "ResourceGroupId": "", "OperationLocks": {"LockReason": []},
+            "Tags": tag_list(inst.tags),
+        }
+
+    def DescribeInstances(self, p: Params) -> Dict[str, Any]:
+        self.region_check(p)
+        ids = p.json_list("InstanceIds")
+        if len(ids) > 100:
+            raise invalid("InstanceIds", "At most 100 instance IDs can be specified.")
+        status = p.get("Status")
+        zone = p.get("ZoneId")
+        name = p.get("InstanceName")
+        wanted_tags = p.tags()
+        with self.lock:
+            self.deferred.settle()
+            items = [i for i in self.instances.values()
+                     if (not ids or i.id in ids) and (status is None or i.status == status) and (zone is None or i.zone == zone)
+                     and (name is None or fnmatch.fnmatchcase(i.name, name)) and match_tags(i.tags, wanted_tags)]
+            rows, paging = paginate(p, items, self.render_instance, token_max=100)
+        return {"Instances": {"Instance": rows}, **paging}
+
+    def DescribeInstanceRamRole(self, p: Params) -> Dict[str, Any]:
+        self.region_check(p)
+        ids = p.json_list("InstanceIds")
+        role = p.get("RamRoleName")
+        with self.lock:
+            if ids:
+                for instance_id in ids:
+                    self.instance(instance_id, "InstanceIds")
+            items = [i for i in self.instances.values() if i.ram_role and (not ids or i.id in ids) and (role is None or i.ram_role == role)]
+            rows, paging = paginate(p, items, lambda i: {"InstanceId": i.id, "RamRoleName": i.ram_role}, page_max=100, page_default=50)
+        return {"InstanceRamRoleSets": {"InstanceRamRoleSet": rows}, "RegionId": self.region, "TotalCount": paging["TotalCount"]}
+
+    def StopInstance(self, p: Params) -> Dict[str, Any]:
+        with self.lock:
+            self.deferred.settle()
+            inst = self.instance(p.get("InstanceId"))
+            if inst.status != "Running":
+                raise AliError("IncorrectInstanceStatus", "The current status of the resource does not support this operation.", 403)
+            self.dry_run(p)
+            inst.status = "Stopping"
+            self.deferred.at(time.time() + self.latency.transition("instance_stop"), lambda: setattr(inst, "status", "Stopped"))
+            self.deferred.settle()
+        return {}
+
+    def StartInstance(self, p: Params) -> Dict[str, Any]:
+        with self.lock:
+            self.deferred.settle()
+            inst = self.instance(p.get("InstanceId"))
+            if inst.status != "Stopped":
+                raise AliError("IncorrectInstanceStatus", "The current status of the resource does not support this operation.", 403)
+            self.dry_run(p)
+            inst.status = "Starting"
+
+            def started() -> None:
+                inst.status = "Running"
+                inst.started = time.time()
+            self.deferred.at(time.time() + self.latency.transition("instance_start"), started)
+            self.deferred.settle()
+        return {}
+
+    # ------------------------------------------------------------------ disks
+    def render_disk(self, disk: Disk) -> Dict[str, Any]:
+        attachments = []
+        if disk.instance_id and disk.status in ("In_use", "Detaching", "ReIniting"):
+            attachments.append({"InstanceId": disk.instance_id, "Device": disk.device or "", "AttachedTime": iso(disk.attached)})
+        return {
+            "DiskId": disk.id, "DiskName": disk.name, "Description": disk.description, "Status": disk.status,
+            "InstanceId": disk.instance_id if attachments else "", "Device": (disk.device or "") if attachments else "",
+            "Category": disk.category, "Type": disk.type, "Size": disk.size, "ZoneId": disk.zone, "RegionId": disk.region,
+            "PerformanceLevel": disk.performance_level if disk.category == "cloud_essd" else "",
+            "SourceSnapshotId": disk.source_snapshot_id or "", "MultiAttach": "Enabled" if disk.multi_attach else "Disabled",
+            "Portable": disk.type == "data", "DeleteWithInstance": disk.delete_with_instance, "Encrypted": False,
+            "DiskChargeType": "PostPaid", "EnableAutoSnapshot": False, "CreationTime": iso(disk.created),
+            "AttachedTime": iso(disk.attached) or "", "DetachedTime": iso(disk.detached) or "",
+            "Attachments": {"Attachment": attachments},
+            "MountInstances": {"MountInstance": attachments if disk.multi_attach else []},
+            "OperationLocks": {"OperationLock": []}, "ResourceGroupId": "",
+            "Tags": tag_list(disk.tags),
+        }
+
+    def DescribeDisks(self, p: Params) -> Dict[str, Any]:
+        self.region_check(p)
+        ids = p.json_list("DiskIds")
+        if len(ids) > 100:
+            raise invalid("DiskIds", "At most 100 disk IDs can be specified.")
+        instance_id = p.get("InstanceId")
+        status = p.get("Status")
+        category = p.get("Category")
+        disk_type = p.get("DiskType")
+        snapshot_id = p.get("SnapshotId")
+        zone = p.get("ZoneId")
+        name = p.get("DiskName")
+        wanted_tags = p.tags()
+        with self.lock:
+            self.deferred.settle()
+            items = [d for d in self.disks.values()
+                     if (not ids or d.id in ids) and (instance_id is None or d.instance_id == instance_id)
+                     and (status in (None, "All") or d.status == status) and (category in (None, "all") or d.category == category)
+                     and (disk_type in (None, "all") or d.type == disk_type) and (snapshot_id is None or d.source_snapshot_id == snapshot_id)
+                     and (zone is None or d.zone == zone) and (name is None or d.name == name) and match_tags(d.tags, wanted_tags)]
+            rows, paging = paginate(p, items, self.render_disk, token_max=500, page_max=100)
+        return {"Disks": {"Disk": rows}, **paging}
+
+    def CreateDisk(self, p: Params) -> Dict[str, Any]:
+        self.region_check(p)
+        instance_id = p.get("InstanceId")
+        zone = p.get("ZoneId")
+        category = p.get("DiskCategory", "cloud")
+        if category not in CATEGORIES:
+            raise AliError("InvalidDiskCategory.ValueNotSupported", f"The specified disk category {category} is not supported.")
+        name = p.get("DiskName")
+        if name is not None:
+            check_name("DiskName", name)
+        description = p.get("Description")
+        check_description(description)
+        size = p.int("Size", None, 1, 65536)
+        tags = p.tags()
+        with self.lock:
+            self.deferred.settle()
+            inst = None
+            if instance_id:
+                inst = self.instance(instance_id)
+                zone = inst.zone
+            elif not zone:
+                raise missing("ZoneId")
+            snap = None
+            if p.get("SnapshotId"):
+                snap = self.snapshot(p.get("SnapshotId"))
+                if snap.status != "accomplished":
+                    raise AliError("IncorrectSnapshotStatus", "The current status of the snapshot does not support this operation.", 403)
+                if size is None:
+                    size = snap.disk_size
+                elif size < snap.disk_size:
+                    raise AliError("InvalidSize.ValueNotSupported", "The specified size is smaller than the size of the snapshot.")
+            if size is None:
+                raise missing("Size")
+            image = None
+            if snap is not None and snap.image:
+                image = self.blockstore.volume_from_snapshot(snap.image)
+            disk = Disk(id=new_id("d"), region=self.region, zone=zone, category=category, size=size, type="data", status="Creating",
+                        image=image, source_snapshot_id=snap.id if snap else None, name=name or "", description=description or "",
+                        multi_attach=p.get("MultiAttach", "Disabled") == "Enabled", delete_with_instance=False,
+                        performance_level=p.get("PerformanceLevel", "PL1"), tags={k: v or "" for k, v in tags})
+            self.disks[disk.id] = disk
+            created_at = time.time() + self.latency.transition("volume_create")
+            if inst is not None:
+                disk.instance_id = inst.id
+                disk.device = self._next_device(inst.id)
+
+                def attached() -> None:
+                    disk.status = "In_use"
+                    disk.ever_attached = True
+                    disk.attached = time.time()
+                self.deferred.at(created_at, attached)
+            else:
+                self.deferred.at(created_at, lambda: setattr(disk, "status", "Available"))
+            self.deferred.settle()
+        return {"DiskId": disk.id, "OrderId": ""}
+
+    def _next_device(self, instance_id: str) -> str:
+        used = {d.device for d in self.disks.values() if d.instance_id == instance_id}
+        for letter in "bcdefghijklmnopqrstuvwxyz":
+            for prefix in ("/dev/xvd", "/dev/vd"):
+                if f"{prefix}{letter}" in used:
+                    break
+            else:
+                return f"/dev/xvd{letter}"
+        raise AliError("InvalidOperation.DiskLimitExceeded", "No more disks can be attached to this instance.", 403)
+
+    def AttachDisk(self, p: Params) -> Dict[str, Any]:
+        with self.lock:
+            self.deferred.settle()
+            inst = self.instance(p.get("InstanceId"))
+            disk = self.disk(p.get("DiskId"))
+            if disk.status != "Available":
+                raise AliError("IncorrectDiskStatus", "The current disk status does not support this operation.", 403)
+            if inst.status not in ("Running", "Stopped"):
+                raise AliError("IncorrectInstanceStatus", "The current status of the resource does not support this operation.", 403)
+            if disk.zone != inst.zone:
+                raise AliError("InvalidDiskId.ZoneMismatch", "The disk and the instance are not in the same zone.", 403)
+            device = p.get("Device")
+            if device and any(d.device == device and d.instance_id == inst.id for d in self.disks.values()):
+                raise AliError("InvalidDevice.InUse", f"The device {device} is already in use.", 403)
+            disk.status = "Attaching"
+            disk.instance_id = inst.id
+            disk.device = device or self._next_device(inst.id)
+            if p.get("DeleteWithInstance") is not None:
+                disk.delete_with_instance = p.bool("DeleteWithInstance")
+
+            def attached() -> None:
+                disk.status = "In_use"
+                disk.ever_attached = True
+                disk.attached = time.time()
+            self.deferred.at(time.time() + self.latency.transition("volume_attach"), attached)
+            self.deferred.settle()
+        return {}
+
+    def DetachDisk(self, p: Params) -> Dict[str, Any]:
+        with self.lock:
+            self.deferred.settle()
+            inst = self.instance(p.get("InstanceId"))
+            disk = self.disk(p.get("DiskId"))
+            if disk.instance_id != inst.id or disk.status != "In_use":
+                raise AliError("IncorrectDiskStatus", "The disk is not attached to the specified instance.", 403)
+            if disk.type == "system" and inst.status != "Stopped":
+                raise AliError("IncorrectInstanceStatus", "The system disk can be detached only from a stopped instance.", 403)
+            disk.status = "Detaching"
+
+            def detached() -> None:
+                disk.status = "Available"
+                disk.last_instance_id, disk.last_device = disk.instance_id, disk.device
+                disk.instance_id = None
+                disk.device = None
+                disk.detached = time.time()
+            self.deferred.at(time.time() + self.latency.transition("volume_detach"), detached)
+            self.deferred.settle()
+        return {}
+
+    # ------------------------------------------------------------------ snapshots
+    def _progress(self, snap: Snapshot) -> str:
+        if snap.status == "accomplished":
+            return "100%"
+        if snap.status == "failed":
+            return "0%"
+        total = max(snap.ready_at - snap.created, 1e-6)
+        return f"{min(99, int(100 * (time.time() - snap.created) / total))}%"
+
+    def render_snapshot(self, snap: Snapshot) -> Dict[str, Any]:
+        return {
+            "SnapshotId": snap.id, "SnapshotName": snap.name, "Description": snap.description, "Status": snap.status,
+            "Progress": self._progress(snap), "Available": snap.available, "SourceDiskId": snap.disk_id,
+            "SourceDiskType": snap.disk_type, "SourceDiskSize": str(snap.disk_size), "SourceStorageType": "disk",
+            "Category": "standard", "SnapshotType": "user", "Usage": "none", "InstantAccess": False,
+            "InstantAccessRetentionDays": 0, "Encrypted": False, "RegionId": self.region, "ResourceGroupId": "",
+            "CreationTime": iso(snap.created), "LastModifiedTime": iso(snap.created), "RetentionDays": 0,
+            "RemainTime": max(0, int(snap.ready_at - time.time())) if snap.status == "progressing" else 0,
+            "SnapshotSN": snap.id[2:], "ProductCode": "", "Tags": tag_list(snap.tags),
+        }
+
+    def DescribeSnapshots(self, p: Params) -> Dict[str, Any]:
+        self.region_check(p)
+        ids = p.json_list("SnapshotIds")
+        if len(ids) > 100:
+            raise invalid("SnapshotIds", "At most 100 snapshot IDs can be specified.")
+        instance_id = p.get("InstanceId")
+        disk_id = p.get("DiskId")
+        status = p.get("Status", "all")
+        if status not in ("progressing", "accomplished", "failed", "all"):
+            raise invalid("Status")
+        name = p.get("SnapshotName")
+        source_type = (p.get("SourceDiskType") or "").lower()
+        wanted_tags = p.tags()
+        with self.lock:
+            self.deferred.settle()
+            items = [s for s in self.snapshots.values()
+                     if (not ids or s.id in ids) and (instance_id is None or s.instance_id == instance_id)
+                     and (disk_id is None or s.disk_id == disk_id) and (status == "all" or s.status == status)
+                     and (name is None or s.name == name) and (not source_type or s.disk_type == source_type)
+                     and match_tags(s.tags, wanted_tags)]
+            items.sort(key=lambda s: s.created, reverse=True)
+            rows, paging = paginate(p, items, self.render_snapshot, token_max=100, page_max=100)
+        return {"Snapshots": {"Snapshot": rows}, **paging}
+
+    def DeleteSnapshot(self, p: Params) -> Dict[str, Any]:
+        with self.lock:
+            self.deferred.settle()
+            snap = self.snapshot(p.get("SnapshotId"))
+            if any(d.source_snapshot_id == snap.id for d in self.disks.values()) and not p.bool("Force"):
+                raise AliError("SnapshotCreatedDisk", "The snapshot has been used to create disks; use Force to delete it.", 403)
+            self._delete_snapshot(snap)
+        return {}
+
+    def _delete_snapshot(self, snap: Snapshot) -> None:
+        self.snapshots.pop(snap.id, None)
+        group = self.groups.get(snap.group_id or "")
+        if group is not None and snap.id in group.snapshot_ids:
+            group.snapshot_ids.remove(snap.id)
+        if snap.image and self.blockstore is not None:
+            self.blockstore.delete(snap.image)
+
+    # ------------------------------------------------------------------ snapshot-consistent groups
+    def CreateSnapshotGroup(self, p: Params, caller: Optional[str] = None) -> Dict[str, Any]:
+        self.region_check(p)
+        instance_id = p.get("InstanceId")
+        disk_ids = p.indexed("DiskId")
+        exclude = p.indexed("ExcludeDiskId")
+        name = p.get("Name")
+        check_name("Name", name)
+        description = p.get("Description")
+        check_description(description)
+        tags = p.tags()
+        if disk_ids and exclude:
+            raise AliError("InvalidParameter.Conflict", "DiskId.N and ExcludeDiskId.N cannot be specified at the same time.")
+        if not instance_id and not disk_ids:
+            raise missing("InstanceId")
+        self.pass_gate("CreateSnapshotGroup")
+        with self.lock:
+            self.deferred.settle()
+            inst = self.instance(instance_id) if instance_id else None
+            if inst is not None:
+                attached = [d for d in self.disks.values() if d.instance_id == inst.id and d.status in ("In_use", "ReIniting", "Detaching")]
+                for disk_id in disk_ids + exclude:
+                    disk = self.disk(disk_id, "DiskId.N" if disk_ids else "ExcludeDiskId.N")
+                    if disk.instance_id != inst.id:
+                        raise AliError("InvalidDiskIds.NotBelongToInstance", f"The disk {disk_id} is not attached to the instance {inst.id}.", 403)
+                chosen = [self.disks[d] for d in disk_ids] if disk_ids else [d for d in attached if d.id not in exclude]
+            else:
+                chosen = [self.disk(d, "DiskId.N") for d in disk_ids]
+                zones = {d.zone for d in chosen}
+                if len(zones) > 1:
+                    raise AliError("InvalidParameter.ZoneMismatch", "The disks of a snapshot-consistent group must be in the same zone.")
+            if not chosen:
+                raise AliError("InvalidParameter.NoDisk", "No disk is left to create the snapshot-consistent group for.")
+            for disk in chosen:
+                if disk.category not in ESSD_FAMILY:
+                    raise AliError("InvalidDiskCategory.NotSupported",
+                                   f"The disk {disk.id} is a {disk.category}; snapshot-consistent groups support only ESSD, ESSD AutoPL and ESSD Entry disks.", 403)
+                if disk.multi_attach:
+                    raise AliError("InvalidOperation.MultiAttachDisk",
+                                   f"The disk {disk.id} has multi-attach enabled; exclude it with ExcludeDiskId.N.", 403)
+                if disk.status == "Available" and not disk.ever_attached:
+                    raise AliError("IncorrectDiskStatus.NeverAttached", f"The disk {disk.id} has never been attached to an instance.", 403)
+                if disk.status not in ("In_use", "Available"):
+                    raise AliError("IncorrectDiskStatus", f"The current status of the disk {disk.id} does not support this operation.", 403)
+                if disk.status == "In_use":
+                    owner = self.instances.get(disk.instance_id or "")
+                    if owner is not None and owner.status not in ("Running", "Stopped"):
+                        raise AliError("IncorrectInstanceStatus", "The instance must be Running or Stopped.", 403)
+            if len(chosen) > GROUP_MAX_DISKS:
+                raise AliError("InvalidParameter.DiskCount", f"A snapshot-consistent group can contain at most {GROUP_MAX_DISKS} disks.")
+            if sum(d.size for d in chosen) > GROUP_MAX_GIB:
+                raise AliError("InvalidParameter.TotalSize", "The disks of a snapshot-consistent group can total at most 32 TiB.")
+            quota = int(self.faults.get("snapshot_quota", DEFAULT_SNAPSHOT_QUOTA) or DEFAULT_SNAPSHOT_QUOTA)
+            inst_faults = self.instance_faults(inst) if inst is not None else {}
+            if inst_faults.get("snapshot_quota") is not None:
+                quota = int(inst_faults["snapshot_quota"])
+            for disk in chosen:
+                count = sum(1 for s in self.snapshots.values() if s.disk_id == disk.id)
+                if count >= quota:
+                    raise AliError("QuotaExceed.Snapshot", f"The snapshot quota ({quota}) of the disk {disk.id} has been exceeded.", 403)
+                if any(s.disk_id == disk.id and s.status == "progressing" for s in self.snapshots.values()):
+                    raise AliError("IncorrectDiskStatus.CreatingSnapshot",
+                                   f"A previous snapshot of the disk {disk.id} is still being created and instant access is disabled.", 403)
+            now = time.time()
+            group = SnapshotGroup(id=new_id("ssg"), instance_id=inst.id if inst else None, name=name or "",
+                                  description=description or "", status="progressing", snapshot_ids=[],
+                                  tags={k: v or "" for k, v in tags}, created=now)
+            fail_rate = float(self.faults.get("snapshot_error_rate", 0) or 0)
+            failing = bool(inst_faults.get("snapshot_error")) or self.faults.chance(fail_rate)
+            done_at = now + max(self.latency.transition("snapshot_group_complete"), self.latency.transition("snapshot_complete"))
+            members = []
+            for n, disk in enumerate(chosen):
+                image = self.blockstore.snapshot(disk.image) if disk.image and self.blockstore is not None else None
+                snap = Snapshot(id=new_id("s"), disk_id=disk.id, disk_type=disk.type, disk_size=disk.size, disk_category=disk.category,
+                                instance_id=disk.instance_id, name="", description="", status="progressing", image=image,
+                                group_id=group.id, created=now, ready_at=done_at)
+                members.append((snap, failing and n == 0))
+                self.snapshots[snap.id] = snap
+                group.snapshot_ids.append(snap.id)
+            self.groups[group.id] = group
+
+            group_fails = bool(inst_faults.get("snapshot_group_error"))
+            unavailable = bool(inst_faults.get("snapshot_unavailable"))
+
+            def complete() -> None:
+                for snap, fails in members:
+                    if snap.id in self.snapshots:
+                        snap.status = "failed" if fails else "accomplished"
+                        snap.available = not fails and not unavailable
+                group.status = "failed" if failing or group_fails else "accomplished"
+            if inst_faults.get("snapshot_group_hang"):
+                pass  # the group never leaves "progressing"
+            else:
+                self.deferred.at(done_at, complete)
+            self.deferred.settle()
+        return {"SnapshotGroupId": group.id}
+
+    def render_group(self, group: SnapshotGroup) -> Dict[str, Any]:
+        snaps = [self.snapshots[s] for s in group.snapshot_ids if s in self.snapshots]
+        return {
+            "SnapshotGroupId": group.id, "Name": group.name, "Description": group.description, "Status": group.status,
+            "ProgressStatus": "", "InstanceId": group.instance_id or "", "CreationTime": iso(group.created),
+            "ResourceGroupId": group.resource_group_id, "Tags": tag_list(group.tags, "Key"),
+            "Snapshots": {"Snapshot": [{
+                "SnapshotId": s.id, "SourceDiskId": s.disk_id, "SourceDiskType": s.disk_type, "Progress": self._progress(s),
+                "Available": s.available, "InstantAccess": False, "InstantAccessRetentionDays": 0,
+                "Tags": tag_list(s.tags, "Key")} for s in snaps]},
+        }
+
+    def DescribeSnapshotGroups(self, p: Params) -> Dict[str, Any]:
+        self.region_check(p)
+        ids = p.indexed("SnapshotGroupId")
+        if len(ids) > 10:
+            raise invalid("SnapshotGroupId", "At most 10 snapshot-consistent group IDs can be specified.")
+        statuses = p.indexed("Status")
+        if len(statuses) > 3 or any(s not in ("progressing", "accomplished", "failed") for s in statuses):
+            raise invalid("Status")
+        instance_id = p.get("InstanceId")
+        name = p.get("Name")
+        wanted_tags = p.tags()
+        with self.lock:
+            self.deferred.settle()
+            items = [g for g in self.groups.values()
+                     if (not ids or g.id in ids) and (not statuses or g.status in statuses)
+                     and (instance_id is None or g.instance_id == instance_id) and (name is None or g.name == name)
+                     and match_tags(g.tags, wanted_tags)]
+            items.sort(key=lambda g: g.created, reverse=True)
+            rows, paging = paginate(p, items, self.render_group, token_max=100, pages=False)
+        paging.pop("TotalCount", None)
+        paging.pop("MaxResults", None)
+        return {"SnapshotGroups": {"SnapshotGroup": rows}, **paging}
+
+    @staticmethod
+    def _progress_item(name: str, value: str, error: Optional[AliError] = None) -> Dict[str, Any]:
+        return {"OperationStatus": "Success" if error is None else "Failed", "ErrorCode": error.code if error else "",
+                "ErrorMsg": error.message if error else "", "RelatedItemSet": {"RelatedItem": [{"Name": name, "Value": value}]}}
+
+    def DeleteSnapshotGroup(self, p: Params) -> Dict[str, Any]:
+        self.region_check(p)
+        group_id = p.require("SnapshotGroupId")
+        with self.lock:
+            self.deferred.settle()
+            group = self.groups.get(group_id)
+            if group is None:
+                raise AliError("InvalidSnapshotGroupId.NotFound", f"The specified snapshot-consistent group {group_id} does not exist.", 404)
+            progress = []
+            for snap_id in list(group.snapshot_ids):
+                snap = self.snapshots.get(snap_id)
+                if snap is not None:
+                    self._delete_snapshot(snap)
+                progress.append(self._progress_item("SnapshotId", snap_id))
+            self.groups.pop(group_id, None)
+        return {"OperationProgressSet": {"OperationProgress": progress}}
+
+    # ------------------------------------------------------------------ rollback
+    def _check_reset(self, disk: Disk, snap: Snapshot) -> None:
+        if snap.disk_id != disk.id:
+            raise AliError("InvalidSnapshotId.NotBelongToDisk", f"The snapshot {snap.id} was not created from the disk {disk.id}.", 403)
+        if snap.status != "accomplished":
+            raise AliError("IncorrectSnapshotStatus", "The current status of the snapshot does not support this operation.", 403)
+        if disk.status not in ("In_use", "Available"):
+            raise AliError("IncorrectDiskStatus", "The current disk status does not support this operation.", 403)
+        if disk.status == "In_use":
+            inst = self.instances.get(disk.instance_id or "")
+            if inst is not None and inst.status != "Stopped":
+                raise AliError("IncorrectInstanceStatus", "The instance must be Stopped before its disk can be reset.", 403)
+
+    def _reset(self, disk: Disk, snap: Snapshot) -> None:
+        if disk.image and snap.image:
+            _copy_image(snap.image, disk.image)
+        before = disk.status
+        disk.status = "ReIniting"
+        self.deferred.at(time.time() + self.latency.transition("volume_create"), lambda: setattr(disk, "status", before))
+
+    def ResetDisk(self, p: Params) -> Dict[str, Any]:
+        with self.lock:
+            self.deferred.settle()
+            disk = self.disk(p.get("DiskId"))
+            snap = self.snapshot(p.get("SnapshotId"))
+            self._check_reset(disk, snap)
+            self.dry_run(p)
+            self._reset(disk, snap)
+            self.deferred.settle()
+        return {}
+
+    def ResetDisks(self, p: Params) -> Dict[str, Any]:
+        self.region_check(p)
+        records = p.indexed_records("Disk")
+        if not records:
+            raise missing("Disk.1.DiskId")
+        if len(records) > 10:
+            raise invalid("Disk", "At most 10 disks can be reset at a time.")
+        with self.lock:
+            self.deferred.settle()
+            pairs = []
+            for n, rec in enumerate(records, start=1):
+                disk = self.disk(rec.get("DiskId"), f"Disk.{n}.DiskId")
+                snap = self.snapshot(rec.get("SnapshotId"), f"Disk.{n}.SnapshotId")
+                self._check_reset(disk, snap)
+                pairs.append((disk, snap))
+            self.dry_run(p)
+            for disk, snap in pairs:
+                self._reset(disk, snap)
+            self.deferred.settle()
+        return {"OperationProgressSet": {"OperationProgress": [self._progress_item("DiskId", d.id) for d, _ in pairs]}}
+
+    # ------------------------------------------------------------------ tags
+    def _tag_target(self, resource_type: str, resource_id: str) -> Dict[str, str]:
+        table = {"instance": self.instances, "disk": self.disks, "snapshot": self.snapshots}.get(resource_type)
+        if table is not None:
+            obj = table.get(resource_id)
+            if obj is None:
+                raise AliError("InvalidResourceId.NotFound", f"The specified resource {resource_id} does not exist.", 404)
+            return obj.tags
+        known = self.other_tags.get((resource_type, resource_id))
+        if known is None:
+            raise AliError("InvalidResourceId.NotFound", f"The specified resource {resource_id} does not exist.", 404)
+        return known
+
+    def _resource_type(self, p: Params) -> str:
+        resource_type = p.require("ResourceType")
+        if resource_type not in RESOURCE_TYPES:
+            raise AliError("InvalidResourceType.NotSupported", f"The resource type {resource_type} is not supported.")
+        return resource_type
+
+    def TagResources(self, p: Params) -> Dict[str, Any]:
+        self.region_check(p)
+        resource_type = self._resource_type(p)
+        ids = p.indexed("ResourceId")
+        if not ids:
+            raise missing("ResourceId.1")
+        if len(ids) > 50:
+            raise invalid("ResourceId", "At most 50 resources can be tagged at a time.")
+        tags = p.tags()
+        if not tags:
+            raise missing("Tag.1.Key")
+        if len(tags) > 20:
+            raise invalid("Tag", "At most 20 tags can be specified.")
+        for key, value in tags:
+            if key.startswith(("aliyun", "acs:")) or len(key) > 128:
+                raise AliError("InvalidTagKey.Malformed", f"The tag key {key} is not valid.")
+            if value is not None and len(value) > 128:
+                raise AliError("InvalidTagValue.Malformed", f"The tag value of {key} is not valid.")
+        with self.lock:
+            targets = [self._tag_target(resource_type, rid) for rid in ids]
+            for target in targets:
+                merged = dict(target)
+                merged.update({k: v or "" for k, v in tags})
+                if len(merged) > 20:
+                    raise AliError("InvalidTagCount", "A resource can have at most 20 tags.")
+            for target in targets:
+                target.update({k: v or "" for k, v in tags})
+        return {}
+
+    def UntagResources(self, p: Params) -> Dict[str, Any]:
+        self.region_check(p)
+        resource_type = self._resource_type(p)
+        ids = p.indexed("ResourceId")
+        if not ids:
+            raise missing("ResourceId.1")
+        keys = p.indexed("TagKey")
+        remove_all = p.bool("All")
+        with self.lock:
+            for rid in ids:
+                target = self._tag_target(resource_type, rid)
+                for key in list(target):
+                    if remove_all or key in keys:
+                        target.pop(key)
+        return {}
+
+    def ListTagResources(self, p: Params) -> Dict[str, Any]:
+        self.region_check(p)
+        resource_type = self._resource_type(p)
+        ids = p.indexed("ResourceId")
+        wanted = p.tags()
+        if not ids and not wanted:
+            raise missing("ResourceId.1")
+        table = {"instance": self.instances, "disk": self.disks, "snapshot": self.snapshots}.get(resource_type)
+        with self.lock:
+            self.deferred.settle()
+            if table is not None:
+                pairs = [(rid, obj.tags) for rid, obj in table.items()]
+            else:
+                pairs = [(rid, tags) for (rtype, rid), tags in self.other_tags.items() if rtype == resource_type]
+            rows = []
+            for rid, tags in pairs:
+                if ids and rid not in ids:
+                    continue
+                if not match_tags(tags, wanted):
+                    continue
+                for key, value in tags.items():
+                    rows.append({"ResourceId": rid, "ResourceType": resource_type, "TagKey": key, "TagValue": value})
+            page, paging = paginate(Params({"NextToken": p.get("NextToken", ""), "MaxResults": "50"}), rows, lambda r: r,
+                                    token_max=50, pages=False)
+        return {"TagResources": {"TagResource": page}, "NextToken": paging["NextToken"]}
+
+    # ------------------------------------------------------------------ twin state (control API)
+    def summary(self) -> Dict[str, Any]:
+        with self.lock:
+            self.deferred.settle()
+            return {
+                "region": self.region,
+                "instances": [{"id": i.id, "name": i.name, "status": i.status, "platform": i.os_type, "role": i.ram_role,
+                               "execution": i.execution, "agent": i.agent_status} for i in self.instances.values()],
+                "volumes": [{"id": d.id, "instance_id": d.instance_id, "device": d.device, "category": d.category, "size": d.size,
+                             "status": d.status, "image": d.image, "mount": d.mount, "source_snapshot_id": d.source_snapshot_id}
+                            for d in self.disks.values()],
+                "snapshots": [{"id": s.id, "disk_id": s.disk_id, "status": s.status, "image": s.image, "group_id": s.group_id,
+                               "tags": dict(s.tags)} for s in self.snapshots.values()],
+                "snapshot_groups": [{"id": g.id, "instance_id": g.instance_id, "name": g.name, "status": g.status,
+                                     "snapshot_ids": list(g.snapshot_ids)} for g in self.groups.values()],
+            }
+
+    def cleanup_images(self) -> None:
+        """Forget block images that the twin itself created (snapshots, disks from snapshots)."""
+        with self.lock:
+            for snap in self.snapshots.values():
+                if snap.image and os.path.exists(snap.image) and self.blockstore is not None:
+                    self.blockstore.delete(snap.image)
+            for disk in self.disks.values():
+                if disk.source_snapshot_id and disk.image and os.path.exists(disk.image) and self.blockstore is not None:
+                    self.blockstore.delete(disk.image)
+
+    ACTIONS: Dict[str, Callable[..., Dict[str, Any]]] = {}
+
+
+for _action in ("DescribeInstances", "DescribeInstanceRamRole", "StopInstance", "StartInstance", "DescribeDisks", "CreateDisk",
+                "AttachDisk", "DetachDisk", "DescribeSnapshots", "DeleteSnapshot", "CreateSnapshotGroup", "DescribeSnapshotGroups",
+                "DeleteSnapshotGroup", "ResetDisk", "ResetDisks", "TagResources", "UntagResources", "ListTagResources"):
+    Ecs.ACTIONS[_action] = getattr(Ecs, _action)

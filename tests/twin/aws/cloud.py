@@ -1,0 +1,145 @@
+"""One AWS twin: a moto account and region populated from a fleet, plus the twin's own state."""
+
+from __future__ import annotations
+
+import copy
+import functools
+import random
+import threading
+from typing import Any, Dict, Optional
+
+from moto.backends import get_backend
+
+from twin.core.fleet import Fleet, Instance as FleetInstance
+from twin.core.scheduler import Scheduler
+from twin.aws.ec2 import Ec2Extension, TwinInstance, TwinVolume
+
+WINDOWS_AMI = "ami-0twinwindows00001"
+LINUX_AMI = "ami-0twinlinux000001"
+
+
+def new_account_id() -> str:
+    """A fresh 12-digit account per twin, so twins in one process never share moto state."""
+    return str(random.SystemRandom().randint(10 ** 11, 10 ** 12 - 1))
+
+
+class AwsCloud:
+    """The twin's resources: moto's EC2 backend for the account/region and the fleet's view of it."""
+
+    def __init__(self, fleet: Fleet, latency, faults, stats, blockstore=None, account_id: Optional[str] = None):
+        self.fleet = fleet
+        self.latency = latency
+        self.faults = faults
+        self.stats = stats
+        self.blockstore = blockstore
+        creds = fleet.credentials.get("aws", {})
+        self.region = creds.get("region", "us-east-1")
+        self.access_key_id = creds.get("access_key_id")
+        self.secret_access_key = creds.get("secret_access_key")
+        self.account_id = account_id or new_account_id()
+        self.lock = threading.RLock()
+        self.scheduler = Scheduler("aws-twin-scheduler")
+        self.ec2 = get_backend("ec2")[self.account_id][self.region]
+        self.ext = Ec2Extension(self)
+        self.instances: Dict[str, FleetInstance] = {}  # id -> fleet instance (agent, execution, faults)
+        self.endpoint_url: Optional[str] = None
+        self._build()
+
+    def locked(self, func):
+        @functools.wraps(func)
+        def run(*args, **kwargs):
+            with self.lock:
+                return func(*args, **kwargs)
+        return run
+
+    # -- fleet ----------------------------------------------------------------------------------
+    def _build(self) -> None:
+        zones = {z.name for z in self.ec2.describe_availability_zones()}
+        default_zone = sorted(zones)[0] if zones else self.region + "a"
+        ec2 = self.ec2
+        for fleet_inst in self.fleet.by_provider("aws"):
+            zone = fleet_inst.zone if fleet_inst.zone in zones else default_zone
+            reservation = ec2.run_instances(
+                WINDOWS_AMI if fleet_inst.platform == "windows" else LINUX_AMI, 1, None, [],
+                instance_type="t3.medium", is_instance_type_default=False, placement=zone,
+                region_name=self.region, block_device_mappings=[], tags={})
+            inst = reservation.instances[0]
+            inst.__class__ = TwinInstance
+            if fleet_inst.id:
+                inst.id = fleet_inst.id
+            fleet_inst.id = inst.id
+            inst.platform = "windows" if fleet_inst.platform == "windows" else None
+            tags = dict(fleet_inst.tags or {})
+            tags.setdefault("Name", fleet_inst.name)
+            ec2.create_tags([inst.id], tags)
+            if fleet_inst.role:
+                inst.iam_instance_profile = {"Arn": f"arn:aws:iam::{self.account_id}:instance-profile/{fleet_inst.role}",
+                                             "Id": "AIPA" + inst.id[2:].upper()}
+            boot = next((v for v in fleet_inst.volumes if v.boot), None)
+            if boot is not None:
+                inst.root_device_name = boot.device
+            for vol in fleet_inst.volumes:
+                volume = self.ext.orig["create_volume"](size=vol.size, zone_name=zone, volume_type=vol.type, iops=vol.iops,
+                                           throughput=vol.throughput, encrypted=vol.encrypted, kms_key_id=vol.kms_key_id)
+                volume.__class__ = TwinVolume
+                volume._twin_state = None
+                if vol.id:
+                    ec2.volumes[vol.id] = ec2.volumes.pop(volume.id)
+                    volume.id = vol.id
+                vol.id = volume.id
+                if vol.image and self.blockstore is not None:
+                    image = vol.image if self.blockstore.contains(vol.image) else self.blockstore.create(vol.size, source=vol.image)
+                    self.ext.volume_images[volume.id] = image
+                self.ext.orig["attach_volume"](volume.id, inst.id, vol.device, vol.boot)
+                self.ext.expose(volume.id, inst.id, vol.device, attach=True)
+            if fleet_inst.state == "stopped":
+                inst.stop()
+            self.instances[inst.id] = fleet_inst
+
+    # -- queries ----------------------------------------------------------------------------------
+    def fleet_instance(self, instance_id: str) -> Optional[FleetInstance]:
+        return self.instances.get(instance_id)
+
+    def is_local(self, instance_id: str) -> bool:
+        inst = self.instances.get(instance_id)
+        return bool(inst and inst.execution == "local")
+
+    def instance_faults(self, instance_id: str) -> Dict[str, Any]:
+        inst = self.instances.get(instance_id)
+        return self.faults.for_instance(inst) if inst else {}
+
+    def moto_instance(self, instance_id: str):
+        return self.ec2.get_instance_by_id(instance_id)
+
+    def names(self) -> Dict[str, str]:
+        return {inst.name: iid for iid, inst in self.instances.items()}
+
+    def state(self) -> Dict[str, Any]:
+        """Summary for ``GET /_twin/state``."""
+        with self.lock:
+            instances = []
+            for reservation in list(self.ec2.reservations.values()):
+                for inst in reservation.instances:
+                    fleet_inst = self.instances.get(inst.id)
+                    instances.append({
+                        "id": inst.id, "name": fleet_inst.name if fleet_inst else None, "state": inst._state.name,
+                        "platform": fleet_inst.platform if fleet_inst else (inst.platform or "linux"),
+                        "execution": fleet_inst.execution if fleet_inst else None,
+                        "agent": copy.deepcopy(vars(fleet_inst.agent)) if fleet_inst else None,
+                        "volumes": {dev: bdt.volume_id for dev, bdt in inst.get_block_device_mapping},
+                    })
+            volumes = []
+            for vol in list(self.ec2.volumes.values()):
+                att = vol.attachment
+                volumes.append({"id": vol.id, "state": vol.status, "size": vol.size, "snapshot_id": vol.snapshot_id,
+                                 "instance_id": att.instance.id if att else None, "device": att.device if att else None,
+                                 "image": self.ext.volume_images.get(vol.id)})
+            snapshots = [{"id": s.id, "state": s.status, "volume_id": s.volume.id, "image": self.ext.snapshot_images.get(s.id),
+                          "tags": {t["key"]: t["value"] for t in s.get_tags()}}
+                         for s in list(self.ec2.snapshots.values())]
+        return {"provider": "aws", "account_id": self.account_id, "region": self.region, "instances": instances,
+                "volumes": volumes, "snapshots": snapshots,
+                "blockstore": {"root": self.blockstore.root, "method": self.blockstore.method} if self.blockstore else None}
+
+    def close(self) -> None:
+        self.scheduler.stop()

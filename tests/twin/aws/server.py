@@ -1,0 +1,235 @@
+"""The AWS twin's HTTP endpoint: one port for EC2, IAM, STS (moto) and SSM (the twin's own).
+
+Each request goes through the twin's middleware first: it counts the call, waits the latency
+model's time, injects configured API errors, answers SSM actions itself and hands everything
+else to moto's WSGI application in the twin's own account.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import threading
+import urllib.parse
+import uuid
+from dataclasses import dataclass, field
+from typing import Any, Dict, Optional
+from xml.sax.saxutils import escape
+
+from werkzeug.serving import WSGIRequestHandler, make_server
+
+from moto.backends import get_backend
+from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app
+
+from twin.aws.cloud import AwsCloud
+from twin.aws.documents import DocumentError
+from twin.aws.ec2 import REQUEST
+from twin.aws.ssm import SsmService
+from twin.core.control import ControlApp, is_control
+from twin.core.faults import as_faults
+from twin.core.fleet import Fleet, load_fleet, parse_fleet
+from twin.core.latency import as_model
+from twin.core.stats import CallCounter
+
+LOG = logging.getLogger(__name__)
+PROVIDER = "aws"
+SERVICES = ("ec2", "iam", "sts", "ssm")
+THROTTLE_MESSAGES = {
+    "RequestLimitExceeded": "Request limit exceeded.",
+    "SnapshotCreationPerVolumeRateExceeded": "The maximum per volume CreateSnapshot request rate has been exceeded. "
+                                             "Use an increasing or variable sleep interval between requests.",
+    "ThrottlingException": "Rate exceeded",
+}
+
+
+def _service_of(environ) -> str:
+    auth = environ.get("HTTP_AUTHORIZATION", "")
+    if "Credential=" in auth:
+        parts = auth.split("Credential=", 1)[1].split(",", 1)[0].split("/")
+        if len(parts) >= 4:
+            return parts[3]
+    target = environ.get("HTTP_X_AMZ_TARGET", "")
+    if target.startswith("AmazonSSM."):
+        return "ssm"
+    return "ec2"
+
+
+def _xml_error(service: str, code: str, message: str) -> bytes:
+    request_id = str(uuid.uuid4())
+    if service == "ec2":
+        return (f'<?xml version="1.0" encoding="UTF-8"?>\n<Response><Errors><Error><Code>{escape(code)}</Code>'
+                f'<Message>{escape(message)}</Message></Error></Errors><RequestID>{request_id}</RequestID></Response>').encode()
+    return (f'<ErrorResponse><Error><Type>Sender</Type><Code>{escape(code)}</Code><Message>{escape(message)}</Message>'
+            f'</Error><RequestId>{request_id}</RequestId></ErrorResponse>').encode()
+
+
+class QuietHandler(WSGIRequestHandler):
+    """No access log on stderr: a fleet run makes thousands of calls."""
+
+    def log_request(self, code="-", size="-") -> None:
+        return None
+
+
+class AwsTwinApp:
+    """WSGI middleware in front of moto for one twin."""
+
+    def __init__(self, cloud: AwsCloud, ssm: SsmService, control: ControlApp):
+        self.cloud = cloud
+        self.ssm = ssm
+        self.control = control
+        self.moto = DomainDispatcherApplication(create_backend_app)
+
+    def __call__(self, environ, start_response):
+        if is_control(environ):
+            return self.control(environ, start_response)
+        try:
+            length = int(environ.get("CONTENT_LENGTH") or 0)
+        except ValueError:
+            length = 0
+        body = environ["wsgi.input"].read(length) if length else b""
+        environ["wsgi.input"] = io.BytesIO(body)
+        # every twin is its own account in moto, so twins in one process never see each other
+        environ["HTTP_X_MOTO_ACCOUNT_ID"] = self.cloud.account_id
+        service = _service_of(environ)
+        target = environ.get("HTTP_X_AMZ_TARGET", "")
+        if service == "ssm" and target.startswith("AmazonSSM."):
+            return self._ssm(target.split(".", 1)[1], body, start_response)
+        params = urllib.parse.parse_qs(body.decode("utf-8", errors="replace"), keep_blank_values=True)
+        if not params and environ.get("QUERY_STRING"):
+            params = urllib.parse.parse_qs(environ["QUERY_STRING"], keep_blank_values=True)
+        action = (params.get("Action") or ["Unknown"])[0]
+        self.cloud.stats.record(PROVIDER, action)
+        self.cloud.latency.sleep_api(PROVIDER, action)
+        code = self.cloud.faults.api_error(PROVIDER, action)
+        if code:
+            status = "503 Service Unavailable" if code == "RequestLimitExceeded" else "400 Bad Request"
+            payload = _xml_error(service, code, THROTTLE_MESSAGES.get(code, f"Injected fault: {code}"))
+            start_response(status, [("Content-Type", "text/xml"), ("Content-Length", str(len(payload)))])
+            return [payload]
+        REQUEST.params = params
+        REQUEST.action = action
+        REQUEST.next_token = None
+        captured: Dict[str, Any] = {}
+
+        def capture(status, headers, exc_info=None):
+            captured["status"], captured["headers"] = status, headers
+            return lambda data: None
+        try:
+            with self.cloud.lock:
+                payload = b"".join(self.moto(environ, capture))
+            token = REQUEST.next_token
+        finally:
+            REQUEST.params = None
+            REQUEST.action = None
+            REQUEST.next_token = None
+        if token and captured["status"].startswith("200"):
+            # moto answers these describes in one page; the twin pages them and adds the token
+            closing = f"</{action}Response>".encode()
+            payload = payload.replace(closing, f"<nextToken>{token}</nextToken>".encode() + closing)
+        headers = [(k, v) for k, v in captured["headers"] if k.lower() != "content-length"]
+        headers.append(("Content-Length", str(len(payload))))
+        start_response(captured["status"], headers)
+        return [payload]
+
+    def _ssm(self, action: str, body: bytes, start_response):
+        self.cloud.stats.record(PROVIDER, action)
+        self.cloud.latency.sleep_api(PROVIDER, action)
+        code = self.cloud.faults.api_error(PROVIDER, action)
+        try:
+            if code:
+                if code == "RequestLimitExceeded":
+                    code = "ThrottlingException"
+                raise DocumentError(code, THROTTLE_MESSAGES.get(code, f"Injected fault: {code}"))
+            if not self.ssm.handles(action):
+                raise DocumentError("InvalidAction", f"The twin does not implement SSM {action}.")
+            params = json.loads(body.decode("utf-8") or "{}")
+            result = self.ssm.call(action, params)
+            payload = json.dumps(result, default=str).encode()
+            status = "200 OK"
+        except DocumentError as exc:
+            payload = json.dumps({"__type": exc.code, "message": exc.message}).encode()
+            status = "400 Bad Request"
+        except (ValueError, TypeError, KeyError, AttributeError) as exc:
+            LOG.exception("SSM %s failed", action)
+            payload = json.dumps({"__type": "ValidationException", "message": str(exc)}).encode()
+            status = "400 Bad Request"
+        start_response(status, [("Content-Type", "application/x-amz-json-1.1"), ("Content-Length", str(len(payload))),
+                                ("x-amzn-RequestId", str(uuid.uuid4()))])
+        return [payload]
+
+
+@dataclass
+class AwsTwinHandle:
+    """A running AWS twin: ``url``, ``port``, credentials, ``instances`` (fleet name → id) and ``stop()``."""
+
+    url: str
+    port: int
+    host: str
+    region: str
+    account_id: str
+    access_key_id: str
+    secret_access_key: str
+    cloud: AwsCloud
+    ssm: SsmService
+    instances: Dict[str, str] = field(default_factory=dict)
+    _server: Any = None
+    _thread: Any = None
+
+    def endpoint(self) -> Dict[str, Any]:
+        """The ``aws`` entry of endpoints.json."""
+        return {"endpoint_url": self.url, "region": self.region, "access_key_id": self.access_key_id,
+                "secret_access_key": self.secret_access_key, "account_id": self.account_id,
+                "instances": dict(self.instances)}
+
+    def client(self, service: str, **kwargs):
+        """A boto3 client for this twin (``ec2``, ``ssm``, ``iam``, ``sts``)."""
+        import boto3  # pylint: disable=import-outside-toplevel
+        from botocore.config import Config  # pylint: disable=import-outside-toplevel
+        kwargs.setdefault("config", Config(retries={"max_attempts": 1, "mode": "standard"}))
+        return boto3.client(service, endpoint_url=self.url, region_name=self.region, aws_access_key_id=self.access_key_id,
+                            aws_secret_access_key=self.secret_access_key, **kwargs)
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._thread.join(timeout=10)
+            self._server = None
+        self.ssm.close()
+        self.cloud.close()
+        for service in SERVICES:
+            try:
+                backends = get_backend(service)
+                if self.account_id in backends:
+                    del backends[self.account_id]
+            except (KeyError, ValueError):
+                pass
+
+
+def start(fleet, host: str = "127.0.0.1", port: int = 0, latency=None, faults=None, blockstore=None,
+          stats: Optional[CallCounter] = None) -> AwsTwinHandle:
+    """Start the AWS twin for ``fleet`` (a Fleet, a fleet dict or a path) on a background thread."""
+    if isinstance(fleet, str):
+        fleet = load_fleet(fleet)
+    elif isinstance(fleet, dict):
+        fleet = parse_fleet(fleet)
+    elif not isinstance(fleet, Fleet):
+        raise TypeError("fleet must be a Fleet, a mapping or a path")
+    latency = as_model(latency if latency is not None else fleet.latency)
+    faults = as_faults(faults if faults is not None else fleet.faults)
+    stats = stats if stats is not None else CallCounter()
+    cloud = AwsCloud(fleet, latency, faults, stats, blockstore=blockstore)
+    ssm = SsmService(cloud)
+    control = ControlApp(stats, faults, latency, state=cloud.state)
+    app = AwsTwinApp(cloud, ssm, control)
+    server = make_server(host, port, app, threaded=True, request_handler=QuietHandler)
+    actual_port = server.server_address[1]
+    url = f"http://{host}:{actual_port}"
+    cloud.endpoint_url = url
+    thread = threading.Thread(target=server.serve_forever, name=f"aws-twin-{actual_port}", daemon=True)
+    thread.start()
+    creds = fleet.credentials.get("aws", {})
+    return AwsTwinHandle(url=url, port=actual_port, host=host, region=cloud.region, account_id=cloud.account_id,
+                         access_key_id=creds.get("access_key_id", ""), secret_access_key=creds.get("secret_access_key", ""),
+                         cloud=cloud, ssm=ssm, instances=cloud.names(), _server=server, _thread=thread)

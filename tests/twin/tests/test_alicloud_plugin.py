@@ -1,0 +1,381 @@
+"""The app-snapshot-plugin emulation of the Alibaba twin: one test per exit code of seed 004, consistency tags, and a real freeze."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import threading
+import time
+
+import pytest
+from alibabacloud_ecs20140526 import models as ecs_models
+
+from twin.alicloud import server
+from twin.alicloud.plugin import EXIT_CODES, SUCCESS_MESSAGE, parse_params
+from twin.alicloud.testing import (decoded_output, group_snapshots, loop_filesystem, mounted_readonly, plugin_command,
+                                   run_command, snapshot_tags, wait_results, write_script)
+
+ROLE = "AppSnapshotRole"
+LINUX_PARAMS = {"RamRoleName": ROLE, "EnableFsFreeze": True, "TimeoutInSeconds": 30, "PreScriptPath": "/tmp/prescript.sh",
+                "PostScriptPath": "/tmp/postscript.sh", "ExcludeDiskId": "", "Name": "LinuxApp1"}
+
+
+def instance(name, role=ROLE, categories=("cloud_essd", "cloud_essd"), faults=None, platform="linux", execution="simulated",
+             volumes=None, **extra):
+    iid = "i-bp1" + name.replace("-", "").ljust(17, "0")[:17]
+    vols = volumes or [{"device": f"/dev/xvd{'abcdefghijklmnopqrstuvwxyz'[n]}", "size": 20, "type": cat}
+                       for n, cat in enumerate(categories)]
+    out = {"provider": "alicloud", "id": iid, "name": name, "role": role, "platform": platform, "execution": execution,
+           "volumes": vols, "faults": faults or {}}
+    out.update(extra)
+    return out
+
+
+@pytest.fixture
+def start_twin():
+    handles = []
+
+    def factory(instances, **kwargs):
+        handle = server.start({"instances": instances}, **kwargs)
+        handles.append(handle)
+        return handle
+
+    yield factory
+    for handle in handles:
+        handle.stop()
+
+
+def run_plugin(twin, inst_name, plugin="app-snapshot-plugin", command_type="RunShellScript", **params):
+    client = twin.client()
+    iid = twin.instances[inst_name]
+    invoke_id = run_command(client, twin.region, [iid], plugin_command(plugin, **params), command_type=command_type)
+    (result,) = wait_results(client, twin.region, invoke_id)
+    return client, iid, invoke_id, result
+
+
+def consistency_tags(client, region, iid):
+    """The provider evidence tags of every snapshot of the instance (only AppConsistent / FsConsistent)."""
+    return {sid: {k: v for k, v in tags.items() if k in ("AppConsistent", "FsConsistent")}
+            for sid, tags in snapshot_tags(client, region, iid).items()}
+
+
+# ---------------------------------------------------------------------------------------------- success paths
+
+def test_exit_0_app_consistent_output_names_the_group(start_twin):
+    twin = start_twin([instance("web-1")])
+    client, iid, _, result = run_plugin(twin, "web-1", **LINUX_PARAMS)
+    out = decoded_output(result)
+    assert (result.invocation_status, result.exit_code) == ("Success", 0)
+    marker = out.strip().splitlines()[-1]
+    assert marker.startswith('[snapshotgroup="ssg-') and marker.endswith(f'[message="{SUCCESS_MESSAGE}"]')
+    group_id = marker.split('"')[1]
+    snaps = group_snapshots(client, twin.region, group_id)
+    assert len(snaps) == 2 and all(s.available for s in snaps)
+    assert all({t.key: t.value for t in s.tags.tag} == {"AppConsistent": "True"} for s in snaps)
+
+
+def test_without_scripts_snapshots_are_fs_consistent(start_twin):
+    twin = start_twin([instance("web-1")])
+    params = {k: v for k, v in LINUX_PARAMS.items() if not k.endswith("ScriptPath")}
+    client, iid, _, result = run_plugin(twin, "web-1", **params)
+    assert result.exit_code == 0
+    tags = consistency_tags(client, twin.region, iid)
+    assert tags and all(t == {"FsConsistent": "True"} for t in tags.values())
+
+
+def test_invalid_scripts_fall_back_to_fs_consistent(start_twin):
+    twin = start_twin([instance("web-1", faults={"scripts_invalid": True})])
+    client, iid, _, result = run_plugin(twin, "web-1", **LINUX_PARAMS)
+    assert result.exit_code == 0
+    assert "Pre/Post-Script have no Expected Permission" in decoded_output(result)
+    assert set(map(frozenset, (t.items() for t in consistency_tags(client, twin.region, iid).values()))) == {frozenset({("FsConsistent", "True")})}
+
+
+def test_windows_writers_decide_app_or_fs_consistency(start_twin):
+    twin = start_twin([instance("win-1", platform="windows"), instance("win-2", platform="windows")])
+    params = {"RamRoleName": ROLE, "Description": "AppSnapshot", "ExcludeDiskId": "", "Name": "APPSnapshot-1"}
+    client, iid1, _, r1 = run_plugin(twin, "win-1", plugin="app-snapshot-plugin-win", command_type="RunBatScript", EnableWriters=True, **params)
+    _, iid2, _, r2 = run_plugin(twin, "win-2", plugin="app-snapshot-plugin-win", command_type="RunBatScript", EnableWriters=False, **params)
+    assert (r1.exit_code, r2.exit_code) == (0, 0)
+    assert all(t == {"AppConsistent": "True"} for t in consistency_tags(client, twin.region, iid1).values())
+    assert all(t == {"FsConsistent": "True"} for t in consistency_tags(client, twin.region, iid2).values())
+
+
+def test_excluded_and_non_essd_disks_are_left_out(start_twin):
+    twin = start_twin([instance("web-1", categories=("cloud_essd", "cloud_essd", "cloud_efficiency"))])
+    client = twin.client()
+    disks = client.describe_disks(ecs_models.DescribeDisksRequest(region_id=twin.region, instance_id=twin.instances["web-1"])).body.disks.disk
+    by_cat = {d.device: d for d in disks}
+    excluded = by_cat["/dev/xvdb"].disk_id
+    _, _, _, result = run_plugin(twin, "web-1", **dict(LINUX_PARAMS, ExcludeDiskId=excluded))
+    group_id = decoded_output(result).strip().splitlines()[-1].split('"')[1]
+    assert {s.source_disk_id for s in group_snapshots(client, twin.region, group_id)} == {by_cat["/dev/xvda"].disk_id}
+
+
+# ---------------------------------------------------------------------------------------------- one test per exit code
+
+def _no_app_consistent_tag(client, region, iid):
+    return all("AppConsistent" not in t for t in consistency_tags(client, region, iid).values())
+
+
+CASES = {
+    # code: (instance kwargs, plugin params, twin kwargs) -- the cause that produces the code
+    1: ({}, dict(LINUX_PARAMS, RamRoleName="SomeOtherRole"), {}),
+    2: ({}, {"RamRoleName": ROLE, "Name": "x1", "TimeoutInSeconds": "soon"}, {}),
+    3: ({"categories": ("cloud_efficiency", "cloud_ssd")}, LINUX_PARAMS, {}),
+    4: ({"categories": ("cloud_essd",) * 17}, LINUX_PARAMS, {}),
+    5: ({"faults": {"snapshot_group_error": True}}, LINUX_PARAMS, {}),
+    6: ({"faults": {"snapshot_group_hang": True, "group_wait_timeout": 0.3}}, LINUX_PARAMS, {}),
+    7: ({"faults": {"snapshot_error": True}}, LINUX_PARAMS, {}),
+    8: ({}, LINUX_PARAMS, {"faults": {"api_errors": [{"action": "TagResources", "code": "Throttling.User", "count": 1}]}}),
+    9: ({"faults": {"prescript_fail": True}}, LINUX_PARAMS, {}),
+    10: ({"faults": {"postscript_fail": True}}, LINUX_PARAMS, {}),
+    11: ({"faults": {"freeze_fail": True}}, LINUX_PARAMS, {}),
+    12: ({"faults": {"thaw_fail": True}}, LINUX_PARAMS, {}),
+    13: ({"role": None}, LINUX_PARAMS, {}),
+    15: ({"faults": {"snapshot_unavailable": True}}, LINUX_PARAMS, {}),
+    255: ({"faults": {"plugin_crash": True}}, LINUX_PARAMS, {}),
+}
+
+
+@pytest.mark.parametrize("code", sorted(CASES))
+def test_exit_code_cause(start_twin, code):
+    inst_kwargs, params, twin_kwargs = CASES[code]
+    twin = start_twin([instance("web-1", **inst_kwargs)], **twin_kwargs)
+    client, iid, _, result = run_plugin(twin, "web-1", **params)
+    out = decoded_output(result)
+    assert result.exit_code == code, out
+    assert result.invocation_status == "Failed" and result.error_code == "ExitCodeNonzero"
+    assert "Finish whole Processes of Snapshot successfully" not in out
+    assert _no_app_consistent_tag(client, twin.region, iid)
+
+
+def test_exit_1_for_an_invalid_snapshot_name(start_twin):
+    twin = start_twin([instance("web-1")])
+    _, _, _, result = run_plugin(twin, "web-1", **dict(LINUX_PARAMS, Name="1-starts-with-a-digit"))
+    assert result.exit_code == 1 and "invalid snapshot name" in decoded_output(result)
+
+
+@pytest.mark.parametrize("raw", [
+    "-RamRoleName=AppSnapshotRole",                                  # Name missing
+    "-RamRoleName=AppSnapshotRole,-Name=a1,-Bogus=1",                 # unknown parameter
+    "-RamRoleName=AppSnapshotRole,-Name=a1,-EnableFsFreeze=maybe",    # not a boolean
+    "-RamRoleName=AppSnapshotRole,-Name=a1,-Name=a2",                 # repeated
+    "RamRoleName=AppSnapshotRole,Name=a1",                            # no leading dash
+])
+def test_exit_2_for_malformed_params(start_twin, raw):
+    twin = start_twin([instance("web-1")])
+    client = twin.client()
+    invoke_id = run_command(client, twin.region, [twin.instances["web-1"]],
+                            f"acs-plugin-manager --exec --plugin app-snapshot-plugin --params={raw}")
+    (result,) = wait_results(client, twin.region, invoke_id)
+    assert result.exit_code == 2
+    assert not twin.state()["snapshot_groups"]
+
+
+def test_params_parse_as_the_shell_hands_them_over():
+    params = parse_params('-RamRoleName=R,-EnableFsFreeze=false,-TimeoutInSeconds=20,-ExcludeDiskId=d-1,d-2,-Name=n1,-Description=two words')
+    assert params["ExcludeDiskId"] == ["d-1", "d-2"] and params["EnableFsFreeze"] is False and params["TimeoutInSeconds"] == 20
+    assert params["ScriptTimeoutInSeconds"] == 1800 and params["Description"] == "two words"
+
+
+def test_exit_3_when_the_ram_role_lacks_permission(start_twin):
+    twin = start_twin([instance("web-1", faults={"ram_role_no_permission": True})])
+    _, _, _, result = run_plugin(twin, "web-1", **LINUX_PARAMS)
+    assert result.exit_code == 3 and "permission" in decoded_output(result)
+
+
+def test_exit_14_when_the_snapshot_quota_is_used_up(start_twin):
+    twin = start_twin([instance("web-1", faults={"snapshot_quota": 1})])
+    client = twin.client()
+    client.create_snapshot_group(ecs_models.CreateSnapshotGroupRequest(region_id=twin.region, instance_id=twin.instances["web-1"], name="first"))
+    _, _, _, result = run_plugin(twin, "web-1", **LINUX_PARAMS)
+    assert result.exit_code == 14 and "QuotaExceed.Snapshot" in decoded_output(result)
+
+
+def test_exit_16_while_a_previous_snapshot_is_being_created(start_twin):
+    twin = start_twin([instance("web-1")], latency={"profile": "zero", "transitions": {"snapshot_group_complete": 120}})
+    client = twin.client()
+    client.create_snapshot_group(ecs_models.CreateSnapshotGroupRequest(region_id=twin.region, instance_id=twin.instances["web-1"], name="first"))
+    _, _, _, result = run_plugin(twin, "web-1", **LINUX_PARAMS)
+    assert result.exit_code == 16
+
+
+def test_exit_11_for_windows_vss_writer_failure(start_twin):
+    twin = start_twin([instance("win-1", platform="windows", faults={"vss_writer_failure": True})])
+    _, _, _, result = run_plugin(twin, "win-1", plugin="app-snapshot-plugin-win", command_type="RunBatScript",
+                                 RamRoleName=ROLE, EnableWriters=True, Name="w1")
+    assert result.exit_code == 11
+
+
+def test_injected_exit_code_fault(start_twin):
+    twin = start_twin([instance("web-1")])
+    twin.faults.update({"instances": {"web-1": {"plugin_exit_code": 7}}})
+    _, _, _, result = run_plugin(twin, "web-1", **LINUX_PARAMS)
+    assert result.exit_code == 7
+
+
+def test_every_documented_exit_code_is_covered():
+    covered = set(CASES) | {0, 14, 16}
+    assert covered == set(EXIT_CODES)
+
+
+# ---------------------------------------------------------------------------------------------- local instances, real I/O
+
+@pytest.fixture
+def local_fs(tmp_path):
+    if os.geteuid() != 0:
+        pytest.skip("needs root for loop devices and fsfreeze")
+    with loop_filesystem(str(tmp_path)) as (image, mount):
+        yield image, mount
+
+
+def local_instance(image, mount, role=ROLE, **extra):
+    return instance("db-1", role=role, execution="local", volumes=[
+        {"device": "/dev/xvda", "size": 20, "type": "cloud_essd", "boot": True},
+        {"device": "/dev/xvdb", "size": 1, "type": "cloud_essd", "image": image, "mount": mount}], **extra)
+
+
+def _scripts(tmp_path, pre_body="", post_body="", mode=0o700):
+    pre = write_script(str(tmp_path / "prescript.sh"), pre_body, mode)
+    post = write_script(str(tmp_path / "postscript.sh"), post_body, mode)
+    return pre, post
+
+
+def test_local_write_blocks_while_the_group_is_created(start_twin, local_fs, tmp_path):
+    image, mount = local_fs
+    marks = tmp_path / "marks"
+    marks.mkdir()
+    pre, post = _scripts(tmp_path, f"echo before-freeze > {mount}/pre.txt && sync && touch {marks}/pre-ran",
+                         f"touch {marks}/post-ran")
+    twin = start_twin([local_instance(image, mount)])
+    client = twin.client()
+    gate = twin.hold("CreateSnapshotGroup")
+    iid = twin.instances["db-1"]
+    invoke_id = run_command(client, twin.region, [iid], plugin_command(**dict(LINUX_PARAMS, PreScriptPath=pre, PostScriptPath=post)))
+    writer_done = threading.Event()
+    written_at = []
+
+    def writer():
+        with open(os.path.join(mount, "during.txt"), "w", encoding="utf-8") as handle:
+            handle.write("written during the freeze\n")
+            handle.flush()
+            os.fsync(handle.fileno())
+        written_at.append(time.time())
+        writer_done.set()
+
+    try:
+        assert twin.held("CreateSnapshotGroup").wait(30), "the plug-in never reached CreateSnapshotGroup"
+        assert [s for s, _ in twin.trace(invoke_id, iid)][-1] == "frozen"
+        thread = threading.Thread(target=writer, daemon=True)
+        thread.start()
+        assert not writer_done.wait(0.5), "a write went through while the filesystem should be frozen"
+        assert (marks / "pre-ran").exists() and not (marks / "post-ran").exists()
+    finally:
+        gate.set()
+    (result,) = wait_results(client, twin.region, invoke_id)
+    assert result.exit_code == 0, decoded_output(result)
+    assert writer_done.wait(10)
+    steps = dict(twin.trace(invoke_id, iid))
+    assert written_at[0] >= steps["thawed"], "the blocked write completed before the thaw"
+    assert (marks / "post-ran").exists()
+    group_id = decoded_output(result).strip().splitlines()[-1].split('"')[1]
+    snaps = {s.source_disk_id: s for s in group_snapshots(client, twin.region, group_id)}
+    state = twin.state()
+    data_disk = next(v for v in state["volumes"] if v["mount"] == mount)
+    snap_image = next(s["image"] for s in state["snapshots"] if s["id"] == snaps[data_disk["id"]].snapshot_id)
+    with mounted_readonly(snap_image, str(tmp_path)) as ro:
+        assert open(os.path.join(ro, "pre.txt"), encoding="utf-8").read() == "before-freeze\n"
+        assert not os.path.exists(os.path.join(ro, "during.txt"))
+    assert os.path.exists(os.path.join(mount, "during.txt"))
+    assert all(t == {"AppConsistent": "True"} for t in consistency_tags(client, twin.region, iid).values())
+
+
+def test_local_watchdog_thaws_when_the_group_creation_hangs(start_twin, local_fs, tmp_path):
+    image, mount = local_fs
+    pre, post = _scripts(tmp_path)
+    twin = start_twin([local_instance(image, mount)])
+    client = twin.client()
+    gate = twin.hold("CreateSnapshotGroup")
+    iid = twin.instances["db-1"]
+    invoke_id = run_command(client, twin.region, [iid], plugin_command(**dict(LINUX_PARAMS, PreScriptPath=pre, PostScriptPath=post,
+                                                                              TimeoutInSeconds=1)))
+    try:
+        assert twin.held("CreateSnapshotGroup").wait(30)
+        # While the group creation still hangs, the watchdog armed before the freeze thaws the filesystem.
+        with open(os.path.join(mount, "after-timeout.txt"), "w", encoding="utf-8") as handle:
+            handle.write("x")
+            os.fsync(handle.fileno())
+        assert "snapshot group created" not in [s for s, _ in twin.trace(invoke_id, iid)]
+    finally:
+        gate.set()
+    (result,) = wait_results(client, twin.region, invoke_id)
+    assert result.exit_code == 11, decoded_output(result)
+    assert "auto-thawed" in [s for s, _ in twin.trace(invoke_id, iid)]
+    assert _no_app_consistent_tag(client, twin.region, iid)
+
+
+def test_local_scripts_with_wrong_mode_are_not_run(start_twin, local_fs, tmp_path):
+    image, mount = local_fs
+    marker = tmp_path / "ran"
+    pre, post = _scripts(tmp_path, f"touch {marker}", f"touch {marker}", mode=0o755)
+    twin = start_twin([local_instance(image, mount)])
+    client, iid, _, result = run_plugin(twin, "db-1", **dict(LINUX_PARAMS, PreScriptPath=pre, PostScriptPath=post))
+    assert result.exit_code == 0
+    assert "expected 0700" in decoded_output(result)
+    assert not marker.exists()
+    assert all(t == {"FsConsistent": "True"} for t in consistency_tags(client, twin.region, iid).values())
+
+
+def test_local_scripts_not_owned_by_root_are_not_run(start_twin, local_fs, tmp_path):
+    image, mount = local_fs
+    marker = tmp_path / "ran"
+    pre, post = _scripts(tmp_path, f"touch {marker}", f"touch {marker}")
+    os.chown(pre, 65534, 65534)
+    twin = start_twin([local_instance(image, mount)])
+    client, iid, _, result = run_plugin(twin, "db-1", **dict(LINUX_PARAMS, PreScriptPath=pre, PostScriptPath=post))
+    assert result.exit_code == 0 and "not owned by root:root" in decoded_output(result)
+    assert not marker.exists()
+    assert all(t == {"FsConsistent": "True"} for t in consistency_tags(client, twin.region, iid).values())
+
+
+def test_local_exit_9_prescript_fails_and_nothing_is_frozen(start_twin, local_fs, tmp_path):
+    image, mount = local_fs
+    pre, post = _scripts(tmp_path, "echo cannot lock the database >&2; exit 3", f"touch {tmp_path}/post-ran")
+    twin = start_twin([local_instance(image, mount)])
+    client, iid, invoke_id, result = run_plugin(twin, "db-1", **dict(LINUX_PARAMS, PreScriptPath=pre, PostScriptPath=post))
+    assert result.exit_code == 9
+    assert "cannot lock the database" in decoded_output(result)
+    assert "frozen" not in [s for s, _ in twin.trace(invoke_id, iid)]
+    assert not twin.state()["snapshot_groups"]
+
+
+def test_local_exit_10_postscript_fails_after_the_thaw(start_twin, local_fs, tmp_path):
+    image, mount = local_fs
+    pre, post = _scripts(tmp_path, "true", "exit 1")
+    twin = start_twin([local_instance(image, mount)])
+    client, iid, invoke_id, result = run_plugin(twin, "db-1", **dict(LINUX_PARAMS, PreScriptPath=pre, PostScriptPath=post))
+    assert result.exit_code == 10
+    steps = [s for s, _ in twin.trace(invoke_id, iid)]
+    assert steps.index("thawed") < steps.index("postscript")
+    assert _no_app_consistent_tag(client, twin.region, iid)
+
+
+def test_local_exit_11_for_a_path_that_is_not_a_mount_point(start_twin, local_fs, tmp_path):
+    image, _ = local_fs
+    not_mounted = tmp_path / "plain-dir"
+    not_mounted.mkdir()
+    pre, post = _scripts(tmp_path)
+    twin = start_twin([local_instance(image, str(not_mounted))])
+    _, _, _, result = run_plugin(twin, "db-1", **dict(LINUX_PARAMS, PreScriptPath=pre, PostScriptPath=post))
+    assert result.exit_code == 11 and "not a mount point" in decoded_output(result)
+
+
+def test_local_fs_is_writable_after_every_run(start_twin, local_fs, tmp_path):
+    """Nothing stays frozen: after a failed and a successful run, writes go straight through."""
+    image, mount = local_fs
+    pre, post = _scripts(tmp_path, "true", "exit 1")
+    twin = start_twin([local_instance(image, mount)])
+    run_plugin(twin, "db-1", **dict(LINUX_PARAMS, PreScriptPath=pre, PostScriptPath=post))
+    probe = subprocess.run(["timeout", "5", "sh", "-c", f"echo ok > {mount}/probe && sync -f {mount}/probe"], check=False)
+    assert probe.returncode == 0

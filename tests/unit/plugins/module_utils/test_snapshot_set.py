@@ -1,0 +1,124 @@
+"""The snapshot-set model and tag schema."""
+
+import datetime
+
+import pytest
+
+from ansible_collections.appconsistent.snapshots.plugins.module_utils import snapshot_set as ss
+
+NOW = datetime.datetime(2026, 11, 23, 6, 0, 0, tzinfo=datetime.timezone.utc)
+
+
+@pytest.mark.parametrize("text, seconds", [("30s", 30), ("90m", 5400), ("12h", 43200), ("7d", 604800), ("2w", 1209600),
+                                           (" 7d ", 604800)])
+def test_durations(text, seconds):
+    assert ss.parse_duration(text).total_seconds() == seconds
+
+
+@pytest.mark.parametrize("text", ["7", "d", "-1d", "0d", "7 days", "1y", "", None, "7d12h"])
+def test_bad_durations_name_the_accepted_forms(text):
+    with pytest.raises(ValueError, match="s, m, h, d or w"):
+        ss.parse_duration(text)
+
+
+def test_delete_after_is_a_utc_instant():
+    assert ss.delete_after_instant("7d", now=NOW) == "2026-11-30T06:00:00Z"
+    assert ss.parse_instant("2026-11-30T06:00:00Z") == NOW + datetime.timedelta(days=7)
+
+
+def test_set_ids_are_unique_and_sortable():
+    first = ss.new_set_id(now=NOW)
+    later = ss.new_set_id(now=NOW + datetime.timedelta(seconds=1))
+    assert first.startswith("acs-20261123t060000-")
+    assert first != ss.new_set_id(now=NOW)
+    assert first < later
+
+
+def test_set_tags_schema():
+    tags = ss.set_tags("acs-1", "i-1", "application", device="/dev/sdf", run_id="CHG-1", delete_after="2026-11-30T06:00:00Z")
+    assert tags == {"appconsistent:set-id": "acs-1", "appconsistent:instance-id": "i-1",
+                    "appconsistent:consistency": "application", "appconsistent:device": "/dev/sdf",
+                    "appconsistent:run-id": "CHG-1", "appconsistent:delete-after": "2026-11-30T06:00:00Z"}
+    with pytest.raises(ValueError):
+        ss.set_tags("acs-1", "i-1", "app-ish")
+
+
+@pytest.mark.parametrize("tags, level", [
+    ({"AppConsistent": "true"}, "application"),
+    ({"AppConsistent": "True"}, "application"),
+    ({"APPConsistent": "True"}, "application"),
+    ({"appconsistent": "TRUE"}, "application"),
+    ({"AppConsistent": "false"}, "crash"),
+    ({"AppConsistent": "False", "FsConsistent": "True"}, "filesystem"),
+    ({"FsConsistent": "true"}, "filesystem"),
+    ({"Device": "/dev/sda1"}, "crash"),
+    ({}, "crash"),
+])
+def test_provider_evidence_is_read_case_insensitively(tags, level):
+    assert ss.evidence_consistency(tags) == level
+
+
+def test_a_set_is_as_consistent_as_its_weakest_member():
+    members = [{"AppConsistent": "true"}, {"AppConsistent": "true"}, {"FsConsistent": "true"}]
+    assert ss.classify(members) == "filesystem"
+    assert ss.classify([{"AppConsistent": "true"}, {}]) == "crash"
+
+
+def test_application_needs_our_scripts_too():
+    members = [{"AppConsistent": "true"}] * 2
+    assert ss.classify(members) == "application"
+    assert ss.classify(members, scripts_succeeded=False) == "filesystem"
+
+
+def test_never_more_than_attempted():
+    assert ss.classify([{"AppConsistent": "true"}], ceiling="crash") == "crash"
+    assert ss.classify([{}], ceiling="application") == "crash"
+    assert ss.classify([]) is None
+
+
+def test_levels_order():
+    assert ss.at_least("offline", "application")
+    assert ss.at_least("application", "application")
+    assert not ss.at_least("filesystem", "application")
+    assert not ss.at_least(None, "crash")
+
+
+def test_reserved_user_tags():
+    assert ss.user_tags_conflicts({"Device": "x", "owner": "me", "appconsistent:set-id": "y", "aws:foo": "z",
+                                   "appconsistent": "t"}) == ["Device", "appconsistent", "appconsistent:set-id", "aws:foo"]
+
+
+@pytest.mark.parametrize("run_id", ["awx-1234", "CHG0012345", "job:42/step=1"])
+def test_run_ids(run_id):
+    assert ss.validate_run_id(run_id) == run_id
+
+
+@pytest.mark.parametrize("run_id", ["", "has space", "x" * 129, "semi;colon", "quote'"])
+def test_bad_run_ids(run_id):
+    with pytest.raises(ValueError, match="invalid run_id"):
+        ss.validate_run_id(run_id)
+
+
+def _member(snapshot_id, set_id, state="completed", consistency="application", when=NOW, **extra):
+    tags = ss.set_tags(set_id, "i-1", consistency, run_id="r1", delete_after="2026-11-30T06:00:00Z")
+    tags.update(extra)
+    return {"snapshot_id": snapshot_id, "state": state, "start_time": when, "tags": tags}
+
+
+def test_members_group_into_sets():
+    members = [_member("snap-1", "acs-a"), _member("snap-2", "acs-a", state="pending"), _member("snap-3", "acs-b"),
+               {"snapshot_id": "snap-x", "state": "completed", "tags": {"Name": "not ours"}}]
+    sets = {s.set_id: s for s in ss.group_into_sets(members)}
+    assert sorted(sets) == ["acs-a", "acs-b"]
+    assert not sets["acs-a"].complete and sets["acs-b"].complete
+    summary = sets["acs-a"].to_dict()
+    assert (summary["instance_id"], summary["run_id"], summary["consistency"], summary["created"]) == ("i-1", "r1", "application", NOW)
+    assert len(summary["members"]) == 2
+
+
+def test_set_consistency_and_expiry():
+    mixed = ss.SnapshotSet("acs-a", [_member("snap-1", "acs-a"), _member("snap-2", "acs-a", consistency="crash")])
+    assert mixed.consistency == "crash"
+    assert not mixed.expired(now=NOW)
+    assert mixed.expired(now=NOW + datetime.timedelta(days=8))
+    assert not ss.SnapshotSet("acs-c", [{"snapshot_id": "s", "state": "completed", "tags": {}}]).expired(now=NOW)
