@@ -19,26 +19,30 @@ import traceback
 from ansible.module_utils.basic import env_fallback
 from ansible.module_utils.basic import missing_required_lib
 
-SDK_IMPORT_ERROR = None
-try:
-    from alibabacloud_ecs20140526 import models as ecs_models
-    from alibabacloud_ecs20140526.client import Client as EcsClient
-    from alibabacloud_tea_openapi import models as openapi_models
-    from darabonba.policy.retry import RetryOptions
-    from darabonba.runtime import RuntimeOptions
-    from Tea.exceptions import TeaException
-    from Tea.exceptions import UnretryableException
-except ImportError:
-    SDK_IMPORT_ERROR = traceback.format_exc()
-    ecs_models = None
-    TeaException = UnretryableException = Exception
+# The ECS SDK takes most of a second to import: it is loaded on first use, so that
+# runs that never touch Alibaba Cloud do not pay for it.
+_SDK = {}
 
-CREDENTIALS_IMPORT_ERROR = None
-try:
-    from alibabacloud_credentials.client import Client as CredentialClient
-    from alibabacloud_credentials.models import Config as CredentialConfig
-except ImportError:
-    CREDENTIALS_IMPORT_ERROR = traceback.format_exc()
+
+def sdk():
+    """The SDK's modules as a dict, or {"error": traceback} when it is not installed."""
+    if not _SDK:
+        try:
+            from alibabacloud_ecs20140526 import models as ecs_models
+            from alibabacloud_ecs20140526.client import Client as EcsClient
+            from alibabacloud_tea_openapi import models as openapi_models
+            from darabonba.policy.retry import RetryOptions
+            from darabonba.runtime import RuntimeOptions
+            from Tea.exceptions import TeaException
+            from Tea.exceptions import UnretryableException
+        except ImportError:
+            _SDK["error"] = traceback.format_exc()
+        else:
+            _SDK.update(models=ecs_models, Client=EcsClient, openapi=openapi_models, RetryOptions=RetryOptions,
+                        RuntimeOptions=RuntimeOptions, TeaException=TeaException,
+                        UnretryableException=UnretryableException, error=None)
+    return _SDK
+
 
 # Error codes worth another attempt: throttling in its several spellings and a
 # briefly unavailable service. Anything else is an answer, not a hiccup.
@@ -122,7 +126,7 @@ def resolve_credential_source(params):
 
 
 def retry_options(max_attempts=DEFAULT_MAX_ATTEMPTS):
-    return RetryOptions({
+    return sdk()["RetryOptions"]({
         "retryable": True,
         "retryCondition": [{
             "maxAttempts": max_attempts,
@@ -139,19 +143,22 @@ def build_config(params):
     region = params.get("alicloud_region")
     if not region:
         raise CredentialsMissing("No Alibaba Cloud region: set alicloud_region (or ALIBABA_CLOUD_REGION_ID).")
-    config = openapi_models.Config(region_id=region, protocol=params.get("alicloud_protocol") or "https",
+    config = sdk()["openapi"].Config(region_id=region, protocol=params.get("alicloud_protocol") or "https",
                                    connect_timeout=10000, read_timeout=30000)
     if kind in ("access_key", "sts"):
         config.access_key_id = details["access_key_id"]
         config.access_key_secret = details["access_key_secret"]
         config.security_token = details.get("security_token")
     else:
-        if CREDENTIALS_IMPORT_ERROR:
-            raise CredentialsMissing(missing_required_lib("alibabacloud-credentials"))
+        try:
+            from alibabacloud_credentials.client import Client as CredentialClient
+            from alibabacloud_credentials.models import Config as CredentialConfig
+            from alibabacloud_credentials.provider.cli_profile import CLIProfileCredentialsProvider
+        except ImportError:
+            raise CredentialsMissing(missing_required_lib("alibabacloud-credentials")) from None
         if kind == "ecs_ram_role":
             cred = CredentialClient(CredentialConfig(type="ecs_ram_role", role_name=details["role_name"]))
         else:
-            from alibabacloud_credentials.provider.cli_profile import CLIProfileCredentialsProvider
             cred = CredentialClient(provider=CLIProfileCredentialsProvider(profile_name=details["profile_name"]))
         config.credential = cred
     if params.get("alicloud_endpoint"):
@@ -163,7 +170,7 @@ def build_config(params):
 def to_alibaba_error(action, exc):
     """Turn an SDK exception into an AlibabaCloudError with code, message and request id."""
     # Transport failures (refused, timed out) arrive as UnretryableException; API answers never do.
-    if isinstance(exc, UnretryableException):
+    if isinstance(exc, sdk()["UnretryableException"]):
         inner = getattr(exc, "inner_exception", None) or exc
         return AlibabaCloudError(action, "EndpointUnreachable",
                                  f"cannot reach the ECS endpoint ({inner}); check alicloud_endpoint, alicloud_region "
@@ -195,16 +202,21 @@ class AlibabaCloud:
         self._client = client
 
     @property
+    def models(self):
+        """The SDK's request models (alibabacloud_ecs20140526.models)."""
+        return sdk()["models"]
+
+    @property
     def region(self):
         return self.module.params.get("alicloud_region")
 
     @property
     def client(self):
         if self._client is None:
-            if SDK_IMPORT_ERROR:
-                self.module.fail_json(msg=missing_required_lib("alibabacloud-ecs20140526"), exception=SDK_IMPORT_ERROR)
+            if sdk()["error"]:
+                self.module.fail_json(msg=missing_required_lib("alibabacloud-ecs20140526 and alibabacloud-tea-openapi"))
             try:
-                self._client = EcsClient(build_config(self.module.params))
+                self._client = sdk()["Client"](build_config(self.module.params))
             except CredentialsMissing as exc:
                 self.module.fail_json(msg=str(exc))
             except Exception as exc:  # pylint: disable=broad-except
@@ -212,14 +224,14 @@ class AlibabaCloud:
         return self._client
 
     def call(self, action, request):
-        """Send one request model, e.g. call("DescribeDisks", ecs_models.DescribeDisksRequest(...)).
+        """Send one request model, e.g. call("DescribeDisks", self.models.DescribeDisksRequest(...)).
 
         Returns the response body as the API's PascalCase dict.
         """
         method = getattr(self.client, _snake(action) + "_with_options")
         try:
-            response = method(request, RuntimeOptions())
-        except (TeaException, UnretryableException) as exc:
+            response = method(request, sdk()["RuntimeOptions"]())
+        except sdk()["TeaException"] as exc:
             raise to_alibaba_error(action, exc) from None
         return response.body.to_map() if response.body is not None else {}
 
@@ -230,7 +242,7 @@ class AlibabaCloud:
         for chunk in _chunks(list(instance_ids), 100):
             token = None
             while True:
-                body = self.call("DescribeInstances", ecs_models.DescribeInstancesRequest(
+                body = self.call("DescribeInstances", self.models.DescribeInstancesRequest(
                     region_id=self.region, instance_ids=json.dumps(chunk), max_results=100, next_token=token))
                 result.extend((body.get("Instances") or {}).get("Instance") or [])
                 token = body.get("NextToken")
@@ -242,7 +254,7 @@ class AlibabaCloud:
         result = []
         token = None
         while True:
-            req = ecs_models.DescribeDisksRequest(region_id=self.region, instance_id=instance_id, max_results=100,
+            req = self.models.DescribeDisksRequest(region_id=self.region, instance_id=instance_id, max_results=100,
                                                   next_token=token)
             if disk_ids:
                 req.disk_ids = json.dumps(list(disk_ids))
@@ -255,29 +267,29 @@ class AlibabaCloud:
     def describe_cloud_assistant_status(self, instance_ids):
         result = []
         for chunk in _chunks(list(instance_ids), 50):
-            body = self.call("DescribeCloudAssistantStatus", ecs_models.DescribeCloudAssistantStatusRequest(
+            body = self.call("DescribeCloudAssistantStatus", self.models.DescribeCloudAssistantStatusRequest(
                 region_id=self.region, instance_id=chunk))
             result.extend((body.get("InstanceCloudAssistantStatusSet") or {}).get("InstanceCloudAssistantStatus") or [])
         return result
 
     def create_snapshot_group(self, instance_id, disk_ids=None, exclude_disk_ids=None, name=None, description=None,
                               tags=None, client_token=None):
-        req = ecs_models.CreateSnapshotGroupRequest(
+        req = self.models.CreateSnapshotGroupRequest(
             region_id=self.region, instance_id=instance_id, disk_id=list(disk_ids) if disk_ids else None,
             exclude_disk_id=list(exclude_disk_ids) if exclude_disk_ids else None, name=name, description=description,
             client_token=client_token,
-            tag=[ecs_models.CreateSnapshotGroupRequestTag(key=k, value=v) for k, v in (tags or {}).items()] or None)
+            tag=[self.models.CreateSnapshotGroupRequestTag(key=k, value=v) for k, v in (tags or {}).items()] or None)
         return self.call("CreateSnapshotGroup", req)["SnapshotGroupId"]
 
     def describe_snapshot_groups(self, snapshot_group_ids=None, instance_id=None, tags=None):
         result = []
         token = None
         while True:
-            req = ecs_models.DescribeSnapshotGroupsRequest(
+            req = self.models.DescribeSnapshotGroupsRequest(
                 region_id=self.region, instance_id=instance_id,
                 snapshot_group_id=list(snapshot_group_ids) if snapshot_group_ids else None, max_results=100,
                 next_token=token,
-                tag=[ecs_models.DescribeSnapshotGroupsRequestTag(key=k, value=v) for k, v in (tags or {}).items()] or None)
+                tag=[self.models.DescribeSnapshotGroupsRequestTag(key=k, value=v) for k, v in (tags or {}).items()] or None)
             body = self.call("DescribeSnapshotGroups", req)
             result.extend((body.get("SnapshotGroups") or {}).get("SnapshotGroup") or [])
             token = body.get("NextToken")
@@ -285,7 +297,7 @@ class AlibabaCloud:
                 return result
 
     def run_command(self, instance_ids, command, command_type="RunShellScript", timeout=60, name=None):
-        req = ecs_models.RunCommandRequest(
+        req = self.models.RunCommandRequest(
             region_id=self.region, type=command_type, command_content=command, content_encoding="PlainText",
             instance_id=list(instance_ids), timeout=timeout, name=name)
         body = self.call("RunCommand", req)
@@ -295,7 +307,7 @@ class AlibabaCloud:
         result = []
         token = None
         while True:
-            body = self.call("DescribeInvocationResults", ecs_models.DescribeInvocationResultsRequest(
+            body = self.call("DescribeInvocationResults", self.models.DescribeInvocationResultsRequest(
                 region_id=self.region, invoke_id=invoke_id, content_encoding="Base64", max_results=50, next_token=token))
             invocation = body.get("Invocation") or {}
             result.extend((invocation.get("InvocationResults") or {}).get("InvocationResult") or [])
@@ -305,9 +317,9 @@ class AlibabaCloud:
 
     def tag_resources(self, resource_type, resource_ids, tags):
         for chunk in _chunks(list(resource_ids), 50):
-            self.call("TagResources", ecs_models.TagResourcesRequest(
+            self.call("TagResources", self.models.TagResourcesRequest(
                 region_id=self.region, resource_type=resource_type, resource_id=chunk,
-                tag=[ecs_models.TagResourcesRequestTag(key=k, value=v) for k, v in tags.items()]))
+                tag=[self.models.TagResourcesRequestTag(key=k, value=v) for k, v in tags.items()]))
 
 
 def _chunks(items, size):

@@ -8,7 +8,7 @@ import re
 import subprocess
 import threading
 import time
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any, Callable, Dict, Optional
 
 from .api import AliError, Params, invalid, match_tags, missing, paginate, tag_list
 from .model import (CATEGORIES, ESSD_FAMILY, Deferred, Disk, EcsInstance, Snapshot, SnapshotGroup, iso,
@@ -424,7 +424,7 @@ class Ecs:
             self.deferred.settle()
             items = [s for s in self.snapshots.values()
                      if (not ids or s.id in ids) and (instance_id is None or s.instance_id == instance_id)
-                     and (disk_id is None or s.disk_id == disk_id) and (status == "all" or s.status == status)
+                     and (disk_id is None or s.disk_id == disk_id) and (status in ("all", s.status))
                      and (name is None or s.name == name) and (not source_type or s.disk_type == source_type)
                      and match_tags(s.tags, wanted_tags)]
             items.sort(key=lambda s: s.created, reverse=True)
@@ -449,7 +449,7 @@ class Ecs:
             self.blockstore.delete(snap.image)
 
     # ------------------------------------------------------------------ snapshot-consistent groups
-    def CreateSnapshotGroup(self, p: Params, caller: Optional[str] = None) -> Dict[str, Any]:
+    def CreateSnapshotGroup(self, p: Params) -> Dict[str, Any]:
         self.region_check(p)
         instance_id = p.get("InstanceId")
         disk_ids = p.indexed("DiskId")
@@ -484,7 +484,8 @@ class Ecs:
             for disk in chosen:
                 if disk.category not in ESSD_FAMILY:
                     raise AliError("InvalidDiskCategory.NotSupported",
-                                   f"The disk {disk.id} is a {disk.category}; snapshot-consistent groups support only ESSD, ESSD AutoPL and ESSD Entry disks.", 403)
+                                   f"The disk {disk.id} is a {disk.category}; snapshot-consistent groups support only "
+                                   "ESSD, ESSD AutoPL and ESSD Entry disks.", 403)
                 if disk.multi_attach:
                     raise AliError("InvalidOperation.MultiAttachDisk",
                                    f"The disk {disk.id} has multi-attach enabled; exclude it with ExcludeDiskId.N.", 403)

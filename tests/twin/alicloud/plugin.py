@@ -116,7 +116,7 @@ def parse_params(raw: str, windows: bool = False) -> Dict[str, Any]:
     """``-Key=Value,-Key=Value`` (quotes already removed by the shell); raises ValueError when malformed."""
     spec = WINDOWS_PARAMS if windows else LINUX_PARAMS
     values: Dict[str, Any] = {}
-    pieces = [p for p in re.split(r",(?=-[A-Za-z]+=)", raw.strip())] if raw.strip() else []
+    pieces = re.split(r",(?=-[A-Za-z]+=)", raw.strip()) if raw.strip() else []
     for piece in pieces:
         match = re.match(r"^-([A-Za-z]+)=(.*)$", piece, re.S)
         if not match:
@@ -378,7 +378,7 @@ class PluginRun:
             return
         # The watchdog is armed before the first freeze and lives in its own session, so the
         # filesystems are thawed after the timeout even if this process dies.
-        self.watchdog = subprocess.Popen(
+        self.watchdog = subprocess.Popen(  # pylint: disable=consider-using-with
             ["sh", "-c", 'sleep "$0"; for m in "$@"; do fsfreeze -u "$m"; done', str(timeout)] + mounts,
             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
         for mount in mounts:
@@ -405,6 +405,7 @@ class PluginRun:
             self.step("thawed")
             return None
         fired = self._watchdog_fired()
+        self.step("thawing", ",".join(self.frozen))
         failed = []
         for mount in list(self.frozen):
             result = run_local(f"fsfreeze -u {shlex.quote(mount)}", "bash", timeout=30)

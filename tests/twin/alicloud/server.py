@@ -141,7 +141,6 @@ class Handle:
         self.latency = cloud.latency
         self.instances = {i.name: i.id for i in cloud.ecs.instances.values()}
 
-    @property
     def endpoint(self) -> Dict[str, Any]:
         """This twin's entry of ``endpoints.json``."""
         out = {"endpoint": self.url, "protocol": "http", "region": self.region, "access_key_id": self.access_key_id,
@@ -228,7 +227,7 @@ def start(fleet: Any, host: str = "127.0.0.1", port: int = 0, latency: Any = Non
                 item.close()
         raise
     cloud.url = f"{server.server_address[0]}:{server.server_address[1]}"
-    thread = threading.Thread(target=server.serve_forever, name=f"twin-alicloud-{server.server_address[1]}", daemon=True)
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, name=f"twin-alicloud-{server.server_address[1]}", daemon=True)
     thread.start()
     return Handle(server, thread, cloud, owned, fleet)
 

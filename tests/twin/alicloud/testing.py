@@ -14,7 +14,7 @@ from alibabacloud_ecs20140526 import models as ecs_models
 FINAL = ("Success", "Failed", "Invalid", "Aborted", "Error", "Timeout", "Cancelled", "Terminated")
 
 
-def plugin_command(plugin: str = "app-snapshot-plugin", **params: Any) -> str:
+def plugin_command(params: Dict[str, Any], plugin: str = "app-snapshot-plugin") -> str:
     """The CommandContent of seed 004 for the given plug-in parameters (values quoted as in Alibaba's example)."""
     parts = []
     for key, value in params.items():

@@ -42,6 +42,7 @@ class AwsCloud:
         self.ec2 = get_backend("ec2")[self.account_id][self.region]
         self.ext = Ec2Extension(self)
         self.instances: Dict[str, FleetInstance] = {}  # id -> fleet instance (agent, execution, faults)
+        self.moto_instances: Dict[str, Any] = {}  # id -> moto instance, for O(1) lookups at fleet scale
         self.endpoint_url: Optional[str] = None
         self._build()
 
@@ -53,7 +54,35 @@ class AwsCloud:
         return run
 
     # -- fleet ----------------------------------------------------------------------------------
+    def _fast_lookups(self) -> None:
+        """Index instance lookups: moto scans every reservation, which is quadratic at fleet scale."""
+        ec2 = self.ec2
+        scan = ec2.get_instance
+
+        def get_instance(instance_id: str):
+            inst = self.moto_instances.get(instance_id)
+            return inst if inst is not None else scan(instance_id)
+        ec2.get_instance = get_instance
+
     def _build(self) -> None:
+        self._fast_lookups()
+        ec2 = self.ec2
+        images: Dict[str, Any] = {}
+        describe_images = ec2.describe_images
+
+        def cached_images(*args, **kwargs):
+            key = repr((args, sorted(kwargs.items())))
+            if key not in images:
+                images[key] = describe_images(*args, **kwargs)
+            return images[key]
+        # every new instance looks its AMI up among moto's hundreds; once per AMI is enough here
+        ec2.describe_images = cached_images
+        try:
+            self._build_fleet()
+        finally:
+            del ec2.describe_images
+
+    def _build_fleet(self) -> None:
         zones = {z.name for z in self.ec2.describe_availability_zones()}
         default_zone = sorted(zones)[0] if zones else self.region + "a"
         ec2 = self.ec2
@@ -61,13 +90,14 @@ class AwsCloud:
             zone = fleet_inst.zone if fleet_inst.zone in zones else default_zone
             reservation = ec2.run_instances(
                 WINDOWS_AMI if fleet_inst.platform == "windows" else LINUX_AMI, 1, None, [],
-                instance_type="t3.medium", is_instance_type_default=False, placement=zone,
+                instance_type="t3.medium", is_instance_type_default=True, placement=zone,
                 region_name=self.region, block_device_mappings=[], tags={})
             inst = reservation.instances[0]
             inst.__class__ = TwinInstance
             if fleet_inst.id:
                 inst.id = fleet_inst.id
             fleet_inst.id = inst.id
+            self.moto_instances[inst.id] = inst
             inst.platform = "windows" if fleet_inst.platform == "windows" else None
             tags = dict(fleet_inst.tags or {})
             tags.setdefault("Name", fleet_inst.name)
@@ -95,6 +125,7 @@ class AwsCloud:
             if fleet_inst.state == "stopped":
                 inst.stop()
             self.instances[inst.id] = fleet_inst
+            self.moto_instances[inst.id] = inst
 
     # -- queries ----------------------------------------------------------------------------------
     def fleet_instance(self, instance_id: str) -> Optional[FleetInstance]:
@@ -109,7 +140,7 @@ class AwsCloud:
         return self.faults.for_instance(inst) if inst else {}
 
     def moto_instance(self, instance_id: str):
-        return self.ec2.get_instance_by_id(instance_id)
+        return self.moto_instances.get(instance_id)
 
     def names(self) -> Dict[str, str]:
         return {inst.name: iid for iid, inst in self.instances.items()}

@@ -1,0 +1,702 @@
+"""End-to-end tests of the Linux freeze helper on real loop-device filesystems.
+
+Each test checks what an operator would check on the instance: can the filesystem take a
+write or not, did the scripts run and in which order, what did the helper report.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+TIMESTAMPS = ("t_start", "t_prescript_done", "t_frozen", "t_thaw_start", "t_thawed", "t_postscript_done")
+REQUIRED_FIELDS = ("action", "run_id", "exit_code", "status", "message", "mounts", "scripts", "auto_thawed",
+                   "watchdog_deadline") + TIMESTAMPS
+
+
+def assert_ordered(doc, keys=TIMESTAMPS):
+    values = [doc[key] for key in keys]
+    assert all(isinstance(v, float) for v in values), dict(zip(keys, values))
+    assert values == sorted(values), dict(zip(keys, values))
+
+
+def pid_gone(pid, within=5.0):
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        try:
+            with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as handle:
+                if handle.read().rsplit(")", 1)[1].split()[0] in ("Z", "X"):
+                    return True
+        except (FileNotFoundError, ProcessLookupError):
+            return True
+        time.sleep(0.05)
+    return False
+
+
+@pytest.fixture
+def scripts(script_dir, write_script):
+    """A valid pre/post pair that logs to a file outside the frozen filesystems.
+
+    Each script checks whether $PROBE_DIR takes a write (without ever blocking itself on a
+    frozen filesystem) and records the result with its phase and environment.
+    """
+    log = script_dir / "log"
+    probe = (
+        'probe() {\n'
+        '  [ -n "$PROBE_DIR" ] || { echo none; return; }\n'
+        '  touch "$PROBE_DIR/.probe-$1" & pid=$!\n'
+        '  i=0\n'
+        '  while kill -0 $pid 2>/dev/null; do\n'
+        '    i=$((i+1)); [ $i -gt 20 ] && { echo blocked; return; }\n'
+        '    sleep 0.1\n'
+        '  done\n'
+        '  echo writable\n'
+        '}\n'
+    )
+    pre = write_script(script_dir / "prescript.sh", probe + (
+        f'echo "pre $(probe pre) $1 $APPCONSISTENT_PHASE $APPCONSISTENT_RUN_ID auto=$APPCONSISTENT_AUTO_THAW" >> "{log}"\n'
+        'echo hello-from-pre\n'
+        'echo warning-from-pre >&2\n'
+        'exit "${PRE_EXIT:-0}"\n'))
+    post = write_script(script_dir / "postscript.sh", probe + (
+        f'echo "post $(probe post) $1 $APPCONSISTENT_PHASE $APPCONSISTENT_RUN_ID auto=$APPCONSISTENT_AUTO_THAW" >> "{log}"\n'
+        'echo hello-from-post\n'
+        'exit "${POST_EXIT:-0}"\n'))
+
+    class Scripts:
+        prescript = pre
+        postscript = post
+
+        @staticmethod
+        def lines():
+            return log.read_text().splitlines() if log.exists() else []
+
+    return Scripts
+
+
+def set_probe(monkeypatch, path):
+    monkeypatch.setenv("PROBE_DIR", str(path))
+
+
+# --------------------------------------------------------------------------- freeze/thaw
+
+@pytest.mark.parametrize("fstype", ["ext4", "xfs"])
+def test_freeze_blocks_writes_until_thaw(fs_factory, freeze_helper, fstype):
+    mount = fs_factory.create(fstype)
+
+    frozen = freeze_helper("freeze", mounts=[mount], run_id="basic-1", timeout=30)
+
+    assert frozen.rc == 0, frozen.stderr
+    doc = frozen.doc
+    for key in REQUIRED_FIELDS:
+        assert key in doc, key
+    assert doc["action"] == "freeze" and doc["status"] == "frozen" and doc["run_id"] == "basic-1"
+    assert doc["mounts"] == [{
+        "path": str(mount), "canonical": str(mount), "fstype": fstype, "source": mount.device,
+        "freeze_order": 0, "status": "frozen", "error": "",
+        "t_frozen": doc["mounts"][0]["t_frozen"], "t_thawed": None}]
+    assert doc["scripts"]["status"] == "absent"
+    assert doc["auto_thawed"] is False
+    assert doc["t_start"] <= doc["t_prescript_done"] <= doc["t_frozen"] < doc["watchdog_deadline"]
+    assert doc["watchdog_deadline"] - doc["t_frozen"] <= 30
+    assert doc["t_thaw_start"] is None
+
+    writer = fs_factory.start_write(mount.mountpoint)
+    assert not writer.done_within(1.0), "a write completed on a frozen filesystem"
+    assert freeze_helper("status", run_id="basic-1").doc["state"] == "frozen"
+
+    thawed = freeze_helper("thaw", run_id="basic-1")
+
+    assert thawed.rc == 0, thawed.stderr
+    assert thawed.doc["status"] == "thawed" and thawed.doc["state"] == "thawed"
+    assert writer.done_within(10) and writer.returncode == 0
+    assert (mount.mountpoint / "probe").read_text() == "x"
+    assert thawed.doc["mounts"][0]["status"] == "thawed"
+    assert_ordered(thawed.doc)
+    assert thawed.doc["t_thawed"] < thawed.doc["watchdog_deadline"]
+    # A normal thaw disarms the watchdog: no helper process is left behind.
+    assert pid_gone(doc["watchdog_pid"])
+    assert freeze_helper("status", run_id="basic-1").doc["state"] == "thawed"
+
+
+def test_status_lists_runs(fs_factory, freeze_helper):
+    mount = fs_factory.create()
+    assert freeze_helper("freeze", mounts=[mount], run_id="listed").rc == 0
+    try:
+        doc = freeze_helper("status").doc
+        assert doc["exit_code"] == 0
+        runs = {run["run_id"]: run for run in doc["runs"]}
+        assert runs["listed"]["state"] == "frozen"
+        assert runs["listed"]["mounts"] == [{"path": str(mount), "status": "frozen"}]
+    finally:
+        assert freeze_helper("thaw", run_id="listed").rc == 0
+    assert freeze_helper("status", run_id="nobody").doc["state"] is None
+
+
+def test_thaw_without_run_id_thaws_the_only_frozen_run(fs_factory, freeze_helper):
+    mount = fs_factory.create()
+    assert freeze_helper("freeze", mounts=[mount], run_id="only-one").rc == 0
+    result = freeze_helper("thaw")
+    assert result.rc == 0 and result.doc["run_id"] == "only-one"
+    assert fs_factory.writable(mount.mountpoint)
+
+
+def test_paths_with_spaces_and_shell_syntax_are_taken_literally(fs_factory, freeze_helper, tmp_path):
+    name = "data $(touch pwned) `touch pwned2` \"q\" 'x' ;"
+    mount = fs_factory.create(mountpoint=tmp_path / name)
+
+    frozen = freeze_helper("freeze", mounts=[mount], run_id="odd-name")
+    try:
+        assert frozen.rc == 0, frozen.stderr
+        assert frozen.doc["mounts"][0]["canonical"] == str(mount)
+        assert not fs_factory.writable(mount.mountpoint, within=0.5)
+    finally:
+        assert freeze_helper("thaw", run_id="odd-name").rc == 0
+    assert fs_factory.writable(mount.mountpoint)
+    assert not Path("/pwned").exists() and not Path("/pwned2").exists()
+    assert not list(tmp_path.glob("pwned*"))
+
+
+# ------------------------------------------------------------------------------ watchdog
+
+def test_watchdog_thaws_at_deadline_and_runs_postscript(fs_factory, freeze_helper, scripts, monkeypatch):
+    mount = fs_factory.create()
+    set_probe(monkeypatch, mount.mountpoint)
+
+    frozen = freeze_helper("freeze", mounts=[mount], run_id="nobody-thaws", timeout=2,
+                           prescript=scripts.prescript, postscript=scripts.postscript)
+    assert frozen.rc == 0, frozen.stderr
+    writer = fs_factory.start_write(mount.mountpoint)
+    assert not writer.done_within(0.5)
+
+    # Nobody sends the thaw: the watchdog must, by the deadline (plus scheduling slack).
+    limit = frozen.doc["t_frozen"] + 2 + 2 - time.time()
+    assert writer.done_within(max(limit, 0.1)), "the watchdog did not thaw within timeout + 2 s"
+
+    status = freeze_helper.wait_state("nobody-thaws", ("auto_thawed",))
+    assert status["auto_thawed"] is True and status["auto_thaw_reason"] == "deadline"
+    assert status["t_thawed"] >= status["watchdog_deadline"]
+    assert scripts.lines() == [
+        "pre writable pre-script pre-script nobody-thaws auto=0",
+        "post writable post-script post-script nobody-thaws auto=1",
+    ]
+
+    late = freeze_helper("thaw", run_id="nobody-thaws")
+    assert late.rc == 203 and late.doc["status"] == "auto_thawed" and late.doc["auto_thawed"] is True
+    assert late.doc["scripts"]["postscript"]["exit_code"] == 0
+    assert pid_gone(frozen.doc["watchdog_pid"])
+
+
+def test_watchdog_thaws_when_caller_is_killed(fs_factory, freeze_helper, scripts, monkeypatch):
+    mount = fs_factory.create()
+    set_probe(monkeypatch, mount.mountpoint)
+
+    proc = freeze_helper.start("run", mounts=[mount], run_id="killed", timeout=5, prescript=scripts.prescript,
+                               postscript=scripts.postscript, command=["sleep", "30"])
+    freeze_helper.wait_state("killed", ("frozen",))
+    writer = fs_factory.start_write(mount.mountpoint)
+    assert not writer.done_within(0.3)
+
+    # SIGKILL the helper and everything in its session, as an agent killing a command does.
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait(timeout=10)
+
+    assert writer.done_within(5 + 2), "not thawed within timeout + 2 s after the caller was killed"
+    status = freeze_helper.wait_state("killed", ("auto_thawed",))
+    assert status["auto_thaw_reason"] in ("caller_gone", "deadline")
+    assert scripts.lines()[-1] == "post writable post-script post-script killed auto=1"
+    assert freeze_helper("thaw", run_id="killed").rc == 203
+
+
+def test_run_interrupted_by_sigterm_thaws_and_reports(fs_factory, freeze_helper, parse_helper_output):
+    mount = fs_factory.create()
+    proc = freeze_helper.start("run", mounts=[mount], run_id="term", timeout=30, command=["sleep", "30"])
+    freeze_helper.wait_state("term", ("frozen",))
+
+    proc.send_signal(signal.SIGTERM)
+    stdout, stderr = proc.communicate(timeout=30)
+
+    result = parse_helper_output(proc.returncode, stdout, stderr)
+    assert result.rc == 209 and result.doc["state"] == "thawed"
+    assert result.doc["command"]["ran"] is True and result.doc["command"]["exit_code"] != 0
+    assert fs_factory.writable(mount.mountpoint)
+
+
+# ------------------------------------------------------------------------------ refusals
+
+def refused_paths(tmp_path):
+    plain = tmp_path / "plain-dir"
+    plain.mkdir()
+    root_link = tmp_path / "link-to-root"
+    root_link.symlink_to("/")
+    boot_link = tmp_path / "link-to-boot"
+    boot_link.symlink_to("/boot")
+    return {
+        "root": "/",
+        "root-with-slashes": "//",
+        "boot": "/boot",
+        "under-boot": "/boot/efi",
+        "relative": "data",
+        "not-a-mount-point": str(plain),
+        "symlink-to-root": str(root_link),
+        "symlink-to-boot": str(boot_link),
+        "missing": str(tmp_path / "does-not-exist"),
+        "root-dotdot": str(tmp_path) + "/../../../../../../..",
+    }
+
+
+NEVER = "are never frozen"
+# Several checks guard each path; the reason names the first that applies (/boot may be
+# missing on a test machine).
+REFUSAL_REASONS = {
+    "root": [NEVER], "root-with-slashes": [NEVER], "boot": [NEVER], "under-boot": [NEVER],
+    "relative": ["not an absolute path"], "not-a-mount-point": ["not a mount point"],
+    "symlink-to-root": ["resolves to /;"], "symlink-to-boot": ["resolves to /boot", "does not exist"],
+    "missing": ["does not exist"], "root-dotdot": ["resolves to /;"],
+}
+
+
+@pytest.mark.parametrize("case", ["root", "root-with-slashes", "boot", "under-boot", "relative", "not-a-mount-point",
+                                  "symlink-to-root", "symlink-to-boot", "missing", "root-dotdot"])
+def test_refused_paths(fs_factory, freeze_helper, scripts, tmp_path, case):
+    path = refused_paths(tmp_path)[case]
+    other = fs_factory.create()
+
+    result = freeze_helper("freeze", mounts=[other, path], run_id="refused", prescript=scripts.prescript,
+                           postscript=scripts.postscript)
+
+    assert result.rc == 207, result.doc
+    assert result.doc["status"] == "refused"
+    entry = next(m for m in result.doc["mounts"] if m["path"] == path)
+    assert entry["status"] == "refused"
+    assert any(reason in entry["error"] for reason in REFUSAL_REASONS[case]), entry["error"]
+    # Nothing happened: no script ran, the valid mount was not frozen, no run was recorded.
+    assert scripts.lines() == []
+    assert fs_factory.writable(other.mountpoint)
+    assert freeze_helper("status", run_id="refused").doc["state"] is None
+
+
+def test_refuses_the_filesystem_holding_the_state_directory(fs_factory, freeze_helper):
+    mount = fs_factory.create()
+    freeze_helper.state_dir = mount.mountpoint / "state"
+    result = freeze_helper("freeze", mounts=[mount], run_id="own-state")
+    assert result.rc == 207
+    assert "state directory" in result.doc["mounts"][0]["error"]
+    assert fs_factory.writable(mount.mountpoint)
+
+
+def test_bind_mount_of_same_filesystem_is_frozen_once(fs_factory, freeze_helper, tmp_path):
+    mount = fs_factory.create()
+    bound = fs_factory.bind(mount, tmp_path / "bound")
+    result = freeze_helper("freeze", mounts=[mount, bound], run_id="bind")
+    try:
+        assert result.rc == 0, result.stderr
+        statuses = {m["path"]: m["status"] for m in result.doc["mounts"]}
+        assert statuses == {str(mount): "frozen", str(bound): "duplicate"}
+    finally:
+        assert freeze_helper("thaw", run_id="bind").rc == 0
+    assert fs_factory.writable(bound.mountpoint)
+
+
+def test_symlink_to_a_mount_point_is_frozen_by_its_real_path(fs_factory, freeze_helper, tmp_path):
+    mount = fs_factory.create()
+    link = tmp_path / "link"
+    link.symlink_to(mount.mountpoint)
+    result = freeze_helper("freeze", mounts=[link], run_id="via-link")
+    try:
+        assert result.rc == 0
+        assert result.doc["mounts"][0]["path"] == str(link)
+        assert result.doc["mounts"][0]["canonical"] == str(mount)
+    finally:
+        assert freeze_helper("thaw", run_id="via-link").rc == 0
+
+
+def test_non_root_is_refused(fs_factory, freeze_helper, parse_helper_output):
+    if shutil.which("setpriv") is None:
+        pytest.skip("setpriv is not installed")
+    mount = fs_factory.create()
+    argv = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "bash"]
+    argv += freeze_helper.argv("freeze", mounts=[mount], run_id="nobody")
+    proc = subprocess.run(argv, capture_output=True, text=True, timeout=60, check=False)
+    if "Permission denied" in proc.stderr and not proc.stdout:
+        pytest.skip("the helper is not readable by an unprivileged user here")
+    result = parse_helper_output(proc.returncode, proc.stdout, proc.stderr)
+    assert result.rc == 208 and result.doc["status"] == "not_root"
+    assert fs_factory.writable(mount.mountpoint)
+
+
+def test_already_frozen(fs_factory, freeze_helper):
+    mount = fs_factory.create()
+    first = freeze_helper("freeze", mounts=[mount], run_id="first")
+    assert first.rc == 0
+    try:
+        again = freeze_helper("freeze", mounts=[mount], run_id="first")
+        assert again.rc == 204 and again.doc["status"] == "already_frozen"
+        other = freeze_helper("freeze", mounts=[mount], run_id="second")
+        assert other.rc == 204
+        assert other.doc["mounts"][0]["status"] == "already_frozen"
+        assert "first" in other.doc["message"]
+        # The refused attempts did not disturb the freeze that holds.
+        assert not fs_factory.writable(mount.mountpoint, within=0.5)
+        assert freeze_helper("status", run_id="first").doc["state"] == "frozen"
+    finally:
+        assert freeze_helper("thaw", run_id="first").rc == 0
+    assert freeze_helper("thaw", run_id="second").rc == 205
+
+
+def test_thaw_without_freeze(freeze_helper):
+    unknown = freeze_helper("thaw", run_id="never-frozen")
+    assert unknown.rc == 205 and unknown.doc["status"] == "not_frozen"
+    anonymous = freeze_helper("thaw")
+    assert anonymous.rc == 205
+
+
+@pytest.mark.parametrize("argv", [
+    ["defrost"],
+    [],
+    ["freeze", "--timeout", "abc", "--mount", "/x"],
+    ["freeze", "--timeout", "0", "--mount", "/x"],
+    ["freeze", "--script-timeout", "-1", "--mount", "/x"],
+    ["freeze", "--run-id", "../escape", "--mount", "/x"],
+    ["freeze", "--mount"],
+    ["freeze"],
+    ["run", "--mount", "/x"],
+    ["thaw", "--", "echo"],
+    ["freeze", "--bogus", "1"],
+], ids=["unknown-subcommand", "no-subcommand", "bad-timeout", "zero-timeout", "bad-script-timeout",
+        "bad-run-id", "missing-value", "no-mount", "run-without-command", "thaw-with-command", "unknown-option"])
+def test_usage_errors(freeze_helper, parse_helper_output, helper_path, argv):
+    args = [str(helper_path)] + argv
+    if argv:
+        args += ["--state-dir", str(freeze_helper.state_dir)]
+    proc = subprocess.run(args, capture_output=True, text=True, timeout=60, check=False)
+    result = parse_helper_output(proc.returncode, proc.stdout, proc.stderr)
+    assert result.rc == 2 and result.doc["status"] == "usage_error", result.doc
+    assert result.doc["message"]
+
+
+# ------------------------------------------------------------------------------- scripts
+
+def test_valid_scripts_run_around_the_freeze(fs_factory, freeze_helper, scripts, monkeypatch):
+    mount = fs_factory.create()
+    set_probe(monkeypatch, mount.mountpoint)
+
+    frozen = freeze_helper("freeze", mounts=[mount], run_id="with-scripts", prescript=scripts.prescript,
+                           postscript=scripts.postscript)
+
+    assert frozen.rc == 0, frozen.stderr
+    pre = frozen.doc["scripts"]["prescript"]
+    assert frozen.doc["scripts"]["status"] == "valid"
+    assert pre["status"] == "valid" and pre["ran"] is True and pre["exit_code"] == 0
+    assert pre["stdout"] == "hello-from-pre\n" and pre["stderr"] == "warning-from-pre\n"
+    assert pre["t_end"] <= frozen.doc["t_frozen"]
+    assert frozen.doc["scripts"]["postscript"]["ran"] is False
+    # The prescript saw a writable filesystem: it ran before the freeze.
+    assert scripts.lines() == ["pre writable pre-script pre-script with-scripts auto=0"]
+
+    thawed = freeze_helper("thaw", run_id="with-scripts")
+
+    assert thawed.rc == 0
+    post = thawed.doc["scripts"]["postscript"]
+    assert post["ran"] is True and post["exit_code"] == 0 and post["stdout"] == "hello-from-post\n"
+    assert post["t_start"] >= thawed.doc["t_thawed"]
+    assert_ordered(thawed.doc)
+    # The postscript saw a writable filesystem: it ran after the thaw.
+    assert scripts.lines() == [
+        "pre writable pre-script pre-script with-scripts auto=0",
+        "post writable post-script post-script with-scripts auto=0",
+    ]
+
+
+def _make_invalid(case, scripts, script_dir):
+    if case == "mode-0755":
+        os.chmod(scripts.prescript, 0o755)
+        return "mode 755"
+    if case == "mode-0600":
+        os.chmod(scripts.postscript, 0o600)
+        return "not executable"
+    if case == "not-owned-by-root":
+        os.chown(scripts.prescript, 65534, 65534)
+        return "uid 65534"
+    if case == "world-writable-dir":
+        os.chmod(script_dir, 0o777)
+        return "writable by group or others"
+    if case == "group-writable-dir":
+        os.chmod(script_dir, 0o770)
+        return "writable by group or others"
+    if case == "dir-not-owned-by-root":
+        os.chown(script_dir, 65534, 0)
+        return "uid 65534"
+    if case == "not-a-regular-file":
+        scripts.prescript.unlink()
+        scripts.prescript.mkdir(mode=0o700)
+        return "not a regular file"
+    raise AssertionError(case)
+
+
+@pytest.mark.parametrize("case", ["mode-0755", "mode-0600", "not-owned-by-root", "world-writable-dir",
+                                  "group-writable-dir", "dir-not-owned-by-root", "not-a-regular-file"])
+def test_invalid_scripts_are_not_run(fs_factory, freeze_helper, scripts, script_dir, monkeypatch, case):
+    mount = fs_factory.create()
+    set_probe(monkeypatch, mount.mountpoint)
+    expected_reason = _make_invalid(case, scripts, script_dir)
+
+    frozen = freeze_helper("freeze", mounts=[mount], run_id="invalid", prescript=scripts.prescript,
+                           postscript=scripts.postscript)
+
+    assert frozen.rc == 0, frozen.stderr
+    assert frozen.doc["scripts"]["status"] == "invalid"
+    assert expected_reason in frozen.doc["scripts"]["reason"]
+    assert frozen.doc["mounts"][0]["status"] == "frozen"
+    thawed = freeze_helper("thaw", run_id="invalid")
+    assert thawed.rc == 0
+    assert thawed.doc["scripts"]["prescript"]["ran"] is False and thawed.doc["scripts"]["postscript"]["ran"] is False
+    assert scripts.lines() == []
+    assert fs_factory.writable(mount.mountpoint)
+
+
+def test_script_in_world_writable_tree_is_invalid(fs_factory, freeze_helper, tmp_path, write_script):
+    # pytest's tmp_path lives under /tmp (mode 1777): the sticky bit is not enough.
+    mount = fs_factory.create()
+    pre = write_script(tmp_path / "pre.sh", "exit 0\n")
+    post = write_script(tmp_path / "post.sh", "exit 0\n")
+    result = freeze_helper("freeze", mounts=[mount], run_id="tmp-scripts", prescript=pre, postscript=post)
+    try:
+        assert result.rc == 0
+        assert result.doc["scripts"]["status"] == "invalid"
+        assert "writable by group or others" in result.doc["scripts"]["reason"]
+    finally:
+        assert freeze_helper("thaw", run_id="tmp-scripts").rc == 0
+
+
+def test_one_absent_script_means_no_script_runs(fs_factory, freeze_helper, scripts, script_dir):
+    mount = fs_factory.create()
+    missing = script_dir / "missing.sh"
+    frozen = freeze_helper("freeze", mounts=[mount], run_id="absent", prescript=missing,
+                           postscript=scripts.postscript)
+    assert frozen.rc == 0
+    assert frozen.doc["scripts"]["status"] == "absent"
+    assert frozen.doc["scripts"]["prescript"]["status"] == "absent"
+    assert frozen.doc["scripts"]["postscript"]["status"] == "valid"
+    assert "not found" in frozen.doc["scripts"]["reason"]
+    assert freeze_helper("thaw", run_id="absent").rc == 0
+    assert scripts.lines() == []
+
+
+def test_prescript_failure_freezes_nothing(fs_factory, freeze_helper, scripts, monkeypatch):
+    mount = fs_factory.create()
+    monkeypatch.setenv("PRE_EXIT", "1")
+
+    result = freeze_helper("freeze", mounts=[mount], run_id="pre-fails", prescript=scripts.prescript,
+                           postscript=scripts.postscript)
+
+    assert result.rc == 201 and result.doc["status"] == "prescript_failed"
+    assert result.doc["scripts"]["prescript"]["exit_code"] == 1
+    assert result.doc["mounts"][0]["status"] == "ok" and result.doc["t_frozen"] is None
+    assert fs_factory.writable(mount.mountpoint, within=2)
+    assert [line.split()[0] for line in scripts.lines()] == ["pre"]
+    assert freeze_helper("thaw", run_id="pre-fails").rc == 205
+    assert pid_gone(result.doc["watchdog_pid"])
+
+
+def test_prescript_reports_application_not_ready(fs_factory, freeze_helper, scripts, monkeypatch):
+    mount = fs_factory.create()
+    monkeypatch.setenv("PRE_EXIT", "206")
+    result = freeze_helper("freeze", mounts=[mount], run_id="not-ready", prescript=scripts.prescript,
+                           postscript=scripts.postscript)
+    assert result.rc == 206 and result.doc["status"] == "application_not_ready"
+    assert fs_factory.writable(mount.mountpoint, within=2)
+
+
+def test_prescript_timeout_is_a_failure(fs_factory, freeze_helper, script_dir, write_script):
+    mount = fs_factory.create()
+    pre = write_script(script_dir / "slow-pre.sh", "sleep 30\n")
+    post = write_script(script_dir / "post.sh", "exit 0\n")
+    result = freeze_helper("freeze", mounts=[mount], run_id="slow", prescript=pre, postscript=post,
+                           script_timeout=1)
+    assert result.rc == 201
+    assert result.doc["scripts"]["prescript"]["timed_out"] is True
+    assert "timed out" in result.doc["message"]
+    assert fs_factory.writable(mount.mountpoint, within=2)
+
+
+def test_postscript_failure_after_thaw(fs_factory, freeze_helper, scripts, monkeypatch):
+    mount = fs_factory.create()
+    monkeypatch.setenv("POST_EXIT", "3")
+    assert freeze_helper("freeze", mounts=[mount], run_id="post-fails", prescript=scripts.prescript,
+                         postscript=scripts.postscript).rc == 0
+
+    result = freeze_helper("thaw", run_id="post-fails")
+
+    assert result.rc == 202 and result.doc["status"] == "postscript_failed"
+    assert result.doc["scripts"]["postscript"]["exit_code"] == 3
+    assert result.doc["mounts"][0]["status"] == "thawed"
+    assert fs_factory.writable(mount.mountpoint, within=2)
+
+
+def test_postscript_tampered_while_frozen_is_not_run(fs_factory, freeze_helper, scripts):
+    mount = fs_factory.create()
+    assert freeze_helper("freeze", mounts=[mount], run_id="tampered", prescript=scripts.prescript,
+                         postscript=scripts.postscript).rc == 0
+    os.chmod(scripts.postscript, 0o777)
+
+    result = freeze_helper("thaw", run_id="tampered")
+
+    assert result.rc == 202
+    assert result.doc["scripts"]["postscript"]["status"] == "invalid"
+    assert "mode 777" in result.doc["scripts"]["postscript"]["reason"]
+    assert [line.split()[0] for line in scripts.lines()] == ["pre"]
+    assert fs_factory.writable(mount.mountpoint, within=2)
+
+
+def test_no_freeze_runs_scripts_only(fs_factory, freeze_helper, scripts, monkeypatch):
+    mount = fs_factory.create()
+    set_probe(monkeypatch, mount.mountpoint)
+    frozen = freeze_helper("freeze", run_id="scripts-only", prescript=scripts.prescript,
+                           postscript=scripts.postscript, extra=["--no-freeze"])
+    assert frozen.rc == 0 and frozen.doc["no_freeze"] is True and frozen.doc["mounts"] == []
+    assert freeze_helper("thaw", run_id="scripts-only").rc == 0
+    assert [line.split()[0] for line in scripts.lines()] == ["pre", "post"]
+
+
+# ------------------------------------------------------------------------ nested, partial
+
+def test_nested_mounts_freeze_deepest_first_thaw_shallowest_first(fs_factory, freeze_helper, tmp_path):
+    outer = fs_factory.create("ext4", tmp_path / "x")
+    inner = fs_factory.create("xfs", outer.mountpoint / "y")
+
+    frozen = freeze_helper("freeze", mounts=[outer, inner], run_id="nested", timeout=30, proc_timeout=30)
+
+    assert frozen.rc == 0, frozen.stderr
+    mounts = frozen.doc["mounts"]
+    assert [m["path"] for m in mounts] == [str(inner), str(outer)]
+    assert mounts[0]["t_frozen"] < mounts[1]["t_frozen"]
+    assert not fs_factory.writable(outer.mountpoint, within=0.5)
+    assert not fs_factory.writable(inner.mountpoint, within=0.5)
+
+    thawed = freeze_helper("thaw", run_id="nested", proc_timeout=30)
+
+    assert thawed.rc == 0
+    by_path = {m["path"]: m for m in thawed.doc["mounts"]}
+    assert by_path[str(outer)]["t_thawed"] < by_path[str(inner)]["t_thawed"]
+    assert all(m["status"] == "thawed" for m in thawed.doc["mounts"])
+    assert fs_factory.writable(inner.mountpoint) and fs_factory.writable(outer.mountpoint)
+
+
+def test_second_mount_already_frozen_rolls_back_the_first(fs_factory, freeze_helper, scripts, monkeypatch):
+    first = fs_factory.create()
+    second = fs_factory.create()
+    set_probe(monkeypatch, first.mountpoint)
+    subprocess.run(["fsfreeze", "-f", str(second)], check=True, timeout=30)
+
+    result = freeze_helper("freeze", mounts=[first, second], run_id="partial", prescript=scripts.prescript,
+                           postscript=scripts.postscript)
+
+    assert result.rc == 204 and result.doc["status"] == "already_frozen"
+    statuses = {m["path"]: m for m in result.doc["mounts"]}
+    assert statuses[str(first)]["status"] == "thawed" and statuses[str(first)]["t_frozen"] is not None
+    assert statuses[str(second)]["status"] == "already_frozen"
+    assert fs_factory.writable(first.mountpoint, within=2)
+    # Someone else's freeze is left alone.
+    assert not fs_factory.writable(second.mountpoint, within=0.5)
+    subprocess.run(["fsfreeze", "-u", str(second)], check=True, timeout=30)
+    assert fs_factory.writable(second.mountpoint)
+    assert [line.split()[0] for line in scripts.lines()] == ["pre", "post"]
+    assert result.doc["state"] == "failed"
+
+
+def test_unfreezable_filesystem_rolls_back(fs_factory, freeze_helper, tmp_path):
+    first = fs_factory.create()
+    scratch = fs_factory.tmpfs(tmp_path / "scratch")
+
+    result = freeze_helper("freeze", mounts=[first, scratch], run_id="tmpfs")
+
+    assert result.rc == 209 and result.doc["status"] == "freeze_failed"
+    statuses = {m["path"]: m["status"] for m in result.doc["mounts"]}
+    assert statuses == {str(first): "thawed", str(scratch): "freeze_failed"}
+    assert fs_factory.writable(first.mountpoint, within=2)
+
+
+# ----------------------------------------------------------------------------------- run
+
+def test_run_executes_command_while_frozen(fs_factory, freeze_helper):
+    mount = fs_factory.create()
+    check = ('touch "$1/from-command" & pid=$!; sleep 1; '
+             'if kill -0 $pid 2>/dev/null; then echo "blocked $APPCONSISTENT_RUN_ID"; else echo writable; fi')
+
+    result = freeze_helper("run", mounts=[mount], run_id="run-ok", timeout=20,
+                           command=["sh", "-c", check, "sh", str(mount)])
+
+    assert result.rc == 0, result.doc
+    command = result.doc["command"]
+    assert command["exit_code"] == 0 and command["stdout"] == "blocked run-ok\n"
+    assert command["argv"] == ["sh", "-c", check, "sh", str(mount)]
+    assert result.doc["t_frozen"] <= command["t_start"] <= command["t_end"] <= result.doc["t_thawed"]
+    assert_ordered(result.doc)
+    assert result.doc["state"] == "thawed"
+    assert fs_factory.writable(mount.mountpoint)
+
+
+def test_run_thaws_when_command_fails(fs_factory, freeze_helper):
+    mount = fs_factory.create()
+    result = freeze_helper("run", mounts=[mount], run_id="run-fails", timeout=20,
+                           command=["sh", "-c", "echo partial-output; echo boom >&2; exit 3"])
+    assert result.rc == 210 and result.doc["status"] == "command_failed"
+    assert result.doc["command"]["exit_code"] == 3
+    assert result.doc["command"]["stdout"] == "partial-output\n"
+    assert result.doc["command"]["stderr"] == "boom\n"
+    assert result.doc["mounts"][0]["status"] == "thawed"
+    assert fs_factory.writable(mount.mountpoint, within=2)
+
+
+def test_run_stops_command_at_the_deadline(fs_factory, freeze_helper):
+    mount = fs_factory.create()
+    result = freeze_helper("run", mounts=[mount], run_id="run-slow", timeout=1, command=["sleep", "30"])
+    assert result.rc in (210, 203), result.doc
+    assert result.doc["command"]["timed_out"] is True or result.doc["auto_thawed"] is True
+    assert fs_factory.writable(mount.mountpoint, within=3)
+
+
+def test_run_output_is_valid_json_whatever_the_command_prints(fs_factory, freeze_helper, tmp_path):
+    mount = fs_factory.create()
+    marker = tmp_path / "injected"
+    text = 'quote " backslash \\ tab \t bell \x07 unicode \u00e9\u4e2d'
+    script = f'printf "%s\\n" "$1"; printf "\\377\\376 bad utf8\\n"; printf "$2"'
+    result = freeze_helper("run", mounts=[mount], run_id="run-json", timeout=20,
+                           command=["sh", "-c", script, "sh", text, f"$(touch {marker})"])
+    assert result.rc == 0, result.doc
+    stdout = result.doc["command"]["stdout"]
+    assert stdout.startswith(text + "\n")
+    assert "bad utf8" in stdout
+    assert result.doc["command"]["argv"][-1] == f"$(touch {marker})"
+    assert not marker.exists()
+
+
+def test_nothing_left_behind(fs_factory, freeze_helper):
+    mount = fs_factory.create()
+    assert freeze_helper("freeze", mounts=[mount], run_id="leftovers").rc == 0
+    assert freeze_helper("thaw", run_id="leftovers").rc == 0
+    assert freeze_helper.watchdog_pids() == []
+    frozen = [run for run in freeze_helper("status").doc["runs"] if run["state"] not in ("thawed", "failed")]
+    assert frozen == []
+
+
+# ---------------------------------------------------------------------------------- lint
+
+def test_helper_is_valid_bash(helper_path):
+    proc = subprocess.run(["bash", "-n", str(helper_path)], capture_output=True, text=True, timeout=60, check=False)
+    assert proc.returncode == 0, proc.stderr
+
+
+def test_helper_is_shellcheck_clean(helper_path):
+    if shutil.which("shellcheck") is None:
+        pytest.skip("shellcheck is not installed (Debian package shellcheck)")
+    proc = subprocess.run(["shellcheck", "--shell=bash", str(helper_path)], capture_output=True, text=True, timeout=120,
+                          check=False)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
