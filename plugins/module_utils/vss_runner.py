@@ -65,9 +65,10 @@ class InstanceResult:
 class VssSnapshotRun:
     """One vss_snapshot task. ``module`` is an AppConsistentModule."""
 
-    def __init__(self, module, sleep=time.sleep, clock=time.monotonic):
+    def __init__(self, module, sleep=time.sleep, clock=time.monotonic, params=None):
         self.module = module
-        self.params = module.params
+        # app_consistent_group runs Windows instances through this class with its own options mapped.
+        self.params = params if params is not None else module.params
         self.sleep = sleep
         self.clock = clock
         self.ec2 = None

@@ -214,6 +214,30 @@ def test_watchdog_thaws_when_caller_is_killed(fs_factory, freeze_helper, scripts
     assert freeze_helper("thaw", run_id="killed").rc == 203
 
 
+def test_watchdog_stops_a_prescript_whose_caller_was_killed(fs_factory, freeze_helper, script_dir, write_script):
+    mount = fs_factory.create()
+    log = script_dir / "log"
+    pre = write_script(script_dir / "hanging-pre.sh", f'echo "pre $$" >> "{log}"\nsleep 30\n')
+    post = write_script(script_dir / "post.sh", f'echo "post auto=$APPCONSISTENT_AUTO_THAW" >> "{log}"\n')
+    proc = freeze_helper.start("freeze", mounts=[mount], run_id="pre-hangs", timeout=5, prescript=pre,
+                               postscript=post, script_timeout=60)
+    deadline = time.monotonic() + 20
+    while not (log.exists() and log.read_text().startswith("pre ")) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    script_pid = int(log.read_text().split()[1])
+
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait(timeout=10)
+
+    status = freeze_helper.wait_state("pre-hangs", ("auto_thawed",))
+    assert status["auto_thaw_reason"] == "caller_gone"
+    assert status["scripts"]["prescript"]["exit_code"] == 143
+    # The prescript no longer runs (it cannot take a lock after the postscript released it).
+    assert pid_gone(script_pid)
+    assert log.read_text().splitlines()[-1] == "post auto=1"
+    assert fs_factory.writable(mount.mountpoint, within=2)
+
+
 def test_run_interrupted_by_sigterm_thaws_and_reports(fs_factory, freeze_helper, parse_helper_output):
     mount = fs_factory.create()
     proc = freeze_helper.start("run", mounts=[mount], run_id="term", timeout=30, command=["sleep", "30"])
@@ -564,6 +588,11 @@ def test_no_freeze_runs_scripts_only(fs_factory, freeze_helper, scripts, monkeyp
     assert freeze_helper("thaw", run_id="scripts-only").rc == 0
     assert [line.split()[0] for line in scripts.lines()] == ["pre", "post"]
 
+    ran = freeze_helper("run", run_id="run-scripts-only", prescript=scripts.prescript, postscript=scripts.postscript,
+                        extra=["--no-freeze"], command=["echo", "snapshot-started"])
+    assert ran.rc == 0 and ran.doc["command"]["stdout"] == "snapshot-started\n"
+    assert [line.split()[0] for line in scripts.lines()] == ["pre", "post", "pre", "post"]
+
 
 # ------------------------------------------------------------------------ nested, partial
 
@@ -667,7 +696,7 @@ def test_run_output_is_valid_json_whatever_the_command_prints(fs_factory, freeze
     mount = fs_factory.create()
     marker = tmp_path / "injected"
     text = 'quote " backslash \\ tab \t bell \x07 unicode \u00e9\u4e2d'
-    script = f'printf "%s\\n" "$1"; printf "\\377\\376 bad utf8\\n"; printf "$2"'
+    script = 'printf "%s\\n" "$1"; printf "\\377\\376 bad utf8\\n"; printf "$2"'
     result = freeze_helper("run", mounts=[mount], run_id="run-json", timeout=20,
                            command=["sh", "-c", script, "sh", text, f"$(touch {marker})"])
     assert result.rc == 0, result.doc

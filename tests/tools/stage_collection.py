@@ -26,6 +26,12 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 UNVERSIONED_SKIP_DIRS = frozenset((".git", "build", "__pycache__", ".pytest_cache", ".ansible", "output", "htmlcov"))
 
 
+def generated(relative: str) -> bool:
+    """The environments and build outputs that make creates, even if .gitignore misses them."""
+    top = relative.split("/", 1)[0]
+    return top == "build" or top.startswith(".venv")
+
+
 def collection_identity() -> tuple[str, str, dict]:
     with open(os.path.join(ROOT, "galaxy.yml"), encoding="utf-8") as handle:
         galaxy = yaml.safe_load(handle)
@@ -41,16 +47,20 @@ def known_files() -> list[str]:
     except (OSError, subprocess.CalledProcessError):
         return unversioned_files()
     # A tracked file deleted from the work tree is still listed by --cached.
-    return sorted(path for path in set(listing.split("\0")) if path and os.path.isfile(os.path.join(ROOT, path)))
+    return sorted(
+        path for path in set(listing.split("\0"))
+        if path and not generated(path) and os.path.isfile(os.path.join(ROOT, path))
+    )
 
 
 def unversioned_files() -> list[str]:
     files = []
     for directory, subdirectories, names in os.walk(ROOT):
-        subdirectories[:] = [name for name in subdirectories if name not in UNVERSIONED_SKIP_DIRS and not name.startswith(".venv")]
+        subdirectories[:] = [name for name in subdirectories if name not in UNVERSIONED_SKIP_DIRS]
         for name in names:
-            if not name.endswith((".pyc", ".pyo")):
-                files.append(os.path.relpath(os.path.join(directory, name), ROOT))
+            relative = os.path.relpath(os.path.join(directory, name), ROOT)
+            if not name.endswith((".pyc", ".pyo")) and not generated(relative):
+                files.append(relative)
     return sorted(files)
 
 

@@ -178,8 +178,6 @@ def paginate(params: Params, items: List[Any], render: Callable[[Any], Dict[str,
         chunk = items[start:start + size]
         more = start + size < len(items)
         fields = {"NextToken": encode_token(start + size) if more else "", "TotalCount": len(items)}
-        if params.get("MaxResults") is not None or token is not None:
-            fields["MaxResults"] = size
         return [render(i) for i in chunk], fields
     number = params.int("PageNumber", 1, 1)
     size = params.int("PageSize", page_default, 1, page_max)

@@ -9,6 +9,7 @@ import os
 import signal
 import threading
 import time
+import uuid
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable, Dict, List, Optional
 
@@ -200,36 +201,41 @@ class Assistant:
         return env
 
     def _run_local(self, invocation: Invocation, inst: EcsInstance, record: InvokeInstance):
-        pid_file = os.path.join(self.cloud.workdir, f"{invocation.id}-{inst.id}.pid")
-        # The wrapper records its process group so that StopInvocation can end the whole command.
-        wrapper = f'echo $$ > {pid_file}\n{invocation.content}'
         cwd = invocation.working_dir if os.path.isdir(invocation.working_dir or "") else "/"
-        watcher = threading.Thread(target=self._watch_pid, args=(pid_file, record), daemon=True)
-        watcher.start()
-        try:
-            result = run_local(wrapper, "bash", timeout=invocation.timeout, env=self.instance_env(inst), cwd=cwd)
-        finally:
-            if os.path.exists(pid_file):
-                os.unlink(pid_file)
+        result = self.run_tracked(invocation.content, record, invocation.timeout, self.instance_env(inst), cwd)
         return result.exit_code, result.stdout + result.stderr, result.timed_out
 
-    def _watch_pid(self, pid_file: str, record: InvokeInstance) -> None:
-        for _ in range(200):
+    def run_tracked(self, script: str, record: InvokeInstance, timeout: float, env: Dict[str, str], cwd: str = "/"):
+        """Run ``script`` for real, with its process group recorded so that StopInvocation can end all of it."""
+        pid_file = os.path.join(self.cloud.workdir, f"{uuid.uuid4().hex}.pid")
+        done = threading.Event()
+        watcher = threading.Thread(target=self._watch_pid, args=(pid_file, record, done), daemon=True)
+        watcher.start()
+        try:
+            return run_local(f"echo $$ > {pid_file}\n{script}", "bash", timeout=timeout, env=env, cwd=cwd)
+        finally:
+            done.set()
+            watcher.join(timeout=5)
+            with self.lock:
+                record.pgid = None
+            if os.path.exists(pid_file):
+                os.unlink(pid_file)
+
+    def _watch_pid(self, pid_file: str, record: InvokeInstance, done: threading.Event) -> None:
+        while not done.is_set():
             try:
                 with open(pid_file, encoding="ascii") as handle:
                     text = handle.read().strip()
-                if text:
-                    with self.lock:
-                        record.pgid = int(text)
-                        stop_now = record.status == "Stopping"
-                    if stop_now:
-                        self._kill(record)
-                    return
-            except (OSError, ValueError):
-                pass
-            if record.status in FINAL:
+            except OSError:
+                text = ""
+            if text.isdigit():
+                with self.lock:
+                    record.pgid = int(text)
+                    stop_now = record.status == "Stopping"
+                if stop_now:
+                    self._kill(record)
                 return
-            time.sleep(0.01)
+            done.wait(0.01)
 
     @staticmethod
     def _kill(record: InvokeInstance) -> None:

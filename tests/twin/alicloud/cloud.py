@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import copy
+import json
 import secrets
 import shutil
 import tempfile
+import threading
 from typing import Any, Dict, Optional
 
 from twin.core.scheduler import Scheduler
@@ -15,6 +18,7 @@ from .ecs import PROVIDER, Ecs
 from .signing import Key, KeyRing
 
 API_VERSION = "2014-05-26"
+ROLE_STATS = "alicloud-instance-role"
 FORBIDDEN_MESSAGE = "User not authorized to operate on the specified resource, or this API doesn't support RAM."
 
 
@@ -34,6 +38,8 @@ class AliCloud:
         self.keys = KeyRing()
         self.keys.add(Key(self.access_key_id, self.access_key_secret, self.security_token))
         self._role_keys: Dict[str, Key] = {}
+        self._idempotent: Dict[tuple, tuple] = {}
+        self._idempotent_lock = threading.Lock()
         self.scheduler = Scheduler(name="twin-alicloud")
         self.workdir = tempfile.mkdtemp(prefix="twin-alicloud-")
         self.ecs = Ecs(fleet, self.region, latency, faults, blockstore)
@@ -62,17 +68,40 @@ class AliCloud:
         entry = self.handlers.get(action)
         if entry is None:
             raise AliError("InvalidAction.NotFound", f"Specified api {action} is not found, please check your url and method.", 404)
-        self.stats.record(PROVIDER, action)
+        # Calls made on the instance with its RAM role (the plug-in's own calls) are counted apart, so that a
+        # test of the collection can count the collection's calls alone.
+        self.stats.record(PROVIDER if not principal.startswith("role:") else ROLE_STATS, action)
         self.latency.sleep_api(PROVIDER, action)
         code = self.faults.api_error(PROVIDER, action)
         if code:
             raise AliError(code)
-        if principal.startswith("role:") and instance is not None and self.ecs.instance_faults(instance).get("ram_role_no_permission"):
+        if principal.startswith("role:") and self._role_denied(principal[5:], instance):
             raise AliError("Forbidden.RAM", FORBIDDEN_MESSAGE, 403)
+        token = flat.get("ClientToken")
+        fingerprint = json.dumps(sorted((k, v) for k, v in flat.items() if k != "ClientToken"))
+        if token:
+            with self._idempotent_lock:
+                earlier = self._idempotent.get((action, principal, token))
+            if earlier is not None:
+                # A retried call with the same ClientToken gets the first answer, not a second resource.
+                if earlier[0] != fingerprint:
+                    raise AliError("IdempotentParameterMismatch",
+                                   "The request uses the same ClientToken as a previous, but non-identical request.", 400)
+                body = copy.deepcopy(earlier[1])
+                body["RequestId"] = request_id()
+                return body
         owner, func = entry
         body = func(owner, Params(flat))
+        if token:
+            with self._idempotent_lock:
+                self._idempotent[(action, principal, token)] = (fingerprint, copy.deepcopy(body))
         body["RequestId"] = request_id()
         return body
+
+    def _role_denied(self, role: str, instance: Any) -> bool:
+        """Whether the role's policy lacks the snapshot permissions (fault ``ram_role_no_permission`` of an instance holding it)."""
+        holders = [instance] if instance is not None else [i for i in self.ecs.instances.values() if i.ram_role == role]
+        return any(self.ecs.instance_faults(i).get("ram_role_no_permission") for i in holders)
 
     def state(self) -> Dict[str, Any]:
         return self.ecs.summary()

@@ -386,6 +386,17 @@ class Ecs:
             self.deferred.settle()
         return {}
 
+    def DeleteDisk(self, p: Params) -> Dict[str, Any]:
+        with self.lock:
+            self.deferred.settle()
+            disk = self.disk(p.get("DiskId"))
+            if disk.status != "Available":
+                raise AliError("IncorrectDiskStatus", "Only a disk in the Available state can be deleted.", 403)
+            self.disks.pop(disk.id)
+            if disk.image and disk.source_snapshot_id and self.blockstore is not None:
+                self.blockstore.delete(disk.image)
+        return {}
+
     # ------------------------------------------------------------------ snapshots
     def _progress(self, snap: Snapshot) -> str:
         if snap.status == "accomplished":
@@ -578,7 +589,6 @@ class Ecs:
             items.sort(key=lambda g: g.created, reverse=True)
             rows, paging = paginate(p, items, self.render_group, token_max=100, pages=False)
         paging.pop("TotalCount", None)
-        paging.pop("MaxResults", None)
         return {"SnapshotGroups": {"SnapshotGroup": rows}, **paging}
 
     @staticmethod
@@ -776,6 +786,6 @@ class Ecs:
 
 
 for _action in ("DescribeInstances", "DescribeInstanceRamRole", "StopInstance", "StartInstance", "DescribeDisks", "CreateDisk",
-                "AttachDisk", "DetachDisk", "DescribeSnapshots", "DeleteSnapshot", "CreateSnapshotGroup", "DescribeSnapshotGroups",
+                "DeleteDisk", "AttachDisk", "DetachDisk", "DescribeSnapshots", "DeleteSnapshot", "CreateSnapshotGroup", "DescribeSnapshotGroups",
                 "DeleteSnapshotGroup", "ResetDisk", "ResetDisks", "TagResources", "UntagResources", "ListTagResources"):
     Ecs.ACTIONS[_action] = getattr(Ecs, _action)

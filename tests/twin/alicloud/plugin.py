@@ -186,6 +186,7 @@ class PluginRun:
         self.stop_requested = False
         self.watchdog: Optional[subprocess.Popen] = None
         self.frozen: List[str] = []
+        self.group_id = ""
 
     # ------------------------------------------------------------------ plumbing
     def step(self, name: str, detail: str = "") -> None:
@@ -205,16 +206,19 @@ class PluginRun:
             self._run()
             code = 0
         except PluginExit as exc:
-            code = exc.code
-            self.log.append(f"[ERROR] {exc.message}")
-            self.log.append(f'[message="{exc.message}"]')
+            code = self._fail(exc.code, exc.message)
         except Exception as exc:  # pylint: disable=broad-except
-            code = 255
-            self.log.append(f"[ERROR] unknown error: {type(exc).__name__}: {exc}")
+            code = self._fail(255, f"unknown error: {type(exc).__name__}: {exc}")
         finally:
             self._thaw_everything()
             self.cloud.assistant.running.pop(key, None)
         return code, "\n".join(self.log) + "\n"
+
+    def _fail(self, code: int, message: str) -> int:
+        self.log.append(f"[ERROR] {message}")
+        group = f'[snapshotgroup="{self.group_id}"]' if self.group_id else ""
+        self.log.append(f'{group}[message="{message}"]')
+        return code
 
     # ------------------------------------------------------------------ the plug-in
     def _run(self) -> None:
@@ -280,7 +284,8 @@ class PluginRun:
             raise create_error
         # 7. wait for the group, then tag
         self._wait_group(group_id)
-        tag = "AppConsistent" if app else "FsConsistent"
+        # Older plug-in versions write APPConsistent; the fault lets tests check readers match keys case-insensitively.
+        tag = str(self.faults.get("app_consistent_tag_key", "AppConsistent")) if app else "FsConsistent"
         self._tag(group_id, tag)
         self.log.append(f'[snapshotgroup="{group_id}"][message="{SUCCESS_MESSAGE}"]')
 
@@ -302,7 +307,7 @@ class PluginRun:
         self.step(which, path)
         timeout = self.params["ScriptTimeoutInSeconds"]
         if self.local:
-            result = run_local(shlex.quote(path), "bash", timeout=timeout, env=self.cloud.assistant.instance_env(self.inst))
+            result = self.cloud.assistant.run_tracked(shlex.quote(path), self.record, timeout, self.cloud.assistant.instance_env(self.inst))
             for line in (result.stdout + result.stderr).splitlines():
                 self.log.append(f"[{which}] {line}")
             if result.timed_out:
@@ -330,6 +335,7 @@ class PluginRun:
             for n, disk_id in enumerate(disk_ids, start=1):
                 params[f"DiskId.{n}"] = disk_id
             group_id = self.api("CreateSnapshotGroup", params)["SnapshotGroupId"]
+            self.group_id = group_id
             self.step("snapshot group created", group_id)
         except AliError as exc:
             create_error = PluginExit(self._create_code(exc), f"CreateSnapshotGroup failed: {exc.code}: {exc.message}")

@@ -98,6 +98,7 @@ class AwsCloud:
                 inst.id = fleet_inst.id
             fleet_inst.id = inst.id
             self.moto_instances[inst.id] = inst
+            self.instances[inst.id] = fleet_inst
             inst.platform = "windows" if fleet_inst.platform == "windows" else None
             tags = dict(fleet_inst.tags or {})
             tags.setdefault("Name", fleet_inst.name)
@@ -109,8 +110,9 @@ class AwsCloud:
             if boot is not None:
                 inst.root_device_name = boot.device
             for vol in fleet_inst.volumes:
-                volume = self.ext.orig["create_volume"](size=vol.size, zone_name=zone, volume_type=vol.type, iops=vol.iops,
-                                           throughput=vol.throughput, encrypted=vol.encrypted, kms_key_id=vol.kms_key_id)
+                volume = self.ext.orig["create_volume"](
+                    size=vol.size, zone_name=zone, volume_type=vol.type, iops=vol.iops, throughput=vol.throughput,
+                    encrypted=vol.encrypted, kms_key_id=vol.kms_key_id)
                 volume.__class__ = TwinVolume
                 volume._twin_state = None
                 if vol.id:
@@ -124,8 +126,6 @@ class AwsCloud:
                 self.ext.expose(volume.id, inst.id, vol.device, attach=True)
             if fleet_inst.state == "stopped":
                 inst.stop()
-            self.instances[inst.id] = fleet_inst
-            self.moto_instances[inst.id] = inst
 
     # -- queries ----------------------------------------------------------------------------------
     def fleet_instance(self, instance_id: str) -> Optional[FleetInstance]:
@@ -162,9 +162,10 @@ class AwsCloud:
             volumes = []
             for vol in list(self.ec2.volumes.values()):
                 att = vol.attachment
-                volumes.append({"id": vol.id, "state": vol.status, "size": vol.size, "snapshot_id": vol.snapshot_id,
-                                 "instance_id": att.instance.id if att else None, "device": att.device if att else None,
-                                 "image": self.ext.volume_images.get(vol.id)})
+                volumes.append({
+                    "id": vol.id, "state": vol.status, "size": vol.size, "snapshot_id": vol.snapshot_id,
+                    "instance_id": att.instance.id if att else None, "device": att.device if att else None,
+                    "image": self.ext.volume_images.get(vol.id)})
             snapshots = [{"id": s.id, "state": s.status, "volume_id": s.volume.id, "image": self.ext.snapshot_images.get(s.id),
                           "tags": {t["key"]: t["value"] for t in s.get_tags()}}
                          for s in list(self.ec2.snapshots.values())]

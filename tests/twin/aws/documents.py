@@ -162,9 +162,11 @@ class DocumentStore:
     def content(self, doc: Dict[str, Any]) -> str:
         if doc.get("content"):
             return doc["content"]
-        params = {n: {k: v for k, v in (("type", s["type"]), ("default", s.get("default")),
-                                         ("allowedValues", s.get("allowedValues")), ("allowedPattern", s.get("allowedPattern")))
-                      if v is not None} for n, s in doc["parameters"].items()}
+        params = {}
+        for name, spec in doc["parameters"].items():
+            fields = (("type", spec["type"]), ("default", spec.get("default")), ("allowedValues", spec.get("allowedValues")),
+                      ("allowedPattern", spec.get("allowedPattern")))
+            params[name] = {k: v for k, v in fields if v is not None}
         steps = [{"action": s["action"], "name": s["name"],
                   **({"precondition": {"StringEquals": ["platformType", s["platform"].capitalize()]}} if s.get("platform") else {})}
                  for s in doc["steps"]]

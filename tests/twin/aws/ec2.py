@@ -181,8 +181,15 @@ class Ec2Extension:
             self._later("volume_attach", done)
         return attachment
 
-    def detach_volume(self, volume_id: str, instance_id: str, device_path: str):
-        old = self._orig["detach_volume"](volume_id, instance_id, device_path)
+    def detach_volume(self, volume_id: str, instance_id: Optional[str], device_path: Optional[str]):
+        current = self.backend.get_volume(volume_id).attachment
+        if current is None:
+            raise EC2ClientError("IncorrectState", f"Volume '{volume_id}' is in the 'available' state.")
+        if instance_id and instance_id != current.instance.id:
+            raise EC2ClientError("InvalidAttachment.NotFound",
+                                 f"The volume '{volume_id}' is not attached to instance '{instance_id}'.")
+        # both are optional in DetachVolume
+        old = self._orig["detach_volume"](volume_id, current.instance.id, device_path or current.device)
         self.expose(volume_id, old.instance.id, old.device, attach=False)
         volume = self.backend.get_volume(volume_id)
         if isinstance(volume, TwinVolume) and self.latency.transition("volume_detach") > 0:

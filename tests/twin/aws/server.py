@@ -186,7 +186,7 @@ class AwsTwinHandle:
         """A boto3 client for this twin (``ec2``, ``ssm``, ``iam``, ``sts``)."""
         import boto3  # pylint: disable=import-outside-toplevel
         from botocore.config import Config  # pylint: disable=import-outside-toplevel
-        kwargs.setdefault("config", Config(retries={"max_attempts": 1, "mode": "standard"}))
+        kwargs.setdefault("config", Config(retries={"total_max_attempts": 1, "mode": "standard"}))
         return boto3.client(service, endpoint_url=self.url, region_name=self.region, aws_access_key_id=self.access_key_id,
                             aws_secret_access_key=self.secret_access_key, **kwargs)
 

@@ -302,9 +302,8 @@ class SsmService:
             docs = list(self.docs.custom.values())
         elif "Amazon" in owners:
             docs = list(BUILTIN.values())
-        items = [{k: v for k, v in self.docs.describe(d).items() if k in ("Name", "Owner", "PlatformTypes", "DocumentVersion",
-                                                                           "DocumentType", "SchemaVersion", "DocumentFormat", "Tags")}
-                 for d in docs]
+        keys = ("Name", "Owner", "PlatformTypes", "DocumentVersion", "DocumentType", "SchemaVersion", "DocumentFormat", "Tags")
+        items = [{k: v for k, v in self.docs.describe(d).items() if k in keys} for d in docs]
         chunk, token = _page(items, params, 50, 1, 50)
         return {"DocumentIdentifiers": chunk, **({"NextToken": token} if token else {})}
 

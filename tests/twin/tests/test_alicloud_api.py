@@ -461,6 +461,7 @@ def test_create_disk_from_snapshot_attach_and_detach(image_twin):
     assert (disk.status, disk.instance_id) == ("Available", "")
     system = disks_of(client, ali.region, iid)["/dev/xvda"].disk_id
     assert api_error(client.detach_disk, m.DetachDiskRequest(instance_id=iid, disk_id=system)).code == "IncorrectInstanceStatus"
+    assert api_error(client.delete_disk, m.DeleteDiskRequest(disk_id=system)).code == "IncorrectDiskStatus"
     err = api_error(client.delete_snapshot, m.DeleteSnapshotRequest(snapshot_id=snap.snapshot_id))
     assert err.code == "SnapshotCreatedDisk"
     snap_image = next(s["image"] for s in ali.state()["snapshots"] if s["id"] == snap.snapshot_id)
@@ -468,6 +469,9 @@ def test_create_disk_from_snapshot_attach_and_detach(image_twin):
     client.delete_snapshot(m.DeleteSnapshotRequest(snapshot_id=snap.snapshot_id, force=True))
     assert not os.path.exists(snap_image)
     assert client.describe_snapshots(m.DescribeSnapshotsRequest(region_id=ali.region, disk_id=data)).body.total_count == 0
+    client.delete_disk(m.DeleteDiskRequest(disk_id=new))
+    assert not os.path.exists(restored)
+    assert client.describe_disks(m.DescribeDisksRequest(region_id=ali.region, disk_ids=f'["{new}"]')).body.total_count == 0
 
 
 # ---------------------------------------------------------------------------------------------- shared launcher and control API
@@ -484,3 +488,71 @@ def test_runs_under_the_shared_launcher_with_the_control_api(twin_factory):
     requests.post(f"{base}/faults", json={"api_errors": [{"provider": "alicloud", "action": "DescribeDisks", "count": 1}]}, timeout=10)
     err = api_error(client.describe_disks, m.DescribeDisksRequest(region_id=twins.endpoints["alicloud"]["region"]))
     assert err.code == "Throttling.User"
+
+
+def test_client_token_makes_retries_idempotent(ali):
+    client = ali.client()
+    iid = ali.instances["web-1"]
+    first = client.create_snapshot_group(m.CreateSnapshotGroupRequest(region_id=ali.region, instance_id=iid, client_token="run-42")).body
+    again = client.create_snapshot_group(m.CreateSnapshotGroupRequest(region_id=ali.region, instance_id=iid, client_token="run-42")).body
+    assert first.snapshot_group_id == again.snapshot_group_id and first.request_id != again.request_id
+    assert len(ali.state()["snapshot_groups"]) == 1
+    changed = m.CreateSnapshotGroupRequest(region_id=ali.region, instance_id=iid, name="other", client_token="run-42")
+    err = api_error(client.create_snapshot_group, changed)
+    assert err.code == "IdempotentParameterMismatch"
+
+
+def test_role_without_permission_is_forbidden(start_twin):
+    ali = start_twin({"instances": [inst("web-1", faults={"ram_role_no_permission": True})]})
+    creds = ali.cloud.role_credentials(ali.cloud.ecs.instances[ali.instances["web-1"]])
+    client = ali.client(access_key_id=creds.access_key_id, access_key_secret=creds.secret, security_token=creds.security_token)
+    err = api_error(client.describe_disks, m.DescribeDisksRequest(region_id=ali.region))
+    assert (err.code, err.status_code) == ("Forbidden.RAM", 403)
+    assert ali.client().describe_disks(m.DescribeDisksRequest(region_id=ali.region)).body.total_count == 2
+
+
+def _without_nulls(value):
+    if isinstance(value, dict):
+        return {k: _without_nulls(v) for k, v in value.items() if v is not None}
+    if isinstance(value, list):
+        return [_without_nulls(v) for v in value]
+    return value
+
+
+def test_every_response_field_is_a_field_of_the_sdk_model(ali):
+    """Parsing with the SDK's from_map and writing back with to_map keeps every field: no misspelt or misplaced key."""
+    client = ali.client()
+    iid = ali.instances["web-1"]
+    group = client.create_snapshot_group(m.CreateSnapshotGroupRequest(region_id=ali.region, instance_id=iid)).body.snapshot_group_id
+    snap_ids = [s.snapshot_id for s in client.describe_snapshots(m.DescribeSnapshotsRequest(region_id=ali.region)).body.snapshots.snapshot]
+    client.tag_resources(m.TagResourcesRequest(region_id=ali.region, resource_type="snapshot", resource_id=snap_ids,
+                                               tag=[m.TagResourcesRequestTag(key="k", value="v")]))
+    invoke = client.run_command(m.RunCommandRequest(region_id=ali.region, type="RunShellScript", command_content="echo hi",
+                                                    instance_id=[iid, ali.instances["web-2"]])).body.invoke_id
+    time.sleep(0.2)
+    zone = client.describe_instances(m.DescribeInstancesRequest(region_id=ali.region)).body.instances.instance[0].zone_id
+    r = ali.region
+    calls = [
+        ("DescribeInstances", {"RegionId": r}, m.DescribeInstancesResponseBody),
+        ("DescribeInstanceRamRole", {"RegionId": r}, m.DescribeInstanceRamRoleResponseBody),
+        ("DescribeDisks", {"RegionId": r}, m.DescribeDisksResponseBody),
+        ("DescribeSnapshots", {"RegionId": r, "MaxResults": "10"}, m.DescribeSnapshotsResponseBody),
+        ("DescribeSnapshotGroups", {"RegionId": r}, m.DescribeSnapshotGroupsResponseBody),
+        ("ListTagResources", {"RegionId": r, "ResourceType": "snapshot", "ResourceId.1": snap_ids[0]}, m.ListTagResourcesResponseBody),
+        ("DescribeInvocations", {"RegionId": r, "InvokeId": invoke, "IncludeOutput": "true"}, m.DescribeInvocationsResponseBody),
+        ("DescribeInvocationResults", {"RegionId": r, "InvokeId": invoke}, m.DescribeInvocationResultsResponseBody),
+        ("DescribeCloudAssistantStatus", {"RegionId": r, "InstanceId.1": iid}, m.DescribeCloudAssistantStatusResponseBody),
+        ("RunCommand", {"RegionId": r, "Type": "RunShellScript", "CommandContent": "true", "InstanceId.1": iid}, m.RunCommandResponseBody),
+        ("CreateSnapshotGroup", {"RegionId": r, "InstanceId": iid}, m.CreateSnapshotGroupResponseBody),
+        ("CreateDisk", {"RegionId": r, "ZoneId": zone, "SnapshotId": snap_ids[0], "DiskCategory": "cloud_essd"}, m.CreateDiskResponseBody),
+        ("StopInstance", {"InstanceId": iid}, m.StopInstanceResponseBody),
+        ("ResetDisks", {"RegionId": r, "Disk.1.DiskId": disks_of(client, r, iid)["/dev/xvda"].disk_id,
+                        "Disk.1.SnapshotId": next(s.snapshot_id for s in client.describe_snapshots(m.DescribeSnapshotsRequest(
+                            region_id=r, disk_id=disks_of(client, r, iid)["/dev/xvda"].disk_id)).body.snapshots.snapshot)}, m.ResetDisksResponseBody),
+        ("DeleteSnapshotGroup", {"RegionId": r, "SnapshotGroupId": group}, m.DeleteSnapshotGroupResponseBody),
+    ]
+    for action, query, model in calls:
+        reply = _post(ali, query, _signed_request(ali, query, action=action))
+        assert reply.status_code == 200, (action, reply.text)
+        raw = _without_nulls(reply.json())
+        assert model().from_map(raw).to_map() == raw, action

@@ -63,6 +63,14 @@ def test_run_shell_script_really_runs_on_a_local_instance(ali, tmp_path):
     assert plain.output == f"hello from {iid}\noops\n"
 
 
+def test_special_characters_survive_signing_and_transport(ali):
+    client = ali.client()
+    script = "printf '%s\\n' 'a+b=c&d' \"ü ~*%20\" 'x,y;z'"
+    invoke_id = run_command(client, ali.region, [ali.instances["local-1"]], script, description="spaces & + = ü")
+    (result,) = wait_results(client, ali.region, invoke_id)
+    assert decoded_output(result) == "a+b=c&d\nü ~*%20\nx,y;z\n"
+
+
 def test_non_zero_exit_is_failed_with_exit_code_nonzero(ali):
     client = ali.client()
     invoke_id = run_command(client, ali.region, [ali.instances["local-1"]], "exit 7")

@@ -148,6 +148,13 @@ def test_exit_code_cause(start_twin, code):
     assert result.invocation_status == "Failed" and result.error_code == "ExitCodeNonzero"
     assert "Finish whole Processes of Snapshot successfully" not in out
     assert _no_app_consistent_tag(client, twin.region, iid)
+    groups = [g["id"] for g in twin.state()["snapshot_groups"]]
+    last = out.strip().splitlines()[-1]
+    if code in (5, 6, 7, 8, 10, 12, 15):
+        # The group exists; the plug-in names it next to the error so that it can be cleaned up or classified.
+        assert len(groups) == 1 and last.startswith(f'[snapshotgroup="{groups[0]}"][message="')
+    elif code in (1, 2, 3, 9, 11, 13, 255):
+        assert not groups and last.startswith('[message="')
 
 
 def test_exit_1_for_an_invalid_snapshot_name(start_twin):
@@ -206,6 +213,13 @@ def test_exit_11_for_windows_vss_writer_failure(start_twin):
     _, _, _, result = run_plugin(twin, "win-1", {"RamRoleName": ROLE, "EnableWriters": True, "Name": "w1"},
                                  plugin="app-snapshot-plugin-win", command_type="RunBatScript")
     assert result.exit_code == 11
+
+
+def test_app_consistent_tag_key_can_be_the_older_spelling(start_twin):
+    twin = start_twin([instance("web-1", faults={"app_consistent_tag_key": "APPConsistent"})])
+    client, iid, _, result = run_plugin(twin, "web-1", LINUX_PARAMS)
+    assert result.exit_code == 0
+    assert all(tags.get("APPConsistent") == "True" for tags in snapshot_tags(client, twin.region, iid).values())
 
 
 def test_injected_exit_code_fault(start_twin):
@@ -299,8 +313,8 @@ def test_local_watchdog_thaws_when_the_group_creation_hangs(start_twin, local_fs
     client = twin.client()
     gate = twin.hold("CreateSnapshotGroup")
     iid = twin.instances["db-1"]
-    invoke_id = run_command(client, twin.region, [iid], plugin_command(dict(LINUX_PARAMS, PreScriptPath=pre, PostScriptPath=post,
-                                                                              TimeoutInSeconds=1)))
+    params = dict(LINUX_PARAMS, PreScriptPath=pre, PostScriptPath=post, TimeoutInSeconds=1)
+    invoke_id = run_command(client, twin.region, [iid], plugin_command(params))
     try:
         assert twin.held("CreateSnapshotGroup").wait(30)
         # While the group creation still hangs, the watchdog armed before the freeze thaws the filesystem.
@@ -357,6 +371,26 @@ def test_local_exit_9_prescript_fails_and_nothing_is_frozen(start_twin, local_fs
     assert not twin.state()["snapshot_groups"]
 
 
+def test_stop_invocation_ends_a_running_prescript(start_twin, local_fs, tmp_path):
+    image, mount = local_fs
+    pid_file = tmp_path / "prescript.pid"
+    pre, post = _scripts(tmp_path, f"echo $$ > {pid_file}; sleep 120", "true")
+    twin = start_twin([local_instance(image, mount)])
+    client = twin.client()
+    iid = twin.instances["db-1"]
+    invoke_id = run_command(client, twin.region, [iid], plugin_command(dict(LINUX_PARAMS, PreScriptPath=pre, PostScriptPath=post)))
+    deadline = time.monotonic() + 20
+    while not (pid_file.exists() and pid_file.read_text().strip()):
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+    client.stop_invocation(ecs_models.StopInvocationRequest(region_id=twin.region, invoke_id=invoke_id))
+    (result,) = wait_results(client, twin.region, invoke_id)
+    assert result.invocation_status == "Terminated"
+    assert not os.path.exists(f"/proc/{pid_file.read_text().strip()}")
+    assert "frozen" not in [s for s, _ in twin.trace(invoke_id, iid)]
+    assert not twin.state()["snapshot_groups"]
+
+
 def test_local_exit_10_postscript_fails_after_the_thaw(start_twin, local_fs, tmp_path):
     image, mount = local_fs
     pre, post = _scripts(tmp_path, "true", "exit 1")
@@ -386,3 +420,12 @@ def test_local_fs_is_writable_after_every_run(start_twin, local_fs, tmp_path):
     run_plugin(twin, "db-1", dict(LINUX_PARAMS, PreScriptPath=pre, PostScriptPath=post))
     probe = subprocess.run(["timeout", "5", "sh", "-c", f"echo ok > {mount}/probe && sync -f {mount}/probe"], check=False)
     assert probe.returncode == 0
+
+
+def test_plugin_calls_are_counted_apart_from_the_callers(start_twin):
+    twin = start_twin([instance("web-1")])
+    run_plugin(twin, "web-1", LINUX_PARAMS)
+    counts = twin.stats.counts()
+    assert counts["alicloud"].get("CreateSnapshotGroup") is None and counts["alicloud"]["RunCommand"] == 1
+    role = counts["alicloud-instance-role"]
+    assert role["DescribeDisks"] == 1 and role["CreateSnapshotGroup"] == 1 and role["TagResources"] == 1 and role["DescribeSnapshotGroups"] >= 1

@@ -1,0 +1,98 @@
+# -*- coding: utf-8 -*-
+# Copyright: Contributors to the appconsistent.snapshots collection
+# GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
+
+"""Running one Cloud Assistant command on many instances: 100 per RunCommand, one listing per invocation to follow them."""
+
+from __future__ import annotations
+
+import time
+
+from ansible_collections.appconsistent.snapshots.plugins.module_utils.app_plugin import decode_output
+
+RUN_COMMAND_BATCH = 100
+
+# Per-instance InvocationStatus values after which nothing more happens.
+TERMINAL = ("Success", "Failed", "Error", "Timeout", "Cancelled", "Terminated", "Invalid", "Aborted")
+
+ERROR_ADVICE = {
+    "ClientNotRunning": "the Cloud Assistant agent is not running on the instance: install or start it",
+    "ClientNotResponse": "the Cloud Assistant agent does not respond: check that it runs and can reach Alibaba Cloud",
+    "ClientIsUpgrading": "the Cloud Assistant agent is upgrading: retry in a few minutes",
+    "ClientNeedUpgrade": "the Cloud Assistant agent is too old: upgrade it",
+    "InstanceNotRunning": "the instance is not running",
+    "InstanceNotExists": "the instance does not exist",
+    "InstanceReleased": "the instance was released",
+    "CommandNotApplicable": "the command type does not apply to the instance's operating system",
+    "DeliveryTimeout": "the command was not delivered in time: check the Cloud Assistant agent",
+    "ExecutionTimeout": "the command did not finish within its timeout",
+    "ExecutionInterrupted": "the command was interrupted on the instance",
+}
+
+
+def batches(items, size=RUN_COMMAND_BATCH):
+    items = list(items)
+    return [items[start:start + size] for start in range(0, len(items), size)]
+
+
+class InvocationRun:
+    """One command content sent to many instances, followed to the end.
+
+    ``api`` is the module's AlibabaCloud object.
+    """
+
+    def __init__(self, api, content, command_type="RunShellScript", timeout=60, name=None, sleep=time.sleep,
+                 clock=time.monotonic):
+        self.api = api
+        self.content = content
+        self.command_type = command_type
+        self.timeout = timeout
+        self.name = name
+        self.sleep = sleep
+        self.clock = clock
+        self.invocations = []  # (invoke_id, [instance ids])
+        self.results = {}  # instance id -> last InvocationResult seen
+
+    def send(self, instance_ids):
+        sent = []
+        for chunk in batches(instance_ids):
+            ids = self.api.run_command(chunk, self.content, command_type=self.command_type, timeout=self.timeout,
+                                       name=self.name)
+            self.invocations.append((ids["invoke_id"], chunk))
+            sent.append(ids["invoke_id"])
+        return sent
+
+    def _finished(self, instance_ids):
+        return all(self.results.get(i, {}).get("InvocationStatus") in TERMINAL for i in instance_ids)
+
+    def poll(self):
+        done = True
+        for invoke_id, instance_ids in self.invocations:
+            if self._finished(instance_ids):
+                continue
+            for result in self.api.describe_invocation_results(invoke_id):
+                self.results[result["InstanceId"]] = result
+            if not self._finished(instance_ids):
+                done = False
+        return done
+
+    def wait(self, timeout, first_interval=1.0, max_interval=5.0):
+        deadline = self.clock() + timeout
+        interval = first_interval
+        while True:
+            if self.poll():
+                return True
+            if self.clock() >= deadline:
+                return False
+            self.sleep(min(interval, max(0.0, deadline - self.clock())))
+            interval = min(interval * 1.5, max_interval)
+
+    def result(self, instance_id):
+        raw = self.results.get(instance_id) or {}
+        invoke_id = next((i for i, ids in self.invocations if instance_id in ids), None)
+        code = raw.get("ErrorCode") or None
+        exit_code = raw.get("ExitCode")
+        status = raw.get("InvocationStatus") or "Pending"
+        return dict(invoke_id=invoke_id, status=status, exit_code=exit_code if status in ("Success", "Failed") else None,
+                    output=decode_output(raw.get("Output")), error_code=code, error_info=raw.get("ErrorInfo"),
+                    advice=ERROR_ADVICE.get(code))

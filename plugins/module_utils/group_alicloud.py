@@ -1,0 +1,480 @@
+# -*- coding: utf-8 -*-
+# Copyright: Contributors to the appconsistent.snapshots collection
+# GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
+
+"""Snapshot-consistent groups on Alibaba Cloud ECS, at the consistency asked for.
+
+``crash``: CreateSnapshotGroup directly. ``application`` / ``filesystem``: the
+Cloud Assistant app-snapshot-plugin, sent with one RunCommand per 100
+instances that share a command line, followed with one DescribeInvocationResults
+listing per invocation; the group id is read from the plug-in's output and the
+consistency from the snapshots' own tags.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+
+from ansible_collections.appconsistent.snapshots.plugins.module_utils import app_plugin
+from ansible_collections.appconsistent.snapshots.plugins.module_utils import snapshot_set as ss
+from ansible_collections.appconsistent.snapshots.plugins.module_utils.alicloud import AlibabaCloudError
+from ansible_collections.appconsistent.snapshots.plugins.module_utils.alicloud import tags_to_dict
+from ansible_collections.appconsistent.snapshots.plugins.module_utils.cloud_assistant import InvocationRun
+
+ESSD_CATEGORIES = ("cloud_essd", "cloud_auto", "cloud_essd_entry")
+GROUP_IDS_PER_CALL = 10
+EVIDENCE_WAIT = 60
+
+
+class GroupInputError(ValueError):
+    pass
+
+
+def _chunks(items, size):
+    items = list(items)
+    return [items[start:start + size] for start in range(0, len(items), size)]
+
+
+class Outcome:
+    """The result of one instance."""
+
+    def __init__(self, instance_id, requested):
+        self.instance_id = instance_id
+        self.provider = "alicloud"
+        self.platform = None
+        self.requested = requested
+        self.consistency = "none"
+        self.status = None
+        self.set_id = None
+        self.snapshots = []
+        self.disks = []
+        self.exit_code = None
+        self.invocation_id = None
+        self.error = None
+        self.changed = False
+        self.plan = None
+        self.freeze_window = None
+        self.output = None
+
+    def fail(self, code, message):
+        self.error = dict(code=code, message=message)
+
+    def to_dict(self):
+        data = dict(instance_id=self.instance_id, provider=self.provider, platform=self.platform, status=self.status,
+                    consistency_requested=self.requested, consistency=self.consistency, set_id=self.set_id,
+                    snapshots=self.snapshots, changed=self.changed)
+        if self.exit_code is not None:
+            short, sentence = app_plugin.meaning(self.exit_code)
+            data.update(exit_code=self.exit_code, exit_meaning=sentence, exit_name=short)
+        for key in ("invocation_id", "error", "plan", "freeze_window", "output"):
+            if getattr(self, key) is not None:
+                data[key] = getattr(self, key)
+        return data
+
+
+class AlicloudGroupRun:
+    def __init__(self, module, sleep=time.sleep, clock=time.monotonic):
+        self.module = module
+        self.params = module.params
+        self.sleep = sleep
+        self.clock = clock
+        self.api = None
+        self.requested = self.params["consistency"]
+        self.outcomes = {}
+        self.instances = {}
+        self._attached = {}
+
+    # --- input ------------------------------------------------------------------------------------
+
+    def validate(self):
+        p = self.params
+        if self.requested in ("application", "filesystem") and not p.get("ram_role_name"):
+            raise GroupInputError(f"consistency {self.requested} on Alibaba Cloud needs ram_role_name: the plug-in "
+                                  "calls the ECS API from inside the instance with that RAM role")
+        if p.get("ram_role_name"):
+            app_plugin.check_role(p["ram_role_name"])
+        app_plugin.check_name(self.group_name)
+        app_plugin.check_description(p.get("description"))
+        for disk_id in (p.get("disk_ids") or []) + (p.get("exclude_disk_ids") or []):
+            app_plugin.check_disk_id(disk_id)
+        for label in ("pre_script_path", "post_script_path"):
+            app_plugin.check_path(label, p[label])
+        conflicts = ss.user_tags_conflicts(p.get("tags"))
+        bad_prefix = [k for k in (p.get("tags") or {}) if str(k).lower().startswith(("aliyun", "acs:"))]
+        if conflicts or bad_prefix:
+            raise GroupInputError(f"tags: these keys are reserved: {', '.join(sorted(conflicts + bad_prefix))}")
+        ss.validate_run_id(p.get("run_id"))
+        if p.get("delete_after"):
+            ss.parse_duration(p["delete_after"])
+
+    @property
+    def group_name(self):
+        return self.params.get("name") or "appconsistent-" + ss.utcnow().strftime("%Y%m%dT%H%M%S")
+
+    def _set_tags(self, set_id, instance_id, consistency):
+        tags = dict(self.params.get("tags") or {})
+        tags.update(ss.set_tags(set_id, instance_id, consistency, run_id=self.params.get("run_id"),
+                                delete_after=ss.delete_after_instant(self.params["delete_after"])
+                                if self.params.get("delete_after") else None))
+        return tags
+
+    # --- the run -----------------------------------------------------------------------------------
+
+    def run(self):
+        self.validate()
+        name = self.group_name
+        self.api = self.module.alicloud
+        ids = list(dict.fromkeys(self.params["instance_ids"]))
+        for instance in self.api.describe_instances(ids):
+            self.instances[instance["InstanceId"]] = instance
+        disks = self._disks_by_instance(ids)
+        self._attached = disks
+        ready = self._preflight(ids, disks)
+        ready = self._skip_existing(ready)
+        if not ready:
+            return self.outcomes
+        if self.requested == "crash":
+            self._crash(ready, name)
+        else:
+            self._plugin(ready, name)
+        if self.params.get("wait_for_completion") and not self.module.check_mode:
+            self._wait_for_completion()
+        return self.outcomes
+
+    def _disks_by_instance(self, ids):
+        # One listing of the instances' disks; DescribeDisks takes one InstanceId at a time otherwise.
+        found = {}
+        wanted = set(ids)
+        for disk in self.api.describe_disks():
+            if disk.get("InstanceId") in wanted:
+                found.setdefault(disk["InstanceId"], []).append(disk)
+        return found
+
+    def _preflight(self, ids, disks):
+        p = self.params
+        needs_agent = self.requested != "crash"
+        known_disks = {d["DiskId"] for ds in disks.values() for d in ds}
+        unknown = [d for d in (p.get("disk_ids") or []) + (p.get("exclude_disk_ids") or []) if d not in known_disks]
+        if unknown:
+            raise GroupInputError(f"unknown disk id(s) {', '.join(unknown)}: not attached to any of the instances given")
+        agents = {}
+        roles = {}
+        running = [i for i in ids if (self.instances.get(i) or {}).get("Status") == "Running"]
+        if needs_agent and running:
+            for status in self.api.describe_cloud_assistant_status(running):
+                agents[status["InstanceId"]] = status
+            roles = self._ram_roles(running)
+        ready = []
+        for instance_id in ids:
+            outcome = self.outcomes[instance_id] = Outcome(instance_id, self.requested)
+            instance = self.instances.get(instance_id)
+            if instance is None:
+                outcome.status = "NotSent"
+                outcome.fail("InstanceNotFound", f"instance {instance_id} does not exist in {self.api.region}")
+                continue
+            outcome.platform = "windows" if str(instance.get("OSType")).lower() == "windows" else "linux"
+            state = instance.get("Status")
+            if needs_agent and state != "Running":
+                outcome.status = "NotSent"
+                outcome.fail("InstanceNotRunning", f"instance {instance_id} is {state}: the plug-in runs inside the "
+                                                   "instance, which must be Running (consistency crash works on a "
+                                                   "stopped instance)")
+                continue
+            if state not in ("Running", "Stopped"):
+                outcome.status = "NotSent"
+                outcome.fail("InstanceNotReady", f"instance {instance_id} is {state}")
+                continue
+            selected, problem = self._select_disks(instance_id, disks.get(instance_id, []))
+            if problem:
+                outcome.status = "NotSent"
+                outcome.fail(*problem)
+                continue
+            outcome.disks = selected
+            if needs_agent:
+                agent = agents.get(instance_id) or {}
+                if str(agent.get("CloudAssistantStatus")).lower() != "true":
+                    outcome.status = "NotSent"
+                    outcome.fail("AgentNotRunning", f"Cloud Assistant is not running on instance {instance_id}: "
+                                                    "install or start the agent")
+                    continue
+                role = roles.get(instance_id)
+                if not role:
+                    outcome.status = "NotSent"
+                    outcome.fail("NoRamRole", f"instance {instance_id} has no RAM role attached: attach "
+                                              f"{p['ram_role_name']} (plug-in exit code 13)")
+                    continue
+                if role != p["ram_role_name"]:
+                    outcome.status = "NotSent"
+                    outcome.fail("WrongRamRole", f"instance {instance_id} has the RAM role {role}, not "
+                                                 f"{p['ram_role_name']}: set ram_role_name to the attached role")
+                    continue
+            ready.append(instance_id)
+        return ready
+
+    def _ram_roles(self, ids):
+        roles = {}
+        for chunk in _chunks(ids, 100):
+            body = self.api.call("DescribeInstanceRamRole", self.api.models.DescribeInstanceRamRoleRequest(
+                region_id=self.api.region, instance_ids=json.dumps(chunk), page_size=100))
+            for item in (body.get("InstanceRamRoleSets") or {}).get("InstanceRamRoleSet") or []:
+                roles[item["InstanceId"]] = item.get("RamRoleName")
+        return roles
+
+    def _select_disks(self, instance_id, disks):
+        p = self.params
+        chosen = list(disks)
+        if p.get("disk_ids"):
+            chosen = [d for d in chosen if d["DiskId"] in p["disk_ids"]]
+        if p.get("exclude_disk_ids"):
+            chosen = [d for d in chosen if d["DiskId"] not in p["exclude_disk_ids"]]
+        if p.get("exclude_boot_disk"):
+            chosen = [d for d in chosen if str(d.get("Type")).lower() != "system"]
+        if not chosen:
+            return None, ("NoDisks", f"no disk of instance {instance_id} is left to snapshot after the disk selection")
+        not_essd = [f"{d['DiskId']} ({d.get('Category')})" for d in chosen if d.get("Category") not in ESSD_CATEGORIES]
+        if not_essd:
+            return None, ("NotESSD", f"snapshot-consistent groups take ESSD disks only; instance {instance_id} has "
+                                     f"{', '.join(not_essd)}: leave them out with exclude_disk_ids")
+        shared = [d["DiskId"] for d in chosen if str(d.get("MultiAttach")).lower() == "enabled"]
+        if shared:
+            return None, ("MultiAttachDisk", f"disks {', '.join(shared)} of instance {instance_id} have multi-attach "
+                                             "enabled, which snapshot-consistent groups refuse: exclude them")
+        return [dict(disk_id=d["DiskId"], device=d.get("Device"), size=d.get("Size"), category=d.get("Category"),
+                     boot=str(d.get("Type")).lower() == "system") for d in chosen], None
+
+    def _skip_existing(self, ready):
+        run_id = self.params.get("run_id")
+        if not run_id or not ready:
+            return ready
+        members = []
+        for snapshot in self._describe_snapshots(tags={ss.TAG_RUN_ID: run_id}):
+            members.append(self._member(snapshot))
+        existing = {}
+        for found in ss.group_into_sets(members):
+            if found.instance_id in ready:
+                current = existing.get(found.instance_id)
+                if current is None or (found.created or "") > (current.created or ""):
+                    existing[found.instance_id] = found
+        remaining = []
+        for instance_id in ready:
+            found = existing.get(instance_id)
+            if not found:
+                remaining.append(instance_id)
+                continue
+            outcome = self.outcomes[instance_id]
+            outcome.status = "Existing"
+            outcome.set_id = found.set_id
+            outcome.consistency = found.consistency or "none"
+            outcome.snapshots = found.members
+        return remaining
+
+    def _describe_snapshots(self, tags=None, snapshot_ids=None):
+        result = []
+        token = None
+        while True:
+            req = self.api.models.DescribeSnapshotsRequest(region_id=self.api.region, max_results=100, next_token=token)
+            if tags:
+                req.tag = [self.api.models.DescribeSnapshotsRequestTag(key=k, value=v) for k, v in tags.items()]
+            if snapshot_ids:
+                req.snapshot_ids = json.dumps(list(snapshot_ids))
+            body = self.api.call("DescribeSnapshots", req)
+            result.extend((body.get("Snapshots") or {}).get("Snapshot") or [])
+            token = body.get("NextToken")
+            if not token:
+                return result
+
+    def _member(self, snapshot, device=None):
+        tags = tags_to_dict(snapshot.get("Tags"))
+        return dict(snapshot_id=snapshot["SnapshotId"], disk_id=snapshot.get("SourceDiskId"),
+                    device=device or tags.get(ss.TAG_DEVICE), size=snapshot.get("SourceDiskSize"),
+                    state=snapshot.get("Status"), progress=snapshot.get("Progress"),
+                    start_time=snapshot.get("CreationTime"), tags=tags)
+
+    # --- crash: CreateSnapshotGroup directly -----------------------------------------------------------
+
+    def _crash(self, ready, name):
+        if self.module.check_mode:
+            for instance_id in ready:
+                outcome = self.outcomes[instance_id]
+                outcome.status, outcome.changed = "WouldRun", True
+                outcome.plan = dict(action="CreateSnapshotGroup", disks=outcome.disks, name=name)
+            return
+        groups = {}
+        for instance_id in ready:
+            outcome = self.outcomes[instance_id]
+            group_tags = dict(self.params.get("tags") or {})
+            group_tags.update({ss.TAG_INSTANCE_ID: instance_id, ss.TAG_CONSISTENCY: "crash"})
+            try:
+                group_id = self.api.create_snapshot_group(
+                    instance_id, disk_ids=[d["disk_id"] for d in outcome.disks], name=name,
+                    description=self.params.get("description"), tags=group_tags)
+            except AlibabaCloudError as exc:
+                outcome.status = "Failed"
+                outcome.fail(exc.code, str(exc))
+                continue
+            outcome.status, outcome.changed, outcome.set_id = "Created", True, group_id
+            groups[group_id] = instance_id
+        self._adopt_groups(groups, scripts_ok=False)
+
+    # --- application / filesystem: the plug-in -------------------------------------------------------
+
+    def _plugin(self, ready, name):
+        p = self.params
+        commands = {}
+        for instance_id in ready:
+            outcome = self.outcomes[instance_id]
+            attached = [d["DiskId"] for d in self._attached.get(instance_id, [])]
+            excluded = sorted(d for d in attached if d not in {x["disk_id"] for x in outcome.disks})
+            content = app_plugin.command_line(
+                outcome.platform, p["ram_role_name"], name, description=p.get("description"),
+                exclude_disk_ids=excluded, freeze=p.get("freeze", True) or self.requested == "filesystem",
+                freeze_timeout=p["freeze_timeout"], script_timeout=p["script_timeout"],
+                pre_script_path=p["pre_script_path"] if self.requested == "application" else None,
+                post_script_path=p["post_script_path"] if self.requested == "application" else None,
+                enable_writers=self.requested == "application" and p.get("enable_writers", True))
+            command_type = "RunBatScript" if outcome.platform == "windows" else "RunShellScript"
+            commands.setdefault((command_type, content), []).append(instance_id)
+        if self.module.check_mode:
+            for (command_type, content), ids in commands.items():
+                for instance_id in ids:
+                    outcome = self.outcomes[instance_id]
+                    outcome.status, outcome.changed = "WouldRun", True
+                    outcome.plan = dict(action="RunCommand", type=command_type, command=content, disks=outcome.disks)
+            return
+        timeout = 2 * p["script_timeout"] + p["freeze_timeout"] + 900
+        runs = []
+        for (command_type, content), ids in commands.items():
+            run = InvocationRun(self.api, content, command_type=command_type, timeout=timeout,
+                                name="appconsistent-snapshot", sleep=self.sleep, clock=self.clock)
+            try:
+                run.send(ids)
+            except AlibabaCloudError as exc:
+                for instance_id in ids:
+                    self.outcomes[instance_id].status = "NotSent"
+                    self.outcomes[instance_id].fail(exc.code, str(exc))
+                continue
+            for invoke_id, chunk in run.invocations:
+                for instance_id in chunk:
+                    self.outcomes[instance_id].invocation_id = invoke_id
+                    self.outcomes[instance_id].changed = True
+            runs.append(run)
+        if not p.get("wait", True):
+            for run in runs:
+                for _invoke_id, chunk in run.invocations:
+                    for instance_id in chunk:
+                        self.outcomes[instance_id].status = "InProgress"
+            return
+        deadline = self.clock() + p["wait_timeout"]
+        groups = {}
+        for run in runs:
+            run.wait(max(0.0, deadline - self.clock()))
+            for _invoke_id, chunk in run.invocations:
+                for instance_id in chunk:
+                    self._read_plugin_result(run, instance_id, groups)
+        self._adopt_groups(groups, scripts_ok=True)
+
+    def _read_plugin_result(self, run, instance_id, groups):
+        outcome = self.outcomes[instance_id]
+        result = run.result(instance_id)
+        outcome.status = result["status"]
+        outcome.exit_code = result["exit_code"]
+        output = result["output"]
+        group_id = app_plugin.group_id_from(output)
+        if outcome.status not in ("Success", "Failed"):
+            advice = result["advice"] or result["error_info"] or f"the command ended {outcome.status}"
+            outcome.fail(result["error_code"] or outcome.status, f"the plug-in did not run on {instance_id}: {advice}")
+            outcome.output = output[-2000:] or None
+            return
+        if outcome.exit_code not in (0, None):
+            short, sentence = app_plugin.meaning(outcome.exit_code)
+            detail = app_plugin.last_message(output)
+            outcome.fail(f"PluginExit{outcome.exit_code}", f"{sentence} (exit code {outcome.exit_code}"
+                                                           f"{': ' + detail if detail else ''})")
+            outcome.output = output[-2000:]
+        if group_id:
+            outcome.set_id = group_id
+            groups[group_id] = instance_id
+        elif outcome.exit_code == 0:
+            outcome.fail("NoGroupId", "the plug-in reported success but its output names no snapshot group")
+
+    def _adopt_groups(self, groups, scripts_ok):
+        """Read the groups' snapshots, classify each instance from their tags, and tag them as a set."""
+        if not groups:
+            return
+        deadline = self.clock() + EVIDENCE_WAIT
+        delay = 1.0
+        while True:
+            found = {}
+            for chunk in _chunks(groups, GROUP_IDS_PER_CALL):
+                for group in self.api.describe_snapshot_groups(snapshot_group_ids=chunk):
+                    found[group["SnapshotGroupId"]] = group
+            missing = [g for g in groups if not ((found.get(g) or {}).get("Snapshots") or {}).get("Snapshot")]
+            if not missing or self.clock() >= deadline:
+                break
+            self.sleep(delay)
+            delay = min(delay * 2, 10.0)
+        for group_id, instance_id in groups.items():
+            outcome = self.outcomes[instance_id]
+            group = found.get(group_id)
+            snapshots = ((group or {}).get("Snapshots") or {}).get("Snapshot") or []
+            if not snapshots:
+                outcome.consistency = "none"
+                if not outcome.error:
+                    outcome.fail("GroupNotFound", f"snapshot group {group_id} has no snapshots")
+                continue
+            devices = {d["disk_id"]: d["device"] for d in outcome.disks}
+            members = [dict(snapshot_id=s["SnapshotId"], disk_id=s.get("SourceDiskId"),
+                            device=devices.get(s.get("SourceDiskId")), state=group.get("Status"),
+                            progress=s.get("Progress"), start_time=group.get("CreationTime"),
+                            tags=tags_to_dict(s.get("Tags"))) for s in snapshots]
+            ok = scripts_ok and outcome.exit_code == 0
+            level = ss.classify([m["tags"] for m in members], scripts_succeeded=True, ceiling=self.requested)
+            if not ok:
+                level = ss.weakest([level, "crash"])
+            if str(group.get("Status")).lower() == "failed":
+                outcome.fail("GroupFailed", f"snapshot group {group_id} failed: it cannot be restored")
+            outcome.consistency = level if str(group.get("Status")).lower() != "failed" else "none"
+            outcome.snapshots = members
+            outcome.set_id = group_id
+        self._tag_sets(groups)
+
+    def _tag_sets(self, groups):
+        for group_id, instance_id in groups.items():
+            outcome = self.outcomes[instance_id]
+            if not outcome.snapshots:
+                continue
+            level = outcome.consistency if outcome.consistency != "none" else "crash"
+            tags = self._set_tags(group_id, instance_id, level)
+            try:
+                self.api.tag_resources("snapshot", [m["snapshot_id"] for m in outcome.snapshots], tags)
+                for member in outcome.snapshots:
+                    if member["device"]:
+                        self.api.tag_resources("snapshot", [member["snapshot_id"]], {ss.TAG_DEVICE: member["device"]})
+                        member["tags"][ss.TAG_DEVICE] = member["device"]
+                    member["tags"].update(tags)
+            except AlibabaCloudError as exc:
+                outcome.fail(exc.code, f"the set was made but tagging it failed: {exc}")
+            outcome.changed = True
+
+    def _wait_for_completion(self):
+        pending = {o.set_id: o for o in self.outcomes.values() if o.set_id and o.snapshots and o.status != "Existing"}
+        deadline = self.clock() + self.params["completion_timeout"]
+        while pending and self.clock() < deadline:
+            for chunk in _chunks(pending, GROUP_IDS_PER_CALL):
+                for group in self.api.describe_snapshot_groups(snapshot_group_ids=chunk):
+                    status = str(group.get("Status")).lower()
+                    outcome = pending.get(group["SnapshotGroupId"])
+                    if outcome and status in ("accomplished", "failed"):
+                        for member in outcome.snapshots:
+                            member["state"] = status
+                        if status == "failed":
+                            outcome.consistency = "none"
+                            outcome.fail("GroupFailed", f"snapshot group {outcome.set_id} failed: it cannot be restored")
+                        pending.pop(group["SnapshotGroupId"])
+            if pending:
+                self.sleep(5)
+        for outcome in pending.values():
+            if not outcome.error:
+                outcome.fail("CompletionTimeout", f"snapshot group {outcome.set_id} did not complete within "
+                                                  f"completion_timeout ({self.params['completion_timeout']} s)")

@@ -1,0 +1,541 @@
+# -*- coding: utf-8 -*-
+# Copyright: Contributors to the appconsistent.snapshots collection
+# GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
+
+"""Consistent sets of AWS instances: CreateSnapshots, framed by the freeze helper on Linux or VSS on Windows.
+
+Linux, initiator ``controller``: one SSM command per 50 instances runs the
+freeze helper's ``freeze``; as soon as an instance reports it is frozen the
+controller calls CreateSnapshots for it, and the thaw follows in one SSM
+command for the instances snapshotted in that round. The freeze is bounded
+on the instance by the helper's watchdog, whatever happens to the controller.
+A set is written ``crash`` at creation and raised to what the thaw confirmed,
+so a set is never tagged more consistent than it is, even if the controller
+dies between the two.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import json
+import re
+import shlex
+import time
+
+from ansible_collections.appconsistent.snapshots.plugins.module_utils import aws as aws_api
+from ansible_collections.appconsistent.snapshots.plugins.module_utils import aws_fleet
+from ansible_collections.appconsistent.snapshots.plugins.module_utils import snapshot_set as ss
+from ansible_collections.appconsistent.snapshots.plugins.module_utils.ssm import CommandRun
+from ansible_collections.appconsistent.snapshots.plugins.module_utils.ssm import STATUS_MESSAGES
+from ansible_collections.appconsistent.snapshots.plugins.module_utils.ssm import is_terminal
+from ansible_collections.appconsistent.snapshots.plugins.module_utils.vss_runner import VssSnapshotRun
+
+SHELL_DOCUMENT = "AWS-RunShellScript"
+SNAPSHOT_WORKERS = 16
+FREEZE_POLL = 0.25
+_MOUNT = re.compile(r"^/[A-Za-z0-9_./@+:\-]*$")
+_VOLUME = re.compile(r"^vol-[0-9a-f]{8,32}$")
+
+# Freeze helper exit codes (roles/consistency_scripts/files/README.md), with what they mean here.
+HELPER_EXIT = {
+    0: "ok",
+    2: "the freeze helper refused its command line",
+    201: "the prescript failed or timed out; nothing was frozen",
+    202: "the postscript failed; the filesystems are thawed but the application may still be quiesced",
+    203: "the watchdog thawed before the thaw arrived (the freeze_timeout passed): the snapshot may not be consistent",
+    204: "a filesystem was already frozen (another run is in progress?)",
+    205: "the thaw found no frozen run",
+    206: "the prescript says the application is not ready; nothing was frozen",
+    207: "a mount was refused (/, /boot, not a mount point, or the filesystem of the helper's state)",
+    208: "the freeze helper did not run as root",
+    209: "the freeze failed (unsupported filesystem, or the helper was interrupted); everything was thawed",
+    210: "the snapshot command failed while frozen",
+    211: "the thaw failed: a filesystem may still be frozen - check the instance now",
+    212: "the freeze helper's environment is unusable (a tool is missing or its state directory is unsafe)",
+    127: "the freeze helper is not installed at freeze_helper_path (install it with the consistency_scripts role)",
+}
+
+# `mounts: auto`: every data filesystem on an EBS volume of the instance, never / or /boot.
+AUTO_MOUNTS = r"""
+auto_mounts() {
+  local target source fstype disk model
+  while read -r target source fstype; do
+    case "$target" in /|/boot|/boot/*) continue ;; esac
+    case "$fstype" in ext2|ext3|ext4|xfs|btrfs) ;; *) continue ;; esac
+    [ -b "$source" ] || continue
+    for disk in $(lsblk -nrso NAME,TYPE "$source" 2>/dev/null | awk '$2=="disk"{print $1}'); do
+      model=$(cat "/sys/block/$disk/device/model" 2>/dev/null)
+      case "$disk:$model" in
+        *"Amazon Elastic Block Store"*|xvd*:*|sd*:) printf '%s\n' "$target"; break ;;
+      esac
+    done
+  done < <(findmnt -rn -o TARGET,SOURCE,FSTYPE)
+}
+"""
+
+
+class GroupInputError(ValueError):
+    pass
+
+
+class Outcome:
+    def __init__(self, instance_id, requested):
+        self.instance_id = instance_id
+        self.requested = requested
+        self.platform = None
+        self.status = None
+        self.consistency = "none"
+        self.set_id = None
+        self.snapshots = []
+        self.volumes = []
+        self.exclude_boot = False
+        self.exclude_data = []
+        self.command_ids = []
+        self.freeze = None
+        self.thaw = None
+        self.freeze_window = None
+        self.error = None
+        self.changed = False
+        self.plan = None
+        self.exit_code = None
+
+    def fail(self, code, message):
+        if self.error is None:
+            self.error = dict(code=code, message=message)
+
+    def to_dict(self):
+        data = dict(instance_id=self.instance_id, provider="aws", platform=self.platform, status=self.status,
+                    consistency_requested=self.requested, consistency=self.consistency, set_id=self.set_id,
+                    snapshots=self.snapshots, command_ids=self.command_ids, changed=self.changed)
+        for key in ("freeze_window", "error", "plan", "exit_code"):
+            if getattr(self, key) is not None:
+                data[key] = getattr(self, key)
+        if self.freeze is not None:
+            data["helper"] = dict(freeze=_brief(self.freeze), thaw=_brief(self.thaw))
+        return data
+
+
+def _brief(report):
+    if not report:
+        return None
+    keys = ("exit_code", "status", "message", "scripts", "t_start", "t_frozen", "t_thawed", "auto_thawed",
+            "auto_thaw_reason")
+    brief = {k: report.get(k) for k in keys if k in report}
+    if isinstance(brief.get("scripts"), dict):
+        brief["scripts"] = {k: brief["scripts"].get(k) for k in ("status", "reason")}
+    return brief
+
+
+def parse_helper_output(stdout):
+    """The helper's JSON report: the last line of its stdout that parses."""
+    for line in reversed((stdout or "").strip().splitlines()):
+        line = line.strip()
+        if line.startswith("{"):
+            try:
+                return json.loads(line)
+            except ValueError:
+                continue
+    return None
+
+
+class AwsGroupRun:
+    def __init__(self, module, sleep=time.sleep, clock=time.monotonic):
+        self.module = module
+        self.params = module.params
+        self.sleep = sleep
+        self.clock = clock
+        self.requested = self.params["consistency"]
+        self.outcomes = {}
+        self.instances = {}
+        self.ec2 = None
+        self.ssm = None
+
+    # --- input ------------------------------------------------------------------------------------
+
+    def validate(self):
+        p = self.params
+        for volume_id in (p.get("disk_ids") or []) + (p.get("exclude_disk_ids") or []):
+            if not _VOLUME.match(volume_id):
+                raise GroupInputError(f"{volume_id!r} is not an EBS volume id (vol-...)")
+        for label in ("pre_script_path", "post_script_path", "freeze_helper_path"):
+            self._check_path(label, p[label])
+        mounts = p.get("mounts") or ["auto"]
+        if mounts != ["auto"]:
+            for mount in mounts:
+                self._check_path("mounts", mount)
+                if mount.rstrip("/") in ("", "/boot") or mount.startswith("/boot/"):
+                    raise GroupInputError(f"mounts: {mount} is never frozen: freezing / or /boot can hang the instance; "
+                                          "take an offline set for the root volume")
+        conflicts = ss.user_tags_conflicts(p.get("tags"))
+        if conflicts:
+            raise GroupInputError(f"tags: these keys are reserved: {', '.join(conflicts)}")
+        ss.validate_run_id(p.get("run_id"))
+        if p.get("delete_after"):
+            ss.parse_duration(p["delete_after"])
+
+    @staticmethod
+    def _check_path(label, path):
+        if not path or not _MOUNT.match(path) or "/../" in path + "/" or "/./" in path + "/":
+            raise GroupInputError(f"{label} {path!r} is refused: give an absolute path of letters, digits and _ . / @ + : -, "
+                                  "without spaces, quotes or '..'")
+
+    def _set_tags(self, set_id, instance_id, consistency):
+        tags = dict(self.params.get("tags") or {})
+        tags.update(ss.set_tags(set_id, instance_id, consistency, run_id=self.params.get("run_id"),
+                                delete_after=ss.delete_after_instant(self.params["delete_after"])
+                                if self.params.get("delete_after") else None))
+        return tags
+
+    # --- the run -----------------------------------------------------------------------------------
+
+    def run(self):
+        self.validate()
+        self.ec2 = self.module.aws_client("ec2")
+        self.instances = aws_fleet.resolve_instances(self.ec2, self.params["instance_ids"])
+        needs_agent = self.requested != "crash"
+        agents = {}
+        if needs_agent:
+            self.ssm = self.module.aws_client("ssm")
+            agents = aws_fleet.agent_status(self.ssm, [i for i, d in self.instances.items() if d])
+        ready = self._preflight(agents, needs_agent)
+        ready = self._skip_existing(ready)
+        windows = [i for i in ready if self.outcomes[i].platform == "windows"]
+        linux = [i for i in ready if self.outcomes[i].platform == "linux"]
+        if self.requested == "crash":
+            self._crash(ready)
+        else:
+            if windows:
+                self._windows(windows)
+            if linux:
+                self._linux(linux)
+        return self.outcomes
+
+    def _preflight(self, agents, needs_agent):
+        p = self.params
+        known = {v["volume_id"] for d in self.instances.values() if d for v in aws_fleet.attached_volumes(d)}
+        unknown = [v for v in (p.get("disk_ids") or []) + (p.get("exclude_disk_ids") or []) if v not in known]
+        if unknown:
+            raise GroupInputError(f"unknown volume id(s) {', '.join(unknown)}: not attached to any of the instances given")
+        ready = []
+        for instance_id, instance in self.instances.items():
+            outcome = self.outcomes[instance_id] = Outcome(instance_id, self.requested)
+            if instance is None:
+                outcome.status = "NotSent"
+                outcome.fail("InstanceNotFound", f"instance {instance_id} does not exist in {self.module.region}")
+                continue
+            outcome.platform = aws_fleet.platform_of(instance)
+            if needs_agent:
+                problem = aws_fleet.preflight(instance_id, instance, agents.get(instance_id), None, self.module.region)
+            else:
+                state = (instance.get("State") or {}).get("Name")
+                problem = None if state in ("running", "stopped") else dict(
+                    code="InstanceNotReady", message=f"instance {instance_id} is {state}")
+            if problem:
+                outcome.status = "NotSent"
+                outcome.fail(problem["code"], problem["message"])
+                continue
+            outcome.volumes = aws_fleet.attached_volumes(instance)
+            problem = self._select(outcome)
+            if problem:
+                outcome.status = "NotSent"
+                outcome.fail(*problem)
+                continue
+            ready.append(instance_id)
+        return ready
+
+    def _select(self, outcome):
+        p = self.params
+        volumes = outcome.volumes
+        chosen = [v for v in volumes if not p.get("disk_ids") or v["volume_id"] in p["disk_ids"]]
+        chosen = [v for v in chosen if v["volume_id"] not in (p.get("exclude_disk_ids") or [])]
+        if p.get("exclude_boot_disk"):
+            chosen = [v for v in chosen if not v["boot"]]
+        if not chosen:
+            return ("NoDisks", f"no volume of instance {outcome.instance_id} is left to snapshot after the disk selection")
+        if outcome.platform == "windows" and self.requested != "crash" and len(chosen) != len(volumes) and \
+                not (p.get("exclude_boot_disk") and len(chosen) == len(volumes) - 1):
+            return ("SelectionNotSupported", f"instance {outcome.instance_id} is Windows: VSS snapshots every attached "
+                                             "volume (only the boot volume can be left out, with exclude_boot_disk)")
+        chosen_ids = {v["volume_id"] for v in chosen}
+        outcome.exclude_boot = any(v["boot"] and v["volume_id"] not in chosen_ids for v in volumes)
+        outcome.exclude_data = [v["volume_id"] for v in volumes if not v["boot"] and v["volume_id"] not in chosen_ids]
+        outcome.volumes = chosen
+        return None
+
+    def _skip_existing(self, ready):
+        run_id = self.params.get("run_id")
+        if not run_id or not ready:
+            return ready
+        owner = {v["volume_id"]: i for i in ready for v in aws_fleet.attached_volumes(self.instances[i])}
+        existing = aws_fleet.sets_by_run_id(self.ec2, run_id, ready, volume_owner=owner)
+        remaining = []
+        for instance_id in ready:
+            found = existing.get(instance_id)
+            if not found or not found.consistency:
+                remaining.append(instance_id)
+                continue
+            outcome = self.outcomes[instance_id]
+            outcome.status, outcome.set_id = "Existing", found.set_id
+            outcome.consistency, outcome.snapshots = found.consistency, found.members
+        return remaining
+
+    # --- CreateSnapshots ---------------------------------------------------------------------------------
+
+    def _create_set(self, instance_id, consistency):
+        """CreateSnapshots for one instance, tagged as a set; returns (set_id, members) or raises."""
+        outcome = self.outcomes[instance_id]
+        set_id = ss.new_set_id()
+        snapshots = aws_api.create_snapshots(
+            self.ec2, instance_id, exclude_boot_volume=outcome.exclude_boot,
+            exclude_data_volume_ids=outcome.exclude_data, description=self.params.get("description"),
+            tags=self._set_tags(set_id, instance_id, consistency), copy_tags_from_source=True)
+        devices = {v["volume_id"]: v["device"] for v in outcome.volumes}
+        members = [aws_fleet.snapshot_member(s, devices.get(s.get("VolumeId"))) for s in snapshots]
+        for member in members:
+            member["state"] = member["state"] or "pending"
+        return set_id, members
+
+    def _snapshot_many(self, instance_ids, consistency):
+        """CreateSnapshots for many instances at once; the calls run concurrently."""
+        done = {}
+        workers = max(1, min(SNAPSHOT_WORKERS, len(instance_ids)))
+        with concurrent.futures.ThreadPoolExecutor(max_workers=workers) as pool:
+            futures = {pool.submit(self._create_set, i, consistency): i for i in instance_ids}
+            for future in concurrent.futures.as_completed(futures):
+                instance_id = futures[future]
+                outcome = self.outcomes[instance_id]
+                try:
+                    outcome.set_id, outcome.snapshots = future.result()
+                    outcome.changed = True
+                    done[instance_id] = True
+                except aws_api.AppConsistentAWSError as exc:
+                    outcome.fail(_code(exc), aws_api.describe_aws_failure(exc) or f"CreateSnapshots failed: {_detail(exc)}")
+        return [i for i in instance_ids if done.get(i)]
+
+    def _tag_devices(self, instance_ids):
+        by_device = {}
+        for instance_id in instance_ids:
+            for member in self.outcomes[instance_id].snapshots:
+                if member["device"]:
+                    by_device.setdefault(member["device"], []).append(member["snapshot_id"])
+                    member["tags"][ss.TAG_DEVICE] = member["device"]
+        for device, snapshot_ids in by_device.items():
+            for start in range(0, len(snapshot_ids), 500):
+                aws_api.create_tags(self.ec2, snapshot_ids[start:start + 500], {ss.TAG_DEVICE: device})
+
+    def _crash(self, ready):
+        if self.module.check_mode:
+            for instance_id in ready:
+                outcome = self.outcomes[instance_id]
+                outcome.status, outcome.changed = "WouldRun", True
+                outcome.plan = dict(action="CreateSnapshots", volumes=outcome.volumes,
+                                    exclude_boot_volume=outcome.exclude_boot, exclude_data_volume_ids=outcome.exclude_data)
+            return
+        made = self._snapshot_many(ready, "crash")
+        for instance_id in ready:
+            outcome = self.outcomes[instance_id]
+            outcome.status = "Created" if instance_id in made else "Failed"
+            if instance_id in made:
+                outcome.consistency = "crash"
+        self._tag_devices(made)
+
+    # --- Windows: VSS -----------------------------------------------------------------------------------
+
+    def _windows(self, instance_ids):
+        p = self.params
+        mapped = dict(
+            instance_ids=instance_ids, targets=None, max_concurrency=p.get("max_concurrency"),
+            max_errors=p.get("max_errors"), delivery_timeout=p.get("delivery_timeout"),
+            exclude_boot_volume=bool(p.get("exclude_boot_disk")), writers=self.requested == "application",
+            copy_only=False, create_ami=False, ami_name=None, description=p.get("description"), tags=p.get("tags"),
+            execution_timeout=None, collect_diagnostic_logs=False, save_vss_metadata=False,
+            install_vss_components=False, vss_version=None, run_id=p.get("run_id"), delete_after=p.get("delete_after"),
+            on_fallback=p.get("on_fallback"), wait=p.get("wait"), wait_timeout=p.get("wait_timeout"),
+            wait_for_completion=False, completion_timeout=p.get("completion_timeout"))
+        summary = VssSnapshotRun(self.module, sleep=self.sleep, clock=self.clock, params=mapped).run()
+        for result in summary["results"]:
+            outcome = self.outcomes[result["instance_id"]]
+            outcome.status = result["status"]
+            outcome.consistency = result["consistency"]
+            outcome.set_id = result["set_id"]
+            outcome.snapshots = result["snapshots"]
+            outcome.changed = result["changed"]
+            outcome.plan = result.get("plan")
+            if result.get("command_id"):
+                outcome.command_ids = [result["command_id"]]
+            if result.get("error"):
+                outcome.fail(result["error"]["code"], result["error"]["message"])
+
+    # --- Linux: the freeze helper ---------------------------------------------------------------------
+
+    def _helper_command(self, action, run_id):
+        p = self.params
+        helper = shlex.quote(p["freeze_helper_path"])
+        if action == "thaw":
+            return f"{helper} thaw --run-id {shlex.quote(run_id)}"
+        args = ["--run-id", run_id, "--timeout", str(p["freeze_timeout"]), "--script-timeout", str(p["script_timeout"])]
+        if self.requested == "application":
+            args += ["--prescript", p["pre_script_path"], "--postscript", p["post_script_path"]]
+        else:
+            args += ["--prescript", "", "--postscript", ""]
+        if not p.get("freeze", True) and self.requested == "application":
+            args.append("--no-freeze")
+        quoted = " ".join(shlex.quote(a) for a in args)
+        mounts = p.get("mounts") or ["auto"]
+        if mounts == ["auto"]:
+            return (AUTO_MOUNTS + "\nset -u\nmounts=()\nwhile read -r m; do mounts+=(--mount \"$m\"); done < <(auto_mounts)\n"
+                    "if [ ${#mounts[@]} -eq 0 ]; then echo 'no data filesystem on an EBS volume was found: "
+                    "set mounts explicitly' >&2; exit 207; fi\n"
+                    f"{helper} freeze {quoted} \"${{mounts[@]}}\"")
+        return f"{helper} freeze {quoted} " + " ".join(f"--mount {shlex.quote(m)}" for m in mounts)
+
+    def _linux(self, instance_ids):
+        p = self.params
+        run_id = ss.new_set_id()
+        freeze_cmd = self._helper_command("freeze", run_id)
+        if self.module.check_mode:
+            for instance_id in instance_ids:
+                outcome = self.outcomes[instance_id]
+                outcome.status, outcome.changed = "WouldRun", True
+                outcome.plan = dict(document=SHELL_DOCUMENT, freeze=freeze_cmd, thaw=self._helper_command("thaw", run_id),
+                                    volumes=outcome.volumes, exclude_boot_volume=outcome.exclude_boot,
+                                    exclude_data_volume_ids=outcome.exclude_data)
+            return
+        common = dict(comment=f"appconsistent.snapshots freeze {run_id}", timeout_seconds=p.get("delivery_timeout"),
+                      max_concurrency=p.get("max_concurrency"), max_errors=p.get("max_errors"), sleep=self.sleep,
+                      clock=self.clock)
+        freeze = CommandRun(self.ssm, SHELL_DOCUMENT, {"commands": [freeze_cmd],
+                                                       "executionTimeout": [str(p["script_timeout"] + 120)]}, **common)
+        thaw = CommandRun(self.ssm, SHELL_DOCUMENT, {"commands": [self._helper_command("thaw", run_id)],
+                                                     "executionTimeout": [str(p["script_timeout"] + 120)]},
+                          **dict(common, comment=f"appconsistent.snapshots thaw {run_id}"))
+        sent = self._send(freeze, instance_ids)
+        pending = list(sent)
+        thawed_sent = []
+        deadline = self.clock() + p["wait_timeout"]
+        try:
+            while pending and self.clock() < deadline:
+                freeze.poll()
+                finished = [i for i in pending if i in freeze.invocations and is_terminal(freeze.invocations[i])]
+                if finished:
+                    pending = [i for i in pending if i not in finished]
+                    frozen = [i for i in finished if self._read_freeze(freeze, i)]
+                    made = self._snapshot_many(frozen, "crash") if frozen else []
+                    for instance_id in frozen:
+                        if instance_id not in made:
+                            self.outcomes[instance_id].consistency = "none"
+                    # The thaw goes to every finished instance, frozen or not: it is harmless where nothing is frozen.
+                    self._send(thaw, finished)
+                    thawed_sent.extend(finished)
+                    continue
+                self.sleep(FREEZE_POLL)
+        finally:
+            if pending:  # still not finished freezing: thaw anyway, the watchdog is the last resort
+                for instance_id in pending:
+                    self.outcomes[instance_id].fail("WaitTimeout", "the freeze did not finish within wait_timeout; "
+                                                                   "a thaw was sent and the watchdog thaws at freeze_timeout")
+                self._send(thaw, pending)
+                thawed_sent.extend(pending)
+        thaw.wait(max(30.0, deadline - self.clock()))
+        confirmed = {}
+        for instance_id in thawed_sent:
+            level = self._read_thaw(thaw, instance_id)
+            if level:
+                confirmed.setdefault(level, []).append(instance_id)
+        for level, ids in confirmed.items():
+            if level == "crash":
+                continue
+            snapshot_ids = [m["snapshot_id"] for i in ids for m in self.outcomes[i].snapshots]
+            for start in range(0, len(snapshot_ids), 500):
+                aws_api.create_tags(self.ec2, snapshot_ids[start:start + 500], {ss.TAG_CONSISTENCY: level})
+            for instance_id in ids:
+                for member in self.outcomes[instance_id].snapshots:
+                    member["tags"][ss.TAG_CONSISTENCY] = level
+        self._tag_devices([i for i in thawed_sent if self.outcomes[i].snapshots])
+
+    def _send(self, run, instance_ids):
+        sent = []
+        for start in range(0, len(instance_ids), aws_api.SSM_INSTANCE_BATCH):
+            chunk = instance_ids[start:start + aws_api.SSM_INSTANCE_BATCH]
+            try:
+                command_id = run.send(chunk)[0]
+            except aws_api.AppConsistentAWSError as exc:
+                for instance_id in chunk:
+                    self.outcomes[instance_id].fail(_code(exc), aws_api.describe_aws_failure(exc) or
+                                                    f"SendCommand failed: {_detail(exc)}")
+                    self.outcomes[instance_id].status = self.outcomes[instance_id].status or "NotSent"
+                continue
+            for instance_id in chunk:
+                self.outcomes[instance_id].command_ids.append(command_id)
+                self.outcomes[instance_id].changed = True
+            sent.extend(chunk)
+        return sent
+
+    def _read_freeze(self, run, instance_id):
+        """True when the instance reports its filesystems frozen (or its scripts run, with freeze false)."""
+        outcome = self.outcomes[instance_id]
+        result = run.result(instance_id)
+        report = parse_helper_output(result["stdout"])
+        outcome.freeze = report
+        outcome.status = result["status"]
+        code = report.get("exit_code") if report else result["response_code"]
+        outcome.exit_code = code
+        if result["status"] == "Success" and report and report.get("exit_code") == 0:
+            return True
+        if result["status"] not in ("Success", "Failed"):
+            outcome.fail(result["status"], STATUS_MESSAGES.get(result["status"], f"the freeze command ended {result['status']}"))
+        else:
+            meaning = HELPER_EXIT.get(code, f"the freeze helper exited {code}")
+            detail = (report or {}).get("message") or result["stderr"][-300:]
+            outcome.fail(f"Freeze{code}", f"{meaning}{': ' + detail if detail else ''}")
+        return False
+
+    def _read_thaw(self, run, instance_id):
+        """The consistency the thaw confirms for an instance that has a set, or None."""
+        outcome = self.outcomes[instance_id]
+        result = run.result(instance_id)
+        report = parse_helper_output(result["stdout"])
+        outcome.thaw = report
+        if not outcome.snapshots:
+            return None
+        outcome.status = result["status"]
+        freeze_report = outcome.freeze or {}
+        if report and report.get("t_thawed") and freeze_report.get("t_frozen"):
+            outcome.freeze_window = round(float(report["t_thawed"]) - float(freeze_report["t_frozen"]), 3)
+        code = report.get("exit_code") if report else None
+        scripts = ((freeze_report.get("scripts") or {}).get("status"))
+        if code == 0:
+            if self.requested == "application" and scripts == "valid":
+                level = "application"
+            else:
+                level = "filesystem"
+                if self.requested == "application":
+                    reason = (freeze_report.get("scripts") or {}).get("reason") or scripts
+                    outcome.fail("ScriptsNotRun", f"the pre/post scripts were not run ({scripts}: {reason}): the set is "
+                                                  "filesystem-consistent; install them with the consistency_scripts role")
+            if not self.params.get("freeze", True) and self.requested == "application":
+                level = "crash"
+        elif code == 202:
+            # The filesystems were frozen through the snapshot; only the application's resume failed.
+            level = "filesystem"
+            outcome.fail("Thaw202", HELPER_EXIT[202])
+        else:
+            level = "crash"
+            if result["status"] in ("Success", "Failed") and code is not None:
+                outcome.fail(f"Thaw{code}", HELPER_EXIT.get(code, f"the thaw exited {code}"))
+            else:
+                outcome.fail("ThawNotConfirmed", "the thaw was not confirmed by the instance "
+                                                 f"({result['status']}); the watchdog thaws at freeze_timeout, and the "
+                                                 "set is only crash-consistent")
+        outcome.consistency = level
+        return level
+
+
+def _code(exc):
+    response = getattr(getattr(exc, "exception", None), "response", None) or {}
+    return response.get("Error", {}).get("Code") or "AWSError"
+
+
+def _detail(exc):
+    cause = getattr(exc, "exception", None)
+    return f"{exc.message}: {cause}" if cause else str(exc)

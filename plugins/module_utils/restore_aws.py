@@ -1,0 +1,277 @@
+# -*- coding: utf-8 -*-
+# Copyright: Contributors to the appconsistent.snapshots collection
+# GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
+
+"""AWS side of restore_volumes: finding the set and the EC2 calls a restore makes.
+
+The wrappers take the number of attempts from the task (``aws_max_attempts``)
+so that throttling is retried with jittered backoff as long as the operator
+wants, and a call that is still throttled after that fails the step (which
+then rolls back) instead of hanging the job.
+"""
+
+from __future__ import annotations
+
+import re
+
+from ansible_collections.amazon.aws.plugins.module_utils.retries import AWSRetry
+
+from ansible_collections.appconsistent.snapshots.plugins.module_utils import aws_fleet
+from ansible_collections.appconsistent.snapshots.plugins.module_utils import restore
+from ansible_collections.appconsistent.snapshots.plugins.module_utils import snapshot_set as ss
+from ansible_collections.appconsistent.snapshots.plugins.module_utils.aws import THROTTLING_CODES
+from ansible_collections.appconsistent.snapshots.plugins.module_utils.aws import AppConsistentAWSError
+from ansible_collections.appconsistent.snapshots.plugins.module_utils.aws import EC2ErrorHandler
+
+FILTER_VALUES_MAX = 200
+# AWS recommends f-p for EBS data volumes; q-z follow when those are taken.
+DEVICE_LETTERS = "fghijklmnopqrstuvwxyz"
+_DEVICE_LETTER = re.compile(r"^(?:/dev/)?(?:sd|xvd|hd)([a-z])")
+IOPS_TYPES = ("io1", "io2", "gp3")
+
+
+def _retry(call, attempts):
+    return AWSRetry.jittered_backoff(retries=max(1, int(attempts)), delay=1, max_delay=20,
+                                     catch_extra_error_codes=THROTTLING_CODES)(call)
+
+
+def _chunks(items, size):
+    items = list(items)
+    return [items[start:start + size] for start in range(0, len(items), size)]
+
+
+def _paginate(client, operation, key, attempts, **params):
+    items = []
+    for page in _retry(lambda: list(client.get_paginator(operation).paginate(**params)), attempts)():
+        items.extend(page.get(key) or [])
+    return items
+
+
+@EC2ErrorHandler.common_error_handler("describe instance {instance_id}")
+def describe_instance(client, instance_id, attempts=10):
+    reservations = _paginate(client, "describe_instances", "Reservations", attempts,
+                             Filters=[{"Name": "instance-id", "Values": [instance_id]}])
+    found = [i for r in reservations for i in r.get("Instances") or []]
+    return found[0] if found else None
+
+
+@EC2ErrorHandler.common_error_handler("describe volumes")
+def describe_volumes(client, filters, attempts=10):
+    return _paginate(client, "describe_volumes", "Volumes", attempts, Filters=filters)
+
+
+@EC2ErrorHandler.common_error_handler("describe snapshots")
+def describe_snapshots(client, snapshot_ids=None, filters=None, attempts=10):
+    params = {"OwnerIds": ["self"]}
+    if snapshot_ids:
+        params["SnapshotIds"] = list(snapshot_ids)
+    if filters:
+        params["Filters"] = filters
+    return _paginate(client, "describe_snapshots", "Snapshots", attempts, **params)
+
+
+@EC2ErrorHandler.common_error_handler("create a volume from snapshot {snapshot_id}")
+def create_volume(client, snapshot_id, zone, volume_type, size, tags, iops=None, throughput=None, encrypted=None,
+                  kms_key_id=None, attempts=10):
+    params = {"SnapshotId": snapshot_id, "AvailabilityZone": zone, "VolumeType": volume_type, "Size": int(size),
+              "TagSpecifications": [{"ResourceType": "volume", "Tags": [{"Key": k, "Value": v} for k, v in tags.items()]}]}
+    if iops:
+        params["Iops"] = int(iops)
+    if throughput:
+        params["Throughput"] = int(throughput)
+    if encrypted:
+        params["Encrypted"] = True
+    if kms_key_id:
+        params["KmsKeyId"] = kms_key_id
+    return _retry(client.create_volume, attempts)(**params)["VolumeId"]
+
+
+@EC2ErrorHandler.common_error_handler("attach volume {volume_id} to {instance_id} at {device}")
+def attach_volume(client, volume_id, instance_id, device, attempts=10):
+    return _retry(client.attach_volume, attempts)(VolumeId=volume_id, InstanceId=instance_id, Device=device)
+
+
+@EC2ErrorHandler.common_error_handler("detach volume {volume_id} from {instance_id}")
+def detach_volume(client, volume_id, instance_id, device, attempts=10):
+    return _retry(client.detach_volume, attempts)(VolumeId=volume_id, InstanceId=instance_id, Device=device)
+
+
+@EC2ErrorHandler.common_error_handler("stop instance {instance_id}")
+def stop_instance(client, instance_id, attempts=10):
+    return _retry(client.stop_instances, attempts)(InstanceIds=[instance_id])
+
+
+@EC2ErrorHandler.common_error_handler("start instance {instance_id}")
+def start_instance(client, instance_id, attempts=10):
+    return _retry(client.start_instances, attempts)(InstanceIds=[instance_id])
+
+
+@EC2ErrorHandler.common_error_handler("tag volumes")
+def tag_volumes(client, volume_ids, tags, attempts=10):
+    return _retry(client.create_tags, attempts)(Resources=list(volume_ids),
+                                                Tags=[{"Key": k, "Value": v} for k, v in tags.items()])
+
+
+def _tags(item):
+    return {t["Key"]: t["Value"] for t in item.get("Tags") or []}
+
+
+def member_of(snapshot):
+    tags = _tags(snapshot)
+    start = snapshot.get("StartTime")
+    return restore.Member(snapshot["SnapshotId"], device=tags.get(ss.TAG_DEVICE) or tags.get("Device"),
+                          size=snapshot.get("VolumeSize"), state=snapshot.get("State"),
+                          source_volume_id=snapshot.get("VolumeId"), tags=tags, encrypted=snapshot.get("Encrypted"),
+                          kms_key_id=snapshot.get("KmsKeyId"),
+                          created=start.isoformat() if hasattr(start, "isoformat") else start)
+
+
+def normalise_volume(volume):
+    attachment = (volume.get("Attachments") or [{}])[0]
+    return dict(id=volume["VolumeId"], state=volume.get("State"), size=volume.get("Size"), type=volume.get("VolumeType"),
+                iops=volume.get("Iops"), throughput=volume.get("Throughput"), encrypted=volume.get("Encrypted"),
+                kms_key_id=volume.get("KmsKeyId"), snapshot_id=volume.get("SnapshotId") or None, tags=_tags(volume),
+                zone=volume.get("AvailabilityZone"), instance_id=attachment.get("InstanceId"),
+                device=attachment.get("Device"), attach_state=attachment.get("State"))
+
+
+class AwsRestoreApi:
+    """The adapter restore.VolumeRestore drives; raises restore.StepFailed for any AWS error."""
+
+    def __init__(self, client, attempts=10):
+        self.client = client
+        self.attempts = attempts
+
+    def _call(self, func, *args, **kwargs):
+        try:
+            return func(self.client, *args, attempts=self.attempts, **kwargs)
+        except AppConsistentAWSError as exc:
+            cause = getattr(exc, "exception", None)
+            error = getattr(cause, "response", {}).get("Error", {}) if cause is not None else {}
+            detail = f"{error.get('Code')}: {error.get('Message')}" if error else str(cause or "")
+            raise restore.StepFailed(f"{exc.message}: {detail}" if detail else exc.message) from None
+
+    # --- finding the set ------------------------------------------------------------------------
+
+    def set_by_id(self, set_id):
+        snapshots = self._call(describe_snapshots, filters=[{"Name": "tag:" + ss.TAG_SET_ID, "Values": [set_id]}])
+        members = [member_of(s) for s in snapshots]
+        if not members:
+            raise restore.RestoreRefused(f"no snapshot carries {ss.TAG_SET_ID}={set_id} in this region: check the set id "
+                                         "(snapshot_set_info lists the sets)")
+        return restore.SelectedSet(set_id, members, _common(members, ss.TAG_INSTANCE_ID))
+
+    def set_by_snapshots(self, snapshot_ids):
+        try:
+            snapshots = self._call(describe_snapshots, snapshot_ids=snapshot_ids)
+        except restore.StepFailed as exc:
+            raise restore.RestoreRefused(f"cannot read the snapshots {', '.join(snapshot_ids)}: {exc}") from None
+        members = [member_of(s) for s in snapshots]
+        missing = sorted(set(snapshot_ids) - {m.snapshot_id for m in members})
+        if missing:
+            raise restore.RestoreRefused(f"snapshots not found: {', '.join(missing)}")
+        return restore.SelectedSet(_common(members, ss.TAG_SET_ID), members, _common(members, ss.TAG_INSTANCE_ID))
+
+    def latest_set(self, instance_id, min_consistency):
+        snapshots = self._call(describe_snapshots, filters=[{"Name": "tag:" + ss.TAG_INSTANCE_ID, "Values": [instance_id]}])
+        groups = {}
+        for snapshot in snapshots:
+            member = member_of(snapshot)
+            if member.tags.get(ss.TAG_SET_ID):
+                groups.setdefault(member.tags[ss.TAG_SET_ID], []).append(member)
+        sets = [restore.SelectedSet(set_id, members, instance_id) for set_id, members in groups.items()]
+        chosen, why = restore.newest_qualifying(sets, min_consistency)
+        if chosen is None:
+            raise restore.RestoreRefused(f"instance {instance_id}: {why}")
+        return chosen
+
+    # --- the adapter ----------------------------------------------------------------------------
+
+    def instance(self, instance_id):
+        found = self._call(describe_instance, instance_id)
+        if found is None:
+            return None
+        return dict(id=instance_id, state=(found.get("State") or {}).get("Name"),
+                    zone=(found.get("Placement") or {}).get("AvailabilityZone"), root_device=found.get("RootDeviceName"),
+                    platform=aws_fleet.platform_of(found),
+                    devices={v["device"]: v["volume_id"] for v in aws_fleet.attached_volumes(found)})
+
+    def volumes(self, volume_ids):
+        found = {}
+        for chunk in _chunks(volume_ids, FILTER_VALUES_MAX):
+            for volume in self._call(describe_volumes, [{"Name": "volume-id", "Values": chunk}]):
+                found[volume["VolumeId"]] = normalise_volume(volume)
+        # a volume created moments ago may not be listed yet: it is still on its way
+        return {vid: found.get(vid, dict(id=vid, state="unknown", tags={})) for vid in volume_ids}
+
+    def restored_volumes(self, snapshot_ids):
+        found = {}
+        for chunk in _chunks(snapshot_ids, FILTER_VALUES_MAX):
+            for volume in self._call(describe_volumes, [{"Name": "tag:" + restore.TAG_RESTORED_FROM, "Values": chunk},
+                                                        {"Name": "status", "Values": ["available"]}]):
+                vol = normalise_volume(volume)
+                if restore.TAG_RESTORE_FAILED not in vol["tags"]:
+                    found.setdefault(restore.origin_of(vol), vol)
+        return found
+
+    def source_volume(self, member):
+        if not member.source_volume_id:
+            return None
+        found = self.volumes([member.source_volume_id])[member.source_volume_id]
+        return found if found["state"] != "unknown" else None
+
+    def volume_spec(self, member, source, params, zone):
+        source = source or {}
+        volume_type = params.get("volume_type") or source.get("type") or "gp3"
+        size = max(int(member.size or 0), int(source.get("size") or 0)) or None
+        if params.get("volume_size"):
+            if member.size and params["volume_size"] < member.size:
+                raise restore.RestoreRefused(f"volume_size {params['volume_size']} GiB is smaller than snapshot "
+                                             f"{member.snapshot_id} ({member.size} GiB): a volume can only be larger")
+            size = params["volume_size"]
+        same_type = volume_type == source.get("type")
+        iops = params.get("iops") or (source.get("iops") if same_type and volume_type in IOPS_TYPES else None)
+        throughput = params.get("throughput") or (source.get("throughput") if same_type and volume_type == "gp3" else None)
+        kms_key_id = params.get("kms_key_id") or (source.get("kms_key_id") if source.get("encrypted") else None) \
+            or (member.kms_key_id if member.encrypted else None)
+        encrypted = bool(member.encrypted or source.get("encrypted") or kms_key_id)
+        return dict(snapshot_id=member.snapshot_id, zone=zone, type=volume_type, size=size, iops=iops,
+                    throughput=throughput, encrypted=encrypted, kms_key_id=kms_key_id)
+
+    def free_devices(self, instance, count):
+        used = set()
+        for device in instance["devices"]:
+            match = _DEVICE_LETTER.match(device)
+            if match:
+                used.add(match.group(1))
+        prefix = "xvd" if instance.get("platform") == "windows" else "/dev/sd"
+        free = [prefix + letter for letter in DEVICE_LETTERS if letter not in used]
+        if len(free) < count:
+            raise restore.RestoreRefused(f"instance {instance['id']} has no {count} free device names left for attach")
+        return free[:count]
+
+    def create_volume(self, spec, tags):
+        return self._call(create_volume, spec["snapshot_id"], spec["zone"], spec["type"], spec["size"], tags,
+                          iops=spec.get("iops"), throughput=spec.get("throughput"), encrypted=spec.get("encrypted"),
+                          kms_key_id=spec.get("kms_key_id"))
+
+    def attach(self, volume_id, instance_id, device):
+        self._call(attach_volume, volume_id, instance_id, device)
+
+    def detach(self, volume_id, instance_id, device):
+        self._call(detach_volume, volume_id, instance_id, device)
+
+    def stop(self, instance_id):
+        self._call(stop_instance, instance_id)
+
+    def start(self, instance_id):
+        self._call(start_instance, instance_id)
+
+    def tag_volumes(self, volume_ids, tags):
+        self._call(tag_volumes, volume_ids, tags)
+
+
+def _common(members, key):
+    values = {m.tags.get(key) for m in members}
+    values.discard(None)
+    return values.pop() if len(values) == 1 else None

@@ -1,0 +1,516 @@
+# -*- coding: utf-8 -*-
+# Copyright: Contributors to the appconsistent.snapshots collection
+# GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
+
+"""Finding, listing and pruning snapshot sets on both providers.
+
+Sets are found from their members' tags alone, so any controller sees the
+same sets. Both modules that read or delete sets (snapshot_set_info and
+snapshot_set_prune) go through this file: the prune decides on exactly the
+sets the info module would list.
+
+A set is handled whole. A prune checks every member of a set before it
+deletes any of them, and a set that cannot go whole is kept with the reason.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+
+from ansible_collections.amazon.aws.plugins.module_utils.retries import AWSRetry
+
+from ansible_collections.appconsistent.snapshots.plugins.module_utils import snapshot_set as ss
+from ansible_collections.appconsistent.snapshots.plugins.module_utils.alicloud import AlibabaCloudError
+from ansible_collections.appconsistent.snapshots.plugins.module_utils.alicloud import tags_to_dict
+from ansible_collections.appconsistent.snapshots.plugins.module_utils.aws import THROTTLING_CODES
+from ansible_collections.appconsistent.snapshots.plugins.module_utils.aws import AppConsistentAWSError
+from ansible_collections.appconsistent.snapshots.plugins.module_utils.aws import EC2ErrorHandler
+from ansible_collections.appconsistent.snapshots.plugins.module_utils.aws import delete_snapshot
+from ansible_collections.appconsistent.snapshots.plugins.module_utils.aws import describe_snapshots
+from ansible_collections.appconsistent.snapshots.plugins.module_utils.aws_fleet import snapshot_member
+
+PROVIDERS = ("aws", "alicloud")
+# An EC2 filter takes at most 200 values.
+FILTER_VALUES_MAX = 200
+ALI_GROUP_IDS_MAX = 10  # DescribeSnapshotGroups SnapshotGroupId.N
+ALI_SNAPSHOT_IDS_MAX = 100  # DescribeSnapshots SnapshotIds
+# Up to this many instances, one filtered group listing per instance costs less than one
+# listing of every group of the region.
+ALI_PER_INSTANCE_LISTING_MAX = 10
+GROUP_GONE_CODES = ("InvalidSnapshotGroupId.NotFound", "InvalidSnapshotGroup.NotFound")
+
+# Why a set in scope was kept.
+KEPT_NOT_EXPIRED = "not_expired"
+KEPT_NO_DELETE_AFTER = "no_delete_after"
+KEPT_WITHIN_KEEP = "within_keep"
+KEPT_NEWEST_APPLICATION = "newest_application"
+KEPT_IN_USE_BY_IMAGE = "in_use_by_image"
+KEPT_UNTAGGED_MEMBERS = "untagged_members"
+
+
+def _chunks(items, size):
+    items = list(items)
+    return [items[start:start + size] for start in range(0, len(items), size)] or [[]]
+
+
+def _instant(value):
+    """A datetime (UTC) from a datetime or an ISO-8601 string; None when there is none."""
+    if value is None or value == "":
+        return None
+    if isinstance(value, datetime.datetime):
+        return value if value.tzinfo else value.replace(tzinfo=datetime.timezone.utc)
+    return ss.parse_instant(value)
+
+
+def _format(value):
+    moment = _instant(value)
+    return ss.format_instant(moment) if moment else None
+
+
+def _int_or_none(value):
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def _common(values):
+    values = {v for v in values if v}
+    return values.pop() if len(values) == 1 else None
+
+
+def build_set(provider, set_id, members, group=None, now=None):
+    """The set as the modules return it, from its member dicts (and the Alibaba group, if any).
+
+    ``group`` carries what the provider says about the set as a whole: ``tags``,
+    ``instance_id``, ``created`` and ``status``; the members' own tags win.
+    """
+    group = group or {}
+    group_tags = group.get("tags") or {}
+
+    def tag(member, key):
+        return member["tags"].get(key) or group_tags.get(key)
+
+    members = sorted(members, key=lambda m: (m.get("device") or "", m["snapshot_id"]))
+    created_times = [t for t in (_instant(m.get("start_time")) for m in members) if t]
+    created = _instant(group.get("created")) or (min(created_times) if created_times else None)
+    levels = [tag(m, ss.TAG_CONSISTENCY) for m in members]
+    delete_after = _common(tag(m, ss.TAG_DELETE_AFTER) for m in members) or group_tags.get(ss.TAG_DELETE_AFTER)
+    delete_moment = ss.parse_instant(delete_after)
+    sizes = [m.get("size_gib") for m in members]
+    full_sizes = [m.get("full_snapshot_size_bytes") for m in members]
+    untagged = [m["snapshot_id"] for m in members if m["tags"].get(ss.TAG_SET_ID) != set_id]
+    result = dict(
+        provider=provider,
+        set_id=set_id,
+        instance_id=_common(tag(m, ss.TAG_INSTANCE_ID) for m in members) or group.get("instance_id"),
+        run_id=_common(tag(m, ss.TAG_RUN_ID) for m in members),
+        created=ss.format_instant(created) if created else None,
+        consistency=ss.weakest(levels) if levels and all(levels) else None,
+        complete=bool(members) and all(str(m.get("state") or "").lower() in ss.SnapshotSet.COMPLETE_STATES
+                                       for m in members),
+        delete_after=delete_after,
+        expired=delete_moment is not None and delete_moment <= (now or ss.utcnow()),
+        size_gib=sum(sizes) if members and all(s is not None for s in sizes) else None,
+        full_snapshot_size_bytes=sum(full_sizes) if members and all(s is not None for s in full_sizes) else None,
+        untagged_snapshot_ids=untagged,
+        members=members,
+    )
+    if group.get("status") is not None:
+        result["group_status"] = group["status"]
+    return result
+
+
+def order_sets(sets):
+    """Sets by instance, newest first; a set without a creation time counts as the newest."""
+    def key(item):
+        moment = _instant(item.get("created"))
+        return (item.get("instance_id") or "", -(moment.timestamp() if moment else float("inf")), item["set_id"])
+    return sorted(sets, key=key)
+
+
+def select_sets(sets, min_consistency=None, newest_only=False):
+    """The sets at least ``min_consistency``; with ``newest_only``, the newest of them per instance."""
+    chosen = [s for s in order_sets(sets) if min_consistency is None or ss.at_least(s["consistency"], min_consistency)]
+    if not newest_only:
+        return chosen
+    seen = set()
+    newest = []
+    for item in chosen:
+        if item["instance_id"] not in seen:
+            seen.add(item["instance_id"])
+            newest.append(item)
+    return newest
+
+
+# --- AWS ------------------------------------------------------------------------------
+
+
+@EC2ErrorHandler.list_error_handler("describe images", default_value=[])
+@AWSRetry.jittered_backoff(catch_extra_error_codes=THROTTLING_CODES)
+def describe_own_images(client):
+    """Every AMI of this account in the region, disabled ones included (they hold their snapshots too)."""
+    params = {"Owners": ["self"], "IncludeDisabled": True, "MaxResults": 1000}
+    images = []
+    for page in client.get_paginator("describe_images").paginate(**params):
+        images.extend(page.get("Images") or [])
+    return images
+
+
+def aws_member(snapshot):
+    member = snapshot_member(snapshot)
+    member["size_gib"] = member.pop("volume_size")
+    member["storage_tier"] = snapshot.get("StorageTier")
+    member["full_snapshot_size_bytes"] = snapshot.get("FullSnapshotSizeInBytes")
+    return member
+
+
+def find_aws_sets(client, instance_ids=None, run_id=None, set_ids=None, now=None):
+    """Every set of this account in the region that matches, from one paginated, tag-filtered listing per chunk."""
+    base = [{"Name": "tag-key", "Values": [ss.TAG_SET_ID]}]
+    if run_id:
+        base.append({"Name": "tag:" + ss.TAG_RUN_ID, "Values": [run_id]})
+    snapshots = {}
+    for id_chunk in _chunks(set_ids or [], FILTER_VALUES_MAX):
+        for instance_chunk in _chunks(instance_ids or [], FILTER_VALUES_MAX):
+            filters = list(base)
+            if id_chunk:
+                filters.append({"Name": "tag:" + ss.TAG_SET_ID, "Values": id_chunk})
+            if instance_chunk:
+                filters.append({"Name": "tag:" + ss.TAG_INSTANCE_ID, "Values": instance_chunk})
+            for snapshot in describe_snapshots(client, filters=filters):
+                snapshots[snapshot["SnapshotId"]] = snapshot
+    groups = ss.group_into_sets(aws_member(s) for s in snapshots.values())
+    return order_sets(build_set("aws", group.set_id, group.members, now=now) for group in groups)
+
+
+def aws_images_by_snapshot(client):
+    """{snapshot_id: [image ids]} of the snapshots this account's AMIs are built on."""
+    used = {}
+    for image in describe_own_images(client):
+        for mapping in image.get("BlockDeviceMappings") or []:
+            snapshot_id = (mapping.get("Ebs") or {}).get("SnapshotId")
+            if snapshot_id:
+                used.setdefault(snapshot_id, []).append(image["ImageId"])
+    return used
+
+
+def _aws_error_code(exc):
+    cause = getattr(exc, "exception", None)
+    response = getattr(cause, "response", None) or {}
+    return (response.get("Error") or {}).get("Code")
+
+
+def delete_aws_set(client, item):
+    """Delete every member; stop at the first member that cannot go and say what is left."""
+    deleted, gone = [], []
+    pending = [m["snapshot_id"] for m in item["members"]]
+    while pending:
+        snapshot_id = pending[0]
+        try:
+            removed = delete_snapshot(client, snapshot_id)
+        except AppConsistentAWSError as exc:
+            return dict(deleted_snapshot_ids=deleted, already_gone_snapshot_ids=gone, remaining_snapshot_ids=pending,
+                        error=dict(code=_aws_error_code(exc) or "DeleteFailed",
+                                   message=f"deleting {snapshot_id} failed: {exc.message}"))
+        (deleted if removed else gone).append(snapshot_id)
+        pending.pop(0)
+    return dict(deleted_snapshot_ids=deleted, already_gone_snapshot_ids=gone, remaining_snapshot_ids=[], error=None)
+
+
+# --- Alibaba Cloud ----------------------------------------------------------------------
+
+
+def describe_snapshot_groups(api, group_ids=None, instance_id=None):
+    if group_ids:
+        groups = []
+        for chunk in _chunks(group_ids, ALI_GROUP_IDS_MAX):
+            groups.extend(api.describe_snapshot_groups(snapshot_group_ids=chunk))
+        return groups
+    return api.describe_snapshot_groups(instance_id=instance_id)
+
+
+def describe_alicloud_snapshots(api, snapshot_ids):
+    """{snapshot_id: snapshot} for the ids, 100 per request (the API's limit)."""
+    found = {}
+    for chunk in _chunks(snapshot_ids, ALI_SNAPSHOT_IDS_MAX):
+        if not chunk:
+            continue
+        token = None
+        while True:
+            body = api.call("DescribeSnapshots", api.models.DescribeSnapshotsRequest(
+                region_id=api.region, snapshot_ids=json.dumps(chunk), max_results=ALI_SNAPSHOT_IDS_MAX,
+                next_token=token))
+            for snapshot in (body.get("Snapshots") or {}).get("Snapshot") or []:
+                found[snapshot["SnapshotId"]] = snapshot
+            token = body.get("NextToken")
+            if not token:
+                break
+    return found
+
+
+def delete_snapshot_group(api, group_id):
+    """DeleteSnapshotGroup; the per-snapshot outcomes, or None when the group is already gone."""
+    try:
+        body = api.call("DeleteSnapshotGroup", api.models.DeleteSnapshotGroupRequest(
+            region_id=api.region, snapshot_group_id=group_id))
+    except AlibabaCloudError as exc:
+        if exc.code in GROUP_GONE_CODES:
+            return None
+        raise
+    outcomes = []
+    for progress in (body.get("OperationProgressSet") or {}).get("OperationProgress") or []:
+        related = ((progress.get("RelatedItemSet") or {}).get("RelatedItem") or [])
+        snapshot_id = next((r.get("Value") for r in related if r.get("Name") == "SnapshotId"), None)
+        outcomes.append(dict(snapshot_id=snapshot_id, ok=progress.get("OperationStatus") == "Success",
+                             code=progress.get("ErrorCode") or None, message=progress.get("ErrorMsg") or None))
+    return outcomes
+
+
+def alicloud_member(listed, detail):
+    """A group member from the group listing and (when found) its DescribeSnapshots entry."""
+    detail = detail or {}
+    tags = tags_to_dict(detail.get("Tags")) if detail else {}
+    tags = tags or tags_to_dict(listed.get("Tags"))
+    return dict(
+        snapshot_id=listed["SnapshotId"],
+        disk_id=listed.get("SourceDiskId") or detail.get("SourceDiskId"),
+        device=tags.get(ss.TAG_DEVICE),
+        size_gib=_int_or_none(detail.get("SourceDiskSize")),
+        state=detail.get("Status") or ("accomplished" if listed.get("Progress") == "100%" else "progressing"),
+        progress=detail.get("Progress") or listed.get("Progress"),
+        start_time=_format(detail.get("CreationTime")),
+        storage_tier=detail.get("Category"),
+        full_snapshot_size_bytes=_int_or_none(detail.get("FullSnapshotSizeInBytes")),
+        usage=detail.get("Usage"),
+        tags=tags,
+    )
+
+
+def _is_our_group(group, members):
+    group_id = group["SnapshotGroupId"]
+    group_tags = tags_to_dict(group.get("Tags"))
+    return group_tags.get(ss.TAG_SET_ID) == group_id or any(m["tags"].get(ss.TAG_SET_ID) == group_id for m in members)
+
+
+def find_alicloud_sets(api, instance_ids=None, run_id=None, set_ids=None, now=None):
+    """Snapshot-consistent groups that are sets, with their snapshots' details."""
+    if set_ids:
+        groups = describe_snapshot_groups(api, group_ids=set_ids)
+    elif instance_ids and len(instance_ids) <= ALI_PER_INSTANCE_LISTING_MAX:
+        groups = [g for instance_id in instance_ids for g in describe_snapshot_groups(api, instance_id=instance_id)]
+    else:
+        groups = describe_snapshot_groups(api)
+    listed = {g["SnapshotGroupId"]: g for g in groups}
+    snapshot_ids = [s["SnapshotId"] for g in listed.values() for s in (g.get("Snapshots") or {}).get("Snapshot") or []]
+    details = describe_alicloud_snapshots(api, snapshot_ids)
+    result = []
+    for group_id, group in listed.items():
+        members = [alicloud_member(s, details.get(s["SnapshotId"]))
+                   for s in (group.get("Snapshots") or {}).get("Snapshot") or []]
+        if not _is_our_group(group, members):
+            continue
+        item = build_set("alicloud", group_id, members, now=now, group=dict(
+            tags=tags_to_dict(group.get("Tags")), instance_id=group.get("InstanceId") or None,
+            created=group.get("CreationTime"), status=group.get("Status")))
+        if instance_ids and item["instance_id"] not in instance_ids:
+            continue
+        if run_id and item["run_id"] != run_id:
+            continue
+        result.append(item)
+    return order_sets(result)
+
+
+def delete_alicloud_set(api, item):
+    outcomes = delete_snapshot_group(api, item["set_id"])
+    if outcomes is None:
+        return dict(deleted_snapshot_ids=[], already_gone_snapshot_ids=[m["snapshot_id"] for m in item["members"]],
+                    remaining_snapshot_ids=[], error=None)
+    failed = [o for o in outcomes if not o["ok"]]
+    result = dict(deleted_snapshot_ids=[o["snapshot_id"] for o in outcomes if o["ok"]], already_gone_snapshot_ids=[],
+                  remaining_snapshot_ids=[o["snapshot_id"] for o in failed], error=None)
+    if failed:
+        first = failed[0]
+        result["error"] = dict(code=first["code"] or "DeleteFailed",
+                               message=f"DeleteSnapshotGroup kept {len(failed)} of {len(outcomes)} snapshots: "
+                                       f"{first['snapshot_id']}: {first['message'] or first['code']}")
+    return result
+
+
+# --- finding, for both providers -------------------------------------------------------
+
+
+def find_sets(module, provider, instance_ids=None, run_id=None, set_ids=None, now=None):
+    if provider == "aws":
+        return find_aws_sets(module.aws_client("ec2"), instance_ids=instance_ids, run_id=run_id, set_ids=set_ids, now=now)
+    return find_alicloud_sets(module.alicloud, instance_ids=instance_ids, run_id=run_id, set_ids=set_ids, now=now)
+
+
+def summary(item):
+    """A set in a prune result: enough to identify it, not every member's detail."""
+    return dict(set_id=item["set_id"], instance_id=item["instance_id"], run_id=item["run_id"], created=item["created"],
+                consistency=item["consistency"], delete_after=item["delete_after"],
+                snapshot_ids=[m["snapshot_id"] for m in item["members"]])
+
+
+# --- pruning ---------------------------------------------------------------------------
+
+
+def protected_sets(sets):
+    """{instance_id: set_id} of each instance's newest application- (or offline-) consistent set.
+
+    A complete set is preferred: a set still being taken may yet fail, so the
+    last finished one stays protected until it has.
+    """
+    best = {}
+    for item in order_sets(sets):
+        if not ss.at_least(item["consistency"], "application"):
+            continue
+        instance = item["instance_id"]
+        current = best.get(instance)
+        if current is None or (item["complete"] and not current["complete"]):
+            best[instance] = item
+    return {instance: item["set_id"] for instance, item in best.items()}
+
+
+def plan_prune(sets, now, expired=True, keep=None, protect_newest_application=True, run_id=None):
+    """Decide, for every set, whether the rules delete it.
+
+    ``sets`` are all the sets of the instances concerned: ranks and protection
+    are worked out over all of them, while ``run_id`` limits which may be deleted.
+    Returns (delete, kept): lists of (set, reasons) and (set, reason code, reason).
+    """
+    protected = protected_sets(sets) if protect_newest_application else {}
+    rank = {}
+    counts = {}
+    for item in order_sets(sets):
+        instance = item["instance_id"]
+        rank[item["set_id"]] = counts.get(instance, 0)
+        counts[instance] = rank[item["set_id"]] + 1
+    delete, kept = [], []
+    for item in order_sets(sets):
+        if run_id and item["run_id"] != run_id:
+            continue
+        reasons = []
+        if expired and item["delete_after"] and ss.parse_instant(item["delete_after"]) is not None \
+                and ss.parse_instant(item["delete_after"]) <= now:
+            reasons.append(f"expired at {item['delete_after']}")
+        if keep is not None and rank[item["set_id"]] >= keep:
+            reasons.append(f"older than the {keep} newest sets of its instance")
+        if not reasons:
+            kept.append((item,) + _why_kept(item, expired, keep, rank[item["set_id"]]))
+        elif protected.get(item["instance_id"]) == item["set_id"]:
+            kept.append((item, KEPT_NEWEST_APPLICATION,
+                         f"the newest {item['consistency']}-consistent set of {item['instance_id']} "
+                         "(protect_newest_application)"))
+        else:
+            delete.append((item, reasons))
+    return delete, kept
+
+
+def _why_kept(item, expired, keep, position):
+    if keep is not None and position < keep:
+        return KEPT_WITHIN_KEEP, f"one of the {keep} newest sets of {item['instance_id']}"
+    if expired and item["delete_after"]:
+        return KEPT_NOT_EXPIRED, f"expires at {item['delete_after']}"
+    return KEPT_NO_DELETE_AFTER, "it has no appconsistent:delete-after tag"
+
+
+def blockers(provider, item, images_by_snapshot=None):
+    """Why a set cannot be deleted whole, as (reason code, reason), or None."""
+    if item["untagged_snapshot_ids"]:
+        return KEPT_UNTAGGED_MEMBERS, (f"its group holds snapshots without the {ss.TAG_SET_ID} tag of the set: "
+                                       f"{', '.join(item['untagged_snapshot_ids'])}")
+    if provider == "aws":
+        used = {m["snapshot_id"]: images_by_snapshot.get(m["snapshot_id"])
+                for m in item["members"] if (images_by_snapshot or {}).get(m["snapshot_id"])}
+    else:
+        used = {m["snapshot_id"]: [m.get("usage")] for m in item["members"] if "image" in str(m.get("usage") or "")}
+    if used:
+        text = "; ".join(f"{snap} by {', '.join(str(i) for i in images)}" for snap, images in used.items())
+        return KEPT_IN_USE_BY_IMAGE, f"snapshots are in use by images ({text}); deregister the images first"
+    return None
+
+
+class SetPrune:
+    """One snapshot_set_prune run: find, decide, check, then delete whole sets."""
+
+    def __init__(self, module, now=None):
+        self.module = module
+        self.params = module.params
+        self.provider = self.params["provider"]
+        self.now = now or ss.utcnow()
+
+    def _sets(self):
+        instance_ids = self.params.get("instance_ids") or None
+        run_id = self.params.get("run_id")
+        if instance_ids:
+            return find_sets(self.module, self.provider, instance_ids=instance_ids, now=self.now)
+        if run_id:
+            # Ranks and the protected set are per instance, over all of an instance's sets.
+            instances = sorted({s["instance_id"] for s in find_sets(self.module, self.provider, run_id=run_id, now=self.now)
+                                if s["instance_id"]})
+            return find_sets(self.module, self.provider, instance_ids=instances, now=self.now) if instances else []
+        return find_sets(self.module, self.provider, now=self.now)
+
+    def run(self):
+        params = self.params
+        if not params["expired"] and params.get("keep") is None:
+            raise ValueError("Nothing to prune by: set expired: true and/or keep: N (the number of sets to keep "
+                             "per instance).")
+        if params.get("keep") is not None and params["keep"] < 0:
+            raise ValueError(f"keep must be 0 or more, got {params['keep']}.")
+        ss.validate_run_id(params.get("run_id"))
+        sets = self._sets()
+        candidates, kept_plan = plan_prune(sets, self.now, expired=params["expired"], keep=params.get("keep"),
+                                           protect_newest_application=params["protect_newest_application"],
+                                           run_id=params.get("run_id"))
+        kept = [dict(summary(item), reason_code=code, reason=reason) for item, code, reason in kept_plan]
+        images = None
+        if self.provider == "aws" and any(not item["untagged_snapshot_ids"] for item, _ in candidates):
+            images = aws_images_by_snapshot(self.module.aws_client("ec2"))
+        to_delete = []
+        for item, reasons in candidates:
+            blocked = blockers(self.provider, item, images)
+            if blocked:
+                kept.append(dict(summary(item), reason_code=blocked[0], reason=blocked[1]))
+            else:
+                to_delete.append((item, reasons))
+        deleted, failed = [], []
+        changed = False
+        for item, reasons in to_delete:
+            entry = dict(summary(item), reasons=reasons)
+            if self.module.check_mode:
+                deleted.append(entry)
+                changed = True
+                continue
+            outcome = delete_aws_set(self.module.aws_client("ec2"), item) if self.provider == "aws" else \
+                delete_alicloud_set(self.module.alicloud, item)
+            changed = changed or bool(outcome["deleted_snapshot_ids"])
+            entry.update(outcome)
+            if outcome["error"]:
+                failed.append(entry)
+            elif outcome["deleted_snapshot_ids"]:
+                deleted.append(entry)
+        in_scope = [item["set_id"] for item in order_sets(sets)
+                    if not params.get("run_id") or item["run_id"] == params["run_id"]]
+        gone = {e["set_id"] for e in deleted} | {e["set_id"] for e in failed if e["deleted_snapshot_ids"]}
+        result = dict(changed=changed, deleted=deleted, kept=kept, failed_sets=failed,
+                      diff=dict(before=dict(set_ids=in_scope), after=dict(set_ids=[s for s in in_scope if s not in gone])))
+        return result
+
+
+class SetInfo:
+    """One snapshot_set_info run."""
+
+    def __init__(self, module, now=None):
+        self.module = module
+        self.now = now
+
+    def run(self):
+        params = self.module.params
+        ss.validate_run_id(params.get("run_id"))
+        sets = find_sets(self.module, params["provider"], instance_ids=params.get("instance_ids") or None,
+                         run_id=params.get("run_id"), set_ids=params.get("set_ids") or None, now=self.now)
+        return select_sets(sets, min_consistency=params.get("min_consistency"), newest_only=params["newest_only"])

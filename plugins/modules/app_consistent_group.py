@@ -1,0 +1,343 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# Copyright: Contributors to the appconsistent.snapshots collection
+# GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
+
+DOCUMENTATION = r"""
+module: app_consistent_group
+short_description: One point-in-time snapshot set per instance, at the consistency asked for, on Alibaba Cloud or AWS
+version_added: 0.1.0
+description:
+  - Makes one point-in-time set of all (or selected) disks of each of one or many instances.
+  - O(consistency=application) quiesces the applications (pre/post scripts and a filesystem freeze on Linux,
+    VSS writers on Windows); V(filesystem) only freezes (Windows without writers); V(crash) involves no agent.
+  - B(Alibaba Cloud): V(application) and V(filesystem) run the Cloud Assistant C(app-snapshot-plugin)
+    (C(app-snapshot-plugin-win) on Windows) with one RunCommand per 100 instances that share a command line;
+    the plug-in's exit code is mapped to its meaning, the group id read from its output, and the consistency
+    from the snapshots' C(AppConsistent)/C(FsConsistent) tags. V(crash) calls CreateSnapshotGroup directly.
+  - B(AWS Linux): the freeze helper (installed by the C(consistency_scripts) role) runs the prescript and freezes
+    the data filesystems through SSM; the controller calls CreateSnapshots as soon as an instance is frozen, and
+    the thaw follows at once. The helper's watchdog thaws on the instance at O(freeze_timeout) whatever happens
+    to the controller. B(AWS Windows) runs the VSS document, as M(appconsistent.snapshots.vss_snapshot) does.
+  - The consistency reported and tagged is what was achieved, never what was asked; O(on_fallback) decides what
+    a shortfall does to the task.
+author:
+  - appconsistent.snapshots contributors
+options:
+  provider:
+    description: The cloud of the instances.
+    type: str
+    required: true
+    choices: [alicloud, aws]
+  consistency:
+    description:
+      - The consistency to reach. V(application) needs the pre/post scripts on Linux (both providers) and the VSS
+        writers on Windows.
+    type: str
+    default: application
+    choices: [application, filesystem, crash]
+  instance_ids:
+    description:
+      - The instances. Cloud Assistant takes 100 per command and SSM 50; larger lists are sent in batches.
+    type: list
+    elements: str
+    required: true
+  disk_ids:
+    description:
+      - Only these disks (Alibaba C(d-...)) or volumes (AWS C(vol-...)) of the instances. Each must be attached to one
+        of them.
+    type: list
+    elements: str
+  exclude_disk_ids:
+    description:
+      - All disks of the instances but these.
+    type: list
+    elements: str
+  exclude_boot_disk:
+    description:
+      - Leave the system disk (boot volume) out of the set.
+    type: bool
+    default: false
+  name:
+    description:
+      - Name of the snapshot-consistent group (Alibaba Cloud); a letter first, then letters, digits and C(_ . : -).
+      - Defaults to C(appconsistent-<UTC time>).
+    type: str
+  description:
+    description:
+      - Description of the group and its snapshots.
+    type: str
+  pre_script_path:
+    description:
+      - The prescript on Linux instances; it must be owned by root with mode 0700 in a directory that others cannot
+        write, or it is not run and the set is only filesystem-consistent.
+    type: path
+    default: /usr/local/lib/appconsistent/prescript.sh
+  post_script_path:
+    description:
+      - The postscript on Linux instances, with the same requirements as O(pre_script_path).
+    type: path
+    default: /usr/local/lib/appconsistent/postscript.sh
+  freeze:
+    description:
+      - Freeze the filesystems on Linux (the plug-in's C(EnableFsFreeze)); with V(false) only the scripts quiesce the
+        applications, and on AWS the set is then reported crash-consistent.
+    type: bool
+    default: true
+  freeze_timeout:
+    description:
+      - The longest the filesystems may stay frozen, in seconds (the plug-in's C(TimeoutInSeconds); the freeze
+        helper's watchdog deadline on AWS).
+    type: int
+    default: 30
+  script_timeout:
+    description:
+      - The longest each pre/post script may run, in seconds (C(ScriptTimeoutInSeconds)).
+    type: int
+    default: 1800
+  ram_role_name:
+    description:
+      - Alibaba Cloud, O(consistency=application) or V(filesystem) - the RAM role attached to the instances, which the
+        plug-in uses to call the ECS API from inside them.
+    type: str
+  enable_writers:
+    description:
+      - Alibaba Cloud Windows - involve the VSS writers (C(EnableWriters)). Only used with O(consistency=application).
+    type: bool
+    default: true
+  mounts:
+    description:
+      - AWS Linux - the data mount points to freeze, or V(auto) for every data filesystem on an EBS volume of the
+        instance. C(/) and C(/boot) are never frozen.
+    type: list
+    elements: str
+    default: [auto]
+  freeze_helper_path:
+    description:
+      - AWS Linux - where the C(consistency_scripts) role installed the freeze helper.
+    type: path
+    default: /usr/local/lib/appconsistent/appconsistent-freeze
+  max_concurrency:
+    description:
+      - AWS - how many instances SSM runs a command on at the same time (number or percentage).
+    type: str
+    default: "50"
+  max_errors:
+    description:
+      - AWS - how many failures make SSM stop sending a command to the rest of a batch. The default lets every
+        instance run.
+    type: str
+    default: "100%"
+  delivery_timeout:
+    description:
+      - AWS - seconds SSM waits for an instance to pick up a command.
+    type: int
+    default: 600
+extends_documentation_fragment:
+  - appconsistent.snapshots.snapshot_set
+  - appconsistent.snapshots.wait
+  - appconsistent.snapshots.alicloud
+  - amazon.aws.common.modules
+  - amazon.aws.region.modules
+  - amazon.aws.boto3
+  - ansible.builtin.action_common_attributes
+attributes:
+  check_mode:
+    support: full
+    details:
+      - Reports per instance the command line or API call that would be made and the disks it would capture.
+  diff_mode:
+    support: none
+  platform:
+    platforms: [aws, alicloud]
+"""
+
+EXAMPLES = r"""
+- name: Application-consistent groups of two Alibaba Cloud database servers
+  appconsistent.snapshots.app_consistent_group:
+    provider: alicloud
+    instance_ids: [i-bp1example000000001, i-bp1example000000002]
+    ram_role_name: AppSnapshotRole
+    run_id: "{{ tower_job_id | default('manual') }}"
+    delete_after: 7d
+
+- name: Filesystem-consistent sets of AWS Linux instances, data volumes only
+  appconsistent.snapshots.app_consistent_group:
+    provider: aws
+    consistency: filesystem
+    instance_ids: [i-0123456789abcdef0]
+    exclude_boot_disk: true
+    mounts: [/data]
+
+- name: Crash-consistent group, no agent involved, a warning instead of a failure
+  appconsistent.snapshots.app_consistent_group:
+    provider: alicloud
+    consistency: crash
+    instance_ids: [i-bp1example000000001]
+    on_fallback: warn
+"""
+
+RETURN = r"""
+results:
+  description: One entry per instance, in the order given.
+  returned: always
+  type: list
+  elements: dict
+  contains:
+    instance_id:
+      description: The instance.
+      type: str
+    provider:
+      description: C(alicloud) or C(aws).
+      type: str
+    platform:
+      description: C(linux) or C(windows).
+      type: str
+    status:
+      description:
+        - The agent command's status on the instance (C(Success), C(Failed), ...), C(Created) for a crash set,
+          C(NotSent) when the preflight refused the instance, C(Existing) when a set with the run id exists,
+          C(WouldRun) in check mode.
+      type: str
+    set_id:
+      description: The set's id (Alibaba Cloud - the C(ssg-...) group id).
+      type: str
+    consistency_requested:
+      description: The consistency asked for.
+      type: str
+    consistency:
+      description: What the set achieved (C(application), C(filesystem), C(crash)), or C(none) without a usable set.
+      type: str
+    snapshots:
+      description: The snapshots of the set (id, disk or volume id, device, state, tags).
+      type: list
+      elements: dict
+    exit_code:
+      description: Alibaba Cloud - the plug-in's exit code; AWS - the freeze helper's.
+      type: int
+      returned: when the agent ran
+    exit_meaning:
+      description: Alibaba Cloud - what the plug-in's exit code means.
+      type: str
+      returned: when the plug-in ran
+    invocation_id:
+      description: Alibaba Cloud - the Cloud Assistant invocation.
+      type: str
+      returned: when the plug-in ran
+    command_ids:
+      description: AWS - the SSM commands sent to the instance.
+      type: list
+      elements: str
+    freeze_window:
+      description: AWS Linux - seconds the filesystems were frozen, from the helper's own timestamps.
+      type: float
+      returned: when measured
+    error:
+      description: What went wrong (C(code), C(message)) and what to do about it.
+      type: dict
+      returned: on failure or fallback
+    plan:
+      description: What would be done.
+      type: dict
+      returned: in check mode
+failed_instances:
+  description: Instances without a set of the requested consistency, with the reason.
+  returned: always
+  type: list
+  elements: dict
+"""
+
+from ansible_collections.appconsistent.snapshots.plugins.module_utils import snapshot_set as ss
+from ansible_collections.appconsistent.snapshots.plugins.module_utils.alicloud import AlibabaCloudError
+from ansible_collections.appconsistent.snapshots.plugins.module_utils.aws import AppConsistentAWSError
+from ansible_collections.appconsistent.snapshots.plugins.module_utils.group_alicloud import AlicloudGroupRun
+from ansible_collections.appconsistent.snapshots.plugins.module_utils.group_aws import AwsGroupRun
+from ansible_collections.appconsistent.snapshots.plugins.module_utils.module import AppConsistentModule
+
+
+def argument_spec():
+    return dict(
+        provider=dict(type="str", required=True, choices=["alicloud", "aws"]),
+        consistency=dict(type="str", default="application", choices=["application", "filesystem", "crash"]),
+        instance_ids=dict(type="list", elements="str", required=True),
+        disk_ids=dict(type="list", elements="str"),
+        exclude_disk_ids=dict(type="list", elements="str"),
+        exclude_boot_disk=dict(type="bool", default=False),
+        name=dict(type="str"),
+        description=dict(type="str"),
+        tags=dict(type="dict", default={}),
+        run_id=dict(type="str"),
+        delete_after=dict(type="str"),
+        on_fallback=dict(type="str", default="fail", choices=["fail", "warn"]),
+        wait=dict(type="bool", default=True),
+        wait_timeout=dict(type="int", default=900),
+        wait_for_completion=dict(type="bool", default=False),
+        completion_timeout=dict(type="int", default=14400),
+        pre_script_path=dict(type="path", default="/usr/local/lib/appconsistent/prescript.sh"),
+        post_script_path=dict(type="path", default="/usr/local/lib/appconsistent/postscript.sh"),
+        freeze=dict(type="bool", default=True),
+        freeze_timeout=dict(type="int", default=30),
+        script_timeout=dict(type="int", default=1800),
+        ram_role_name=dict(type="str"),
+        enable_writers=dict(type="bool", default=True),
+        mounts=dict(type="list", elements="str", default=["auto"]),
+        freeze_helper_path=dict(type="path", default="/usr/local/lib/appconsistent/appconsistent-freeze"),
+        max_concurrency=dict(type="str", default="50"),
+        max_errors=dict(type="str", default="100%"),
+        delivery_timeout=dict(type="int", default=600),
+    )
+
+
+def summarize(outcomes, requested, on_fallback):
+    results, failed, warnings = [], [], []
+    for instance_id, outcome in outcomes.items():
+        results.append(outcome.to_dict())
+        if outcome.status in ("WouldRun", "InProgress") and not outcome.error:
+            continue
+        if outcome.consistency != "none" and ss.at_least(outcome.consistency, requested):
+            if outcome.error:
+                warnings.append(f"{instance_id}: {outcome.error['message']}")
+            continue
+        reason = outcome.error["message"] if outcome.error else \
+            f"the set is {outcome.consistency}-consistent, not {requested}-consistent"
+        if outcome.consistency != "none" and on_fallback == "warn":
+            warnings.append(f"{instance_id}: only {outcome.consistency}-consistent ({reason}); kept because on_fallback "
+                            "is warn")
+        else:
+            failed.append(dict(instance_id=instance_id, consistency=outcome.consistency, reason=reason))
+    changed = any(o.changed for o in outcomes.values())
+    return dict(changed=changed, results=results, failed_instances=failed), warnings
+
+
+def main():
+    module = AppConsistentModule(
+        argument_spec=argument_spec(),
+        mutually_exclusive=[["disk_ids", "exclude_disk_ids"]],
+        required_if=[["provider", "alicloud", ["alicloud_region"]]],
+        supports_check_mode=True,
+    )
+    provider = module.params["provider"]
+    runner = AlicloudGroupRun(module) if provider == "alicloud" else AwsGroupRun(module)
+    try:
+        outcomes = runner.run()
+    except ValueError as exc:
+        module.fail_json(msg=str(exc))
+    except AlibabaCloudError as exc:
+        module.fail_alicloud(exc)
+    except AppConsistentAWSError as exc:
+        module.fail_aws(exc)
+    requested = module.params["consistency"]
+    result, warnings = summarize(outcomes, requested, module.params["on_fallback"])
+    for warning in warnings:
+        module.warn(warning)
+    if result["failed_instances"]:
+        failed = result["failed_instances"]
+        names = "; ".join(f"{f['instance_id']}: {f['reason']}" for f in failed[:5])
+        more = f" (and {len(failed) - 5} more)" if len(failed) > 5 else ""
+        module.fail_json(msg=f"{len(failed)} of {len(result['results'])} instances have no {requested}-consistent set: "
+                             f"{names}{more}", **result)
+    module.exit_json(**result)
+
+
+if __name__ == "__main__":
+    main()

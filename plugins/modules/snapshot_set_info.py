@@ -1,0 +1,240 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# Copyright: Contributors to the appconsistent.snapshots collection
+# GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
+
+DOCUMENTATION = r"""
+module: snapshot_set_info
+short_description: List application-consistent snapshot sets, found from their tags
+version_added: 0.1.0
+description:
+  - Lists the snapshot sets of one provider, grouped from the C(appconsistent:*) tags of their member snapshots,
+    so that any controller sees the same sets without a local state file.
+  - On AWS, the snapshots of this account in the region are read with one paginated, tag-filtered
+    C(DescribeSnapshots) listing; every snapshot that carries C(appconsistent:set-id) is a member of the set it names.
+  - On Alibaba Cloud, a set is a snapshot-consistent group (its C(ssg-) id is the set id) whose snapshots carry the
+    C(appconsistent:set-id) tag. The groups are read with C(DescribeSnapshotGroups) and their snapshots' state, size
+    and tags with C(DescribeSnapshots) (100 snapshots per request). Groups that are not sets are not listed.
+  - Never changes anything. Returns an empty list when nothing matches.
+author:
+  - appconsistent.snapshots contributors
+options:
+  provider:
+    description:
+      - The cloud whose sets are listed.
+      - V(aws) uses the AWS connection options (O(region), O(endpoint_url), ...), V(alicloud) the Alibaba Cloud ones
+        (O(alicloud_region), O(alicloud_endpoint), ...).
+    type: str
+    required: true
+    choices: [aws, alicloud]
+  instance_ids:
+    description:
+      - Only the sets of these instances (the C(appconsistent:instance-id) tag).
+    type: list
+    elements: str
+  run_id:
+    description:
+      - Only the sets taken with this run id (the C(appconsistent:run-id) tag).
+    type: str
+  set_ids:
+    description:
+      - Only these sets (AWS set ids such as C(acs-20261123t060000-1a2b3c4d), Alibaba C(ssg-) group ids).
+    type: list
+    elements: str
+  min_consistency:
+    description:
+      - Only sets at least this consistent, where V(crash) < V(filesystem) < V(application) < V(offline).
+      - A set is as consistent as its weakest member.
+    type: str
+    choices: [crash, filesystem, application, offline]
+  newest_only:
+    description:
+      - Return only the newest set of each instance, among the sets that pass the other filters (with
+        O(min_consistency=application), the newest application-consistent set of each instance).
+    type: bool
+    default: false
+extends_documentation_fragment:
+  - appconsistent.snapshots.alicloud
+  - amazon.aws.common.modules
+  - amazon.aws.region.modules
+  - amazon.aws.boto3
+  - ansible.builtin.action_common_attributes
+attributes:
+  check_mode:
+    support: full
+  diff_mode:
+    support: N/A
+    details:
+      - The module changes nothing.
+  platform:
+    platforms: [aws, alicloud]
+"""
+
+EXAMPLES = r"""
+- name: The newest application-consistent set of each instance of a run
+  appconsistent.snapshots.snapshot_set_info:
+    provider: aws
+    run_id: "{{ awx_job_id }}"
+    min_consistency: application
+    newest_only: true
+  register: backup
+
+- name: Every set of two Alibaba Cloud instances
+  appconsistent.snapshots.snapshot_set_info:
+    provider: alicloud
+    instance_ids:
+      - i-bp1abcdefghijklmnop
+      - i-bp1qrstuvwxyzabcdef
+  register: sets
+
+- name: Fail when an instance has no complete set
+  ansible.builtin.assert:
+    that: backup.sets | selectattr('complete') | list | length == backup.sets | length
+"""
+
+RETURN = r"""
+sets:
+  description: The sets that match, by instance and newest first.
+  returned: always
+  type: list
+  elements: dict
+  contains:
+    provider:
+      description: V(aws) or V(alicloud).
+      type: str
+      sample: aws
+    set_id:
+      description: The set's id (Alibaba Cloud: the snapshot-consistent group id).
+      type: str
+      sample: acs-20261123t060000-1a2b3c4d
+    instance_id:
+      description: The instance the set was taken of.
+      type: str
+      sample: i-0123456789abcdef0
+    run_id:
+      description: The run id the set was taken with, if any.
+      type: str
+      sample: CHG0042
+    created:
+      description: When the set was taken (UTC; AWS the earliest member start time, Alibaba Cloud the group's creation time).
+      type: str
+      sample: "2026-11-23T06:00:00Z"
+    consistency:
+      description:
+        - The weakest member's C(appconsistent:consistency) tag (V(crash), V(filesystem), V(application) or V(offline)),
+          or null when a member has none.
+      type: str
+      sample: application
+    complete:
+      description: Whether every member snapshot has completed (AWS V(completed), Alibaba Cloud V(accomplished)).
+      type: bool
+      sample: true
+    delete_after:
+      description: The C(appconsistent:delete-after) instant, or null when the set has no expiry.
+      type: str
+      sample: "2026-11-30T06:00:00Z"
+    expired:
+      description: Whether O(ignore:delete_after) has passed.
+      type: bool
+      sample: false
+    size_gib:
+      description: The sum of the source volume (disk) sizes in GiB, as the provider gives them.
+      type: int
+      sample: 58
+    full_snapshot_size_bytes:
+      description:
+        - The sum of the members' full snapshot sizes in bytes, when the provider gives it for every member
+          (AWS and Alibaba Cloud C(FullSnapshotSizeInBytes)); null otherwise.
+      type: int
+      sample: 1073741824
+    group_status:
+      description: The snapshot-consistent group's own status (V(progressing), V(accomplished), V(failed)).
+      type: str
+      returned: for Alibaba Cloud sets
+      sample: accomplished
+    untagged_snapshot_ids:
+      description:
+        - Snapshots of the Alibaba Cloud group that do not carry the set's C(appconsistent:set-id) tag.
+          M(appconsistent.snapshots.snapshot_set_prune) does not delete a group that holds any.
+      type: list
+      elements: str
+      sample: []
+    members:
+      description: The set's snapshots.
+      type: list
+      elements: dict
+      contains:
+        snapshot_id:
+          description: Snapshot ID.
+          type: str
+          sample: snap-0123456789abcdef0
+        volume_id:
+          description: Source volume.
+          type: str
+          returned: for AWS sets
+        disk_id:
+          description: Source disk.
+          type: str
+          returned: for Alibaba Cloud sets
+        device:
+          description: The device the volume was attached at (C(appconsistent:device), or AWS VSS's C(Device) tag).
+          type: str
+          sample: /dev/xvdf
+        size_gib:
+          description: Size of the source volume or disk in GiB.
+          type: int
+          sample: 50
+        state:
+          description: The provider's snapshot state (AWS V(pending), V(completed), V(error); Alibaba Cloud
+            V(progressing), V(accomplished), V(failed)).
+          type: str
+          sample: completed
+        progress:
+          description: The provider's progress, for example C(100%).
+          type: str
+        start_time:
+          description: When the snapshot was started.
+          type: str
+        storage_tier:
+          description: AWS C(StorageTier) (V(standard), V(archive)); Alibaba Cloud snapshot C(Category).
+          type: str
+        full_snapshot_size_bytes:
+          description: The provider's C(FullSnapshotSizeInBytes), when it gives it.
+          type: int
+        tags:
+          description: The snapshot's tags as a dict.
+          type: dict
+"""
+
+from ansible_collections.appconsistent.snapshots.plugins.module_utils.module import AppConsistentModule
+from ansible_collections.appconsistent.snapshots.plugins.module_utils.alicloud import AlibabaCloudError
+from ansible_collections.appconsistent.snapshots.plugins.module_utils.aws import AppConsistentAWSError
+from ansible_collections.appconsistent.snapshots.plugins.module_utils.set_inventory import SetInfo
+
+
+def argument_spec():
+    return dict(
+        provider=dict(type="str", required=True, choices=["aws", "alicloud"]),
+        instance_ids=dict(type="list", elements="str"),
+        run_id=dict(type="str"),
+        set_ids=dict(type="list", elements="str"),
+        min_consistency=dict(type="str", choices=["crash", "filesystem", "application", "offline"]),
+        newest_only=dict(type="bool", default=False),
+    )
+
+
+def main():
+    module = AppConsistentModule(argument_spec=argument_spec(), supports_check_mode=True)
+    try:
+        sets = SetInfo(module).run()
+    except ValueError as exc:
+        module.fail_json(msg=str(exc))
+    except AppConsistentAWSError as exc:
+        module.fail_aws(exc)
+    except AlibabaCloudError as exc:
+        module.fail_alicloud(exc)
+    module.exit_json(changed=False, sets=sets)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,236 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# Copyright: Contributors to the appconsistent.snapshots collection
+# GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
+
+DOCUMENTATION = r"""
+module: snapshot_set_prune
+short_description: Delete expired or surplus snapshot sets, whole sets at a time
+version_added: 0.1.0
+description:
+  - Deletes the snapshot sets whose C(appconsistent:delete-after) instant has passed (O(expired=true)) and/or the sets
+    beyond the O(keep) newest of each instance. A set goes when any rule that is turned on selects it.
+  - Only sets are touched, found from their tags as M(appconsistent.snapshots.snapshot_set_info) finds them; a snapshot
+    without the C(appconsistent:set-id) tag is never deleted.
+  - Each instance's newest application-consistent (or offline) set is kept, whatever the rules say, unless
+    O(protect_newest_application=false). A complete set is preferred to one still in progress.
+  - A set is removed whole or not at all. Before anything is deleted, every member is checked; a set with a member in
+    use by an image (an AWS AMI, an Alibaba Cloud custom image) or, on Alibaba Cloud, a group that holds a snapshot
+    without the set's tag, is kept and reported with the reason.
+  - On AWS each member is deleted with C(DeleteSnapshot); a member that is already gone counts as deleted. On Alibaba
+    Cloud C(DeleteSnapshotGroup) deletes the group and its snapshots. Should the provider still refuse a member at that
+    point, the set is reported in RV(failed_sets) with the snapshots deleted and those left, and the task fails.
+  - In check mode, lists what would be deleted and kept, and deletes nothing.
+author:
+  - appconsistent.snapshots contributors
+options:
+  provider:
+    description:
+      - The cloud whose sets are pruned.
+    type: str
+    required: true
+    choices: [aws, alicloud]
+  instance_ids:
+    description:
+      - Only prune the sets of these instances.
+    type: list
+    elements: str
+  run_id:
+    description:
+      - Only delete sets taken with this run id.
+      - The O(keep) ranking and the protected newest application-consistent set are still worked out over all the sets
+        of each instance concerned, so pruning one run never removes an instance's last good set.
+    type: str
+  expired:
+    description:
+      - Delete the sets whose C(appconsistent:delete-after) instant has passed.
+      - Sets without the tag never expire.
+    type: bool
+    default: true
+  keep:
+    description:
+      - Delete the sets of each instance beyond the O(keep) newest, whatever their expiry.
+      - O(keep) limits how many sets an instance keeps; it does not stop O(expired=true) from deleting an expired set
+        among the newest. The set that O(protect_newest_application) protects is kept in any case.
+    type: int
+  protect_newest_application:
+    description:
+      - Keep each instance's newest application- (or offline-) consistent set even when a rule selects it.
+      - With V(false), the rules alone decide, and an instance can be left without any application-consistent set.
+    type: bool
+    default: true
+extends_documentation_fragment:
+  - appconsistent.snapshots.alicloud
+  - amazon.aws.common.modules
+  - amazon.aws.region.modules
+  - amazon.aws.boto3
+  - ansible.builtin.action_common_attributes
+attributes:
+  check_mode:
+    support: full
+    details:
+      - Returns in RV(deleted) the sets that would be deleted, with RV(ignore:changed=true) when there are any.
+  diff_mode:
+    support: full
+    details:
+      - The set ids in scope before and after.
+  platform:
+    platforms: [aws, alicloud]
+"""
+
+EXAMPLES = r"""
+- name: Delete the sets whose retention has passed
+  appconsistent.snapshots.snapshot_set_prune:
+    provider: aws
+
+- name: Keep the three newest sets of each instance, and none that has expired
+  appconsistent.snapshots.snapshot_set_prune:
+    provider: alicloud
+    keep: 3
+
+- name: Remove the pre-patch sets of a finished change, but never an instance's last application-consistent set
+  appconsistent.snapshots.snapshot_set_prune:
+    provider: aws
+    run_id: CHG0042
+    expired: false
+    keep: 0
+  register: pruned
+
+- name: Show what was kept and why
+  ansible.builtin.debug:
+    msg: "{{ pruned.kept | map(attribute='reason') | list }}"
+"""
+
+RETURN = r"""
+deleted:
+  description: The sets deleted (in check mode, the sets that would be deleted), by instance and newest first.
+  returned: always
+  type: list
+  elements: dict
+  contains:
+    set_id:
+      description: The set's id.
+      type: str
+      sample: acs-20261123t060000-1a2b3c4d
+    instance_id:
+      description: The instance the set was taken of.
+      type: str
+    run_id:
+      description: The set's run id.
+      type: str
+    created:
+      description: When the set was taken (UTC).
+      type: str
+    consistency:
+      description: The set's consistency.
+      type: str
+    delete_after:
+      description: The set's C(appconsistent:delete-after) instant.
+      type: str
+    snapshot_ids:
+      description: The set's snapshots.
+      type: list
+      elements: str
+    reasons:
+      description: The rules that selected the set.
+      type: list
+      elements: str
+      sample: ["expired at 2026-11-20T06:00:00Z"]
+    deleted_snapshot_ids:
+      description: The snapshots this run deleted.
+      type: list
+      elements: str
+      returned: when not in check mode
+    already_gone_snapshot_ids:
+      description: Members that no longer existed when they were to be deleted.
+      type: list
+      elements: str
+      returned: when not in check mode
+kept:
+  description: The sets in scope that were kept, with the reason.
+  returned: always
+  type: list
+  elements: dict
+  contains:
+    set_id:
+      description: The set's id.
+      type: str
+    instance_id:
+      description: The instance the set was taken of.
+      type: str
+    snapshot_ids:
+      description: The set's snapshots.
+      type: list
+      elements: str
+    reason_code:
+      description:
+        - V(not_expired), V(no_delete_after), V(within_keep), V(newest_application) (protected by
+          O(protect_newest_application)), V(in_use_by_image), V(untagged_members).
+      type: str
+      sample: newest_application
+    reason:
+      description: The reason as a sentence.
+      type: str
+failed_sets:
+  description:
+    - Sets the provider refused to delete completely. The task fails when there is any.
+  returned: always
+  type: list
+  elements: dict
+  contains:
+    set_id:
+      description: The set's id.
+      type: str
+    deleted_snapshot_ids:
+      description: Members that were deleted before the refusal.
+      type: list
+      elements: str
+    remaining_snapshot_ids:
+      description: Members that still exist.
+      type: list
+      elements: str
+    error:
+      description: The provider's error (C(code), C(message)).
+      type: dict
+"""
+
+from ansible_collections.appconsistent.snapshots.plugins.module_utils.module import AppConsistentModule
+from ansible_collections.appconsistent.snapshots.plugins.module_utils.alicloud import AlibabaCloudError
+from ansible_collections.appconsistent.snapshots.plugins.module_utils.aws import AppConsistentAWSError
+from ansible_collections.appconsistent.snapshots.plugins.module_utils.set_inventory import SetPrune
+
+
+def argument_spec():
+    return dict(
+        provider=dict(type="str", required=True, choices=["aws", "alicloud"]),
+        instance_ids=dict(type="list", elements="str"),
+        run_id=dict(type="str"),
+        expired=dict(type="bool", default=True),
+        keep=dict(type="int"),
+        protect_newest_application=dict(type="bool", default=True),
+    )
+
+
+def main():
+    module = AppConsistentModule(argument_spec=argument_spec(), supports_check_mode=True)
+    try:
+        result = SetPrune(module).run()
+    except ValueError as exc:
+        module.fail_json(msg=str(exc))
+    except AppConsistentAWSError as exc:
+        module.fail_aws(exc)
+    except AlibabaCloudError as exc:
+        module.fail_alicloud(exc)
+    diff = result.pop("diff")
+    if module._diff:  # pylint: disable=protected-access
+        result["diff"] = diff
+    if result["failed_sets"]:
+        failed = result["failed_sets"]
+        names = "; ".join(f"{f['set_id']}: {f['error']['message']}" for f in failed[:5])
+        module.fail_json(msg=f"{len(failed)} sets could not be deleted completely: {names}. "
+                             "The snapshots left are listed in failed_sets[].remaining_snapshot_ids.", **result)
+    module.exit_json(**result)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,222 @@
+"""app_consistent_group on Alibaba Cloud, against the Alibaba twin through ansible-playbook."""
+
+import pytest
+
+ACG = "appconsistent.snapshots.app_consistent_group"
+ROLE = "AppSnapshotRole"
+LINUX = {"provider": "alicloud", "platform": "linux", "state": "running", "role": ROLE, "zone": "cn-hangzhou-h",
+         "volumes": [{"device": "/dev/xvda", "size": 40, "type": "cloud_essd", "boot": True},
+                     {"device": "/dev/xvdb", "size": 100, "type": "cloud_essd"}]}
+WINDOWS = dict(LINUX, platform="windows")
+
+
+def fleet(*instances, **extra):
+    doc = {"instances": [dict(LINUX, **i) for i in instances]}
+    doc.update(extra)
+    return doc
+
+
+def ids(twins, *names):
+    known = twins.endpoints["alicloud"]["instances"]
+    return [known[n] for n in names]
+
+
+def by_instance(result):
+    return {r["instance_id"]: r for r in result["results"]}
+
+
+def snapshot_tags(twins, snapshot_ids):
+    import json
+    from alibabacloud_ecs20140526 import models
+    client = twins.ecs_client()
+    body = client.describe_snapshots(models.DescribeSnapshotsRequest(
+        region_id=twins.endpoints["alicloud"]["region"], snapshot_ids=json.dumps(snapshot_ids))).body.to_map()
+    return {s["SnapshotId"]: {t["TagKey"]: t["TagValue"] for t in (s.get("Tags") or {}).get("Tag", [])}
+            for s in body["Snapshots"]["Snapshot"]}
+
+
+@pytest.mark.parametrize("platform, consistency, evidence", [
+    ("linux", "application", "AppConsistent"),
+    ("linux", "filesystem", "FsConsistent"),
+    ("windows", "application", "AppConsistent"),
+    ("windows", "filesystem", "FsConsistent"),
+    ("linux", "crash", None),
+    ("windows", "crash", None),
+])
+def test_each_consistency_level(twin_factory, run_tasks, platform, consistency, evidence):
+    twins = twin_factory(fleet({"name": "db", "platform": platform}), aws=False)
+    (iid,) = ids(twins, "db")
+    run = run_tasks([{ACG: {"provider": "alicloud", "consistency": consistency, "instance_ids": [iid],
+                            "ram_role_name": ROLE, "run_id": "CHG-1", "delete_after": "3d", "tags": {"team": "dba"}},
+                      "register": "group"}], twins.endpoints)
+    result = run["group"]
+    assert not result.get("failed"), result.get("msg")
+    entry = result["results"][0]
+    assert entry["consistency"] == consistency and entry["consistency_requested"] == consistency
+    assert entry["set_id"].startswith("ssg-")
+    assert len(entry["snapshots"]) == 2
+    tags = snapshot_tags(twins, [s["snapshot_id"] for s in entry["snapshots"]])
+    for snapshot_id, snap_tags in tags.items():
+        assert snap_tags["appconsistent:set-id"] == entry["set_id"]
+        assert snap_tags["appconsistent:instance-id"] == iid
+        assert snap_tags["appconsistent:consistency"] == consistency
+        assert snap_tags["appconsistent:run-id"] == "CHG-1"
+        assert snap_tags["team"] == "dba"
+        assert snap_tags["appconsistent:device"] in ("/dev/xvda", "/dev/xvdb")
+        if evidence:
+            assert snap_tags[evidence].lower() == "true"
+    if consistency != "crash":
+        assert entry["exit_code"] == 0 and entry["invocation_id"].startswith("t-")
+
+
+def test_250_instances_take_three_run_commands(twin_factory, run_tasks):
+    twins = twin_factory({"generate": [{"count": 250, "provider": "alicloud", "name_prefix": "ali-", "template": LINUX}]},
+                         aws=False)
+    every = sorted(twins.endpoints["alicloud"]["instances"].values())
+    twins.stats.reset()
+    run = run_tasks([{ACG: {"provider": "alicloud", "instance_ids": every, "ram_role_name": ROLE,
+                            "name": "fleet-backup"}, "register": "group"}], twins.endpoints)
+    result = run["group"]
+    assert not result.get("failed"), result.get("msg")
+    assert len(result["results"]) == 250
+    assert {r["consistency"] for r in result["results"]} == {"application"}
+    assert len({r["set_id"] for r in result["results"]}) == 250
+    counts = twins.stats.counts("alicloud")
+    assert counts["RunCommand"] == 3
+
+
+def test_missing_scripts_give_filesystem_consistency_and_fail_the_host(twin_factory, run_tasks):
+    twins = twin_factory(fleet({"name": "ok"}, {"name": "noscripts", "faults": {"scripts_invalid": True}}), aws=False)
+    ok, bad = ids(twins, "ok", "noscripts")
+    run = run_tasks([{ACG: {"provider": "alicloud", "instance_ids": [ok, bad], "ram_role_name": ROLE},
+                      "register": "fail"},
+                     {ACG: {"provider": "alicloud", "instance_ids": [bad], "ram_role_name": ROLE, "on_fallback": "warn"},
+                      "register": "warn"}], twins.endpoints)
+    got = by_instance(run["fail"])
+    assert run["fail"]["failed"] is True
+    assert got[ok]["consistency"] == "application"
+    assert got[bad]["consistency"] == "filesystem"
+    assert [f["instance_id"] for f in run["fail"]["failed_instances"]] == [bad]
+    assert not run["warn"].get("failed")
+    assert run["warn"]["results"][0]["consistency"] == "filesystem"
+    tags = snapshot_tags(twins, [s["snapshot_id"] for s in got[bad]["snapshots"]])
+    assert {t["appconsistent:consistency"] for t in tags.values()} == {"filesystem"}
+
+
+EXIT_CASES = [
+    (0, None, "application"),
+    (1, "precondition", "none"),
+    (2, "bad_parameters", "none"),
+    (3, "not_eligible", "none"),
+    (4, "group_not_created", "none"),
+    (5, "group_failed", "none"),
+    (6, "group_timeout", "none"),
+    (7, "snapshot_failed", "none"),
+    (8, "tagging_failed", "none"),
+    (9, "prescript_failed", "none"),
+    (10, "postscript_failed", "none"),
+    (11, "freeze_failed", "none"),
+    (12, "thaw_failed", "none"),
+    (13, "no_ram_role", "none"),
+    (14, "quota_exceeded", "none"),
+    (15, "snapshot_unavailable", "none"),
+    (16, "previous_snapshot_running", "none"),
+    (255, "unknown", "none"),
+]
+
+
+@pytest.fixture(scope="module")
+def exit_code_twins(request):
+    from twin.launcher import start_twins
+    instances = [dict(LINUX, name=f"exit-{code}", faults={"plugin_exit_code": code} if code else {})
+                 for code, _n, _c in EXIT_CASES]
+    twins = start_twins({"instances": instances}, aws=False)
+    request.addfinalizer(twins.stop)
+    return twins
+
+
+def test_every_plugin_exit_code_has_its_meaning(exit_code_twins, run_tasks):
+    names = [f"exit-{code}" for code, _n, _c in EXIT_CASES]
+    iids = ids(exit_code_twins, *names)
+    run = run_tasks([{ACG: {"provider": "alicloud", "instance_ids": iids, "ram_role_name": ROLE},
+                      "register": "group"}], exit_code_twins.endpoints)
+    result = run["group"]
+    got = by_instance(result)
+    from ansible_collections.appconsistent.snapshots.plugins.module_utils.app_plugin import EXIT_CODES
+    for (code, name, consistency), iid in zip(EXIT_CASES, iids):
+        entry = got[iid]
+        assert entry["exit_code"] == code, (code, entry)
+        assert entry["exit_meaning"] == EXIT_CODES[code][1]
+        assert entry["consistency"] == consistency, (code, entry)
+        if code:
+            assert entry["exit_name"] == name
+            assert f"exit code {code}" in entry["error"]["message"]
+    assert sorted(f["instance_id"] for f in result["failed_instances"]) == sorted(iids[1:])
+
+
+@pytest.mark.parametrize("args, words", [
+    ({"name": 'bad"name'}, "name"),
+    ({"name": "a,b"}, "name"),
+    ({"name": "x=1"}, "name"),
+    ({"name": "n$(reboot)"}, "name"),
+    ({"pre_script_path": "relative/pre.sh"}, "pre_script_path"),
+    ({"post_script_path": "/opt/my scripts/post.sh"}, "post_script_path"),
+    ({"disk_ids": ["d-doesnotexist"]}, "unknown disk id"),
+    ({"disk_ids": ["d-1"], "exclude_disk_ids": ["d-2"]}, "mutually exclusive"),
+    ({"ram_role_name": None}, "needs ram_role_name"),
+    ({"description": "it's"}, "description"),
+])
+def test_bad_input_is_refused_before_any_change(twin_factory, run_tasks, args, words):
+    twins = twin_factory(fleet({"name": "db"}), aws=False)
+    (iid,) = ids(twins, "db")
+    task = {"provider": "alicloud", "instance_ids": [iid], "ram_role_name": ROLE}
+    task.update(args)
+    task = {k: v for k, v in task.items() if v is not None}
+    twins.stats.reset()
+    run = run_tasks([{ACG: task, "register": "group"}], twins.endpoints)
+    assert run["group"]["failed"] is True and words in run["group"]["msg"], run["group"]["msg"]
+    counts = twins.stats.counts("alicloud")
+    assert not any(counts.get(a) for a in ("RunCommand", "CreateSnapshotGroup", "TagResources")), counts
+
+
+def test_a_non_essd_disk_is_named(twin_factory, run_tasks):
+    twins = twin_factory(fleet({"name": "db", "volumes": [
+        {"device": "/dev/xvda", "size": 40, "type": "cloud_essd", "boot": True},
+        {"device": "/dev/xvdb", "size": 100, "type": "cloud_ssd"}]}), aws=False)
+    (iid,) = ids(twins, "db")
+    run = run_tasks([{ACG: {"provider": "alicloud", "instance_ids": [iid], "ram_role_name": ROLE}, "register": "group"}],
+                    twins.endpoints)
+    entry = run["group"]["results"][0]
+    assert entry["error"]["code"] == "NotESSD" and "cloud_ssd" in entry["error"]["message"]
+    assert entry["status"] == "NotSent"
+
+
+def test_check_mode_and_rerun_with_run_id(twin_factory, run_tasks):
+    twins = twin_factory(fleet({"name": "db"}), aws=False)
+    (iid,) = ids(twins, "db")
+    task = {ACG: {"provider": "alicloud", "instance_ids": [iid], "ram_role_name": ROLE, "run_id": "CHG-9",
+                  "exclude_boot_disk": True}}
+    twins.stats.reset()
+    check = run_tasks([dict(task, register="check")], twins.endpoints, check=True)
+    plan = check["check"]["results"][0]["plan"]
+    assert check["check"]["changed"] is True and "app-snapshot-plugin" in plan["command"]
+    assert "-ExcludeDiskId=" in plan["command"]
+    assert not twins.stats.counts("alicloud").get("RunCommand")
+    run = run_tasks([dict(task, register="first"), dict(task, register="second")], twins.endpoints)
+    assert run["first"]["changed"] is True and run["second"]["changed"] is False
+    assert run["second"]["results"][0]["status"] == "Existing"
+    assert run["second"]["results"][0]["set_id"] == run["first"]["results"][0]["set_id"]
+    assert len(run["first"]["results"][0]["snapshots"]) == 1
+    assert twins.stats.counts("alicloud")["RunCommand"] == 1
+
+
+def test_agent_offline_and_no_role_are_refused_per_instance(twin_factory, run_tasks):
+    twins = twin_factory(fleet({"name": "ok"}, {"name": "offline", "agent": {"status": "connection_lost"}},
+                               {"name": "norole", "role": None}), aws=False)
+    ok, offline, norole = ids(twins, "ok", "offline", "norole")
+    run = run_tasks([{ACG: {"provider": "alicloud", "instance_ids": [ok, offline, norole], "ram_role_name": ROLE},
+                      "register": "group"}], twins.endpoints)
+    got = by_instance(run["group"])
+    assert got[ok]["consistency"] == "application"
+    assert got[offline]["error"]["code"] == "AgentNotRunning"
+    assert got[norole]["error"]["code"] == "NoRamRole"

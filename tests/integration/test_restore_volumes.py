@@ -1,0 +1,513 @@
+"""restore_volumes against both twins: real ansible-playbook runs, real block data, faults and rollback."""
+
+import contextlib
+import json
+import os
+import subprocess
+import urllib.request
+
+import pytest
+
+from alibabacloud_ecs20140526 import models as ecs_models
+
+from ansible_collections.appconsistent.snapshots.plugins.module_utils import snapshot_set as ss
+from twin.alicloud.testing import mounted_readonly
+
+RESTORE = "appconsistent.snapshots.restore_volumes"
+REGION = "cn-hangzhou"
+
+
+# --- helpers ------------------------------------------------------------------------------------
+
+
+def make_image(path, size_mib, files):
+    """An ext4 image holding ``files`` ({name: text}), built without mounting anything."""
+    content = str(path) + ".d"
+    os.makedirs(content, exist_ok=True)
+    for name, text in files.items():
+        with open(os.path.join(content, name), "w", encoding="utf-8") as handle:
+            handle.write(text)
+    if not os.path.exists(path):
+        with open(path, "wb") as handle:
+            handle.truncate(size_mib * 1024 * 1024)
+    subprocess.run(["mkfs.ext4", "-q", "-F", "-d", content, str(path)], check=True, capture_output=True)
+    return str(path)
+
+
+def read_file(image, name, workdir):
+    with mounted_readonly(image, str(workdir)) as mount:
+        with open(os.path.join(mount, name), encoding="utf-8") as handle:
+            return handle.read()
+
+
+def twin_state(url):
+    with urllib.request.urlopen(url.rstrip("/") + "/_twin/state", timeout=10) as response:
+        return json.load(response)
+
+
+def tags(item):
+    return {t["Key"]: t["Value"] for t in item.get("Tags") or []}
+
+
+def aws_instance(ec2, instance_id):
+    return ec2.describe_instances(InstanceIds=[instance_id])["Reservations"][0]["Instances"][0]
+
+
+def aws_devices(ec2, instance_id):
+    return {m["DeviceName"]: m["Ebs"]["VolumeId"] for m in aws_instance(ec2, instance_id)["BlockDeviceMappings"]}
+
+
+def take_aws_set(twins, instance_id, consistency="application", exclude_boot=True):
+    """A set made the way the collection makes them: CreateSnapshots plus the set tags, device per member."""
+    ec2 = twins.aws_client("ec2")
+    set_id = ss.new_set_id()
+    device_of = {v: d for d, v in aws_devices(ec2, instance_id).items()}
+    snaps = ec2.create_snapshots(
+        InstanceSpecification={"InstanceId": instance_id, "ExcludeBootVolume": exclude_boot},
+        TagSpecifications=[{"ResourceType": "snapshot", "Tags": [
+            {"Key": k, "Value": v} for k, v in ss.set_tags(set_id, instance_id, consistency).items()]}])["Snapshots"]
+    for snap in snaps:
+        ec2.create_tags(Resources=[snap["SnapshotId"]], Tags=[{"Key": ss.TAG_DEVICE, "Value": device_of[snap["VolumeId"]]}])
+    return set_id, {device_of[s["VolumeId"]]: s["SnapshotId"] for s in snaps}
+
+
+def ecs(twins):
+    return twins.ecs_client()
+
+
+def ali_disks(twins, instance_id):
+    body = ecs(twins).describe_disks(ecs_models.DescribeDisksRequest(region_id=REGION, instance_id=instance_id)).body
+    return {d.device: d for d in body.disks.disk}
+
+
+def ali_instance_status(twins, instance_id):
+    body = ecs(twins).describe_instances(ecs_models.DescribeInstancesRequest(
+        region_id=REGION, instance_ids=json.dumps([instance_id]))).body
+    return body.instances.instance[0].status
+
+
+def take_ali_set(twins, instance_id, consistency="application", disk_ids=None):
+    """A snapshot-consistent group tagged as the collection tags its sets (group id = set id)."""
+    client = ecs(twins)
+    group_id = client.create_snapshot_group(ecs_models.CreateSnapshotGroupRequest(
+        region_id=REGION, instance_id=instance_id, disk_id=disk_ids)).body.snapshot_group_id
+    group = client.describe_snapshot_groups(ecs_models.DescribeSnapshotGroupsRequest(
+        region_id=REGION, snapshot_group_id=[group_id])).body.snapshot_groups.snapshot_group[0]
+    device_of = {d.disk_id: dev for dev, d in ali_disks(twins, instance_id).items()}
+    members = {}
+    for snap in group.snapshots.snapshot:
+        device = device_of[snap.source_disk_id]
+        set_tags = dict(ss.set_tags(group_id, instance_id, consistency), **{ss.TAG_DEVICE: device})
+        client.tag_resources(ecs_models.TagResourcesRequest(
+            region_id=REGION, resource_type="snapshot", resource_id=[snap.snapshot_id],
+            tag=[ecs_models.TagResourcesRequestTag(key=k, value=v) for k, v in set_tags.items()]))
+        members[device] = snap.snapshot_id
+    return group_id, members
+
+
+def disk_tags(disk):
+    return {t.tag_key: t.tag_value for t in (disk.tags.tag if disk.tags else [])}
+
+
+# --- fleets ---------------------------------------------------------------------------------------
+
+
+def aws_fleet(**extra):
+    instance = {"provider": "aws", "name": "app-1", "platform": "linux",
+                "volumes": [{"device": "/dev/xvda", "size": 8, "boot": True},
+                            {"device": "/dev/xvdf", "size": 20, "type": "io2", "iops": 4000},
+                            {"device": "/dev/xvdg", "size": 10, "type": "gp3", "iops": 3000, "throughput": 250}]}
+    instance.update(extra)
+    return {"instances": [instance, {"provider": "aws", "name": "scratch-1", "platform": "linux",
+                                     "volumes": [{"device": "/dev/xvda", "size": 8, "boot": True}]}]}
+
+
+def ali_fleet(image=None):
+    data = {"device": "/dev/xvdb", "size": 1 if image else 100, "type": "cloud_essd"}
+    if image:
+        data["image"] = image
+    return {"instances": [{"provider": "alicloud", "name": "ali-app-1", "platform": "linux", "zone": "cn-hangzhou-h",
+                           "volumes": [{"device": "/dev/xvda", "size": 40, "type": "cloud_essd", "boot": True}, data]}]}
+
+
+# --- AWS --------------------------------------------------------------------------------------------
+
+
+def test_aws_replace_brings_the_data_back_and_keeps_the_originals(twin_factory, run_tasks, tmp_path):
+    image = make_image(tmp_path / "data.img", 64, {"pattern.txt": "known pattern 4242\n"})
+    fleet = aws_fleet(volumes=[{"device": "/dev/xvda", "size": 8, "boot": True},
+                               {"device": "/dev/xvdf", "size": 1, "image": image}])
+    twins = twin_factory(fleet, blockstore=True, alicloud=False)
+    iid = twins.endpoints["aws"]["instances"]["app-1"]
+    ec2 = twins.aws_client("ec2")
+    set_id, members = take_aws_set(twins, iid)
+    original = aws_devices(ec2, iid)["/dev/xvdf"]
+    state = twin_state(twins.endpoints["aws"]["endpoint_url"])
+    original_image = next(v["image"] for v in state["volumes"] if v["id"] == original)
+    make_image(original_image, 0, {"pattern.txt": "overwritten after the set\n"})
+
+    run = run_tasks([{RESTORE: {"set_id": set_id}, "register": "restore"}], twins.endpoints)
+    result = run["restore"]
+    assert result["changed"] is True and not result.get("failed"), result.get("msg")
+    (entry,) = result["device_map"]
+    assert (entry["device"], entry["snapshot_id"], entry["original_volume_id"]) == ("/dev/xvdf", members["/dev/xvdf"], original)
+    assert result["instance_state"] == "running"
+    assert aws_instance(ec2, iid)["State"]["Name"] == "running"
+
+    devices = aws_devices(ec2, iid)
+    assert devices["/dev/xvdf"] == entry["volume_id"] != original
+    state = twin_state(twins.endpoints["aws"]["endpoint_url"])
+    images = {v["id"]: v["image"] for v in state["volumes"]}
+    assert read_file(images[entry["volume_id"]], "pattern.txt", tmp_path) == "known pattern 4242\n"
+    # nothing the user had is lost: the original still exists, with its newer data, tagged
+    kept = ec2.describe_volumes(VolumeIds=[original])["Volumes"][0]
+    assert kept["State"] == "available"
+    assert tags(kept)["appconsistent:replaced-by"] == entry["volume_id"]
+    assert ss.parse_instant(tags(kept)["appconsistent:replaced-at"]) is not None
+    assert read_file(images[original], "pattern.txt", tmp_path) == "overwritten after the set\n"
+    new = ec2.describe_volumes(VolumeIds=[entry["volume_id"]])["Volumes"][0]
+    assert tags(new)["appconsistent:restored-from"] == members["/dev/xvdf"]
+    assert tags(new)["appconsistent:restored-from-set"] == set_id
+
+
+def test_aws_replace_keeps_volume_properties_and_is_idempotent(twin_factory, run_tasks):
+    twins = twin_factory(aws_fleet(), alicloud=False)
+    iid = twins.endpoints["aws"]["instances"]["app-1"]
+    ec2 = twins.aws_client("ec2")
+    set_id, members = take_aws_set(twins, iid)
+    before = aws_devices(ec2, iid)
+    task = {RESTORE: {"instance_id": iid, "latest": True}}
+    run = run_tasks([dict(task, register="first"), dict(task, register="second")], twins.endpoints)
+    first, second = run["first"], run["second"]
+    assert first["changed"] is True and not first.get("failed"), first.get("msg")
+    assert first["set"]["set_id"] == set_id
+    assert second["changed"] is False and not second.get("failed"), second.get("msg")
+    assert all(e["unchanged"] for e in second["device_map"])
+    after = aws_devices(ec2, iid)
+    assert after["/dev/xvda"] == before["/dev/xvda"]  # the boot volume was not in the set
+    new = {v["VolumeId"]: v for v in ec2.describe_volumes(VolumeIds=[after["/dev/xvdf"], after["/dev/xvdg"]])["Volumes"]}
+    xvdf, xvdg = new[after["/dev/xvdf"]], new[after["/dev/xvdg"]]
+    assert (xvdf["VolumeType"], xvdf["Size"], xvdf["Iops"], xvdf["SnapshotId"]) == ("io2", 20, 4000, members["/dev/xvdf"])
+    assert (xvdg["VolumeType"], xvdg["Size"], xvdg["Throughput"]) == ("gp3", 10, 250)
+    assert {e["volume_id"] for e in second["device_map"]} == {after["/dev/xvdf"], after["/dev/xvdg"]}
+
+
+def test_aws_check_mode_and_diff_change_nothing(twin_factory, run_tasks):
+    twins = twin_factory(aws_fleet(), alicloud=False)
+    iid = twins.endpoints["aws"]["instances"]["app-1"]
+    ec2 = twins.aws_client("ec2")
+    set_id, members = take_aws_set(twins, iid)
+    before = aws_devices(ec2, iid)
+    volumes_before = len(ec2.describe_volumes()["Volumes"])
+    twins.stats.reset()
+    run = run_tasks([{RESTORE: {"set_id": set_id, "volume_size": 30}, "register": "plan", "diff": True}],
+                    twins.endpoints, check=True)
+    plan = run["plan"]
+    assert plan["changed"] is True and not plan.get("failed"), plan.get("msg")
+    assert {e["device"]: e["snapshot_id"] for e in plan["device_map"]} == members
+    assert all(e["volume_id"] is None and e["volume"]["size"] == 30 for e in plan["device_map"])
+    assert plan["diff"]["before"] == before
+    assert plan["diff"]["after"]["/dev/xvdf"] == f"(new volume from {members['/dev/xvdf']})"
+    assert plan["diff"]["after"]["/dev/xvda"] == before["/dev/xvda"]
+    counts = twins.stats.counts("aws")
+    for action in ("CreateVolume", "StopInstances", "DetachVolume", "AttachVolume", "CreateTags"):
+        assert counts.get(action, 0) == 0, action
+    assert aws_devices(ec2, iid) == before and len(ec2.describe_volumes()["Volumes"]) == volumes_before
+
+
+def test_aws_attach_and_volumes_modes(twin_factory, run_tasks):
+    twins = twin_factory(aws_fleet(), alicloud=False)
+    names = twins.endpoints["aws"]["instances"]
+    iid, scratch = names["app-1"], names["scratch-1"]
+    ec2 = twins.aws_client("ec2")
+    set_id, members = take_aws_set(twins, iid)
+    twins.stats.reset()
+    run = run_tasks([
+        {RESTORE: {"set_id": set_id, "mode": "attach", "target_instance_id": scratch}, "register": "attach"},
+        {RESTORE: {"set_id": set_id, "mode": "attach", "target_instance_id": scratch}, "register": "again"},
+        {RESTORE: {"set_id": set_id, "mode": "volumes"}, "register": "volumes"},
+    ], twins.endpoints)
+    attach, again, volumes = run["attach"], run["again"], run["volumes"]
+    assert attach["changed"] is True and not attach.get("failed"), attach.get("msg")
+    devices = aws_devices(ec2, scratch)
+    assert devices["/dev/xvda"]  # the scratch instance keeps its own volume
+    for entry in attach["device_map"]:
+        assert devices[entry["device"]] == entry["volume_id"]
+        assert entry["device"] not in ("/dev/xvda",)
+    assert aws_instance(ec2, scratch)["State"]["Name"] == "running"
+    assert twins.stats.counts("aws").get("StopInstances", 0) == 0
+    assert again["changed"] is False
+    assert volumes["changed"] is True and not volumes.get("failed"), volumes.get("msg")
+    created = ec2.describe_volumes(VolumeIds=[e["volume_id"] for e in volumes["device_map"]])["Volumes"]
+    assert {v["State"] for v in created} == {"available"}
+    assert {v["SnapshotId"] for v in created} == set(members.values())
+
+
+def test_aws_refuses_weaker_and_incomplete_sets_unless_allowed(twin_factory, run_tasks):
+    twins = twin_factory(aws_fleet(), alicloud=False)
+    iid = twins.endpoints["aws"]["instances"]["app-1"]
+    ec2 = twins.aws_client("ec2")
+    crash_set, _ = take_aws_set(twins, iid, consistency="crash")
+    before = aws_devices(ec2, iid)
+    run = run_tasks([
+        {RESTORE: {"set_id": crash_set}, "register": "refused"},
+        {RESTORE: {"instance_id": iid, "latest": True}, "register": "none_qualifies"},
+        {RESTORE: {"set_id": crash_set, "allow_lower_consistency": True, "mode": "volumes"}, "register": "allowed"},
+    ], twins.endpoints)
+    assert run["refused"]["failed"] is True
+    assert "less than the required application" in run["refused"]["msg"]
+    assert "allow_lower_consistency" in run["refused"]["msg"]
+    assert run["none_qualifies"]["failed"] is True and crash_set in run["none_qualifies"]["msg"]
+    assert run["allowed"]["changed"] is True and not run["allowed"].get("failed")
+    assert any("allow_lower_consistency" in w for w in run.stdout.splitlines()) or "allow_lower_consistency" in run.stdout
+    assert aws_devices(ec2, iid) == before
+
+
+def test_aws_refuses_an_incomplete_set(twin_factory, run_tasks):
+    twins = twin_factory(aws_fleet(faults={"snapshot_error": True}), alicloud=False)
+    iid = twins.endpoints["aws"]["instances"]["app-1"]
+    set_id, _ = take_aws_set(twins, iid)
+    run = run_tasks([{RESTORE: {"set_id": set_id}, "register": "restore"}], twins.endpoints)
+    assert run["restore"]["failed"] is True
+    assert "incomplete" in run["restore"]["msg"] and "allow_incomplete" in run["restore"]["msg"]
+
+
+def _assert_rolled_back(twins, iid, before, result):
+    ec2 = twins.aws_client("ec2")
+    assert result["failed"] is True
+    assert "rolled back" in result["msg"] or "no volume was detached" in result["msg"], result["msg"]
+    assert aws_devices(ec2, iid) == before
+    assert aws_instance(ec2, iid)["State"]["Name"] == "running"
+    created = [e["volume_id"] for e in result["device_map"] if e.get("volume_id")]
+    for volume in ec2.describe_volumes(VolumeIds=created)["Volumes"] if created else []:
+        assert "appconsistent:restore-failed" in tags(volume)
+        assert volume["State"] == "available"
+    originals = ec2.describe_volumes(VolumeIds=list(before.values()))["Volumes"]
+    assert all("appconsistent:replaced-by" not in tags(v) for v in originals)
+    return created
+
+
+@contextlib.contextmanager
+def failing_calls(twins, provider, action, code, first, last=None):
+    """Answer calls number ``first``..``last`` (1-based, inclusive; None: every later one) of ``action`` with ``code``."""
+    counted = {"n": 0}
+    original = twins.faults.api_error
+
+    def api_error(prov, name):
+        if prov == provider and name == action:
+            counted["n"] += 1
+            if counted["n"] >= first and (last is None or counted["n"] <= last):
+                return code
+        return original(prov, name)
+    twins.faults.api_error = api_error
+    try:
+        yield counted
+    finally:
+        twins.faults.api_error = original
+
+
+@pytest.mark.parametrize("action, code, first, last, words", [
+    # the second volume's attach fails on both attempts; the re-attach of the originals goes through
+    ("AttachVolume", "IncorrectState", 2, 3, "Failed to attach volume"),
+    ("CreateVolume", "InsufficientVolumeCapacity", 2, None, "Failed to create a volume"),
+    ("StopInstances", "UnsupportedOperation", 1, None, "did not stop"),
+    ("StartInstances", "InsufficientInstanceCapacity", 1, 1, "Failed to start instance"),
+    # throttled past the retries (2 attempts)
+    ("DetachVolume", "RequestLimitExceeded", 2, 3, "RequestLimitExceeded"),
+])
+def test_aws_fault_part_way_rolls_back_to_the_originals(twin_factory, run_tasks, monkeypatch, action, code, first, last,
+                                                         words):
+    monkeypatch.setenv("AWS_MAX_ATTEMPTS", "1")  # botocore's own retries off: the module's retries are under test
+    twins = twin_factory(aws_fleet(), alicloud=False)
+    iid = twins.endpoints["aws"]["instances"]["app-1"]
+    set_id, _ = take_aws_set(twins, iid)
+    before = aws_devices(twins.aws_client("ec2"), iid)
+    with failing_calls(twins, "aws", action, code, first, last):
+        run = run_tasks([{RESTORE: {"set_id": set_id, "aws_max_attempts": 2}, "register": "restore"}], twins.endpoints)
+    result = run["restore"]
+    assert words in result["msg"], result["msg"]
+    assert not result["rollback_problems"], result["rollback_problems"]
+    _assert_rolled_back(twins, iid, before, result)
+
+
+def test_aws_volume_that_never_becomes_available_rolls_back(twin_factory, run_tasks):
+    twins = twin_factory(aws_fleet(), alicloud=False, latency={"profile": "zero", "transitions": {"volume_create": 600}})
+    iid = twins.endpoints["aws"]["instances"]["app-1"]
+    set_id, _ = take_aws_set(twins, iid)
+    before = aws_devices(twins.aws_client("ec2"), iid)
+    run = run_tasks([{RESTORE: {"set_id": set_id, "volume_timeout": 2}, "register": "restore"}], twins.endpoints)
+    result = run["restore"]
+    assert "volume creation did not finish within 2 s" in result["msg"], result["msg"]
+    created = _assert_rolled_back(twins, iid, before, dict(result, device_map=result["device_map"]))
+    assert len(created) == 2
+
+
+def test_aws_throttling_within_the_retries_is_absorbed(twin_factory, run_tasks):
+    twins = twin_factory(aws_fleet(), alicloud=False,
+                         faults={"api_errors": [{"action": "CreateVolume", "code": "RequestLimitExceeded", "count": 2}]})
+    iid = twins.endpoints["aws"]["instances"]["app-1"]
+    set_id, _ = take_aws_set(twins, iid)
+    run = run_tasks([{RESTORE: {"set_id": set_id}, "register": "restore"}], twins.endpoints)
+    assert run["restore"]["changed"] is True and not run["restore"].get("failed"), run["restore"].get("msg")
+
+
+def test_aws_volumes_are_created_before_any_is_waited_for(twin_factory, run_tasks):
+    twins = twin_factory(aws_fleet(), alicloud=False, latency={"profile": "zero", "transitions": {"volume_create": 0.5}})
+    iid = twins.endpoints["aws"]["instances"]["app-1"]
+    set_id, _ = take_aws_set(twins, iid)
+    calls = []
+    original = twins.faults.api_error
+
+    def record(provider, name):
+        calls.append(name)
+        return original(provider, name)
+    twins.faults.api_error = record
+    try:
+        run = run_tasks([{RESTORE: {"set_id": set_id}, "register": "restore"}], twins.endpoints)
+    finally:
+        twins.faults.api_error = original
+    assert not run["restore"].get("failed"), run["restore"].get("msg")
+    creates = [n for n, name in enumerate(calls) if name == "CreateVolume"]
+    attaches = [n for n, name in enumerate(calls) if name == "AttachVolume"]
+    assert len(creates) == 2 and len(attaches) == 2
+    assert creates[1] == creates[0] + 1  # no wait between the two creations
+    assert attaches[1] == attaches[0] + 1
+
+
+# --- Alibaba Cloud ----------------------------------------------------------------------------------
+
+
+def test_alicloud_replace_resets_the_disks_in_place_with_a_safety_group(twin_factory, run_tasks, tmp_path):
+    image = make_image(tmp_path / "ali-data.img", 64, {"pattern.txt": "ali pattern 777\n"})
+    twins = twin_factory(ali_fleet(image), blockstore=True, aws=False)
+    iid = twins.endpoints["alicloud"]["instances"]["ali-app-1"]
+    data_disk = ali_disks(twins, iid)["/dev/xvdb"].disk_id
+    group_id, members = take_ali_set(twins, iid, disk_ids=[data_disk])
+    make_image(image, 0, {"pattern.txt": "overwritten on alibaba\n"})
+
+    run = run_tasks([{RESTORE: {"snapshot_group_id": group_id}, "register": "restore", "diff": True}], twins.endpoints)
+    result = run["restore"]
+    assert result["changed"] is True and not result.get("failed"), result.get("msg")
+    (entry,) = result["device_map"]
+    assert (entry["device"], entry["snapshot_id"], entry["volume_id"]) == ("/dev/xvdb", members["/dev/xvdb"], data_disk)
+    assert read_file(image, "pattern.txt", tmp_path) == "ali pattern 777\n"
+    assert ali_instance_status(twins, iid) == "Running" and result["instance_state"] == "running"
+    disk = ali_disks(twins, iid)["/dev/xvdb"]
+    assert disk_tags(disk)["appconsistent:restored-from"] == members["/dev/xvdb"]
+    # the data the disk held before the reset is kept in the safety group, an offline set of its own
+    safety = result["safety_snapshot_group_id"]
+    group = ecs(twins).describe_snapshot_groups(ecs_models.DescribeSnapshotGroupsRequest(
+        region_id=REGION, snapshot_group_id=[safety])).body.snapshot_groups.snapshot_group[0]
+    assert group.status == "accomplished"
+    snap_tags = {t.key: t.value for t in group.snapshots.snapshot[0].tags.tag}
+    assert snap_tags["appconsistent:consistency"] == "offline" and snap_tags["appconsistent:set-id"] == safety
+    assert entry["safety_snapshot_id"] == group.snapshots.snapshot[0].snapshot_id
+    state = twin_state("http://" + twins.endpoints["alicloud"]["endpoint"])
+    safety_image = next(s["image"] for s in state["snapshots"] if s["id"] == entry["safety_snapshot_id"])
+    assert read_file(safety_image, "pattern.txt", tmp_path) == "overwritten on alibaba\n"
+    assert result["diff"]["before"]["/dev/xvdb"].startswith(data_disk)
+    assert members["/dev/xvdb"] in result["diff"]["after"]["/dev/xvdb"]
+
+    again = run_tasks([{RESTORE: {"snapshot_group_id": group_id}, "register": "again"}], twins.endpoints)["again"]
+    assert again["changed"] is False and not again.get("failed"), again.get("msg")
+
+
+def test_alicloud_check_mode_resets_nothing(twin_factory, run_tasks):
+    twins = twin_factory(ali_fleet(), aws=False)
+    iid = twins.endpoints["alicloud"]["instances"]["ali-app-1"]
+    group_id, _ = take_ali_set(twins, iid)
+    twins.stats.reset()
+    run = run_tasks([{RESTORE: {"set_id": group_id}, "register": "plan"}], twins.endpoints, check=True)
+    assert run["plan"]["changed"] is True and not run["plan"].get("failed"), run["plan"].get("msg")
+    assert len(run["plan"]["device_map"]) == 2
+    counts = twins.stats.counts("alicloud")
+    for action in ("StopInstance", "ResetDisk", "CreateSnapshotGroup", "TagResources"):
+        assert counts.get(action, 0) == 0, action
+    assert ali_instance_status(twins, iid) == "Running"
+
+
+def test_alicloud_attach_mode_creates_disks_from_the_snapshots(twin_factory, run_tasks):
+    twins = twin_factory(ali_fleet(), aws=False)
+    iid = twins.endpoints["alicloud"]["instances"]["ali-app-1"]
+    group_id, members = take_ali_set(twins, iid)
+    before = {dev: d.disk_id for dev, d in ali_disks(twins, iid).items()}
+    run = run_tasks([{RESTORE: {"snapshot_group_id": group_id, "mode": "attach"}, "register": "attach"}], twins.endpoints)
+    result = run["attach"]
+    assert result["changed"] is True and not result.get("failed"), result.get("msg")
+    after = ali_disks(twins, iid)
+    for dev, disk_id in before.items():
+        assert after[dev].disk_id == disk_id
+    for entry in result["device_map"]:
+        disk = after[entry["device"]]
+        assert disk.disk_id == entry["volume_id"] and disk.source_snapshot_id == entry["snapshot_id"]
+    assert ali_instance_status(twins, iid) == "Running"
+
+
+def test_alicloud_reset_failure_part_way_resets_back_from_the_safety_group(twin_factory, run_tasks, tmp_path):
+    image = make_image(tmp_path / "ali-data.img", 64, {"pattern.txt": "in the set\n"})
+    twins = twin_factory(ali_fleet(image), blockstore=True, aws=False)
+    iid = twins.endpoints["alicloud"]["instances"]["ali-app-1"]
+    group_id, _ = take_ali_set(twins, iid)
+    make_image(image, 0, {"pattern.txt": "current data\n"})
+    counted = {"n": 0}
+    original = twins.faults.api_error
+
+    def api_error(provider, name):
+        if name == "ResetDisk":
+            counted["n"] += 1
+            if counted["n"] == 2:  # the second disk's reset is throttled beyond the retries
+                return "Throttling.User"
+            if 2 < counted["n"] <= 2 + 1:
+                return "Throttling.User"
+        return original(provider, name)
+    twins.faults.api_error = api_error
+    try:
+        run = run_tasks([{RESTORE: {"snapshot_group_id": group_id, "alicloud_max_attempts": 2}, "register": "restore"}],
+                        twins.endpoints)
+    finally:
+        twins.faults.api_error = original
+    result = run["restore"]
+    assert result["failed"] is True and "rolled back" in result["msg"], result["msg"]
+    assert "Throttling" in result["msg"] and "safety snapshot group" in result["msg"]
+    assert not result["rollback_problems"]
+    assert read_file(image, "pattern.txt", tmp_path) == "current data\n"
+    assert ali_instance_status(twins, iid) == "Running"
+    disks = ali_disks(twins, iid)
+    assert "appconsistent:restore-failed" in disk_tags(disks["/dev/xvdb"])
+
+
+def test_alicloud_instance_that_will_not_stop_changes_nothing(twin_factory, run_tasks):
+    twins = twin_factory(ali_fleet(), aws=False,
+                         faults={"api_errors": [{"action": "StopInstance", "code": "IncorrectInstanceStatus", "count": 5}]})
+    iid = twins.endpoints["alicloud"]["instances"]["ali-app-1"]
+    group_id, _ = take_ali_set(twins, iid)
+    run = run_tasks([{RESTORE: {"snapshot_group_id": group_id}, "register": "restore"}], twins.endpoints)
+    result = run["restore"]
+    assert result["failed"] is True and "did not stop" in result["msg"] and "no disk was reset" in result["msg"]
+    assert twins.stats.counts("alicloud").get("ResetDisk", 0) == 0
+    assert ali_instance_status(twins, iid) == "Running"
+
+
+def test_alicloud_attach_failure_detaches_the_new_disks(twin_factory, run_tasks):
+    twins = twin_factory(ali_fleet(), aws=False)
+    iid = twins.endpoints["alicloud"]["instances"]["ali-app-1"]
+    group_id, _ = take_ali_set(twins, iid)
+    before = {dev: d.disk_id for dev, d in ali_disks(twins, iid).items()}
+    counted = {"n": 0}
+    original = twins.faults.api_error
+
+    def api_error(provider, name):
+        if name == "AttachDisk":
+            counted["n"] += 1
+            if counted["n"] >= 2:
+                return "InvalidOperation.Conflict"
+        return original(provider, name)
+    twins.faults.api_error = api_error
+    try:
+        run = run_tasks([{RESTORE: {"snapshot_group_id": group_id, "mode": "attach"}, "register": "restore"}],
+                        twins.endpoints)
+    finally:
+        twins.faults.api_error = original
+    result = run["restore"]
+    assert result["failed"] is True and "attaching the restored volumes failed" in result["msg"], result["msg"]
+    assert {dev: d.disk_id for dev, d in ali_disks(twins, iid).items()} == before
