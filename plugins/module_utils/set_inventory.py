@@ -323,7 +323,12 @@ def find_alicloud_sets(api, instance_ids=None, run_id=None, set_ids=None, now=No
 
 
 def delete_alicloud_set(api, item):
-    outcomes = delete_snapshot_group(api, item["set_id"])
+    try:
+        outcomes = delete_snapshot_group(api, item["set_id"])
+    except AlibabaCloudError as exc:
+        return dict(deleted_snapshot_ids=[], already_gone_snapshot_ids=[],
+                    remaining_snapshot_ids=[m["snapshot_id"] for m in item["members"]],
+                    error=dict(code=exc.code, message=str(exc)))
     if outcomes is None:
         return dict(deleted_snapshot_ids=[], already_gone_snapshot_ids=[m["snapshot_id"] for m in item["members"]],
                     remaining_snapshot_ids=[], error=None)

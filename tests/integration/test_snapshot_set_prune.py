@@ -202,14 +202,13 @@ def test_alicloud_keep_and_refusal(twin_factory, run_tasks):
     first, first_snaps = ali_set(twins, ALI_WIN, consistency="crash")
     time.sleep(TICK)
     second, _ = ali_set(twins, ALI_WIN, consistency="crash")
-    run = run_tasks([{PRUNE: {"provider": "alicloud", "keep": 1, "expired": False}, "register": "refused"},
-                     {PRUNE: {"provider": "alicloud", "keep": 1, "expired": False}, "register": "retried"}],
-                    twins.endpoints)
-    refused = run["refused"]
+    task = {PRUNE: {"provider": "alicloud", "keep": 1, "expired": False}, "register": "prune"}
+    refused = run_tasks([dict(task)], twins.endpoints)["prune"]
     assert refused["failed"] is True and first in refused["msg"]
     assert refused["failed_sets"][0]["error"]["code"] == "IncorrectSnapshotStatus"
+    assert sorted(refused["failed_sets"][0]["remaining_snapshot_ids"]) == first_snaps
     assert set(first_snaps) <= ali_snapshot_ids(twins)
-    retried = run["retried"]
+    retried = run_tasks([dict(task)], twins.endpoints)["prune"]
     assert not retried.get("failed") and ids(retried["deleted"]) == [first]
     assert kept_reasons(retried) == {second: "within_keep"}
     assert ali_group(twins, first) is None

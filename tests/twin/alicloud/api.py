@@ -118,7 +118,7 @@ class Params:
             match = _INDEXED.match(key)
             if match and match.group(1) == name and match.group(3) is None and value != "":
                 found.append((int(match.group(2)), value))
-        return [value for _, value in sorted(found)]
+        return [pair[1] for pair in sorted(found)]
 
     def indexed_records(self, name: str) -> List[Dict[str, str]]:
         """``Name.N.Field`` groups as a list of dicts, in index order."""

@@ -151,6 +151,7 @@ class Assistant:
         record.exit_code = exit_code
         encoded = output.encode("utf-8")
         record.output = encoded[-OUTPUT_LIMIT:].decode("utf-8", errors="ignore")
+        record.dropped = max(0, len(encoded) - OUTPUT_LIMIT)
         record.error_code = error_code
         record.error_info = ERROR_INFO.get(error_code, "")
         record.finish = now
@@ -317,9 +318,6 @@ class Assistant:
             return text
         return base64.b64encode(text.encode("utf-8")).decode("ascii")
 
-    def _dropped(self, record: InvokeInstance) -> int:
-        return 0 if len(record.output.encode("utf-8")) < OUTPUT_LIMIT else 1
-
     def DescribeInvocations(self, p: Params) -> Dict[str, Any]:
         self.ecs.region_check(p)
         invoke_id = p.get("InvokeId")
@@ -340,7 +338,7 @@ class Assistant:
                 rows.append({
                     "InstanceId": rec.instance_id, "InvocationStatus": view["status"], "InstanceInvokeStatus": _record_status(view["status"]),
                     "ExitCode": view["exit_code"], "Output": self._encode(view["output"], encoding) if include_output else "",
-                    "ErrorCode": view["error_code"], "ErrorInfo": view["error_info"], "Dropped": 0, "Repeats": 1 if rec.start else 0,
+                    "ErrorCode": view["error_code"], "ErrorInfo": view["error_info"], "Dropped": rec.dropped if view["output"] else 0, "Repeats": 1 if rec.start else 0,
                     "CreationTime": iso(rec.created), "StartTime": iso(rec.start), "FinishTime": iso(view["finish"]),
                     "StopTime": iso(rec.stop), "UpdateTime": iso(rec.updated), "Timed": False})
             status = self.overall([r["InvocationStatus"] for r in rows])
@@ -398,7 +396,7 @@ class Assistant:
                         "InstanceId": rec.instance_id, "InvokeId": inv.id, "CommandId": inv.command_id,
                         "InvocationStatus": view["status"], "InvokeRecordStatus": record_status, "ExitCode": view["exit_code"],
                         "Output": self._encode(view["output"], encoding), "ErrorCode": view["error_code"],
-                        "ErrorInfo": view["error_info"], "Dropped": self._dropped(rec) if view["output"] else 0,
+                        "ErrorInfo": view["error_info"], "Dropped": rec.dropped if view["output"] else 0,
                         "Repeats": 1 if rec.start else 0, "StartTime": iso(rec.start), "FinishedTime": iso(view["finish"]),
                         "StopTime": iso(rec.stop), "Username": inv.username, "TerminationMode": inv.termination_mode,
                         "Tags": tag_list(inv.tags)})
@@ -457,6 +455,12 @@ class Assistant:
                 for rec in inv.instances.values():
                     if rec.status in ("Running", "Stopping"):
                         self._kill(rec)
+            for run in list(self.running.values()):
+                run.stop_requested = True
+        # Plug-in runs thaw what they froze on their way out; give them the time to do so.
+        deadline = time.monotonic() + 15
+        while self.running and time.monotonic() < deadline:
+            time.sleep(0.02)
         self.pool.shutdown(wait=False, cancel_futures=True)
 
     ACTIONS: Dict[str, Callable[..., Dict[str, Any]]] = {}

@@ -663,7 +663,7 @@ class Ecs:
             for disk, snap in pairs:
                 self._reset(disk, snap)
             self.deferred.settle()
-        return {"OperationProgressSet": {"OperationProgress": [self._progress_item("DiskId", d.id) for d, _ in pairs]}}
+        return {"OperationProgressSet": {"OperationProgress": [self._progress_item("DiskId", d.id) for d, _snap in pairs]}}
 
     # ------------------------------------------------------------------ tags
     def _tag_target(self, resource_type: str, resource_id: str) -> Dict[str, str]:

@@ -22,7 +22,7 @@ _ID_LOCK = threading.Lock()
 def new_id(prefix: str, region_code: str = "bp1") -> str:
     """An id in Alibaba's form: a type prefix, a region code and random characters (i-bp1..., d-bp1...)."""
     with _ID_LOCK:
-        tail = "".join(_RANDOM.choice(_ALNUM) for _ in range(17))
+        tail = "".join(_RANDOM.choice(_ALNUM) for _pos in range(17))
     return f"{prefix}-{region_code}{tail}"
 
 
@@ -127,6 +127,7 @@ class InvokeInstance:
     status: str = "Pending"  # Pending Running Success Failed Invalid Aborted Error Timeout Cancelled Stopping Terminated
     exit_code: Optional[int] = None
     output: str = ""
+    dropped: int = 0  # bytes of output dropped over the 24 KB limit
     error_code: str = ""
     error_info: str = ""
     created: float = field(default_factory=time.time)
@@ -171,5 +172,5 @@ class Deferred:
     def settle(self, now: Optional[float] = None) -> None:
         now = time.time() if now is None else now
         while self._heap and self._heap[0][0] <= now:
-            _, _, change = heapq.heappop(self._heap)
+            change = heapq.heappop(self._heap)[2]
             change()

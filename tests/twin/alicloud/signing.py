@@ -63,7 +63,7 @@ def _canonical_query(query: Mapping[str, str]) -> str:
 
 
 def _parse_authorization(value: str) -> Dict[str, str]:
-    algorithm, _, rest = value.strip().partition(" ")
+    algorithm, _sep, rest = value.strip().partition(" ")
     fields = {"algorithm": algorithm}
     for part in rest.split(","):
         name, sep, val = part.strip().partition("=")

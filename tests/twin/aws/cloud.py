@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import copy
 import functools
+import json
 import random
 import threading
 from typing import Any, Dict, Optional
 
 from moto.backends import get_backend
+from moto.iam.exceptions import NotFoundException as IAMNotFoundException
 
 from twin.core.fleet import Fleet, Instance as FleetInstance
 from twin.core.scheduler import Scheduler
@@ -104,8 +106,9 @@ class AwsCloud:
             tags.setdefault("Name", fleet_inst.name)
             ec2.create_tags([inst.id], tags)
             if fleet_inst.role:
-                inst.iam_instance_profile = {"Arn": f"arn:aws:iam::{self.account_id}:instance-profile/{fleet_inst.role}",
-                                             "Id": "AIPA" + inst.id[2:].upper()}
+                profile = self._instance_profile(fleet_inst.role)
+                ec2.associate_iam_instance_profile(inst.id, iam_instance_profile_name=profile.name)
+                inst.iam_instance_profile = {"Arn": profile.arn, "Id": profile.id}
             boot = next((v for v in fleet_inst.volumes if v.boot), None)
             if boot is not None:
                 inst.root_device_name = boot.device
@@ -126,6 +129,22 @@ class AwsCloud:
                 self.ext.expose(volume.id, inst.id, vol.device, attach=True)
             if fleet_inst.state == "stopped":
                 inst.stop()
+
+    def _instance_profile(self, role: str):
+        """The fleet's instance role as an IAM role and instance profile, made once per name."""
+        iam = get_backend("iam")[self.account_id]["global"]
+        if role in iam.instance_profiles:
+            return iam.instance_profiles[role]
+        trust = json.dumps({"Version": "2012-10-17", "Statement": [
+            {"Effect": "Allow", "Principal": {"Service": "ec2.amazonaws.com"}, "Action": "sts:AssumeRole"}]})
+        iam.create_role(role, trust, "/", None, "instance role of the twin fleet", [], None)
+        for policy in ("AmazonSSMManagedInstanceCore", "AWSEC2VssSnapshotPolicy"):
+            try:
+                iam.attach_role_policy(f"arn:aws:iam::aws:policy/{policy}", role)
+            except IAMNotFoundException:
+                # moto does not know every AWS managed policy; the role works without the attachment
+                pass
+        return iam.create_instance_profile(role, "/", [role])
 
     # -- queries ----------------------------------------------------------------------------------
     def fleet_instance(self, instance_id: str) -> Optional[FleetInstance]:

@@ -271,7 +271,7 @@ class Ec2Extension:
             raise EC2ClientError("InvalidParameterValue", f"Value ({copy_tags_from_source}) for parameter CopyTagsFromSource is invalid.")
         exclude_boot = str(instance_spec.get("ExcludeBootVolume", False)).lower() == "true"
         volumes = self.volumes_of(instance)
-        attached = {vid for _, vid in volumes}
+        attached = {vid for _dev, vid in volumes}
         for vid in exclude:
             if vid not in attached:
                 raise EC2ClientError("InvalidVolume.NotFound", f"The volume '{vid}' is not attached to instance '{instance.id}'.")
@@ -343,7 +343,7 @@ class Ec2Extension:
     def stop_instances(self, instance_ids: List[str]):
         result = self._orig["stop_instances"](instance_ids)
         if self.latency.transition("instance_stop") > 0:
-            for instance, _ in result:
+            for instance, _previous in result:
                 instance._state.name, instance._state.code = "stopping", 64
 
                 def done(inst=instance):
@@ -359,7 +359,7 @@ class Ec2Extension:
                                      f"The instance '{instance.id}' is not in a state from which it can be started.")
         result = self._orig["start_instances"](instance_ids)
         if self.latency.transition("instance_start") > 0:
-            for instance, _ in result:
+            for instance, _previous in result:
                 instance._state.name, instance._state.code = "pending", 0
 
                 def done(inst=instance):

@@ -68,7 +68,7 @@ def run_vss(cloud, instance_id: str, params: Dict[str, Any], install: bool) -> T
                        "AWSEC2-VssInstallAndSnapshot.")
     version = getattr(agent, "vss_version", None) or DEFAULT_VSS_VERSION
     user_tags = parse_tags(params["tags"])
-    reserved = sorted({k for k, _ in user_tags if k in RESERVED_TAGS})
+    reserved = sorted({k for k, _value in user_tags if k in RESERVED_TAGS})
     if reserved:
         return 1, "", f"Invalid tags parameter: the tag key(s) {', '.join(reserved)} are reserved and cannot be specified."
     if params["NoWriters"] == "True" and params["SaveVssMetadata"] == "True":

@@ -119,7 +119,7 @@ def _instance(data: Dict[str, Any], base_dir: str, where: str) -> Instance:
     if agent.status not in AGENT_STATUSES:
         raise FleetError(f"{where}: agent.status must be one of {', '.join(AGENT_STATUSES)}")
     volumes = []
-    for n, v in enumerate(data.pop("volumes", None) or []):
+    for v in data.pop("volumes", None) or []:
         vol = Volume(**v)
         if vol.image and not os.path.isabs(vol.image):
             vol.image = os.path.join(base_dir, vol.image)

@@ -45,7 +45,7 @@ class Scheduler:
                     self._cond.wait(timeout)
                 if self._stopped:
                     return
-                _, _, func = heapq.heappop(self._heap)
+                func = heapq.heappop(self._heap)[2]
             try:
                 func()
             except Exception:  # pylint: disable=broad-except

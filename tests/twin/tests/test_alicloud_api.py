@@ -285,7 +285,7 @@ def test_group_status_progresses_to_accomplished_or_failed(start_twin):
 def test_describe_snapshot_groups_pages_with_next_token(ali):
     client = ali.client()
     made = {client.create_snapshot_group(m.CreateSnapshotGroupRequest(region_id=ali.region, instance_id=ali.instances["web-1"])).body.snapshot_group_id
-            for _ in range(7)}
+            for _n in range(7)}
     seen, token = [], None
     while True:
         body = client.describe_snapshot_groups(m.DescribeSnapshotGroupsRequest(region_id=ali.region, max_results=3, next_token=token)).body
@@ -357,7 +357,7 @@ def test_list_tag_resources_pages_with_next_token(start_twin):
 
 def test_describe_snapshots_and_disks_page_both_ways(ali):
     client = ali.client()
-    for _ in range(6):
+    for _n in range(6):
         client.create_snapshot_group(m.CreateSnapshotGroupRequest(region_id=ali.region, instance_id=ali.instances["web-1"]))
     token, seen = None, []
     while True:

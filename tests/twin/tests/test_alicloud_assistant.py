@@ -79,6 +79,15 @@ def test_non_zero_exit_is_failed_with_exit_code_nonzero(ali):
     assert result.error_info
 
 
+def test_output_keeps_the_last_24_kb(ali):
+    client = ali.client()
+    invoke_id = run_command(client, ali.region, [ali.instances["local-1"]], "head -c 30000 /dev/zero | tr '\\0' a; echo END")
+    (result,) = wait_results(client, ali.region, invoke_id)
+    out = decoded_output(result)
+    assert len(out) == 24 * 1024 and out.endswith("aEND\n")
+    assert result.dropped == 30000 + 4 - 24 * 1024
+
+
 def test_base64_command_content(ali):
     client = ali.client()
     content = base64.b64encode(b"echo decoded").decode()

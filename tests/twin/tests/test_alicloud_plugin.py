@@ -53,6 +53,10 @@ def run_plugin(twin, inst_name, params, plugin="app-snapshot-plugin", command_ty
     return client, iid, invoke_id, result
 
 
+def steps_of(twin, invoke_id, iid):
+    return [step for step, _when in twin.trace(invoke_id, iid)]
+
+
 def consistency_tags(client, region, iid):
     """The provider evidence tags of every snapshot of the instance (only AppConsistent / FsConsistent)."""
     return {sid: {k: v for k, v in tags.items() if k in ("AppConsistent", "FsConsistent")}
@@ -63,7 +67,7 @@ def consistency_tags(client, region, iid):
 
 def test_exit_0_app_consistent_output_names_the_group(start_twin):
     twin = start_twin([instance("web-1")])
-    client, _, _, result = run_plugin(twin, "web-1", LINUX_PARAMS)
+    client, _iid, _invoke_id, result = run_plugin(twin, "web-1", LINUX_PARAMS)
     out = decoded_output(result)
     assert (result.invocation_status, result.exit_code) == ("Success", 0)
     marker = out.strip().splitlines()[-1]
@@ -77,7 +81,7 @@ def test_exit_0_app_consistent_output_names_the_group(start_twin):
 def test_without_scripts_snapshots_are_fs_consistent(start_twin):
     twin = start_twin([instance("web-1")])
     params = {k: v for k, v in LINUX_PARAMS.items() if not k.endswith("ScriptPath")}
-    client, iid, _, result = run_plugin(twin, "web-1", params)
+    client, iid, _invoke_id, result = run_plugin(twin, "web-1", params)
     assert result.exit_code == 0
     tags = consistency_tags(client, twin.region, iid)
     assert tags and all(t == {"FsConsistent": "True"} for t in tags.values())
@@ -85,7 +89,7 @@ def test_without_scripts_snapshots_are_fs_consistent(start_twin):
 
 def test_invalid_scripts_fall_back_to_fs_consistent(start_twin):
     twin = start_twin([instance("web-1", faults={"scripts_invalid": True})])
-    client, iid, _, result = run_plugin(twin, "web-1", LINUX_PARAMS)
+    client, iid, _invoke_id, result = run_plugin(twin, "web-1", LINUX_PARAMS)
     assert result.exit_code == 0
     assert "Pre/Post-Script have no Expected Permission" in decoded_output(result)
     assert set(map(frozenset, (t.items() for t in consistency_tags(client, twin.region, iid).values()))) == {frozenset({("FsConsistent", "True")})}
@@ -94,8 +98,8 @@ def test_invalid_scripts_fall_back_to_fs_consistent(start_twin):
 def test_windows_writers_decide_app_or_fs_consistency(start_twin):
     twin = start_twin([instance("win-1", platform="windows"), instance("win-2", platform="windows")])
     params = {"RamRoleName": ROLE, "Description": "AppSnapshot", "ExcludeDiskId": "", "Name": "APPSnapshot-1"}
-    client, iid1, _, r1 = run_plugin(twin, "win-1", dict(params, EnableWriters=True), plugin="app-snapshot-plugin-win", command_type="RunBatScript")
-    _, iid2, _, r2 = run_plugin(twin, "win-2", dict(params, EnableWriters=False), plugin="app-snapshot-plugin-win", command_type="RunBatScript")
+    client, iid1, _invoke_id, r1 = run_plugin(twin, "win-1", dict(params, EnableWriters=True), plugin="app-snapshot-plugin-win", command_type="RunBatScript")
+    _client, iid2, _invoke_id, r2 = run_plugin(twin, "win-2", dict(params, EnableWriters=False), plugin="app-snapshot-plugin-win", command_type="RunBatScript")
     assert (r1.exit_code, r2.exit_code) == (0, 0)
     assert all(t == {"AppConsistent": "True"} for t in consistency_tags(client, twin.region, iid1).values())
     assert all(t == {"FsConsistent": "True"} for t in consistency_tags(client, twin.region, iid2).values())
@@ -107,7 +111,7 @@ def test_excluded_and_non_essd_disks_are_left_out(start_twin):
     disks = client.describe_disks(ecs_models.DescribeDisksRequest(region_id=twin.region, instance_id=twin.instances["web-1"])).body.disks.disk
     by_cat = {d.device: d for d in disks}
     excluded = by_cat["/dev/xvdb"].disk_id
-    _, _, _, result = run_plugin(twin, "web-1", dict(LINUX_PARAMS, ExcludeDiskId=excluded))
+    _client, _iid, _invoke_id, result = run_plugin(twin, "web-1", dict(LINUX_PARAMS, ExcludeDiskId=excluded))
     group_id = decoded_output(result).strip().splitlines()[-1].split('"')[1]
     assert {s.source_disk_id for s in group_snapshots(client, twin.region, group_id)} == {by_cat["/dev/xvda"].disk_id}
 
@@ -142,7 +146,7 @@ CASES = {
 def test_exit_code_cause(start_twin, code):
     inst_kwargs, params, twin_kwargs = CASES[code]
     twin = start_twin([instance("web-1", **inst_kwargs)], **twin_kwargs)
-    client, iid, _, result = run_plugin(twin, "web-1", params)
+    client, iid, _invoke_id, result = run_plugin(twin, "web-1", params)
     out = decoded_output(result)
     assert result.exit_code == code, out
     assert result.invocation_status == "Failed" and result.error_code == "ExitCodeNonzero"
@@ -159,7 +163,7 @@ def test_exit_code_cause(start_twin, code):
 
 def test_exit_1_for_an_invalid_snapshot_name(start_twin):
     twin = start_twin([instance("web-1")])
-    _, _, _, result = run_plugin(twin, "web-1", dict(LINUX_PARAMS, Name="1-starts-with-a-digit"))
+    _client, _iid, _invoke_id, result = run_plugin(twin, "web-1", dict(LINUX_PARAMS, Name="1-starts-with-a-digit"))
     assert result.exit_code == 1 and "invalid snapshot name" in decoded_output(result)
 
 
@@ -188,7 +192,7 @@ def test_params_parse_as_the_shell_hands_them_over():
 
 def test_exit_3_when_the_ram_role_lacks_permission(start_twin):
     twin = start_twin([instance("web-1", faults={"ram_role_no_permission": True})])
-    _, _, _, result = run_plugin(twin, "web-1", LINUX_PARAMS)
+    _client, _iid, _invoke_id, result = run_plugin(twin, "web-1", LINUX_PARAMS)
     assert result.exit_code == 3 and "permission" in decoded_output(result)
 
 
@@ -196,7 +200,7 @@ def test_exit_14_when_the_snapshot_quota_is_used_up(start_twin):
     twin = start_twin([instance("web-1", faults={"snapshot_quota": 1})])
     client = twin.client()
     client.create_snapshot_group(ecs_models.CreateSnapshotGroupRequest(region_id=twin.region, instance_id=twin.instances["web-1"], name="first"))
-    _, _, _, result = run_plugin(twin, "web-1", LINUX_PARAMS)
+    _client, _iid, _invoke_id, result = run_plugin(twin, "web-1", LINUX_PARAMS)
     assert result.exit_code == 14 and "QuotaExceed.Snapshot" in decoded_output(result)
 
 
@@ -204,20 +208,20 @@ def test_exit_16_while_a_previous_snapshot_is_being_created(start_twin):
     twin = start_twin([instance("web-1")], latency={"profile": "zero", "transitions": {"snapshot_group_complete": 120}})
     client = twin.client()
     client.create_snapshot_group(ecs_models.CreateSnapshotGroupRequest(region_id=twin.region, instance_id=twin.instances["web-1"], name="first"))
-    _, _, _, result = run_plugin(twin, "web-1", LINUX_PARAMS)
+    _client, _iid, _invoke_id, result = run_plugin(twin, "web-1", LINUX_PARAMS)
     assert result.exit_code == 16
 
 
 def test_exit_11_for_windows_vss_writer_failure(start_twin):
     twin = start_twin([instance("win-1", platform="windows", faults={"vss_writer_failure": True})])
-    _, _, _, result = run_plugin(twin, "win-1", {"RamRoleName": ROLE, "EnableWriters": True, "Name": "w1"},
-                                 plugin="app-snapshot-plugin-win", command_type="RunBatScript")
+    params = {"RamRoleName": ROLE, "EnableWriters": True, "Name": "w1"}
+    _client, _iid, _invoke_id, result = run_plugin(twin, "win-1", params, plugin="app-snapshot-plugin-win", command_type="RunBatScript")
     assert result.exit_code == 11
 
 
 def test_app_consistent_tag_key_can_be_the_older_spelling(start_twin):
     twin = start_twin([instance("web-1", faults={"app_consistent_tag_key": "APPConsistent"})])
-    client, iid, _, result = run_plugin(twin, "web-1", LINUX_PARAMS)
+    client, iid, _invoke_id, result = run_plugin(twin, "web-1", LINUX_PARAMS)
     assert result.exit_code == 0
     assert all(tags.get("APPConsistent") == "True" for tags in snapshot_tags(client, twin.region, iid).values())
 
@@ -225,7 +229,7 @@ def test_app_consistent_tag_key_can_be_the_older_spelling(start_twin):
 def test_injected_exit_code_fault(start_twin):
     twin = start_twin([instance("web-1")])
     twin.faults.update({"instances": {"web-1": {"plugin_exit_code": 7}}})
-    _, _, _, result = run_plugin(twin, "web-1", LINUX_PARAMS)
+    _client, _iid, _invoke_id, result = run_plugin(twin, "web-1", LINUX_PARAMS)
     assert result.exit_code == 7
 
 
@@ -280,7 +284,7 @@ def test_local_write_blocks_while_the_group_is_created(start_twin, local_fs, tmp
 
     try:
         assert twin.held("CreateSnapshotGroup").wait(30), "the plug-in never reached CreateSnapshotGroup"
-        assert [s for s, _ in twin.trace(invoke_id, iid)][-1] == "frozen"
+        assert steps_of(twin, invoke_id, iid)[-1] == "frozen"
         thread = threading.Thread(target=writer, daemon=True)
         thread.start()
         assert not writer_done.wait(0.5), "a write went through while the filesystem should be frozen"
@@ -327,12 +331,12 @@ def test_local_watchdog_thaws_when_the_group_creation_hangs(start_twin, local_fs
             done.set()
         threading.Thread(target=write, daemon=True).start()
         assert done.wait(20), "the filesystem stayed frozen past TimeoutInSeconds"
-        assert "snapshot group created" not in [s for s, _ in twin.trace(invoke_id, iid)]
+        assert "snapshot group created" not in steps_of(twin, invoke_id, iid)
     finally:
         gate.set()
     (result,) = wait_results(client, twin.region, invoke_id)
     assert result.exit_code == 11, decoded_output(result)
-    assert "auto-thawed" in [s for s, _ in twin.trace(invoke_id, iid)]
+    assert "auto-thawed" in steps_of(twin, invoke_id, iid)
     assert _no_app_consistent_tag(client, twin.region, iid)
 
 
@@ -341,7 +345,7 @@ def test_local_scripts_with_wrong_mode_are_not_run(start_twin, local_fs, tmp_pat
     marker = tmp_path / "ran"
     pre, post = _scripts(tmp_path, f"touch {marker}", f"touch {marker}", mode=0o755)
     twin = start_twin([local_instance(image, mount)])
-    client, iid, _, result = run_plugin(twin, "db-1", dict(LINUX_PARAMS, PreScriptPath=pre, PostScriptPath=post))
+    client, iid, _invoke_id, result = run_plugin(twin, "db-1", dict(LINUX_PARAMS, PreScriptPath=pre, PostScriptPath=post))
     assert result.exit_code == 0
     assert "expected 0700" in decoded_output(result)
     assert not marker.exists()
@@ -354,7 +358,7 @@ def test_local_scripts_not_owned_by_root_are_not_run(start_twin, local_fs, tmp_p
     pre, post = _scripts(tmp_path, f"touch {marker}", f"touch {marker}")
     os.chown(pre, 65534, 65534)
     twin = start_twin([local_instance(image, mount)])
-    client, iid, _, result = run_plugin(twin, "db-1", dict(LINUX_PARAMS, PreScriptPath=pre, PostScriptPath=post))
+    client, iid, _invoke_id, result = run_plugin(twin, "db-1", dict(LINUX_PARAMS, PreScriptPath=pre, PostScriptPath=post))
     assert result.exit_code == 0 and "not owned by root:root" in decoded_output(result)
     assert not marker.exists()
     assert all(t == {"FsConsistent": "True"} for t in consistency_tags(client, twin.region, iid).values())
@@ -364,10 +368,10 @@ def test_local_exit_9_prescript_fails_and_nothing_is_frozen(start_twin, local_fs
     image, mount = local_fs
     pre, post = _scripts(tmp_path, "echo cannot lock the database >&2; exit 3", f"touch {tmp_path}/post-ran")
     twin = start_twin([local_instance(image, mount)])
-    _, iid, invoke_id, result = run_plugin(twin, "db-1", dict(LINUX_PARAMS, PreScriptPath=pre, PostScriptPath=post))
+    _client, iid, invoke_id, result = run_plugin(twin, "db-1", dict(LINUX_PARAMS, PreScriptPath=pre, PostScriptPath=post))
     assert result.exit_code == 9
     assert "cannot lock the database" in decoded_output(result)
-    assert "frozen" not in [s for s, _ in twin.trace(invoke_id, iid)]
+    assert "frozen" not in steps_of(twin, invoke_id, iid)
     assert not twin.state()["snapshot_groups"]
 
 
@@ -387,7 +391,7 @@ def test_stop_invocation_ends_a_running_prescript(start_twin, local_fs, tmp_path
     (result,) = wait_results(client, twin.region, invoke_id)
     assert result.invocation_status == "Terminated"
     assert not os.path.exists(f"/proc/{pid_file.read_text().strip()}")
-    assert "frozen" not in [s for s, _ in twin.trace(invoke_id, iid)]
+    assert "frozen" not in steps_of(twin, invoke_id, iid)
     assert not twin.state()["snapshot_groups"]
 
 
@@ -397,18 +401,18 @@ def test_local_exit_10_postscript_fails_after_the_thaw(start_twin, local_fs, tmp
     twin = start_twin([local_instance(image, mount)])
     client, iid, invoke_id, result = run_plugin(twin, "db-1", dict(LINUX_PARAMS, PreScriptPath=pre, PostScriptPath=post))
     assert result.exit_code == 10
-    steps = [s for s, _ in twin.trace(invoke_id, iid)]
+    steps = steps_of(twin, invoke_id, iid)
     assert steps.index("thawed") < steps.index("postscript")
     assert _no_app_consistent_tag(client, twin.region, iid)
 
 
 def test_local_exit_11_for_a_path_that_is_not_a_mount_point(start_twin, local_fs, tmp_path):
-    image, _ = local_fs
+    image = local_fs[0]
     not_mounted = tmp_path / "plain-dir"
     not_mounted.mkdir()
     pre, post = _scripts(tmp_path)
     twin = start_twin([local_instance(image, str(not_mounted))])
-    _, _, _, result = run_plugin(twin, "db-1", dict(LINUX_PARAMS, PreScriptPath=pre, PostScriptPath=post))
+    _client, _iid, _invoke_id, result = run_plugin(twin, "db-1", dict(LINUX_PARAMS, PreScriptPath=pre, PostScriptPath=post))
     assert result.exit_code == 11 and "not a mount point" in decoded_output(result)
 
 
@@ -429,3 +433,18 @@ def test_plugin_calls_are_counted_apart_from_the_callers(start_twin):
     assert counts["alicloud"].get("CreateSnapshotGroup") is None and counts["alicloud"]["RunCommand"] == 1
     role = counts["alicloud-instance-role"]
     assert role["DescribeDisks"] == 1 and role["CreateSnapshotGroup"] == 1 and role["TagResources"] == 1 and role["DescribeSnapshotGroups"] >= 1
+
+
+def test_stopping_the_twin_mid_freeze_leaves_nothing_frozen(local_fs, tmp_path):
+    image, mount = local_fs
+    pre, post = _scripts(tmp_path)
+    twin = server.start({"instances": [local_instance(image, mount)]})
+    try:
+        twin.hold("CreateSnapshotGroup")
+        iid = twin.instances["db-1"]
+        run_command(twin.client(), twin.region, [iid], plugin_command(dict(LINUX_PARAMS, PreScriptPath=pre, PostScriptPath=post)))
+        assert twin.held("CreateSnapshotGroup").wait(30)
+    finally:
+        twin.stop()
+    probe = subprocess.run(["timeout", "5", "sh", "-c", f"echo ok > {mount}/probe && sync -f {mount}/probe"], check=False)
+    assert probe.returncode == 0

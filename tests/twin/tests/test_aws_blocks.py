@@ -132,7 +132,7 @@ def test_snapshot_through_the_api_is_the_image_at_the_call_instant(twin_factory)
     thread.start()
     taken = []
     try:
-        for _ in range(15):
+        for _attempt in range(15):
             with lock:
                 before = state["done"]
             snap = ec2.create_snapshot(VolumeId=volume_id)["SnapshotId"]
@@ -152,7 +152,7 @@ def test_snapshot_through_the_api_is_the_image_at_the_call_instant(twin_factory)
         generations.add(generation)
     assert len(generations) > 1
     # the restored volume has the snapshot's bytes
-    snap, _, _ = taken[-1]
+    snap = taken[-1][0]
     restored = ec2.create_volume(SnapshotId=snap, AvailabilityZone="us-east-1a")
     with open(_image(twins, restored["VolumeId"]), "rb") as handle, open(_snapshot_image(twins, snap), "rb") as src:
         assert handle.read(REGION) == src.read(REGION)

@@ -51,7 +51,7 @@ def test_fleet_is_built_as_described(aws):
 
 
 def test_create_snapshots_honours_exclusions_and_tag_copy(aws):
-    _, ec2, ids = aws
+    _twins, ec2, ids = aws
     iid = ids["app-1"]
     vols = _volumes(ec2, iid)
     ec2.create_tags(Resources=[vols["/dev/xvdf"]], Tags=[{"Key": "data", "Value": "orders"}, {"Key": "env", "Value": "vol"}])
@@ -70,7 +70,7 @@ def test_create_snapshots_honours_exclusions_and_tag_copy(aws):
 
 
 def test_create_snapshots_rejects_root_in_exclude_data_volume_ids(aws):
-    _, ec2, ids = aws
+    _twins, ec2, ids = aws
     vols = _volumes(ec2, ids["app-1"])
     with pytest.raises(ClientError) as err:
         ec2.create_snapshots(InstanceSpecification={"InstanceId": ids["app-1"], "ExcludeDataVolumeIds": [vols["/dev/xvda"]]})
@@ -152,7 +152,7 @@ def test_throttling_at_a_rate(twin_factory):
     twins = twin_factory(FLEET, faults={"api_errors": [{"action": "DescribeInstances", "rate": 0.5}]}, seed=3, alicloud=False)
     ec2 = twins.aws_client("ec2")
     outcomes = []
-    for _ in range(40):
+    for _attempt in range(40):
         try:
             ec2.describe_instances()
             outcomes.append("ok")
@@ -174,7 +174,7 @@ def test_snapshot_quota(aws):
 
 
 def test_describe_snapshots_owner_tag_filter_and_pagination(aws):
-    _, ec2, ids = aws
+    _twins, ec2, ids = aws
     for n in range(4):
         ec2.create_snapshots(InstanceSpecification={"InstanceId": ids["app-1"]},
                              TagSpecifications=[{"ResourceType": "snapshot", "Tags": [{"Key": "set", "Value": f"s{n % 2}"}]}])
@@ -189,7 +189,7 @@ def test_describe_snapshots_owner_tag_filter_and_pagination(aws):
 
 
 def test_describe_volumes_pages(aws):
-    _, ec2, _ = aws
+    ec2 = aws[1]
     pages = list(ec2.get_paginator("describe_volumes").paginate(PaginationConfig={"PageSize": 5}))
     assert [len(p["Volumes"]) for p in pages] == [4]
 

@@ -59,7 +59,7 @@ def test_instance_side_api_calls_reach_the_twin(local_fleet):
 
 
 def test_failed_exit_code(local_fleet):
-    _, ssm, ids = local_fleet
+    _twins, ssm, ids = local_fleet
     cmd = _send(ssm, [ids["loc-1"]], ["echo partial", "exit 7"])
     inv = wait_command(ssm, cmd["CommandId"])[ids["loc-1"]]
     assert (inv["Status"], inv["StatusDetails"]) == ("Failed", "Failed")
@@ -69,7 +69,7 @@ def test_failed_exit_code(local_fleet):
 
 
 def test_execution_timeout_kills_the_script(local_fleet, tmp_path):
-    _, ssm, ids = local_fleet
+    _twins, ssm, ids = local_fleet
     marker = tmp_path / "survived"
     cmd = _send(ssm, [ids["loc-1"]], [f"sleep 20; touch {marker}"], parameters={"executionTimeout": ["1"]})
     inv = wait_command(ssm, cmd["CommandId"])[ids["loc-1"]]
@@ -120,7 +120,7 @@ def test_offline_agent_delivery_times_out_and_undeliverable(twin_factory):
 
 
 def test_instance_without_agent_is_an_invalid_instance_id(local_fleet):
-    _, ssm, ids = local_fleet
+    _twins, ssm, ids = local_fleet
     with pytest.raises(ClientError) as err:
         _send(ssm, [ids["loc-1"], ids["none-1"]], ["true"])
     assert err.value.response["Error"]["Code"] == "InvalidInstanceId"
@@ -128,7 +128,7 @@ def test_instance_without_agent_is_an_invalid_instance_id(local_fleet):
 
 
 def test_unknown_document_and_bad_parameters_are_rejected(local_fleet):
-    _, ssm, ids = local_fleet
+    _twins, ssm, ids = local_fleet
     with pytest.raises(ClientError) as err:
         ssm.send_command(InstanceIds=[ids["loc-1"]], DocumentName="No-Such-Document", Parameters={})
     assert err.value.response["Error"]["Code"] == "InvalidDocument"
@@ -141,7 +141,7 @@ def test_unknown_document_and_bad_parameters_are_rejected(local_fleet):
 
 
 def test_send_command_needs_explicit_targets_and_at_most_50_ids(local_fleet):
-    _, ssm, ids = local_fleet
+    _twins, ssm, ids = local_fleet
     with pytest.raises(ClientError) as err:
         ssm.send_command(DocumentName="AWS-RunShellScript", Parameters={"commands": ["true"]})
     assert err.value.response["Error"]["Code"] == "ValidationException"
@@ -152,7 +152,7 @@ def test_send_command_needs_explicit_targets_and_at_most_50_ids(local_fleet):
 
 
 def test_targets_by_tag_reach_exactly_the_tagged_managed_instances(local_fleet):
-    _, ssm, ids = local_fleet
+    _twins, ssm, ids = local_fleet
     cmd = ssm.send_command(Targets=[{"Key": "tag:grp", "Values": ["b"]}], DocumentName="AWS-RunShellScript",
                            Parameters={"commands": ["echo hi"]})["Command"]
     result = wait_command(ssm, cmd["CommandId"])
@@ -164,7 +164,7 @@ def test_targets_by_tag_reach_exactly_the_tagged_managed_instances(local_fleet):
 
 
 def test_max_concurrency_serialises_the_fleet(local_fleet, tmp_path):
-    _, ssm, ids = local_fleet
+    _twins, ssm, ids = local_fleet
     log = tmp_path / "log"
     targets = [ids["loc-1"], ids["loc-2"], ids["loc-3"]]
     cmd = _send(ssm, targets, [f"echo start >> {log}", "sleep 0.3", f"echo end >> {log}"], MaxConcurrency="1")
@@ -174,7 +174,7 @@ def test_max_concurrency_serialises_the_fleet(local_fleet, tmp_path):
 
 
 def test_max_errors_stops_reaching_further_targets(local_fleet):
-    _, ssm, ids = local_fleet
+    _twins, ssm, ids = local_fleet
     targets = [ids["loc-1"], ids["loc-2"], ids["loc-3"]]
     cmd = _send(ssm, targets, ["exit 1"], MaxConcurrency="1", MaxErrors="0")
     result = wait_command(ssm, cmd["CommandId"])
@@ -231,7 +231,7 @@ def test_describe_instance_information(local_fleet):
 
 
 def test_custom_document_runs_its_steps(local_fleet):
-    _, ssm, ids = local_fleet
+    _twins, ssm, ids = local_fleet
     content = ('{"schemaVersion": "2.2", "parameters": {"word": {"type": "String", "default": "hello", '
                '"allowedValues": ["hello", "bye"]}}, "mainSteps": [{"action": "aws:runShellScript", "name": "sayit", '
                '"precondition": {"StringEquals": ["platformType", "Linux"]}, "inputs": {"runCommand": ["echo {{ word }}"]}}]}')
@@ -250,7 +250,7 @@ def test_custom_document_runs_its_steps(local_fleet):
 
 
 def test_aws_documents_exist(local_fleet):
-    _, ssm, _ = local_fleet
+    ssm = local_fleet[1]
     for name in ("AWS-RunShellScript", "AWS-RunPowerShellScript", "AWS-ConfigureAWSPackage",
                  "AWSEC2-CreateVssSnapshot", "AWSEC2-VssInstallAndSnapshot"):
         assert ssm.describe_document(Name=name)["Document"]["Owner"] == "Amazon"
@@ -259,7 +259,7 @@ def test_aws_documents_exist(local_fleet):
 
 
 def test_get_command_invocation_errors(local_fleet):
-    _, ssm, ids = local_fleet
+    _twins, ssm, ids = local_fleet
     with pytest.raises(ClientError) as err:
         ssm.get_command_invocation(CommandId="00000000-0000-0000-0000-000000000000", InstanceId=ids["loc-1"])
     assert err.value.response["Error"]["Code"] == "InvalidCommandId"

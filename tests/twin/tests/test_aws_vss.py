@@ -61,23 +61,23 @@ def _devices(ec2, iid):
     {"Bogus": "True"},                      # not a parameter of the document
 ])
 def test_invalid_parameters_are_rejected_at_send(win, params):
-    _, ssm, _, ids = win
+    _twins, ssm, _ec2, ids = win
     with pytest.raises(ClientError) as err:
         _vss(ssm, ids["sql-1"], **params)
     assert err.value.response["Error"]["Code"] == "InvalidParameters"
 
 
 def test_allowed_tag_characters_are_accepted(win):
-    _, ssm, ec2, ids = win
+    _twins, ssm, ec2, ids = win
     value = "a-b_c.d/e\\f(g) h@i+j:k=l{m}'n\"o"
-    inv, _ = _run(ssm, ids["sql-1"], tags=f"Key=odd,Value={value};key=team,value=db")
+    inv = _run(ssm, ids["sql-1"], tags=f"Key=odd,Value={value};key=team,value=db")[0]
     assert inv["Status"] == "Success"
     assert all(tags_of(s)["odd"] == value and tags_of(s)["team"] == "db" for s in _snapshots(ec2, ids["sql-1"]))
 
 
 @pytest.mark.parametrize("reserved", ["AppConsistent", "Device", "AwsVssConfig"])
 def test_reserved_tags_are_an_error(win, reserved):
-    _, ssm, ec2, ids = win
+    _twins, ssm, ec2, ids = win
     inv, got = _run(ssm, ids["sql-1"], tags=f"Key=team,Value=db;Key={reserved},Value=x")
     assert inv["Status"] == "Failed" and got["ResponseCode"] == 1
     assert reserved in got["StandardErrorContent"]
@@ -85,31 +85,31 @@ def test_reserved_tags_are_an_error(win, reserved):
 
 
 def test_no_writers_with_save_vss_metadata_fails(win):
-    _, ssm, ec2, ids = win
+    _twins, ssm, ec2, ids = win
     inv, got = _run(ssm, ids["sql-1"], NoWriters="True", SaveVssMetadata="True")
     assert inv["Status"] == "Failed" and "NoWriters" in got["StandardErrorContent"]
     assert _snapshots(ec2, ids["sql-1"]) == []
-    inv, _ = _run(ssm, ids["sql-1"], NoWriters="True")
+    inv = _run(ssm, ids["sql-1"], NoWriters="True")[0]
     assert inv["Status"] == "Success"
 
 
 def test_exclude_boot_volume_only_without_create_ami(win):
-    _, ssm, ec2, ids = win
+    _twins, ssm, ec2, ids = win
     inv, got = _run(ssm, ids["sql-1"], ExcludeBootVolume="True", CreateAmi="True")
     assert inv["Status"] == "Failed" and "CreateAmi" in got["StandardErrorContent"]
     assert _snapshots(ec2, ids["sql-1"]) == []
 
 
 def test_save_vss_metadata_needs_components_2_4(win):
-    _, ssm, _, ids = win
+    _twins, ssm, _ec2, ids = win
     inv, got = _run(ssm, ids["sql-old"], SaveVssMetadata="True")
     assert inv["Status"] == "Failed" and "2.4.0" in got["StandardErrorContent"]
-    inv, _ = _run(ssm, ids["sql-1"], SaveVssMetadata="True")
+    inv = _run(ssm, ids["sql-1"], SaveVssMetadata="True")[0]
     assert inv["Status"] == "Success"
 
 
 def test_windows_only(win):
-    _, ssm, ec2, ids = win
+    _twins, ssm, ec2, ids = win
     command_id = _vss(ssm, ids["lin-1"])
     inv = wait_command(ssm, command_id)[ids["lin-1"]]
     assert (inv["Status"], inv["StatusDetails"]) == ("Failed", "InvalidPlatform")
@@ -118,11 +118,11 @@ def test_windows_only(win):
 
 # --- what a successful run leaves behind ------------------------------------------------------------------
 def test_snapshots_of_all_volumes_tagged_exactly_as_documented(win):
-    _, ssm, ec2, ids = win
+    _twins, ssm, ec2, ids = win
     iid = ids["sql-1"]
     inv, got = _run(ssm, iid, tags="Key=team,Value=db;Key=ticket,Value=CHG-1", description="nightly")
     assert (inv["Status"], got["ResponseCode"]) == ("Success", 0)
-    devices, _ = _devices(ec2, iid)
+    devices = _devices(ec2, iid)[0]
     snaps = _snapshots(ec2, iid)
     assert sorted(s["VolumeId"] for s in snaps) == sorted(devices)
     configs = set()
@@ -137,16 +137,16 @@ def test_snapshots_of_all_volumes_tagged_exactly_as_documented(win):
 
 
 def test_user_name_tag_is_kept(win):
-    _, ssm, ec2, ids = win
-    inv, _ = _run(ssm, ids["sql-1"], tags="Key=Name,Value=sql-nightly")
+    _twins, ssm, ec2, ids = win
+    inv = _run(ssm, ids["sql-1"], tags="Key=Name,Value=sql-nightly")[0]
     assert inv["Status"] == "Success"
     assert {tags_of(s)["Name"] for s in _snapshots(ec2, ids["sql-1"])} == {"sql-nightly"}
 
 
 def test_exclude_boot_volume(win):
-    _, ssm, ec2, ids = win
+    _twins, ssm, ec2, ids = win
     iid = ids["sql-1"]
-    inv, _ = _run(ssm, iid, ExcludeBootVolume="True")
+    inv = _run(ssm, iid, ExcludeBootVolume="True")[0]
     assert inv["Status"] == "Success"
     devices, root = _devices(ec2, iid)
     got = {tags_of(s)["Device"] for s in _snapshots(ec2, iid)}
@@ -154,9 +154,9 @@ def test_exclude_boot_volume(win):
 
 
 def test_create_ami_makes_an_image_instead_of_snapshots(win):
-    _, ssm, ec2, ids = win
+    _twins, ssm, ec2, ids = win
     iid = ids["sql-1"]
-    inv, _ = _run(ssm, iid, CreateAmi="True", AmiName="sql-1-vss", tags="Key=team,Value=db")
+    inv = _run(ssm, iid, CreateAmi="True", AmiName="sql-1-vss", tags="Key=team,Value=db")[0]
     assert inv["Status"] == "Success"
     images = ec2.describe_images(Filters=[{"Name": "name", "Values": ["sql-1-vss"]}])["Images"]
     assert len(images) == 1
@@ -168,7 +168,7 @@ def test_create_ami_makes_an_image_instead_of_snapshots(win):
 # --- failures ---------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("name, words", [("sql-writer", "writer"), ("sql-thaw", "Thaw")])
 def test_writer_failure_and_thaw_timeout_leave_snapshots_not_app_consistent(win, name, words):
-    _, ssm, ec2, ids = win
+    _twins, ssm, ec2, ids = win
     iid = ids[name]
     inv, got = _run(ssm, iid, tags="Key=team,Value=db")
     assert inv["Status"] == "Failed" and got["ResponseCode"] == 1
@@ -188,7 +188,7 @@ def test_runtime_fault_can_be_injected_through_the_control_api(win):
 
 
 def test_missing_components_fail_unless_installed_by_vss_install_and_snapshot(win):
-    _, ssm, ec2, ids = win
+    _twins, ssm, ec2, ids = win
     iid = ids["sql-bare"]
     inv, got = _run(ssm, iid)
     assert inv["Status"] == "Failed" and "ec2-vss-agent.exe" in got["StandardErrorContent"]
@@ -196,17 +196,17 @@ def test_missing_components_fail_unless_installed_by_vss_install_and_snapshot(wi
     inv, got = _run(ssm, iid, document="AWSEC2-VssInstallAndSnapshot", VssVersion="2.5.1")
     assert inv["Status"] == "Success" and "installed AwsVssComponents 2.5.1" in got["StandardOutputContent"]
     assert {tags_of(s)["AppConsistent"] for s in _snapshots(ec2, iid)} == {"true"}
-    inv, _ = _run(ssm, iid)  # installed now
+    inv = _run(ssm, iid)[0]  # installed now
     assert inv["Status"] == "Success"
 
 
 def test_configure_aws_package_installs_the_components(win):
-    _, ssm, _, ids = win
+    _twins, ssm, _ec2, ids = win
     iid = ids["sql-bare"]
     command_id = ssm.send_command(InstanceIds=[iid], DocumentName="AWS-ConfigureAWSPackage",
                                   Parameters={"action": ["Install"], "name": ["AwsVssComponents"]})["Command"]["CommandId"]
     assert wait_command(ssm, command_id)[iid]["Status"] == "Success"
-    inv, _ = _run(ssm, iid)
+    inv = _run(ssm, iid)[0]
     assert inv["Status"] == "Success"
 
 

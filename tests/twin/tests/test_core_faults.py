@@ -9,7 +9,7 @@ from twin.core.faults import Faults
 
 def test_no_faults_by_default():
     faults = Faults()
-    assert all(faults.api_error("aws", "CreateSnapshots") is None for _ in range(200))
+    assert all(faults.api_error("aws", "CreateSnapshots") is None for _attempt in range(200))
 
 
 def test_next_n_calls_fail_then_recover():
@@ -25,12 +25,12 @@ def test_rate_is_roughly_honoured_and_seeded():
     spec = {"api_errors": [{"provider": "alicloud", "action": "*", "rate": 0.3}]}
     first = Faults(spec, seed=7)
     second = Faults(spec, seed=7)
-    outcomes = [first.api_error("alicloud", "RunCommand") for _ in range(1000)]
-    assert outcomes == [second.api_error("alicloud", "RunCommand") for _ in range(1000)]
+    outcomes = [first.api_error("alicloud", "RunCommand") for _attempt in range(1000)]
+    assert outcomes == [second.api_error("alicloud", "RunCommand") for _attempt in range(1000)]
     hits = [o for o in outcomes if o]
     assert set(hits) == {"Throttling.User"}
     assert 200 < len(hits) < 400
-    assert all(first.api_error("aws", "RunCommand") is None for _ in range(100))
+    assert all(first.api_error("aws", "RunCommand") is None for _attempt in range(100))
 
 
 def test_throttle_rate_shorthand_uses_provider_code():

@@ -25,7 +25,7 @@ def test_run_local_timeout_kills_the_whole_group(tmp_path):
     result = run_local(f"sleep 30 & echo $! > {marker}; wait", timeout=1)
     assert result.timed_out and result.exit_code == -1
     child = int(marker.read_text())
-    for _ in range(50):
+    for _attempt in range(50):
         try:
             os.kill(child, 0)
         except ProcessLookupError:
@@ -50,7 +50,7 @@ def test_detached_helper_does_not_hold_the_command(tmp_path):
 
 def test_call_counter_counts_per_provider():
     stats = CallCounter()
-    for _ in range(3):
+    for _attempt in range(3):
         stats.record("aws", "SendCommand")
     stats.record("alicloud", "RunCommand")
     assert stats.counts("aws") == {"SendCommand": 3}

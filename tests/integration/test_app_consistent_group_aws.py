@@ -1,0 +1,113 @@
+"""app_consistent_group on AWS through the twin: crash sets and the Windows (VSS) path.
+
+The Linux freeze path runs the real freeze helper on loop-mounted filesystems: tests/e2e.
+"""
+
+import pytest
+
+ACG = "appconsistent.snapshots.app_consistent_group"
+VOLUMES = [{"device": "/dev/sda1", "size": 30, "boot": True}, {"device": "/dev/xvdf", "size": 10},
+           {"device": "/dev/xvdg", "size": 20}]
+
+
+def fleet(**platforms):
+    return {"instances": [{"provider": "aws", "name": name, "platform": platform, "volumes": VOLUMES}
+                          for name, platform in platforms.items()]}
+
+
+def ids(twins, *names):
+    return [twins.endpoints["aws"]["instances"][n] for n in names]
+
+
+def volumes_of(twins, iid):
+    ec2 = twins.aws_client("ec2")
+    instance = ec2.describe_instances(InstanceIds=[iid])["Reservations"][0]["Instances"][0]
+    return {m["DeviceName"]: m["Ebs"]["VolumeId"] for m in instance["BlockDeviceMappings"]}
+
+
+def set_snapshots(twins, set_id):
+    ec2 = twins.aws_client("ec2")
+    snaps = ec2.describe_snapshots(OwnerIds=["self"], Filters=[{"Name": "tag:appconsistent:set-id",
+                                                                  "Values": [set_id]}])["Snapshots"]
+    return [dict(s, Tags={t["Key"]: t["Value"] for t in s.get("Tags", [])}) for s in snaps]
+
+
+@pytest.mark.parametrize("platform", ["linux", "windows"])
+def test_crash_set_of_the_selected_volumes(twin_factory, run_tasks, platform):
+    twins = twin_factory(fleet(web=platform), alicloud=False)
+    (iid,) = ids(twins, "web")
+    volumes = volumes_of(twins, iid)
+    run = run_tasks([{ACG: {"provider": "aws", "consistency": "crash", "instance_ids": [iid],
+                            "exclude_disk_ids": [volumes["/dev/xvdg"]], "exclude_boot_disk": True,
+                            "tags": {"team": "web"}, "run_id": "CHG-5"}, "register": "group"}], twins.endpoints)
+    result = run["group"]
+    assert not result.get("failed"), result.get("msg")
+    entry = result["results"][0]
+    assert (entry["status"], entry["consistency"]) == ("Created", "crash")
+    snaps = set_snapshots(twins, entry["set_id"])
+    assert [s["VolumeId"] for s in snaps] == [volumes["/dev/xvdf"]]
+    tags = snaps[0]["Tags"]
+    assert tags["appconsistent:consistency"] == "crash" and tags["appconsistent:device"] == "/dev/xvdf"
+    assert tags["appconsistent:instance-id"] == iid and tags["team"] == "web" and tags["appconsistent:run-id"] == "CHG-5"
+    assert "AppConsistent" not in tags
+
+
+def test_crash_needs_no_agent_and_works_on_a_stopped_instance(twin_factory, run_tasks):
+    twins = twin_factory({"instances": [{"provider": "aws", "name": "off", "platform": "linux", "state": "stopped",
+                                         "agent": {"status": "not_installed"}, "volumes": VOLUMES}]}, alicloud=False)
+    (iid,) = ids(twins, "off")
+    twins.stats.reset()
+    run = run_tasks([{ACG: {"provider": "aws", "consistency": "crash", "instance_ids": [iid]}, "register": "group"}],
+                    twins.endpoints)
+    assert not run["group"].get("failed"), run["group"].get("msg")
+    assert len(run["group"]["results"][0]["snapshots"]) == 3
+    assert not twins.stats.counts("aws").get("SendCommand")
+
+
+@pytest.mark.parametrize("consistency, writers_tag", [("application", "application"), ("filesystem", "filesystem")])
+def test_windows_goes_through_vss(twin_factory, run_tasks, consistency, writers_tag):
+    twins = twin_factory(fleet(sql="windows"), alicloud=False)
+    (iid,) = ids(twins, "sql")
+    run = run_tasks([{ACG: {"provider": "aws", "consistency": consistency, "instance_ids": [iid]}, "register": "group"}],
+                    twins.endpoints)
+    result = run["group"]
+    assert not result.get("failed"), result.get("msg")
+    entry = result["results"][0]
+    assert entry["consistency"] == writers_tag and entry["status"] == "Success"
+    assert len(entry["command_ids"]) == 1
+    snaps = set_snapshots(twins, entry["set_id"])
+    assert {s["Tags"]["appconsistent:consistency"] for s in snaps} == {writers_tag}
+
+
+def test_windows_disk_selection_is_refused_per_instance(twin_factory, run_tasks):
+    twins = twin_factory(fleet(sql="windows"), alicloud=False)
+    (iid,) = ids(twins, "sql")
+    volumes = volumes_of(twins, iid)
+    run = run_tasks([{ACG: {"provider": "aws", "instance_ids": [iid], "disk_ids": [volumes["/dev/xvdf"]]},
+                      "register": "group"}], twins.endpoints)
+    assert run["group"]["results"][0]["error"]["code"] == "SelectionNotSupported"
+
+
+def test_unknown_volume_is_refused_before_any_change(twin_factory, run_tasks):
+    twins = twin_factory(fleet(web="linux"), alicloud=False)
+    (iid,) = ids(twins, "web")
+    twins.stats.reset()
+    run = run_tasks([{ACG: {"provider": "aws", "consistency": "crash", "instance_ids": [iid],
+                            "disk_ids": ["vol-0123456789abcdef0"]}, "register": "group"}], twins.endpoints)
+    assert run["group"]["failed"] is True and "unknown volume id" in run["group"]["msg"]
+    assert not twins.stats.counts("aws").get("CreateSnapshots")
+
+
+def test_check_mode_and_idempotent_rerun(twin_factory, run_tasks):
+    twins = twin_factory(fleet(web="linux"), alicloud=False)
+    (iid,) = ids(twins, "web")
+    task = {ACG: {"provider": "aws", "consistency": "crash", "instance_ids": [iid], "run_id": "CHG-6"}}
+    twins.stats.reset()
+    check = run_tasks([dict(task, register="check")], twins.endpoints, check=True)
+    assert check["check"]["changed"] is True
+    assert check["check"]["results"][0]["plan"]["action"] == "CreateSnapshots"
+    assert not twins.stats.counts("aws").get("CreateSnapshots")
+    run = run_tasks([dict(task, register="first"), dict(task, register="second")], twins.endpoints)
+    assert run["first"]["changed"] is True and run["second"]["changed"] is False
+    assert run["second"]["results"][0]["set_id"] == run["first"]["results"][0]["set_id"]
+    assert twins.stats.counts("aws")["CreateSnapshots"] == 1

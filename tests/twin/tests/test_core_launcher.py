@@ -1,0 +1,97 @@
+"""Starting both twins: shared configuration, the endpoints file, ``python -m twin`` and the collection artifact."""
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import urllib.request
+
+import boto3
+import pytest
+
+from twin.aws.testing import wait_for
+from twin.launcher import alicloud_module
+
+TESTS_DIR = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+REPO_ROOT = os.path.dirname(TESTS_DIR)
+
+
+def _post(url, path, body):
+    req = urllib.request.Request(url + path, data=json.dumps(body).encode(), method="POST",
+                                 headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(req, timeout=10) as resp:
+        return json.loads(resp.read())
+
+
+def test_default_twin_fixture_and_endpoints(twin, tmp_path):
+    ep = twin.endpoints["aws"]
+    assert set(ep) >= {"endpoint_url", "region", "access_key_id", "secret_access_key", "instances"}
+    assert ep["endpoint_url"].startswith("http://127.0.0.1:")
+    assert set(ep["instances"]) == {"web-1", "db-1", "sql-1"}
+    path = twin.write_endpoints(str(tmp_path / "build" / "endpoints.json"))
+    with open(path, encoding="utf-8") as handle:
+        assert json.load(handle) == twin.endpoints
+    if twin.alicloud is not None:
+        ali = twin.endpoints["alicloud"]
+        assert set(ali) >= {"endpoint", "protocol", "region", "access_key_id", "access_key_secret", "instances"}
+        assert set(ali["instances"]) == {"ali-web-1", "ali-win-1"}
+
+
+def test_one_configuration_governs_both_twins(twin):
+    if twin.alicloud is None:
+        pytest.skip("the Alibaba twin is not available")
+    _post(twin.aws.url, "/_twin/latency", {"profile": "realistic"})
+    assert twin.latency.api("alicloud", "RunCommand") > 0
+    _post(twin.aws.url, "/_twin/faults", {"throttle_rate": 0.5})
+    assert twin.faults.get("throttle_rate") == 0.5
+    ali_url = "http://" + twin.endpoints["alicloud"]["endpoint"]
+    with urllib.request.urlopen(ali_url + "/_twin/faults", timeout=10) as resp:
+        assert json.loads(resp.read())["throttle_rate"] == 0.5
+
+
+def test_alicloud_module_is_optional():
+    module = alicloud_module()
+    assert module is None or hasattr(module, "start")
+
+
+@pytest.mark.timeout(120)
+def test_python_dash_m_twin_runs_in_the_foreground(tmp_path):
+    endpoints = tmp_path / "endpoints.json"
+    env = dict(os.environ, TWIN_AWS_PORT="0", TWIN_ALICLOUD_PORT="0", TWIN_ENDPOINTS=str(endpoints),
+               TWIN_BLOCKSTORE=str(tmp_path / "blocks"))
+    proc = subprocess.Popen([sys.executable, "-m", "twin"], cwd=TESTS_DIR, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        wait_for(lambda: endpoints.exists() or proc.poll() is not None, timeout=90, what="endpoints.json")
+        assert proc.poll() is None, proc.stdout.read().decode()
+        ep = json.loads(endpoints.read_text())["aws"]
+        ec2 = boto3.client("ec2", endpoint_url=ep["endpoint_url"], region_name=ep["region"],
+                           aws_access_key_id=ep["access_key_id"], aws_secret_access_key=ep["secret_access_key"])
+        ids = {i["InstanceId"] for r in ec2.describe_instances()["Reservations"] for i in r["Instances"]}
+        assert ids == set(ep["instances"].values()) and "sql-1" in ep["instances"]
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=30) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        proc.stdout.close()
+    assert not endpoints.exists()
+    mounted = subprocess.run(["findmnt", "-rn", "-o", "TARGET"], capture_output=True, text=True, check=False).stdout
+    assert str(tmp_path) not in mounted
+
+
+def test_the_twin_is_not_in_the_collection_artifact(tmp_path):
+    galaxy = os.path.join(REPO_ROOT, "galaxy.yml")
+    if not os.path.exists(galaxy):
+        pytest.skip("no galaxy.yml yet")
+    ansible_galaxy = shutil.which("ansible-galaxy", path=os.path.dirname(sys.executable)) or shutil.which("ansible-galaxy")
+    if not ansible_galaxy:
+        pytest.skip("ansible-galaxy not installed")
+    subprocess.run([ansible_galaxy, "collection", "build", REPO_ROOT, "--output-path", str(tmp_path)], check=True,
+                   capture_output=True, env=dict(os.environ, ANSIBLE_NOCOLOR="1"))
+    artifact = next(tmp_path.glob("*.tar.gz"))
+    listing = subprocess.run(["tar", "-tzf", str(artifact)], check=True, capture_output=True, text=True).stdout.split()
+    assert not [name for name in listing if name.startswith("tests/twin")], "the twin clouds are in the artifact"

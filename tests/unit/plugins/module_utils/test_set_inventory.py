@@ -1,0 +1,429 @@
+"""Finding, listing and pruning sets: AWS requests checked with Stubber, Alibaba requests as SDK models, rules with a fixed clock."""
+
+import datetime
+import json
+import types
+from unittest import mock
+
+import boto3
+import pytest
+from alibabacloud_ecs20140526 import models as ecs_models
+from botocore.stub import Stubber
+from Tea.exceptions import TeaException
+
+from ansible_collections.appconsistent.snapshots.plugins.module_utils import alicloud
+from ansible_collections.appconsistent.snapshots.plugins.module_utils import set_inventory as inv
+from ansible_collections.appconsistent.snapshots.plugins.module_utils import snapshot_set as ss
+
+UTC = datetime.timezone.utc
+NOW = datetime.datetime(2026, 11, 23, 6, 0, 0, tzinfo=UTC)
+PAST = "2026-11-20T00:00:00Z"
+FUTURE = "2026-12-01T00:00:00Z"
+
+
+@pytest.fixture(autouse=True)
+def no_sleep():
+    with mock.patch("time.sleep"):
+        yield
+
+
+@pytest.fixture
+def ec2():
+    client = boto3.client("ec2", region_name="us-east-1", aws_access_key_id="a", aws_secret_access_key="b")
+    with Stubber(client) as stub:
+        yield client, stub
+        stub.assert_no_pending_responses()
+
+
+def _tags(set_id, instance_id="i-1", consistency="application", **extra):
+    tags = ss.set_tags(set_id, instance_id, consistency, **extra)
+    return [{"Key": k, "Value": v} for k, v in tags.items()]
+
+
+def _snapshot(snapshot_id, set_id, volume_id="vol-1", device="/dev/xvda", size=8, state="completed", minute=0, **tag_args):
+    snapshot = {"SnapshotId": snapshot_id, "VolumeId": volume_id, "State": state, "VolumeSize": size,
+                "StartTime": datetime.datetime(2026, 11, 22, 6, minute, tzinfo=UTC), "Progress": "100%",
+                "OwnerId": "123456789012", "Description": "", "Encrypted": False, "StorageTier": "standard",
+                "Tags": _tags(set_id, **tag_args) + [{"Key": ss.TAG_DEVICE, "Value": device}]}
+    return snapshot
+
+
+# --- AWS: finding -------------------------------------------------------------------------------
+
+
+def test_aws_sets_come_from_one_tag_filtered_listing_and_are_grouped(ec2):
+    client, stub = ec2
+    filters = [{"Name": "tag-key", "Values": [ss.TAG_SET_ID]},
+               {"Name": "tag:" + ss.TAG_RUN_ID, "Values": ["CHG1"]},
+               {"Name": "tag:" + ss.TAG_INSTANCE_ID, "Values": ["i-1", "i-2"]}]
+    first = dict(_snapshot("snap-1", "acs-a", run_id="CHG1", delete_after=PAST), FullSnapshotSizeInBytes=1000)
+    second = dict(_snapshot("snap-2", "acs-a", volume_id="vol-2", device="/dev/xvdf", size=20, minute=1,
+                            run_id="CHG1", delete_after=PAST), FullSnapshotSizeInBytes=3000, StorageTier="archive")
+    other = _snapshot("snap-3", "acs-b", instance_id="i-2", state="pending", run_id="CHG1", minute=5)
+    stub.add_response("describe_snapshots", {"Snapshots": [second, other], "NextToken": "t"},
+                      {"OwnerIds": ["self"], "MaxResults": 1000, "Filters": filters})
+    stub.add_response("describe_snapshots", {"Snapshots": [first]},
+                      {"OwnerIds": ["self"], "MaxResults": 1000, "Filters": filters, "NextToken": "t"})
+    sets = inv.find_aws_sets(client, instance_ids=["i-1", "i-2"], run_id="CHG1", now=NOW)
+    assert [s["set_id"] for s in sets] == ["acs-a", "acs-b"]
+    a, b = sets
+    assert (a["instance_id"], a["run_id"], a["consistency"], a["complete"], a["expired"]) == \
+        ("i-1", "CHG1", "application", True, True)
+    assert a["created"] == "2026-11-22T06:00:00Z" and a["delete_after"] == PAST
+    assert [(m["snapshot_id"], m["device"], m["size_gib"], m["storage_tier"]) for m in a["members"]] == \
+        [("snap-1", "/dev/xvda", 8, "standard"), ("snap-2", "/dev/xvdf", 20, "archive")]
+    assert (a["size_gib"], a["full_snapshot_size_bytes"]) == (28, 4000)
+    assert b["complete"] is False and b["full_snapshot_size_bytes"] is None and b["expired"] is False
+
+
+def test_aws_filters_take_at_most_200_values_per_request(ec2):
+    client, stub = ec2
+    instances = [f"i-{n:04d}" for n in range(250)]
+    for chunk in (instances[:200], instances[200:]):
+        stub.add_response("describe_snapshots", {"Snapshots": []}, {"OwnerIds": ["self"], "MaxResults": 1000, "Filters": [
+            {"Name": "tag-key", "Values": [ss.TAG_SET_ID]}, {"Name": "tag:" + ss.TAG_INSTANCE_ID, "Values": chunk}]})
+    assert inv.find_aws_sets(client, instance_ids=instances) == []
+
+
+def test_aws_set_ids_filter(ec2):
+    client, stub = ec2
+    stub.add_response("describe_snapshots", {"Snapshots": [_snapshot("snap-1", "acs-a")]}, {
+        "OwnerIds": ["self"], "MaxResults": 1000, "Filters": [
+            {"Name": "tag-key", "Values": [ss.TAG_SET_ID]}, {"Name": "tag:" + ss.TAG_SET_ID, "Values": ["acs-a"]}]})
+    assert [s["set_id"] for s in inv.find_aws_sets(client, set_ids=["acs-a"])] == ["acs-a"]
+
+
+def test_own_images_are_listed_once_disabled_ones_included(ec2):
+    client, stub = ec2
+    image = {"ImageId": "ami-1", "BlockDeviceMappings": [{"DeviceName": "/dev/xvda", "Ebs": {"SnapshotId": "snap-1"}},
+                                                         {"DeviceName": "/dev/sdb", "VirtualName": "ephemeral0"}]}
+    stub.add_response("describe_images", {"Images": [image], "NextToken": "t"},
+                      {"Owners": ["self"], "IncludeDisabled": True, "MaxResults": 1000})
+    stub.add_response("describe_images", {"Images": [dict(image, ImageId="ami-2")]},
+                      {"Owners": ["self"], "IncludeDisabled": True, "MaxResults": 1000, "NextToken": "t"})
+    assert inv.aws_images_by_snapshot(client) == {"snap-1": ["ami-1", "ami-2"]}
+
+
+# --- AWS: deleting ------------------------------------------------------------------------------
+
+
+def _aws_set(*snapshot_ids):
+    return inv.build_set("aws", "acs-a", [inv.aws_member(_snapshot(s, "acs-a", volume_id="vol-" + s)) for s in snapshot_ids],
+                         now=NOW)
+
+
+def test_aws_set_is_deleted_member_by_member_and_a_missing_member_is_already_gone(ec2):
+    client, stub = ec2
+    stub.add_response("delete_snapshot", {}, {"SnapshotId": "snap-1"})
+    stub.add_client_error("delete_snapshot", service_error_code="InvalidSnapshot.NotFound",
+                          expected_params={"SnapshotId": "snap-2"})
+    outcome = inv.delete_aws_set(client, _aws_set("snap-1", "snap-2"))
+    assert outcome == dict(deleted_snapshot_ids=["snap-1"], already_gone_snapshot_ids=["snap-2"],
+                           remaining_snapshot_ids=[], error=None)
+
+
+def test_aws_refusal_stops_the_set_and_says_what_is_left(ec2):
+    client, stub = ec2
+    stub.add_response("delete_snapshot", {}, {"SnapshotId": "snap-1"})
+    stub.add_client_error("delete_snapshot", service_error_code="InvalidSnapshot.InUse",
+                          service_message="The snapshot snap-2 is currently in use by ami-9",
+                          expected_params={"SnapshotId": "snap-2"})
+    outcome = inv.delete_aws_set(client, _aws_set("snap-1", "snap-2", "snap-3"))
+    assert outcome["deleted_snapshot_ids"] == ["snap-1"]
+    assert outcome["remaining_snapshot_ids"] == ["snap-2", "snap-3"]
+    assert outcome["error"]["code"] == "InvalidSnapshot.InUse" and "snap-2" in outcome["error"]["message"]
+
+
+# --- Alibaba Cloud ------------------------------------------------------------------------------
+
+
+class RecordingClient:
+    """Stands in for the SDK client: records each request model and answers from scripted bodies or errors."""
+
+    def __init__(self, bodies):
+        self.bodies = bodies
+        self.requests = []
+
+    def __getattr__(self, name):
+        def call(request, runtime):  # pylint: disable=unused-argument
+            self.requests.append((name, request))
+            body = self.bodies.get(name, {})
+            body = body.pop(0) if isinstance(body, list) else body
+            if isinstance(body, Exception):
+                raise body
+            return types.SimpleNamespace(body=types.SimpleNamespace(to_map=lambda: body))
+        return call
+
+
+def _ali_params():
+    params = {key: None for key in alicloud.alicloud_argument_spec()}
+    params.update(alicloud_protocol="https", alicloud_max_attempts=6, alicloud_region="cn-hangzhou")
+    return params
+
+
+def _api(bodies):
+    client = RecordingClient(bodies)
+    module = types.SimpleNamespace(params=_ali_params(), fail_json=None, check_mode=False)
+    return alicloud.AlibabaCloud(module, client=client), client
+
+
+def _ali_tags(group_id, disk, **extra):
+    tags = ss.set_tags(group_id, "i-1", "application", device="/dev/" + disk, **extra)
+    return {"Tag": [{"TagKey": k, "TagValue": v} for k, v in tags.items()]}
+
+
+def _group(group_id, snapshot_ids, created="2026-11-22T06:00:00Z"):
+    return {"SnapshotGroupId": group_id, "InstanceId": "i-1", "Status": "accomplished", "CreationTime": created,
+            "Tags": {"Tag": []},
+            "Snapshots": {"Snapshot": [{"SnapshotId": s, "SourceDiskId": "d-" + s, "Progress": "100%",
+                                        "Tags": {"Tag": []}} for s in snapshot_ids]}}
+
+
+def _ali_snapshot(snapshot_id, group_id, tagged=True, usage="none", **extra):
+    return {"SnapshotId": snapshot_id, "SourceDiskId": "d-" + snapshot_id, "SourceDiskSize": "40", "Status": "accomplished",
+            "Progress": "100%", "CreationTime": "2026-11-22T06:00:00Z", "Category": "standard", "Usage": usage,
+            "Tags": _ali_tags(group_id, snapshot_id, **extra) if tagged else {"Tag": []}}
+
+
+def test_alicloud_groups_with_our_tags_are_sets_and_others_are_not():
+    groups = {"SnapshotGroups": {"SnapshotGroup": [_group("ssg-1", ["s-1", "s-2"]), _group("ssg-2", ["s-3"]),
+                                                   _group("ssg-3", ["s-4", "s-5"])]}}
+    snapshots = {"Snapshots": {"Snapshot": [
+        _ali_snapshot("s-1", "ssg-1", delete_after=PAST), _ali_snapshot("s-2", "ssg-1", delete_after=PAST),
+        _ali_snapshot("s-3", "ssg-2", tagged=False),  # a group some other tool made
+        _ali_snapshot("s-4", "ssg-3"), _ali_snapshot("s-5", "ssg-3", tagged=False)]}}
+    api, client = _api({"describe_snapshot_groups_with_options": groups, "describe_snapshots_with_options": snapshots})
+    sets = inv.find_alicloud_sets(api, instance_ids=["i-1"], now=NOW)
+    assert [s["set_id"] for s in sets] == ["ssg-1", "ssg-3"]
+    first, half = sets
+    assert (first["instance_id"], first["consistency"], first["complete"], first["expired"], first["size_gib"]) == \
+        ("i-1", "application", True, True, 80)
+    assert [(m["snapshot_id"], m["disk_id"], m["device"], m["state"]) for m in first["members"]] == \
+        [("s-1", "d-s-1", "/dev/s-1", "accomplished"), ("s-2", "d-s-2", "/dev/s-2", "accomplished")]
+    assert half["untagged_snapshot_ids"] == ["s-5"]
+    (group_call, group_request), (snap_call, snap_request) = client.requests
+    assert group_call == "describe_snapshot_groups_with_options"
+    assert isinstance(group_request, ecs_models.DescribeSnapshotGroupsRequest)
+    assert (group_request.instance_id, group_request.region_id) == ("i-1", "cn-hangzhou")
+    assert snap_call == "describe_snapshots_with_options"
+    assert isinstance(snap_request, ecs_models.DescribeSnapshotsRequest)
+    assert json.loads(snap_request.snapshot_ids) == ["s-1", "s-2", "s-3", "s-4", "s-5"]
+
+
+def test_alicloud_snapshot_details_are_asked_100_at_a_time_and_group_ids_10_at_a_time():
+    ids = [f"s-{n}" for n in range(150)]
+    group_ids = [f"ssg-{n}" for n in range(12)]
+    api, client = _api({"describe_snapshot_groups_with_options": [
+        {"SnapshotGroups": {"SnapshotGroup": [_group("ssg-0", ids)]}}, {"SnapshotGroups": {"SnapshotGroup": []}}],
+        "describe_snapshots_with_options": {"Snapshots": {"Snapshot": []}}})
+    inv.find_alicloud_sets(api, set_ids=group_ids)
+    group_requests = [r for n, r in client.requests if n == "describe_snapshot_groups_with_options"]
+    assert [r.snapshot_group_id for r in group_requests] == [group_ids[:10], group_ids[10:]]
+    snapshot_requests = [r for n, r in client.requests if n == "describe_snapshots_with_options"]
+    assert [len(json.loads(r.snapshot_ids)) for r in snapshot_requests] == [100, 50]
+    assert all(r.max_results == 100 for r in snapshot_requests)
+
+
+def test_many_alicloud_instances_are_found_with_one_region_listing():
+    instances = [f"i-{n}" for n in range(inv.ALI_PER_INSTANCE_LISTING_MAX + 1)]
+    api, client = _api({"describe_snapshot_groups_with_options": {"SnapshotGroups": {"SnapshotGroup": []}}})
+    assert inv.find_alicloud_sets(api, instance_ids=instances) == []
+    assert [(n, r.instance_id) for n, r in client.requests] == [("describe_snapshot_groups_with_options", None)]
+
+
+def _ali_set(api_snapshots=("s-1", "s-2")):
+    members = [inv.alicloud_member({"SnapshotId": s, "SourceDiskId": "d-" + s}, _ali_snapshot(s, "ssg-1"))
+               for s in api_snapshots]
+    return inv.build_set("alicloud", "ssg-1", members, now=NOW)
+
+
+def _progress(snapshot_id, ok=True):
+    return {"OperationStatus": "Success" if ok else "Failed", "ErrorCode": "" if ok else "SnapshotInUse",
+            "ErrorMsg": "" if ok else "used by image m-1",
+            "RelatedItemSet": {"RelatedItem": [{"Name": "SnapshotId", "Value": snapshot_id}]}}
+
+
+def test_alicloud_group_is_deleted_with_delete_snapshot_group():
+    api, client = _api({"delete_snapshot_group_with_options": {"OperationProgressSet": {"OperationProgress": [
+        _progress("s-1"), _progress("s-2")]}}})
+    outcome = inv.delete_alicloud_set(api, _ali_set())
+    assert outcome == dict(deleted_snapshot_ids=["s-1", "s-2"], already_gone_snapshot_ids=[], remaining_snapshot_ids=[],
+                           error=None)
+    ((name, request),) = client.requests
+    assert isinstance(request, ecs_models.DeleteSnapshotGroupRequest)
+    assert request.to_map() == {"RegionId": "cn-hangzhou", "SnapshotGroupId": "ssg-1"}
+
+
+def test_alicloud_partial_deletion_is_reported_per_snapshot():
+    api, _ = _api({"delete_snapshot_group_with_options": {"OperationProgressSet": {"OperationProgress": [
+        _progress("s-1"), _progress("s-2", ok=False)]}}})
+    outcome = inv.delete_alicloud_set(api, _ali_set())
+    assert outcome["deleted_snapshot_ids"] == ["s-1"] and outcome["remaining_snapshot_ids"] == ["s-2"]
+    assert outcome["error"]["code"] == "SnapshotInUse"
+    assert "kept 1 of 2" in outcome["error"]["message"] and "used by image m-1" in outcome["error"]["message"]
+
+
+def test_alicloud_group_already_gone_is_no_change():
+    gone = TeaException({"code": "InvalidSnapshotGroupId.NotFound", "message": "not found",
+                         "data": {"RequestId": "r-1", "statusCode": 404}})
+    api, _ = _api({"delete_snapshot_group_with_options": [gone]})
+    outcome = inv.delete_alicloud_set(api, _ali_set())
+    assert outcome["deleted_snapshot_ids"] == [] and outcome["error"] is None
+    assert outcome["already_gone_snapshot_ids"] == ["s-1", "s-2"]
+
+
+def test_alicloud_refused_group_keeps_every_member_listed():
+    refused = TeaException({"code": "IncorrectSnapshotStatus", "message": "busy", "data": {"RequestId": "r-2"}})
+    api, _ = _api({"delete_snapshot_group_with_options": [refused]})
+    outcome = inv.delete_alicloud_set(api, _ali_set())
+    assert outcome["remaining_snapshot_ids"] == ["s-1", "s-2"] and outcome["error"]["code"] == "IncorrectSnapshotStatus"
+
+
+# --- the rules ----------------------------------------------------------------------------------
+
+
+def _set(set_id, instance_id="i-1", consistency="application", day=1, delete_after=None, run_id=None, state="completed"):
+    member = dict(snapshot_id="snap-" + set_id, volume_id="vol-1", device="/dev/xvda", size_gib=8, state=state,
+                  start_time=f"2026-11-{day:02d}T00:00:00+00:00", full_snapshot_size_bytes=None,
+                  tags=ss.set_tags(set_id, instance_id, consistency, run_id=run_id, delete_after=delete_after))
+    return inv.build_set("aws", set_id, [member], now=NOW)
+
+
+def _decide(sets, **kwargs):
+    delete, kept = inv.plan_prune(sets, NOW, **kwargs)
+    return sorted(item["set_id"] for item, _ in delete), {item["set_id"]: code for item, code, _ in kept}
+
+
+def test_expired_rule_deletes_only_passed_delete_after():
+    sets = [_set("a", day=1, delete_after=PAST), _set("b", day=2, delete_after=FUTURE), _set("c", day=3)]
+    assert _decide(sets, protect_newest_application=False) == (["a"], {"b": "not_expired", "c": "no_delete_after"})
+
+
+def test_newest_application_set_is_protected_even_when_expired():
+    sets = [_set("a", day=1, delete_after=PAST), _set("b", day=2, delete_after=PAST),
+            _set("c", day=3, consistency="crash", delete_after=PAST)]
+    assert _decide(sets) == (["a", "c"], {"b": "newest_application"})
+
+
+def test_offline_counts_as_application_for_protection():
+    sets = [_set("a", day=1, consistency="offline", delete_after=PAST)]
+    assert _decide(sets) == ([], {"a": "newest_application"})
+
+
+def test_protection_prefers_the_newest_complete_set_to_one_still_in_progress():
+    sets = [_set("done", day=1, delete_after=PAST), _set("running", day=2, state="pending", delete_after=PAST)]
+    assert inv.protected_sets(sets) == {"i-1": "done"}
+    assert _decide(sets) == (["running"], {"done": "newest_application"})
+
+
+def test_keep_ranks_per_instance_newest_first():
+    sets = [_set("a1", day=1, consistency="crash"), _set("a2", day=2, consistency="crash"),
+            _set("a3", day=3, consistency="crash"), _set("b1", instance_id="i-2", day=1, consistency="crash")]
+    assert _decide(sets, expired=False, keep=2) == (["a1"], {"a2": "within_keep", "a3": "within_keep", "b1": "within_keep"})
+    assert _decide(sets, expired=False, keep=0)[0] == ["a1", "a2", "a3", "b1"]
+
+
+def test_keep_and_expired_are_either_or():
+    sets = [_set("a1", day=1, consistency="crash"), _set("a2", day=2, consistency="crash", delete_after=PAST),
+            _set("a3", day=3, consistency="crash")]
+    delete, _ = inv.plan_prune(sets, NOW, expired=True, keep=2)
+    reasons = {item["set_id"]: r for item, r in delete}
+    assert sorted(reasons) == ["a1", "a2"]
+    assert reasons["a2"] == [f"expired at {PAST}"] and "older than the 2 newest" in reasons["a1"][0]
+
+
+def test_run_id_limits_deletion_but_ranks_over_every_set_of_the_instance():
+    sets = [_set("old", day=1, run_id="R1", delete_after=PAST), _set("new", day=2, run_id="R2", delete_after=PAST)]
+    assert _decide(sets, run_id="R2") == ([], {"new": "newest_application"})
+    assert _decide(sets, run_id="R1") == (["old"], {})
+
+
+def test_now_decides_what_has_expired():
+    sets = [_set("a", delete_after="2026-11-23T06:00:01Z", consistency="crash")]
+    assert _decide(sets) == ([], {"a": "not_expired"})
+    later, _ = inv.plan_prune(sets, NOW + datetime.timedelta(seconds=1))
+    assert [item["set_id"] for item, _ in later] == ["a"]
+
+
+def test_a_member_without_a_consistency_tag_makes_the_set_unknown_and_unprotected():
+    item = _set("a", delete_after=PAST)
+    item["members"][0]["tags"].pop(ss.TAG_CONSISTENCY)
+    rebuilt = inv.build_set("aws", "a", item["members"], now=NOW)
+    assert rebuilt["consistency"] is None
+    assert _decide([rebuilt]) == (["a"], {})
+
+
+def test_blockers_images_and_untagged_members():
+    aws_item = _set("a")
+    assert inv.blockers("aws", aws_item, {"snap-a": ["ami-1"]})[0] == inv.KEPT_IN_USE_BY_IMAGE
+    assert "ami-1" in inv.blockers("aws", aws_item, {"snap-a": ["ami-1"]})[1]
+    assert inv.blockers("aws", aws_item, {"snap-other": ["ami-1"]}) is None
+    ali = _ali_set()
+    assert inv.blockers("alicloud", ali) is None
+    ali["members"][0]["usage"] = "image"
+    assert inv.blockers("alicloud", ali)[0] == inv.KEPT_IN_USE_BY_IMAGE
+    ali["untagged_snapshot_ids"] = ["s-9"]
+    code, reason = inv.blockers("alicloud", ali)
+    assert code == inv.KEPT_UNTAGGED_MEMBERS and "s-9" in reason
+
+
+def test_select_sets_min_consistency_then_newest():
+    sets = [_set("a", day=1), _set("b", day=2, consistency="filesystem"), _set("c", instance_id="i-2", consistency="crash")]
+    assert [s["set_id"] for s in inv.select_sets(sets)] == ["b", "a", "c"]
+    assert [s["set_id"] for s in inv.select_sets(sets, newest_only=True)] == ["b", "c"]
+    assert [s["set_id"] for s in inv.select_sets(sets, min_consistency="application", newest_only=True)] == ["a"]
+    assert inv.select_sets([], newest_only=True) == []
+
+
+# --- a whole prune run, with a fake module -------------------------------------------------------
+
+
+class FakeModule:
+    def __init__(self, client, check_mode=False, **params):
+        self.params = dict(provider="aws", instance_ids=None, run_id=None, expired=True, keep=None,
+                           protect_newest_application=True)
+        self.params.update(params)
+        self.check_mode = check_mode
+        self.client = client
+
+    def aws_client(self, service):
+        assert service == "ec2"
+        return self.client
+
+
+def _listing(stub, snapshots):
+    stub.add_response("describe_snapshots", {"Snapshots": snapshots}, {
+        "OwnerIds": ["self"], "MaxResults": 1000, "Filters": [{"Name": "tag-key", "Values": [ss.TAG_SET_ID]}]})
+
+
+def test_check_mode_lists_what_would_go_and_deletes_nothing(ec2):
+    client, stub = ec2
+    _listing(stub, [_snapshot("snap-1", "acs-a", consistency="crash", delete_after=PAST),
+                    _snapshot("snap-2", "acs-b", minute=5, delete_after=FUTURE)])
+    stub.add_response("describe_images", {"Images": []}, {"Owners": ["self"], "IncludeDisabled": True, "MaxResults": 1000})
+    result = inv.SetPrune(FakeModule(client, check_mode=True), now=NOW).run()
+    assert result["changed"] is True
+    assert [e["set_id"] for e in result["deleted"]] == ["acs-a"] and result["deleted"][0]["snapshot_ids"] == ["snap-1"]
+    assert [(e["set_id"], e["reason_code"]) for e in result["kept"]] == [("acs-b", "not_expired")]
+    assert result["diff"] == {"before": {"set_ids": ["acs-b", "acs-a"]}, "after": {"set_ids": ["acs-b"]}}
+
+
+def test_a_set_in_use_by_an_image_is_kept_and_nothing_of_it_deleted(ec2):
+    client, stub = ec2
+    _listing(stub, [_snapshot("snap-1", "acs-a", consistency="crash", delete_after=PAST),
+                    _snapshot("snap-2", "acs-a", volume_id="vol-2", consistency="crash", delete_after=PAST)])
+    stub.add_response("describe_images", {"Images": [{"ImageId": "ami-7", "BlockDeviceMappings": [
+        {"DeviceName": "/dev/xvda", "Ebs": {"SnapshotId": "snap-2"}}]}]},
+        {"Owners": ["self"], "IncludeDisabled": True, "MaxResults": 1000})
+    result = inv.SetPrune(FakeModule(client), now=NOW).run()
+    assert result["changed"] is False and result["deleted"] == []
+    (kept,) = result["kept"]
+    assert kept["reason_code"] == "in_use_by_image" and "ami-7" in kept["reason"]
+
+
+def test_nothing_to_prune_by_is_refused_before_any_call(ec2):
+    client, _ = ec2
+    with pytest.raises(ValueError, match="Nothing to prune by"):
+        inv.SetPrune(FakeModule(client, expired=False)).run()
+    with pytest.raises(ValueError, match="keep must be 0 or more"):
+        inv.SetPrune(FakeModule(client, keep=-2)).run()
