@@ -187,6 +187,13 @@ def list_command_invocations(client, command_id, details=True):
     return _paginate(client, "list_command_invocations", "CommandInvocations", CommandId=command_id, Details=details)
 
 
+@SSMErrorHandler.list_error_handler("get command invocation", default_value={})
+@AWSRetry.jittered_backoff(catch_extra_error_codes=THROTTLING_CODES)
+def get_command_invocation(client, command_id, instance_id):
+    # Only for output: the listing cuts each plugin's output at 2500 characters, this call at 24000.
+    return client.get_command_invocation(CommandId=command_id, InstanceId=instance_id)
+
+
 @SSMErrorHandler.common_error_handler("describe SSM managed instances")
 @AWSRetry.jittered_backoff(catch_extra_error_codes=THROTTLING_CODES)
 def describe_instance_information(client, instance_ids):

@@ -471,11 +471,19 @@ class AwsGroupRun:
             sent.extend(chunk)
         return sent
 
+    @staticmethod
+    def _report(run, instance_id, result):
+        """The helper's JSON report; the listing truncates long output, GetCommandInvocation does not."""
+        report = parse_helper_output(result["stdout"])
+        if report is None and result["status"] in ("Success", "Failed"):
+            report = parse_helper_output(run.full_stdout(instance_id))
+        return report
+
     def _read_freeze(self, run, instance_id):
         """True when the instance reports its filesystems frozen (or its scripts run, with freeze false)."""
         outcome = self.outcomes[instance_id]
         result = run.result(instance_id)
-        report = parse_helper_output(result["stdout"])
+        report = self._report(run, instance_id, result)
         outcome.freeze = report
         outcome.status = result["status"]
         code = report.get("exit_code") if report else result["response_code"]
@@ -494,7 +502,7 @@ class AwsGroupRun:
         """The consistency the thaw confirms for an instance that has a set, or None."""
         outcome = self.outcomes[instance_id]
         result = run.result(instance_id)
-        report = parse_helper_output(result["stdout"])
+        report = self._report(run, instance_id, result)
         outcome.thaw = report
         if not outcome.snapshots:
             return None

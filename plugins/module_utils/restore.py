@@ -420,10 +420,11 @@ class VolumeRestore:
             self._wait_detached([e.new_volume_id for e in attached])
         except StepFailed as exc:
             problems.append(f"new volumes still attached: {exc}")
-        back = [e for e in todo if e.detached_original]
-        for entry in back:
+        back = []
+        for entry in [e for e in todo if e.detached_original]:
             try:
                 self.api.attach(entry.original["id"], instance_id, entry.device)
+                back.append(entry)
             except StepFailed as exc:
                 problems.append(f"{entry.device}: could not re-attach original volume {entry.original['id']}: {exc}")
         try:
@@ -432,12 +433,13 @@ class VolumeRestore:
         except StepFailed as exc:
             problems.append(f"original volumes not attached again: {exc}")
         for entry in todo:
-            if entry.detached_original and not any(entry.original["id"] in p for p in problems):
-                entry.outcome = f"rolled back: original {entry.original['id']} attached again"
-            elif not entry.detached_original:
-                entry.outcome = f"rolled back: original {(entry.original or {}).get('id')} never detached"
+            original = (entry.original or {}).get("id")
+            if not entry.detached_original:
+                entry.outcome = f"rolled back: original {original} never detached" if original else "rolled back"
+            elif entry in back and not any(original in p for p in problems):
+                entry.outcome = f"rolled back: original {original} attached again"
             else:
-                entry.outcome = "rollback incomplete"
+                entry.outcome = f"ROLLBACK INCOMPLETE: original {original} is detached; attach it at {entry.device}"
             entry.attached_new = False
         self._tag_failed(todo)
         self._fail(f"the restore failed ({cause}) and was rolled back", todo, restart=True, problems=problems)

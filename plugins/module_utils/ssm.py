@@ -12,6 +12,7 @@ from __future__ import annotations
 import time
 
 from ansible_collections.appconsistent.snapshots.plugins.module_utils.aws import SSM_INSTANCE_BATCH
+from ansible_collections.appconsistent.snapshots.plugins.module_utils.aws import get_command_invocation
 from ansible_collections.appconsistent.snapshots.plugins.module_utils.aws import list_command_invocations
 from ansible_collections.appconsistent.snapshots.plugins.module_utils.aws import send_command
 
@@ -120,6 +121,13 @@ class CommandRun:
                 return False
             self.sleep(min(interval, max(0.0, deadline - self.clock())))
             interval = min(interval * 1.5, max_interval)
+
+    def full_stdout(self, instance_id):
+        """The instance's standard output as GetCommandInvocation gives it (24000 characters, not 2500)."""
+        command_id = next((c for c, ids in self.commands if instance_id in ids), None)
+        if not command_id:
+            return ""
+        return get_command_invocation(self.client, command_id, instance_id).get("StandardOutputContent") or ""
 
     def result(self, instance_id):
         """Status, response code and output of one instance ('Pending' when nothing was seen yet)."""

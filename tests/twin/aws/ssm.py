@@ -186,7 +186,7 @@ class SsmService:
         self.docs = DocumentStore(cloud.account_id)
         self.commands: Dict[str, Command] = {}
         self.order: List[str] = []
-        self.pool = ThreadPoolExecutor(max_workers=32, thread_name_prefix="aws-twin-agent")
+        self.pool = ThreadPoolExecutor(max_workers=64, thread_name_prefix="aws-twin-agent")
         self.lock = threading.RLock()
 
     def close(self) -> None:
