@@ -49,7 +49,6 @@ except ImportError:
     pass
 
 
-
 def connection_defaults(endpoints):
     """module_defaults for the collection's group, from the twins' endpoints."""
     defaults = {}

@@ -144,7 +144,7 @@ def build_config(params):
     if not region:
         raise CredentialsMissing("No Alibaba Cloud region: set alicloud_region (or ALIBABA_CLOUD_REGION_ID).")
     config = sdk()["openapi"].Config(region_id=region, protocol=params.get("alicloud_protocol") or "https",
-                                   connect_timeout=10000, read_timeout=30000)
+                                     connect_timeout=10000, read_timeout=30000)
     if kind in ("access_key", "sts"):
         config.access_key_id = details["access_key_id"]
         config.access_key_secret = details["access_key_secret"]
@@ -255,7 +255,7 @@ class AlibabaCloud:
         token = None
         while True:
             req = self.models.DescribeDisksRequest(region_id=self.region, instance_id=instance_id, max_results=100,
-                                                  next_token=token)
+                                                   next_token=token)
             if disk_ids:
                 req.disk_ids = json.dumps(list(disk_ids))
             body = self.call("DescribeDisks", req)

@@ -401,14 +401,14 @@ class AwsGroupRun:
                                     volumes=outcome.volumes, exclude_boot_volume=outcome.exclude_boot,
                                     exclude_data_volume_ids=outcome.exclude_data)
             return
-        common = dict(comment=f"appconsistent.snapshots freeze {run_id}", timeout_seconds=p.get("delivery_timeout"),
-                      max_concurrency=p.get("max_concurrency"), max_errors=p.get("max_errors"), sleep=self.sleep,
-                      clock=self.clock)
-        freeze = CommandRun(self.ssm, SHELL_DOCUMENT, {"commands": [freeze_cmd],
-                                                       "executionTimeout": [str(p["script_timeout"] + 120)]}, **common)
+        common = dict(timeout_seconds=p.get("delivery_timeout"), max_concurrency=p.get("max_concurrency"),
+                      max_errors=p.get("max_errors"), sleep=self.sleep, clock=self.clock)
+        limit = [str(p["script_timeout"] + 120)]
+        freeze = CommandRun(self.ssm, SHELL_DOCUMENT, {"commands": [freeze_cmd], "executionTimeout": limit},
+                            comment=f"appconsistent.snapshots freeze {run_id}", **common)
         thaw = CommandRun(self.ssm, SHELL_DOCUMENT, {"commands": [self._helper_command("thaw", run_id)],
-                                                     "executionTimeout": [str(p["script_timeout"] + 120)]},
-                          **dict(common, comment=f"appconsistent.snapshots thaw {run_id}"))
+                                                     "executionTimeout": limit},
+                          comment=f"appconsistent.snapshots thaw {run_id}", **common)
         sent = self._send(freeze, instance_ids)
         pending = list(sent)
         thawed_sent = []

@@ -102,4 +102,3 @@ def failure_hint(stdout, stderr, install_requested):
         return ("VSS could not freeze and thaw within its 10-second window: retry at a quieter time, check I/O load and "
                 "antivirus, and that the instance can reach the EC2 API quickly")
     return "see the command output and the VSS logs on the instance (collect_diagnostic_logs: true collects them)"
-

@@ -11,18 +11,18 @@ description:
   - Makes one point-in-time set of all (or selected) disks of each of one or many instances.
   - O(consistency=application) quiesces the applications (pre/post scripts and a filesystem freeze on Linux,
     VSS writers on Windows); V(filesystem) only freezes (Windows without writers); V(crash) involves no agent.
-  - B(Alibaba Cloud): V(application) and V(filesystem) run the Cloud Assistant C(app-snapshot-plugin)
+  - On B(Alibaba Cloud), V(application) and V(filesystem) run the Cloud Assistant C(app-snapshot-plugin)
     (C(app-snapshot-plugin-win) on Windows) with one RunCommand per 100 instances that share a command line;
     the plug-in's exit code is mapped to its meaning, the group id read from its output, and the consistency
     from the snapshots' C(AppConsistent)/C(FsConsistent) tags. V(crash) calls CreateSnapshotGroup directly.
-  - B(AWS Linux): the freeze helper (installed by the C(consistency_scripts) role) runs the prescript and freezes
+  - On B(AWS Linux), the freeze helper (installed by the C(consistency_scripts) role) runs the prescript and freezes
     the data filesystems through SSM; the controller calls CreateSnapshots as soon as an instance is frozen, and
     the thaw follows at once. The helper's watchdog thaws on the instance at O(freeze_timeout) whatever happens
-    to the controller. B(AWS Windows) runs the VSS document, as M(appconsistent.snapshots.vss_snapshot) does.
+    to the controller. On B(AWS Windows), the VSS document runs, as M(appconsistent.snapshots.vss_snapshot) does.
   - The consistency reported and tagged is what was achieved, never what was asked; O(on_fallback) decides what
     a shortfall does to the task.
 author:
-  - appconsistent.snapshots contributors
+  - appconsistent.snapshots contributors (@appconsistent)
 options:
   provider:
     description: The cloud of the instances.
@@ -60,7 +60,7 @@ options:
     default: false
   name:
     description:
-      - Name of the snapshot-consistent group (Alibaba Cloud); a letter first, then letters, digits and C(_ . : -).
+      - Name of the snapshot-consistent group (Alibaba Cloud); a letter first, then letters, digits, C(_), C(.), C(:) and C(-).
       - Defaults to C(appconsistent-<UTC time>).
     type: str
   description:

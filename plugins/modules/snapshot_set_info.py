@@ -104,7 +104,7 @@ sets:
       type: str
       sample: aws
     set_id:
-      description: The set's id (Alibaba Cloud: the snapshot-consistent group id).
+      description: The set's id (for Alibaba Cloud, the snapshot-consistent group id).
       type: str
       sample: acs-20261123t060000-1a2b3c4d
     instance_id:
@@ -116,7 +116,7 @@ sets:
       type: str
       sample: CHG0042
     created:
-      description: When the set was taken (UTC; AWS the earliest member start time, Alibaba Cloud the group's creation time).
+      description: When the set was taken (UTC), from the earliest member start time on AWS and the group's creation time on Alibaba Cloud.
       type: str
       sample: "2026-11-23T06:00:00Z"
     consistency:

@@ -17,7 +17,7 @@ description:
   - A set is removed whole or not at all. Before anything is deleted, every member is checked; a set with a member in
     use by an image (an AWS AMI, an Alibaba Cloud custom image) or, on Alibaba Cloud, a group that holds a snapshot
     without the set's tag, is kept and reported with the reason.
-  - On AWS each member is deleted with C(DeleteSnapshot); a member that is already gone counts as deleted. On Alibaba
+  - On AWS each member is deleted with C(DeleteSnapshot); a member that is already gone is no change. On Alibaba
     Cloud C(DeleteSnapshotGroup) deletes the group and its snapshots. Should the provider still refuse a member at that
     point, the set is reported in RV(failed_sets) with the snapshots deleted and those left, and the task fails.
   - In check mode, lists what would be deleted and kept, and deletes nothing.

@@ -20,7 +20,7 @@ description:
   - Runs on the controller; the instances need the VSS components and an instance profile that allows
     the VSS document to create and tag snapshots (C(AWSEC2VssSnapshotPolicy)).
 author:
-  - appconsistent.snapshots contributors
+  - appconsistent.snapshots contributors (@appconsistent)
 options:
   instance_ids:
     description:

@@ -1,6 +1,5 @@
 """app_consistent_group on AWS Linux: the freeze helper really runs on a loop-mounted filesystem of a local twin instance."""
 
-import json
 import os
 import signal
 import subprocess
@@ -61,8 +60,8 @@ def test_application_consistent_set_with_scripts_and_a_real_freeze(db, script_di
     assert log.read_text().split() == ["pre", "post"]
     assert fs_factory.writable(mount.mountpoint, within=2)
     ec2 = twins.aws_client("ec2")
-    snaps = ec2.describe_snapshots(OwnerIds=["self"], Filters=[{"Name": "tag:appconsistent:set-id",
-                                                                  "Values": [entry["set_id"]]}])["Snapshots"]
+    by_set = [{"Name": "tag:appconsistent:set-id", "Values": [entry["set_id"]]}]
+    snaps = ec2.describe_snapshots(OwnerIds=["self"], Filters=by_set)["Snapshots"]
     tags = {t["Key"]: t["Value"] for t in snaps[0]["Tags"]}
     assert tags["appconsistent:consistency"] == "application"
     assert tags["appconsistent:device"] == "/dev/xvdf"

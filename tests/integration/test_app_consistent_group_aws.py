@@ -27,8 +27,8 @@ def volumes_of(twins, iid):
 
 def set_snapshots(twins, set_id):
     ec2 = twins.aws_client("ec2")
-    snaps = ec2.describe_snapshots(OwnerIds=["self"], Filters=[{"Name": "tag:appconsistent:set-id",
-                                                                  "Values": [set_id]}])["Snapshots"]
+    by_set = [{"Name": "tag:appconsistent:set-id", "Values": [set_id]}]
+    snaps = ec2.describe_snapshots(OwnerIds=["self"], Filters=by_set)["Snapshots"]
     return [dict(s, Tags={t["Key"]: t["Value"] for t in s.get("Tags", [])}) for s in snaps]
 
 

@@ -4,6 +4,7 @@ import contextlib
 import json
 import os
 import subprocess
+import types
 import urllib.request
 
 import pytest
@@ -12,6 +13,7 @@ from alibabacloud_ecs20140526 import models as ecs_models
 
 from ansible_collections.appconsistent.snapshots.plugins.module_utils import snapshot_set as ss
 from twin.alicloud.testing import mounted_readonly
+from twin.launcher import start_twins
 
 RESTORE = "appconsistent.snapshots.restore_volumes"
 REGION = "cn-hangzhou"
@@ -109,36 +111,64 @@ def disk_tags(disk):
     return {t.tag_key: t.tag_value for t in (disk.tags.tag if disk.tags else [])}
 
 
-# --- fleets ---------------------------------------------------------------------------------------
+# --- one twin pair for the module: every test has instances of its own ------------------------------
+
+DATA_VOLUMES = [{"device": "/dev/xvda", "size": 8, "boot": True},
+                {"device": "/dev/xvdf", "size": 20, "type": "io2", "iops": 4000},
+                {"device": "/dev/xvdg", "size": 10, "type": "gp3", "iops": 3000, "throughput": 250}]
+AWS_NAMES = ("props", "check", "modes", "refuse", "timeout", "throttle", "concurrency",
+             "fault-attach", "fault-create", "fault-stop", "fault-start", "fault-detach")
+ALI_NAMES = ("ali-check", "ali-attach", "ali-nostop", "ali-attachfail")
 
 
-def aws_fleet(**extra):
-    instance = {"provider": "aws", "name": "app-1", "platform": "linux",
-                "volumes": [{"device": "/dev/xvda", "size": 8, "boot": True},
-                            {"device": "/dev/xvdf", "size": 20, "type": "io2", "iops": 4000},
-                            {"device": "/dev/xvdg", "size": 10, "type": "gp3", "iops": 3000, "throughput": 250}]}
-    instance.update(extra)
-    return {"instances": [instance, {"provider": "aws", "name": "scratch-1", "platform": "linux",
-                                     "volumes": [{"device": "/dev/xvda", "size": 8, "boot": True}]}]}
+def aws_instance_spec(name, volumes=None, **extra):
+    return dict({"provider": "aws", "name": name, "platform": "linux", "volumes": volumes or DATA_VOLUMES}, **extra)
 
 
-def ali_fleet(image=None):
+def ali_instance_spec(name, image=None):
     data = {"device": "/dev/xvdb", "size": 1 if image else 100, "type": "cloud_essd"}
     if image:
         data["image"] = image
-    return {"instances": [{"provider": "alicloud", "name": "ali-app-1", "platform": "linux", "zone": "cn-hangzhou-h",
-                           "volumes": [{"device": "/dev/xvda", "size": 40, "type": "cloud_essd", "boot": True}, data]}]}
+    return {"provider": "alicloud", "name": name, "platform": "linux", "zone": "cn-hangzhou-h",
+            "volumes": [{"device": "/dev/xvda", "size": 40, "type": "cloud_essd", "boot": True}, data]}
+
+
+@pytest.fixture(scope="module")
+def clouds(tmp_path_factory):
+    base = tmp_path_factory.mktemp("restore")
+    images = {
+        "aws": make_image(base / "aws-data.img", 64, {"pattern.txt": "known pattern 4242\n"}),
+        "ali-data": make_image(base / "ali-data.img", 64, {"pattern.txt": "ali pattern 777\n"}),
+        "ali-resetfail": make_image(base / "ali-resetfail.img", 64, {"pattern.txt": "in the set\n"}),
+    }
+    instances = [aws_instance_spec(n) for n in AWS_NAMES]
+    instances += [aws_instance_spec("data", [{"device": "/dev/xvda", "size": 8, "boot": True},
+                                             {"device": "/dev/xvdf", "size": 1, "image": images["aws"]}]),
+                  aws_instance_spec("incomplete", faults={"snapshot_error": True}),
+                  aws_instance_spec("scratch", [{"device": "/dev/xvda", "size": 8, "boot": True}])]
+    instances += [ali_instance_spec(n) for n in ALI_NAMES]
+    instances += [ali_instance_spec("ali-data", images["ali-data"]), ali_instance_spec("ali-resetfail", images["ali-resetfail"])]
+    twins = start_twins({"instances": instances}, blockstore=str(base / "blocks"))
+    try:
+        yield types.SimpleNamespace(twins=twins, images=images, workdir=base)
+    finally:
+        twins.stop()
+
+
+def aws_id(clouds, name):
+    return clouds.twins.endpoints["aws"]["instances"][name]
+
+
+def ali_id(clouds, name):
+    return clouds.twins.endpoints["alicloud"]["instances"][name]
 
 
 # --- AWS --------------------------------------------------------------------------------------------
 
 
-def test_aws_replace_brings_the_data_back_and_keeps_the_originals(twin_factory, run_tasks, tmp_path):
-    image = make_image(tmp_path / "data.img", 64, {"pattern.txt": "known pattern 4242\n"})
-    fleet = aws_fleet(volumes=[{"device": "/dev/xvda", "size": 8, "boot": True},
-                               {"device": "/dev/xvdf", "size": 1, "image": image}])
-    twins = twin_factory(fleet, blockstore=True, alicloud=False)
-    iid = twins.endpoints["aws"]["instances"]["app-1"]
+def test_aws_replace_brings_the_data_back_and_keeps_the_originals(clouds, run_tasks, tmp_path):
+    twins = clouds.twins
+    iid = aws_id(clouds, "data")
     ec2 = twins.aws_client("ec2")
     set_id, members = take_aws_set(twins, iid)
     original = aws_devices(ec2, iid)["/dev/xvdf"]
@@ -170,9 +200,9 @@ def test_aws_replace_brings_the_data_back_and_keeps_the_originals(twin_factory, 
     assert tags(new)["appconsistent:restored-from-set"] == set_id
 
 
-def test_aws_replace_keeps_volume_properties_and_is_idempotent(twin_factory, run_tasks):
-    twins = twin_factory(aws_fleet(), alicloud=False)
-    iid = twins.endpoints["aws"]["instances"]["app-1"]
+def test_aws_replace_keeps_volume_properties_and_is_idempotent(clouds, run_tasks):
+    twins = clouds.twins
+    iid = aws_id(clouds, "props")
     ec2 = twins.aws_client("ec2")
     set_id, members = take_aws_set(twins, iid)
     before = aws_devices(ec2, iid)
@@ -192,9 +222,9 @@ def test_aws_replace_keeps_volume_properties_and_is_idempotent(twin_factory, run
     assert {e["volume_id"] for e in second["device_map"]} == {after["/dev/xvdf"], after["/dev/xvdg"]}
 
 
-def test_aws_check_mode_and_diff_change_nothing(twin_factory, run_tasks):
-    twins = twin_factory(aws_fleet(), alicloud=False)
-    iid = twins.endpoints["aws"]["instances"]["app-1"]
+def test_aws_check_mode_and_diff_change_nothing(clouds, run_tasks):
+    twins = clouds.twins
+    iid = aws_id(clouds, "check")
     ec2 = twins.aws_client("ec2")
     set_id, members = take_aws_set(twins, iid)
     before = aws_devices(ec2, iid)
@@ -215,10 +245,9 @@ def test_aws_check_mode_and_diff_change_nothing(twin_factory, run_tasks):
     assert aws_devices(ec2, iid) == before and len(ec2.describe_volumes()["Volumes"]) == volumes_before
 
 
-def test_aws_attach_and_volumes_modes(twin_factory, run_tasks):
-    twins = twin_factory(aws_fleet(), alicloud=False)
-    names = twins.endpoints["aws"]["instances"]
-    iid, scratch = names["app-1"], names["scratch-1"]
+def test_aws_attach_and_volumes_modes(clouds, run_tasks):
+    twins = clouds.twins
+    iid, scratch = aws_id(clouds, "modes"), aws_id(clouds, "scratch")
     ec2 = twins.aws_client("ec2")
     set_id, members = take_aws_set(twins, iid)
     twins.stats.reset()
@@ -226,14 +255,14 @@ def test_aws_attach_and_volumes_modes(twin_factory, run_tasks):
         {RESTORE: {"set_id": set_id, "mode": "attach", "target_instance_id": scratch}, "register": "attach"},
         {RESTORE: {"set_id": set_id, "mode": "attach", "target_instance_id": scratch}, "register": "again"},
         {RESTORE: {"set_id": set_id, "mode": "volumes"}, "register": "volumes"},
+        {RESTORE: {"set_id": set_id, "mode": "volumes"}, "register": "volumes_again"},
     ], twins.endpoints)
     attach, again, volumes = run["attach"], run["again"], run["volumes"]
     assert attach["changed"] is True and not attach.get("failed"), attach.get("msg")
     devices = aws_devices(ec2, scratch)
-    assert devices["/dev/xvda"]  # the scratch instance keeps its own volume
+    assert set(devices) == {"/dev/xvda"} | {e["device"] for e in attach["device_map"]}
     for entry in attach["device_map"]:
         assert devices[entry["device"]] == entry["volume_id"]
-        assert entry["device"] not in ("/dev/xvda",)
     assert aws_instance(ec2, scratch)["State"]["Name"] == "running"
     assert twins.stats.counts("aws").get("StopInstances", 0) == 0
     assert again["changed"] is False
@@ -241,35 +270,32 @@ def test_aws_attach_and_volumes_modes(twin_factory, run_tasks):
     created = ec2.describe_volumes(VolumeIds=[e["volume_id"] for e in volumes["device_map"]])["Volumes"]
     assert {v["State"] for v in created} == {"available"}
     assert {v["SnapshotId"] for v in created} == set(members.values())
+    assert run["volumes_again"]["changed"] is False
+    assert {e["volume_id"] for e in run["volumes_again"]["device_map"]} == {v["VolumeId"] for v in created}
 
 
-def test_aws_refuses_weaker_and_incomplete_sets_unless_allowed(twin_factory, run_tasks):
-    twins = twin_factory(aws_fleet(), alicloud=False)
-    iid = twins.endpoints["aws"]["instances"]["app-1"]
+def test_aws_refuses_weaker_and_incomplete_sets_unless_allowed(clouds, run_tasks):
+    twins = clouds.twins
+    iid = aws_id(clouds, "refuse")
     ec2 = twins.aws_client("ec2")
     crash_set, _ = take_aws_set(twins, iid, consistency="crash")
+    incomplete_set, _ = take_aws_set(twins, aws_id(clouds, "incomplete"))
     before = aws_devices(ec2, iid)
     run = run_tasks([
         {RESTORE: {"set_id": crash_set}, "register": "refused"},
         {RESTORE: {"instance_id": iid, "latest": True}, "register": "none_qualifies"},
         {RESTORE: {"set_id": crash_set, "allow_lower_consistency": True, "mode": "volumes"}, "register": "allowed"},
+        {RESTORE: {"set_id": incomplete_set}, "register": "incomplete"},
     ], twins.endpoints)
     assert run["refused"]["failed"] is True
     assert "less than the required application" in run["refused"]["msg"]
     assert "allow_lower_consistency" in run["refused"]["msg"]
     assert run["none_qualifies"]["failed"] is True and crash_set in run["none_qualifies"]["msg"]
     assert run["allowed"]["changed"] is True and not run["allowed"].get("failed")
-    assert any("allow_lower_consistency" in w for w in run.stdout.splitlines()) or "allow_lower_consistency" in run.stdout
+    assert "restoring it because allow_lower_consistency is set" in run.stdout
+    assert run["incomplete"]["failed"] is True
+    assert "incomplete" in run["incomplete"]["msg"] and "allow_incomplete" in run["incomplete"]["msg"]
     assert aws_devices(ec2, iid) == before
-
-
-def test_aws_refuses_an_incomplete_set(twin_factory, run_tasks):
-    twins = twin_factory(aws_fleet(faults={"snapshot_error": True}), alicloud=False)
-    iid = twins.endpoints["aws"]["instances"]["app-1"]
-    set_id, _ = take_aws_set(twins, iid)
-    run = run_tasks([{RESTORE: {"set_id": set_id}, "register": "restore"}], twins.endpoints)
-    assert run["restore"]["failed"] is True
-    assert "incomplete" in run["restore"]["msg"] and "allow_incomplete" in run["restore"]["msg"]
 
 
 def _assert_rolled_back(twins, iid, before, result):
@@ -306,20 +332,29 @@ def failing_calls(twins, provider, action, code, first, last=None):
         twins.faults.api_error = original
 
 
-@pytest.mark.parametrize("action, code, first, last, words", [
-    # the second volume's attach fails on both attempts; the re-attach of the originals goes through
-    ("AttachVolume", "IncorrectState", 2, 2, "Failed to attach volume"),
-    ("CreateVolume", "InsufficientVolumeCapacity", 2, None, "Failed to create a volume"),
-    ("StopInstances", "UnsupportedOperation", 1, None, "did not stop"),
-    ("StartInstances", "InsufficientInstanceCapacity", 1, 1, "Failed to start instance"),
+@contextlib.contextmanager
+def latency(twins, spec):
+    twins.latency.update(spec)
+    try:
+        yield
+    finally:
+        twins.latency.update("zero")
+
+
+@pytest.mark.parametrize("name, action, code, first, last, words", [
+    # the second volume's attach fails; the re-attach of the originals goes through
+    ("fault-attach", "AttachVolume", "IncorrectState", 2, 2, "Failed to attach volume"),
+    ("fault-create", "CreateVolume", "InsufficientVolumeCapacity", 2, None, "Failed to create a volume"),
+    ("fault-stop", "StopInstances", "UnsupportedOperation", 1, None, "did not stop"),
+    ("fault-start", "StartInstances", "InsufficientInstanceCapacity", 1, 1, "Failed to start instance"),
     # throttled past the retries (2 attempts)
-    ("DetachVolume", "RequestLimitExceeded", 2, 3, "RequestLimitExceeded"),
+    ("fault-detach", "DetachVolume", "RequestLimitExceeded", 2, 3, "RequestLimitExceeded"),
 ])
-def test_aws_fault_part_way_rolls_back_to_the_originals(twin_factory, run_tasks, monkeypatch, action, code, first, last,
+def test_aws_fault_part_way_rolls_back_to_the_originals(clouds, run_tasks, monkeypatch, name, action, code, first, last,
                                                          words):
     monkeypatch.setenv("AWS_MAX_ATTEMPTS", "1")  # botocore's own retries off: the module's retries are under test
-    twins = twin_factory(aws_fleet(), alicloud=False)
-    iid = twins.endpoints["aws"]["instances"]["app-1"]
+    twins = clouds.twins
+    iid = aws_id(clouds, name)
     set_id, _ = take_aws_set(twins, iid)
     before = aws_devices(twins.aws_client("ec2"), iid)
     with failing_calls(twins, "aws", action, code, first, last):
@@ -330,30 +365,32 @@ def test_aws_fault_part_way_rolls_back_to_the_originals(twin_factory, run_tasks,
     _assert_rolled_back(twins, iid, before, result)
 
 
-def test_aws_volume_that_never_becomes_available_rolls_back(twin_factory, run_tasks):
-    twins = twin_factory(aws_fleet(), alicloud=False, latency={"profile": "zero", "transitions": {"volume_create": 600}})
-    iid = twins.endpoints["aws"]["instances"]["app-1"]
+def test_aws_volume_that_never_becomes_available_rolls_back(clouds, run_tasks):
+    twins = clouds.twins
+    iid = aws_id(clouds, "timeout")
     set_id, _ = take_aws_set(twins, iid)
     before = aws_devices(twins.aws_client("ec2"), iid)
-    run = run_tasks([{RESTORE: {"set_id": set_id, "volume_timeout": 2}, "register": "restore"}], twins.endpoints)
+    with latency(twins, {"profile": "zero", "transitions": {"volume_create": 600}}):
+        run = run_tasks([{RESTORE: {"set_id": set_id, "volume_timeout": 2}, "register": "restore"}], twins.endpoints)
     result = run["restore"]
     assert "volume creation did not finish within 2 s" in result["msg"], result["msg"]
-    created = _assert_rolled_back(twins, iid, before, dict(result, device_map=result["device_map"]))
-    assert len(created) == 2
+    assert len(_assert_rolled_back(twins, iid, before, result)) == 2
 
 
-def test_aws_throttling_within_the_retries_is_absorbed(twin_factory, run_tasks):
-    twins = twin_factory(aws_fleet(), alicloud=False,
-                         faults={"api_errors": [{"action": "CreateVolume", "code": "RequestLimitExceeded", "count": 2}]})
-    iid = twins.endpoints["aws"]["instances"]["app-1"]
+def test_aws_throttling_within_the_retries_is_absorbed(clouds, run_tasks, monkeypatch):
+    monkeypatch.setenv("AWS_MAX_ATTEMPTS", "1")
+    twins = clouds.twins
+    iid = aws_id(clouds, "throttle")
     set_id, _ = take_aws_set(twins, iid)
-    run = run_tasks([{RESTORE: {"set_id": set_id}, "register": "restore"}], twins.endpoints)
+    with failing_calls(twins, "aws", "CreateVolume", "RequestLimitExceeded", 1, 2):
+        run = run_tasks([{RESTORE: {"set_id": set_id}, "register": "restore"}], twins.endpoints)
     assert run["restore"]["changed"] is True and not run["restore"].get("failed"), run["restore"].get("msg")
+    assert aws_devices(twins.aws_client("ec2"), iid)["/dev/xvdf"] == run["restore"]["device_map"][0]["volume_id"]
 
 
-def test_aws_volumes_are_created_before_any_is_waited_for(twin_factory, run_tasks):
-    twins = twin_factory(aws_fleet(), alicloud=False, latency={"profile": "zero", "transitions": {"volume_create": 0.5}})
-    iid = twins.endpoints["aws"]["instances"]["app-1"]
+def test_aws_volumes_are_created_before_any_is_waited_for(clouds, run_tasks):
+    twins = clouds.twins
+    iid = aws_id(clouds, "concurrency")
     set_id, _ = take_aws_set(twins, iid)
     calls = []
     original = twins.faults.api_error
@@ -363,7 +400,8 @@ def test_aws_volumes_are_created_before_any_is_waited_for(twin_factory, run_task
         return original(provider, name)
     twins.faults.api_error = record
     try:
-        run = run_tasks([{RESTORE: {"set_id": set_id}, "register": "restore"}], twins.endpoints)
+        with latency(twins, {"profile": "zero", "transitions": {"volume_create": 0.5, "volume_attach": 0.5}}):
+            run = run_tasks([{RESTORE: {"set_id": set_id}, "register": "restore"}], twins.endpoints)
     finally:
         twins.faults.api_error = original
     assert not run["restore"].get("failed"), run["restore"].get("msg")
@@ -372,15 +410,17 @@ def test_aws_volumes_are_created_before_any_is_waited_for(twin_factory, run_task
     assert len(creates) == 2 and len(attaches) == 2
     assert creates[1] == creates[0] + 1  # no wait between the two creations
     assert attaches[1] == attaches[0] + 1
+    polls = [name for name in calls[creates[1]:attaches[0]] if name == "DescribeVolumes"]
+    assert polls  # the creations were waited for, together
 
 
 # --- Alibaba Cloud ----------------------------------------------------------------------------------
 
 
-def test_alicloud_replace_resets_the_disks_in_place_with_a_safety_group(twin_factory, run_tasks, tmp_path):
-    image = make_image(tmp_path / "ali-data.img", 64, {"pattern.txt": "ali pattern 777\n"})
-    twins = twin_factory(ali_fleet(image), blockstore=True, aws=False)
-    iid = twins.endpoints["alicloud"]["instances"]["ali-app-1"]
+def test_alicloud_replace_resets_the_disks_in_place_with_a_safety_group(clouds, run_tasks, tmp_path):
+    twins = clouds.twins
+    image = clouds.images["ali-data"]
+    iid = ali_id(clouds, "ali-data")
     data_disk = ali_disks(twins, iid)["/dev/xvdb"].disk_id
     group_id, members = take_ali_set(twins, iid, disk_ids=[data_disk])
     make_image(image, 0, {"pattern.txt": "overwritten on alibaba\n"})
@@ -412,9 +452,9 @@ def test_alicloud_replace_resets_the_disks_in_place_with_a_safety_group(twin_fac
     assert again["changed"] is False and not again.get("failed"), again.get("msg")
 
 
-def test_alicloud_check_mode_resets_nothing(twin_factory, run_tasks):
-    twins = twin_factory(ali_fleet(), aws=False)
-    iid = twins.endpoints["alicloud"]["instances"]["ali-app-1"]
+def test_alicloud_check_mode_resets_nothing(clouds, run_tasks):
+    twins = clouds.twins
+    iid = ali_id(clouds, "ali-check")
     group_id, _ = take_ali_set(twins, iid)
     twins.stats.reset()
     run = run_tasks([{RESTORE: {"set_id": group_id}, "register": "plan"}], twins.endpoints, check=True)
@@ -426,10 +466,10 @@ def test_alicloud_check_mode_resets_nothing(twin_factory, run_tasks):
     assert ali_instance_status(twins, iid) == "Running"
 
 
-def test_alicloud_attach_mode_creates_disks_from_the_snapshots(twin_factory, run_tasks):
-    twins = twin_factory(ali_fleet(), aws=False)
-    iid = twins.endpoints["alicloud"]["instances"]["ali-app-1"]
-    group_id, members = take_ali_set(twins, iid)
+def test_alicloud_attach_mode_creates_disks_from_the_snapshots(clouds, run_tasks):
+    twins = clouds.twins
+    iid = ali_id(clouds, "ali-attach")
+    group_id, _ = take_ali_set(twins, iid)
     before = {dev: d.disk_id for dev, d in ali_disks(twins, iid).items()}
     run = run_tasks([{RESTORE: {"snapshot_group_id": group_id, "mode": "attach"}, "register": "attach"}], twins.endpoints)
     result = run["attach"]
@@ -443,29 +483,16 @@ def test_alicloud_attach_mode_creates_disks_from_the_snapshots(twin_factory, run
     assert ali_instance_status(twins, iid) == "Running"
 
 
-def test_alicloud_reset_failure_part_way_resets_back_from_the_safety_group(twin_factory, run_tasks, tmp_path):
-    image = make_image(tmp_path / "ali-data.img", 64, {"pattern.txt": "in the set\n"})
-    twins = twin_factory(ali_fleet(image), blockstore=True, aws=False)
-    iid = twins.endpoints["alicloud"]["instances"]["ali-app-1"]
+def test_alicloud_reset_failure_part_way_resets_back_from_the_safety_group(clouds, run_tasks, tmp_path):
+    twins = clouds.twins
+    image = clouds.images["ali-resetfail"]
+    iid = ali_id(clouds, "ali-resetfail")
     group_id, _ = take_ali_set(twins, iid)
     make_image(image, 0, {"pattern.txt": "current data\n"})
-    counted = {"n": 0}
-    original = twins.faults.api_error
-
-    def api_error(provider, name):
-        if name == "ResetDisk":
-            counted["n"] += 1
-            if counted["n"] == 2:  # the second disk's reset is throttled beyond the retries
-                return "Throttling.User"
-            if 2 < counted["n"] <= 2 + 1:
-                return "Throttling.User"
-        return original(provider, name)
-    twins.faults.api_error = api_error
-    try:
+    # the second disk's reset is throttled beyond the retries (2 attempts)
+    with failing_calls(twins, "alicloud", "ResetDisk", "Throttling.User", 2, 3):
         run = run_tasks([{RESTORE: {"snapshot_group_id": group_id, "alicloud_max_attempts": 2}, "register": "restore"}],
                         twins.endpoints)
-    finally:
-        twins.faults.api_error = original
     result = run["restore"]
     assert result["failed"] is True and "rolled back" in result["msg"], result["msg"]
     assert "Throttling" in result["msg"] and "safety snapshot group" in result["msg"]
@@ -476,38 +503,27 @@ def test_alicloud_reset_failure_part_way_resets_back_from_the_safety_group(twin_
     assert "appconsistent:restore-failed" in disk_tags(disks["/dev/xvdb"])
 
 
-def test_alicloud_instance_that_will_not_stop_changes_nothing(twin_factory, run_tasks):
-    twins = twin_factory(ali_fleet(), aws=False,
-                         faults={"api_errors": [{"action": "StopInstance", "code": "IncorrectInstanceStatus", "count": 5}]})
-    iid = twins.endpoints["alicloud"]["instances"]["ali-app-1"]
+def test_alicloud_instance_that_will_not_stop_changes_nothing(clouds, run_tasks):
+    twins = clouds.twins
+    iid = ali_id(clouds, "ali-nostop")
     group_id, _ = take_ali_set(twins, iid)
-    run = run_tasks([{RESTORE: {"snapshot_group_id": group_id}, "register": "restore"}], twins.endpoints)
+    twins.stats.reset()
+    with failing_calls(twins, "alicloud", "StopInstance", "IncorrectInstanceStatus", 1):
+        run = run_tasks([{RESTORE: {"snapshot_group_id": group_id}, "register": "restore"}], twins.endpoints)
     result = run["restore"]
     assert result["failed"] is True and "did not stop" in result["msg"] and "no disk was reset" in result["msg"]
     assert twins.stats.counts("alicloud").get("ResetDisk", 0) == 0
     assert ali_instance_status(twins, iid) == "Running"
 
 
-def test_alicloud_attach_failure_detaches_the_new_disks(twin_factory, run_tasks):
-    twins = twin_factory(ali_fleet(), aws=False)
-    iid = twins.endpoints["alicloud"]["instances"]["ali-app-1"]
+def test_alicloud_attach_failure_detaches_the_new_disks(clouds, run_tasks):
+    twins = clouds.twins
+    iid = ali_id(clouds, "ali-attachfail")
     group_id, _ = take_ali_set(twins, iid)
     before = {dev: d.disk_id for dev, d in ali_disks(twins, iid).items()}
-    counted = {"n": 0}
-    original = twins.faults.api_error
-
-    def api_error(provider, name):
-        if name == "AttachDisk":
-            counted["n"] += 1
-            if counted["n"] >= 2:
-                return "InvalidOperation.Conflict"
-        return original(provider, name)
-    twins.faults.api_error = api_error
-    try:
+    with failing_calls(twins, "alicloud", "AttachDisk", "InvalidOperation.Conflict", 2):
         run = run_tasks([{RESTORE: {"snapshot_group_id": group_id, "mode": "attach"}, "register": "restore"}],
                         twins.endpoints)
-    finally:
-        twins.faults.api_error = original
     result = run["restore"]
     assert result["failed"] is True and "attaching the restored volumes failed" in result["msg"], result["msg"]
     assert {dev: d.disk_id for dev, d in ali_disks(twins, iid).items()} == before

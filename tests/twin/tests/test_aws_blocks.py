@@ -7,7 +7,7 @@ import threading
 
 import pytest
 
-from twin.aws.testing import wait_command
+from twin.aws.testing import wait_command, wait_for
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="loop devices and fsfreeze need root")
 REGION = 4 * 1024 * 1024
@@ -133,6 +133,8 @@ def test_snapshot_through_the_api_is_the_image_at_the_call_instant(twin_factory)
     taken = []
     try:
         for _attempt in range(15):
+            previous = taken[-1][1] if taken else 0
+            wait_for(lambda: state["done"] > previous, what="the writer")
             with lock:
                 before = state["done"]
             snap = ec2.create_snapshot(VolumeId=volume_id)["SnapshotId"]

@@ -7,6 +7,7 @@ import threading
 
 import pytest
 
+from twin.aws.testing import wait_for
 from twin.core.blockstore import BlockStore, GIB
 
 REGION = 8 * 1024 * 1024  # bytes the writer rewrites as one write() per generation
@@ -93,6 +94,9 @@ def test_snapshot_under_a_running_writer_is_the_image_at_the_call_instant(store)
     results = []
     try:
         while len(results) < 25:
+            # let the writer make progress between snapshots, so they see different states
+            previous = results[-1][1] if results else 0
+            wait_for(lambda: state["done"] > previous, what="the writer")
             with lock:
                 done_before = state["done"]
             snap = store.snapshot(vol)

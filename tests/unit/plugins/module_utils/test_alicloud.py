@@ -136,8 +136,8 @@ def test_describe_snapshot_groups_follows_next_token():
     api, client = _api({"describe_snapshot_groups_with_options": pages})
     groups = api.describe_snapshot_groups(instance_id="i-1")
     assert [g["SnapshotGroupId"] for g in groups] == ["ssg-1", "ssg-2"]
-    assert [r.next_token for _, r in client.requests] == [None, "n1"]
-    assert all(isinstance(r, ecs_models.DescribeSnapshotGroupsRequest) for _, r in client.requests)
+    assert [r.next_token for _name, r in client.requests] == [None, "n1"]
+    assert all(isinstance(r, ecs_models.DescribeSnapshotGroupsRequest) for _name, r in client.requests)
 
 
 def test_describe_disks_sends_ids_as_a_json_array():
@@ -150,14 +150,14 @@ def test_cloud_assistant_status_is_asked_in_batches_of_50():
     api, client = _api({"describe_cloud_assistant_status_with_options": {
         "InstanceCloudAssistantStatusSet": {"InstanceCloudAssistantStatus": [{"CloudAssistantStatus": "true"}]}}})
     api.describe_cloud_assistant_status([f"i-{n}" for n in range(120)])
-    assert [len(r.instance_id) for _, r in client.requests] == [50, 50, 20]
+    assert [len(r.instance_id) for _name, r in client.requests] == [50, 50, 20]
 
 
 def test_tag_resources_batches_of_50():
     api, client = _api()
     api.tag_resources("snapshot", [f"s-{n}" for n in range(60)], {"k": "v"})
-    assert [len(r.resource_id) for _, r in client.requests] == [50, 10]
-    assert all(isinstance(r, ecs_models.TagResourcesRequest) for _, r in client.requests)
+    assert [len(r.resource_id) for _name, r in client.requests] == [50, 10]
+    assert all(isinstance(r, ecs_models.TagResourcesRequest) for _name, r in client.requests)
 
 
 def test_both_tag_shapes_read_the_same():
@@ -216,7 +216,7 @@ def test_throttling_is_retried_by_the_sdk(scripted_ecs):
                           (200, {"RequestId": "R-ok", "SnapshotGroupId": "ssg-42"})]
     api = _real_api(scripted_ecs.server_address[1])
     assert api.create_snapshot_group("i-1", name="n") == "ssg-42"
-    assert [action for action, _ in ScriptedECS.seen] == ["CreateSnapshotGroup"] * 3
+    assert [action for action, _query in ScriptedECS.seen] == ["CreateSnapshotGroup"] * 3
 
 
 def test_retries_stop_after_max_attempts(scripted_ecs):

@@ -45,7 +45,7 @@ def _failure(capsys, func):
 
 def test_endpoint_url_applies_to_ec2_and_ssm_alike(make_module):
     module = make_module({"endpoint_url": "http://127.0.0.1:18080", "region": "us-east-1",
-                      "access_key": "AKIDTEST", "secret_key": "secret"})
+                         "access_key": "AKIDTEST", "secret_key": "secret"})
     ec2 = module.aws_client("ec2")
     ssm = module.aws_client("ssm")
     assert ec2.meta.endpoint_url == "http://127.0.0.1:18080"
@@ -55,7 +55,7 @@ def test_endpoint_url_applies_to_ec2_and_ssm_alike(make_module):
 
 def test_both_providers_options_are_accepted_by_every_module(make_module):
     module = make_module({"region": "us-east-1", "alicloud_region": "cn-hangzhou", "alicloud_access_key": "LTAI",
-                      "alicloud_secret_key": "s", "name": "x"})
+                         "alicloud_secret_key": "s", "name": "x"})
     assert module.params["alicloud_region"] == "cn-hangzhou"
     assert module.params["region"] == "us-east-1"
 
@@ -80,7 +80,7 @@ def test_missing_aws_credentials_is_one_plain_message(make_module, capsys):
 
 def test_unreachable_endpoint_is_one_plain_message(make_module, capsys):
     module = make_module({"region": "us-east-1", "endpoint_url": "http://127.0.0.1:9", "access_key": "AKIDTEST",
-                      "secret_key": "secret"})
+                         "secret_key": "secret"})
     client = module.aws_client("ec2")
     with pytest.raises(botocore.exceptions.EndpointConnectionError) as err:
         client.describe_instances()

@@ -185,7 +185,7 @@ def test_a_missing_appconsistent_tag_is_re_read_not_judged(stubbed):
     late = [_snapshot("snap-1", "vol-01a", None), _snapshot("snap-2", "vol-01b", None)]
     ec2_stub.add_response("describe_snapshots", {"Snapshots": late}, None)
     ec2_stub.add_response("describe_snapshots", {"Snapshots": [_snapshot("snap-1", "vol-01a"), _snapshot("snap-2", "vol-01b", "True")]}, None)
-    for _ in range(3):
+    for _tag_call in range(3):
         ec2_stub.add_response("create_tags", {}, None)
     sleeps = []
     module = FakeModule(_params(instance_ids=["i-01"]), {"ec2": stubbed.ec2, "ssm": stubbed.ssm})

@@ -1,0 +1,467 @@
+"""restore_volumes: set checks, the plan, concurrent steps and rollback (fake cloud), and the provider requests."""
+
+import datetime
+import types
+
+import boto3
+import pytest
+from botocore.stub import Stubber
+
+from ansible_collections.appconsistent.snapshots.plugins.module_utils import restore
+from ansible_collections.appconsistent.snapshots.plugins.module_utils import restore_alicloud
+from ansible_collections.appconsistent.snapshots.plugins.module_utils import restore_aws
+from ansible_collections.appconsistent.snapshots.plugins.module_utils.restore_run import infer_provider
+from ansible_collections.appconsistent.snapshots.plugins.module_utils.restore_run import validate
+from ansible_collections.appconsistent.snapshots.plugins.modules.restore_volumes import argument_spec
+
+
+def params(**overrides):
+    values = {name: spec.get("default") for name, spec in argument_spec().items()}
+    values.update(overrides)
+    return values
+
+
+def member(snapshot_id, device, consistency="application", state="completed", size=10, created="2026-11-23T06:00:00"):
+    return restore.Member(snapshot_id, device=device, size=size, state=state, source_volume_id="vol-src-" + device[-1],
+                          tags={"appconsistent:consistency": consistency}, created=created)
+
+
+# --- which set ------------------------------------------------------------------------------------
+
+
+def test_a_weaker_set_is_refused_unless_allowed():
+    selected = restore.SelectedSet("acs-1", [member("snap-1", "/dev/xvdf", "crash")])
+    with pytest.raises(restore.RestoreRefused, match="crash, less than the required application.*allow_lower_consistency"):
+        restore.check_set(selected, params())
+    warnings = restore.check_set(selected, params(allow_lower_consistency=True))
+    assert "allow_lower_consistency" in warnings[0]
+    assert restore.check_set(selected, params(min_consistency="crash")) == []
+
+
+def test_a_set_is_as_consistent_as_its_weakest_member():
+    selected = restore.SelectedSet("acs-1", [member("snap-1", "/dev/xvdf", "application"),
+                                             member("snap-2", "/dev/xvdg", "filesystem")])
+    assert selected.consistency == "filesystem"
+    with pytest.raises(restore.RestoreRefused):
+        restore.check_set(selected, params())
+
+
+def test_an_incomplete_set_is_refused_or_restored_without_the_unfinished_members():
+    selected = restore.SelectedSet("acs-1", [member("snap-1", "/dev/xvdf"), member("snap-2", "/dev/xvdg", state="error")])
+    with pytest.raises(restore.RestoreRefused, match=r"incomplete: snap-2 \(error\).*allow_incomplete"):
+        restore.check_set(selected, params())
+    warnings = restore.check_set(selected, params(allow_incomplete=True))
+    assert [m.snapshot_id for m in selected.members] == ["snap-1"] and "snap-2" in warnings[0]
+
+
+def test_an_alibaba_group_that_has_not_accomplished_is_incomplete():
+    selected = restore.SelectedSet("ssg-1", [member("s-1", "/dev/xvdb", state="accomplished")], group_status="failed")
+    assert not selected.complete
+
+
+def test_latest_picks_the_newest_qualifying_set_and_explains_when_there_is_none():
+    old = restore.SelectedSet("acs-old", [member("snap-1", "/dev/xvdf", created="2026-11-20T00:00:00")])
+    new_crash = restore.SelectedSet("acs-new", [member("snap-2", "/dev/xvdf", "crash", created="2026-11-22T00:00:00")])
+    newer = restore.SelectedSet("acs-newer", [member("snap-3", "/dev/xvdf", created="2026-11-21T00:00:00")])
+    chosen, _ = restore.newest_qualifying([old, new_crash, newer], "application")
+    assert chosen.set_id == "acs-newer"
+    assert restore.newest_qualifying([old, new_crash, newer], "crash")[0].set_id == "acs-new"
+    chosen, why = restore.newest_qualifying([new_crash], "application")
+    assert chosen is None and "acs-new (crash, complete)" in why
+
+
+@pytest.mark.parametrize("given, provider", [
+    (dict(set_id="acs-20261123t060000-1a2b3c4d"), "aws"),
+    (dict(set_id="ssg-bp1abc"), "alicloud"),
+    (dict(snapshot_group_id="ssg-bp1abc"), "alicloud"),
+    (dict(snapshot_ids=["snap-0123", "snap-4567"]), "aws"),
+    (dict(snapshot_ids=["s-bp1abc"]), "alicloud"),
+    (dict(instance_id="i-0123456789abcdef0", latest=True), "aws"),
+    (dict(instance_id="i-12345678", latest=True), "aws"),
+    (dict(instance_id="i-bp1hk2ytbk8ed2tnj7c0", latest=True), "alicloud"),
+    (dict(set_id="nightly-7", provider="alicloud"), "alicloud"),
+])
+def test_the_provider_is_told_from_the_ids(given, provider):
+    assert infer_provider(params(**given)) == provider
+
+
+def test_an_ambiguous_selection_asks_for_the_provider():
+    with pytest.raises(restore.RestoreRefused, match="set provider"):
+        infer_provider(params(set_id="nightly-7"))
+
+
+@pytest.mark.parametrize("given, words", [
+    (dict(instance_id="i-0123456789abcdef0"), "latest: true"),
+    (dict(set_id="acs-1", latest=True), "latest needs instance_id"),
+    (dict(set_id="acs-1", tags={"appconsistent:set-id": "x"}), "reserved"),
+    (dict(set_id="acs-1", volume_timeout=0), "volume_timeout"),
+    (dict(set_id="acs-1", safety_snapshot_delete_after="soon"), "safety_snapshot_delete_after"),
+])
+def test_parameters_refused_before_anything_is_asked(given, words):
+    with pytest.raises(restore.RestoreRefused, match=words):
+        validate(params(**given))
+
+
+# --- the engine, against a small in-memory cloud -----------------------------------------------------
+
+
+class FakeCloud:
+    """Volumes and one instance, with calls recorded; ``fail`` maps an action to the call numbers that fail."""
+
+    def __init__(self, state="running", devices=None):
+        self.calls = []
+        self.fail = {}
+        self.counts = {}
+        self.vols = {}
+        self.inst = dict(id="i-1", state=state, zone="az-1", root_device="/dev/xvda", platform="linux")
+        for device, vid in (devices or {"/dev/xvda": "vol-root", "/dev/xvdf": "vol-f", "/dev/xvdg": "vol-g"}).items():
+            self.vols[vid] = dict(id=vid, state="in-use", instance_id="i-1", device=device, attach_state="attached",
+                                  size=10, type="gp3", iops=3000, throughput=125, tags={}, snapshot_id=None)
+        self.sequence = 0
+
+    def _call(self, action, *args):
+        self.calls.append((action,) + args)
+        self.counts[action] = self.counts.get(action, 0) + 1
+        if self.counts[action] in self.fail.get(action, ()):
+            raise restore.StepFailed(f"Failed to {action}: InjectedFault")
+
+    def instance(self, instance_id):
+        self.calls.append(("DescribeInstance",))
+        devices = {v["device"]: v["id"] for v in self.vols.values() if v["instance_id"] == "i-1"}
+        return dict(self.inst, devices=devices)
+
+    def volumes(self, ids):
+        self.calls.append(("DescribeVolumes", tuple(ids)))
+        return {vid: dict(self.vols[vid]) for vid in ids}
+
+    def restored_volumes(self, snapshot_ids):
+        return {}
+
+    def source_volume(self, m):
+        return None
+
+    def volume_spec(self, m, source, p, zone):
+        return dict(snapshot_id=m.snapshot_id, zone=zone, size=max(m.size, (source or {}).get("size") or 0),
+                    type=(source or {}).get("type"))
+
+    def free_devices(self, instance, count):
+        return ["/dev/sdf", "/dev/sdg", "/dev/sdh"][:count]
+
+    def create_volume(self, spec, tags):
+        self._call("CreateVolume", spec["snapshot_id"])
+        self.sequence += 1
+        vid = f"vol-new{self.sequence}"
+        self.vols[vid] = dict(id=vid, state="available", instance_id=None, device=None, attach_state=None,
+                              snapshot_id=spec["snapshot_id"], tags=dict(tags), size=spec["size"])
+        return vid
+
+    def attach(self, vid, instance_id, device):
+        self._call("AttachVolume", vid, device)
+        self.vols[vid].update(state="in-use", instance_id=instance_id, device=device, attach_state="attached")
+
+    def detach(self, vid, instance_id, device):
+        self._call("DetachVolume", vid)
+        self.vols[vid].update(state="available", instance_id=None, device=None, attach_state=None)
+
+    def stop(self, instance_id):
+        self._call("StopInstances")
+        self.inst["state"] = "stopped"
+
+    def start(self, instance_id):
+        self._call("StartInstances")
+        self.inst["state"] = "running"
+
+    def tag_volumes(self, ids, tags):
+        self._call("CreateTags", tuple(ids))
+        for vid in ids:
+            self.vols[vid]["tags"].update(tags)
+
+    def devices(self):
+        return {v["device"]: v["id"] for v in self.vols.values() if v["instance_id"] == "i-1"}
+
+    def actions(self):
+        return [c[0] for c in self.calls if not c[0].startswith("Describe")]
+
+
+def a_set():
+    return restore.SelectedSet("acs-1", [member("snap-f", "/dev/xvdf"), member("snap-g", "/dev/xvdg")], "i-1")
+
+
+def restore_with(cloud, check_mode=False, **overrides):
+    engine = restore.VolumeRestore(cloud, params(**overrides), check_mode=check_mode, sleep=lambda s: None)
+    engine.plan(a_set(), "i-1")
+    return engine
+
+
+def test_replace_creates_all_then_stops_swaps_and_starts():
+    cloud = FakeCloud()
+    result = restore_with(cloud).run(a_set())
+    assert cloud.actions() == ["CreateVolume", "CreateVolume", "StopInstances", "DetachVolume", "DetachVolume",
+                               "AttachVolume", "AttachVolume", "StartInstances", "CreateTags", "CreateTags"]
+    assert cloud.devices() == {"/dev/xvda": "vol-root", "/dev/xvdf": "vol-new1", "/dev/xvdg": "vol-new2"}
+    assert cloud.vols["vol-f"]["tags"]["appconsistent:replaced-by"] == "vol-new1"
+    assert cloud.vols["vol-new1"]["tags"]["appconsistent:restored-from"] == "snap-f"
+    assert cloud.vols["vol-new1"]["tags"]["appconsistent:restored-from-set"] == "acs-1"
+    assert result["changed"] is True and result["instance_state"] == "running"
+    assert [(e["device"], e["original_volume_id"], e["volume_id"]) for e in result["device_map"]] == [
+        ("/dev/xvdf", "vol-f", "vol-new1"), ("/dev/xvdg", "vol-g", "vol-new2")]
+
+
+def test_creation_is_waited_for_with_one_listing_for_all_volumes():
+    cloud = FakeCloud()
+    restore_with(cloud).run(a_set())
+    listings = [c for c in cloud.calls if c[0] == "DescribeVolumes" and "vol-new1" in c[1]]
+    assert listings[0][1] == ("vol-new1", "vol-new2")
+
+
+def test_a_stopped_instance_is_not_started():
+    cloud = FakeCloud(state="stopped")
+    restore_with(cloud).run(a_set())
+    assert "StopInstances" not in cloud.actions() and "StartInstances" not in cloud.actions()
+    assert cloud.inst["state"] == "stopped"
+
+
+def test_already_restored_volumes_are_unchanged_and_force_restores_again():
+    cloud = FakeCloud()
+    restore_with(cloud).run(a_set())
+    cloud.calls.clear()
+    result = restore_with(cloud).run(a_set())
+    assert result["changed"] is False and cloud.actions() == []
+    assert all(e["unchanged"] for e in result["device_map"])
+    result = restore_with(cloud, force=True).run(a_set())
+    assert result["changed"] is True and cloud.devices()["/dev/xvdf"] == "vol-new3"
+
+
+def test_check_mode_plans_and_changes_nothing():
+    cloud = FakeCloud()
+    engine = restore_with(cloud, check_mode=True)
+    result = engine.run(a_set())
+    assert result["changed"] is True and cloud.actions() == []
+    assert engine.diff() == {"before": {"/dev/xvda": "vol-root", "/dev/xvdf": "vol-f", "/dev/xvdg": "vol-g"},
+                             "after": {"/dev/xvda": "vol-root", "/dev/xvdf": "(new volume from snap-f)",
+                                       "/dev/xvdg": "(new volume from snap-g)"}}
+
+
+def test_attach_failure_rolls_back_to_the_originals_and_starts_the_instance():
+    cloud = FakeCloud()
+    cloud.fail = {"AttachVolume": {2}}
+    with pytest.raises(restore.RestoreFailed) as caught:
+        restore_with(cloud).run(a_set())
+    assert cloud.devices() == {"/dev/xvda": "vol-root", "/dev/xvdf": "vol-f", "/dev/xvdg": "vol-g"}
+    assert cloud.inst["state"] == "running"
+    assert cloud.vols["vol-new1"]["state"] == "available" and "appconsistent:restore-failed" in cloud.vols["vol-new1"]["tags"]
+    assert "appconsistent:replaced-by" not in cloud.vols["vol-f"]["tags"]
+    message = str(caught.value)
+    assert "rolled back" in message and "InjectedFault" in message and "vol-new1, vol-new2 are kept" in message
+    outcomes = {e["device"]: e["outcome"] for e in caught.value.details["device_map"]}
+    assert outcomes == {"/dev/xvdf": "rolled back: original vol-f attached again",
+                        "/dev/xvdg": "rolled back: original vol-g attached again"}
+    assert caught.value.details["rollback_problems"] == []
+
+
+def test_a_rollback_that_cannot_reattach_says_so_per_device():
+    cloud = FakeCloud()
+    cloud.fail = {"AttachVolume": {2, 4}}  # the second new volume, then the second original
+    with pytest.raises(restore.RestoreFailed) as caught:
+        restore_with(cloud).run(a_set())
+    assert "ROLLBACK PROBLEMS" in str(caught.value) and "vol-g" in str(caught.value)
+    outcomes = {e["device"]: e["outcome"] for e in caught.value.details["device_map"]}
+    assert outcomes["/dev/xvdg"].startswith("ROLLBACK INCOMPLETE: original vol-g is detached")
+    assert cloud.devices()["/dev/xvdf"] == "vol-f"
+
+
+def test_a_stop_failure_changes_no_device():
+    cloud = FakeCloud()
+    cloud.fail = {"StopInstances": {1}}
+    with pytest.raises(restore.RestoreFailed, match="did not stop.*no volume was detached"):
+        restore_with(cloud).run(a_set())
+    assert "DetachVolume" not in cloud.actions()
+    assert cloud.devices()["/dev/xvdf"] == "vol-f"
+
+
+def test_a_creation_failure_stops_nothing():
+    cloud = FakeCloud()
+    cloud.fail = {"CreateVolume": {2}}
+    with pytest.raises(restore.RestoreFailed, match="creating the volumes failed"):
+        restore_with(cloud).run(a_set())
+    assert "StopInstances" not in cloud.actions()
+    assert "appconsistent:restore-failed" in cloud.vols["vol-new1"]["tags"]
+
+
+def test_a_volume_that_stays_creating_times_out():
+    cloud = FakeCloud()
+    clock = iter(range(0, 10000, 7))
+    original = cloud.create_volume
+
+    def slow(spec, tags):
+        vid = original(spec, tags)
+        cloud.vols[vid]["state"] = "creating"
+        return vid
+    cloud.create_volume = slow
+    engine = restore.VolumeRestore(cloud, params(volume_timeout=30), sleep=lambda s: None, clock=lambda: next(clock))
+    engine.plan(a_set(), "i-1")
+    with pytest.raises(restore.RestoreFailed, match="volume creation did not finish within 30 s: vol-new1, vol-new2"):
+        engine.run(a_set())
+
+
+def test_attach_mode_uses_free_devices_and_leaves_the_instance_running():
+    cloud = FakeCloud()
+    result = restore_with(cloud, mode="attach").run(a_set())
+    assert [e["device"] for e in result["device_map"]] == ["/dev/sdf", "/dev/sdg"]
+    assert "StopInstances" not in cloud.actions() and "DetachVolume" not in cloud.actions()
+    assert cloud.devices()["/dev/xvdf"] == "vol-f"
+
+
+def test_replace_needs_device_tags():
+    cloud = FakeCloud()
+    loose = restore.SelectedSet(None, [restore.Member("snap-x", state="completed", size=1)], "i-1")
+    engine = restore.VolumeRestore(cloud, params(), sleep=lambda s: None)
+    with pytest.raises(restore.RestoreRefused, match="no device tag"):
+        engine.plan(loose, "i-1")
+
+
+# --- AWS requests, checked against the EC2 service model ------------------------------------------------
+
+
+@pytest.fixture
+def ec2():
+    client = boto3.client("ec2", region_name="us-east-1", aws_access_key_id="a", aws_secret_access_key="b")
+    with Stubber(client) as stub:
+        yield types.SimpleNamespace(client=client, stub=stub)
+        stub.assert_no_pending_responses()
+
+
+def test_aws_create_volume_request(ec2):
+    ec2.stub.add_response("create_volume", {"VolumeId": "vol-1"}, {
+        "SnapshotId": "snap-1", "AvailabilityZone": "us-east-1a", "VolumeType": "io2", "Size": 20, "Iops": 4000,
+        "Encrypted": True, "KmsKeyId": "alias/backup",
+        "TagSpecifications": [{"ResourceType": "volume", "Tags": [{"Key": "appconsistent:restored-from", "Value": "snap-1"}]}]})
+    api = restore_aws.AwsRestoreApi(ec2.client)
+    spec = dict(snapshot_id="snap-1", zone="us-east-1a", type="io2", size=20, iops=4000, encrypted=True,
+                kms_key_id="alias/backup")
+    assert api.create_volume(spec, {"appconsistent:restored-from": "snap-1"}) == "vol-1"
+
+
+def test_aws_attach_detach_stop_start_requests(ec2):
+    ec2.stub.add_response("detach_volume", {}, {"VolumeId": "vol-1", "InstanceId": "i-1", "Device": "/dev/xvdf"})
+    ec2.stub.add_response("attach_volume", {}, {"VolumeId": "vol-2", "InstanceId": "i-1", "Device": "/dev/xvdf"})
+    ec2.stub.add_response("stop_instances", {}, {"InstanceIds": ["i-1"]})
+    ec2.stub.add_response("start_instances", {}, {"InstanceIds": ["i-1"]})
+    api = restore_aws.AwsRestoreApi(ec2.client)
+    api.detach("vol-1", "i-1", "/dev/xvdf")
+    api.attach("vol-2", "i-1", "/dev/xvdf")
+    api.stop("i-1")
+    api.start("i-1")
+
+
+def test_aws_volumes_are_listed_with_one_filtered_call_and_late_ones_are_pending(ec2):
+    ec2.stub.add_response("describe_volumes", {"Volumes": [
+        {"VolumeId": "vol-1", "State": "in-use", "Size": 8, "VolumeType": "gp3", "SnapshotId": "snap-1",
+         "Attachments": [{"InstanceId": "i-1", "Device": "/dev/xvdf", "State": "attached"}],
+         "Tags": [{"Key": "appconsistent:restored-from", "Value": "snap-1"}]}]},
+        {"Filters": [{"Name": "volume-id", "Values": ["vol-1", "vol-2"]}]})
+    found = restore_aws.AwsRestoreApi(ec2.client).volumes(["vol-1", "vol-2"])
+    assert found["vol-1"]["device"] == "/dev/xvdf" and found["vol-1"]["attach_state"] == "attached"
+    assert restore.origin_of(found["vol-1"]) == "snap-1"
+    assert found["vol-2"]["state"] == "unknown"
+
+
+def test_aws_errors_become_step_failures_with_the_code(ec2):
+    ec2.stub.add_client_error("attach_volume", "IncorrectState", "Volume is not available",
+                              expected_params={"VolumeId": "vol-2", "InstanceId": "i-1", "Device": "/dev/xvdf"})
+    with pytest.raises(restore.StepFailed, match="attach volume vol-2 to i-1 at /dev/xvdf: IncorrectState"):
+        restore_aws.AwsRestoreApi(ec2.client, attempts=1).attach("vol-2", "i-1", "/dev/xvdf")
+
+
+def test_aws_set_members_carry_device_and_source():
+    snap = {"SnapshotId": "snap-1", "VolumeId": "vol-1", "VolumeSize": 20, "State": "completed", "Encrypted": True,
+            "KmsKeyId": "arn:key", "StartTime": datetime.datetime(2026, 11, 23, tzinfo=datetime.timezone.utc),
+            "Tags": [{"Key": "Device", "Value": "xvdf"}]}
+    got = restore_aws.member_of(snap)
+    assert (got.device, got.source_volume_id, got.size, got.encrypted, got.kms_key_id) == ("xvdf", "vol-1", 20, True, "arn:key")
+
+
+def test_aws_volume_spec_keeps_the_replaced_volume_and_refuses_to_shrink():
+    api = restore_aws.AwsRestoreApi(None)
+    snap = restore.Member("snap-1", device="/dev/xvdf", size=20, state="completed")
+    source = dict(type="io2", size=50, iops=6000, throughput=None, encrypted=True, kms_key_id="arn:k")
+    spec = api.volume_spec(snap, source, params(), "az-1")
+    assert spec == dict(snapshot_id="snap-1", zone="az-1", type="io2", size=50, iops=6000, throughput=None,
+                        encrypted=True, kms_key_id="arn:k")
+    assert api.volume_spec(snap, source, params(volume_type="gp3"), "az-1")["iops"] is None
+    with pytest.raises(restore.RestoreRefused, match="smaller than snapshot"):
+        api.volume_spec(snap, source, params(volume_size=10), "az-1")
+
+
+def test_aws_free_devices_skip_every_letter_in_use():
+    api = restore_aws.AwsRestoreApi(None)
+    instance = dict(id="i-1", platform="linux", devices={"/dev/xvda": "v1", "/dev/sdf": "v2", "xvdg": "v3"})
+    assert api.free_devices(instance, 2) == ["/dev/sdh", "/dev/sdi"]
+    assert api.free_devices(dict(instance, platform="windows"), 1) == ["xvdh"]
+
+
+# --- Alibaba requests, built with the SDK's request models -------------------------------------------------
+
+
+class RecordingApi:
+    """An AlibabaCloud stand-in that records (action, request model) and answers from ``answers``."""
+
+    region = "cn-hangzhou"
+
+    def __init__(self, answers=None):
+        from alibabacloud_ecs20140526 import models
+        self.models = models
+        self.sent = []
+        self.answers = answers or {}
+
+    def call(self, action, request):
+        self.sent.append((action, request))
+        return self.answers.get(action, {})
+
+
+def test_alicloud_create_disk_request():
+    api = RecordingApi({"CreateDisk": {"DiskId": "d-1"}})
+    adapter = restore_alicloud.AlicloudRestoreApi(api)
+    spec = dict(snapshot_id="s-1", zone="cn-hangzhou-h", type="cloud_essd", size=100, performance_level="PL1",
+                encrypted=False, kms_key_id=None)
+    assert adapter.create_volume(spec, {"appconsistent:restored-from": "s-1"}) == "d-1"
+    action, request = api.sent[0]
+    assert action == "CreateDisk"
+    body = request.to_map()
+    assert body["ZoneId"] == "cn-hangzhou-h" and body["SnapshotId"] == "s-1" and body["DiskCategory"] == "cloud_essd"
+    assert body["Size"] == 100 and body["RegionId"] == "cn-hangzhou" and "Encrypted" not in body
+    assert body["Tag"] == [{"Key": "appconsistent:restored-from", "Value": "s-1"}]
+
+
+def test_alicloud_reset_stop_start_attach_requests():
+    api = RecordingApi()
+    adapter = restore_alicloud.AlicloudRestoreApi(api)
+    adapter.reset("d-1", "s-1")
+    adapter.stop("i-1")
+    adapter.start("i-1")
+    adapter.attach("d-2", "i-1", None)
+    adapter.detach("d-2", "i-1", "/dev/xvdc")
+    sent = [(a, r.to_map()) for a, r in api.sent]
+    assert sent[0] == ("ResetDisk", {"DiskId": "d-1", "SnapshotId": "s-1"})
+    assert sent[1] == ("StopInstance", {"InstanceId": "i-1", "StoppedMode": "KeepCharging"})
+    assert sent[2] == ("StartInstance", {"InstanceId": "i-1"})
+    assert sent[3] == ("AttachDisk", {"InstanceId": "i-1", "DiskId": "d-2", "DeleteWithInstance": False})
+    assert sent[4] == ("DetachDisk", {"InstanceId": "i-1", "DiskId": "d-2"})
+
+
+def test_alicloud_disk_states_are_normalised_and_the_restored_from_tag_wins():
+    disk = {"DiskId": "d-1", "Status": "In_use", "InstanceId": "i-1", "Device": "/dev/xvdb", "SourceSnapshotId": "s-old",
+            "Category": "cloud_essd", "Size": 100, "Type": "data",
+            "Tags": {"Tag": [{"TagKey": "appconsistent:restored-from", "TagValue": "s-new"}]}}
+    got = restore_alicloud.normalise_disk(disk)
+    assert (got["state"], got["attach_state"], got["device"]) == ("in-use", "attached", "/dev/xvdb")
+    assert restore.origin_of(got) == "s-new"
+
+
+def test_alicloud_iops_are_refused_and_system_disks_are_not_swapped():
+    adapter = restore_alicloud.AlicloudRestoreApi(RecordingApi())
+    snap = restore.Member("s-1", device="/dev/xvda", size=40, state="accomplished")
+    with pytest.raises(restore.RestoreRefused, match="iops and throughput apply to AWS"):
+        adapter.volume_spec(snap, None, params(iops=3000), "z")
+    with pytest.raises(restore.RestoreRefused, match="system disk"):
+        adapter.volume_spec(snap, dict(disk_type="system", size=40, type="cloud_essd"), params(), "z")
