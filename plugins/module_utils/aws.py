@@ -152,6 +152,20 @@ def delete_snapshot(client, snapshot_id):
     return True
 
 
+@EC2ErrorHandler.common_error_handler("stop instances")
+@AWSRetry.jittered_backoff(catch_extra_error_codes=THROTTLING_CODES)
+def stop_instances(client, instance_ids, force=False):
+    client.stop_instances(InstanceIds=list(instance_ids), Force=bool(force))
+    return True
+
+
+@EC2ErrorHandler.common_error_handler("start instances")
+@AWSRetry.jittered_backoff(catch_extra_error_codes=THROTTLING_CODES)
+def start_instances(client, instance_ids):
+    client.start_instances(InstanceIds=list(instance_ids))
+    return True
+
+
 # --- SSM ------------------------------------------------------------------------------
 
 

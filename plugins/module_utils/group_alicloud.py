@@ -56,6 +56,7 @@ class Outcome:
         self.plan = None
         self.freeze_window = None
         self.output = None
+        self.downtime = None
 
     def fail(self, code, message):
         self.error = dict(code=code, message=message)
@@ -67,7 +68,7 @@ class Outcome:
         if self.exit_code is not None:
             short, sentence = app_plugin.meaning(self.exit_code)
             data.update(exit_code=self.exit_code, exit_meaning=sentence, exit_name=short)
-        for key in ("invocation_id", "error", "plan", "freeze_window", "output"):
+        for key in ("invocation_id", "error", "plan", "freeze_window", "output", "downtime"):
             if getattr(self, key) is not None:
                 data[key] = getattr(self, key)
         return data
@@ -136,6 +137,8 @@ class AlicloudGroupRun:
             return self.outcomes
         if self.requested == "crash":
             self._crash(ready, name)
+        elif self.requested == "offline":
+            self._offline(ready, name)
         else:
             self._plugin(ready, name)
         if self.params.get("wait_for_completion") and not self.module.check_mode:
@@ -153,7 +156,7 @@ class AlicloudGroupRun:
 
     def _preflight(self, ids, disks):
         p = self.params
-        needs_agent = self.requested != "crash"
+        needs_agent = self.requested not in ("crash", "offline")
         known_disks = {d["DiskId"] for ds in disks.values() for d in ds}
         unknown = [d for d in (p.get("disk_ids") or []) + (p.get("exclude_disk_ids") or []) if d not in known_disks]
         if unknown:
@@ -293,7 +296,7 @@ class AlicloudGroupRun:
 
     # --- crash: CreateSnapshotGroup directly -----------------------------------------------------------
 
-    def _crash(self, ready, name):
+    def _crash(self, ready, name, level="crash"):
         if self.module.check_mode:
             for instance_id in ready:
                 outcome = self.outcomes[instance_id]
@@ -304,7 +307,7 @@ class AlicloudGroupRun:
         for instance_id in ready:
             outcome = self.outcomes[instance_id]
             group_tags = dict(self.params.get("tags") or {})
-            group_tags.update({ss.TAG_INSTANCE_ID: instance_id, ss.TAG_CONSISTENCY: "crash"})
+            group_tags.update({ss.TAG_INSTANCE_ID: instance_id, ss.TAG_CONSISTENCY: level})
             try:
                 group_id = self.api.create_snapshot_group(
                     instance_id, disk_ids=[d["disk_id"] for d in outcome.disks], name=name,
@@ -315,7 +318,86 @@ class AlicloudGroupRun:
                 continue
             outcome.status, outcome.changed, outcome.set_id = "Created", True, group_id
             groups[group_id] = instance_id
-        self._adopt_groups(groups, scripts_ok=False)
+        self._adopt_groups(groups, scripts_ok=False, fixed_level=None if level == "crash" else level)
+
+    # --- offline: stopped instances -----------------------------------------------------------------------
+
+    def _status(self, ids):
+        return {i["InstanceId"]: i.get("Status") for i in self.api.describe_instances(ids)}
+
+    def _wait_status(self, ids, wanted, timeout):
+        deadline = self.clock() + timeout
+        interval = 1.0
+        while True:
+            status = self._status(ids)
+            done = [i for i in ids if status.get(i) == wanted]
+            if len(done) == len(ids) or self.clock() >= deadline:
+                return done
+            self.sleep(min(interval, max(0.0, deadline - self.clock())))
+            interval = min(interval * 1.5, 10.0)
+
+    def _stop(self, ids, force):
+        for instance_id in ids:
+            # KeepCharging keeps the instance's resources, so that it can be started again for sure.
+            self.api.call("StopInstance", self.api.models.StopInstanceRequest(
+                instance_id=instance_id, force_stop=bool(force), stopped_mode="KeepCharging"))
+
+    def _offline(self, ready, name):
+        p = self.params
+        running = [i for i in ready if (self.instances[i] or {}).get("Status") == "Running"]
+        if self.module.check_mode:
+            for instance_id in ready:
+                outcome = self.outcomes[instance_id]
+                outcome.status, outcome.changed = "WouldRun", True
+                outcome.plan = dict(stop=instance_id in running, action="CreateSnapshotGroup", start=instance_id in running,
+                                    disks=outcome.disks)
+            return
+        stop_requested = self.clock()
+        late = []
+        try:
+            if running:
+                self._stop(running, force=False)
+                for instance_id in running:
+                    self.outcomes[instance_id].changed = True
+                stopped = self._wait_status(running, "Stopped", p["stop_timeout"])
+                late = [i for i in running if i not in stopped]
+                if late and p.get("force_stop"):
+                    self._stop(late, force=True)
+                    forced = self._wait_status(late, "Stopped", p["stop_timeout"])
+                    late = [i for i in late if i not in forced]
+                for instance_id in late:
+                    self.outcomes[instance_id].status = "NotStopped"
+                    self.outcomes[instance_id].fail(
+                        "StopTimeout", f"instance {instance_id} did not stop within stop_timeout ({p['stop_timeout']} s), "
+                                       "so no set was taken" + ("" if p.get("force_stop") else
+                                                                 "; force_stop: true forces the stop after the timeout"))
+            self._crash([i for i in ready if i not in late], name, level="offline")
+        finally:
+            self._restart(running, late, stop_requested)
+
+    def _restart(self, running, late, stop_requested):
+        p = self.params
+        if not running:
+            return
+        restart = [i for i in running if i not in late]
+        if late:
+            restart += self._wait_status(late, "Stopped", p["stop_timeout"])
+        for instance_id in restart:
+            try:
+                self.api.call("StartInstance", self.api.models.StartInstanceRequest(instance_id=instance_id))
+            except AlibabaCloudError as exc:
+                self.outcomes[instance_id].fail(exc.code, f"instance {instance_id} could not be started again: {exc}")
+        started = self._wait_status(restart, "Running", p["start_timeout"]) if restart else []
+        for instance_id in restart:
+            if instance_id in started:
+                self.outcomes[instance_id].downtime = round(self.clock() - stop_requested, 3)
+            else:
+                self.outcomes[instance_id].fail("StartTimeout", f"instance {instance_id} is not running after "
+                                                                f"start_timeout ({p['start_timeout']} s): check it now")
+        for instance_id in late:
+            if instance_id not in restart:
+                self.outcomes[instance_id].fail("StillStopping", f"instance {instance_id} is still stopping: start it "
+                                                                 "once it has stopped")
 
     # --- application / filesystem: the plug-in -------------------------------------------------------
 
@@ -398,7 +480,7 @@ class AlicloudGroupRun:
         elif outcome.exit_code == 0:
             outcome.fail("NoGroupId", "the plug-in reported success but its output names no snapshot group")
 
-    def _adopt_groups(self, groups, scripts_ok):
+    def _adopt_groups(self, groups, scripts_ok, fixed_level=None):
         """Read the groups' snapshots, classify each instance from their tags, and tag them as a set."""
         if not groups:
             return
@@ -432,6 +514,8 @@ class AlicloudGroupRun:
             level = ss.classify([m["tags"] for m in members], scripts_succeeded=True, ceiling=self.requested)
             if not ok:
                 level = ss.weakest([level, "crash"])
+            if fixed_level:  # taken while the instance was stopped: the strongest level, whatever the tags say
+                level = fixed_level
             if str(group.get("Status")).lower() == "failed":
                 outcome.fail("GroupFailed", f"snapshot group {group_id} failed: it cannot be restored")
             outcome.consistency = level if str(group.get("Status")).lower() != "failed" else "none"

@@ -98,6 +98,7 @@ class Outcome:
         self.changed = False
         self.plan = None
         self.exit_code = None
+        self.downtime = None
 
     def fail(self, code, message):
         if self.error is None:
@@ -107,7 +108,7 @@ class Outcome:
         data = dict(instance_id=self.instance_id, provider="aws", platform=self.platform, status=self.status,
                     consistency_requested=self.requested, consistency=self.consistency, set_id=self.set_id,
                     snapshots=self.snapshots, command_ids=self.command_ids, changed=self.changed)
-        for key in ("freeze_window", "error", "plan", "exit_code"):
+        for key in ("freeze_window", "error", "plan", "exit_code", "downtime"):
             if getattr(self, key) is not None:
                 data[key] = getattr(self, key)
         if self.freeze is not None:
@@ -192,7 +193,7 @@ class AwsGroupRun:
         self.validate()
         self.ec2 = self.module.aws_client("ec2")
         self.instances = aws_fleet.resolve_instances(self.ec2, self.params["instance_ids"])
-        needs_agent = self.requested != "crash"
+        needs_agent = self.requested not in ("crash", "offline")
         agents = {}
         if needs_agent:
             self.ssm = self.module.aws_client("ssm")
@@ -203,6 +204,8 @@ class AwsGroupRun:
         linux = [i for i in ready if self.outcomes[i].platform == "linux"]
         if self.requested == "crash":
             self._crash(ready)
+        elif self.requested == "offline":
+            self._offline(ready)
         else:
             if windows:
                 self._windows(windows)
@@ -252,7 +255,7 @@ class AwsGroupRun:
             chosen = [v for v in chosen if not v["boot"]]
         if not chosen:
             return ("NoDisks", f"no volume of instance {outcome.instance_id} is left to snapshot after the disk selection")
-        if outcome.platform == "windows" and self.requested != "crash" and len(chosen) != len(volumes) and \
+        if outcome.platform == "windows" and self.requested not in ("crash", "offline") and len(chosen) != len(volumes) and \
                 not (p.get("exclude_boot_disk") and len(chosen) == len(volumes) - 1):
             return ("SelectionNotSupported", f"instance {outcome.instance_id} is Windows: VSS snapshots every attached "
                                              "volume (only the boot volume can be left out, with exclude_boot_disk)")
@@ -338,6 +341,91 @@ class AwsGroupRun:
             if instance_id in made:
                 outcome.consistency = "crash"
         self._tag_devices(made)
+
+    # --- offline: stopped instances --------------------------------------------------------------------
+
+    def _states(self, instance_ids):
+        states = {}
+        for start in range(0, len(instance_ids), aws_fleet.FILTER_VALUES_MAX):
+            chunk = list(instance_ids)[start:start + aws_fleet.FILTER_VALUES_MAX]
+            for instance in aws_api.describe_instances(self.ec2, filters=[{"Name": "instance-id", "Values": chunk}]):
+                states[instance["InstanceId"]] = (instance.get("State") or {}).get("Name")
+        return states
+
+    def _wait_state(self, instance_ids, wanted, timeout):
+        """Poll all of them together until each is ``wanted`` or ``timeout`` passed; returns those that are."""
+        deadline = self.clock() + timeout
+        interval = 1.0
+        while True:
+            states = self._states(instance_ids)
+            done = [i for i in instance_ids if states.get(i) == wanted]
+            if len(done) == len(instance_ids) or self.clock() >= deadline:
+                return done
+            self.sleep(min(interval, max(0.0, deadline - self.clock())))
+            interval = min(interval * 1.5, 10.0)
+
+    def _offline(self, ready):
+        p = self.params
+        running = [i for i in ready if (self.instances[i].get("State") or {}).get("Name") == "running"]
+        if self.module.check_mode:
+            for instance_id in ready:
+                outcome = self.outcomes[instance_id]
+                outcome.status, outcome.changed = "WouldRun", True
+                outcome.plan = dict(stop=instance_id in running, action="CreateSnapshots", start=instance_id in running,
+                                    volumes=outcome.volumes)
+            return
+        stop_requested = self.clock()
+        late = []
+        try:
+            if running:
+                aws_api.stop_instances(self.ec2, running)
+                for instance_id in running:
+                    self.outcomes[instance_id].changed = True
+                stopped = self._wait_state(running, "stopped", p["stop_timeout"])
+                late = [i for i in running if i not in stopped]
+                if late and p.get("force_stop"):
+                    aws_api.stop_instances(self.ec2, late, force=True)
+                    forced = self._wait_state(late, "stopped", p["stop_timeout"])
+                    late = [i for i in late if i not in forced]
+                for instance_id in late:
+                    self.outcomes[instance_id].status = "NotStopped"
+                    self.outcomes[instance_id].fail(
+                        "StopTimeout", f"instance {instance_id} did not stop within stop_timeout ({p['stop_timeout']} s), "
+                                       "so no set was taken" + ("" if p.get("force_stop") else
+                                                                 "; force_stop: true forces the stop after the timeout"))
+            made = self._snapshot_many([i for i in ready if i not in late], "offline")
+            for instance_id in ready:
+                if instance_id in late:
+                    continue
+                outcome = self.outcomes[instance_id]
+                outcome.status = "Created" if instance_id in made else "Failed"
+                outcome.consistency = "offline" if instance_id in made else "none"
+            self._tag_devices(made)
+        finally:
+            self._restart(running, late, stop_requested)
+
+    def _restart(self, running, late, stop_requested):
+        """Start again what was running, also after an error: an offline set must never leave an instance down."""
+        p = self.params
+        if not running:
+            return
+        restart = [i for i in running if i not in late]
+        if late:  # a slow shutdown still ends in "stopped": wait for it, then start it too
+            restart += self._wait_state(late, "stopped", p["stop_timeout"])
+        if restart:
+            aws_api.start_instances(self.ec2, restart)
+            started = self._wait_state(restart, "running", p["start_timeout"])
+            for instance_id in restart:
+                outcome = self.outcomes[instance_id]
+                if instance_id in started:
+                    outcome.downtime = round(self.clock() - stop_requested, 3)
+                else:
+                    outcome.fail("StartTimeout", f"instance {instance_id} was started again but is not running after "
+                                                 f"start_timeout ({p['start_timeout']} s): check it now")
+        for instance_id in late:
+            if instance_id not in restart:
+                self.outcomes[instance_id].fail("StillStopping", f"instance {instance_id} is still stopping: start it "
+                                                                 "once it has stopped")
 
     # --- Windows: VSS -----------------------------------------------------------------------------------
 

@@ -473,7 +473,7 @@ class SetPrune:
                                            run_id=params.get("run_id"))
         kept = [dict(summary(item), reason_code=code, reason=reason) for item, code, reason in kept_plan]
         images = None
-        if self.provider == "aws" and any(not item["untagged_snapshot_ids"] for item, _ in candidates):
+        if self.provider == "aws" and any(not item["untagged_snapshot_ids"] for item, _reasons in candidates):
             images = aws_images_by_snapshot(self.module.aws_client("ec2"))
         to_delete = []
         for item, reasons in candidates:

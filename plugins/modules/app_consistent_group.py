@@ -11,6 +11,9 @@ description:
   - Makes one point-in-time set of all (or selected) disks of each of one or many instances.
   - O(consistency=application) quiesces the applications (pre/post scripts and a filesystem freeze on Linux,
     VSS writers on Windows); V(filesystem) only freezes (Windows without writers); V(crash) involves no agent.
+  - O(consistency=offline) stops a running instance (a clean shutdown, forced only with O(force_stop=true)), takes
+    the set while it is stopped and starts it again; an instance that was stopped stays stopped. It is the only
+    safe level for a root volume, and the strongest. The downtime is reported.
   - On B(Alibaba Cloud), V(application) and V(filesystem) run the Cloud Assistant C(app-snapshot-plugin)
     (C(app-snapshot-plugin-win) on Windows) with one RunCommand per 100 instances that share a command line;
     the plug-in's exit code is mapped to its meaning, the group id read from its output, and the consistency
@@ -32,10 +35,10 @@ options:
   consistency:
     description:
       - The consistency to reach. V(application) needs the pre/post scripts on Linux (both providers) and the VSS
-        writers on Windows.
+        writers on Windows. V(offline) stops the instance while the set is taken.
     type: str
     default: application
-    choices: [application, filesystem, crash]
+    choices: [offline, application, filesystem, crash]
   instance_ids:
     description:
       - The instances. Cloud Assistant takes 100 per command and SSM 50; larger lists are sent in batches.
@@ -133,6 +136,22 @@ options:
       - AWS - seconds SSM waits for an instance to pick up a command.
     type: int
     default: 600
+  stop_timeout:
+    description:
+      - O(consistency=offline) - seconds to wait for a clean shutdown.
+    type: int
+    default: 600
+  start_timeout:
+    description:
+      - O(consistency=offline) - seconds to wait for an instance to run again.
+    type: int
+    default: 600
+  force_stop:
+    description:
+      - O(consistency=offline) - force the stop of an instance that did not shut down within O(stop_timeout). A forced
+        stop is like a power cut for the applications; the set is still taken from stopped disks.
+    type: bool
+    default: false
 extends_documentation_fragment:
   - appconsistent.snapshots.snapshot_set
   - appconsistent.snapshots.wait
@@ -232,6 +251,10 @@ results:
       description: AWS Linux - seconds the filesystems were frozen, from the helper's own timestamps.
       type: float
       returned: when measured
+    downtime:
+      description: O(consistency=offline) - seconds from the stop request until the instance ran again.
+      type: float
+      returned: when an instance was stopped and started
     error:
       description: What went wrong (C(code), C(message)) and what to do about it.
       type: dict
@@ -258,7 +281,7 @@ from ansible_collections.appconsistent.snapshots.plugins.module_utils.module imp
 def argument_spec():
     return dict(
         provider=dict(type="str", required=True, choices=["alicloud", "aws"]),
-        consistency=dict(type="str", default="application", choices=["application", "filesystem", "crash"]),
+        consistency=dict(type="str", default="application", choices=["offline", "application", "filesystem", "crash"]),
         instance_ids=dict(type="list", elements="str", required=True),
         disk_ids=dict(type="list", elements="str"),
         exclude_disk_ids=dict(type="list", elements="str"),
@@ -285,6 +308,9 @@ def argument_spec():
         max_concurrency=dict(type="str", default="50"),
         max_errors=dict(type="str", default="100%"),
         delivery_timeout=dict(type="int", default=600),
+        stop_timeout=dict(type="int", default=600),
+        start_timeout=dict(type="int", default=600),
+        force_stop=dict(type="bool", default=False),
     )
 
 

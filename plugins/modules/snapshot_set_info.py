@@ -17,7 +17,7 @@ description:
     and tags with C(DescribeSnapshots) (100 snapshots per request). Groups that are not sets are not listed.
   - Never changes anything. Returns an empty list when nothing matches.
 author:
-  - appconsistent.snapshots contributors
+  - appconsistent.snapshots contributors (@appconsistent)
 options:
   provider:
     description:

@@ -22,7 +22,7 @@ description:
     point, the set is reported in RV(failed_sets) with the snapshots deleted and those left, and the task fails.
   - In check mode, lists what would be deleted and kept, and deletes nothing.
 author:
-  - appconsistent.snapshots contributors
+  - appconsistent.snapshots contributors (@appconsistent)
 options:
   provider:
     description:

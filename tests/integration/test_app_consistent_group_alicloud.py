@@ -220,3 +220,27 @@ def test_agent_offline_and_no_role_are_refused_per_instance(twin_factory, run_ta
     assert got[ok]["consistency"] == "application"
     assert got[offline]["error"]["code"] == "AgentNotRunning"
     assert got[norole]["error"]["code"] == "NoRamRole"
+
+
+def instance_status(twins, iid):
+    import json
+    from alibabacloud_ecs20140526 import models
+    body = twins.ecs_client().describe_instances(models.DescribeInstancesRequest(
+        region_id=twins.endpoints["alicloud"]["region"], instance_ids=json.dumps([iid]))).body.to_map()
+    return body["Instances"]["Instance"][0]["Status"]
+
+
+def test_offline_stops_snapshots_and_starts_a_running_instance_only(twin_factory, run_tasks):
+    twins = twin_factory(fleet({"name": "up"}, {"name": "down", "state": "stopped"}), aws=False,
+                         latency={"profile": "zero", "transitions": {"instance_stop": 1.0, "instance_start": 1.0}})
+    up, down = ids(twins, "up", "down")
+    run = run_tasks([{ACG: {"provider": "alicloud", "consistency": "offline", "instance_ids": [up, down]},
+                      "register": "group"}], twins.endpoints)
+    result = run["group"]
+    assert not result.get("failed"), result.get("msg")
+    got = by_instance(result)
+    assert got[up]["consistency"] == "offline" and got[down]["consistency"] == "offline"
+    assert got[up]["downtime"] >= 2.0 and "downtime" not in got[down]
+    assert instance_status(twins, up) == "Running" and instance_status(twins, down) == "Stopped"
+    tags = snapshot_tags(twins, [s["snapshot_id"] for s in got[up]["snapshots"]])
+    assert {t["appconsistent:consistency"] for t in tags.values()} == {"offline"}

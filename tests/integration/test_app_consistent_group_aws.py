@@ -111,3 +111,41 @@ def test_check_mode_and_idempotent_rerun(twin_factory, run_tasks):
     assert run["first"]["changed"] is True and run["second"]["changed"] is False
     assert run["second"]["results"][0]["set_id"] == run["first"]["results"][0]["set_id"]
     assert twins.stats.counts("aws")["CreateSnapshots"] == 1
+
+
+def instance_state(twins, iid):
+    ec2 = twins.aws_client("ec2")
+    return ec2.describe_instances(InstanceIds=[iid])["Reservations"][0]["Instances"][0]["State"]["Name"]
+
+
+def test_offline_stops_snapshots_and_starts_a_running_instance_only(twin_factory, run_tasks):
+    twins = twin_factory({"instances": [
+        {"provider": "aws", "name": "up", "platform": "linux", "volumes": VOLUMES},
+        {"provider": "aws", "name": "down", "platform": "windows", "state": "stopped", "volumes": VOLUMES}]},
+        alicloud=False, latency={"profile": "zero", "transitions": {"instance_stop": 1.0, "instance_start": 1.0}})
+    up, down = ids(twins, "up", "down")
+    twins.stats.reset()
+    run = run_tasks([{ACG: {"provider": "aws", "consistency": "offline", "instance_ids": [up, down]},
+                      "register": "group"}], twins.endpoints)
+    result = run["group"]
+    assert not result.get("failed"), result.get("msg")
+    got = {r["instance_id"]: r for r in result["results"]}
+    assert got[up]["consistency"] == "offline" and got[down]["consistency"] == "offline"
+    assert got[up]["downtime"] >= 2.0  # one second to stop and one to start, at least
+    assert "downtime" not in got[down]
+    assert instance_state(twins, up) == "running" and instance_state(twins, down) == "stopped"
+    assert {s["Tags"]["appconsistent:consistency"] for s in set_snapshots(twins, got[up]["set_id"])} == {"offline"}
+    counts = twins.stats.counts("aws")
+    assert counts["StopInstances"] == 1 and counts["StartInstances"] == 1
+
+
+def test_offline_check_mode_stops_nothing(twin_factory, run_tasks):
+    twins = twin_factory(fleet(up="linux"), alicloud=False)
+    (up,) = ids(twins, "up")
+    twins.stats.reset()
+    run = run_tasks([{ACG: {"provider": "aws", "consistency": "offline", "instance_ids": [up]}, "register": "group"}],
+                    twins.endpoints, check=True)
+    plan = run["group"]["results"][0]["plan"]
+    assert plan["stop"] is True and plan["start"] is True
+    assert not twins.stats.counts("aws").get("StopInstances")
+    assert instance_state(twins, up) == "running"

@@ -88,7 +88,7 @@ def test_aws_sets_are_grouped_from_their_tags_and_filtered(twin_factory, run_tas
     twins = twin_factory(alicloud=False)
     web, db = aws_instance(twins, "web-1"), aws_instance(twins, "db-1")
     old_web, old_web_snaps = aws_set(twins, "web-1", run_id="CHG1", delete_after=PAST)
-    crash_db, _ = aws_set(twins, "db-1", consistency="crash", run_id="CHG2")
+    crash_db, _snaps = aws_set(twins, "db-1", consistency="crash", run_id="CHG2")
     time.sleep(TICK)
     new_web, new_web_snaps = aws_set(twins, "web-1", consistency="filesystem", run_id="CHG2", delete_after=FUTURE)
     ec2 = twins.aws_client("ec2")
@@ -141,7 +141,7 @@ def test_aws_sets_are_grouped_from_their_tags_and_filtered(twin_factory, run_tas
 
 def test_check_mode_lists_the_same_and_changes_nothing(twin_factory, run_tasks):
     twins = twin_factory(alicloud=False)
-    set_id, _ = aws_set(twins, "web-1", delete_after=PAST)
+    set_id, _snaps = aws_set(twins, "web-1", delete_after=PAST)
     twins.stats.reset()
     run = run_tasks([{INFO: {"provider": "aws"}, "register": "info"}], twins.endpoints, check=True)
     assert run["info"]["changed"] is False
@@ -153,9 +153,9 @@ def test_alicloud_groups_are_sets_only_when_their_snapshots_carry_the_tags(twin_
     twins = twin_factory(aws=False)
     old, old_snaps = ali_set(twins, ALI_WEB, consistency="application", run_id="CHG1", delete_after=PAST)
     time.sleep(TICK)
-    new, _ = ali_set(twins, ALI_WEB, consistency="filesystem", run_id="CHG2")
-    win, _ = ali_set(twins, ALI_WIN, consistency="crash", run_id="CHG2")
-    foreign, _ = ali_set(twins, ALI_WIN, tag_members=0)  # a group some other tool made
+    new, _snaps = ali_set(twins, ALI_WEB, consistency="filesystem", run_id="CHG2")
+    win, _snaps = ali_set(twins, ALI_WIN, consistency="crash", run_id="CHG2")
+    foreign, _snaps = ali_set(twins, ALI_WIN, tag_members=0)  # a group some other tool made
     twins.stats.reset()
 
     run = run_tasks([

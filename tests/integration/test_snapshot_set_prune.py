@@ -69,7 +69,7 @@ def test_aws_expired_sets_go_check_mode_first_then_for_real_then_nothing(twin_fa
 def test_aws_newest_application_set_is_protected_unless_told_otherwise(twin_factory, run_tasks):
     twins = twin_factory(alicloud=False)
     only, only_snaps = aws_set(twins, "web-1", delete_after=PAST)
-    filesystem, _ = aws_set(twins, "db-1", consistency="filesystem", delete_after=PAST)
+    filesystem, _snaps = aws_set(twins, "db-1", consistency="filesystem", delete_after=PAST)
     run = run_tasks([{PRUNE: {"provider": "aws"}, "register": "protected"}], twins.endpoints)
     result = run["protected"]
     assert result["changed"] is True, result
@@ -86,13 +86,13 @@ def test_aws_newest_application_set_is_protected_unless_told_otherwise(twin_fact
 
 def test_aws_keep_n_newest_per_instance(twin_factory, run_tasks):
     twins = twin_factory(alicloud=False)
-    oldest, _ = aws_set(twins, "web-1", delete_after=FUTURE)
-    db_one, _ = aws_set(twins, "db-1", consistency="crash")
+    oldest, _snaps = aws_set(twins, "web-1", delete_after=FUTURE)
+    db_one, _snaps = aws_set(twins, "db-1", consistency="crash")
     time.sleep(TICK)
-    newest_app, _ = aws_set(twins, "web-1", delete_after=FUTURE)
-    db_two, _ = aws_set(twins, "db-1", consistency="crash")
+    newest_app, _snaps = aws_set(twins, "web-1", delete_after=FUTURE)
+    db_two, _snaps = aws_set(twins, "db-1", consistency="crash")
     time.sleep(TICK)
-    newest, _ = aws_set(twins, "web-1", consistency="filesystem", delete_after=FUTURE)
+    newest, _snaps = aws_set(twins, "web-1", consistency="filesystem", delete_after=FUTURE)
     run = run_tasks([{PRUNE: {"provider": "aws", "keep": 1, "expired": False}, "register": "keep_one"},
                      {PRUNE: {"provider": "aws", "keep": 1, "expired": False}, "register": "again"}], twins.endpoints)
     result = run["keep_one"]
@@ -106,9 +106,9 @@ def test_aws_keep_n_newest_per_instance(twin_factory, run_tasks):
 
 def test_aws_run_id_scopes_what_is_deleted_but_not_what_is_protected(twin_factory, run_tasks):
     twins = twin_factory(alicloud=False)
-    earlier, _ = aws_set(twins, "web-1", run_id="CHG1", delete_after=PAST)
+    earlier, _snaps = aws_set(twins, "web-1", run_id="CHG1", delete_after=PAST)
     time.sleep(TICK)
-    later, _ = aws_set(twins, "web-1", run_id="CHG2", delete_after=PAST)
+    later, _snaps = aws_set(twins, "web-1", run_id="CHG2", delete_after=PAST)
     run = run_tasks([{PRUNE: {"provider": "aws", "run_id": "CHG2"}, "register": "chg2"},
                      {PRUNE: {"provider": "aws", "run_id": "CHG1"}, "register": "chg1"}], twins.endpoints)
     # CHG2's set is web-1's newest application-consistent set: kept although it is the only one in scope.
@@ -128,7 +128,7 @@ def test_aws_set_with_a_member_in_use_by_an_ami_is_kept_whole(twin_factory, run_
     # The AMI's snapshot becomes a member of the set, as when an AMI is registered from a set.
     ec2.create_tags(Resources=[in_image], Tags=[{"Key": k, "Value": v} for k, v in ss.set_tags(
         set_id, web, "application", device="/dev/xvdg", delete_after=PAST).items()])
-    other, _ = aws_set(twins, "db-1", consistency="crash", delete_after=PAST)
+    other, _snaps = aws_set(twins, "db-1", consistency="crash", delete_after=PAST)
     run = run_tasks([{PRUNE: {"provider": "aws", "protect_newest_application": False}, "register": "prune"}],
                     twins.endpoints)
     result = run["prune"]
@@ -201,7 +201,7 @@ def test_alicloud_keep_and_refusal(twin_factory, run_tasks):
         {"provider": "alicloud", "action": "DeleteSnapshotGroup", "code": "IncorrectSnapshotStatus", "count": 1}]})
     first, first_snaps = ali_set(twins, ALI_WIN, consistency="crash")
     time.sleep(TICK)
-    second, _ = ali_set(twins, ALI_WIN, consistency="crash")
+    second, _snaps = ali_set(twins, ALI_WIN, consistency="crash")
     task = {PRUNE: {"provider": "alicloud", "keep": 1, "expired": False}, "register": "prune"}
     refused = run_tasks([dict(task)], twins.endpoints)["prune"]
     assert refused["failed"] is True and first in refused["msg"]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import functools
 import json
+import os
 import random
 import threading
 from typing import Any, Dict, Optional
@@ -41,12 +42,27 @@ class AwsCloud:
         self.account_id = account_id or new_account_id()
         self.lock = threading.RLock()
         self.scheduler = Scheduler("aws-twin-scheduler")
-        self.ec2 = get_backend("ec2")[self.account_id][self.region]
+        self.ec2 = self._new_ec2_backend()
         self.ext = Ec2Extension(self)
         self.instances: Dict[str, FleetInstance] = {}  # id -> fleet instance (agent, execution, faults)
         self.moto_instances: Dict[str, Any] = {}  # id -> moto instance, for O(1) lookups at fleet scale
         self.endpoint_url: Optional[str] = None
         self._build()
+
+    def _new_ec2_backend(self):
+        """The account's EC2 backend, without moto's thousands of public AMIs and their snapshots.
+
+        They would make every twin start slowly and crowd describe calls; the fleet uses its own image ids.
+        """
+        previous = os.environ.get("MOTO_EC2_LOAD_DEFAULT_AMIS")
+        os.environ["MOTO_EC2_LOAD_DEFAULT_AMIS"] = "false"
+        try:
+            return get_backend("ec2")[self.account_id][self.region]
+        finally:
+            if previous is None:
+                del os.environ["MOTO_EC2_LOAD_DEFAULT_AMIS"]
+            else:
+                os.environ["MOTO_EC2_LOAD_DEFAULT_AMIS"] = previous
 
     def locked(self, func):
         @functools.wraps(func)
@@ -187,7 +203,7 @@ class AwsCloud:
                     "image": self.ext.volume_images.get(vol.id)})
             snapshots = [{"id": s.id, "state": s.status, "volume_id": s.volume.id, "image": self.ext.snapshot_images.get(s.id),
                           "tags": {t["key"]: t["value"] for t in s.get_tags()}}
-                         for s in list(self.ec2.snapshots.values())]
+                         for s in self.ext.own_snapshots()]
         return {"provider": "aws", "account_id": self.account_id, "region": self.region, "instances": instances,
                 "volumes": volumes, "snapshots": snapshots,
                 "blockstore": {"root": self.blockstore.root, "method": self.blockstore.method} if self.blockstore else None}

@@ -556,3 +556,21 @@ def test_every_response_field_is_a_field_of_the_sdk_model(ali):
         assert reply.status_code == 200, (action, reply.text)
         raw = _without_nulls(reply.json())
         assert model().from_map(raw).to_map() == raw, action
+
+
+def test_untag_resources_and_disk_created_on_an_instance(start_twin):
+    ali = start_twin({"instances": [inst("web-1", zone="cn-hangzhou-h"), inst("web-2", zone="cn-hangzhou-i")]})
+    client = ali.client()
+    iid, other = ali.instances["web-1"], ali.instances["web-2"]
+    new = client.create_disk(m.CreateDiskRequest(region_id=ali.region, instance_id=iid, size=10, disk_category="cloud_essd",
+                                                 tag=[m.CreateDiskRequestTag(key="a", value="1"), m.CreateDiskRequestTag(key="b", value="2")])).body.disk_id
+    (disk,) = client.describe_disks(m.DescribeDisksRequest(region_id=ali.region, disk_ids=f'["{new}"]')).body.disks.disk
+    assert (disk.status, disk.instance_id, disk.zone_id) == ("In_use", iid, "cn-hangzhou-h")
+    client.untag_resources(m.UntagResourcesRequest(region_id=ali.region, resource_type="disk", resource_id=[new], tag_key=["a"]))
+    (disk,) = client.describe_disks(m.DescribeDisksRequest(region_id=ali.region, disk_ids=f'["{new}"]')).body.disks.disk
+    assert {t.tag_key: t.tag_value for t in disk.tags.tag} == {"b": "2"}
+    client.detach_disk(m.DetachDiskRequest(instance_id=iid, disk_id=new))
+    err = api_error(client.attach_disk, m.AttachDiskRequest(instance_id=other, disk_id=new))
+    assert err.code == "InvalidDiskId.ZoneMismatch"
+    err = api_error(client.describe_instance_ram_role, m.DescribeInstanceRamRoleRequest(region_id=ali.region, instance_ids='["i-nope"]'))
+    assert err.status_code == 404

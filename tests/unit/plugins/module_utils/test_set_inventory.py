@@ -255,7 +255,7 @@ def test_alicloud_group_is_deleted_with_delete_snapshot_group():
 
 
 def test_alicloud_partial_deletion_is_reported_per_snapshot():
-    api, _ = _api({"delete_snapshot_group_with_options": {"OperationProgressSet": {"OperationProgress": [
+    api, _client = _api({"delete_snapshot_group_with_options": {"OperationProgressSet": {"OperationProgress": [
         _progress("s-1"), _progress("s-2", ok=False)]}}})
     outcome = inv.delete_alicloud_set(api, _ali_set())
     assert outcome["deleted_snapshot_ids"] == ["s-1"] and outcome["remaining_snapshot_ids"] == ["s-2"]
@@ -266,7 +266,7 @@ def test_alicloud_partial_deletion_is_reported_per_snapshot():
 def test_alicloud_group_already_gone_is_no_change():
     gone = TeaException({"code": "InvalidSnapshotGroupId.NotFound", "message": "not found",
                          "data": {"RequestId": "r-1", "statusCode": 404}})
-    api, _ = _api({"delete_snapshot_group_with_options": [gone]})
+    api, _client = _api({"delete_snapshot_group_with_options": [gone]})
     outcome = inv.delete_alicloud_set(api, _ali_set())
     assert outcome["deleted_snapshot_ids"] == [] and outcome["error"] is None
     assert outcome["already_gone_snapshot_ids"] == ["s-1", "s-2"]
@@ -274,7 +274,7 @@ def test_alicloud_group_already_gone_is_no_change():
 
 def test_alicloud_refused_group_keeps_every_member_listed():
     refused = TeaException({"code": "IncorrectSnapshotStatus", "message": "busy", "data": {"RequestId": "r-2"}})
-    api, _ = _api({"delete_snapshot_group_with_options": [refused]})
+    api, _client = _api({"delete_snapshot_group_with_options": [refused]})
     outcome = inv.delete_alicloud_set(api, _ali_set())
     assert outcome["remaining_snapshot_ids"] == ["s-1", "s-2"] and outcome["error"]["code"] == "IncorrectSnapshotStatus"
 
@@ -291,7 +291,7 @@ def _set(set_id, instance_id="i-1", consistency="application", day=1, delete_aft
 
 def _decide(sets, **kwargs):
     delete, kept = inv.plan_prune(sets, NOW, **kwargs)
-    return sorted(item["set_id"] for item, _ in delete), {item["set_id"]: code for item, code, _ in kept}
+    return sorted(item["set_id"] for item, _reasons in delete), {item["set_id"]: code for item, code, _reason in kept}
 
 
 def test_expired_rule_deletes_only_passed_delete_after():
@@ -326,7 +326,7 @@ def test_keep_ranks_per_instance_newest_first():
 def test_keep_and_expired_are_either_or():
     sets = [_set("a1", day=1, consistency="crash"), _set("a2", day=2, consistency="crash", delete_after=PAST),
             _set("a3", day=3, consistency="crash")]
-    delete, _ = inv.plan_prune(sets, NOW, expired=True, keep=2)
+    delete, _kept = inv.plan_prune(sets, NOW, expired=True, keep=2)
     reasons = {item["set_id"]: r for item, r in delete}
     assert sorted(reasons) == ["a1", "a2"]
     assert reasons["a2"] == [f"expired at {PAST}"] and "older than the 2 newest" in reasons["a1"][0]
@@ -341,8 +341,8 @@ def test_run_id_limits_deletion_but_ranks_over_every_set_of_the_instance():
 def test_now_decides_what_has_expired():
     sets = [_set("a", delete_after="2026-11-23T06:00:01Z", consistency="crash")]
     assert _decide(sets) == ([], {"a": "not_expired"})
-    later, _ = inv.plan_prune(sets, NOW + datetime.timedelta(seconds=1))
-    assert [item["set_id"] for item, _ in later] == ["a"]
+    later, _kept = inv.plan_prune(sets, NOW + datetime.timedelta(seconds=1))
+    assert [item["set_id"] for item, _reasons in later] == ["a"]
 
 
 def test_a_member_without_a_consistency_tag_makes_the_set_unknown_and_unprotected():
@@ -422,7 +422,7 @@ def test_a_set_in_use_by_an_image_is_kept_and_nothing_of_it_deleted(ec2):
 
 
 def test_nothing_to_prune_by_is_refused_before_any_call(ec2):
-    client, _ = ec2
+    client, _stub = ec2
     with pytest.raises(ValueError, match="Nothing to prune by"):
         inv.SetPrune(FakeModule(client, expired=False)).run()
     with pytest.raises(ValueError, match="keep must be 0 or more"):

@@ -1,0 +1,344 @@
+"""The consistency_scripts role: what it installs, what it refuses, and the installed scripts
+run against real MariaDB and PostgreSQL servers."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import stat
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from .conftest import REPO_ROOT, stop_session_groups
+
+HELPER = REPO_ROOT / "roles" / "consistency_scripts" / "files" / "appconsistent-freeze"
+
+
+def run_script(path, *args, env=None, timeout=120):
+    return subprocess.run([str(path), *args], capture_output=True, text=True, timeout=timeout, check=False,
+                          env=dict(os.environ, **(env or {})))
+
+
+@pytest.fixture
+def install(apply_role, root_dir):
+    """install(profile, **variables) applies the role into root_dir and returns the result."""
+    state_dir = root_dir / "state"
+
+    def do(profile, check=False, **variables):
+        params = {"consistency_scripts_profile": profile, "consistency_scripts_dir": str(root_dir / "lib"),
+                  "consistency_scripts_state_dir": str(state_dir)}
+        params.update(variables)
+        return apply_role("consistency_scripts", params, check=check)
+
+    try:
+        yield do
+    finally:
+        stop_session_groups(state_dir)
+
+
+def assert_root_only_script(path: Path):
+    st = path.stat()
+    assert stat.S_ISREG(st.st_mode)
+    assert st.st_uid == 0 and st.st_gid == 0
+    assert stat.S_IMODE(st.st_mode) == 0o700
+    assert subprocess.run(["bash", "-n", str(path)], check=False).returncode == 0
+    if shutil.which("shellcheck"):
+        proc = subprocess.run(["shellcheck", str(path)], capture_output=True, text=True, check=False)
+        assert proc.returncode == 0, proc.stdout
+
+
+# --- installation ------------------------------------------------------------------------------
+
+
+def test_refuses_a_directory_under_a_world_writable_one(apply_role, tmp_path):
+    target = tmp_path / "scripts"
+    result = apply_role("consistency_scripts", {"consistency_scripts_profile": "mysql",
+                                                "consistency_scripts_dir": str(target)})
+    assert result.rc != 0
+    assert "writable by group or others" in result.stdout
+    assert not target.exists()
+
+
+def test_refuses_a_group_writable_parent(apply_role, root_dir):
+    parent = root_dir / "shared"
+    parent.mkdir()
+    parent.chmod(0o775)
+    result = apply_role("consistency_scripts", {"consistency_scripts_profile": "postgresql",
+                                                "consistency_scripts_dir": str(parent / "lib")})
+    assert result.rc != 0
+    assert str(parent) in result.stdout
+    assert not (parent / "lib").exists()
+
+
+def test_mysql_profile_installs_root_only_files_idempotently(install, root_dir):
+    lib = root_dir / "lib"
+    check = install("mysql", check=True)
+    assert check.rc == 0, check.stdout[-3000:]
+    assert check.changed > 0
+    assert not lib.exists()
+
+    first = install("mysql", consistency_scripts_mysql_user="backup", consistency_scripts_mysql_password='s3cr"et')
+    assert first.rc == 0, first.stdout[-3000:]
+    assert first.changed > 0
+    for name in ("prescript.sh", "postscript.sh", "appconsistent-freeze"):
+        assert_root_only_script(lib / name)
+    assert stat.S_IMODE(lib.stat().st_mode) == 0o700
+    option_file = lib / "mysql.cnf"
+    assert stat.S_IMODE(option_file.stat().st_mode) == 0o600 and option_file.stat().st_uid == 0
+    assert 'password="s3cr\\"et"' in option_file.read_text()
+    assert (lib / "appconsistent-freeze").read_bytes() == HELPER.read_bytes()
+    assert first.facts["consistency_scripts_result"]["prescript"] == str(lib / "prescript.sh")
+
+    again = install("mysql", consistency_scripts_mysql_user="backup", consistency_scripts_mysql_password='s3cr"et')
+    assert again.rc == 0
+    assert again.changed == 0
+
+
+def test_profile_none_removes_scripts_and_helper_can_be_left_out(install, root_dir):
+    lib = root_dir / "lib"
+    assert install("postgresql").rc == 0
+    assert (lib / "prescript.sh").exists()
+    result = install("none", consistency_scripts_freeze_helper=False)
+    assert result.rc == 0
+    assert sorted(p.name for p in lib.iterdir()) == []
+    assert result.facts["consistency_scripts_result"]["prescript"] is None
+
+
+def test_custom_profile_installs_the_operators_scripts(install, root_dir):
+    pre = "#!/bin/bash\necho custom-pre \"$1\"\n"
+    post = "#!/bin/bash\necho custom-post \"$1\"\n"
+    result = install("custom", consistency_scripts_custom_prescript_content=pre,
+                     consistency_scripts_custom_postscript_content=post)
+    assert result.rc == 0, result.stdout[-3000:]
+    lib = root_dir / "lib"
+    assert (lib / "prescript.sh").read_text() == pre
+    assert run_script(lib / "postscript.sh", "post-script").stdout == "custom-post post-script\n"
+    assert_root_only_script(lib / "prescript.sh")
+
+
+def test_custom_profile_refuses_a_script_that_does_not_parse(install, root_dir):
+    result = install("custom", consistency_scripts_custom_prescript_content="#!/bin/bash\nif then\n",
+                     consistency_scripts_custom_postscript_content="#!/bin/bash\nexit 0\n")
+    assert result.rc != 0
+    assert not (root_dir / "lib" / "prescript.sh").exists()
+
+
+def test_custom_profile_needs_both_scripts(install, root_dir):
+    result = install("custom", consistency_scripts_custom_prescript_content="#!/bin/bash\nexit 0\n")
+    assert result.rc != 0
+    assert "needs a prescript and a postscript" in result.stdout
+    assert not (root_dir / "lib" / "prescript.sh").exists()
+
+
+# --- MySQL / MariaDB ---------------------------------------------------------------------------
+
+
+@pytest.fixture
+def mysql_scripts(install, root_dir, mariadb_server):
+    def do(**variables):
+        result = install("mysql", consistency_scripts_mysql_socket=str(mariadb_server.socket), **variables)
+        assert result.rc == 0, result.stdout[-3000:]
+        return root_dir / "lib" / "prescript.sh", root_dir / "lib" / "postscript.sh"
+    return do
+
+
+def insert_blocked(server, value):
+    """True when an INSERT cannot get past the global read lock within one second."""
+    proc = server.sql(f"SET SESSION lock_wait_timeout = 1; INSERT INTO app.t VALUES ({value})", check=False)
+    if proc.returncode == 0:
+        return False
+    assert "Lock wait timeout exceeded" in proc.stderr, proc.stderr
+    return True
+
+
+def test_mysql_lock_holds_writes_until_the_postscript(mysql_scripts, mariadb_server, root_dir):
+    pre, post = mysql_scripts()
+    assert not insert_blocked(mariadb_server, 10)
+
+    result = run_script(pre, "pre-script")
+    assert result.returncode == 0, result.stderr
+    assert insert_blocked(mariadb_server, 11)
+    assert mariadb_server.sql("SELECT COUNT(*) FROM app.t").stdout.strip() == "2"  # reads still work
+    time.sleep(1.5)
+    assert insert_blocked(mariadb_server, 12)  # the lock outlives the prescript
+
+    result = run_script(post, "post-script")
+    assert result.returncode == 0, result.stderr
+    assert not insert_blocked(mariadb_server, 13)
+    assert sorted(mariadb_server.sql("SELECT i FROM app.t").stdout.split()) == ["1", "10", "13"]
+    assert not any((root_dir / "state" / "mysql").glob("session.*"))
+
+    again = run_script(post, "post-script")
+    assert again.returncode == 205
+
+
+def test_mysql_credentials_stay_off_command_lines(mysql_scripts, mariadb_server):
+    password = "pw-5e6f7a8b9c"
+    mariadb_server.sql(f"CREATE USER backup@localhost IDENTIFIED BY '{password}'; "
+                       "GRANT RELOAD, PROCESS ON *.* TO backup@localhost")
+    pre, post = mysql_scripts(consistency_scripts_mysql_user="backup", consistency_scripts_mysql_password=password)
+    assert run_script(pre, "pre-script").returncode == 0
+    try:
+        assert insert_blocked(mariadb_server, 20)
+        for proc_dir in Path("/proc").iterdir():
+            if proc_dir.name.isdigit():
+                try:
+                    assert password.encode() not in (proc_dir / "cmdline").read_bytes()
+                except OSError:
+                    pass
+    finally:
+        assert run_script(post, "post-script").returncode == 0
+    assert not insert_blocked(mariadb_server, 21)
+
+
+def test_mysql_server_down_is_application_not_ready(install, root_dir):
+    result = install("mysql", consistency_scripts_mysql_socket=str(root_dir / "no-server.sock"))
+    assert result.rc == 0
+    pre = run_script(root_dir / "lib" / "prescript.sh", "pre-script")
+    assert pre.returncode == 206, pre.stderr
+    assert "not reachable" in pre.stderr
+    assert not (root_dir / "state" / "mysql" / "session.pid").exists()
+
+
+def test_mysql_lock_wait_timeout_gives_up_without_stalling_writers(mysql_scripts, mariadb_server):
+    pre, _ = mysql_scripts(consistency_scripts_mysql_lock_wait_timeout=2)
+    long_query = mariadb_server.sql_async("SELECT SLEEP(25) FROM app.t")
+    try:
+        time.sleep(0.5)
+        result = run_script(pre, "pre-script")
+        assert result.returncode == 1, result.stderr
+        assert "FLUSH TABLES WITH READ LOCK" in result.stderr
+        # The long query still runs, but the abandoned FLUSH no longer blocks anyone.
+        assert long_query.poll() is None
+        assert not insert_blocked(mariadb_server, 30)
+    finally:
+        long_query.kill()
+        long_query.wait(timeout=10)
+
+
+def test_mysql_lock_ends_by_itself_at_the_hard_bound(mysql_scripts, mariadb_server):
+    pre, post = mysql_scripts(consistency_scripts_hold_max_seconds=2)
+    assert run_script(pre, "pre-script").returncode == 0
+    assert insert_blocked(mariadb_server, 40)
+    deadline = time.monotonic() + 20
+    while insert_blocked(mariadb_server, 41) and time.monotonic() < deadline:
+        pass
+    assert not insert_blocked(mariadb_server, 42)
+    late = run_script(post, "post-script")
+    assert late.returncode == 1
+    assert "before the postscript" in late.stderr
+
+
+def test_mysql_lock_released_when_the_session_is_killed(mysql_scripts, mariadb_server, root_dir):
+    pre, post = mysql_scripts()
+    assert run_script(pre, "pre-script").returncode == 0
+    assert insert_blocked(mariadb_server, 50)
+    pid = int((root_dir / "state" / "mysql" / "session.pid").read_text().split()[0])
+    os.killpg(pid, 9)
+    deadline = time.monotonic() + 10
+    while insert_blocked(mariadb_server, 51) and time.monotonic() < deadline:
+        pass
+    assert not insert_blocked(mariadb_server, 52)
+    assert run_script(post, "post-script").returncode == 1
+
+
+def test_mysql_second_prescript_is_refused_while_locked(mysql_scripts, mariadb_server):
+    pre, post = mysql_scripts()
+    assert run_script(pre, "pre-script").returncode == 0
+    try:
+        assert run_script(pre, "pre-script").returncode == 204
+    finally:
+        assert run_script(post, "post-script").returncode == 0
+    assert not insert_blocked(mariadb_server, 60)
+
+
+def test_mysql_scripts_through_the_freeze_helper(mysql_scripts, mariadb_server, root_dir):
+    """The pair passes the helper's checks, and the command the helper runs sees writes blocked."""
+    pre, post = mysql_scripts()
+    probe = (f"mariadb --no-defaults --socket={mariadb_server.socket} -e "
+             "'SET SESSION lock_wait_timeout = 1; INSERT INTO app.t VALUES (70)'; echo insert=$?")
+    proc = subprocess.run([str(root_dir / "lib" / "appconsistent-freeze"), "run", "--no-freeze", "--prescript",
+                           str(pre), "--postscript", str(post), "--state-dir", str(root_dir / "helper-state"),
+                           "--timeout", "30", "--", "bash", "-c", probe],
+                          capture_output=True, text=True, timeout=120, check=False)
+    report = json.loads(proc.stdout)
+    assert proc.returncode == 0, report
+    assert report["scripts"]["status"] == "valid"
+    assert report["scripts"]["prescript"]["exit_code"] == 0
+    assert report["scripts"]["postscript"]["exit_code"] == 0
+    assert "insert=1" in report["command"]["stdout"]
+    assert not insert_blocked(mariadb_server, 71)
+
+
+# --- PostgreSQL --------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def pg_scripts(install, root_dir, postgresql_server):
+    def do(**variables):
+        result = install("postgresql", consistency_scripts_postgresql_host=str(postgresql_server.socket_dir),
+                         consistency_scripts_postgresql_port=postgresql_server.port, **variables)
+        assert result.rc == 0, result.stdout[-3000:]
+        return root_dir / "lib" / "prescript.sh", root_dir / "lib" / "postscript.sh"
+    return do
+
+
+def test_postgresql_prescript_checkpoints(pg_scripts, postgresql_server):
+    pre, post = pg_scripts()
+    postgresql_server.sql("INSERT INTO t SELECT generate_series(1, 1000)")
+    before = postgresql_server.sql("SELECT checkpoint_lsn FROM pg_control_checkpoint()").stdout.strip()
+    result = run_script(pre, "pre-script")
+    assert result.returncode == 0, result.stderr
+    after = postgresql_server.sql("SELECT checkpoint_lsn FROM pg_control_checkpoint()").stdout.strip()
+    assert after != before
+    assert run_script(post, "post-script").returncode == 0
+
+
+def test_postgresql_multi_volume_keeps_the_backup_label(pg_scripts, postgresql_server, root_dir):
+    labels = root_dir / "labels"
+    pre, post = pg_scripts(consistency_scripts_postgresql_multi_volume=True,
+                           consistency_scripts_postgresql_backup_label_dir=str(labels))
+    assert stat.S_IMODE(labels.stat().st_mode) == 0o700
+    result = run_script(pre, "pre-script", env={"APPCONSISTENT_RUN_ID": "change-4711"})
+    assert result.returncode == 0, result.stderr
+    session = "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'appconsistent-postgresql'"
+    assert postgresql_server.sql(session).stdout.strip() == "1"
+    postgresql_server.sql("INSERT INTO t VALUES (2)")  # writes go on during a base backup
+
+    result = run_script(post, "post-script")
+    assert result.returncode == 0, result.stderr
+    label = labels / "appconsistent-change-4711" / "backup_label"
+    text = label.read_text()
+    assert "LABEL: appconsistent-change-4711\n" in text
+    assert text.startswith("START WAL LOCATION: ")
+    assert stat.S_IMODE(label.stat().st_mode) == 0o600
+    assert not (postgresql_server.datadir / "backup_label").exists()
+    assert postgresql_server.sql(session).stdout.strip() == "0"
+    assert run_script(post, "post-script").returncode == 205
+
+
+def test_postgresql_backup_session_ends_at_the_hard_bound(pg_scripts, postgresql_server, root_dir):
+    pre, post = pg_scripts(consistency_scripts_postgresql_multi_volume=True,
+                           consistency_scripts_postgresql_backup_label_dir=str(root_dir / "labels"),
+                           consistency_scripts_hold_max_seconds=2)
+    assert run_script(pre, "pre-script").returncode == 0
+    session = "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'appconsistent-postgresql'"
+    deadline = time.monotonic() + 20
+    while postgresql_server.sql(session).stdout.strip() != "0" and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert postgresql_server.sql(session).stdout.strip() == "0"
+    late = run_script(post, "post-script")
+    assert late.returncode == 1
+    assert not any((root_dir / "labels").iterdir())
+
+
+def test_postgresql_server_down_is_application_not_ready(install, root_dir):
+    result = install("postgresql", consistency_scripts_postgresql_host=str(root_dir),
+                     consistency_scripts_postgresql_port=1)
+    assert result.rc == 0
+    pre = run_script(root_dir / "lib" / "prescript.sh", "pre-script")
+    assert pre.returncode == 206, pre.stderr
