@@ -28,6 +28,9 @@ from ansible_collections.appconsistent.snapshots.plugins.module_utils import sna
 from ansible_collections.appconsistent.snapshots.plugins.module_utils.ssm import CommandRun
 from ansible_collections.appconsistent.snapshots.plugins.module_utils.ssm import STATUS_MESSAGES
 from ansible_collections.appconsistent.snapshots.plugins.module_utils.ssm import is_terminal
+from ansible_collections.appconsistent.snapshots.plugins.module_utils.unmount import EXIT_MESSAGES as UNMOUNT_EXIT
+from ansible_collections.appconsistent.snapshots.plugins.module_utils.unmount import remount_command
+from ansible_collections.appconsistent.snapshots.plugins.module_utils.unmount import unmount_command
 from ansible_collections.appconsistent.snapshots.plugins.module_utils.vss_runner import VssSnapshotRun
 
 SHELL_DOCUMENT = "AWS-RunShellScript"
@@ -167,12 +170,21 @@ class AwsGroupRun:
                 if mount.rstrip("/") in ("", "/boot") or mount.startswith("/boot/"):
                     raise GroupInputError(f"mounts: {mount} is never frozen: freezing / or /boot can hang the instance; "
                                           "take an offline set for the root volume")
+        if self.requested == "offline" and self.unmounts and not p.get("disk_ids"):
+            raise GroupInputError("consistency offline with mounts unmounts those filesystems instead of stopping the "
+                                  "instance: give the volumes behind them in disk_ids, so that the set holds only them")
         conflicts = ss.user_tags_conflicts(p.get("tags"))
         if conflicts:
             raise GroupInputError(f"tags: these keys are reserved: {', '.join(conflicts)}")
         ss.validate_run_id(p.get("run_id"))
         if p.get("delete_after"):
             ss.parse_duration(p["delete_after"])
+
+    @property
+    def unmounts(self):
+        """offline with explicit mounts: unmount them through the agent instead of stopping the instance."""
+        mounts = self.params.get("mounts") or ["auto"]
+        return self.requested == "offline" and mounts != ["auto"]
 
     @staticmethod
     def _check_path(label, path):
@@ -193,7 +205,7 @@ class AwsGroupRun:
         self.validate()
         self.ec2 = self.module.aws_client("ec2")
         self.instances = aws_fleet.resolve_instances(self.ec2, self.params["instance_ids"])
-        needs_agent = self.requested not in ("crash", "offline")
+        needs_agent = self.requested not in ("crash", "offline") or self.unmounts
         agents = {}
         if needs_agent:
             self.ssm = self.module.aws_client("ssm")
@@ -365,6 +377,16 @@ class AwsGroupRun:
             interval = min(interval * 1.5, 10.0)
 
     def _offline(self, ready):
+        if self.unmounts:
+            linux = [i for i in ready if self.outcomes[i].platform == "linux"]
+            for instance_id in ready:
+                if instance_id not in linux:
+                    self.outcomes[instance_id].status = "NotSent"
+                    self.outcomes[instance_id].fail("WrongPlatform", "mounts can only be unmounted on Linux; leave mounts "
+                                                                     "out to take the set with the instance stopped")
+            if linux:
+                self._offline_unmounted(linux)
+            return
         p = self.params
         running = [i for i in ready if (self.instances[i].get("State") or {}).get("Name") == "running"]
         if self.module.check_mode:
@@ -403,6 +425,62 @@ class AwsGroupRun:
             self._tag_devices(made)
         finally:
             self._restart(running, late, stop_requested)
+
+    def _offline_unmounted(self, ready):
+        p = self.params
+        run_id = ss.new_set_id()
+        mounts = p["mounts"]
+        if self.module.check_mode:
+            for instance_id in ready:
+                outcome = self.outcomes[instance_id]
+                outcome.status, outcome.changed = "WouldRun", True
+                outcome.plan = dict(unmount=mounts, action="CreateSnapshots", volumes=outcome.volumes, remount=mounts)
+            return
+        common = dict(timeout_seconds=p.get("delivery_timeout"), max_concurrency=p.get("max_concurrency"),
+                      max_errors=p.get("max_errors"), sleep=self.sleep, clock=self.clock)
+        # The filesystems come back by themselves after this long, whatever happens to the controller.
+        deadline = max(p["freeze_timeout"], 60)
+        unmount = CommandRun(self.ssm, SHELL_DOCUMENT, {"commands": [unmount_command(run_id, mounts, deadline)]},
+                             comment=f"appconsistent.snapshots unmount {run_id}", **common)
+        remount = CommandRun(self.ssm, SHELL_DOCUMENT, {"commands": [remount_command(run_id)]},
+                             comment=f"appconsistent.snapshots remount {run_id}", **common)
+        sent = self._send(unmount, ready)
+        try:
+            unmount.wait(p["wait_timeout"])
+            offline = []
+            for instance_id in sent:
+                outcome = self.outcomes[instance_id]
+                result = unmount.result(instance_id)
+                report = self._report(unmount, instance_id, result) or {}
+                outcome.status = result["status"]
+                outcome.freeze = report
+                if report.get("exit_code") == 0:
+                    offline.append(instance_id)
+                    continue
+                code = report.get("exit_code")
+                message = report.get("message") or STATUS_MESSAGES.get(result["status"], result["stderr"][-300:])
+                outcome.fail(f"Unmount{code}" if code is not None else result["status"],
+                             f"{UNMOUNT_EXIT.get(code, 'the unmount did not complete')}: {message}")
+            made = self._snapshot_many(offline, "offline") if offline else []
+            for instance_id in offline:
+                self.outcomes[instance_id].consistency = "offline" if instance_id in made else "none"
+            self._tag_devices(made)
+        finally:
+            if sent:
+                self._send(remount, sent)
+                remount.wait(max(30.0, p["wait_timeout"]))
+                for instance_id in sent:
+                    outcome = self.outcomes[instance_id]
+                    result = remount.result(instance_id)
+                    report = self._report(remount, instance_id, result) or {}
+                    outcome.thaw = report
+                    if report.get("exit_code") == 0 and outcome.freeze and outcome.freeze.get("t"):
+                        outcome.downtime = round(float(report["t"]) - float(outcome.freeze["t"]), 3)
+                    elif report.get("exit_code") not in (0, 205):
+                        outcome.fail("RemountFailed", f"the filesystems were not mounted again on {instance_id} "
+                                                      f"({report.get('message') or result['status']}): check it now; "
+                                                      f"they are mounted again at the latest {deadline} s after the "
+                                                      "unmount")
 
     def _restart(self, running, late, stop_requested):
         """Start again what was running, also after an error: an offline set must never leave an instance down."""

@@ -84,7 +84,8 @@ def build_set(provider, set_id, members, group=None, now=None):
     """The set as the modules return it, from its member dicts (and the Alibaba group, if any).
 
     ``group`` carries what the provider says about the set as a whole: ``tags``,
-    ``instance_id``, ``created`` and ``status``; the members' own tags win.
+    ``instance_id``, ``created`` and ``status``; the members' own tags win, and
+    the consistency comes from the members alone.
     """
     group = group or {}
     group_tags = group.get("tags") or {}
@@ -95,7 +96,8 @@ def build_set(provider, set_id, members, group=None, now=None):
     members = sorted(members, key=lambda m: (m.get("device") or "", m["snapshot_id"]))
     created_times = [t for t in (_instant(m.get("start_time")) for m in members) if t]
     created = _instant(group.get("created")) or (min(created_times) if created_times else None)
-    levels = [tag(m, ss.TAG_CONSISTENCY) for m in members]
+    # Only the members' own word counts for consistency: a group tag may name what was asked for.
+    levels = [m["tags"].get(ss.TAG_CONSISTENCY) for m in members]
     delete_after = _common(tag(m, ss.TAG_DELETE_AFTER) for m in members) or group_tags.get(ss.TAG_DELETE_AFTER)
     delete_moment = ss.parse_instant(delete_after)
     sizes = [m.get("size_gib") for m in members]

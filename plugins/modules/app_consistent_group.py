@@ -14,6 +14,10 @@ description:
   - O(consistency=offline) stops a running instance (a clean shutdown, forced only with O(force_stop=true)), takes
     the set while it is stopped and starts it again; an instance that was stopped stays stopped. It is the only
     safe level for a root volume, and the strongest. The downtime is reported.
+  - On B(AWS Linux), O(consistency=offline) with a list in O(mounts) unmounts those data filesystems through SSM
+    instead of stopping the instance (refusing C(/), C(/boot) and a filesystem in use, whose processes are named),
+    snapshots the volumes given in O(disk_ids) and mounts them again; a detached remount on the instance brings
+    them back after at most max(O(freeze_timeout), 60) seconds whatever happens to the controller.
   - On B(Alibaba Cloud), V(application) and V(filesystem) run the Cloud Assistant C(app-snapshot-plugin)
     (C(app-snapshot-plugin-win) on Windows) with one RunCommand per 100 instances that share a command line;
     the plug-in's exit code is mapped to its meaning, the group id read from its output, and the consistency

@@ -193,3 +193,46 @@ def test_sigkill_between_freeze_and_thaw_leaves_nothing_frozen(db, script_dir, r
     run = run_tasks([dict(task(iid, mount.mountpoint, pre, post), register="again")], twins.endpoints)
     assert not run["again"].get("failed"), run["again"].get("msg")
     assert run["again"]["results"][0]["consistency"] == "application"
+
+
+def data_volume(twins, iid):
+    ec2 = twins.aws_client("ec2")
+    instance = ec2.describe_instances(InstanceIds=[iid])["Reservations"][0]["Instances"][0]
+    return next(m["Ebs"]["VolumeId"] for m in instance["BlockDeviceMappings"] if m["DeviceName"] == "/dev/xvdf")
+
+
+def _mounted(path):
+    return subprocess.run(["mountpoint", "-q", str(path)], check=False).returncode == 0
+
+
+def test_offline_by_unmounting_a_data_filesystem(db, run_tasks):
+    twins, iid, mount = db
+    (mount.mountpoint / "keep.txt").write_text("data")
+    run = run_tasks([{ACG: {"provider": "aws", "consistency": "offline", "instance_ids": [iid],
+                            "mounts": [str(mount.mountpoint)], "disk_ids": [data_volume(twins, iid)]},
+                      "register": "group"}], twins.endpoints)
+    result = run["group"]
+    assert not result.get("failed"), result.get("msg")
+    entry = result["results"][0]
+    assert entry["consistency"] == "offline"
+    assert entry["downtime"] > 0
+    assert [s["device"] for s in entry["snapshots"]] == ["/dev/xvdf"]
+    assert _mounted(mount.mountpoint) and (mount.mountpoint / "keep.txt").read_text() == "data"
+
+
+def test_offline_refuses_a_busy_filesystem_and_names_the_process(db, run_tasks):
+    twins, iid, mount = db
+    holder = subprocess.Popen(["sleep", "120"], cwd=str(mount.mountpoint))
+    try:
+        run = run_tasks([{ACG: {"provider": "aws", "consistency": "offline", "instance_ids": [iid],
+                                "mounts": [str(mount.mountpoint)], "disk_ids": [data_volume(twins, iid)]},
+                          "register": "group"}], twins.endpoints)
+    finally:
+        holder.kill()
+        holder.wait()
+    entry = run["group"]["results"][0]
+    assert run["group"]["failed"] is True
+    assert entry["error"]["code"] == "Unmount3"
+    assert f"sleep (pid {holder.pid})" in entry["error"]["message"]
+    assert entry["snapshots"] == [] and entry["consistency"] == "none"
+    assert _mounted(mount.mountpoint)

@@ -212,3 +212,30 @@ def test_alicloud_keep_and_refusal(twin_factory, run_tasks):
     assert not retried.get("failed") and ids(retried["deleted"]) == [first]
     assert kept_reasons(retried) == {second: "within_keep"}
     assert ali_group(twins, first) is None
+
+
+def test_sets_made_by_app_consistent_group_are_listed_and_pruned_on_both_providers(twin_factory, run_tasks):
+    twins = twin_factory()
+    web = aws_instance(twins, "web-1")
+    group = "appconsistent.snapshots.app_consistent_group"
+    tasks = []
+    for run_id in ("R1", "R2"):
+        tasks += [{group: {"provider": "aws", "consistency": "crash", "instance_ids": [web], "run_id": run_id},
+                   "register": f"aws_{run_id.lower()}"},
+                  {group: {"provider": "alicloud", "consistency": "crash", "instance_ids": [ALI_WEB], "run_id": run_id},
+                   "register": f"ali_{run_id.lower()}"}]
+    tasks += [{INFO: {"provider": "aws", "run_id": "R1"}, "register": "aws_info"},
+              {INFO: {"provider": "alicloud", "run_id": "R1"}, "register": "ali_info"},
+              {PRUNE: {"provider": "aws", "keep": 1, "expired": False}, "register": "aws_prune"},
+              {PRUNE: {"provider": "alicloud", "keep": 1, "expired": False}, "register": "ali_prune"}]
+    run = run_tasks(tasks, twins.endpoints)
+    for name in ("aws_r1", "aws_r2", "ali_r1", "ali_r2"):
+        assert not run[name].get("failed"), run[name].get("msg")
+    for provider in ("aws", "ali"):
+        made = run[f"{provider}_r1"]["results"][0]
+        (listed,) = run[f"{provider}_info"]["sets"]
+        assert (listed["set_id"], listed["run_id"], listed["consistency"]) == (made["set_id"], "R1", "crash")
+        assert sorted(m["snapshot_id"] for m in listed["members"]) == sorted(s["snapshot_id"] for s in made["snapshots"])
+        pruned = run[f"{provider}_prune"]
+        assert ids(pruned["deleted"]) == [made["set_id"]], pruned
+        assert kept_reasons(pruned) == {run[f"{provider}_r2"]["results"][0]["set_id"]: "within_keep"}

@@ -69,7 +69,7 @@ def apply_role(tmp_path):
                 "ansible.builtin.copy": {"dest": str(facts_file), "mode": "0600",
                                          "content": "{{ {'consistency_scripts_result': consistency_scripts_result"
                                                     " | default(None)} | to_json }}"},
-                "check_mode": False}],
+                "check_mode": False, "changed_when": False}],
         }]
         playbook = tmp_path / f"play-{counter[0]}.yml"
         playbook.write_text(yaml.safe_dump(play, sort_keys=False))

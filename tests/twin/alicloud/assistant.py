@@ -338,7 +338,8 @@ class Assistant:
                 rows.append({
                     "InstanceId": rec.instance_id, "InvocationStatus": view["status"], "InstanceInvokeStatus": _record_status(view["status"]),
                     "ExitCode": view["exit_code"], "Output": self._encode(view["output"], encoding) if include_output else "",
-                    "ErrorCode": view["error_code"], "ErrorInfo": view["error_info"], "Dropped": rec.dropped if view["output"] else 0, "Repeats": 1 if rec.start else 0,
+                    "ErrorCode": view["error_code"], "ErrorInfo": view["error_info"], "Dropped": rec.dropped if view["output"] else 0,
+                    "Repeats": 1 if rec.start else 0,
                     "CreationTime": iso(rec.created), "StartTime": iso(rec.start), "FinishTime": iso(view["finish"]),
                     "StopTime": iso(rec.stop), "UpdateTime": iso(rec.updated), "Timed": False})
             status = self.overall([r["InvocationStatus"] for r in rows])

@@ -1,0 +1,123 @@
+# -*- coding: utf-8 -*-
+# Copyright: Contributors to the appconsistent.snapshots collection
+# GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
+
+"""Shell commands for an offline set without stopping the instance: unmount data filesystems, then mount them again.
+
+They run through the provider's agent (SSM AWS-RunShellScript, Cloud Assistant
+RunShellScript). ``unmount`` refuses ``/``, ``/boot`` and anything that is not a
+mount point, names the processes that hold a busy filesystem, records how each
+was mounted in a root-only directory under /run, and arms a detached remount at
+a hard deadline before it unmounts anything, so that a lost controller cannot
+leave the data offline. ``remount`` mounts them again and disarms it. Each
+prints one JSON line.
+"""
+
+from __future__ import annotations
+
+import shlex
+
+EXIT_REFUSED = 207
+EXIT_BUSY = 3
+EXIT_FAILED = 209
+EXIT_MESSAGES = {
+    EXIT_REFUSED: "a mount was refused (/, /boot, or not a mount point)",
+    EXIT_BUSY: "a filesystem is in use, so it was not unmounted",
+    EXIT_FAILED: "unmounting or mounting failed",
+}
+
+_COMMON = r"""
+set -u
+state=/run/appconsistent/offline
+umask 077
+mkdir -p "$state"
+rec="$state/$run_id.mounts"
+json_escape() { printf '%s' "$1" | sed -e 's/\\/\\\\/g' -e 's/"/\\"/g' | tr -d '\n\r\t'; }
+report() { printf '{"action":"%s","run_id":"%s","exit_code":%s,"message":"%s","t":%s}\n' "$1" "$run_id" "$2" "$(json_escape "$3")" "$(date +%s.%N)"; exit "$2"; }
+remount_all() {
+  local target source fstype options failed=0
+  [ -f "$rec" ] || return 0
+  while IFS="$(printf '\t')" read -r target source fstype options; do
+    mountpoint -q -- "$target" && continue
+    mount -t "$fstype" -o "$options" -- "$source" "$target" || failed=1
+  done < <(awk -F'\t' '{ print length($1) "\t" $0 }' "$rec" | sort -n | cut -f2-)
+  return $failed
+}
+"""
+
+_UNMOUNT = r"""
+mounts=(%(mounts)s)
+deadline=%(deadline)s
+[ -f "$rec" ] && report unmount 204 "a previous unmount of this run is still recorded: run the remount first"
+for m in "${mounts[@]}"; do
+  case "$m" in /|/boot|/boot/*) report unmount 207 "$m is never unmounted" ;; esac
+  mountpoint -q -- "$m" || report unmount 207 "$m is not a mount point"
+  real=$(readlink -f -- "$m")
+  case "$real" in /|/boot|/boot/*) report unmount 207 "$m resolves to $real, which is never unmounted" ;; esac
+done
+busy=""
+for m in "${mounts[@]}"; do
+  pids=$(fuser -m "$m" 2>/dev/null | tr -cs '0-9' ' ')
+  for p in $pids; do
+    [ "$p" = "$$" ] && continue
+    busy="$busy $m: $(cat "/proc/$p/comm" 2>/dev/null || echo '?') (pid $p);"
+  done
+done
+[ -n "$busy" ] && report unmount 3 "in use, not unmounted:$busy stop these processes or take the set with the instance stopped"
+: > "$rec"
+for m in "${mounts[@]}"; do
+  findmnt -n -r -o TARGET,SOURCE,FSTYPE,OPTIONS --mountpoint "$m" | awk '{ printf "%%s\t%%s\t%%s\t%%s\n", $1, $2, $3, $4 }' >> "$rec"
+done
+# The remount is armed before anything is unmounted.
+setsid bash -c 'sleep "$1"; exec bash "$2"' _ "$deadline" "$state/$run_id.remount" </dev/null >/dev/null 2>&1 &
+echo $! > "$state/$run_id.watchdog"
+sync
+for m in $(printf '%%s\n' "${mounts[@]}" | awk '{ print length($0) "\t" $0 }' | sort -rn | cut -f2-); do
+  if ! umount -- "$m"; then
+    remount_all
+    rm -f "$rec"
+    kill "$(cat "$state/$run_id.watchdog")" 2>/dev/null
+    rm -f "$state/$run_id.watchdog"
+    report unmount 209 "could not unmount $m; everything was mounted again"
+  fi
+done
+report unmount 0 "unmounted: ${mounts[*]}"
+"""
+
+_REMOUNT = r"""
+[ -f "$rec" ] || report remount 205 "nothing of this run is unmounted"
+if [ -f "$state/$run_id.watchdog" ]; then
+  watchdog=$(cat "$state/$run_id.watchdog")
+  # The watchdog runs this same script: it must not kill itself.
+  [ "$watchdog" != "$$" ] && kill "$watchdog" 2>/dev/null
+  rm -f "$state/$run_id.watchdog"
+fi
+if remount_all; then
+  rm -f "$rec"
+  report remount 0 "mounted again"
+fi
+report remount 209 "some filesystems could not be mounted again: check the instance now"
+"""
+
+
+def _script(body, run_id, **values):
+    return "run_id=" + shlex.quote(run_id) + "\n" + _COMMON + body % values
+
+
+def unmount_command(run_id, mounts, deadline):
+    """The agent command that unmounts ``mounts`` (already validated absolute paths).
+
+    The remount script is written to the state directory first: the watchdog and
+    the later remount command both run it. Everything runs in bash, whatever the
+    agent's shell is.
+    """
+    body = _script(_UNMOUNT, run_id, mounts=" ".join(shlex.quote(m) for m in mounts), deadline=int(deadline))
+    remount = _script(_REMOUNT, run_id)
+    return ("umask 077 && mkdir -p /run/appconsistent/offline\n"
+            f"cat > /run/appconsistent/offline/{shlex.quote(run_id)}.remount <<'APPCONSISTENT_EOF'\n{remount}\n"
+            "APPCONSISTENT_EOF\n"
+            f"exec bash -c {shlex.quote(body)}")
+
+
+def remount_command(run_id):
+    return f"exec bash /run/appconsistent/offline/{shlex.quote(run_id)}.remount"

@@ -1,0 +1,264 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# Copyright: Contributors to the appconsistent.snapshots collection
+# GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
+
+DOCUMENTATION = r"""
+module: snapshot_set_copy
+short_description: Copy a whole snapshot set to another region (AWS EBS, Alibaba Cloud ECS)
+version_added: 0.1.0
+description:
+  - Copies every snapshot of a set to O(destination_region), optionally encrypting the copies with a given KMS key.
+  - The copy is a set of its own. Its snapshots keep the source set's tags (instance, device, consistency, run id,
+    retention and the user's own tags) under a new C(appconsistent:set-id), and carry C(appconsistent:copied-from)
+    (the source set id), C(appconsistent:source-region) and C(appconsistent:source-snapshot). In the destination
+    region M(appconsistent.snapshots.snapshot_set_info), M(appconsistent.snapshots.restore_volumes) and
+    M(appconsistent.snapshots.snapshot_set_prune) work with it as with any set.
+  - The providers' own evidence tags (C(AppConsistent), C(FsConsistent), C(Device), C(AwsVssConfig)) are not copied;
+    the set's consistency travels in C(appconsistent:consistency).
+  - Idempotent by source set. When copies of O(set_id) already exist in the destination region, nothing is copied
+    again; a copy cut short (a timeout, a controller that went away) is completed by running the task again, and a
+    copy that ended in an error state is deleted and made anew.
+  - Only a complete set is copied; a set still being taken is refused.
+  - At most O(max_concurrent_copies) copies run at once; the others wait in a queue. When the provider refuses a copy
+    because too many are running in the destination region (AWS C(ResourceLimitExceeded); Alibaba Cloud
+    C(InvalidOperation.DiskHasUnfinishedSnapshotCopy)), the copy goes back into the queue instead of failing the task.
+  - On AWS the source region is O(region) and the copies are made with C(CopySnapshot) in the destination region.
+    O(endpoint_url), when set, is used for both regions.
+  - On Alibaba Cloud the source region is O(alicloud_region); C(CopySnapshot) copies only to another region. The copy
+    set is not a snapshot-consistent group (there is no API to make one from copies), so its id is an C(acs-) id:
+    give C(provider: alicloud) to M(appconsistent.snapshots.restore_volumes) when restoring it.
+    O(alicloud_endpoint), when set, is used for both regions.
+author:
+  - appconsistent.snapshots contributors (@appconsistent)
+options:
+  provider:
+    description:
+      - The cloud of the set.
+    type: str
+    required: true
+    choices: [aws, alicloud]
+  set_id:
+    description:
+      - The set to copy, the value of its C(appconsistent:set-id) tag (on Alibaba Cloud the C(ssg-) group id, or the
+        C(acs-) id of a copy).
+    type: str
+    required: true
+  destination_region:
+    description:
+      - The region to copy the set to.
+    type: str
+    required: true
+  encrypted:
+    description:
+      - Encrypt the copies. Copies of encrypted snapshots are always encrypted.
+      - Without O(kms_key_id), the account's default key for EBS (Alibaba Cloud disks) in the destination region is
+        used.
+    type: bool
+    default: false
+  kms_key_id:
+    description:
+      - The KMS key (id, alias or ARN) in the destination region to encrypt the copies with; implies O(encrypted=true).
+    type: str
+  tags:
+    description:
+      - Tags to add to every copy, in addition to the source's.
+      - Keys starting with C(appconsistent:), C(aws:), C(acs:) or C(aliyun), and the keys the providers own, are
+        refused.
+    type: dict
+    default: {}
+  delete_after:
+    description:
+      - Retention of the copy as a duration (for example C(30d)), written as a new C(appconsistent:delete-after).
+      - When not set, the copy keeps the source set's C(appconsistent:delete-after) (or has none).
+    type: str
+  max_concurrent_copies:
+    description:
+      - How many copies may run at once. AWS allows few concurrent copies per destination region (5 by default);
+        raise this only with a raised quota.
+    type: int
+    default: 5
+  wait:
+    description:
+      - Wait until every copy has completed.
+      - With V(false), the task returns once every copy has been started; with more members than
+        O(max_concurrent_copies), that still means waiting for earlier copies to finish.
+    type: bool
+    default: true
+  wait_timeout:
+    description:
+      - How many seconds to wait in all. Copies of large volumes across regions can take hours.
+      - When it runs out, the task fails and says what is still running; running it again goes on from there.
+    type: int
+    default: 14400
+extends_documentation_fragment:
+  - appconsistent.snapshots.alicloud
+  - amazon.aws.common.modules
+  - amazon.aws.region.modules
+  - amazon.aws.boto3
+  - ansible.builtin.action_common_attributes
+attributes:
+  check_mode:
+    support: full
+    details:
+      - Finds the set and the copies already made and returns what would be copied; the new set id is then null.
+  diff_mode:
+    support: full
+    details:
+      - The copies in the destination region (source snapshot id to copy id) before and after.
+  platform:
+    platforms: [aws, alicloud]
+"""
+
+EXAMPLES = r"""
+- name: Copy the newest pre-patch set to the disaster-recovery region, re-encrypted with its key
+  appconsistent.snapshots.snapshot_set_copy:
+    provider: aws
+    region: eu-west-1
+    set_id: "{{ backup.sets[0].set_id }}"
+    destination_region: eu-central-1
+    kms_key_id: alias/dr-backups
+    delete_after: 30d
+  register: dr_copy
+
+- name: Restore the copy in the destination region
+  appconsistent.snapshots.restore_volumes:
+    provider: aws
+    region: eu-central-1
+    set_id: "{{ dr_copy.set_id }}"
+    mode: volumes
+    zone: eu-central-1a
+
+- name: Start copying an Alibaba Cloud set and return without waiting for completion
+  appconsistent.snapshots.snapshot_set_copy:
+    provider: alicloud
+    alicloud_region: cn-hangzhou
+    set_id: ssg-bp1example00000001
+    destination_region: cn-shanghai
+    wait: false
+"""
+
+RETURN = r"""
+set_id:
+  description: The id of the copy set in the destination region (null in check mode when it does not exist yet).
+  returned: always
+  type: str
+  sample: acs-20261123t061500-9f8e7d6c
+source_set_id:
+  description: The set that was copied.
+  returned: always
+  type: str
+source_region:
+  description: The region of the source set.
+  returned: always
+  type: str
+destination_region:
+  description: The region of the copy.
+  returned: always
+  type: str
+provider:
+  description: V(aws) or V(alicloud).
+  returned: always
+  type: str
+instance_id:
+  description: The instance the source set was taken of.
+  returned: always
+  type: str
+consistency:
+  description: The consistency of the set, as recorded in its C(appconsistent:consistency) tags.
+  returned: always
+  type: str
+  sample: application
+complete:
+  description: Whether every copy has completed.
+  returned: always
+  type: bool
+members:
+  description: One entry per member of the source set.
+  returned: always
+  type: list
+  elements: dict
+  contains:
+    source_snapshot_id:
+      description: The member of the source set.
+      type: str
+    snapshot_id:
+      description: Its copy in the destination region (null when not made yet).
+      type: str
+    device:
+      description: The device the source volume was attached at.
+      type: str
+    state:
+      description: The copy's state (V(completed)/V(accomplished) when done; V(not_started) in check mode).
+      type: str
+    progress:
+      description: The copy's progress as the provider reports it.
+      type: str
+started_snapshot_ids:
+  description: The copies started by this run.
+  returned: always
+  type: list
+  elements: str
+discarded_snapshot_ids:
+  description: Copies from an earlier run that had ended in an error state and were deleted to be made anew.
+  returned: always
+  type: list
+  elements: str
+limit_waits:
+  description: How often the provider's concurrent-copy limit sent a copy back into the queue.
+  returned: always
+  type: int
+"""
+
+from ansible_collections.appconsistent.snapshots.plugins.module_utils.module import AppConsistentModule
+from ansible_collections.appconsistent.snapshots.plugins.module_utils.alicloud import AlibabaCloudError
+from ansible_collections.appconsistent.snapshots.plugins.module_utils.aws import AppConsistentAWSError
+from ansible_collections.appconsistent.snapshots.plugins.module_utils.set_copy import CopyFailed
+from ansible_collections.appconsistent.snapshots.plugins.module_utils.set_copy import CopyRefused
+from ansible_collections.appconsistent.snapshots.plugins.module_utils.set_copy import SetCopy
+from ansible_collections.appconsistent.snapshots.plugins.module_utils.set_copy import copy_api
+
+
+def argument_spec():
+    return dict(
+        provider=dict(type="str", required=True, choices=["aws", "alicloud"]),
+        set_id=dict(type="str", required=True),
+        destination_region=dict(type="str", required=True),
+        encrypted=dict(type="bool", default=False),
+        kms_key_id=dict(type="str", no_log=False),
+        tags=dict(type="dict", default={}),
+        delete_after=dict(type="str"),
+        max_concurrent_copies=dict(type="int", default=5),
+        wait=dict(type="bool", default=True),
+        wait_timeout=dict(type="int", default=14400),
+    )
+
+
+def _finish(module, result):
+    warnings = result.pop("warnings", [])
+    for warning in warnings:
+        module.warn(warning)
+    diff = result.pop("diff")
+    if module._diff:  # pylint: disable=protected-access
+        result["diff"] = diff
+    return result
+
+
+def main():
+    module = AppConsistentModule(argument_spec=argument_spec(), supports_check_mode=True)
+    try:
+        run = SetCopy(copy_api(module), module.params, check_mode=module.check_mode)
+        result = run.run()
+    except CopyRefused as exc:
+        module.fail_json(msg=str(exc))
+    except CopyFailed as exc:
+        module.fail_json(msg=str(exc), **_finish(module, exc.result))
+    except AppConsistentAWSError as exc:
+        module.fail_aws(exc)
+    except AlibabaCloudError as exc:
+        module.fail_alicloud(exc)
+    module.exit_json(**_finish(module, result))
+
+
+if __name__ == "__main__":
+    main()
