@@ -55,6 +55,10 @@ PYTEST_TIMEOUT := 300
 PYTEST_ENV := ANSIBLE_COLLECTIONS_PATH=$(COLLECTIONS) COVERAGE_FILE=$(BUILD)/.coverage
 COVERAGE := --cov=plugins --cov-report=term-missing:skip-covered --cov-report=xml:$(BUILD)/coverage.xml
 
+# True when PYTHON runs inside the virtual environment DIR (not a base interpreter that a
+# stray bin/python link points to).
+is_venv = $(1) -c 'import os, sys; sys.exit(os.path.realpath(sys.prefix) != os.path.realpath("$(2)"))' 2>/dev/null
+
 TEST_STAGES := sanity lint unit unit-min twin-test integration molecule e2e changelog-lint
 
 .PHONY: help test venv venv-min deb collections sanity sanity-ignores lint unit unit-min twin-test \
@@ -94,7 +98,7 @@ venv: $(VENV)/.installed
 
 $(VENV)/.installed: tests/requirements.txt
 	@python=$$($(TOOLS)/find_python.sh $(PYTHON_VERSION) $(PYTHON)); \
-	if ! $(TOOLS)/find_python.sh $(PYTHON_VERSION) $(PY) >/dev/null 2>&1; then \
+	if ! $(TOOLS)/find_python.sh $(PYTHON_VERSION) $(PY) >/dev/null 2>&1 || ! $(call is_venv,$(PY),$(VENV)); then \
 		echo "creating $(VENV) with $$python"; \
 		rm -rf $(VENV); "$$python" -m venv $(VENV); \
 	fi
@@ -105,7 +109,7 @@ venv-min: $(VENV_MIN)/.installed
 
 $(VENV_MIN)/.installed: tests/requirements-min.txt tests/requirements-min-collections.txt
 	@python=$$($(TOOLS)/find_python.sh $(PYTHON_MIN_VERSION) $(PYTHON_MIN)); \
-	if ! $(TOOLS)/find_python.sh $(PYTHON_MIN_VERSION) $(PY_MIN) >/dev/null 2>&1; then \
+	if ! $(TOOLS)/find_python.sh $(PYTHON_MIN_VERSION) $(PY_MIN) >/dev/null 2>&1 || ! $(call is_venv,$(PY_MIN),$(VENV_MIN)); then \
 		echo "creating $(VENV_MIN) with $$python"; \
 		rm -rf $(VENV_MIN); "$$python" -m venv $(VENV_MIN); \
 	fi

@@ -77,6 +77,50 @@ auto_mounts() {
 """
 
 
+# Initiator "instance": the instance learns its own id (SSM sets AWS_SSM_INSTANCE_ID for the commands it
+# runs; the instance metadata service otherwise), names its set, and the freeze helper runs the snapshot
+# call while frozen. The AWS CLI makes the call; python3 with boto3 is used where the CLI is missing.
+INSTANCE_INITIATOR = r"""
+set -u
+iid=${AWS_SSM_INSTANCE_ID:-}
+if [ -z "$iid" ]; then
+  imds=${AWS_EC2_METADATA_SERVICE_ENDPOINT:-http://169.254.169.254}
+  token=$(curl -s -m 2 -X PUT "${imds%%/}/latest/api/token" -H 'X-aws-ec2-metadata-token-ttl-seconds: 60' 2>/dev/null)
+  iid=$(curl -s -m 2 -H "X-aws-ec2-metadata-token: $token" "${imds%%/}/latest/meta-data/instance-id" 2>/dev/null)
+fi
+case "$iid" in i-*) ;; *) echo '{"exit_code": 212, "status": "environment_error", "message": "cannot tell the instance id: neither AWS_SSM_INSTANCE_ID nor the instance metadata service gave it"}'; exit 212 ;; esac
+set_id="acs-$(date -u +%%Y%%m%%dt%%H%%M%%S)-$(od -An -N4 -tx1 /dev/urandom | tr -d ' \n')"
+tags=%(tags)s
+tags=${tags//@@SET_ID@@/$set_id}
+tags=${tags//@@INSTANCE_ID@@/$iid}
+spec=%(spec)s
+spec=${spec//@@INSTANCE_ID@@/$iid}
+# Absolute paths: the helper runs the command with a PATH of its own.
+aws_cli=$(command -v aws 2>/dev/null)
+python=$(command -v python3 2>/dev/null)
+if [ -n "$aws_cli" ] && "$aws_cli" --version >/dev/null 2>&1; then
+  snapshot=("$aws_cli" ec2 create-snapshots --region %(region)s --instance-specification "$spec" --tag-specifications "$tags" --copy-tags-from-source volume --output json %(description)s)
+elif [ -n "$python" ] && "$python" -c 'import boto3' >/dev/null 2>&1; then
+  snapshot=("$python" -c %(python)s %(region)s "$spec" "$tags" %(description_arg)s)
+else
+  echo '{"exit_code": 212, "status": "environment_error", "message": "neither the AWS CLI nor python3 with boto3 is installed on the instance"}'
+  exit 212
+fi
+exec %(helper)s run %(args)s -- "${snapshot[@]}"
+"""
+
+# The same call through boto3, for instances without the AWS CLI.
+PYTHON_CREATE_SNAPSHOTS = """import json, sys
+import boto3
+region, spec, tags = sys.argv[1], json.loads(sys.argv[2]), json.loads(sys.argv[3])
+params = dict(InstanceSpecification=spec, TagSpecifications=tags, CopyTagsFromSource="volume")
+if len(sys.argv) > 4:
+    params["Description"] = sys.argv[4]
+result = boto3.client("ec2", region_name=region).create_snapshots(**params)
+print(json.dumps({"Snapshots": result.get("Snapshots", [])}, default=str))
+"""
+
+
 class GroupInputError(ValueError):
     pass
 
@@ -555,7 +599,136 @@ class AwsGroupRun:
                     f"{helper} freeze {quoted} \"${{mounts[@]}}\"")
         return f"{helper} freeze {quoted} " + " ".join(f"--mount {shlex.quote(m)}" for m in mounts)
 
+    def _initiator_command(self, outcome, run_id):
+        p = self.params
+        tags = self._set_tags("@@SET_ID@@", "@@INSTANCE_ID@@", "crash")
+        tag_spec = json.dumps([{"ResourceType": "snapshot", "Tags": [{"Key": k, "Value": v} for k, v in tags.items()]}])
+        spec = {"InstanceId": "@@INSTANCE_ID@@", "ExcludeBootVolume": bool(outcome.exclude_boot)}
+        if outcome.exclude_data:
+            spec["ExcludeDataVolumeIds"] = list(outcome.exclude_data)
+        freeze = shlex.split(self._helper_command("freeze", run_id).splitlines()[-1])[2:] \
+            if (p.get("mounts") or ["auto"]) != ["auto"] else None
+        if freeze is None:
+            raise GroupInputError("initiator instance needs mounts listed explicitly")
+        description = p.get("description")
+        script = INSTANCE_INITIATOR % dict(
+            tags=shlex.quote(tag_spec), spec=shlex.quote(json.dumps(spec)), region=shlex.quote(self.module.region),
+            description=f"--description {shlex.quote(description)}" if description else "",
+            description_arg=shlex.quote(description) if description else "",
+            python=shlex.quote(PYTHON_CREATE_SNAPSHOTS), helper=shlex.quote(p["freeze_helper_path"]),
+            args=" ".join(shlex.quote(a) for a in freeze))
+        return "exec bash -c " + shlex.quote(script)
+
+    def _linux_instance_initiated(self, instance_ids):
+        """One SSM command per batch: the helper freezes, the instance itself calls CreateSnapshots, the helper thaws."""
+        p = self.params
+        run_id = ss.new_set_id()
+        commands = {}
+        for instance_id in instance_ids:
+            commands.setdefault(self._initiator_command(self.outcomes[instance_id], run_id), []).append(instance_id)
+        if self.module.check_mode:
+            for command, ids in commands.items():
+                for instance_id in ids:
+                    outcome = self.outcomes[instance_id]
+                    outcome.status, outcome.changed = "WouldRun", True
+                    outcome.plan = dict(document=SHELL_DOCUMENT, command=command, volumes=outcome.volumes)
+            return
+        runs = []
+        for command, ids in commands.items():
+            run = CommandRun(self.ssm, SHELL_DOCUMENT, {"commands": [command],
+                                                        "executionTimeout": [str(2 * p["script_timeout"] + 300)]},
+                             comment=f"appconsistent.snapshots run {run_id}", timeout_seconds=p.get("delivery_timeout"),
+                             max_concurrency=p.get("max_concurrency"), max_errors=p.get("max_errors"),
+                             sleep=self.sleep, clock=self.clock)
+            runs.append((run, self._send(run, ids)))
+        confirmed = {}
+        for run, sent in runs:
+            run.wait(p["wait_timeout"])
+            for instance_id in sent:
+                level = self._read_run(run, instance_id)
+                if level:
+                    confirmed.setdefault(level, []).append(instance_id)
+        self._raise_consistency(confirmed)
+        self._tag_devices([i for run, sent in runs for i in sent if self.outcomes[i].snapshots])
+
+    def _read_run(self, run, instance_id):
+        """The set an instance made while frozen, and the consistency its helper report confirms."""
+        outcome = self.outcomes[instance_id]
+        result = run.result(instance_id)
+        report = self._report(run, instance_id, result)
+        outcome.status = result["status"]
+        outcome.freeze = outcome.thaw = report
+        if not report:
+            outcome.fail(result["status"], STATUS_MESSAGES.get(result["status"], "the instance gave no report") +
+                         (f": {result['stderr'][-300:]}" if result["stderr"] else ""))
+            return None
+        code = outcome.exit_code = report.get("exit_code")
+        created = {}
+        try:
+            created = json.loads((report.get("command") or {}).get("stdout") or "{}")
+        except ValueError:
+            pass
+        snapshots = created.get("Snapshots") or []
+        devices = {v["volume_id"]: v["device"] for v in outcome.volumes}
+        outcome.snapshots = [aws_fleet.snapshot_member(s, devices.get(s.get("VolumeId"))) for s in snapshots]
+        for member in outcome.snapshots:
+            member["state"] = member["state"] or "pending"
+        if outcome.snapshots:
+            outcome.set_id = outcome.snapshots[0]["tags"].get(ss.TAG_SET_ID)
+            outcome.changed = True
+        if report.get("t_thawed") and report.get("t_frozen"):
+            outcome.freeze_window = round(float(report["t_thawed"]) - float(report["t_frozen"]), 3)
+        if not outcome.snapshots:
+            detail = ((report.get("command") or {}).get("stderr") or report.get("message") or "")[-300:]
+            outcome.fail(f"Run{code}", f"{HELPER_EXIT.get(code, f'the helper exited {code}')}"
+                                       f"{': ' + detail if detail else ''} (the instance needs the AWS CLI or python3 "
+                                       "with boto3, and an instance profile allowing ec2:CreateSnapshots and "
+                                       "ec2:CreateTags)" if code == 210 else
+                         f"{HELPER_EXIT.get(code, f'the helper exited {code}')}{': ' + detail if detail else ''}")
+            outcome.consistency = "none"
+            return None
+        return self._confirmed_level(outcome, report, code)
+
+    def _confirmed_level(self, outcome, freeze_report, code):
+        """The consistency a finished freeze/thaw cycle supports, recording why when it is less than asked."""
+        scripts = (freeze_report.get("scripts") or {}).get("status")
+        if code == 0:
+            if self.requested == "application" and scripts == "valid":
+                level = "application"
+            else:
+                level = "filesystem"
+                if self.requested == "application":
+                    reason = (freeze_report.get("scripts") or {}).get("reason") or scripts
+                    outcome.fail("ScriptsNotRun", f"the pre/post scripts were not run ({scripts}: {reason}): the set is "
+                                                  "filesystem-consistent; install them with the consistency_scripts role")
+            if not self.params.get("freeze", True) and self.requested == "application":
+                level = "crash"
+        elif code == 202:
+            # The filesystems were frozen through the snapshot; only the application's resume failed.
+            level = "filesystem"
+            outcome.fail("Thaw202", HELPER_EXIT[202])
+        else:
+            level = "crash"
+            outcome.fail(f"Thaw{code}", HELPER_EXIT.get(code, f"the thaw exited {code}"))
+        outcome.consistency = level
+        return level
+
+    def _raise_consistency(self, confirmed):
+        """Sets are written crash-consistent; raise them to what the instances confirmed, one call per level."""
+        for level, ids in confirmed.items():
+            if level == "crash":
+                continue
+            snapshot_ids = [m["snapshot_id"] for i in ids for m in self.outcomes[i].snapshots]
+            for start in range(0, len(snapshot_ids), 500):
+                aws_api.create_tags(self.ec2, snapshot_ids[start:start + 500], {ss.TAG_CONSISTENCY: level})
+            for instance_id in ids:
+                for member in self.outcomes[instance_id].snapshots:
+                    member["tags"][ss.TAG_CONSISTENCY] = level
+
     def _linux(self, instance_ids):
+        if self.params.get("initiator") == "instance":
+            self._linux_instance_initiated(instance_ids)
+            return
         p = self.params
         run_id = ss.new_set_id()
         freeze_cmd = self._helper_command("freeze", run_id)
@@ -608,15 +781,7 @@ class AwsGroupRun:
             level = self._read_thaw(thaw, instance_id)
             if level:
                 confirmed.setdefault(level, []).append(instance_id)
-        for level, ids in confirmed.items():
-            if level == "crash":
-                continue
-            snapshot_ids = [m["snapshot_id"] for i in ids for m in self.outcomes[i].snapshots]
-            for start in range(0, len(snapshot_ids), 500):
-                aws_api.create_tags(self.ec2, snapshot_ids[start:start + 500], {ss.TAG_CONSISTENCY: level})
-            for instance_id in ids:
-                for member in self.outcomes[instance_id].snapshots:
-                    member["tags"][ss.TAG_CONSISTENCY] = level
+        self._raise_consistency(confirmed)
         self._tag_devices([i for i in thawed_sent if self.outcomes[i].snapshots])
 
     def _send(self, run, instance_ids):
@@ -677,32 +842,13 @@ class AwsGroupRun:
         if report and report.get("t_thawed") and freeze_report.get("t_frozen"):
             outcome.freeze_window = round(float(report["t_thawed"]) - float(freeze_report["t_frozen"]), 3)
         code = report.get("exit_code") if report else None
-        scripts = ((freeze_report.get("scripts") or {}).get("status"))
-        if code == 0:
-            if self.requested == "application" and scripts == "valid":
-                level = "application"
-            else:
-                level = "filesystem"
-                if self.requested == "application":
-                    reason = (freeze_report.get("scripts") or {}).get("reason") or scripts
-                    outcome.fail("ScriptsNotRun", f"the pre/post scripts were not run ({scripts}: {reason}): the set is "
-                                                  "filesystem-consistent; install them with the consistency_scripts role")
-            if not self.params.get("freeze", True) and self.requested == "application":
-                level = "crash"
-        elif code == 202:
-            # The filesystems were frozen through the snapshot; only the application's resume failed.
-            level = "filesystem"
-            outcome.fail("Thaw202", HELPER_EXIT[202])
-        else:
-            level = "crash"
-            if result["status"] in ("Success", "Failed") and code is not None:
-                outcome.fail(f"Thaw{code}", HELPER_EXIT.get(code, f"the thaw exited {code}"))
-            else:
-                outcome.fail("ThawNotConfirmed", "the thaw was not confirmed by the instance "
-                                                 f"({result['status']}); the watchdog thaws at freeze_timeout, and the "
-                                                 "set is only crash-consistent")
-        outcome.consistency = level
-        return level
+        if code is None:
+            outcome.fail("ThawNotConfirmed", "the thaw was not confirmed by the instance "
+                                             f"({result['status']}); the watchdog thaws at freeze_timeout, and the "
+                                             "set is only crash-consistent")
+            outcome.consistency = "crash"
+            return "crash"
+        return self._confirmed_level(outcome, freeze_report, code)
 
 
 def _code(exc):

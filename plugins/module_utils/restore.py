@@ -28,7 +28,7 @@ TAG_SAFETY_FOR = ss.TAG_PREFIX + "safety-for"
 
 MODES = ("replace", "attach", "volumes")
 FIRST_POLL = 0.2
-MAX_POLL = 5.0
+MAX_POLL = 2.0
 
 
 class RestoreRefused(Exception):

@@ -57,8 +57,8 @@ def describe_snapshots(api, snapshot_ids=None, tags=None):
 
 
 def describe_disks_by_snapshot(api, snapshot_id):
-    body = api.call("DescribeDisks", api.models.DescribeDisksRequest(region_id=api.region, snapshot_id=snapshot_id,
-                                                                   status="Available", max_results=100))
+    req = api.models.DescribeDisksRequest(region_id=api.region, snapshot_id=snapshot_id, status="Available", max_results=100)
+    body = api.call("DescribeDisks", req)
     return (body.get("Disks") or {}).get("Disk") or []
 
 
@@ -384,7 +384,7 @@ class ResetRestore(restore.VolumeRestore):
         for entry, snapshot_id in pairs:
             entry.detached_original = True  # from here on the disk may hold other data
             self.api.reset(entry.original["id"], snapshot_id)
-        ids = [e.original["id"] for e, _ in pairs]
+        ids = [pair[0].original["id"] for pair in pairs]
         self.waiter.until(lambda: self.api.volumes(ids), lambda k, v: v["state"] in ("in-use", "available"),
                           lambda k, v: None, self.params["volume_timeout"], "resetting disks")
 

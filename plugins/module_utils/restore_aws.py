@@ -47,7 +47,7 @@ def _paginate(client, operation, key, attempts, **params):
     return items
 
 
-@EC2ErrorHandler.common_error_handler("describe instance {instance_id}")
+@EC2ErrorHandler.common_error_handler("describe instance")
 def describe_instance(client, instance_id, attempts=10):
     reservations = _paginate(client, "describe_instances", "Reservations", attempts,
                              Filters=[{"Name": "instance-id", "Values": [instance_id]}])
@@ -70,7 +70,7 @@ def describe_snapshots(client, snapshot_ids=None, filters=None, attempts=10):
     return _paginate(client, "describe_snapshots", "Snapshots", attempts, **params)
 
 
-@EC2ErrorHandler.common_error_handler("create a volume from snapshot {snapshot_id}")
+@EC2ErrorHandler.common_error_handler("create volume")
 def create_volume(client, snapshot_id, zone, volume_type, size, tags, iops=None, throughput=None, encrypted=None,
                   kms_key_id=None, attempts=10):
     params = {"SnapshotId": snapshot_id, "AvailabilityZone": zone, "VolumeType": volume_type, "Size": int(size),
@@ -86,22 +86,22 @@ def create_volume(client, snapshot_id, zone, volume_type, size, tags, iops=None,
     return _retry(client.create_volume, attempts)(**params)["VolumeId"]
 
 
-@EC2ErrorHandler.common_error_handler("attach volume {volume_id} to {instance_id} at {device}")
+@EC2ErrorHandler.common_error_handler("attach volume")
 def attach_volume(client, volume_id, instance_id, device, attempts=10):
     return _retry(client.attach_volume, attempts)(VolumeId=volume_id, InstanceId=instance_id, Device=device)
 
 
-@EC2ErrorHandler.common_error_handler("detach volume {volume_id} from {instance_id}")
+@EC2ErrorHandler.common_error_handler("detach volume")
 def detach_volume(client, volume_id, instance_id, device, attempts=10):
     return _retry(client.detach_volume, attempts)(VolumeId=volume_id, InstanceId=instance_id, Device=device)
 
 
-@EC2ErrorHandler.common_error_handler("stop instance {instance_id}")
+@EC2ErrorHandler.common_error_handler("stop instance")
 def stop_instance(client, instance_id, attempts=10):
     return _retry(client.stop_instances, attempts)(InstanceIds=[instance_id])
 
 
-@EC2ErrorHandler.common_error_handler("start instance {instance_id}")
+@EC2ErrorHandler.common_error_handler("start instance")
 def start_instance(client, instance_id, attempts=10):
     return _retry(client.start_instances, attempts)(InstanceIds=[instance_id])
 
@@ -142,14 +142,15 @@ class AwsRestoreApi:
         self.client = client
         self.attempts = attempts
 
-    def _call(self, func, *args, **kwargs):
+    def _call(self, func, *args, what=None, **kwargs):
         try:
             return func(self.client, *args, attempts=self.attempts, **kwargs)
         except AppConsistentAWSError as exc:
             cause = getattr(exc, "exception", None)
             error = getattr(cause, "response", {}).get("Error", {}) if cause is not None else {}
             detail = f"{error.get('Code')}: {error.get('Message')}" if error else str(cause or "")
-            raise restore.StepFailed(f"{exc.message}: {detail}" if detail else exc.message) from None
+            message = f"Failed to {what}" if what else exc.message
+            raise restore.StepFailed(f"{message}: {detail}" if detail else message) from None
 
     # --- finding the set ------------------------------------------------------------------------
 
@@ -188,7 +189,7 @@ class AwsRestoreApi:
     # --- the adapter ----------------------------------------------------------------------------
 
     def instance(self, instance_id):
-        found = self._call(describe_instance, instance_id)
+        found = self._call(describe_instance, instance_id, what=f"describe instance {instance_id}")
         if found is None:
             return None
         return dict(id=instance_id, state=(found.get("State") or {}).get("Name"),
@@ -253,22 +254,22 @@ class AwsRestoreApi:
     def create_volume(self, spec, tags):
         return self._call(create_volume, spec["snapshot_id"], spec["zone"], spec["type"], spec["size"], tags,
                           iops=spec.get("iops"), throughput=spec.get("throughput"), encrypted=spec.get("encrypted"),
-                          kms_key_id=spec.get("kms_key_id"))
+                          kms_key_id=spec.get("kms_key_id"), what=f"create a volume from snapshot {spec['snapshot_id']}")
 
     def attach(self, volume_id, instance_id, device):
-        self._call(attach_volume, volume_id, instance_id, device)
+        self._call(attach_volume, volume_id, instance_id, device, what=f"attach volume {volume_id} to {instance_id} at {device}")
 
     def detach(self, volume_id, instance_id, device):
-        self._call(detach_volume, volume_id, instance_id, device)
+        self._call(detach_volume, volume_id, instance_id, device, what=f"detach volume {volume_id} from {instance_id}")
 
     def stop(self, instance_id):
-        self._call(stop_instance, instance_id)
+        self._call(stop_instance, instance_id, what=f"stop instance {instance_id}")
 
     def start(self, instance_id):
-        self._call(start_instance, instance_id)
+        self._call(start_instance, instance_id, what=f"start instance {instance_id}")
 
     def tag_volumes(self, volume_ids, tags):
-        self._call(tag_volumes, volume_ids, tags)
+        self._call(tag_volumes, volume_ids, tags, what=f"tag volumes {', '.join(volume_ids)}")
 
 
 def _common(members, key):

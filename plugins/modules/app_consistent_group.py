@@ -119,6 +119,17 @@ options:
     type: list
     elements: str
     default: [auto]
+  initiator:
+    description:
+      - AWS Linux - who calls CreateSnapshots while the filesystems are frozen.
+      - V(controller) - SSM runs the freeze helper's C(freeze), the controller calls CreateSnapshots as soon as the
+        instance reports it is frozen, and SSM runs C(thaw). The instance needs no AWS permission of its own.
+      - V(instance) - one SSM command in which the freeze helper freezes, the instance itself calls CreateSnapshots
+        (AWS CLI, or python3 with boto3) with its instance profile, and the helper thaws; the shortest freeze. Needs
+        O(mounts) listed and an instance profile allowing C(ec2:CreateSnapshots) and C(ec2:CreateTags).
+    type: str
+    default: controller
+    choices: [controller, instance]
   freeze_helper_path:
     description:
       - AWS Linux - where the C(consistency_scripts) role installed the freeze helper.
@@ -308,6 +319,7 @@ def argument_spec():
         ram_role_name=dict(type="str"),
         enable_writers=dict(type="bool", default=True),
         mounts=dict(type="list", elements="str", default=["auto"]),
+        initiator=dict(type="str", default="controller", choices=["controller", "instance"]),
         freeze_helper_path=dict(type="path", default="/usr/local/lib/appconsistent/appconsistent-freeze"),
         max_concurrency=dict(type="str", default="50"),
         max_errors=dict(type="str", default="100%"),

@@ -33,7 +33,7 @@ description:
     device. New volumes of a failed restore are kept, tagged C(appconsistent:restore-failed).
   - This module never deletes a volume, a disk or a snapshot.
 author:
-  - appconsistent.snapshots contributors
+  - appconsistent.snapshots contributors (@appconsistent)
 options:
   provider:
     description:
@@ -246,7 +246,8 @@ device_map:
       description: The snapshot restored.
       type: str
     volume_id:
-      description: The restored volume (on Alibaba Cloud in-place replace, the reset disk itself). Empty in check mode.
+      description: The restored volume (on Alibaba Cloud in-place replace, the reset disk itself). Empty in check mode
+        when a new volume would be created.
       type: str
     original_volume_id:
       description: The volume that was at the device before (O(mode=replace)).

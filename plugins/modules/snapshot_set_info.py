@@ -201,6 +201,10 @@ sets:
         full_snapshot_size_bytes:
           description: The provider's C(FullSnapshotSizeInBytes), when it gives it.
           type: int
+        usage:
+          description: What uses the snapshot, as Alibaba Cloud says (V(none), V(image), V(disk), V(image_disk)).
+          type: str
+          returned: for Alibaba Cloud sets
         tags:
           description: The snapshot's tags as a dict.
           type: dict

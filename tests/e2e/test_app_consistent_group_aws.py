@@ -236,3 +236,27 @@ def test_offline_refuses_a_busy_filesystem_and_names_the_process(db, run_tasks):
     assert f"sleep (pid {holder.pid})" in entry["error"]["message"]
     assert entry["snapshots"] == [] and entry["consistency"] == "none"
     assert _mounted(mount.mountpoint)
+
+
+def test_initiator_instance_snapshots_from_inside_the_freeze(db, script_dir, run_tasks, fs_factory):
+    twins, iid, mount = db
+    pre, post, log = scripts(script_dir)
+    twins.stats.reset()
+    run = run_tasks([dict(task(iid, mount.mountpoint, pre, post, initiator="instance", exclude_boot_disk=True,
+                               tags={"team": "dba"}), register="group")], twins.endpoints)
+    result = run["group"]
+    assert not result.get("failed"), result.get("msg")
+    entry = result["results"][0]
+    assert entry["consistency"] == "application"
+    assert len(entry["command_ids"]) == 1  # one SSM command: freeze, snapshot, thaw
+    assert 0 < entry["freeze_window"] < 10
+    assert [s["device"] for s in entry["snapshots"]] == ["/dev/xvdf"]
+    assert log.read_text().split() == ["pre", "post"]
+    assert fs_factory.writable(mount.mountpoint, within=2)
+    ec2 = twins.aws_client("ec2")
+    by_set = [{"Name": "tag:appconsistent:set-id", "Values": [entry["set_id"]]}]
+    tags = {t["Key"]: t["Value"] for t in ec2.describe_snapshots(OwnerIds=["self"], Filters=by_set)["Snapshots"][0]["Tags"]}
+    assert tags["appconsistent:instance-id"] == iid and tags["appconsistent:consistency"] == "application"
+    assert tags["team"] == "dba" and tags["appconsistent:device"] == "/dev/xvdf"
+    counts = twins.stats.counts("aws")
+    assert counts["SendCommand"] == 1

@@ -126,7 +126,7 @@ def test_copy_check_mode_then_copy_then_idempotent_rerun_then_info_and_restore_i
     assert not restore.get("failed"), restore
     assert restore["changed"] is True
     copy_ids = {m["snapshot_id"] for m in first["members"]}
-    new_volumes = [e["new_volume_id"] for e in restore["device_map"]]
+    new_volumes = [e["volume_id"] for e in restore["device_map"]]
     dest_ec2 = _client(twins, DESTINATION)
     volumes = dest_ec2.describe_volumes(VolumeIds=new_volumes)["Volumes"]
     assert {v["SnapshotId"] for v in volumes} == copy_ids

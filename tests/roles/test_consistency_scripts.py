@@ -59,7 +59,7 @@ def test_refuses_a_directory_under_a_world_writable_one(apply_role, tmp_path):
     result = apply_role("consistency_scripts", {"consistency_scripts_profile": "mysql",
                                                 "consistency_scripts_dir": str(target)})
     assert result.rc != 0
-    assert "writable by group or others" in result.stdout
+    assert "group and others cannot write" in result.stdout
     assert not target.exists()
 
 

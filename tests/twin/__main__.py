@@ -1,13 +1,15 @@
 """``python -m twin`` (``make twin``): both twin clouds in the foreground on loopback.
 
-Environment: ``TWIN_FLEET`` (fleet file, default the demo fleet), ``TWIN_AWS_PORT`` (18080),
-``TWIN_ALICLOUD_PORT`` (18081), ``TWIN_HOST`` (127.0.0.1), ``TWIN_BLOCKSTORE`` (directory for real
-block data, default ``build/twin/blocks``), ``TWIN_ENDPOINTS`` (default ``build/twin/endpoints.json``).
-Relative paths are taken from the repository root.  Stop with Ctrl-C or SIGTERM.
+Options (``--help``) default to the environment: ``TWIN_FLEET`` (fleet file, default the demo fleet),
+``TWIN_AWS_PORT`` (18080), ``TWIN_ALICLOUD_PORT`` (18081), ``TWIN_HOST`` (127.0.0.1), ``TWIN_BLOCKSTORE``
+(directory for real block data, default ``build/twin/blocks``), ``TWIN_ENDPOINTS`` (default
+``build/twin/endpoints.json``), ``TWIN_LATENCY`` (zero or realistic).  Relative paths are taken from the
+current directory when they exist there, else from the repository root.  Stop with Ctrl-C or SIGTERM.
 """
 
 from __future__ import annotations
 
+import argparse
 import logging
 import os
 import signal
@@ -21,27 +23,42 @@ REPO_ROOT = os.path.dirname(os.path.dirname(HERE))
 
 
 def _path(value: str) -> str:
-    return value if os.path.isabs(value) else os.path.join(REPO_ROOT, value)
+    """Relative paths: from the current directory if the file is there, else from the repository root."""
+    if os.path.isabs(value) or os.path.exists(value):
+        return os.path.abspath(value)
+    return os.path.join(REPO_ROOT, value)
 
 
-def main() -> int:
+def _args(argv):
+    parser = argparse.ArgumentParser(prog="python -m twin", description="Run the twin clouds in the foreground.")
+    parser.add_argument("--fleet", default=os.environ.get("TWIN_FLEET") or os.path.join(HERE, "fleets", "demo.yml"))
+    parser.add_argument("--host", default=os.environ.get("TWIN_HOST", "127.0.0.1"))
+    parser.add_argument("--aws-port", type=int, default=int(os.environ.get("TWIN_AWS_PORT", "18080")))
+    parser.add_argument("--alicloud-port", type=int, default=int(os.environ.get("TWIN_ALICLOUD_PORT", "18081")))
+    parser.add_argument("--endpoints", default=os.environ.get("TWIN_ENDPOINTS", "build/twin/endpoints.json"))
+    parser.add_argument("--blockstore", default=os.environ.get("TWIN_BLOCKSTORE", "build/twin/blocks"))
+    parser.add_argument("--latency", default=os.environ.get("TWIN_LATENCY"),
+                        help="zero or realistic (default: the fleet file's setting)")
+    return parser.parse_args(argv)
+
+
+def main(argv=None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     log = logging.getLogger("twin")
-    fleet_path = os.environ.get("TWIN_FLEET") or os.path.join(HERE, "fleets", "demo.yml")
-    fleet_path = fleet_path if os.path.isabs(fleet_path) else os.path.abspath(fleet_path)
-    host = os.environ.get("TWIN_HOST", "127.0.0.1")
-    endpoints_path = _path(os.environ.get("TWIN_ENDPOINTS", "build/twin/endpoints.json"))
-    blocks = _path(os.environ.get("TWIN_BLOCKSTORE", "build/twin/blocks"))
-    twins = start_twins(fleet_path, host=host, aws_port=int(os.environ.get("TWIN_AWS_PORT", "18080")),
-                        alicloud_port=int(os.environ.get("TWIN_ALICLOUD_PORT", "18081")), blockstore=blocks)
+    args = _args(argv)
+    fleet_path = _path(args.fleet)
+    endpoints_path = _path(args.endpoints)
     stop = threading.Event()
 
     def on_signal(signum, _frame):
         log.info("signal %s: stopping", signum)
         stop.set()
 
+    # before starting, so that a stop request during start-up still releases the block store
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
+    twins = start_twins(fleet_path, host=args.host, aws_port=args.aws_port, alicloud_port=args.alicloud_port,
+                        blockstore=_path(args.blockstore), latency=args.latency)
     try:
         twins.write_endpoints(endpoints_path)
         log.info("fleet %s: %d instances", fleet_path, len(twins.fleet.instances))

@@ -58,7 +58,7 @@ class Assistant:
 
     # ------------------------------------------------------------------ actions
     def RunCommand(self, p: Params) -> Dict[str, Any]:
-        self.ecs.region_check(p)
+        region = self.ecs.region_check(p)
         command_type = p.require("Type")
         if command_type not in COMMAND_TYPES:
             raise AliError("InvalidCommandType", f"The command type {command_type} is not supported.")
@@ -99,7 +99,7 @@ class Assistant:
             targets: List[EcsInstance] = []
             for instance_id in instance_ids:
                 inst = self.ecs.instances.get(instance_id)
-                if inst is None:
+                if inst is None or inst.region != region:
                     raise AliError("InvalidInstance.NotFound", f"The specified instance {instance_id} does not exist.", 404)
                 targets.append(inst)
             if repeat == "DryRun":
@@ -192,7 +192,7 @@ class Assistant:
                 self._finish(record, "Failed", exit_code, output, "ExitCodeNonzero")
 
     def instance_env(self, inst: EcsInstance) -> Dict[str, str]:
-        env = {"TWIN_INSTANCE_ID": inst.id, "TWIN_PROVIDER": "alicloud", "ALIBABA_CLOUD_REGION_ID": self.ecs.region}
+        env = {"TWIN_INSTANCE_ID": inst.id, "TWIN_PROVIDER": "alicloud", "ALIBABA_CLOUD_REGION_ID": inst.region}
         if self.cloud.url:
             env["TWIN_ALICLOUD_ENDPOINT"] = self.cloud.url
         creds = self.cloud.role_credentials(inst)
@@ -405,7 +405,7 @@ class Assistant:
         return {"Invocation": {"InvocationResults": {"InvocationResult": rows}, **paging}}
 
     def DescribeCloudAssistantStatus(self, p: Params) -> Dict[str, Any]:
-        self.ecs.region_check(p)
+        region = self.ecs.region_check(p)
         ids = p.indexed("InstanceId")
         if len(ids) > 50:
             raise invalid("InstanceId", "At most 50 instance IDs can be specified.")
@@ -435,13 +435,13 @@ class Assistant:
                 targets = []
                 for instance_id in ids:
                     inst = self.ecs.instances.get(instance_id)
-                    if inst is None:
+                    if inst is None or inst.region != region:
                         raise AliError("InvalidInstance.NotFound", f"The specified instance {instance_id} does not exist.", 404)
                     targets.append(inst)
                 rows = [render(i) for i in targets]
                 paging = {"TotalCount": len(rows), "PageNumber": 1, "PageSize": len(rows), "NextToken": ""}
             else:
-                targets = [i for i in self.ecs.instances.values() if os_type is None or i.os_type == os_type.lower()]
+                targets = [i for i in self.ecs.instances.values() if i.region == region and (os_type is None or i.os_type == os_type.lower())]
                 rows, paging = paginate(p, targets, render, token_max=50, page_max=50)
         return {"InstanceCloudAssistantStatusSet": {"InstanceCloudAssistantStatus": rows}, **paging}
 

@@ -42,7 +42,11 @@ class AliCloud:
         self._idempotent_lock = threading.Lock()
         self.scheduler = Scheduler(name="twin-alicloud")
         self.workdir = tempfile.mkdtemp(prefix="twin-alicloud-")
-        self.ecs = Ecs(fleet, self.region, latency, faults, blockstore)
+        regions = creds.get("regions")
+        if isinstance(regions, str):
+            regions = [r.strip() for r in regions.split(",") if r.strip()]
+        self.ecs = Ecs(fleet, self.region, latency, faults, blockstore, regions=regions)
+        self.regions = list(self.ecs.regions)
         self.assistant = Assistant(self)
         self.handlers = {}
         for name, func in Ecs.ACTIONS.items():

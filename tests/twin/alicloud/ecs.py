@@ -12,12 +12,22 @@ from typing import Any, Callable, Dict, Optional
 
 from .api import AliError, Params, invalid, match_tags, missing, paginate, tag_list
 from .model import (CATEGORIES, ESSD_FAMILY, Deferred, Disk, EcsInstance, Snapshot, SnapshotGroup, iso,
-                    iso_minutes, new_id)
+                    iso_minutes, new_id, region_infix)
 
 PROVIDER = "alicloud"
 GROUP_MAX_DISKS = 16
 GROUP_MAX_GIB = 32 * 1024
 DEFAULT_SNAPSHOT_QUOTA = 256
+# Regions served next to the fleet's own when the fleet names none (credentials.alicloud.regions).
+DEFAULT_EXTRA_REGIONS = ("cn-shanghai", "cn-beijing")
+# Codes of the injected restore faults unless the fault names its own (see the README, "Faults for restore tests").
+DEFAULT_FAULT_CODES = {
+    "create_disk_error": ("OperationDenied.NoStock", "The requested resource is sold out in the specified zone; try another zone or retry later.", 403),
+    "attach_error": ("InvalidOperation.Conflict", "The operation conflicts with another operation in progress on the disk or the instance.", 403),
+    "reset_error": ("IncorrectDiskStatus", "The current disk status does not support this operation.", 403),
+}
+# The copy limit answer; the twin and the collection share this reading (README, "CopySnapshot").
+DEFAULT_COPY_LIMIT_CODE = "InvalidOperation.DiskHasUnfinishedSnapshotCopy"
 RESOURCE_TYPES = ("instance", "disk", "snapshot", "image", "securitygroup", "volume", "eni", "ddh", "ddhcluster", "keypair",
                   "launchtemplate", "reservedinstance", "snapshotpolicy", "elasticityassurance", "capacityreservation",
                   "command", "invocation", "activation", "managedinstance")
@@ -41,6 +51,16 @@ def check_description(value: Optional[str]) -> None:
         raise AliError("InvalidDescription.Malformed", "The specified description is not valid: 2 to 256 characters, not starting with http:// or https://.")
 
 
+def check_tags(tags: list) -> None:
+    if len(tags) > 20:
+        raise invalid("Tag", "At most 20 tags can be specified.")
+    for key, value in tags:
+        if key.startswith(("aliyun", "acs:")) or len(key) > 128:
+            raise AliError("InvalidTagKey.Malformed", f"The tag key {key} is not valid.")
+        if value is not None and len(value) > 128:
+            raise AliError("InvalidTagValue.Malformed", f"The tag value of {key} is not valid.")
+
+
 def _copy_image(source: str, target: str) -> None:
     subprocess.run(["cp", "--sparse=always", "--reflink=auto", source, target], check=True, capture_output=True)
 
@@ -48,10 +68,13 @@ def _copy_image(source: str, target: str) -> None:
 class Ecs:
     """State and actions of the ECS part of the twin; every public action takes Params and returns a body dict."""
 
-    def __init__(self, fleet: Any, region: str, latency: Any, faults: Any, blockstore: Any) -> None:
+    def __init__(self, fleet: Any, region: str, latency: Any, faults: Any, blockstore: Any, regions: Optional[list] = None) -> None:
         self.lock = threading.RLock()
         self.deferred = Deferred()
         self.region = region
+        extra = DEFAULT_EXTRA_REGIONS if regions is None else regions
+        self.regions = [region] + [r for r in extra if r != region]
+        self._fault_calls: Dict[tuple, int] = {}
         self.latency = latency
         self.faults = faults
         self.blockstore = blockstore
@@ -68,20 +91,21 @@ class Ecs:
     def _load(self, fleet: Any) -> None:
         letters = "abcdefghijklmnopqrstuvwxyz"
         for inst in fleet.by_provider(PROVIDER):
-            if not inst.id:
-                inst.id = new_id("i")
             zone = inst.zone or f"{self.region}-h"
+            region = self.region_of_zone(zone) or self.region
+            if not inst.id:
+                inst.id = new_id("i", region_infix(region))
             status = "Running" if inst.state == "running" else "Stopped"
-            ecs_inst = EcsInstance(id=inst.id, name=inst.name, region=self.region, zone=zone, os_type=inst.platform,
+            ecs_inst = EcsInstance(id=inst.id, name=inst.name, region=region, zone=zone, os_type=inst.platform,
                                    status=status, ram_role=inst.role, execution=inst.execution,
                                    agent_status=inst.agent.status, agent_version=inst.agent.version,
                                    vss_components=inst.agent.vss_components, fleet=inst, tags=dict(inst.tags or {}))
             self.instances[inst.id] = ecs_inst
             for n, vol in enumerate(inst.volumes):
                 if not vol.id:
-                    vol.id = new_id("d")
+                    vol.id = new_id("d", region_infix(region))
                 category = vol.type if vol.type in CATEGORIES else "cloud_essd"
-                disk = Disk(id=vol.id, region=self.region, zone=zone, category=category, size=int(vol.size),
+                disk = Disk(id=vol.id, region=region, zone=zone, category=category, size=int(vol.size),
                             type="system" if vol.boot else "data", status="In_use", instance_id=inst.id,
                             device=vol.device or f"/dev/vd{letters[n]}", multi_attach=bool(vol.multi_attach),
                             image=vol.image, mount=vol.mount, ever_attached=True, attached=time.time(),
@@ -115,38 +139,69 @@ class Ecs:
                 waiting.set()
             gate.wait()
 
-    def instance(self, instance_id: Optional[str], name: str = "InstanceId") -> EcsInstance:
+    # A resource of another region is as unknown as one that does not exist: ``region`` None means any region
+    # (actions whose SDK request carries no RegionId, where the real cloud goes by the endpoint).
+    def instance(self, instance_id: Optional[str], name: str = "InstanceId", region: Optional[str] = None) -> EcsInstance:
         if not instance_id:
             raise missing(name)
         inst = self.instances.get(instance_id)
-        if inst is None:
+        if inst is None or (region is not None and inst.region != region):
             raise AliError("InvalidInstanceId.NotFound", f"The specified InstanceId {instance_id} does not exist.", 404)
         return inst
 
-    def disk(self, disk_id: Optional[str], name: str = "DiskId") -> Disk:
+    def disk(self, disk_id: Optional[str], name: str = "DiskId", region: Optional[str] = None) -> Disk:
         if not disk_id:
             raise missing(name)
         disk = self.disks.get(disk_id)
-        if disk is None:
+        if disk is None or (region is not None and disk.region != region):
             raise AliError("InvalidDiskId.NotFound", f"The specified disk {disk_id} does not exist.", 404)
         return disk
 
-    def snapshot(self, snapshot_id: Optional[str], name: str = "SnapshotId") -> Snapshot:
+    def snapshot(self, snapshot_id: Optional[str], name: str = "SnapshotId", region: Optional[str] = None) -> Snapshot:
         if not snapshot_id:
             raise missing(name)
         snap = self.snapshots.get(snapshot_id)
-        if snap is None:
+        if snap is None or (region is not None and snap.region != region):
             raise AliError("InvalidSnapshotId.NotFound", f"The specified snapshot {snapshot_id} does not exist.", 404)
         return snap
 
-    def region_check(self, params: Params, required: bool = True) -> None:
-        region = params.get("RegionId")
+    def region_check(self, params: Params, required: bool = True, name: str = "RegionId") -> Optional[str]:
+        """The region the call names (one the twin serves), or None when it names none and need not."""
+        region = params.get(name)
         if region is None:
             if required:
-                raise missing("RegionId")
-            return
-        if region != self.region:
-            raise AliError("InvalidRegionId.NotFound", f"The specified RegionId {region} does not exist.", 404)
+                raise missing(name)
+            return None
+        if region not in self.regions:
+            raise AliError("InvalidRegionId.NotFound", f"The specified {name} {region} does not exist.", 404)
+        return region
+
+    def region_of_zone(self, zone: str) -> Optional[str]:
+        for region in sorted(self.regions, key=len, reverse=True):
+            if zone.startswith(region + "-"):
+                return region
+        return None
+
+    def injected(self, kind: str, spec: Any, scope: str = "") -> Optional[AliError]:
+        """The error a restore fault (``create_disk_error``, ``attach_error``, ``reset_error``) injects into this call, if any.
+
+        ``spec`` is true, an error code, or ``{code, message, skip, count, mode}``: the first ``skip`` matching calls
+        pass, the next ``count`` (default: all) fail. Calls are counted per scope and per distinct setting.
+        """
+        if not spec:
+            return None
+        rule = spec if isinstance(spec, dict) else ({"code": spec} if isinstance(spec, str) else {})
+        code, message, status = DEFAULT_FAULT_CODES[kind]
+        if rule.get("code") and rule["code"] != code:
+            code, message, status = rule["code"], None, None
+        key = (kind, scope, repr(sorted(rule.items())))
+        with self.lock:
+            self._fault_calls[key] = seen = self._fault_calls.get(key, 0) + 1
+        skip = int(rule.get("skip", 0) or 0)
+        count = rule.get("count")
+        if seen <= skip or (count is not None and seen > skip + int(count)):
+            return None
+        return AliError(code, rule.get("message") or message, status)
 
     def instance_faults(self, inst: EcsInstance) -> Dict[str, Any]:
         return self.faults.for_instance(inst.fleet)
@@ -172,7 +227,7 @@ class Ecs:
         }
 
     def DescribeInstances(self, p: Params) -> Dict[str, Any]:
-        self.region_check(p)
+        region = self.region_check(p)
         ids = p.json_list("InstanceIds")
         if len(ids) > 100:
             raise invalid("InstanceIds", "At most 100 instance IDs can be specified.")
@@ -183,39 +238,52 @@ class Ecs:
         with self.lock:
             self.deferred.settle()
             items = [i for i in self.instances.values()
-                     if (not ids or i.id in ids) and (status is None or i.status == status) and (zone is None or i.zone == zone)
+                     if i.region == region and (not ids or i.id in ids) and (status is None or i.status == status) and (zone is None or i.zone == zone)
                      and (name is None or fnmatch.fnmatchcase(i.name, name)) and match_tags(i.tags, wanted_tags)]
             rows, paging = paginate(p, items, self.render_instance, token_max=100)
         return {"Instances": {"Instance": rows}, **paging}
 
     def DescribeInstanceRamRole(self, p: Params) -> Dict[str, Any]:
-        self.region_check(p)
+        region = self.region_check(p)
         ids = p.json_list("InstanceIds")
         role = p.get("RamRoleName")
         with self.lock:
             if ids:
                 for instance_id in ids:
-                    self.instance(instance_id, "InstanceIds")
-            items = [i for i in self.instances.values() if i.ram_role and (not ids or i.id in ids) and (role is None or i.ram_role == role)]
+                    self.instance(instance_id, "InstanceIds", region)
+            items = [i for i in self.instances.values() if i.region == region and i.ram_role and (not ids or i.id in ids) and (role is None or i.ram_role == role)]
             rows, paging = paginate(p, items, lambda i: {"InstanceId": i.id, "RamRoleName": i.ram_role}, page_max=100, page_default=50)
-        return {"InstanceRamRoleSets": {"InstanceRamRoleSet": rows}, "RegionId": self.region, "TotalCount": paging["TotalCount"]}
+        return {"InstanceRamRoleSets": {"InstanceRamRoleSet": rows}, "RegionId": region, "TotalCount": paging["TotalCount"]}
 
     def StopInstance(self, p: Params) -> Dict[str, Any]:
+        region = self.region_check(p, required=False)
+        force = p.bool("ForceStop")
         with self.lock:
             self.deferred.settle()
-            inst = self.instance(p.get("InstanceId"))
-            if inst.status != "Running":
+            inst = self.instance(p.get("InstanceId"), region=region)
+            hung = inst.status == "Stopping" and inst.stop_hung
+            # A forced stop is the way out of an instance that hangs in Stopping.
+            if inst.status != "Running" and not (force and hung):
                 raise AliError("IncorrectInstanceStatus", "The current status of the resource does not support this operation.", 403)
             self.dry_run(p)
             inst.status = "Stopping"
-            self.deferred.at(time.time() + self.latency.transition("instance_stop"), lambda: setattr(inst, "status", "Stopped"))
+            if self.instance_faults(inst).get("stop_hang") and not force:
+                inst.stop_hung = True
+                return {}
+            inst.stop_hung = False
+
+            def stopped() -> None:
+                if inst.status == "Stopping":
+                    inst.status = "Stopped"
+            self.deferred.at(time.time() + self.latency.transition("instance_stop"), stopped)
             self.deferred.settle()
         return {}
 
     def StartInstance(self, p: Params) -> Dict[str, Any]:
+        region = self.region_check(p, required=False)
         with self.lock:
             self.deferred.settle()
-            inst = self.instance(p.get("InstanceId"))
+            inst = self.instance(p.get("InstanceId"), region=region)
             if inst.status != "Stopped":
                 raise AliError("IncorrectInstanceStatus", "The current status of the resource does not support this operation.", 403)
             self.dry_run(p)
@@ -249,7 +317,7 @@ class Ecs:
         }
 
     def DescribeDisks(self, p: Params) -> Dict[str, Any]:
-        self.region_check(p)
+        region = self.region_check(p)
         ids = p.json_list("DiskIds")
         if len(ids) > 100:
             raise invalid("DiskIds", "At most 100 disk IDs can be specified.")
@@ -264,7 +332,7 @@ class Ecs:
         with self.lock:
             self.deferred.settle()
             items = [d for d in self.disks.values()
-                     if (not ids or d.id in ids) and (instance_id is None or d.instance_id == instance_id)
+                     if d.region == region and (not ids or d.id in ids) and (instance_id is None or d.instance_id == instance_id)
                      and (status in (None, "All") or d.status == status) and (category in (None, "all") or d.category == category)
                      and (disk_type in (None, "all") or d.type == disk_type) and (snapshot_id is None or d.source_snapshot_id == snapshot_id)
                      and (zone is None or d.zone == zone) and (name is None or d.name == name) and match_tags(d.tags, wanted_tags)]
@@ -272,7 +340,7 @@ class Ecs:
         return {"Disks": {"Disk": rows}, **paging}
 
     def CreateDisk(self, p: Params) -> Dict[str, Any]:
-        self.region_check(p)
+        region = self.region_check(p)
         instance_id = p.get("InstanceId")
         zone = p.get("ZoneId")
         category = p.get("DiskCategory", "cloud")
@@ -289,13 +357,15 @@ class Ecs:
             self.deferred.settle()
             inst = None
             if instance_id:
-                inst = self.instance(instance_id)
+                inst = self.instance(instance_id, region=region)
                 zone = inst.zone
             elif not zone:
                 raise missing("ZoneId")
+            if self.region_of_zone(zone) != region:
+                raise AliError("InvalidZoneId.NotFound", f"The specified zone {zone} does not exist in the region {region}.", 404)
             snap = None
             if p.get("SnapshotId"):
-                snap = self.snapshot(p.get("SnapshotId"))
+                snap = self.snapshot(p.get("SnapshotId"), region=region)
                 if snap.status != "accomplished":
                     raise AliError("IncorrectSnapshotStatus", "The current status of the snapshot does not support this operation.", 403)
                 if size is None:
@@ -304,10 +374,13 @@ class Ecs:
                     raise AliError("InvalidSize.ValueNotSupported", "The specified size is smaller than the size of the snapshot.")
             if size is None:
                 raise missing("Size")
+            error = self.injected("create_disk_error", self._disk_fault(inst, snap, "create_disk_error"), "create")
+            if error is not None:
+                raise error
             image = None
             if snap is not None and snap.image:
                 image = self.blockstore.volume_from_snapshot(snap.image)
-            disk = Disk(id=new_id("d"), region=self.region, zone=zone, category=category, size=size, type="data", status="Creating",
+            disk = Disk(id=new_id("d", region_infix(region)), region=region, zone=zone, category=category, size=size, type="data", status="Creating",
                         image=image, source_snapshot_id=snap.id if snap else None, name=name or "", description=description or "",
                         multi_attach=p.get("MultiAttach", "Disabled") == "Enabled", delete_with_instance=False,
                         performance_level=p.get("PerformanceLevel", "PL1"), tags={k: v or "" for k, v in tags})
@@ -337,11 +410,21 @@ class Ecs:
                 return f"/dev/xvd{letter}"
         raise AliError("InvalidOperation.DiskLimitExceeded", "No more disks can be attached to this instance.", 403)
 
+    def _disk_fault(self, inst: Optional[EcsInstance], target: Any, kind: str) -> Any:
+        """A restore fault for a call: per disk or snapshot (global ``disks``), then per instance, then global."""
+        per_resource = (self.faults.get("disks") or {}).get(getattr(target, "id", None) or "") or {}
+        if per_resource.get(kind):
+            return per_resource[kind]
+        if inst is not None and self.instance_faults(inst).get(kind):
+            return self.instance_faults(inst)[kind]
+        return self.faults.get(kind)
+
     def AttachDisk(self, p: Params) -> Dict[str, Any]:
+        region = self.region_check(p, required=False)
         with self.lock:
             self.deferred.settle()
-            inst = self.instance(p.get("InstanceId"))
-            disk = self.disk(p.get("DiskId"))
+            inst = self.instance(p.get("InstanceId"), region=region)
+            disk = self.disk(p.get("DiskId"), region=region)
             if disk.status != "Available":
                 raise AliError("IncorrectDiskStatus", "The current disk status does not support this operation.", 403)
             if inst.status not in ("Running", "Stopped"):
@@ -351,6 +434,11 @@ class Ecs:
             device = p.get("Device")
             if device and any(d.device == device and d.instance_id == inst.id for d in self.disks.values()):
                 raise AliError("InvalidDevice.InUse", f"The device {device} is already in use.", 403)
+            spec = self._disk_fault(inst, disk, "attach_error")
+            error = self.injected("attach_error", spec, inst.id)
+            later = error is not None and isinstance(spec, dict) and spec.get("mode") == "async"
+            if error is not None and not later:
+                raise error
             disk.status = "Attaching"
             disk.instance_id = inst.id
             disk.device = device or self._next_device(inst.id)
@@ -358,6 +446,12 @@ class Ecs:
                 disk.delete_with_instance = p.bool("DeleteWithInstance")
 
             def attached() -> None:
+                if later:
+                    # The real attach fails after the call was accepted: the disk simply falls back to Available.
+                    disk.status = "Available"
+                    disk.instance_id = None
+                    disk.device = None
+                    return
                 disk.status = "In_use"
                 disk.ever_attached = True
                 disk.attached = time.time()
@@ -366,10 +460,11 @@ class Ecs:
         return {}
 
     def DetachDisk(self, p: Params) -> Dict[str, Any]:
+        region = self.region_check(p, required=False)
         with self.lock:
             self.deferred.settle()
-            inst = self.instance(p.get("InstanceId"))
-            disk = self.disk(p.get("DiskId"))
+            inst = self.instance(p.get("InstanceId"), region=region)
+            disk = self.disk(p.get("DiskId"), region=region)
             if disk.instance_id != inst.id or disk.status != "In_use":
                 raise AliError("IncorrectDiskStatus", "The disk is not attached to the specified instance.", 403)
             if disk.type == "system" and inst.status != "Stopped":
@@ -387,9 +482,10 @@ class Ecs:
         return {}
 
     def DeleteDisk(self, p: Params) -> Dict[str, Any]:
+        region = self.region_check(p, required=False)
         with self.lock:
             self.deferred.settle()
-            disk = self.disk(p.get("DiskId"))
+            disk = self.disk(p.get("DiskId"), region=region)
             if disk.status != "Available":
                 raise AliError("IncorrectDiskStatus", "Only a disk in the Available state can be deleted.", 403)
             self.disks.pop(disk.id)
@@ -409,17 +505,19 @@ class Ecs:
     def render_snapshot(self, snap: Snapshot) -> Dict[str, Any]:
         return {
             "SnapshotId": snap.id, "SnapshotName": snap.name, "Description": snap.description, "Status": snap.status,
+            "SourceSnapshotId": snap.copied_from or "", "SourceRegionId": snap.source_region if snap.copied_from else "",
+            "KMSKeyId": snap.kms_key_id,
             "Progress": self._progress(snap), "Available": snap.available, "SourceDiskId": snap.disk_id,
             "SourceDiskType": snap.disk_type, "SourceDiskSize": str(snap.disk_size), "SourceStorageType": "disk",
             "Category": "standard", "SnapshotType": "user", "Usage": "none", "InstantAccess": False,
-            "InstantAccessRetentionDays": 0, "Encrypted": False, "RegionId": self.region, "ResourceGroupId": "",
-            "CreationTime": iso(snap.created), "LastModifiedTime": iso(snap.created), "RetentionDays": 0,
+            "InstantAccessRetentionDays": 0, "Encrypted": snap.encrypted, "RegionId": snap.region or self.region, "ResourceGroupId": "",
+            "CreationTime": iso(snap.created), "LastModifiedTime": iso(snap.created), "RetentionDays": snap.retention_days,
             "RemainTime": max(0, int(snap.ready_at - time.time())) if snap.status == "progressing" else 0,
             "SnapshotSN": snap.id[2:], "ProductCode": "", "Tags": tag_list(snap.tags),
         }
 
     def DescribeSnapshots(self, p: Params) -> Dict[str, Any]:
-        self.region_check(p)
+        region = self.region_check(p)
         ids = p.json_list("SnapshotIds")
         if len(ids) > 100:
             raise invalid("SnapshotIds", "At most 100 snapshot IDs can be specified.")
@@ -434,7 +532,7 @@ class Ecs:
         with self.lock:
             self.deferred.settle()
             items = [s for s in self.snapshots.values()
-                     if (not ids or s.id in ids) and (instance_id is None or s.instance_id == instance_id)
+                     if s.region == region and (not ids or s.id in ids) and (instance_id is None or s.instance_id == instance_id)
                      and (disk_id is None or s.disk_id == disk_id) and (status in ("all", s.status))
                      and (name is None or s.name == name) and (not source_type or s.disk_type == source_type)
                      and match_tags(s.tags, wanted_tags)]
@@ -443,9 +541,10 @@ class Ecs:
         return {"Snapshots": {"Snapshot": rows}, **paging}
 
     def DeleteSnapshot(self, p: Params) -> Dict[str, Any]:
+        region = self.region_check(p, required=False)
         with self.lock:
             self.deferred.settle()
-            snap = self.snapshot(p.get("SnapshotId"))
+            snap = self.snapshot(p.get("SnapshotId"), region=region)
             if any(d.source_snapshot_id == snap.id for d in self.disks.values()) and not p.bool("Force"):
                 raise AliError("SnapshotCreatedDisk", "The snapshot has been used to create disks; use Force to delete it.", 403)
             self._delete_snapshot(snap)
@@ -459,9 +558,65 @@ class Ecs:
         if snap.image and self.blockstore is not None:
             self.blockstore.delete(snap.image)
 
+    # ------------------------------------------------------------------ copies to other regions
+    def _copy_limit(self, destination: str) -> Optional[int]:
+        """The number of unfinished copies a destination region accepts (fault ``copy_concurrency_limit``), or None."""
+        limit = self.faults.get("copy_concurrency_limit")
+        if isinstance(limit, dict):
+            limit = limit.get(destination, limit.get("*"))
+        return None if limit is None else int(limit)
+
+    def CopySnapshot(self, p: Params) -> Dict[str, Any]:
+        region = self.region_check(p)
+        snapshot_id = p.require("SnapshotId")
+        destination = self.region_check(p, name="DestinationRegionId")
+        name = p.get("DestinationSnapshotName")
+        check_name("DestinationSnapshotName", name)
+        if name is not None and name.startswith("auto"):
+            raise AliError("InvalidParameter.DestinationSnapshotName", "A snapshot name cannot start with auto (reserved for automatic snapshots).")
+        description = p.get("DestinationSnapshotDescription")
+        check_description(description)
+        retention = p.int("RetentionDays", 0, 1, 65536)
+        encrypted = p.bool("Encrypted")
+        kms_key_id = p.get("KMSKeyId", "")
+        tags = p.tags()
+        check_tags(tags)
+        with self.lock:
+            self.deferred.settle()
+            source = self.snapshot(snapshot_id, region=region)
+            if source.status != "accomplished":
+                raise AliError("IncorrectSnapshotStatus", "The current status of the snapshot does not support this operation.", 403)
+            unfinished = [s for s in self.snapshots.values() if s.copied_from is not None and s.region == destination and s.status == "progressing"]
+            limit = self._copy_limit(destination)
+            per_disk = self.faults.get("copy_per_disk_limit")
+            busy_disk = per_disk and any(self.snapshots.get(s.copied_from or "") is not None
+                                         and self.snapshots[s.copied_from or ""].disk_id == source.disk_id for s in unfinished)
+            if (limit is not None and len(unfinished) >= limit) or busy_disk:
+                code = self.faults.get("copy_limit_code") or DEFAULT_COPY_LIMIT_CODE
+                raise AliError(code, f"Too many unfinished snapshot copies into {destination}; retry when one has finished.", 403)
+            now = time.time()
+            done_at = now + self.latency.transition("snapshot_complete")
+            image = self.blockstore.snapshot(source.image) if source.image and self.blockstore is not None else None
+            copy = Snapshot(id=new_id("s", region_infix(destination)), disk_id=source.disk_id, disk_type=source.disk_type,
+                            disk_size=source.disk_size, disk_category=source.disk_category, instance_id=None, name=name or "",
+                            description=description or "", status="progressing", image=image, tags={k: v or "" for k, v in tags},
+                            created=now, ready_at=done_at, region=destination, encrypted=encrypted or source.encrypted,
+                            kms_key_id=kms_key_id if encrypted or kms_key_id else source.kms_key_id, retention_days=retention or 0,
+                            copied_from=source.id, source_region=region)
+            self.snapshots[copy.id] = copy
+            failing = self.faults.get("copy_error")
+
+            def complete() -> None:
+                copy.status = "failed" if failing else "accomplished"
+                copy.available = not failing
+            if not self.faults.get("copy_hang"):
+                self.deferred.at(done_at, complete)
+            self.deferred.settle()
+        return {"SnapshotId": copy.id}
+
     # ------------------------------------------------------------------ snapshot-consistent groups
     def CreateSnapshotGroup(self, p: Params) -> Dict[str, Any]:
-        self.region_check(p)
+        region = self.region_check(p)
         instance_id = p.get("InstanceId")
         disk_ids = p.indexed("DiskId")
         exclude = p.indexed("ExcludeDiskId")
@@ -477,16 +632,16 @@ class Ecs:
         self.pass_gate("CreateSnapshotGroup")
         with self.lock:
             self.deferred.settle()
-            inst = self.instance(instance_id) if instance_id else None
+            inst = self.instance(instance_id, region=region) if instance_id else None
             if inst is not None:
                 attached = [d for d in self.disks.values() if d.instance_id == inst.id and d.status in ("In_use", "ReIniting", "Detaching")]
                 for disk_id in disk_ids + exclude:
-                    disk = self.disk(disk_id, "DiskId.N" if disk_ids else "ExcludeDiskId.N")
+                    disk = self.disk(disk_id, "DiskId.N" if disk_ids else "ExcludeDiskId.N", region)
                     if disk.instance_id != inst.id:
                         raise AliError("InvalidDiskIds.NotBelongToInstance", f"The disk {disk_id} is not attached to the instance {inst.id}.", 403)
                 chosen = [self.disks[d] for d in disk_ids] if disk_ids else [d for d in attached if d.id not in exclude]
             else:
-                chosen = [self.disk(d, "DiskId.N") for d in disk_ids]
+                chosen = [self.disk(d, "DiskId.N", region) for d in disk_ids]
                 zones = {d.zone for d in chosen}
                 if len(zones) > 1:
                     raise AliError("InvalidParameter.ZoneMismatch", "The disks of a snapshot-consistent group must be in the same zone.")
@@ -517,25 +672,25 @@ class Ecs:
             if inst_faults.get("snapshot_quota") is not None:
                 quota = int(inst_faults["snapshot_quota"])
             for disk in chosen:
-                count = sum(1 for s in self.snapshots.values() if s.disk_id == disk.id)
+                count = sum(1 for s in self.snapshots.values() if s.disk_id == disk.id and s.copied_from is None)
                 if count >= quota:
                     raise AliError("QuotaExceed.Snapshot", f"The snapshot quota ({quota}) of the disk {disk.id} has been exceeded.", 403)
-                if any(s.disk_id == disk.id and s.status == "progressing" for s in self.snapshots.values()):
+                if any(s.disk_id == disk.id and s.status == "progressing" and s.copied_from is None for s in self.snapshots.values()):
                     raise AliError("IncorrectDiskStatus.CreatingSnapshot",
                                    f"A previous snapshot of the disk {disk.id} is still being created and instant access is disabled.", 403)
             now = time.time()
-            group = SnapshotGroup(id=new_id("ssg"), instance_id=inst.id if inst else None, name=name or "",
+            group = SnapshotGroup(id=new_id("ssg", region_infix(region)), instance_id=inst.id if inst else None, name=name or "",
                                   description=description or "", status="progressing", snapshot_ids=[],
-                                  tags={k: v or "" for k, v in tags}, created=now)
+                                  tags={k: v or "" for k, v in tags}, created=now, region=region)
             fail_rate = float(self.faults.get("snapshot_error_rate", 0) or 0)
             failing = bool(inst_faults.get("snapshot_error")) or self.faults.chance(fail_rate)
             done_at = now + max(self.latency.transition("snapshot_group_complete"), self.latency.transition("snapshot_complete"))
             members = []
             for n, disk in enumerate(chosen):
                 image = self.blockstore.snapshot(disk.image) if disk.image and self.blockstore is not None else None
-                snap = Snapshot(id=new_id("s"), disk_id=disk.id, disk_type=disk.type, disk_size=disk.size, disk_category=disk.category,
-                                instance_id=disk.instance_id, name="", description="", status="progressing", image=image,
-                                group_id=group.id, created=now, ready_at=done_at)
+                snap = Snapshot(id=new_id("s", region_infix(region)), disk_id=disk.id, disk_type=disk.type, disk_size=disk.size,
+                                disk_category=disk.category, instance_id=disk.instance_id, name="", description="", status="progressing",
+                                image=image, group_id=group.id, created=now, ready_at=done_at, region=region)
                 members.append((snap, failing and n == 0))
                 self.snapshots[snap.id] = snap
                 group.snapshot_ids.append(snap.id)
@@ -570,7 +725,7 @@ class Ecs:
         }
 
     def DescribeSnapshotGroups(self, p: Params) -> Dict[str, Any]:
-        self.region_check(p)
+        region = self.region_check(p)
         ids = p.indexed("SnapshotGroupId")
         if len(ids) > 10:
             raise invalid("SnapshotGroupId", "At most 10 snapshot-consistent group IDs can be specified.")
@@ -583,7 +738,7 @@ class Ecs:
         with self.lock:
             self.deferred.settle()
             items = [g for g in self.groups.values()
-                     if (not ids or g.id in ids) and (not statuses or g.status in statuses)
+                     if g.region == region and (not ids or g.id in ids) and (not statuses or g.status in statuses)
                      and (instance_id is None or g.instance_id == instance_id) and (name is None or g.name == name)
                      and match_tags(g.tags, wanted_tags)]
             items.sort(key=lambda g: g.created, reverse=True)
@@ -597,12 +752,12 @@ class Ecs:
                 "ErrorMsg": error.message if error else "", "RelatedItemSet": {"RelatedItem": [{"Name": name, "Value": value}]}}
 
     def DeleteSnapshotGroup(self, p: Params) -> Dict[str, Any]:
-        self.region_check(p)
+        region = self.region_check(p)
         group_id = p.require("SnapshotGroupId")
         with self.lock:
             self.deferred.settle()
             group = self.groups.get(group_id)
-            if group is None:
+            if group is None or group.region != region:
                 raise AliError("InvalidSnapshotGroupId.NotFound", f"The specified snapshot-consistent group {group_id} does not exist.", 404)
             progress = []
             for snap_id in list(group.snapshot_ids):
@@ -615,6 +770,11 @@ class Ecs:
 
     # ------------------------------------------------------------------ rollback
     def _check_reset(self, disk: Disk, snap: Snapshot) -> None:
+        if snap.region != disk.region:
+            raise AliError("InvalidSnapshotId.NotFound", f"The specified snapshot {snap.id} does not exist in the region of the disk {disk.id}.", 404)
+        if snap.copied_from is not None:
+            # Alibaba: a snapshot copy cannot roll back the disk its source snapshot was taken of.
+            raise AliError("InvalidSnapshotId.NotBelongToDisk", f"The snapshot {snap.id} is a copy and cannot roll back the disk {disk.id}.", 403)
         if snap.disk_id != disk.id:
             raise AliError("InvalidSnapshotId.NotBelongToDisk", f"The snapshot {snap.id} was not created from the disk {disk.id}.", 403)
         if snap.status != "accomplished":
@@ -633,19 +793,27 @@ class Ecs:
         disk.status = "ReIniting"
         self.deferred.at(time.time() + self.latency.transition("volume_create"), lambda: setattr(disk, "status", before))
 
+    def _reset_fault(self, disk: Disk) -> Optional[AliError]:
+        inst = self.instances.get(disk.instance_id or disk.last_instance_id or "")
+        return self.injected("reset_error", self._disk_fault(inst, disk, "reset_error"), disk.id)
+
     def ResetDisk(self, p: Params) -> Dict[str, Any]:
+        region = self.region_check(p, required=False)
         with self.lock:
             self.deferred.settle()
-            disk = self.disk(p.get("DiskId"))
-            snap = self.snapshot(p.get("SnapshotId"))
+            disk = self.disk(p.get("DiskId"), region=region)
+            snap = self.snapshot(p.get("SnapshotId"), region=region)
             self._check_reset(disk, snap)
             self.dry_run(p)
+            error = self._reset_fault(disk)
+            if error is not None:
+                raise error
             self._reset(disk, snap)
             self.deferred.settle()
         return {}
 
     def ResetDisks(self, p: Params) -> Dict[str, Any]:
-        self.region_check(p)
+        region = self.region_check(p)
         records = p.indexed_records("Disk")
         if not records:
             raise missing("Disk.1.DiskId")
@@ -655,22 +823,26 @@ class Ecs:
             self.deferred.settle()
             pairs = []
             for n, rec in enumerate(records, start=1):
-                disk = self.disk(rec.get("DiskId"), f"Disk.{n}.DiskId")
-                snap = self.snapshot(rec.get("SnapshotId"), f"Disk.{n}.SnapshotId")
+                disk = self.disk(rec.get("DiskId"), f"Disk.{n}.DiskId", region)
+                snap = self.snapshot(rec.get("SnapshotId"), f"Disk.{n}.SnapshotId", region)
                 self._check_reset(disk, snap)
                 pairs.append((disk, snap))
             self.dry_run(p)
+            for disk, _snap in pairs:
+                error = self._reset_fault(disk)
+                if error is not None:
+                    raise error
             for disk, snap in pairs:
                 self._reset(disk, snap)
             self.deferred.settle()
         return {"OperationProgressSet": {"OperationProgress": [self._progress_item("DiskId", d.id) for d, _snap in pairs]}}
 
     # ------------------------------------------------------------------ tags
-    def _tag_target(self, resource_type: str, resource_id: str) -> Dict[str, str]:
+    def _tag_target(self, resource_type: str, resource_id: str, region: Optional[str] = None) -> Dict[str, str]:
         table = {"instance": self.instances, "disk": self.disks, "snapshot": self.snapshots}.get(resource_type)
         if table is not None:
             obj = table.get(resource_id)
-            if obj is None:
+            if obj is None or (region is not None and obj.region != region):
                 raise AliError("InvalidResourceId.NotFound", f"The specified resource {resource_id} does not exist.", 404)
             return obj.tags
         known = self.other_tags.get((resource_type, resource_id))
@@ -685,7 +857,7 @@ class Ecs:
         return resource_type
 
     def TagResources(self, p: Params) -> Dict[str, Any]:
-        self.region_check(p)
+        region = self.region_check(p)
         resource_type = self._resource_type(p)
         ids = p.indexed("ResourceId")
         if not ids:
@@ -697,13 +869,9 @@ class Ecs:
             raise missing("Tag.1.Key")
         if len(tags) > 20:
             raise invalid("Tag", "At most 20 tags can be specified.")
-        for key, value in tags:
-            if key.startswith(("aliyun", "acs:")) or len(key) > 128:
-                raise AliError("InvalidTagKey.Malformed", f"The tag key {key} is not valid.")
-            if value is not None and len(value) > 128:
-                raise AliError("InvalidTagValue.Malformed", f"The tag value of {key} is not valid.")
+        check_tags(tags)
         with self.lock:
-            targets = [self._tag_target(resource_type, rid) for rid in ids]
+            targets = [self._tag_target(resource_type, rid, region) for rid in ids]
             for target in targets:
                 merged = dict(target)
                 merged.update({k: v or "" for k, v in tags})
@@ -714,7 +882,7 @@ class Ecs:
         return {}
 
     def UntagResources(self, p: Params) -> Dict[str, Any]:
-        self.region_check(p)
+        region = self.region_check(p)
         resource_type = self._resource_type(p)
         ids = p.indexed("ResourceId")
         if not ids:
@@ -723,14 +891,14 @@ class Ecs:
         remove_all = p.bool("All")
         with self.lock:
             for rid in ids:
-                target = self._tag_target(resource_type, rid)
+                target = self._tag_target(resource_type, rid, region)
                 for key in list(target):
                     if remove_all or key in keys:
                         target.pop(key)
         return {}
 
     def ListTagResources(self, p: Params) -> Dict[str, Any]:
-        self.region_check(p)
+        region = self.region_check(p)
         resource_type = self._resource_type(p)
         ids = p.indexed("ResourceId")
         wanted = p.tags()
@@ -740,7 +908,7 @@ class Ecs:
         with self.lock:
             self.deferred.settle()
             if table is not None:
-                pairs = [(rid, obj.tags) for rid, obj in table.items()]
+                pairs = [(rid, obj.tags) for rid, obj in table.items() if obj.region == region]
             else:
                 pairs = [(rid, tags) for (rtype, rid), tags in self.other_tags.items() if rtype == resource_type]
             rows = []
@@ -761,14 +929,15 @@ class Ecs:
             self.deferred.settle()
             return {
                 "region": self.region,
-                "instances": [{"id": i.id, "name": i.name, "status": i.status, "platform": i.os_type, "role": i.ram_role,
+                "regions": list(self.regions),
+                "instances": [{"id": i.id, "name": i.name, "region": i.region, "status": i.status, "platform": i.os_type, "role": i.ram_role,
                                "execution": i.execution, "agent": i.agent_status} for i in self.instances.values()],
-                "volumes": [{"id": d.id, "instance_id": d.instance_id, "device": d.device, "category": d.category, "size": d.size,
+                "volumes": [{"id": d.id, "region": d.region, "instance_id": d.instance_id, "device": d.device, "category": d.category, "size": d.size,
                              "status": d.status, "image": d.image, "mount": d.mount, "source_snapshot_id": d.source_snapshot_id}
                             for d in self.disks.values()],
-                "snapshots": [{"id": s.id, "disk_id": s.disk_id, "status": s.status, "image": s.image, "group_id": s.group_id,
-                               "tags": dict(s.tags)} for s in self.snapshots.values()],
-                "snapshot_groups": [{"id": g.id, "instance_id": g.instance_id, "name": g.name, "status": g.status,
+                "snapshots": [{"id": s.id, "region": s.region, "disk_id": s.disk_id, "status": s.status, "image": s.image,
+                               "group_id": s.group_id, "copied_from": s.copied_from, "tags": dict(s.tags)} for s in self.snapshots.values()],
+                "snapshot_groups": [{"id": g.id, "region": g.region, "instance_id": g.instance_id, "name": g.name, "status": g.status,
                                      "snapshot_ids": list(g.snapshot_ids)} for g in self.groups.values()],
             }
 
@@ -786,6 +955,6 @@ class Ecs:
 
 
 for _action in ("DescribeInstances", "DescribeInstanceRamRole", "StopInstance", "StartInstance", "DescribeDisks", "CreateDisk",
-                "DeleteDisk", "AttachDisk", "DetachDisk", "DescribeSnapshots", "DeleteSnapshot", "CreateSnapshotGroup", "DescribeSnapshotGroups",
+                "DeleteDisk", "AttachDisk", "DetachDisk", "DescribeSnapshots", "DeleteSnapshot", "CopySnapshot", "CreateSnapshotGroup", "DescribeSnapshotGroups",
                 "DeleteSnapshotGroup", "ResetDisk", "ResetDisks", "TagResources", "UntagResources", "ListTagResources"):
     Ecs.ACTIONS[_action] = getattr(Ecs, _action)

@@ -19,6 +19,14 @@ _RANDOM = random.Random()
 _ID_LOCK = threading.Lock()
 
 
+# The id infix of the regions the twin serves by default (others get a neutral one).
+REGION_CODES = {"cn-hangzhou": "bp1", "cn-shanghai": "uf6", "cn-beijing": "2ze", "cn-shenzhen": "wz9", "cn-chengdu": "2vc"}
+
+
+def region_infix(region: str) -> str:
+    return REGION_CODES.get(region, "gw8")
+
+
 def new_id(prefix: str, region_code: str = "bp1") -> str:
     """An id in Alibaba's form: a type prefix, a region code and random characters (i-bp1..., d-bp1...)."""
     with _ID_LOCK:
@@ -59,6 +67,7 @@ class EcsInstance:
     instance_type: str = "ecs.g7.large"
     last_invoked: Optional[float] = None
     invocation_count: int = 0
+    stop_hung: bool = False  # fault stop_hang: Stopping until a forced stop
 
 
 @dataclass
@@ -106,6 +115,12 @@ class Snapshot:
     created: float = field(default_factory=time.time)
     ready_at: float = 0.0
     available: bool = False
+    region: str = ""
+    encrypted: bool = False
+    kms_key_id: str = ""
+    retention_days: int = 0
+    copied_from: Optional[str] = None  # source snapshot of a CopySnapshot copy
+    source_region: str = ""
 
 
 @dataclass
@@ -119,6 +134,7 @@ class SnapshotGroup:
     tags: Dict[str, str] = field(default_factory=dict)
     created: float = field(default_factory=time.time)
     resource_group_id: str = ""
+    region: str = ""
 
 
 @dataclass

@@ -196,7 +196,7 @@ class PluginRun:
     def api(self, action: str, params: Dict[str, str]) -> Dict[str, Any]:
         if self.faults.get("network_unreachable"):
             raise PluginExit(1, "cannot reach the ECS endpoint from the instance (network connectivity)")
-        return self.cloud.call(action, dict(params, RegionId=self.cloud.ecs.region), principal=f"role:{self.inst.ram_role}",
+        return self.cloud.call(action, dict(params, RegionId=self.inst.region), principal=f"role:{self.inst.ram_role}",
                                instance=self.inst)
 
     def execute(self) -> Tuple[int, str]:

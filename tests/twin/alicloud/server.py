@@ -133,6 +133,7 @@ class Handle:
         self.host, self.port = server.server_address[:2]
         self.url = f"{self.host}:{self.port}"
         self.region = cloud.region
+        self.regions = list(cloud.regions)
         self.access_key_id = cloud.access_key_id
         self.access_key_secret = cloud.access_key_secret
         self.security_token = cloud.security_token
@@ -144,7 +145,7 @@ class Handle:
     def endpoint(self) -> Dict[str, Any]:
         """This twin's entry of ``endpoints.json``."""
         out = {"endpoint": self.url, "protocol": "http", "region": self.region, "access_key_id": self.access_key_id,
-               "access_key_secret": self.access_key_secret, "instances": dict(self.instances)}
+               "access_key_secret": self.access_key_secret, "instances": dict(self.instances), "regions": list(self.regions)}
         if self.security_token:
             out["security_token"] = self.security_token
         return out

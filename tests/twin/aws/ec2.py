@@ -11,7 +11,6 @@ from __future__ import annotations
 import os
 import threading
 import time
-import uuid
 from typing import Any, Dict, List, Optional
 
 from moto.ec2.exceptions import EC2ClientError
@@ -368,6 +367,3 @@ class Ec2Extension:
                 self._later("instance_start", done)
         return result
 
-
-def new_set_id() -> str:
-    return str(uuid.uuid4())

@@ -412,7 +412,9 @@ class SsmService:
 
     def _env(self, instance_id: str) -> Dict[str, str]:
         cloud = self.cloud
+        # AWS_SSM_INSTANCE_ID and AWS_SSM_REGION_NAME are what the SSM agent gives the commands it runs.
         return {"TWIN_INSTANCE_ID": instance_id, "TWIN_PROVIDER": "aws", "AWS_ENDPOINT_URL": cloud.endpoint_url or "",
+                "AWS_SSM_INSTANCE_ID": instance_id, "AWS_SSM_REGION_NAME": cloud.region,
                 "AWS_ACCESS_KEY_ID": cloud.access_key_id or "", "AWS_SECRET_ACCESS_KEY": cloud.secret_access_key or "",
                 "AWS_DEFAULT_REGION": cloud.region, "AWS_REGION": cloud.region}
 
@@ -444,7 +446,7 @@ class SsmService:
             plugin.code, plugin.end = 0, time.time()
             return "Success", "Success", 0, 0.0
         timeout = float(command.params.get("executionTimeout") or 3600)
-        if fleet_inst.execution == "local" and doc["kind"] in ("shell", "custom"):
+        if fleet_inst.execution == "local" and platform == "linux" and doc["kind"] in ("shell", "custom"):
             return self._run_local(command, inv, timeout)
         return self._simulate(inv, faults, timeout)
 

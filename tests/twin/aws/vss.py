@@ -133,6 +133,3 @@ def run_vss(cloud, instance_id: str, params: Dict[str, Any], install: bool) -> T
     out.append(f"Thaw successful at {int((time.monotonic() - started) * 1000)} ms")
     return 0, "\n".join(out), ""
 
-
-def summarize(params: Dict[str, Any]) -> Dict[str, Any]:
-    return {k: params[k] for k in ("ExcludeBootVolume", "CreateAmi", "tags") if k in params}

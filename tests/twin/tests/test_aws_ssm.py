@@ -269,3 +269,12 @@ def test_get_command_invocation_errors(local_fleet):
     assert err.value.response["Error"]["Code"] == "InvocationDoesNotExist"
     waiter = ssm.get_waiter("command_executed")
     waiter.wait(CommandId=cmd["CommandId"], InstanceId=ids["loc-1"], WaiterConfig={"Delay": 1, "MaxAttempts": 20})
+
+
+def test_powershell_on_simulated_windows(local_fleet):
+    ssm, ids = local_fleet[1:]
+    cmd = ssm.send_command(InstanceIds=[ids["win-1"], ids["loc-1"]], DocumentName="AWS-RunPowerShellScript",
+                           Parameters={"commands": ["Get-Volume"]})["Command"]
+    result = wait_command(ssm, cmd["CommandId"])
+    assert (result[ids["win-1"]]["Status"], result[ids["win-1"]]["CommandPlugins"][0]["Name"]) == ("Success", "aws:runPowerShellScript")
+    assert result[ids["loc-1"]]["StatusDetails"] == "InvalidPlatform"

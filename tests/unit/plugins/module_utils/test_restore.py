@@ -63,8 +63,7 @@ def test_latest_picks_the_newest_qualifying_set_and_explains_when_there_is_none(
     old = restore.SelectedSet("acs-old", [member("snap-1", "/dev/xvdf", created="2026-11-20T00:00:00")])
     new_crash = restore.SelectedSet("acs-new", [member("snap-2", "/dev/xvdf", "crash", created="2026-11-22T00:00:00")])
     newer = restore.SelectedSet("acs-newer", [member("snap-3", "/dev/xvdf", created="2026-11-21T00:00:00")])
-    chosen, _ = restore.newest_qualifying([old, new_crash, newer], "application")
-    assert chosen.set_id == "acs-newer"
+    assert restore.newest_qualifying([old, new_crash, newer], "application")[0].set_id == "acs-newer"
     assert restore.newest_qualifying([old, new_crash, newer], "crash")[0].set_id == "acs-new"
     chosen, why = restore.newest_qualifying([new_crash], "application")
     assert chosen is None and "acs-new (crash, complete)" in why
@@ -465,3 +464,98 @@ def test_alicloud_iops_are_refused_and_system_disks_are_not_swapped():
         adapter.volume_spec(snap, None, params(iops=3000), "z")
     with pytest.raises(restore.RestoreRefused, match="system disk"):
         adapter.volume_spec(snap, dict(disk_type="system", size=40, type="cloud_essd"), params(), "z")
+
+
+# --- Alibaba in place: Stop, safety group, ResetDisk, Start ------------------------------------------------
+
+
+class FakeEcs(FakeCloud):
+    """FakeCloud with ResetDisk and snapshot-consistent groups; ``data`` is what each disk holds."""
+
+    def __init__(self, **kwargs):
+        super().__init__(devices={"/dev/xvda": "d-root", "/dev/xvdb": "d-b", "/dev/xvdc": "d-c"}, **kwargs)
+        self.data = {"d-root": "root-now", "d-b": "b-now", "d-c": "c-now"}
+        self.snapshots = {"s-b": "b-then", "s-c": "c-then"}
+        self.groups = {}
+
+    def create_safety_group(self, instance_id, disk_ids, name, tags):
+        self._call("CreateSnapshotGroup", tuple(disk_ids))
+        snaps = []
+        for disk_id in disk_ids:
+            self.snapshots["safe-" + disk_id] = self.data[disk_id]
+            snaps.append({"SnapshotId": "safe-" + disk_id, "SourceDiskId": disk_id})
+        self.groups["ssg-safe"] = {"SnapshotGroupId": "ssg-safe", "Status": "accomplished", "Snapshots": {"Snapshot": snaps}}
+        return "ssg-safe"
+
+    def snapshot_group(self, group_id):
+        return self.groups.get(group_id)
+
+    def tag_snapshots(self, snapshot_ids, tags):
+        self._call("TagSnapshots", tuple(snapshot_ids))
+
+    def reset(self, disk_id, snapshot_id):
+        self._call("ResetDisk", disk_id, snapshot_id)
+        assert self.inst["state"] == "stopped"
+        self.data[disk_id] = self.snapshots[snapshot_id]
+
+
+def ecs_set():
+    members = [restore.Member("s-b", device="/dev/xvdb", size=100, state="accomplished", source_volume_id="d-b",
+                              tags={"appconsistent:consistency": "application"}),
+               restore.Member("s-c", device="/dev/xvdc", size=100, state="accomplished", source_volume_id="d-c",
+                              tags={"appconsistent:consistency": "application"})]
+    return restore.SelectedSet("ssg-1", members, "i-1", group_status="accomplished")
+
+
+def reset_with(cloud, **overrides):
+    engine = restore_alicloud.ResetRestore(cloud, params(**overrides), sleep=lambda s: None)
+    assert engine.applies(ecs_set(), "i-1")
+    engine.plan(ecs_set(), "i-1")
+    return engine
+
+
+def test_in_place_restore_takes_a_safety_group_before_resetting():
+    cloud = FakeEcs()
+    result = reset_with(cloud).run(ecs_set())
+    assert cloud.actions() == ["StopInstances", "CreateSnapshotGroup", "TagSnapshots", "TagSnapshots", "ResetDisk", "ResetDisk",
+                               "CreateTags", "CreateTags", "StartInstances"]
+    assert cloud.data == {"d-root": "root-now", "d-b": "b-then", "d-c": "c-then"}
+    assert cloud.snapshots["safe-d-b"] == "b-now"
+    assert result["safety_snapshot_group_id"] == "ssg-safe"
+    assert [e["safety_snapshot_id"] for e in result["device_map"]] == ["safe-d-b", "safe-d-c"]
+    assert cloud.vols["d-b"]["tags"]["appconsistent:restored-from"] == "s-b"
+    cloud.calls.clear()
+    assert reset_with(cloud).run(ecs_set())["changed"] is False and cloud.actions() == []
+
+
+def test_a_reset_failure_part_way_resets_back_from_the_safety_group():
+    cloud = FakeEcs()
+    cloud.fail = {"ResetDisk": {2}}
+    with pytest.raises(restore.RestoreFailed) as caught:
+        reset_with(cloud).run(ecs_set())
+    assert cloud.data == {"d-root": "root-now", "d-b": "b-now", "d-c": "c-now"}
+    assert cloud.inst["state"] == "running"
+    assert "rolled back" in str(caught.value) and "ssg-safe holds the disks" in str(caught.value)
+    assert caught.value.details["rollback_problems"] == []
+
+
+def test_without_a_safety_group_a_failure_part_way_says_what_cannot_be_undone():
+    cloud = FakeEcs()
+    cloud.fail = {"ResetDisk": {2}}
+    with pytest.raises(restore.RestoreFailed) as caught:
+        reset_with(cloud, safety_snapshot=False).run(ecs_set())
+    assert "CreateSnapshotGroup" not in cloud.actions()
+    assert "cannot be rolled back" in str(caught.value) and cloud.inst["state"] == "running"
+
+
+def test_a_safety_group_that_fails_resets_nothing():
+    cloud = FakeEcs()
+    cloud.fail = {"CreateSnapshotGroup": {1}}
+    with pytest.raises(restore.RestoreFailed, match="safety snapshot of the disks could not be taken.*no disk was reset"):
+        reset_with(cloud).run(ecs_set())
+    assert "ResetDisk" not in cloud.actions() and cloud.inst["state"] == "running"
+
+
+def test_in_place_does_not_apply_to_another_instance():
+    engine = restore_alicloud.ResetRestore(FakeEcs(), params(), sleep=lambda s: None)
+    assert not engine.applies(ecs_set(), "i-2")

@@ -427,3 +427,20 @@ def test_nothing_to_prune_by_is_refused_before_any_call(ec2):
         inv.SetPrune(FakeModule(client, expired=False)).run()
     with pytest.raises(ValueError, match="keep must be 0 or more"):
         inv.SetPrune(FakeModule(client, keep=-2)).run()
+
+
+def test_info_run_filters_server_side_then_selects(ec2):
+    client, stub = ec2
+    stub.add_response("describe_snapshots", {"Snapshots": [
+        _snapshot("snap-1", "acs-a", minute=1), _snapshot("snap-2", "acs-b", minute=2, consistency="crash"),
+        _snapshot("snap-3", "acs-c", minute=3, consistency="filesystem")]}, {
+        "OwnerIds": ["self"], "MaxResults": 1000, "Filters": [
+            {"Name": "tag-key", "Values": [ss.TAG_SET_ID]}, {"Name": "tag:" + ss.TAG_RUN_ID, "Values": ["R1"]}]})
+    module = FakeModule(client, run_id="R1", set_ids=None, min_consistency="filesystem", newest_only=True)
+    assert [s["set_id"] for s in inv.SetInfo(module, now=NOW).run()] == ["acs-c"]
+
+
+def test_info_refuses_a_bad_run_id_before_any_call(ec2):
+    client, _stub = ec2
+    with pytest.raises(ValueError, match="invalid run_id"):
+        inv.SetInfo(FakeModule(client, run_id="a b", set_ids=None, min_consistency=None, newest_only=False)).run()
