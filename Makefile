@@ -40,7 +40,8 @@ SANITY_TREE := $(SANITY_COLLECTIONS)/ansible_collections/appconsistent/snapshots
 # Debian packages the tests need: fsfreeze and losetup (util-linux), the file systems the
 # e2e tests and the twin's block store create. Stages that need more append to these.
 DEB_PACKAGES := util-linux e2fsprogs xfsprogs
-DEB_PACKAGES_E2E := $(DEB_PACKAGES)
+# The roles are tested against real database servers (tests/roles).
+DEB_PACKAGES_E2E := $(DEB_PACKAGES) mariadb-server postgresql
 # Without shellcheck, ansible-test skips its shellcheck test instead of failing.
 DEB_PACKAGES_SANITY := shellcheck
 
@@ -71,9 +72,9 @@ help:
 	@echo "make unit            unit and packaging tests, with coverage of plugins/"
 	@echo "make unit-min        unit tests on the oldest supported ansible-core ($(VENV_MIN))"
 	@echo "make twin-test       tests of the twin clouds"
-	@echo "make integration     integration tests against the twin clouds"
+	@echo "make integration     integration and playbook tests against the twin clouds"
 	@echo "make molecule        every molecule scenario of the roles"
-	@echo "make e2e             end-to-end tests on loop devices (needs root)"
+	@echo "make e2e             end-to-end and role tests on loop devices and real databases (needs root)"
 	@echo "make changelog-lint  antsibull-changelog lint"
 	@echo "make twin            run the twin clouds (ARGS=... are passed on)"
 	@echo "make clean           remove build/ and the environments"
@@ -157,17 +158,17 @@ twin-test: venv collections deb
 
 integration: venv collections deb
 	cd $(ROOT) && $(PYTEST_ENV) PATH="$(VENV)/bin:$$PATH" $(TOOLS)/pytest_stage.sh $(PY) integration \
-		--timeout=$(PYTEST_TIMEOUT) --junitxml=$(RESULTS)/integration.xml -- tests/integration
+		--timeout=$(PYTEST_TIMEOUT) --junitxml=$(RESULTS)/integration.xml -- tests/integration tests/playbooks
 
 e2e: venv collections
-	@if [ ! -e tests/e2e ]; then echo "[e2e] tests/e2e does not exist yet: nothing to test"; exit 0; fi; \
+	@if [ ! -e tests/e2e ] && [ ! -e tests/roles ]; then echo "[e2e] tests/e2e and tests/roles do not exist yet: nothing to test"; exit 0; fi; \
 	if [ "$$(id -u)" -ne 0 ]; then \
-		echo "make e2e must run as root: it creates loop devices, mounts and freezes file systems." >&2; \
+		echo "make e2e must run as root: it creates loop devices, mounts and freezes file systems, and starts database servers." >&2; \
 		exit 1; \
 	fi; \
 	$(TOOLS)/ensure_deb.sh $(DEB_PACKAGES_E2E); \
 	cd $(ROOT) && $(PYTEST_ENV) PATH="$(VENV)/bin:$$PATH" $(TOOLS)/pytest_stage.sh $(PY) e2e \
-		--timeout=$(PYTEST_TIMEOUT) --junitxml=$(RESULTS)/e2e.xml -- tests/e2e
+		--timeout=$(PYTEST_TIMEOUT) --junitxml=$(RESULTS)/e2e.xml -- tests/e2e tests/roles
 
 molecule: venv collections
 	@found=0; \

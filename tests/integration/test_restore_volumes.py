@@ -145,7 +145,8 @@ def clouds(tmp_path_factory):
     instances += [aws_instance_spec("data", [{"device": "/dev/xvda", "size": 8, "boot": True},
                                              {"device": "/dev/xvdf", "size": 1, "image": images["aws"]}]),
                   aws_instance_spec("incomplete", faults={"snapshot_error": True}),
-                  aws_instance_spec("scratch", [{"device": "/dev/xvda", "size": 8, "boot": True}])]
+                  aws_instance_spec("scratch", [{"device": "/dev/xvda", "size": 8, "boot": True}]),
+                  aws_instance_spec("spare", [{"device": "/dev/xvda", "size": 8, "boot": True}])]
     instances += [ali_instance_spec(n) for n in ALI_NAMES]
     instances += [ali_instance_spec("ali-data", images["ali-data"]), ali_instance_spec("ali-resetfail", images["ali-resetfail"])]
     twins = start_twins({"instances": instances}, blockstore=str(base / "blocks"))
@@ -256,6 +257,7 @@ def test_aws_attach_and_volumes_modes(clouds, run_tasks):
         {RESTORE: {"set_id": set_id, "mode": "attach", "target_instance_id": scratch}, "register": "again"},
         {RESTORE: {"set_id": set_id, "mode": "volumes"}, "register": "volumes"},
         {RESTORE: {"set_id": set_id, "mode": "volumes"}, "register": "volumes_again"},
+        {RESTORE: {"set_id": set_id, "target_instance_id": aws_id(clouds, "spare")}, "register": "elsewhere"},
     ], twins.endpoints)
     attach, again, volumes = run["attach"], run["again"], run["volumes"]
     assert attach["changed"] is True and not attach.get("failed"), attach.get("msg")
@@ -264,7 +266,7 @@ def test_aws_attach_and_volumes_modes(clouds, run_tasks):
     for entry in attach["device_map"]:
         assert devices[entry["device"]] == entry["volume_id"]
     assert aws_instance(ec2, scratch)["State"]["Name"] == "running"
-    assert twins.stats.counts("aws").get("StopInstances", 0) == 0
+    assert twins.stats.counts("aws").get("StopInstances", 0) == 1  # the replace onto the spare instance, not attach
     assert again["changed"] is False
     assert volumes["changed"] is True and not volumes.get("failed"), volumes.get("msg")
     created = ec2.describe_volumes(VolumeIds=[e["volume_id"] for e in volumes["device_map"]])["Volumes"]
@@ -272,6 +274,13 @@ def test_aws_attach_and_volumes_modes(clouds, run_tasks):
     assert {v["SnapshotId"] for v in created} == set(members.values())
     assert run["volumes_again"]["changed"] is False
     assert {e["volume_id"] for e in run["volumes_again"]["device_map"]} == {v["VolumeId"] for v in created}
+    # replace onto another instance: the set's devices, next to that instance's own boot volume
+    elsewhere = run["elsewhere"]
+    assert elsewhere["changed"] is True and not elsewhere.get("failed"), elsewhere.get("msg")
+    spare = aws_devices(ec2, aws_id(clouds, "spare"))
+    assert set(spare) == {"/dev/xvda", "/dev/xvdf", "/dev/xvdg"}
+    assert {spare[e["device"]] for e in elsewhere["device_map"]} == {e["volume_id"] for e in elsewhere["device_map"]}
+    assert aws_devices(ec2, iid)["/dev/xvdf"] not in spare.values()  # the source instance is untouched
 
 
 def test_aws_refuses_weaker_and_incomplete_sets_unless_allowed(clouds, run_tasks):

@@ -53,18 +53,21 @@ class PlayResult:
         return sum(host.get("changed", 0) for host in self.stats.values())
 
 
-@pytest.fixture
-def apply_role(tmp_path):
-    """apply_role(role, variables, check=False) -> PlayResult (JSON callback)."""
+def role_applier(tmp_path):
+    """apply(role, variables, check=False, variants=None) -> PlayResult (JSON callback).
+
+    With ``variants`` (a list of variable dicts) the role is applied once per variant in
+    one play, which saves an ansible-playbook start per variant.
+    """
     counter = [0]
 
-    def apply(role, variables, check=False, tasks_after=None):
+    def apply(role, variables, check=False, variants=None):
         counter[0] += 1
         facts_file = tmp_path / f"facts-{counter[0]}.json"
         play = [{
             "name": f"apply {role}", "hosts": "localhost", "gather_facts": False,
-            "roles": [{"role": f"appconsistent.snapshots.{role}"}],
-            "tasks": (tasks_after or []) + [{
+            "tasks": [{"name": f"Apply {role}", "ansible.builtin.include_role": {"name": f"appconsistent.snapshots.{role}"},
+                       "vars": variant} for variant in (variants or [{}])] + [{
                 "name": "Keep the role's published facts",
                 "ansible.builtin.copy": {"dest": str(facts_file), "mode": "0600",
                                          "content": "{{ {'consistency_scripts_result': consistency_scripts_result"
@@ -94,8 +97,11 @@ def apply_role(tmp_path):
 
 
 @pytest.fixture
-def root_dir():
-    """A fresh root:root 0700 directory under /run, removed at teardown."""
+def apply_role(tmp_path):
+    return role_applier(tmp_path)
+
+
+def _root_dir():
     require_root()
     path = Path("/run") / f"appconsistent-test-{uuid.uuid4().hex[:12]}"
     path.mkdir(mode=0o700)
@@ -103,6 +109,17 @@ def root_dir():
         yield path
     finally:
         shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture
+def root_dir():
+    """A fresh root:root 0700 directory under /run, removed at teardown."""
+    yield from _root_dir()
+
+
+@pytest.fixture(scope="module")
+def module_root_dir():
+    yield from _root_dir()
 
 
 def stop_session_groups(state_dir: Path):
@@ -139,7 +156,7 @@ def _wait_for(predicate, seconds, what):
     raise AssertionError(f"{what} within {seconds}s")
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def mariadb_server():
     require_root()
     for tool in ("mariadbd", "mariadb-install-db", "mariadb"):
@@ -192,7 +209,7 @@ def _pg_bindir():
     return versions[-1] if versions else None
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def postgresql_server():
     require_root()
     bindir = _pg_bindir()

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import REPO_ROOT, stop_session_groups
+from .conftest import REPO_ROOT, role_applier, stop_session_groups
 
 HELPER = REPO_ROOT / "roles" / "consistency_scripts" / "files" / "appconsistent-freeze"
 
@@ -137,13 +137,44 @@ def test_custom_profile_needs_both_scripts(install, root_dir):
 # --- MySQL / MariaDB ---------------------------------------------------------------------------
 
 
+MYSQL_VARIANTS = {
+    "default": {},
+    "credentials": {"consistency_scripts_mysql_user": "backup", "consistency_scripts_mysql_password": "pw-5e6f7a8b9c"},
+    "short_lock_wait": {"consistency_scripts_mysql_lock_wait_timeout": 2},
+    "short_bound": {"consistency_scripts_hold_max_seconds": 2},
+    "no_server": {"consistency_scripts_mysql_socket": "/nonexistent/mysqld.sock"},
+}
+
+
+def install_variants(tmp_path_factory, root, profile, variants, common):
+    """Installs one copy of the profile per variant (its own script and state directory)."""
+    apply = role_applier(tmp_path_factory.mktemp(profile))
+    plays = []
+    for name, variables in variants.items():
+        params = {"consistency_scripts_profile": profile, "consistency_scripts_dir": str(root / name / "lib"),
+                  "consistency_scripts_state_dir": str(root / name / "state"), "consistency_scripts_freeze_helper": True}
+        params.update(common)
+        params.update(variables)
+        plays.append(params)
+    result = apply("consistency_scripts", {}, variants=plays)
+    assert result.rc == 0, result.stdout[-3000:]
+    return {name: (root / name / "lib" / "prescript.sh", root / name / "lib" / "postscript.sh") for name in variants}
+
+
+@pytest.fixture(scope="module")
+def mysql_installed(tmp_path_factory, module_root_dir, mariadb_server):
+    scripts = install_variants(tmp_path_factory, module_root_dir, "mysql", MYSQL_VARIANTS,
+                               {"consistency_scripts_mysql_socket": str(mariadb_server.socket)})
+    try:
+        yield scripts
+    finally:
+        for name in MYSQL_VARIANTS:
+            stop_session_groups(module_root_dir / name / "state")
+
+
 @pytest.fixture
-def mysql_scripts(install, root_dir, mariadb_server):
-    def do(**variables):
-        result = install("mysql", consistency_scripts_mysql_socket=str(mariadb_server.socket), **variables)
-        assert result.rc == 0, result.stdout[-3000:]
-        return root_dir / "lib" / "prescript.sh", root_dir / "lib" / "postscript.sh"
-    return do
+def mysql_scripts(mysql_installed):
+    return lambda variant="default": mysql_installed[variant]
 
 
 def insert_blocked(server, value):
@@ -155,32 +186,34 @@ def insert_blocked(server, value):
     return True
 
 
-def test_mysql_lock_holds_writes_until_the_postscript(mysql_scripts, mariadb_server, root_dir):
+def test_mysql_lock_holds_writes_until_the_postscript(mysql_scripts, mariadb_server):
     pre, post = mysql_scripts()
+    state = pre.parent.parent / "state"
     assert not insert_blocked(mariadb_server, 10)
 
     result = run_script(pre, "pre-script")
     assert result.returncode == 0, result.stderr
     assert insert_blocked(mariadb_server, 11)
-    assert mariadb_server.sql("SELECT COUNT(*) FROM app.t").stdout.strip() == "2"  # reads still work
+    assert mariadb_server.sql("SELECT COUNT(*) FROM app.t WHERE i IN (1, 10)").stdout.strip() == "2"  # reads work
     time.sleep(1.5)
     assert insert_blocked(mariadb_server, 12)  # the lock outlives the prescript
 
     result = run_script(post, "post-script")
     assert result.returncode == 0, result.stderr
     assert not insert_blocked(mariadb_server, 13)
-    assert sorted(mariadb_server.sql("SELECT i FROM app.t").stdout.split()) == ["1", "10", "13"]
-    assert not any((root_dir / "state" / "mysql").glob("session.*"))
+    stored = mariadb_server.sql("SELECT i FROM app.t WHERE i BETWEEN 10 AND 19").stdout.split()
+    assert sorted(stored) == ["10", "13"]
+    assert not any((state / "mysql").glob("session.*"))
 
     again = run_script(post, "post-script")
     assert again.returncode == 205
 
 
 def test_mysql_credentials_stay_off_command_lines(mysql_scripts, mariadb_server):
-    password = "pw-5e6f7a8b9c"
+    password = MYSQL_VARIANTS["credentials"]["consistency_scripts_mysql_password"]
     mariadb_server.sql(f"CREATE USER backup@localhost IDENTIFIED BY '{password}'; "
                        "GRANT RELOAD, PROCESS ON *.* TO backup@localhost")
-    pre, post = mysql_scripts(consistency_scripts_mysql_user="backup", consistency_scripts_mysql_password=password)
+    pre, post = mysql_scripts("credentials")
     assert run_script(pre, "pre-script").returncode == 0
     try:
         assert insert_blocked(mariadb_server, 20)
@@ -195,18 +228,18 @@ def test_mysql_credentials_stay_off_command_lines(mysql_scripts, mariadb_server)
     assert not insert_blocked(mariadb_server, 21)
 
 
-def test_mysql_server_down_is_application_not_ready(install, root_dir):
-    result = install("mysql", consistency_scripts_mysql_socket=str(root_dir / "no-server.sock"))
-    assert result.rc == 0
-    pre = run_script(root_dir / "lib" / "prescript.sh", "pre-script")
+def test_mysql_server_down_is_application_not_ready(mysql_scripts):
+    prescript, _ = mysql_scripts("no_server")
+    pre = run_script(prescript, "pre-script")
     assert pre.returncode == 206, pre.stderr
     assert "not reachable" in pre.stderr
-    assert not (root_dir / "state" / "mysql" / "session.pid").exists()
+    assert not (prescript.parent.parent / "state" / "mysql" / "session.pid").exists()
 
 
 def test_mysql_lock_wait_timeout_gives_up_without_stalling_writers(mysql_scripts, mariadb_server):
-    pre, _ = mysql_scripts(consistency_scripts_mysql_lock_wait_timeout=2)
-    long_query = mariadb_server.sql_async("SELECT SLEEP(25) FROM app.t")
+    pre, _ = mysql_scripts("short_lock_wait")
+    # A long write keeps FLUSH TABLES WITH READ LOCK waiting (running reads no longer do on MariaDB).
+    long_query = mariadb_server.sql_async("INSERT INTO app.t SELECT 39 FROM (SELECT SLEEP(25)) AS s")
     try:
         time.sleep(0.5)
         result = run_script(pre, "pre-script")
@@ -221,9 +254,9 @@ def test_mysql_lock_wait_timeout_gives_up_without_stalling_writers(mysql_scripts
 
 
 def test_mysql_lock_ends_by_itself_at_the_hard_bound(mysql_scripts, mariadb_server):
-    pre, post = mysql_scripts(consistency_scripts_hold_max_seconds=2)
+    pre, post = mysql_scripts("short_bound")
     assert run_script(pre, "pre-script").returncode == 0
-    assert insert_blocked(mariadb_server, 40)
+    assert "APPCONSISTENT_LOCKED" in (pre.parent.parent / "state" / "mysql" / "session.out").read_text()
     deadline = time.monotonic() + 20
     while insert_blocked(mariadb_server, 41) and time.monotonic() < deadline:
         pass
@@ -233,11 +266,11 @@ def test_mysql_lock_ends_by_itself_at_the_hard_bound(mysql_scripts, mariadb_serv
     assert "before the postscript" in late.stderr
 
 
-def test_mysql_lock_released_when_the_session_is_killed(mysql_scripts, mariadb_server, root_dir):
+def test_mysql_lock_released_when_the_session_is_killed(mysql_scripts, mariadb_server):
     pre, post = mysql_scripts()
     assert run_script(pre, "pre-script").returncode == 0
     assert insert_blocked(mariadb_server, 50)
-    pid = int((root_dir / "state" / "mysql" / "session.pid").read_text().split()[0])
+    pid = int((pre.parent.parent / "state" / "mysql" / "session.pid").read_text().split()[0])
     os.killpg(pid, 9)
     deadline = time.monotonic() + 10
     while insert_blocked(mariadb_server, 51) and time.monotonic() < deadline:
@@ -256,13 +289,13 @@ def test_mysql_second_prescript_is_refused_while_locked(mysql_scripts, mariadb_s
     assert not insert_blocked(mariadb_server, 60)
 
 
-def test_mysql_scripts_through_the_freeze_helper(mysql_scripts, mariadb_server, root_dir):
+def test_mysql_scripts_through_the_freeze_helper(mysql_scripts, mariadb_server):
     """The pair passes the helper's checks, and the command the helper runs sees writes blocked."""
     pre, post = mysql_scripts()
     probe = (f"mariadb --no-defaults --socket={mariadb_server.socket} -e "
              "'SET SESSION lock_wait_timeout = 1; INSERT INTO app.t VALUES (70)'; echo insert=$?")
-    proc = subprocess.run([str(root_dir / "lib" / "appconsistent-freeze"), "run", "--no-freeze", "--prescript",
-                           str(pre), "--postscript", str(post), "--state-dir", str(root_dir / "helper-state"),
+    proc = subprocess.run([str(pre.parent / "appconsistent-freeze"), "run", "--no-freeze", "--prescript",
+                           str(pre), "--postscript", str(post), "--state-dir", str(pre.parent.parent / "helper-state"),
                            "--timeout", "30", "--", "bash", "-c", probe],
                           capture_output=True, text=True, timeout=120, check=False)
     report = json.loads(proc.stdout)
@@ -277,14 +310,31 @@ def test_mysql_scripts_through_the_freeze_helper(mysql_scripts, mariadb_server, 
 # --- PostgreSQL --------------------------------------------------------------------------------
 
 
+PG_VARIANTS = {
+    "single": {},
+    "multi": {"consistency_scripts_postgresql_multi_volume": True},
+    "multi_short_bound": {"consistency_scripts_postgresql_multi_volume": True, "consistency_scripts_hold_max_seconds": 2},
+    "no_server": {"consistency_scripts_postgresql_host": "/nonexistent", "consistency_scripts_postgresql_port": 1},
+}
+
+
+@pytest.fixture(scope="module")
+def pg_installed(tmp_path_factory, module_root_dir, postgresql_server):
+    variants = {name: dict(v, consistency_scripts_postgresql_backup_label_dir=str(module_root_dir / name / "labels"))
+                for name, v in PG_VARIANTS.items()}
+    scripts = install_variants(tmp_path_factory, module_root_dir, "postgresql", variants,
+                               {"consistency_scripts_postgresql_host": str(postgresql_server.socket_dir),
+                                "consistency_scripts_postgresql_port": postgresql_server.port})
+    try:
+        yield scripts
+    finally:
+        for name in PG_VARIANTS:
+            stop_session_groups(module_root_dir / name / "state")
+
+
 @pytest.fixture
-def pg_scripts(install, root_dir, postgresql_server):
-    def do(**variables):
-        result = install("postgresql", consistency_scripts_postgresql_host=str(postgresql_server.socket_dir),
-                         consistency_scripts_postgresql_port=postgresql_server.port, **variables)
-        assert result.rc == 0, result.stdout[-3000:]
-        return root_dir / "lib" / "prescript.sh", root_dir / "lib" / "postscript.sh"
-    return do
+def pg_scripts(pg_installed):
+    return lambda variant="single": pg_installed[variant]
 
 
 def test_postgresql_prescript_checkpoints(pg_scripts, postgresql_server):
@@ -298,10 +348,9 @@ def test_postgresql_prescript_checkpoints(pg_scripts, postgresql_server):
     assert run_script(post, "post-script").returncode == 0
 
 
-def test_postgresql_multi_volume_keeps_the_backup_label(pg_scripts, postgresql_server, root_dir):
-    labels = root_dir / "labels"
-    pre, post = pg_scripts(consistency_scripts_postgresql_multi_volume=True,
-                           consistency_scripts_postgresql_backup_label_dir=str(labels))
+def test_postgresql_multi_volume_keeps_the_backup_label(pg_scripts, postgresql_server):
+    pre, post = pg_scripts("multi")
+    labels = pre.parent.parent / "labels"
     assert stat.S_IMODE(labels.stat().st_mode) == 0o700
     result = run_script(pre, "pre-script", env={"APPCONSISTENT_RUN_ID": "change-4711"})
     assert result.returncode == 0, result.stderr
@@ -321,10 +370,8 @@ def test_postgresql_multi_volume_keeps_the_backup_label(pg_scripts, postgresql_s
     assert run_script(post, "post-script").returncode == 205
 
 
-def test_postgresql_backup_session_ends_at_the_hard_bound(pg_scripts, postgresql_server, root_dir):
-    pre, post = pg_scripts(consistency_scripts_postgresql_multi_volume=True,
-                           consistency_scripts_postgresql_backup_label_dir=str(root_dir / "labels"),
-                           consistency_scripts_hold_max_seconds=2)
+def test_postgresql_backup_session_ends_at_the_hard_bound(pg_scripts, postgresql_server):
+    pre, post = pg_scripts("multi_short_bound")
     assert run_script(pre, "pre-script").returncode == 0
     session = "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'appconsistent-postgresql'"
     deadline = time.monotonic() + 20
@@ -333,12 +380,11 @@ def test_postgresql_backup_session_ends_at_the_hard_bound(pg_scripts, postgresql
     assert postgresql_server.sql(session).stdout.strip() == "0"
     late = run_script(post, "post-script")
     assert late.returncode == 1
-    assert not any((root_dir / "labels").iterdir())
+    assert not any((pre.parent.parent / "labels").iterdir())
 
 
-def test_postgresql_server_down_is_application_not_ready(install, root_dir):
-    result = install("postgresql", consistency_scripts_postgresql_host=str(root_dir),
-                     consistency_scripts_postgresql_port=1)
-    assert result.rc == 0
-    pre = run_script(root_dir / "lib" / "prescript.sh", "pre-script")
+def test_postgresql_server_down_is_application_not_ready(pg_scripts):
+    prescript, _ = pg_scripts("no_server")
+    pre = run_script(prescript, "pre-script")
     assert pre.returncode == 206, pre.stderr
+    assert "not reachable" in pre.stderr

@@ -8,7 +8,7 @@ import re
 import subprocess
 import threading
 import time
-from typing import Any, Callable, Dict, Optional
+from typing import Any, Callable, Dict, Optional, Tuple
 
 from .api import AliError, Params, invalid, match_tags, missing, paginate, tag_list
 from .model import (CATEGORIES, ESSD_FAMILY, Deferred, Disk, EcsInstance, Snapshot, SnapshotGroup, iso,
@@ -251,7 +251,8 @@ class Ecs:
             if ids:
                 for instance_id in ids:
                     self.instance(instance_id, "InstanceIds", region)
-            items = [i for i in self.instances.values() if i.region == region and i.ram_role and (not ids or i.id in ids) and (role is None or i.ram_role == role)]
+            items = [i for i in self.instances.values()
+                     if i.region == region and i.ram_role and (not ids or i.id in ids) and (role is None or i.ram_role == role)]
             rows, paging = paginate(p, items, lambda i: {"InstanceId": i.id, "RamRoleName": i.ram_role}, page_max=100, page_default=50)
         return {"InstanceRamRoleSets": {"InstanceRamRoleSet": rows}, "RegionId": region, "TotalCount": paging["TotalCount"]}
 
@@ -374,7 +375,7 @@ class Ecs:
                     raise AliError("InvalidSize.ValueNotSupported", "The specified size is smaller than the size of the snapshot.")
             if size is None:
                 raise missing("Size")
-            error = self.injected("create_disk_error", self._disk_fault(inst, snap, "create_disk_error"), "create")
+            _spec, error = self._fault_error("create_disk_error", inst, snap)
             if error is not None:
                 raise error
             image = None
@@ -410,14 +411,18 @@ class Ecs:
                 return f"/dev/xvd{letter}"
         raise AliError("InvalidOperation.DiskLimitExceeded", "No more disks can be attached to this instance.", 403)
 
-    def _disk_fault(self, inst: Optional[EcsInstance], target: Any, kind: str) -> Any:
-        """A restore fault for a call: per disk or snapshot (global ``disks``), then per instance, then global."""
-        per_resource = (self.faults.get("disks") or {}).get(getattr(target, "id", None) or "") or {}
+    def _fault_error(self, kind: str, inst: Optional[EcsInstance], target: Any) -> Tuple[Any, Optional[AliError]]:
+        """A restore fault for a call and the error it injects now: per disk or snapshot id (global ``resources``),
+        else per instance, else global; calls are counted where the setting was found."""
+        target_id = getattr(target, "id", None) or ""
+        per_resource = (self.faults.get("resources") or {}).get(target_id) or {}
         if per_resource.get(kind):
-            return per_resource[kind]
-        if inst is not None and self.instance_faults(inst).get(kind):
-            return self.instance_faults(inst)[kind]
-        return self.faults.get(kind)
+            spec, scope = per_resource[kind], f"resource:{target_id}"
+        elif inst is not None and self.instance_faults(inst).get(kind):
+            spec, scope = self.instance_faults(inst)[kind], f"instance:{inst.id}"
+        else:
+            spec, scope = self.faults.get(kind), "global"
+        return spec, self.injected(kind, spec, scope)
 
     def AttachDisk(self, p: Params) -> Dict[str, Any]:
         region = self.region_check(p, required=False)
@@ -434,8 +439,7 @@ class Ecs:
             device = p.get("Device")
             if device and any(d.device == device and d.instance_id == inst.id for d in self.disks.values()):
                 raise AliError("InvalidDevice.InUse", f"The device {device} is already in use.", 403)
-            spec = self._disk_fault(inst, disk, "attach_error")
-            error = self.injected("attach_error", spec, inst.id)
+            spec, error = self._fault_error("attach_error", inst, disk)
             later = error is not None and isinstance(spec, dict) and spec.get("mode") == "async"
             if error is not None and not later:
                 raise error
@@ -795,7 +799,7 @@ class Ecs:
 
     def _reset_fault(self, disk: Disk) -> Optional[AliError]:
         inst = self.instances.get(disk.instance_id or disk.last_instance_id or "")
-        return self.injected("reset_error", self._disk_fault(inst, disk, "reset_error"), disk.id)
+        return self._fault_error("reset_error", inst, disk)[1]
 
     def ResetDisk(self, p: Params) -> Dict[str, Any]:
         region = self.region_check(p, required=False)
@@ -955,6 +959,7 @@ class Ecs:
 
 
 for _action in ("DescribeInstances", "DescribeInstanceRamRole", "StopInstance", "StartInstance", "DescribeDisks", "CreateDisk",
-                "DeleteDisk", "AttachDisk", "DetachDisk", "DescribeSnapshots", "DeleteSnapshot", "CopySnapshot", "CreateSnapshotGroup", "DescribeSnapshotGroups",
+                "DeleteDisk", "AttachDisk", "DetachDisk", "DescribeSnapshots", "DeleteSnapshot", "CopySnapshot",
+                "CreateSnapshotGroup", "DescribeSnapshotGroups",
                 "DeleteSnapshotGroup", "ResetDisk", "ResetDisks", "TagResources", "UntagResources", "ListTagResources"):
     Ecs.ACTIONS[_action] = getattr(Ecs, _action)

@@ -366,4 +366,3 @@ class Ec2Extension:
                         inst._state.name, inst._state.code = "running", 16
                 self._later("instance_start", done)
         return result
-

@@ -132,4 +132,3 @@ def run_vss(cloud, instance_id: str, params: Dict[str, Any], install: bool) -> T
                                    "Snapshots were created but are not application-consistent.")
     out.append(f"Thaw successful at {int((time.monotonic() - started) * 1000)} ms")
     return 0, "\n".join(out), ""
-
