@@ -27,6 +27,10 @@ GROUP_IDS_PER_CALL = 10
 EVIDENCE_WAIT = 60
 
 
+# Added to a stop timeout message: what the operator can do about it.
+STOP_HINT = {True: "", False: "; force_stop: true forces the stop after the timeout"}
+
+
 class GroupInputError(ValueError):
     pass
 
@@ -369,8 +373,7 @@ class AlicloudGroupRun:
                     self.outcomes[instance_id].status = "NotStopped"
                     self.outcomes[instance_id].fail(
                         "StopTimeout", f"instance {instance_id} did not stop within stop_timeout ({p['stop_timeout']} s), "
-                                       "so no set was taken" + ("" if p.get("force_stop") else
-                                                                 "; force_stop: true forces the stop after the timeout"))
+                                       "so no set was taken" + STOP_HINT[bool(p.get("force_stop"))])
             self._crash([i for i in ready if i not in late], name, level="offline")
         finally:
             self._restart(running, late, stop_requested)

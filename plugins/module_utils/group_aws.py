@@ -88,7 +88,11 @@ if [ -z "$iid" ]; then
   token=$(curl -s -m 2 -X PUT "${imds%%/}/latest/api/token" -H 'X-aws-ec2-metadata-token-ttl-seconds: 60' 2>/dev/null)
   iid=$(curl -s -m 2 -H "X-aws-ec2-metadata-token: $token" "${imds%%/}/latest/meta-data/instance-id" 2>/dev/null)
 fi
-case "$iid" in i-*) ;; *) echo '{"exit_code": 212, "status": "environment_error", "message": "cannot tell the instance id: neither AWS_SSM_INSTANCE_ID nor the instance metadata service gave it"}'; exit 212 ;; esac
+case "$iid" in
+  i-*) ;;
+  *) echo '{"exit_code": 212, "status": "environment_error", "message": "cannot tell the instance id: neither'\
+' AWS_SSM_INSTANCE_ID nor the instance metadata service gave it"}'; exit 212 ;;
+esac
 set_id="acs-$(date -u +%%Y%%m%%dt%%H%%M%%S)-$(od -An -N4 -tx1 /dev/urandom | tr -d ' \n')"
 tags=%(tags)s
 tags=${tags//@@SET_ID@@/$set_id}
@@ -99,7 +103,8 @@ spec=${spec//@@INSTANCE_ID@@/$iid}
 aws_cli=$(command -v aws 2>/dev/null)
 python=$(command -v python3 2>/dev/null)
 if [ -n "$aws_cli" ] && "$aws_cli" --version >/dev/null 2>&1; then
-  snapshot=("$aws_cli" ec2 create-snapshots --region %(region)s --instance-specification "$spec" --tag-specifications "$tags" --copy-tags-from-source volume --output json %(description)s)
+  snapshot=("$aws_cli" ec2 create-snapshots --region %(region)s --instance-specification "$spec"
+            --tag-specifications "$tags" --copy-tags-from-source volume --output json %(description)s)
 elif [ -n "$python" ] && "$python" -c 'import boto3' >/dev/null 2>&1; then
   snapshot=("$python" -c %(python)s %(region)s "$spec" "$tags" %(description_arg)s)
 else
@@ -119,6 +124,10 @@ if len(sys.argv) > 4:
 result = boto3.client("ec2", region_name=region).create_snapshots(**params)
 print(json.dumps({"Snapshots": result.get("Snapshots", [])}, default=str))
 """
+
+
+# Added to a stop timeout message: what the operator can do about it.
+STOP_HINT = {True: "", False: "; force_stop: true forces the stop after the timeout"}
 
 
 class GroupInputError(ValueError):
@@ -457,8 +466,7 @@ class AwsGroupRun:
                     self.outcomes[instance_id].status = "NotStopped"
                     self.outcomes[instance_id].fail(
                         "StopTimeout", f"instance {instance_id} did not stop within stop_timeout ({p['stop_timeout']} s), "
-                                       "so no set was taken" + ("" if p.get("force_stop") else
-                                                                 "; force_stop: true forces the stop after the timeout"))
+                                       "so no set was taken" + STOP_HINT[bool(p.get("force_stop"))])
             made = self._snapshot_many([i for i in ready if i not in late], "offline")
             for instance_id in ready:
                 if instance_id in late:

@@ -33,7 +33,11 @@ umask 077
 mkdir -p "$state"
 rec="$state/$run_id.mounts"
 json_escape() { printf '%s' "$1" | sed -e 's/\\/\\\\/g' -e 's/"/\\"/g' | tr -d '\n\r\t'; }
-report() { printf '{"action":"%s","run_id":"%s","exit_code":%s,"message":"%s","t":%s}\n' "$1" "$run_id" "$2" "$(json_escape "$3")" "$(date +%s.%N)"; exit "$2"; }
+report() {
+  printf '{"action":"%s","run_id":"%s","exit_code":%s,"message":"%s","t":%s}\n' \
+    "$1" "$run_id" "$2" "$(json_escape "$3")" "$(date +%s.%N)"
+  exit "$2"
+}
 remount_all() {
   local target source fstype options failed=0
   [ -f "$rec" ] || return 0
