@@ -53,11 +53,15 @@ space := $(empty) $(empty)
 PYENV_BINS := $(subst $(space),:,$(strip $(wildcard $(PYENV_ROOT)/versions/3.*/bin)))
 
 PYTEST_TIMEOUT := 300
+# The integration tests wait on the twins' agents and on ansible-playbook start-up far more than they
+# compute, so several run side by side even on 2 cores (each test starts its own twins on free ports).
+INTEGRATION_WORKERS ?= 4
 PYTEST_ENV := ANSIBLE_COLLECTIONS_PATH=$(COLLECTIONS) COVERAGE_FILE=$(BUILD)/.coverage
 COVERAGE := --cov=plugins --cov-report=term-missing:skip-covered --cov-report=xml:$(BUILD)/coverage.xml
 
 # True when PYTHON runs inside the virtual environment DIR (not a base interpreter that a
-# stray bin/python link points to).
+# stray bin/python link points to). An environment without its stamp file was not made by
+# this Makefile (or its set-up failed half-way) and is made anew.
 is_venv = $(1) -c 'import os, sys; sys.exit(os.path.realpath(sys.prefix) != os.path.realpath("$(2)"))' 2>/dev/null
 
 TEST_STAGES := sanity lint unit unit-min twin-test integration molecule e2e changelog-lint
@@ -99,7 +103,7 @@ venv: $(VENV)/.installed
 
 $(VENV)/.installed: tests/requirements.txt
 	@python=$$($(TOOLS)/find_python.sh $(PYTHON_VERSION) $(PYTHON)); \
-	if ! $(TOOLS)/find_python.sh $(PYTHON_VERSION) $(PY) >/dev/null 2>&1 || ! $(call is_venv,$(PY),$(VENV)); then \
+	if [ ! -e $@ ] || ! $(TOOLS)/find_python.sh $(PYTHON_VERSION) $(PY) >/dev/null 2>&1 || ! $(call is_venv,$(PY),$(VENV)); then \
 		echo "creating $(VENV) with $$python"; \
 		rm -rf $(VENV); "$$python" -m venv $(VENV); \
 	fi
@@ -110,7 +114,7 @@ venv-min: $(VENV_MIN)/.installed
 
 $(VENV_MIN)/.installed: tests/requirements-min.txt tests/requirements-min-collections.txt
 	@python=$$($(TOOLS)/find_python.sh $(PYTHON_MIN_VERSION) $(PYTHON_MIN)); \
-	if ! $(TOOLS)/find_python.sh $(PYTHON_MIN_VERSION) $(PY_MIN) >/dev/null 2>&1 || ! $(call is_venv,$(PY_MIN),$(VENV_MIN)); then \
+	if [ ! -e $@ ] || ! $(TOOLS)/find_python.sh $(PYTHON_MIN_VERSION) $(PY_MIN) >/dev/null 2>&1 || ! $(call is_venv,$(PY_MIN),$(VENV_MIN)); then \
 		echo "creating $(VENV_MIN) with $$python"; \
 		rm -rf $(VENV_MIN); "$$python" -m venv $(VENV_MIN); \
 	fi
@@ -142,7 +146,7 @@ sanity: venv sanity-ignores
 		$(VENV)/bin/ansible-test sanity --local --color no
 
 lint: venv collections
-	cd $(ROOT) && PATH="$(VENV)/bin:$$PATH" $(VENV)/bin/ansible-lint --profile production --offline --nocolor
+	cd $(ROOT) && ANSIBLE_COLLECTIONS_PATH=$(COLLECTIONS) PATH="$(VENV)/bin:$$PATH" $(VENV)/bin/ansible-lint --profile production --offline --nocolor
 
 unit: venv collections deb
 	cd $(ROOT) && $(PYTEST_ENV) PATH="$(VENV)/bin:$$PATH" $(TOOLS)/pytest_stage.sh $(PY) unit \
@@ -158,7 +162,8 @@ twin-test: venv collections deb
 
 integration: venv collections deb
 	cd $(ROOT) && $(PYTEST_ENV) PATH="$(VENV)/bin:$$PATH" $(TOOLS)/pytest_stage.sh $(PY) integration \
-		--timeout=$(PYTEST_TIMEOUT) --junitxml=$(RESULTS)/integration.xml -- tests/integration tests/playbooks
+		-n $(INTEGRATION_WORKERS) --timeout=$(PYTEST_TIMEOUT) --junitxml=$(RESULTS)/integration.xml \
+		-- tests/integration tests/playbooks
 
 e2e: venv collections
 	@if [ ! -e tests/e2e ] && [ ! -e tests/roles ]; then echo "[e2e] tests/e2e and tests/roles do not exist yet: nothing to test"; exit 0; fi; \
@@ -177,7 +182,7 @@ molecule: venv collections
 		scenario_dir=$$(dirname "$$config"); scenario=$$(basename "$$scenario_dir"); \
 		project=$$(dirname "$$(dirname "$$scenario_dir")"); \
 		echo "[molecule] $${project#$(ROOT)/}: scenario $$scenario"; \
-		( cd "$$project" && ANSIBLE_COLLECTIONS_PATH=$(COLLECTIONS) PATH="$(VENV)/bin:$$PATH" \
+		( cd "$$project" && ANSIBLE_COLLECTIONS_PATH=$(COLLECTIONS) PATH="$(VENV)/bin:$$PATH" NO_COLOR=1 PY_COLORS=0 \
 			$(VENV)/bin/molecule test -s "$$scenario" ) || exit 1; \
 	done; \
 	if [ "$$found" = 0 ]; then echo "[molecule] no molecule scenario yet: nothing to test"; fi

@@ -15,8 +15,6 @@ import html
 
 from ansible.errors import AnsibleFilterError
 
-CONSISTENCY_ORDER = ("none", "crash", "filesystem", "application", "offline")
-
 STATUS_LABEL = {"ok": "OK", "warning": "WARNING", "failed": "FAILED", "planned": "CHECK MODE"}
 
 COLUMNS = {
@@ -30,16 +28,13 @@ COLUMNS = {
     "verify": [("host", "Host"), ("instance_id", "Instance"), ("target", "Cloud"), ("status", "Status"),
                ("set_id", "Set"), ("consistency", "Set consistency"), ("checks", "Checks"),
                ("duration", "Duration (s)"), ("error", "Error")],
-    "prune": [("host", "Scope"), ("target", "Cloud"), ("status", "Status"), ("deleted", "Deleted sets"),
-              ("kept", "Kept sets"), ("error", "Error")],
+    "prune": [("host", "Host"), ("instance_id", "Instance"), ("target", "Cloud"), ("status", "Status"),
+              ("deleted", "Deleted sets"), ("kept", "Kept sets"), ("error", "Error")],
 }
 
 
-def _rank(consistency):
-    try:
-        return CONSISTENCY_ORDER.index(consistency or "none")
-    except ValueError:
-        return 0
+# What a report keeps of a restored volume (restore_volumes' device_map has much more).
+VOLUME_KEYS = ("device", "snapshot_id", "volume_id", "original_volume_id", "outcome")
 
 
 def _error_text(error):
@@ -149,6 +144,9 @@ def restore_report(rows, meta=None):
         row = dict(row)
         row.setdefault("status", "failed" if row.get("error") else "ok")
         row["error"] = _error_text(row.get("error"))
+        if isinstance(row.get("volumes"), list):
+            row["volumes"] = [{k: v.get(k) for k in VOLUME_KEYS if v.get(k) is not None} if isinstance(v, dict) else v
+                              for v in row["volumes"]]
         clean.append(row)
     return _finish(dict(meta or {}, kind=kind), clean)
 

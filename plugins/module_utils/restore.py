@@ -294,10 +294,10 @@ class VolumeRestore:
         if mode == "replace":
             self._replace(selected, todo)
         else:
-            self._create(selected, todo)
+            self._timed("create_seconds", self._create, selected, todo)
             if mode == "attach":
                 try:
-                    self._attach_new(todo)
+                    self._timed("attach_seconds", self._attach_new, todo)
                 except StepFailed as exc:
                     self._rollback_attach(todo, exc)
             self._tag_done(todo)
@@ -319,10 +319,8 @@ class VolumeRestore:
     def _replace(self, selected, todo):
         instance_id = self.instance["id"]
         self.was_running = self.instance["state"] == "running"
-        try:
-            self._timed("create_seconds", self._create, selected, todo)
-        except RestoreFailed:
-            raise
+        # the volumes are made while the instance still runs: the downtime is only the swap
+        self._timed("create_seconds", self._create, selected, todo)
         if self.was_running:
             try:
                 self._timed("stop_seconds", self._stop, instance_id)

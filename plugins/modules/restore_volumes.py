@@ -275,8 +275,8 @@ safety_snapshot_group_id:
   returned: when one was taken
   type: str
 timings:
-  description: Seconds spent per step (C(create_seconds), C(stop_seconds), C(swap_seconds), C(reset_seconds),
-    C(start_seconds), C(total_seconds)).
+  description: Seconds spent per step (C(create_seconds), C(attach_seconds), C(stop_seconds), C(swap_seconds),
+    C(safety_snapshot_seconds), C(reset_seconds), C(start_seconds), C(total_seconds)).
   returned: always
   type: dict
 rollback_problems:

@@ -26,8 +26,9 @@ description:
   - On AWS the source region is O(region) and the copies are made with C(CopySnapshot) in the destination region.
     O(endpoint_url), when set, is used for both regions.
   - On Alibaba Cloud the source region is O(alicloud_region); C(CopySnapshot) copies only to another region. The copy
-    set is not a snapshot-consistent group (there is no API to make one from copies), so its id is an C(acs-) id:
-    give C(provider: alicloud) to M(appconsistent.snapshots.restore_volumes) when restoring it.
+    set is not a snapshot-consistent group (there is no API to make one from copies), so its id is an C(acs-) id.
+    Set O(appconsistent.snapshots.restore_volumes#module:provider=alicloud) when restoring it, since an C(acs-) id
+    alone is taken for an AWS set.
     O(alicloud_endpoint), when set, is used for both regions.
 author:
   - appconsistent.snapshots contributors (@appconsistent)

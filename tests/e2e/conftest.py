@@ -96,7 +96,7 @@ class FilesystemFactory:
         self.writers: list[Writer] = []
         self._images = 0
 
-    def create(self, fstype: str = "ext4", mountpoint: Path | str | None = None) -> Mount:
+    def create(self, fstype: str = "ext4", mountpoint: Path | str | None = None, size_mb: int | None = None) -> Mount:
         if fstype not in MKFS:
             raise ValueError(f"unsupported fstype {fstype}")
         if shutil.which(MKFS[fstype][0]) is None:
@@ -104,7 +104,7 @@ class FilesystemFactory:
         self._images += 1
         image = self.base / f"disk{self._images}.img"
         with open(image, "wb") as handle:
-            handle.truncate(IMAGE_MB[fstype] * 1024 * 1024)
+            handle.truncate(max(size_mb or 0, IMAGE_MB[fstype]) * 1024 * 1024)
         _run(MKFS[fstype] + [str(image)])
         target = Path(mountpoint) if mountpoint else self.base / f"mnt{self._images}"
         target.mkdir(parents=True, exist_ok=True)

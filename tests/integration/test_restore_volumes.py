@@ -116,9 +116,9 @@ def disk_tags(disk):
 DATA_VOLUMES = [{"device": "/dev/xvda", "size": 8, "boot": True},
                 {"device": "/dev/xvdf", "size": 20, "type": "io2", "iops": 4000},
                 {"device": "/dev/xvdg", "size": 10, "type": "gp3", "iops": 3000, "throughput": 250}]
-AWS_NAMES = ("props", "check", "modes", "refuse", "timeout", "throttle", "concurrency",
+AWS_NAMES = ("props", "check", "modes", "refuse", "timeout", "concurrency",
              "fault-attach", "fault-create", "fault-stop", "fault-start", "fault-detach")
-ALI_NAMES = ("ali-check", "ali-attach", "ali-nostop", "ali-attachfail")
+ALI_NAMES = ("ali-check", "ali-attach", "ali-nostop", "ali-attachfail", "ali-createfail")
 
 
 def aws_instance_spec(name, volumes=None, **extra):
@@ -184,6 +184,7 @@ def test_aws_replace_brings_the_data_back_and_keeps_the_originals(clouds, run_ta
     assert (entry["device"], entry["snapshot_id"], entry["original_volume_id"]) == ("/dev/xvdf", members["/dev/xvdf"], original)
     assert result["instance_state"] == "running"
     assert aws_instance(ec2, iid)["State"]["Name"] == "running"
+    assert {"create_seconds", "stop_seconds", "swap_seconds", "start_seconds", "total_seconds"} <= set(result["timings"])
 
     devices = aws_devices(ec2, iid)
     assert devices["/dev/xvdf"] == entry["volume_id"] != original
@@ -223,16 +224,17 @@ def test_aws_replace_keeps_volume_properties_and_is_idempotent(clouds, run_tasks
     assert {e["volume_id"] for e in second["device_map"]} == {after["/dev/xvdf"], after["/dev/xvdg"]}
 
 
-def test_aws_check_mode_and_diff_change_nothing(clouds, run_tasks):
+def test_check_mode_and_diff_change_nothing_on_either_cloud(clouds, run_tasks):
     twins = clouds.twins
-    iid = aws_id(clouds, "check")
+    iid, ali = aws_id(clouds, "check"), ali_id(clouds, "ali-check")
     ec2 = twins.aws_client("ec2")
     set_id, members = take_aws_set(twins, iid)
+    group_id = take_ali_set(twins, ali)[0]
     before = aws_devices(ec2, iid)
     volumes_before = len(ec2.describe_volumes()["Volumes"])
     twins.stats.reset()
-    run = run_tasks([{RESTORE: {"set_id": set_id, "volume_size": 30}, "register": "plan", "diff": True}],
-                    twins.endpoints, check=True)
+    run = run_tasks([{RESTORE: {"set_id": set_id, "volume_size": 30}, "register": "plan", "diff": True},
+                     {RESTORE: {"set_id": group_id}, "register": "ali_plan"}], twins.endpoints, check=True)
     plan = run["plan"]
     assert plan["changed"] is True and not plan.get("failed"), plan.get("msg")
     assert {e["device"]: e["snapshot_id"] for e in plan["device_map"]} == members
@@ -244,6 +246,14 @@ def test_aws_check_mode_and_diff_change_nothing(clouds, run_tasks):
     for action in ("CreateVolume", "StopInstances", "DetachVolume", "AttachVolume", "CreateTags"):
         assert counts.get(action, 0) == 0, action
     assert aws_devices(ec2, iid) == before and len(ec2.describe_volumes()["Volumes"]) == volumes_before
+
+    ali_plan = run["ali_plan"]
+    assert ali_plan["changed"] is True and not ali_plan.get("failed"), ali_plan.get("msg")
+    assert len(ali_plan["device_map"]) == 2
+    counts = twins.stats.counts("alicloud")
+    for action in ("StopInstance", "ResetDisk", "CreateSnapshotGroup", "TagResources", "CreateDisk"):
+        assert counts.get(action, 0) == 0, action
+    assert ali_instance_status(twins, ali) == "Running"
 
 
 def test_aws_attach_and_volumes_modes(clouds, run_tasks):
@@ -386,40 +396,30 @@ def test_aws_volume_that_never_becomes_available_rolls_back(clouds, run_tasks):
     assert len(_assert_rolled_back(twins, iid, before, result)) == 2
 
 
-def test_aws_throttling_within_the_retries_is_absorbed(clouds, run_tasks, monkeypatch):
-    monkeypatch.setenv("AWS_MAX_ATTEMPTS", "1")
-    twins = clouds.twins
-    iid = aws_id(clouds, "throttle")
-    set_id = take_aws_set(twins, iid)[0]
-    with failing_calls(twins, "aws", "CreateVolume", "RequestLimitExceeded", 1, 2):
-        run = run_tasks([{RESTORE: {"set_id": set_id}, "register": "restore"}], twins.endpoints)
-    assert run["restore"]["changed"] is True and not run["restore"].get("failed"), run["restore"].get("msg")
-    assert aws_devices(twins.aws_client("ec2"), iid)["/dev/xvdf"] == run["restore"]["device_map"][0]["volume_id"]
-
-
-def test_aws_volumes_are_created_before_any_is_waited_for(clouds, run_tasks):
+def test_aws_volumes_are_created_before_any_is_waited_for_and_throttling_is_absorbed(clouds, run_tasks, monkeypatch):
+    monkeypatch.setenv("AWS_MAX_ATTEMPTS", "1")  # botocore's own retries off: the module's retries are under test
     twins = clouds.twins
     iid = aws_id(clouds, "concurrency")
     set_id = take_aws_set(twins, iid)[0]
     calls = []
-    original = twins.faults.api_error
+    with failing_calls(twins, "aws", "CreateVolume", "RequestLimitExceeded", 1, 1):
+        throttled = twins.faults.api_error
 
-    def record(provider, name):
-        calls.append(name)
-        return original(provider, name)
-    twins.faults.api_error = record
-    try:
+        def record(provider, name):
+            calls.append(name)
+            return throttled(provider, name)
+        twins.faults.api_error = record
         with latency(twins, {"profile": "zero", "transitions": {"volume_create": 0.5, "volume_attach": 0.5}}):
             run = run_tasks([{RESTORE: {"set_id": set_id}, "register": "restore"}], twins.endpoints)
-    finally:
-        twins.faults.api_error = original
-    assert not run["restore"].get("failed"), run["restore"].get("msg")
+    result = run["restore"]
+    assert result["changed"] is True and not result.get("failed"), result.get("msg")
+    assert aws_devices(twins.aws_client("ec2"), iid)["/dev/xvdf"] == result["device_map"][0]["volume_id"]
     creates = [n for n, name in enumerate(calls) if name == "CreateVolume"]
     attaches = [n for n, name in enumerate(calls) if name == "AttachVolume"]
-    assert len(creates) == 2 and len(attaches) == 2
-    assert creates[1] == creates[0] + 1  # no wait between the two creations
+    assert len(creates) == 3 and len(attaches) == 2  # the first creation was throttled once and retried
+    assert creates == list(range(creates[0], creates[0] + 3))  # no wait between the creations
     assert attaches[1] == attaches[0] + 1
-    polls = [name for name in calls[creates[1]:attaches[0]] if name == "DescribeVolumes"]
+    polls = [name for name in calls[creates[-1]:attaches[0]] if name == "DescribeVolumes"]
     assert polls  # the creations were waited for, together
 
 
@@ -459,20 +459,6 @@ def test_alicloud_replace_resets_the_disks_in_place_with_a_safety_group(clouds, 
 
     again = run_tasks([{RESTORE: {"snapshot_group_id": group_id}, "register": "again"}], twins.endpoints)["again"]
     assert again["changed"] is False and not again.get("failed"), again.get("msg")
-
-
-def test_alicloud_check_mode_resets_nothing(clouds, run_tasks):
-    twins = clouds.twins
-    iid = ali_id(clouds, "ali-check")
-    group_id = take_ali_set(twins, iid)[0]
-    twins.stats.reset()
-    run = run_tasks([{RESTORE: {"set_id": group_id}, "register": "plan"}], twins.endpoints, check=True)
-    assert run["plan"]["changed"] is True and not run["plan"].get("failed"), run["plan"].get("msg")
-    assert len(run["plan"]["device_map"]) == 2
-    counts = twins.stats.counts("alicloud")
-    for action in ("StopInstance", "ResetDisk", "CreateSnapshotGroup", "TagResources"):
-        assert counts.get(action, 0) == 0, action
-    assert ali_instance_status(twins, iid) == "Running"
 
 
 def test_alicloud_attach_mode_creates_disks_from_the_snapshots(clouds, run_tasks):
@@ -536,3 +522,21 @@ def test_alicloud_attach_failure_detaches_the_new_disks(clouds, run_tasks):
     result = run["restore"]
     assert result["failed"] is True and "attaching the restored volumes failed" in result["msg"], result["msg"]
     assert {dev: d.disk_id for dev, d in ali_disks(twins, iid).items()} == before
+
+
+def test_alicloud_disk_creation_error_leaves_the_instance_as_it_was(clouds, run_tasks):
+    twins = clouds.twins
+    iid = ali_id(clouds, "ali-createfail")
+    group_id = take_ali_set(twins, iid)[0]
+    before = {dev: d.disk_id for dev, d in ali_disks(twins, iid).items()}
+    with failing_calls(twins, "alicloud", "CreateDisk", "QuotaExceed.DiskCapacity", 2):
+        run = run_tasks([{RESTORE: {"snapshot_group_id": group_id, "mode": "attach"}, "register": "restore"}],
+                        twins.endpoints)
+    result = run["restore"]
+    assert result["failed"] is True and "creating the volumes failed" in result["msg"], result["msg"]
+    assert "QuotaExceed.DiskCapacity" in result["msg"]
+    assert {dev: d.disk_id for dev, d in ali_disks(twins, iid).items()} == before
+    (made,) = [e["volume_id"] for e in result["device_map"] if e["volume_id"]]
+    body = ecs(twins).describe_disks(ecs_models.DescribeDisksRequest(region_id=REGION, disk_ids=json.dumps([made]))).body
+    assert "appconsistent:restore-failed" in disk_tags(body.disks.disk[0])  # kept, tagged, never deleted
+    assert ali_instance_status(twins, iid) == "Running"

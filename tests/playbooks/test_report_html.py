@@ -78,13 +78,13 @@ def test_chromium_shows_one_row_per_host_with_its_outcome(mixed_backup):
     _twins, _run, reports = mixed_backup
     parsed = rendered_rows(reports / "fleet_backup.html")
     rows = {row["_host"]: row for row in parsed.rows}
-    assert set(rows) == {"sql-1", "legacy-1", "ali-web-1", "ali-sql-1"}
+    assert set(rows) == {"sql-1", "legacy-1", "ali-web-1", "ali-sql-1", "mystery"}
     assert "Achieved" in parsed.headers and "Error" in parsed.headers
     for host in ("sql-1", "ali-web-1", "ali-sql-1"):
         row = rows[host]
         assert row["_class"] == "ok" and row["status"].strip() == "OK"
         assert row["consistency"].strip() == "application" and row["consistency_requested"].strip() == "application"
-        assert row["set_id"].strip() and "snap-" in row["snapshots"] or "s-" in row["snapshots"]
+        assert row["set_id"].strip() and ("snap-" in row["snapshots"] or "s-" in row["snapshots"])
         assert not row["error"].strip()
     legacy = rows["legacy-1"]
     assert legacy["_class"] == "failed" and legacy["status"].strip() == "FAILED"

@@ -239,7 +239,7 @@ def test_mysql_server_down_is_application_not_ready(mysql_scripts):
 def test_mysql_lock_wait_timeout_gives_up_without_stalling_writers(mysql_scripts, mariadb_server):
     pre, _ = mysql_scripts("short_lock_wait")
     # A long write keeps FLUSH TABLES WITH READ LOCK waiting (running reads no longer do on MariaDB).
-    long_query = mariadb_server.sql_async("INSERT INTO app.t SELECT 39 FROM (SELECT SLEEP(25)) AS s")
+    long_query = mariadb_server.sql_async("INSERT INTO app.t SELECT 39 FROM (SELECT SLEEP(90)) AS s")
     try:
         time.sleep(0.5)
         result = run_script(pre, "pre-script")

@@ -362,7 +362,8 @@ class Ecs:
                 zone = inst.zone
             elif not zone:
                 raise missing("ZoneId")
-            if self.region_of_zone(zone) != region:
+            # A fleet may give an instance a zone of its own naming; such a zone belongs to the instance's region.
+            if self.region_of_zone(zone) != region and not any(i.zone == zone and i.region == region for i in self.instances.values()):
                 raise AliError("InvalidZoneId.NotFound", f"The specified zone {zone} does not exist in the region {region}.", 404)
             snap = None
             if p.get("SnapshotId"):

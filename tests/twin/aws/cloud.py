@@ -44,12 +44,23 @@ class AwsCloud:
         self.scheduler = Scheduler("aws-twin-scheduler")
         self.ec2 = self._new_ec2_backend()
         self.ext = Ec2Extension(self)
+        self._region_exts: Dict[str, Ec2Extension] = {self.region: self.ext}
         self.instances: Dict[str, FleetInstance] = {}  # id -> fleet instance (agent, execution, faults)
         self.moto_instances: Dict[str, Any] = {}  # id -> moto instance, for O(1) lookups at fleet scale
         self.endpoint_url: Optional[str] = None
         self._build()
 
-    def _new_ec2_backend(self):
+    def ext_for(self, region: Optional[str]) -> Ec2Extension:
+        """The twin's EC2 behaviour for ``region`` (one endpoint serves every region; the fleet lives in its own)."""
+        if not region or region == self.region:
+            return self.ext
+        with self.lock:
+            ext = self._region_exts.get(region)
+            if ext is None:
+                ext = self._region_exts[region] = Ec2Extension(self, self._new_ec2_backend(region))
+            return ext
+
+    def _new_ec2_backend(self, region: Optional[str] = None):
         """The account's EC2 backend, without moto's thousands of public AMIs and their snapshots.
 
         They would make every twin start slowly and crowd describe calls; the fleet uses its own image ids.
@@ -57,7 +68,7 @@ class AwsCloud:
         previous = os.environ.get("MOTO_EC2_LOAD_DEFAULT_AMIS")
         os.environ["MOTO_EC2_LOAD_DEFAULT_AMIS"] = "false"
         try:
-            return get_backend("ec2")[self.account_id][self.region]
+            return get_backend("ec2")[self.account_id][region or self.region]
         finally:
             if previous is None:
                 del os.environ["MOTO_EC2_LOAD_DEFAULT_AMIS"]
@@ -98,7 +109,7 @@ class AwsCloud:
         try:
             self._build_fleet()
         finally:
-            del ec2.describe_images
+            ec2.describe_images = describe_images
 
     def _build_fleet(self) -> None:
         zones = {z.name for z in self.ec2.describe_availability_zones()}

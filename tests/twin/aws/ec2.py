@@ -8,12 +8,14 @@ the objects it creates for subclasses that know about transitions (``creating``,
 
 from __future__ import annotations
 
+import copy
 import os
 import threading
 import time
 from typing import Any, Dict, List, Optional
 
 from moto.ec2.exceptions import EC2ClientError
+from moto.ec2.models.amis import Ami
 from moto.ec2.models.elastic_block_store import Snapshot, Volume
 from moto.ec2.models.instances import Instance
 from moto.ec2.utils import EC2_PREFIX_TO_RESOURCE, get_prefix
@@ -87,6 +89,34 @@ class TwinSnapshot(_FastTags, Snapshot):
         return "Snapshot creation failed (injected fault)" if self._twin_status == "error" else None
 
 
+class TwinAmi(_FastTags, Ami):
+    """An AMI whose block device mappings are the ones it was registered or created with."""
+
+    _twin_mappings: Optional[List[Dict[str, Any]]] = None
+
+    @property
+    def block_device_mappings(self) -> List[Dict[str, Any]]:
+        if self._twin_mappings is not None:
+            return self._twin_mappings
+        return super().block_device_mappings
+
+    def snapshot_ids(self) -> List[str]:
+        return [m["Ebs"]["SnapshotId"] for m in self.block_device_mappings if (m.get("Ebs") or {}).get("SnapshotId")]
+
+
+def raw_struct_list(prefix: str) -> List[Dict[str, str]]:
+    """``Prefix.N.Key.Sub=value`` query parameters as [{"Key.Sub": value}], in N order."""
+    params: Dict[str, List[str]] = getattr(REQUEST, "params", None) or {}
+    items: Dict[int, Dict[str, str]] = {}
+    for key, values in params.items():
+        if not key.startswith(prefix + "."):
+            continue
+        index, _sep, rest = key[len(prefix) + 1:].partition(".")
+        if index.isdigit() and rest:
+            items.setdefault(int(index), {})[rest] = values[0]
+    return [items[i] for i in sorted(items)]
+
+
 def raw_param(name: str) -> List[str]:
     """Values of a query parameter of the current request (``Name``, ``Name.1``, ``Name.2``...)."""
     params: Dict[str, List[str]] = getattr(REQUEST, "params", None) or {}
@@ -103,15 +133,16 @@ def raw_param(name: str) -> List[str]:
 class Ec2Extension:
     """Installs the twin's behaviour on one moto EC2 backend."""
 
-    def __init__(self, cloud) -> None:
+    def __init__(self, cloud, backend=None) -> None:
         self.cloud = cloud
-        self.backend = cloud.ec2
+        self.backend = backend if backend is not None else cloud.ec2
+        self.region = self.backend.region_name
         self.volume_images: Dict[str, str] = {}
         self.snapshot_images: Dict[str, str] = {}
         self._orig: Dict[str, Any] = {}
-        for name in ("create_volume", "attach_volume", "detach_volume", "delete_volume", "create_snapshot",
+        for name in ("copy_snapshot", "create_volume", "attach_volume", "detach_volume", "delete_volume", "create_snapshot",
                      "create_snapshots", "delete_snapshot", "stop_instances", "start_instances", "describe_snapshots",
-                     "describe_volumes"):
+                     "describe_volumes", "register_image", "create_image", "describe_images"):
             self._orig[name] = getattr(self.backend, name)
             setattr(self.backend, name, getattr(self, name))
 
@@ -156,18 +187,45 @@ class Ec2Extension:
         if snapshot_id and snapshot_id in self.snapshot_images and self.cloud.blockstore:
             self.volume_images[volume.id] = self.cloud.blockstore.volume_from_snapshot(
                 self.snapshot_images[snapshot_id], size_gib=volume.size)
+        fails = self._create_volume_fails(snapshot_id)
         if self.latency.transition("volume_create") > 0:
             volume._twin_state = "creating"
 
             def done():
-                volume._twin_state = None
+                volume._twin_state = "error" if fails else None
             self._later("volume_create", done)
+        elif fails:
+            volume._twin_state = "error"
         return volume
+
+    def _volume_faults(self, volume_id: Optional[str]) -> Dict[str, Any]:
+        return dict((self.faults.get("volumes") or {}).get(volume_id or "", {}))
+
+    def _create_volume_fails(self, snapshot_id: Optional[str]) -> bool:
+        """Fault ``create_volume_error``: globally (true or a rate), for the snapshot's source volume or instance."""
+        setting = self.faults.get("create_volume_error")
+        if setting is True or (isinstance(setting, (int, float)) and not isinstance(setting, bool) and self.faults.chance(setting)):
+            return True
+        if not snapshot_id or snapshot_id not in self.backend.snapshots:
+            return False
+        snapshot = self.backend.snapshots[snapshot_id]
+        source = getattr(snapshot.volume, "id", None)
+        if self._volume_faults(source).get("create_volume_error"):
+            return True
+        owners = {t["value"] for t in snapshot.get_tags() if t["key"] == "appconsistent:instance-id"}
+        attachment = getattr(snapshot.volume, "attachment", None)
+        if attachment is not None:
+            owners.add(attachment.instance.id)
+        return any(self.cloud.instance_faults(i).get("create_volume_error") for i in owners if i in self.cloud.instances)
 
     def attach_volume(self, volume_id: str, instance_id: str, device_path: str, delete_on_termination: bool = False):
         volume = self.backend.get_volume(volume_id)
-        if volume.status == "creating":
+        if volume.status in ("creating", "error"):
             raise EC2ClientError("IncorrectState", f"Volume '{volume_id}' is not 'available'.")
+        failure = self._volume_faults(volume_id).get("attach_error") or self.cloud.instance_faults(instance_id).get("attach_error")
+        if failure:
+            code = failure if isinstance(failure, str) else "IncorrectState"
+            raise EC2ClientError(code, f"Attaching volume '{volume_id}' to instance '{instance_id}' failed (injected fault).")
         if volume.attachment is not None or volume.status == "in-use":
             raise EC2ClientError("VolumeInUse", f"vol '{volume_id}' is already attached to an instance")
         attachment = self._orig["attach_volume"](volume_id, instance_id, device_path, delete_on_termination)
@@ -250,6 +308,81 @@ class Ec2Extension:
                 snapshot._twin_status = final
             self._later("snapshot_complete", done)
         return snapshot
+
+    def snapshot_details(self, snapshot_id: str) -> Optional[tuple]:
+        """(StartTime with milliseconds, FullSnapshotSizeInBytes) of a snapshot of this backend, or None."""
+        snapshot = self.backend.snapshots.get(snapshot_id)
+        if snapshot is None:
+            return None
+        start = snapshot.start_time.strftime("%Y-%m-%dT%H:%M:%S.") + f"{snapshot.start_time.microsecond // 1000:03d}Z"
+        image = self.snapshot_images.get(snapshot_id)
+        size = None
+        if image:
+            try:
+                size = os.stat(image).st_blocks * 512
+            except OSError:
+                size = None
+        if size is None:
+            size = int(getattr(snapshot.volume, "size", 0) or 0) * 2 ** 30
+        return start, size
+
+    def _complete_later(self, snapshot, final: str = "completed") -> None:
+        duration = self.latency.transition("snapshot_complete")
+        if duration <= 0:
+            snapshot._twin_status = final
+            return
+        snapshot._twin_status = "pending"
+        snapshot._twin_started = time.monotonic()
+        snapshot._twin_duration = duration
+
+        def done():
+            snapshot._twin_status = final
+        self._later("snapshot_complete", done)
+
+    def copy_snapshot(self, source_snapshot_id: str, source_region: str, description: str, kms_key_id: Optional[str]):
+        """CopySnapshot into this region: the block image is copied, the copy is pending for ``snapshot_complete``.
+
+        At most ``copy_snapshot_limit`` (fault setting, default 5) copies are in flight per destination region;
+        one more is ``ResourceLimitExceeded``, as on AWS.
+        """
+        limit = int(self.faults.get("copy_snapshot_limit", 5))
+        in_flight = [s for s in self.own_snapshots() if getattr(s, "_twin_copy", False) and s.status == "pending"]
+        if len(in_flight) >= limit:
+            raise EC2ClientError("ResourceLimitExceeded", f"You have reached the maximum number of concurrent snapshot copies "
+                                                          f"({limit}) for the destination region {self.region}.")
+        source_ext = self.cloud.ext_for(source_region)
+        encrypted = (raw_param("Encrypted") or ["false"])[0].lower() == "true"
+        if kms_key_id and not encrypted and not source_ext.backend.get_snapshot(source_snapshot_id).encrypted:
+            raise EC2ClientError("InvalidParameterDependency", "The parameter KmsKeyId requires the parameter Encrypted to be set.")
+        snapshot = self._orig["copy_snapshot"](source_snapshot_id, source_region, description, kms_key_id)
+        snapshot.__class__ = TwinSnapshot
+        snapshot._twin_copy = True
+        if encrypted:
+            snapshot.encrypted = True
+        image = source_ext.snapshot_images.get(source_snapshot_id)
+        if image and self.cloud.blockstore:
+            self.snapshot_images[snapshot.id] = self.cloud.blockstore.snapshot(image)
+        self._complete_later(snapshot)
+        return snapshot
+
+    def intercept(self, action: str) -> Optional[bytes]:
+        """Answer a request moto misreads, or None to let moto answer it."""
+        if action == "ModifySnapshotAttribute":
+            changes = {op: raw_struct_list(f"CreateVolumePermission.{op}") for op in ("Add", "Remove")}
+            if not any(changes.values()):
+                return None
+            snapshot_id = (raw_param("SnapshotId") or [""])[0]
+            for op, items in changes.items():
+                users = [i["UserId"] for i in items if i.get("UserId")]
+                groups = [i["Group"] for i in items if i.get("Group")]
+                if op == "Add":
+                    self.backend.add_create_volume_permission(snapshot_id, user_ids=users, groups=groups)
+                else:
+                    self.backend.remove_create_volume_permission(snapshot_id, user_ids=users, groups=groups)
+            return (b'<?xml version="1.0" encoding="UTF-8"?>\n<ModifySnapshotAttributeResponse '
+                    b'xmlns="http://ec2.amazonaws.com/doc/2016-11-15/"><requestId>twin</requestId>'
+                    b'<return>true</return></ModifySnapshotAttributeResponse>')
+        return None
 
     def volumes_of(self, instance) -> List[tuple]:
         """(device, volume id) of the instance's attached volumes, in device order."""
@@ -338,11 +471,97 @@ class Ec2Extension:
             self.cloud.blockstore.delete(image)
         return snapshot
 
+    # -- images ---------------------------------------------------------------------------------
+    def _drop_placeholder_snapshot(self, ami) -> None:
+        """moto gives every AMI a made-up 15 GiB snapshot; the twin's AMIs use their real mappings instead."""
+        placeholder = getattr(ami, "ebs_snapshot", None)
+        if placeholder is not None and self.backend.snapshots.get(placeholder.id) is placeholder:
+            del self.backend.snapshots[placeholder.id]
+
+    def register_image(self, name: Optional[str] = None, description: Optional[str] = None):
+        """RegisterImage with the request's BlockDeviceMappings (SnapshotId, VolumeSize...) and RootDeviceName."""
+        ami = self._orig["register_image"](name, description)
+        ami.__class__ = TwinAmi
+        requested = raw_struct_list("BlockDeviceMapping")
+        mappings = []
+        for item in requested:
+            mapping: Dict[str, Any] = {"DeviceName": item.get("DeviceName")}
+            snapshot_id = item.get("Ebs.SnapshotId")
+            if snapshot_id:
+                snapshot = self.backend.get_snapshot(snapshot_id)
+                size = int(item.get("Ebs.VolumeSize") or snapshot.volume.size)
+                if size < snapshot.volume.size:
+                    raise EC2ClientError("InvalidBlockDeviceMapping", f"Volume of {size} GiB is smaller than snapshot "
+                                                                      f"'{snapshot_id}', expect size >= {snapshot.volume.size} GiB")
+                mapping["Ebs"] = {"SnapshotId": snapshot_id, "VolumeSize": size,
+                                  "VolumeType": item.get("Ebs.VolumeType") or "gp3",
+                                  "DeleteOnTermination": (item.get("Ebs.DeleteOnTermination") or "true").lower() == "true",
+                                  "Encrypted": snapshot.encrypted}
+            elif item.get("VirtualName"):
+                mapping["VirtualName"] = item["VirtualName"]
+            mappings.append(mapping)
+        if mappings:
+            self._drop_placeholder_snapshot(ami)
+            ami._twin_mappings = mappings
+            root = (raw_param("RootDeviceName") or [None])[0] or mappings[0]["DeviceName"]
+            ami.root_device_name = root
+            ami.root_device_type = "ebs"
+        return ami
+
+    def create_image(self, instance_id: str, name: str, description: str, tag_specifications: List[Dict[str, Any]]):
+        """CreateImage: a snapshot of every attached volume (tagged from TagSpecifications), mapped by device."""
+        image_specs = [t for t in tag_specifications or [] if t.get("ResourceType") != "snapshot"]
+        snapshot_tags = {t["Key"]: t["Value"] for spec in tag_specifications or [] if spec.get("ResourceType") == "snapshot"
+                         for t in spec.get("Tags") or []}
+        instance = self.backend.get_instance(instance_id)
+        ami = self._orig["create_image"](instance_id, name, description, tag_specifications=image_specs)
+        ami.__class__ = TwinAmi
+        self._drop_placeholder_snapshot(ami)
+        mappings = []
+        for dev, vid in self.volumes_of(instance):
+            snapshot = self._snapshot(vid, f"Created by CreateImage({instance_id}) for {ami.id}", from_ami=ami.id)
+            if snapshot_tags:
+                self.backend.create_tags([snapshot.id], snapshot_tags)
+            volume = self.backend.get_volume(vid)
+            mappings.append({"DeviceName": dev, "Ebs": {"SnapshotId": snapshot.id, "VolumeSize": volume.size,
+                                                        "VolumeType": volume.volume_type, "DeleteOnTermination": dev == instance.root_device_name,
+                                                        "Encrypted": bool(volume.encrypted)}})
+        ami._twin_mappings = mappings
+        ami.root_device_name = instance.root_device_name
+        ami.root_device_type = "ebs"
+        return ami
+
+    def describe_images(self, ami_ids: Optional[List[str]] = None, filters: Optional[Dict[str, Any]] = None,
+                        exec_users: Optional[List[str]] = None, owners: Optional[List[str]] = None):
+        """DescribeImages, also with the ``block-device-mapping.*`` filters moto lacks."""
+        filters = dict(filters or {})
+        by_snapshot = filters.pop("block-device-mapping.snapshot-id", None)
+        by_device = filters.pop("block-device-mapping.device-name", None)
+        images = self._orig["describe_images"](ami_ids=ami_ids, filters=filters or None, exec_users=exec_users, owners=owners)
+        if by_snapshot is not None:
+            wanted = set(by_snapshot if isinstance(by_snapshot, list) else [by_snapshot])
+            images = [i for i in images if wanted & {m["Ebs"]["SnapshotId"] for m in i.block_device_mappings
+                                                    if (m.get("Ebs") or {}).get("SnapshotId")}]
+        if by_device is not None:
+            wanted = set(by_device if isinstance(by_device, list) else [by_device])
+            images = [i for i in images if wanted & {m.get("DeviceName") for m in i.block_device_mappings}]
+        return images
+
     # -- instances ------------------------------------------------------------------------------
     def stop_instances(self, instance_ids: List[str]):
-        result = self._orig["stop_instances"](instance_ids)
+        force = (raw_param("Force") or ["false"])[0].lower() == "true"
+        hanging = [] if force else [i for i in instance_ids if self.cloud.instance_faults(i).get("stop_hang")]
+        result = self._orig["stop_instances"]([i for i in instance_ids if i not in hanging]) if len(hanging) < len(instance_ids) else []
+        for instance in self.backend.get_multi_instances_by_id(hanging):
+            # the guest never finishes shutting down: the instance stays stopping until a forced stop
+            previous = copy.copy(instance._state)
+            if instance._state.name in ("running", "pending"):
+                instance._state.name, instance._state.code = "stopping", 64
+            result.append((instance, previous))
         if self.latency.transition("instance_stop") > 0:
             for instance, _previous in result:
+                if instance.id in hanging:
+                    continue
                 instance._state.name, instance._state.code = "stopping", 64
 
                 def done(inst=instance):

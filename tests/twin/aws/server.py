@@ -10,16 +10,18 @@ from __future__ import annotations
 import io
 import json
 import logging
+import re
 import threading
 import urllib.parse
 import uuid
 from dataclasses import dataclass, field
-from typing import Any, Dict, Optional
+from typing import Any, Dict, List, Optional
 from xml.sax.saxutils import escape
 
 from werkzeug.serving import WSGIRequestHandler, make_server
 
 from moto.backends import get_backend
+from moto.ec2.exceptions import EC2ClientError
 from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app
 
 from twin.aws.cloud import AwsCloud
@@ -35,6 +37,9 @@ from twin.core.stats import CallCounter
 LOG = logging.getLogger(__name__)
 PROVIDER = "aws"
 SERVICES = ("ec2", "iam", "sts", "ssm")
+SNAPSHOT_ACTIONS = ("DescribeSnapshots", "CreateSnapshot", "CreateSnapshots", "CopySnapshot")
+XML_TAG = re.compile(rb"<(/?)([A-Za-z][A-Za-z0-9]*)(?:\s[^>]*)?>")
+START_TIME = re.compile(rb"<startTime>[^<]*</startTime>")
 THROTTLE_MESSAGES = {
     "RequestLimitExceeded": "Request limit exceeded.",
     "SnapshotCreationPerVolumeRateExceeded": "The maximum per volume CreateSnapshot request rate has been exceeded. "
@@ -53,6 +58,15 @@ def _service_of(environ) -> str:
     if target.startswith("AmazonSSM."):
         return "ssm"
     return "ec2"
+
+
+def _region_of(environ) -> Optional[str]:
+    auth = environ.get("HTTP_AUTHORIZATION", "")
+    if "Credential=" in auth:
+        parts = auth.split("Credential=", 1)[1].split(",", 1)[0].split("/")
+        if len(parts) >= 4:
+            return parts[2]
+    return None
 
 
 def _xml_error(service: str, code: str, message: str) -> bytes:
@@ -107,6 +121,7 @@ class AwsTwinApp:
             payload = _xml_error(service, code, THROTTLE_MESSAGES.get(code, f"Injected fault: {code}"))
             start_response(status, [("Content-Type", "text/xml"), ("Content-Length", str(len(payload)))])
             return [payload]
+        ext = self.cloud.ext_for(_region_of(environ)) if service == "ec2" else self.cloud.ext
         REQUEST.params = params
         REQUEST.action = action
         REQUEST.next_token = None
@@ -117,7 +132,18 @@ class AwsTwinApp:
             return lambda data: None
         try:
             with self.cloud.lock:
-                payload = b"".join(self.moto(environ, capture))
+                try:
+                    own = ext.intercept(action) if service == "ec2" else None
+                except EC2ClientError as exc:
+                    own = None
+                    captured["status"], captured["headers"] = "400 Bad Request", [("Content-Type", "text/xml")]
+                    payload = _xml_error(service, exc.code, exc.message)
+                else:
+                    if own is not None:
+                        captured["status"], captured["headers"] = "200 OK", [("Content-Type", "text/xml")]
+                        payload = own
+                    else:
+                        payload = b"".join(self.moto(environ, capture))
             token = REQUEST.next_token
         finally:
             REQUEST.params = None
@@ -127,10 +153,41 @@ class AwsTwinApp:
             # moto answers these describes in one page; the twin pages them and adds the token
             closing = f"</{action}Response>".encode()
             payload = payload.replace(closing, f"<nextToken>{token}</nextToken>".encode() + closing)
+        if action in SNAPSHOT_ACTIONS and captured["status"].startswith("200"):
+            payload = self._snapshot_details(payload, ext)
         headers = [(k, v) for k, v in captured["headers"] if k.lower() != "content-length"]
         headers.append(("Content-Length", str(len(payload))))
         start_response(captured["status"], headers)
         return [payload]
+
+    @staticmethod
+    def _snapshot_details(payload: bytes, ext) -> bytes:
+        """What moto's snapshot answers lack: millisecond StartTime (sets are ranked by it) and FullSnapshotSizeInBytes."""
+        stack: List[List[Any]] = []  # [tag, start offset, snapshot id]
+        edits = []
+        for match in XML_TAG.finditer(payload):
+            closing, tag = match.group(1), match.group(2)
+            if not closing:
+                if tag == b"snapshotId" and stack:
+                    end = payload.find(b"<", match.end())
+                    stack[-1][2] = payload[match.end():end].decode()
+                stack.append([tag, match.end(), None])
+                continue
+            if not stack:
+                continue
+            opened_tag, begin, snapshot_id = stack.pop()
+            if opened_tag != tag or not snapshot_id:
+                continue
+            details = ext.snapshot_details(snapshot_id)
+            if details:
+                body = payload[begin:match.start()]
+                body = START_TIME.sub(b"<startTime>" + details[0].encode() + b"</startTime>", body, count=1)
+                if b"<fullSnapshotSizeInBytes>" not in body:
+                    body += f"<fullSnapshotSizeInBytes>{details[1]}</fullSnapshotSizeInBytes>".encode()
+                edits.append((begin, match.start(), body))
+        for begin, end, body in reversed(edits):
+            payload = payload[:begin] + body + payload[end:]
+        return payload
 
     def _ssm(self, action: str, body: bytes, start_response):
         self.cloud.stats.record(PROVIDER, action)

@@ -25,6 +25,7 @@ from typing import Any, Dict, List, Optional, Tuple
 
 from twin.aws.documents import DocumentError, DocumentStore, resolve_parameters, substitute
 from twin.aws.vss import run_vss
+from twin.core.freeze_helper import HelperSimulator, Outcome
 from twin.core.runner import run_local
 
 TERMINAL = ("Success", "Failed", "TimedOut", "Cancelled")
@@ -75,6 +76,54 @@ def _limit(value: str, total: int, name: str) -> int:
             raise SsmError("ValidationException", f"{name} percentage must not exceed 100")
         return max(1, -(-total * number // 100)) if name == "MaxConcurrency" else total * number // 100
     return number
+
+
+def _json_default(value: Any) -> str:
+    return value.isoformat() if hasattr(value, "isoformat") else str(value)
+
+
+def _shorthand(text: str) -> Dict[str, Any]:
+    """The AWS CLI's shorthand ``InstanceId=i-1,ExcludeBootVolume=true`` for a flat structure."""
+    out: Dict[str, Any] = {}
+    for part in text.split(","):
+        key, _sep, value = part.partition("=")
+        out[key.strip()] = {"true": True, "false": False}.get(value.strip().lower(), value.strip())
+    return out
+
+
+def parse_create_snapshots(argv: List[str]) -> Optional[Dict[str, Any]]:
+    """CreateSnapshots parameters from ``aws ec2 create-snapshots ...`` or the collection's boto3 snippet, else None."""
+    if len(argv) >= 3 and argv[0].rsplit("/", 1)[-1] == "aws" and argv[1:3] == ["ec2", "create-snapshots"]:
+        params: Dict[str, Any] = {}
+        args = argv[3:]
+        i = 0
+        while i < len(args):
+            opt, value = args[i], (args[i + 1] if i + 1 < len(args) else "")
+            i += 2
+            if opt == "--instance-specification":
+                params["InstanceSpecification"] = json.loads(value) if value.lstrip().startswith("{") else _shorthand(value)
+            elif opt == "--tag-specifications":
+                params["TagSpecifications"] = json.loads(value)
+            elif opt == "--copy-tags-from-source":
+                params["CopyTagsFromSource"] = value
+            elif opt == "--description":
+                params["Description"] = value
+            elif opt == "--region":
+                params["region"] = value
+            elif opt in ("--output", "--query", "--profile"):
+                continue
+            elif opt in ("--dry-run", "--no-dry-run"):
+                i -= 1
+            else:
+                return None
+        return params if "InstanceSpecification" in params else None
+    if len(argv) >= 6 and "python" in argv[0].rsplit("/", 1)[-1] and argv[1] == "-c" and "create_snapshots" in argv[2]:
+        params = {"region": argv[3], "InstanceSpecification": json.loads(argv[4]), "TagSpecifications": json.loads(argv[5]),
+                  "CopyTagsFromSource": "volume"}
+        if len(argv) > 6:
+            params["Description"] = argv[6]
+        return params
+    return None
 
 
 class Plugin:
@@ -187,6 +236,8 @@ class SsmService:
         self.commands: Dict[str, Command] = {}
         self.order: List[str] = []
         self.pool = ThreadPoolExecutor(max_workers=64, thread_name_prefix="aws-twin-agent")
+        self.helper = HelperSimulator(cloud.latency)
+        self._api_clients: Dict[str, Any] = {}
         self.lock = threading.RLock()
 
     def close(self) -> None:
@@ -403,7 +454,10 @@ class SsmService:
 
     def _execute(self, command: Command, inv: Invocation) -> None:
         try:
-            status, details, code, delay = self._run(command, inv)
+            outcome = self._run(command, inv)
+            if outcome is None:  # answered later by the freeze helper simulation
+                return
+            status, details, code, delay = outcome
         except Exception as exc:  # pylint: disable=broad-except
             for plugin in inv.plugins:
                 plugin.stderr = f"twin agent error: {exc}"
@@ -418,7 +472,7 @@ class SsmService:
                 "AWS_ACCESS_KEY_ID": cloud.access_key_id or "", "AWS_SECRET_ACCESS_KEY": cloud.secret_access_key or "",
                 "AWS_DEFAULT_REGION": cloud.region, "AWS_REGION": cloud.region}
 
-    def _run(self, command: Command, inv: Invocation) -> Tuple[str, str, int, float]:
+    def _run(self, command: Command, inv: Invocation) -> Optional[Tuple[str, str, int, float]]:
         """Execute the document on one instance; returns (status, details, exit code, extra seconds before done)."""
         doc = command.doc
         fleet_inst = self.cloud.fleet_instance(inv.instance_id)
@@ -448,7 +502,75 @@ class SsmService:
         timeout = float(command.params.get("executionTimeout") or 3600)
         if fleet_inst.execution == "local" and platform == "linux" and doc["kind"] in ("shell", "custom"):
             return self._run_local(command, inv, timeout)
+        if platform == "linux" and doc["kind"] == "shell":
+            script = substitute("{{ commands }}", command.params)
+            if self.helper.recognises(script) and self._simulate_helper(command, inv, script, faults, timeout):
+                return None
         return self._simulate(inv, faults, timeout)
+
+    # -- the freeze helper on simulated instances -------------------------------------------------
+    def _mounts(self, instance_id: str) -> Tuple[List[str], Optional[List[str]]]:
+        """(what ``mounts: auto`` finds, the instance's only mount points or None when the fleet names none)."""
+        data = [v for v in self.cloud.fleet_instance(instance_id).volumes if not v.boot]
+        named = [v.mount for v in data if v.mount]
+        if named:
+            return named, named
+        return [f"/mnt/{v.device.rsplit('/', 1)[-1]}" for v in data], None
+
+    def _simulate_helper(self, command: Command, inv: Invocation, script: str, faults: Dict[str, Any], timeout: float) -> bool:
+        def done(outcome: Outcome) -> None:
+            if outcome.duration > timeout:
+                status, details, code, delay = "TimedOut", "ExecutionTimedOut", -1, timeout
+            else:
+                status, details, code, delay = ("Success" if outcome.code == 0 else "Failed"), \
+                    ("Success" if outcome.code == 0 else "Failed"), outcome.code, outcome.duration
+            # what the agent reports appears when the command ends, not before
+            remaining = max(0.0, (inv.start or time.time()) + delay - time.time())
+
+            def report() -> None:
+                for plugin in inv.plugins:
+                    plugin.stdout, plugin.stderr, plugin.code = outcome.stdout, outcome.stderr, code
+                    plugin.end = time.time()
+                self._finish(command, inv, status, details, code)
+            self._later(remaining + self.cloud.latency.report("aws"), report)
+
+        def defer(delay: float, func) -> None:
+            self._later(delay, lambda: self.pool.submit(func))
+
+        auto, known = self._mounts(inv.instance_id)
+        return self.helper.execute(inv.instance_id, script, faults, auto, known,
+                                   self._instance_api_call, defer, done)
+
+    def _api_client(self, region: str):
+        """The instance's own EC2 client (its role's credentials), calling the twin like the CLI would."""
+        with self.lock:
+            client = self._api_clients.get(region)
+            if client is None:
+                import boto3  # pylint: disable=import-outside-toplevel
+                from botocore.config import Config  # pylint: disable=import-outside-toplevel
+                client = boto3.session.Session().client(
+                    "ec2", endpoint_url=self.cloud.endpoint_url, region_name=region,
+                    aws_access_key_id=self.cloud.access_key_id, aws_secret_access_key=self.cloud.secret_access_key,
+                    config=Config(retries={"mode": "standard", "max_attempts": 3}, max_pool_connections=64))
+                self._api_clients[region] = client
+            return client
+
+    def _instance_api_call(self, argv: List[str]) -> Tuple[int, str, str]:
+        """The command ``run`` starts while frozen: CreateSnapshots by the AWS CLI or boto3, answered by this twin."""
+        params = parse_create_snapshots(argv)
+        if params is None:
+            name = argv[0] if argv else ""
+            return 127, "", f"{name}: the twin does not simulate this command on a simulated instance\n"
+        region = params.pop("region", None) or self.cloud.region
+        from botocore.exceptions import ClientError  # pylint: disable=import-outside-toplevel
+        try:
+            result = self._api_client(region).create_snapshots(**params)
+        except ClientError as exc:
+            err = exc.response.get("Error", {})
+            return 254, "", (f"\nAn error occurred ({err.get('Code')}) when calling the CreateSnapshots operation: "
+                             f"{err.get('Message')}\n")
+        result.pop("ResponseMetadata", None)
+        return 0, json.dumps(result, indent=4, default=_json_default) + "\n", ""
 
     def _run_local(self, command: Command, inv: Invocation, timeout: float) -> Tuple[str, str, int, float]:
         doc = command.doc

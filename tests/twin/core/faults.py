@@ -38,7 +38,7 @@ class Faults:
     def update(self, spec: Dict[str, Any]) -> None:
         """Merge ``spec`` into the current settings.
 
-        ``api_errors`` rules are appended; ``instances`` entries are merged per instance;
+        ``api_errors`` rules are appended; ``instances`` and ``volumes`` entries are merged per resource;
         other keys replace the previous value (``None`` removes a key).
         """
         if not isinstance(spec, dict):
@@ -54,8 +54,8 @@ class Faults:
             for key, value in spec.items():
                 if key == "api_errors":
                     continue
-                if key == "instances":
-                    current = self._spec.setdefault("instances", {})
+                if key in ("instances", "volumes"):
+                    current = self._spec.setdefault(key, {})
                     for inst, faults in (value or {}).items():
                         if faults is None:
                             current.pop(inst, None)

@@ -57,6 +57,8 @@ REALISTIC: Dict[str, Any] = {
         "instance_start": 15.0,
         "appconsistent_tag_lag": 2.0,
         "vss_freeze": 3.0,
+        "freeze_duration": 1.0,
+        "thaw_duration": 0.5,
     },
 }
 

@@ -291,8 +291,8 @@ def test_device_from_the_vss_tag_when_ours_is_missing():
 def test_delete_after_option_overrides_the_source_retention():
     api = FakeCopyApi([source_member("snap-0", "/dev/xvdf", **{ss.TAG_DELETE_AFTER: "2027-01-01T00:00:00Z"})])
     run_copy(api, delete_after="30d")
-    (tags,) = api.tags.values()
-    assert tags[ss.TAG_DELETE_AFTER] == "2026-12-23T06:00:00Z"
+    tags = list(api.tags.values())[0]
+    assert len(api.tags) == 1 and tags[ss.TAG_DELETE_AFTER] == "2026-12-23T06:00:00Z"
 
 
 def test_encryption_options_reach_every_copy():

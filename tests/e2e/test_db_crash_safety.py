@@ -1,0 +1,291 @@
+"""Crash safety with a real database lock: MariaDB's FLUSH TABLES WITH READ LOCK, held by the
+mysql profile's prescript, on a filesystem that the freeze helper freezes on a local AWS twin
+instance.
+
+``ansible-playbook`` is killed with SIGKILL at each step of the controller-initiated cycle (after
+the prescript, after the freeze, after the snapshot call, before the thaw), the thaw command's
+delivery is lost, and the helper itself is killed in the instance-initiated cycle. Each time,
+within ``freeze_timeout`` + 2 s the filesystem takes writes again and the database lock is gone
+(the watchdog thaws and runs the postscript, which ends the lock session), and the next run
+succeeds. The kill between freeze and thaw without a database is in
+``test_app_consistent_group_aws.py``; refusals and nested mounts are in ``test_freeze_helper.py``.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from e2e import db
+from e2e.conftest import FilesystemFactory, e2e_unavailable_reason
+
+REASON = e2e_unavailable_reason() or db.unavailable_reason()
+pytestmark = [pytest.mark.skipif(REASON is not None, reason=str(REASON)), pytest.mark.timeout(600)]
+
+ACG = "appconsistent.snapshots.app_consistent_group"
+FREEZE_TIMEOUT = 4
+BOUND = FREEZE_TIMEOUT + 2
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def lab(tmp_path_factory):
+    workdir = tmp_path_factory.mktemp("dbcrash")
+    the_lab = db.DbLab(workdir, FilesystemFactory, databases=("mariadb",), marker=workdir / "prescript-done")
+    try:
+        the_lab.setup()
+        the_lab.start_writers()
+        yield the_lab
+    finally:
+        problems = the_lab.teardown()
+    assert not problems, problems
+
+
+@pytest.fixture
+def clean_twins(lab):
+    lab.twins.latency.update("zero")
+    lab.twins.faults.reset()
+    lab.twins.stats.reset()
+    try:
+        yield lab.twins
+    finally:
+        lab.twins.latency.update("zero")
+        lab.twins.faults.reset()
+
+
+def group(lab, initiator="controller"):
+    return {ACG: {"provider": "aws", "instance_ids": [lab.aws_instance], "mounts": lab.mountpoints(),
+                  "pre_script_path": str(lab.prescript), "post_script_path": str(lab.postscript),
+                  "freeze_helper_path": str(lab.helper), "freeze_timeout": FREEZE_TIMEOUT, "initiator": initiator,
+                  "exclude_boot_disk": True, "delete_after": "1d"}}
+
+
+class Playbook:
+    """An ansible-playbook run in its own process group, so that SIGKILL takes all of it."""
+
+    def __init__(self, tmp_path, tasks, endpoints):
+        from conftest import COLLECTIONS, connection_defaults  # pylint: disable=import-outside-toplevel
+        play = [{"hosts": "localhost", "gather_facts": False, "tasks": tasks,
+                 "module_defaults": {"group/appconsistent.snapshots.snapshots": connection_defaults(endpoints)}}]
+        path = tmp_path / "killed.yml"
+        path.write_text(yaml.safe_dump(play, sort_keys=False))
+        env = dict(os.environ, ANSIBLE_COLLECTIONS_PATH=COLLECTIONS, ANSIBLE_PYTHON_INTERPRETER=sys.executable,
+                   ANSIBLE_NOCOLOR="1")
+        self.proc = subprocess.Popen([str(Path(sys.executable).parent / "ansible-playbook"), "-i", "localhost,", "-c",
+                                      "local", str(path)], env=env, start_new_session=True,
+                                     stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+    def kill(self) -> float:
+        try:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        return time.monotonic()
+
+    def output(self, timeout=120) -> str:
+        try:
+            out, _ = self.proc.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.kill()
+            out, _ = self.proc.communicate(timeout=30)
+        return out or ""
+
+
+def frozen(mount) -> bool:
+    """True while a write to the mount does not complete within half a second."""
+    probe = subprocess.Popen(["sh", "-c", f"echo x > '{mount}/.probe'"], start_new_session=True)
+    try:
+        probe.wait(timeout=0.5)
+        return False
+    except subprocess.TimeoutExpired:
+        return True
+    finally:
+        if probe.poll() is None:
+            os.killpg(probe.pid, signal.SIGKILL)
+            probe.wait()
+
+
+def wait_until(predicate, seconds, what, step=0.05):
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(step)
+    raise AssertionError(f"{what} within {seconds}s")
+
+
+def lock_session(lab) -> str | None:
+    """The connection id of the prescript's FTWRL session, while it is held."""
+    out = lab.state_dir / "mysql" / "session.out"
+    try:
+        for line in out.read_text().splitlines():
+            if line.startswith("APPCONSISTENT_CONNECTION "):
+                return line.split()[1]
+    except OSError:
+        return None
+    return None
+
+
+def assert_released_within(lab, since: float, connection: str | None):
+    """The filesystem takes writes, the writer commits again and the lock session is gone, by the bound."""
+    mount = lab.mounts["mariadb"].mountpoint
+    server = lab.servers["mariadb"]
+    wait_until(lambda: not frozen(mount), BOUND, "the filesystem was not thawed", step=0.1)
+    remaining = BOUND - (time.monotonic() - since)
+    assert remaining > 0, f"thawed only {time.monotonic() - since:.1f}s after the kill"
+    probe = db.run(server.client("app", "-e", "INSERT INTO seq (n) SELECT -COUNT(*) - 1 FROM seq WHERE n < 0"),
+                   check=False, timeout=max(1, remaining))
+    assert probe.returncode == 0, probe.stderr
+    assert time.monotonic() - since <= BOUND, f"the database took writes only {time.monotonic() - since:.1f}s later"
+    assert lab.writers["mariadb"].progress_within(2), "the writer did not commit again"
+    if connection is not None:
+        left = server.sql(f"SELECT COUNT(*) FROM information_schema.PROCESSLIST WHERE ID = {connection}").stdout.strip()
+        assert left == "0", f"the lock session {connection} is still on the server"
+    wait_until(lambda: not (lab.state_dir / "mysql" / "session.pid").exists(), 5, "the lock session state was not cleared")
+
+
+def assert_next_run_succeeds(lab, run_tasks, initiator="controller"):
+    lab.twins.latency.update("zero")
+    lab.twins.faults.reset()
+    run = run_tasks([dict(group(lab, initiator), register="again")], lab.twins.endpoints)
+    assert not run["again"].get("failed"), run["again"].get("msg")
+    assert run["again"]["results"][0]["consistency"] == "application"
+
+
+def marker_lines(lab) -> int:
+    try:
+        return len(lab.marker.read_text().splitlines())
+    except OSError:
+        return 0
+
+
+def test_sigkill_after_the_prescript(lab, clean_twins, run_tasks, tmp_path):
+    before = marker_lines(lab)
+    book = Playbook(tmp_path, [group(lab)], clean_twins.endpoints)
+    try:
+        wait_until(lambda: marker_lines(lab) > before, 120, "the prescript did not run")
+        connection = lock_session(lab)
+        killed = book.kill()
+    finally:
+        book.kill()
+        book.output()
+    assert connection is not None
+    assert_released_within(lab, killed, connection)
+    assert_next_run_succeeds(lab, run_tasks)
+
+
+def test_sigkill_after_the_freeze(lab, clean_twins, run_tasks, tmp_path):
+    # The controller learns of the freeze by polling the command: hold that poll in the twin.
+    clean_twins.latency.update({"profile": "zero", "api": {"ListCommandInvocations": 30.0, "GetCommandInvocation": 30.0}})
+    book = Playbook(tmp_path, [group(lab)], clean_twins.endpoints)
+    mount = lab.mounts["mariadb"].mountpoint
+    try:
+        wait_until(lambda: frozen(mount), 120, "the filesystem was never frozen", step=0.1)
+        connection = lock_session(lab)
+        killed = book.kill()
+    finally:
+        book.kill()
+        book.output()
+    assert connection is not None
+    assert not clean_twins.stats.counts("aws").get("CreateSnapshots")
+    assert_released_within(lab, killed, connection)
+    assert_next_run_succeeds(lab, run_tasks)
+
+
+@pytest.mark.parametrize("point", ["after the snapshot call", "before the thaw"])
+def test_sigkill_after_the_snapshot_call_and_before_the_thaw(lab, clean_twins, run_tasks, tmp_path, point):
+    # CreateSnapshots takes a moment, so that the thaw can be held back once the freeze is seen.
+    clean_twins.latency.update({"profile": "zero", "api": {"CreateSnapshots": 1.5}})
+    book = Playbook(tmp_path, [group(lab)], clean_twins.endpoints)
+    mount = lab.mounts["mariadb"].mountpoint
+    try:
+        wait_until(lambda: frozen(mount), 120, "the filesystem was never frozen", step=0.1)
+        connection = lock_session(lab)
+        sends = clean_twins.stats.counts("aws").get("SendCommand", 0)
+        clean_twins.latency.update({"profile": "zero", "api": {"CreateSnapshots": 1.5, "SendCommand": 30.0}})
+        if point == "after the snapshot call":
+            wait_until(lambda: clean_twins.stats.counts("aws").get("CreateSnapshots"), 30, "no snapshot call")
+            time.sleep(1.6)  # the call has returned
+        else:
+            wait_until(lambda: clean_twins.stats.counts("aws").get("SendCommand", 0) > sends, 30, "no thaw was sent")
+        killed = book.kill()
+    finally:
+        book.kill()
+        book.output()
+    assert connection is not None
+    assert_released_within(lab, killed, connection)
+    # The set exists but nothing confirmed the thaw in time: it stays tagged crash, never application.
+    ec2 = clean_twins.aws_client("ec2")
+    snaps = ec2.describe_snapshots(OwnerIds=["self"], Filters=[{"Name": "tag:appconsistent:instance-id",
+                                                                 "Values": [lab.aws_instance]}])["Snapshots"]
+    newest = max(snaps, key=lambda s: s["StartTime"])
+    assert {t["Key"]: t["Value"] for t in newest["Tags"]}["appconsistent:consistency"] == "crash"
+    assert_next_run_succeeds(lab, run_tasks)
+
+
+def test_lost_thaw_delivery(lab, clean_twins, run_tasks):
+    clean_twins.latency.update({"profile": "zero", "api": {"CreateSnapshots": 2.0}})
+    mount = lab.mounts["mariadb"].mountpoint
+    state = {}
+
+    def lose_thaw_once_frozen():
+        wait_until(lambda: frozen(mount), 120, "the filesystem was never frozen", step=0.1)
+        state["frozen"] = time.monotonic()
+        state["connection"] = lock_session(lab)
+        clean_twins.faults.update({"instances": {"db-1": {"undeliverable": True}}})
+
+    import threading  # pylint: disable=import-outside-toplevel
+    watcher = threading.Thread(target=lose_thaw_once_frozen, daemon=True)
+    watcher.start()
+    run = run_tasks([dict(group(lab), register="group")], clean_twins.endpoints)
+    watcher.join(timeout=130)
+    assert "frozen" in state, "the filesystem was never frozen"
+    entry = run["group"]["results"][0]
+    assert run["group"]["failed"] is True
+    assert entry["consistency"] != "application"
+    assert entry["error"]["code"] in ("ThawNotConfirmed", "Thaw203"), entry["error"]
+    assert_released_within(lab, state["frozen"], state["connection"])
+    assert_next_run_succeeds(lab, run_tasks)
+
+
+def helper_runs(lab) -> list[int]:
+    """Processes of the freeze helper's ``run`` action (not its watchdog)."""
+    pids = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            args = Path(f"/proc/{entry}/cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if str(lab.helper).encode() in args and b"run" in args and b"_watchdog" not in args:
+            pids.append(int(entry))
+    return pids
+
+
+def test_killing_the_helper_itself(lab, clean_twins, run_tasks, tmp_path):
+    # The instance's own CreateSnapshots call is slow, so the helper is killed while frozen.
+    clean_twins.latency.update({"profile": "zero", "api": {"CreateSnapshots": 8.0}})
+    book = Playbook(tmp_path, [group(lab, initiator="instance")], clean_twins.endpoints)
+    mount = lab.mounts["mariadb"].mountpoint
+    try:
+        wait_until(lambda: frozen(mount), 120, "the filesystem was never frozen", step=0.1)
+        connection = lock_session(lab)
+        pids = helper_runs(lab)
+        assert pids, "the helper is not running"
+        for pid in pids:
+            os.kill(pid, signal.SIGKILL)
+        killed = time.monotonic()
+        assert_released_within(lab, killed, connection)
+    finally:
+        book.kill()
+        book.output()
+    assert connection is not None
+    assert_next_run_succeeds(lab, run_tasks, initiator="instance")
