@@ -32,10 +32,9 @@ VENV_MIN := $(ROOT)/.venv-min
 PY_MIN := $(VENV_MIN)/bin/python
 
 # Where playbooks, ansible-doc and the tests find the collection (a link to this tree).
+# ansible-test runs in a fresh copy of the files git knows, one per run (build/sanity.*), so
+# that runs side by side do not pull the tree from under each other.
 COLLECTIONS := $(BUILD)/collections
-# Where ansible-test runs: a copy of the files git knows, with amazon.aws next to it.
-SANITY_COLLECTIONS := $(BUILD)/sanity
-SANITY_TREE := $(SANITY_COLLECTIONS)/ansible_collections/appconsistent/snapshots
 
 # Debian packages the tests need: fsfreeze and losetup (util-linux), the file systems the
 # e2e tests and the twin's block store create. Stages that need more append to these.
@@ -141,8 +140,13 @@ sanity-ignores:
 sanity: venv sanity-ignores
 	@$(TOOLS)/ensure_deb.sh $(DEB_PACKAGES_SANITY)
 	@$(PY) $(TOOLS)/prepare_ansible_test.py
-	@$(PY) $(TOOLS)/stage_collection.py copy $(SANITY_COLLECTIONS)
-	cd $(SANITY_TREE) && ANSIBLE_TEST_CONTENT_ROOT=$(SANITY_TREE) PATH="$(VENV)/bin:$(PYENV_BINS):$$PATH" \
+	@mkdir -p $(BUILD); \
+	root=$$(mktemp -d $(BUILD)/sanity.XXXXXX); \
+	trap 'rm -rf "$$root"' EXIT; \
+	$(PY) $(TOOLS)/stage_collection.py copy "$$root"; \
+	tree="$$root/ansible_collections/appconsistent/snapshots"; \
+	echo "ansible-test sanity in $$tree"; \
+	cd "$$tree" && ANSIBLE_TEST_CONTENT_ROOT="$$tree" PATH="$(VENV)/bin:$(PYENV_BINS):$$PATH" \
 		$(VENV)/bin/ansible-test sanity --local --color no
 
 lint: venv collections

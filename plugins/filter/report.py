@@ -20,7 +20,7 @@ STATUS_LABEL = {"ok": "OK", "warning": "WARNING", "failed": "FAILED", "planned":
 COLUMNS = {
     "backup": [("host", "Host"), ("instance_id", "Instance"), ("target", "Cloud / platform"), ("status", "Status"),
                ("consistency_requested", "Requested"), ("consistency", "Achieved"), ("set_id", "Set"),
-               ("snapshots", "Snapshots"), ("duration", "Duration (s)"), ("freeze_window", "Freeze window (s)"),
+               ("snapshots", "Snapshots"), ("duration", "Cloud call (s)"), ("freeze_window", "Freeze window (s)"),
                ("error", "Error")],
     "restore": [("host", "Host"), ("instance_id", "Instance"), ("target", "Cloud"), ("status", "Status"),
                 ("set_id", "Set"), ("consistency", "Set consistency"), ("volumes", "Volumes"),
@@ -198,7 +198,7 @@ text-align:left;vertical-align:top} th{background:#eef1f5} tr.failed td{backgrou
 tr.warning td{background:#fff6e0} tr.ok td.status{color:#17692c;font-weight:600}
 tr.failed td.status{color:#a4161a;font-weight:600} tr.warning td.status{color:#8a5a00;font-weight:600}
 .summary span{display:inline-block;margin-right:1.2rem} code{font-size:.85rem}
-ul{margin:0;padding-left:1.1rem}
+ul{margin:0;padding-left:1.1rem} td.host,td.instance_id,td.set_id,td.snapshots code{white-space:nowrap}
 """
 
 

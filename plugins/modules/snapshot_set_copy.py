@@ -55,8 +55,9 @@ options:
       - Encrypt the copies. Copies of encrypted snapshots are always encrypted.
       - Without O(kms_key_id), the account's default key for EBS (Alibaba Cloud disks) in the destination region is
         used.
+      - When not set, the copies are encrypted if O(kms_key_id) is given or the source snapshot is encrypted;
+        V(false) together with O(kms_key_id) is refused.
     type: bool
-    default: false
   kms_key_id:
     description:
       - The KMS key (id, alias or ARN) in the destination region to encrypt the copies with; implies O(encrypted=true).
@@ -225,7 +226,7 @@ def argument_spec():
         provider=dict(type="str", required=True, choices=["aws", "alicloud"]),
         set_id=dict(type="str", required=True),
         destination_region=dict(type="str", required=True),
-        encrypted=dict(type="bool", default=False),
+        encrypted=dict(type="bool"),
         kms_key_id=dict(type="str", no_log=False),
         tags=dict(type="dict", default={}),
         delete_after=dict(type="str"),

@@ -283,7 +283,7 @@ def test_alicloud_copy_to_another_region_then_restore_from_it(twins, run_tasks):
         twins.endpoints)["restore"]
     assert not restored.get("failed"), json.dumps(restored)[:2000]
     assert restored["changed"] is True
-    disks = {d["id"]: d for d in ali_state(twins)["disks"]}
+    disks = {d["id"]: d for d in ali_state(twins)["volumes"]}
     copy_ids = {m["snapshot_id"] for m in copied["members"]}
     new_disks = [disks[e["volume_id"]] for e in restored["device_map"]]
     assert {d["source_snapshot_id"] for d in new_disks} == copy_ids

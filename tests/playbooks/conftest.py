@@ -15,9 +15,10 @@ import sys
 import pytest
 import yaml
 
-from conftest import COLLECTIONS, REPO_ROOT as REPO_ROOT_DIR  # noqa: F401  tests/ is on sys.path
+from conftest import COLLECTIONS  # tests/ is on sys.path
 
 ROLE = "AppSnapshotRole"
+REPO_ROOT_DIR = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 MIXED_FLEET = {
     "faults": {"ssm_delivery_timeout": 2},

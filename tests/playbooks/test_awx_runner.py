@@ -52,7 +52,7 @@ def test_fleet_backup_job_with_survey_answers(twin_factory, tmp_path, monkeypatc
                      awx_job_id=4711, tower_job_id=4711, **playbook_vars(twins, reports))
     env = {k: v for k, v in playbook_env().items() if k.startswith("ANSIBLE_")}
     runner = ansible_runner.run(private_data_dir=str(private), playbook="fleet_backup.yml", extravars=extravars,
-                                envvars=env, quiet=True, ident="job-4711", runner_mode="subprocess", timeout=600)
+                                envvars=env, quiet=True, ident="job-4711", timeout=600)
 
     assert runner.status == "failed" and runner.rc == 2, runner.stdout.read()[-4000:]
     ids = instance_ids(twins)

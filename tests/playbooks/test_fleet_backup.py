@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from playbooks.conftest import MIXED_FLEET, fleet_inventory, instance_ids, playbook_vars, read_report
 
 
@@ -51,6 +53,7 @@ def test_mixed_fleet_is_backed_up_and_the_offline_host_alone_fails(mixed_backup)
     assert "legacy-1" in html and "<script" not in html
 
 
+@pytest.mark.timeout(900)  # three playbook runs in a row
 def test_check_mode_plans_then_a_rerun_with_the_same_run_id_makes_no_second_set(twin_factory, run_playbook, tmp_path):
     fleet = {"instances": [i for i in MIXED_FLEET["instances"] if i["name"] in ("sql-1", "ali-web-1")]}
     twins = twin_factory(fleet)

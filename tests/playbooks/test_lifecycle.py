@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import time
 
+import pytest
+
 from playbooks.conftest import fleet_inventory, instance_ids, playbook_vars, read_report
 
 WEB = {"provider": "aws", "name": "web-1", "platform": "linux", "zone": "us-east-1a",
@@ -31,6 +33,8 @@ def test_pre_patch_backup_needs_a_change_ticket(run_playbook, tmp_path):
     assert "Set change_ticket (or run_id)" in run.stdout, run
 
 
+# Four playbook runs in a row: more than the suite's default per-test timeout on a loaded machine.
+@pytest.mark.timeout(900)
 def test_pre_patch_backup_restore_and_prune(twin_factory, run_playbook, tmp_path):
     twins = twin_factory(FLEET, alicloud=False)
     iid = instance_ids(twins)["web-1"]

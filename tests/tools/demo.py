@@ -162,12 +162,22 @@ class Demo:
 
     # --- the shop database ---------------------------------------------------------------------
 
+    @contextlib.contextmanager
+    def connection(self):
+        """A connection that commits on success and is always closed (the volume is unmounted later)."""
+        db = sqlite3.connect(self.database())
+        try:
+            with db:
+                yield db
+        finally:
+            db.close()
+
     def database(self):
         return os.path.join(self.data_mount, "shop", "orders.db")
 
     def fill_database(self, orders):
         os.makedirs(os.path.dirname(self.database()), exist_ok=True)
-        with contextlib.closing(sqlite3.connect(self.database())) as db, db:
+        with self.connection() as db:
             db.execute("PRAGMA journal_mode=WAL")
             db.execute("CREATE TABLE IF NOT EXISTS orders (id INTEGER PRIMARY KEY, item TEXT, amount REAL)")
             db.executemany("INSERT INTO orders (item, amount) VALUES (?, ?)",
@@ -175,11 +185,11 @@ class Demo:
         return self.count_orders()
 
     def count_orders(self):
-        with contextlib.closing(sqlite3.connect(self.database())) as db, db:
+        with self.connection() as db:
             return db.execute("SELECT count(*) FROM orders").fetchone()[0]
 
     def damage_database(self):
-        with contextlib.closing(sqlite3.connect(self.database())) as db, db:
+        with self.connection() as db:
             db.execute("DELETE FROM orders WHERE id % 2 = 0")
         return self.count_orders()
 

@@ -528,8 +528,10 @@ class SsmService:
             remaining = max(0.0, (inv.start or time.time()) + delay - time.time())
 
             def report() -> None:
+                timed_out = status == "TimedOut"  # the agent killed it before it reported
                 for plugin in inv.plugins:
-                    plugin.stdout, plugin.stderr, plugin.code = outcome.stdout, outcome.stderr, code
+                    plugin.stdout, plugin.stderr = ("", "") if timed_out else (outcome.stdout, outcome.stderr)
+                    plugin.code = code
                     plugin.end = time.time()
                 self._finish(command, inv, status, details, code)
             self._later(remaining + self.cloud.latency.report("aws"), report)

@@ -108,12 +108,27 @@ def _unwrap(script: str) -> str:
 
 
 def _lines(text: str) -> List[List[str]]:
-    out = []
+    """The script's simple commands as words: continuation lines, multi-line quotes and arrays joined."""
+    out: List[List[str]] = []
+    buffer = ""
+    joined = False  # the previous line ended in a backslash: bash joins the lines with nothing between
     for line in text.splitlines():
-        try:
-            out.append(shlex.split(line, comments=False))
-        except ValueError:
+        buffer = f"{buffer}{'' if joined else chr(10)}{line}" if buffer else line
+        joined = buffer.endswith("\\")
+        if joined:
+            buffer = buffer[:-1]
             continue
+        try:
+            words = shlex.split(buffer, comments=False)
+        except ValueError:
+            if buffer.count("\n") < 200:
+                continue  # an open quote: the command goes on
+            buffer = ""
+            continue
+        if words and re.match(r"^\w+=\(", words[0]) and not words[-1].endswith(")") and buffer.count("\n") < 200:
+            continue  # an array assignment goes on
+        out.append(words)
+        buffer = ""
     return out
 
 

@@ -25,7 +25,7 @@ def no_sleep():
 
 
 def params(**overrides):
-    base = dict(provider="aws", set_id="acs-src", destination_region="eu-west-1", encrypted=False, kms_key_id=None,
+    base = dict(provider="aws", set_id="acs-src", destination_region="eu-west-1", encrypted=None, kms_key_id=None,
                 tags={}, delete_after=None, max_concurrent_copies=5, wait=True, wait_timeout=14400)
     base.update(overrides)
     return base
