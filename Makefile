@@ -43,6 +43,8 @@ DEB_PACKAGES := util-linux e2fsprogs xfsprogs
 DEB_PACKAGES_E2E := $(DEB_PACKAGES) mariadb-server postgresql
 # Without shellcheck, ansible-test skips its shellcheck test instead of failing.
 DEB_PACKAGES_SANITY := shellcheck
+# The HTML report is checked in headless Chromium.
+DEB_PACKAGES_INTEGRATION := $(DEB_PACKAGES) chromium
 
 # Every Python that pyenv holds, so that ansible-test also checks the module-side code
 # (compile, import) on each supported target Python it finds.
@@ -66,7 +68,7 @@ is_venv = $(1) -c 'import os, sys; sys.exit(os.path.realpath(sys.prefix) != os.p
 TEST_STAGES := sanity lint unit unit-min twin-test integration molecule e2e changelog-lint
 
 .PHONY: help test venv venv-min deb collections sanity sanity-ignores lint unit unit-min twin-test \
-	integration e2e molecule changelog-lint twin clean
+	integration e2e molecule changelog-lint twin demo clean
 
 help:
 	@echo "make test            every stage below, in order: $(TEST_STAGES)"
@@ -80,6 +82,7 @@ help:
 	@echo "make e2e             end-to-end and role tests on loop devices and real databases (needs root)"
 	@echo "make changelog-lint  antsibull-changelog lint"
 	@echo "make twin            run the twin clouds (ARGS=... are passed on)"
+	@echo "make demo            a fleet-wide consistent backup, a restore and its verification, on the twin clouds"
 	@echo "make clean           remove build/ and the environments"
 
 test:
@@ -124,6 +127,10 @@ $(VENV_MIN)/.installed: tests/requirements-min.txt tests/requirements-min-collec
 deb:
 	@$(TOOLS)/ensure_deb.sh $(DEB_PACKAGES)
 
+demo: venv collections deb
+	@if [ "$$(id -u)" -ne 0 ]; then echo "make demo must run as root: it loop-mounts and freezes the demo volume." >&2; exit 1; fi
+	cd $(ROOT) && ANSIBLE_COLLECTIONS_PATH=$(COLLECTIONS) PATH="$(VENV)/bin:$$PATH" $(PY) $(TOOLS)/demo.py
+
 collections: venv
 	@$(PY) $(TOOLS)/stage_collection.py link $(COLLECTIONS)
 
@@ -165,6 +172,7 @@ twin-test: venv collections deb
 		--timeout=$(PYTEST_TIMEOUT) --junitxml=$(RESULTS)/twin-test.xml -- tests/twin/tests
 
 integration: venv collections deb
+	@$(TOOLS)/ensure_deb.sh $(DEB_PACKAGES_INTEGRATION)
 	cd $(ROOT) && $(PYTEST_ENV) PATH="$(VENV)/bin:$$PATH" $(TOOLS)/pytest_stage.sh $(PY) integration \
 		-n $(INTEGRATION_WORKERS) --timeout=$(PYTEST_TIMEOUT) --junitxml=$(RESULTS)/integration.xml \
 		-- tests/integration tests/playbooks

@@ -540,8 +540,8 @@ class Ec2Extension:
         images = self._orig["describe_images"](ami_ids=ami_ids, filters=filters or None, exec_users=exec_users, owners=owners)
         if by_snapshot is not None:
             wanted = set(by_snapshot if isinstance(by_snapshot, list) else [by_snapshot])
-            images = [i for i in images if wanted & {m["Ebs"]["SnapshotId"] for m in i.block_device_mappings
-                                                    if (m.get("Ebs") or {}).get("SnapshotId")}]
+            images = [i for i in images
+                      if wanted & {m["Ebs"]["SnapshotId"] for m in i.block_device_mappings if (m.get("Ebs") or {}).get("SnapshotId")}]
         if by_device is not None:
             wanted = set(by_device if isinstance(by_device, list) else [by_device])
             images = [i for i in images if wanted & {m.get("DeviceName") for m in i.block_device_mappings}]

@@ -93,7 +93,7 @@ def _num(value: Optional[float], places: int = 6) -> Optional[float]:
 def _unwrap(script: str) -> str:
     """The script inside ``exec bash -c '...'`` wrappers (any depth)."""
     text = script.strip()
-    for _ in range(4):
+    for _depth in range(4):
         if not re.match(r"^(exec\s+)?bash\s+-c\s+", text):
             break
         try:

@@ -68,7 +68,7 @@ def test_concurrent_copy_limit_per_destination_region(source):
     twins, _ec2, snap_id = source
     twins.faults.update({"copy_snapshot_limit": 2})
     dest = region_client(twins, DESTINATION)
-    for _ in range(2):
+    for _attempt in range(2):
         dest.copy_snapshot(SourceRegion=twins.aws.region, SourceSnapshotId=snap_id)
     with pytest.raises(ClientError) as err:
         dest.copy_snapshot(SourceRegion=twins.aws.region, SourceSnapshotId=snap_id)
