@@ -68,7 +68,7 @@ is_venv = $(1) -c 'import os, sys; sys.exit(os.path.realpath(sys.prefix) != os.p
 TEST_STAGES := sanity lint unit unit-min twin-test integration molecule e2e changelog-lint
 
 .PHONY: help test venv venv-min deb collections sanity sanity-ignores lint unit unit-min twin-test \
-	integration e2e molecule changelog-lint twin demo clean
+	integration e2e molecule changelog-lint twin demo bench clean
 
 help:
 	@echo "make test            every stage below, in order: $(TEST_STAGES)"
@@ -82,6 +82,7 @@ help:
 	@echo "make e2e             end-to-end and role tests on loop devices and real databases (needs root)"
 	@echo "make changelog-lint  antsibull-changelog lint"
 	@echo "make twin            run the twin clouds (ARGS=... are passed on)"
+	@echo "make bench           the benchmarks (BENCH_ARGS=... are passed on); results in build/bench"
 	@echo "make demo            a fleet-wide consistent backup, a restore and its verification, on the twin clouds"
 	@echo "make clean           remove build/ and the environments"
 
@@ -126,6 +127,9 @@ $(VENV_MIN)/.installed: tests/requirements-min.txt tests/requirements-min-collec
 
 deb:
 	@$(TOOLS)/ensure_deb.sh $(DEB_PACKAGES)
+
+bench: venv collections deb
+	cd $(ROOT) && $(PYTEST_ENV) PATH="$(VENV)/bin:$$PATH" $(PY) tests/bench/runner.py --out $(BUILD)/bench $(BENCH_ARGS)
 
 demo: venv collections deb
 	@if [ "$$(id -u)" -ne 0 ]; then echo "make demo must run as root: it loop-mounts and freezes the demo volume." >&2; exit 1; fi
@@ -175,7 +179,7 @@ integration: venv collections deb
 	@$(TOOLS)/ensure_deb.sh $(DEB_PACKAGES_INTEGRATION)
 	cd $(ROOT) && $(PYTEST_ENV) PATH="$(VENV)/bin:$$PATH" $(TOOLS)/pytest_stage.sh $(PY) integration \
 		-n $(INTEGRATION_WORKERS) --timeout=$(PYTEST_TIMEOUT) --junitxml=$(RESULTS)/integration.xml \
-		-- tests/integration tests/playbooks
+		-- tests/integration tests/playbooks tests/bench/test_bench_smoke.py
 
 e2e: venv collections
 	@if [ ! -e tests/e2e ] && [ ! -e tests/roles ]; then echo "[e2e] tests/e2e and tests/roles do not exist yet: nothing to test"; exit 0; fi; \

@@ -168,15 +168,15 @@ class PostgreSQL:
     def start(self, wait=True):
         self.started = True
         proc = run(self.as_postgres(str(self.bindir / "pg_ctl"), "-D", str(self.datadir), "-l", str(self.log),
-                                     "-o", f"-c listen_addresses='' -c unix_socket_directories={self.rundir} "
-                                     f"-p {PG_PORT} -c shared_buffers=16MB", "-w" if wait else "-W",
-                                     "-t", str(START_TIMEOUT), "start"), check=False, timeout=START_TIMEOUT + 30)
+                                    "-o", f"-c listen_addresses='' -c unix_socket_directories={self.rundir} "
+                                    f"-p {PG_PORT} -c shared_buffers=16MB", "-w" if wait else "-W",
+                                    "-t", str(START_TIMEOUT), "start"), check=False, timeout=START_TIMEOUT + 30)
         if proc.returncode != 0:
             raise AssertionError(f"PostgreSQL did not start: {proc.stdout} {proc.stderr} {self.log_text()[-2000:]}")
 
     def client(self, *extra, database="app"):
         return self.as_postgres(str(self.bindir / "psql"), "-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1",
-                                 "-h", str(self.rundir), "-p", str(PG_PORT), "-d", database, *extra)
+                                "-h", str(self.rundir), "-p", str(PG_PORT), "-d", database, *extra)
 
     def sql(self, statement, check=True, timeout=60, database="app"):
         return run(self.client("-c", statement, database=database), check=check, timeout=timeout)
@@ -192,7 +192,7 @@ class PostgreSQL:
             return
         self.started = False
         run(self.as_postgres(str(self.bindir / "pg_ctl"), "-D", str(self.datadir), "-m", "fast", "-w", "-t", "60",
-                              "stop"), check=False, timeout=90)
+                             "stop"), check=False, timeout=90)
         # A server that did not stop in time (or whose pg_ctl failed) must not outlive the test.
         pid_file = self.datadir / "postmaster.pid"
         if pid_file.exists():
@@ -417,7 +417,7 @@ def check_postgresql(datadir: Path, result: CheckResult):
             result.errors.append(str(exc)[:2000])
             return
         amcheck = run(server.as_postgres(str(server.bindir / "pg_amcheck"), "-h", str(rundir), "-p", str(PG_PORT),
-                                          "--install-missing", "--heapallindexed", "--parent-check", "-d", "app"),
+                                         "--install-missing", "--heapallindexed", "--parent-check", "-d", "app"),
                       check=False, timeout=300)
         result.integrity_ok = amcheck.returncode == 0
         if not result.integrity_ok:

@@ -91,10 +91,10 @@ class Playbook:
 
     def output(self, timeout=120) -> str:
         try:
-            out, _ = self.proc.communicate(timeout=timeout)
+            out = self.proc.communicate(timeout=timeout)[0]
         except subprocess.TimeoutExpired:
             self.kill()
-            out, _ = self.proc.communicate(timeout=30)
+            out = self.proc.communicate(timeout=30)[0]
         return out or ""
 
 
@@ -234,7 +234,7 @@ def test_sigkill_after_the_snapshot_call_and_before_the_thaw(lab, clean_twins, r
 def snapshot_tags(lab) -> dict:
     ec2 = lab.twins.aws_client("ec2")
     snaps = ec2.describe_snapshots(OwnerIds=["self"], Filters=[{"Name": "tag:appconsistent:instance-id",
-                                                                 "Values": [lab.aws_instance]}])["Snapshots"]
+                                                                "Values": [lab.aws_instance]}])["Snapshots"]
     return {s["SnapshotId"]: {t["Key"]: t["Value"] for t in s.get("Tags", [])} for s in snaps}
 
 

@@ -64,16 +64,16 @@ def role_applier(tmp_path):
     def apply(role, variables, check=False, variants=None):
         counter[0] += 1
         facts_file = tmp_path / f"facts-{counter[0]}.json"
-        play = [{
-            "name": f"apply {role}", "hosts": "localhost", "gather_facts": False,
-            "tasks": [{"name": f"Apply {role}", "ansible.builtin.include_role": {"name": f"appconsistent.snapshots.{role}"},
-                       "vars": variant} for variant in (variants or [{}])] + [{
-                "name": "Keep the role's published facts",
-                "ansible.builtin.copy": {"dest": str(facts_file), "mode": "0600",
-                                         "content": "{{ {'consistency_scripts_result': consistency_scripts_result"
-                                                    " | default(None)} | to_json }}"},
-                "check_mode": False, "changed_when": False}],
-        }]
+        keep_facts = {
+            "name": "Keep the role's published facts",
+            "ansible.builtin.copy": {"dest": str(facts_file), "mode": "0600",
+                                     "content": "{{ {'consistency_scripts_result': consistency_scripts_result"
+                                                " | default(None)} | to_json }}"},
+            "check_mode": False, "changed_when": False}
+        apply_tasks = [{"name": f"Apply {role}", "ansible.builtin.include_role": {"name": f"appconsistent.snapshots.{role}"},
+                        "vars": variant} for variant in (variants or [{}])]
+        play = [{"name": f"apply {role}", "hosts": "localhost", "gather_facts": False,
+                 "tasks": apply_tasks + [keep_facts]}]
         playbook = tmp_path / f"play-{counter[0]}.yml"
         playbook.write_text(yaml.safe_dump(play, sort_keys=False))
         extra = tmp_path / f"vars-{counter[0]}.json"
