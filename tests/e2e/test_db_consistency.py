@@ -67,7 +67,7 @@ def summary(figures):
         lines.append(f"  {name}: sets {path['sets']}, restored {path['restored']}, checks passed {path['passed']}, "
                      f"failed {path['failed']}, crash recovery {path['recovery']}, "
                      f"freeze window p50 {path.get('freeze_window_p50')} s p99 {path.get('freeze_window_p99')} s")
-    print("\n".join(lines))  # the lead copies these figures into the release notes
+    print("\n".join(lines))  # shown with -s, next to the JSON file
 
 
 def group_args(lab, provider, consistency, initiator=None):
