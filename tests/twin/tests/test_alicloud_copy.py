@@ -160,7 +160,7 @@ def test_the_regions_served_come_from_the_fleet(start_twin):
 
 def test_a_copy_is_progressing_then_accomplished_in_the_destination_region(ali):
     client = ali.client()
-    ali.latency.update({"profile": "zero", "transitions": {"snapshot_complete": 0.5}})
+    ali.latency.update({"profile": "zero", "transitions": {"snapshot_complete": 3.0}})
     db = ali.instances["db-1"]
     client.create_snapshot_group(m.CreateSnapshotGroupRequest(region_id=HOME, instance_id=db))
     source = snapshots(client, HOME, instance_id=db)[0]
@@ -277,7 +277,7 @@ def test_the_concurrent_copy_limit_is_per_destination_region(ali):
     client = ali.client()
     members = list(take_group(client, HOME, ali.instances["db-1"]).values())
     ali.faults.update({"copy_concurrency_limit": {AWAY: 1}})
-    ali.latency.update({"profile": "zero", "transitions": {"snapshot_complete": 0.5}})
+    ali.latency.update({"profile": "zero", "transitions": {"snapshot_complete": 3.0}})
     first = copy(client, members[0])
     err = api_error(copy, client, members[1])
     assert (err.code, err.status_code) == ("InvalidOperation.DiskHasUnfinishedSnapshotCopy", 403)

@@ -67,6 +67,8 @@ def test_copy_across_regions_copies_the_image_and_completes_later(source):
 def test_concurrent_copy_limit_per_destination_region(source):
     twins, _ec2, snap_id = source
     twins.faults.update({"copy_snapshot_limit": 2})
+    # The copies must still be pending when the third one is asked for, however slow this machine is.
+    twins.latency.update({"profile": "zero", "transitions": {"snapshot_complete": 5.0}})
     dest = region_client(twins, DESTINATION)
     for _attempt in range(2):
         dest.copy_snapshot(SourceRegion=twins.aws.region, SourceSnapshotId=snap_id)
