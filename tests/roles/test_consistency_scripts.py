@@ -229,7 +229,7 @@ def test_mysql_credentials_stay_off_command_lines(mysql_scripts, mariadb_server)
 
 
 def test_mysql_server_down_is_application_not_ready(mysql_scripts):
-    prescript, _ = mysql_scripts("no_server")
+    prescript, _postscript = mysql_scripts("no_server")
     pre = run_script(prescript, "pre-script")
     assert pre.returncode == 206, pre.stderr
     assert "not reachable" in pre.stderr
@@ -237,7 +237,7 @@ def test_mysql_server_down_is_application_not_ready(mysql_scripts):
 
 
 def test_mysql_lock_wait_timeout_gives_up_without_stalling_writers(mysql_scripts, mariadb_server):
-    pre, _ = mysql_scripts("short_lock_wait")
+    pre, _post = mysql_scripts("short_lock_wait")
     # A long write keeps FLUSH TABLES WITH READ LOCK waiting (running reads no longer do on MariaDB).
     long_query = mariadb_server.sql_async("INSERT INTO app.t SELECT 39 FROM (SELECT SLEEP(90)) AS s")
     try:
@@ -384,7 +384,7 @@ def test_postgresql_backup_session_ends_at_the_hard_bound(pg_scripts, postgresql
 
 
 def test_postgresql_server_down_is_application_not_ready(pg_scripts):
-    prescript, _ = pg_scripts("no_server")
+    prescript, _postscript = pg_scripts("no_server")
     pre = run_script(prescript, "pre-script")
     assert pre.returncode == 206, pre.stderr
     assert "not reachable" in pre.stderr
