@@ -40,7 +40,7 @@ COLLECTIONS := $(BUILD)/collections
 # e2e tests and the twin's block store create. Stages that need more append to these.
 DEB_PACKAGES := util-linux e2fsprogs xfsprogs
 # The roles are tested against real database servers (tests/roles).
-DEB_PACKAGES_E2E := $(DEB_PACKAGES) mariadb-server postgresql
+DEB_PACKAGES_E2E := $(DEB_PACKAGES) mariadb-server mariadb-client postgresql shellcheck
 # Without shellcheck, ansible-test skips its shellcheck test instead of failing.
 DEB_PACKAGES_SANITY := shellcheck
 # The HTML report is checked in headless Chromium.
@@ -194,6 +194,7 @@ e2e: venv collections
 		--timeout=$(PYTEST_TIMEOUT) --junitxml=$(RESULTS)/e2e.xml -- tests/e2e tests/roles
 
 molecule: venv collections
+	@$(TOOLS)/ensure_deb.sh $(DEB_PACKAGES_SANITY)
 	@found=0; \
 	for config in $(wildcard $(ROOT)/roles/*/molecule/*/molecule.yml $(ROOT)/extensions/molecule/*/molecule.yml); do \
 		found=1; \
