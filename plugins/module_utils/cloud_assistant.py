@@ -9,6 +9,7 @@ from __future__ import annotations
 import time
 
 from ansible_collections.appconsistent.snapshots.plugins.module_utils.app_plugin import decode_output
+from ansible_collections.appconsistent.snapshots.plugins.module_utils.polling import poll_until
 
 RUN_COMMAND_BATCH = 100
 
@@ -77,15 +78,8 @@ class InvocationRun:
         return done
 
     def wait(self, timeout, first_interval=1.0, max_interval=5.0):
-        deadline = self.clock() + timeout
-        interval = first_interval
-        while True:
-            if self.poll():
-                return True
-            if self.clock() >= deadline:
-                return False
-            self.sleep(min(interval, max(0.0, deadline - self.clock())))
-            interval = min(interval * 1.5, max_interval)
+        """Poll until every instance has finished or ``timeout`` seconds passed; True when all finished."""
+        return poll_until(self.poll, timeout, self.sleep, self.clock, first_interval, max_interval)
 
     def result(self, instance_id):
         raw = self.results.get(instance_id) or {}

@@ -15,6 +15,7 @@ from ansible_collections.appconsistent.snapshots.plugins.module_utils.aws import
 from ansible_collections.appconsistent.snapshots.plugins.module_utils.aws import get_command_invocation
 from ansible_collections.appconsistent.snapshots.plugins.module_utils.aws import list_command_invocations
 from ansible_collections.appconsistent.snapshots.plugins.module_utils.aws import send_command
+from ansible_collections.appconsistent.snapshots.plugins.module_utils.polling import poll_until
 
 # Invocation statuses after which nothing more happens on the instance.
 TERMINAL_STATUSES = ("Success", "Failed", "TimedOut", "Cancelled", "DeliveryTimedOut", "Undeliverable",
@@ -112,15 +113,7 @@ class CommandRun:
 
     def wait(self, timeout, first_interval=1.0, max_interval=5.0):
         """Poll until every instance has finished or ``timeout`` seconds passed; True when all finished."""
-        deadline = self.clock() + timeout
-        interval = first_interval
-        while True:
-            if self.poll():
-                return True
-            if self.clock() >= deadline:
-                return False
-            self.sleep(min(interval, max(0.0, deadline - self.clock())))
-            interval = min(interval * 1.5, max_interval)
+        return poll_until(self.poll, timeout, self.sleep, self.clock, first_interval, max_interval)
 
     def full_stdout(self, instance_id):
         """The instance's standard output as GetCommandInvocation gives it (24000 characters, not 2500)."""

@@ -1,0 +1,20 @@
+# -*- coding: utf-8 -*-
+# Copyright: Contributors to the appconsistent.snapshots collection
+# GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
+
+"""Waiting on an agent: one listing per round, with growing pauses, never past the deadline."""
+
+from __future__ import annotations
+
+
+def poll_until(poll, timeout, sleep, clock, first_interval=1.0, max_interval=5.0):
+    """Call ``poll()`` until it returns True or ``timeout`` seconds passed; True when it did."""
+    deadline = clock() + timeout
+    interval = first_interval
+    while True:
+        if poll():
+            return True
+        if clock() >= deadline:
+            return False
+        sleep(min(interval, max(0.0, deadline - clock())))
+        interval = min(interval * 1.5, max_interval)
