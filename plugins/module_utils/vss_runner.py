@@ -300,6 +300,12 @@ class VssSnapshotRun:
         base = STATUS_MESSAGES.get(result.status, f"the command ended with status {result.status}")
         if result.status == "Failed" and result.output:
             base += ": " + vss.failure_hint(result.output["stdout"], result.output["stderr"], self.install)
+        elif result.status in ("TimedOut", "ExecutionTimedOut"):
+            limit = self.params.get("execution_timeout")
+            base += (f" ({limit} s execution_timeout)" if limit else "") + (
+                "; a VSS writer or the VSS service may be hung: check the Application event log (source VSS) and "
+                "'vssadmin list writers' on the instance, then retry, raising execution_timeout if the writers "
+                "are only slow")
         return base
 
     def _finish_set(self, result, members, scripts_ok):

@@ -108,6 +108,8 @@ def freeze_windows(lab, provider, entries):
         return [e["freeze_window"] for e in entries if e.get("freeze_window") is not None]
     windows = []
     for entry in entries:
+        if not entry.get("invocation_id"):  # crash-consistent sets run no plug-in, so nothing was frozen
+            continue
         steps = dict(lab.twins.alicloud.trace(entry["invocation_id"], entry["instance_id"]))
         thawed = steps.get("thawed", steps.get("auto-thawed"))
         if "frozen" in steps and thawed is not None:

@@ -204,16 +204,16 @@ def test_sigkill_after_the_freeze(lab, clean_twins, run_tasks, tmp_path):
 
 @pytest.mark.parametrize("point", ["after the snapshot call", "before the thaw"])
 def test_sigkill_after_the_snapshot_call_and_before_the_thaw(lab, clean_twins, run_tasks, tmp_path, point):
-    # CreateSnapshots takes a moment, so that the thaw can be held back once the freeze is seen.
+    # CreateSnapshots takes a moment, so that the kill can land while it runs; the thaw command is held
+    # in the twin for longer than the watchdog waits, set before the run so that no timing decides it.
     clean_twins.latency.update({"profile": "zero", "api": {"CreateSnapshots": 1.5}})
+    clean_twins.faults.update({"instances": {"db-1": {"hold_commands": {" thaw --run-id ": 30}}}})
     existing = snapshot_tags(lab)
     book = Playbook(tmp_path, [group(lab)], clean_twins.endpoints)
     mount = lab.mounts["mariadb"].mountpoint
     try:
         wait_until(lambda: frozen(mount), 120, "the filesystem was never frozen", step=0.1)
         connection = lock_session(lab)
-        # From here on the thaw command is held in the twin for longer than the watchdog waits.
-        clean_twins.latency.update({"profile": "zero", "api": {"CreateSnapshots": 1.5, "SendCommand": 30.0}})
         wait_until(lambda: clean_twins.stats.counts("aws").get("CreateSnapshots"), 30, "no snapshot call")
         if point == "before the thaw":
             time.sleep(2.5)  # the snapshot call has returned and the thaw is on its way

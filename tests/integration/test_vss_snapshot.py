@@ -156,6 +156,22 @@ def test_each_fault_gets_its_own_result_and_the_rest_still_run(fault_twins, run_
     assert len(result["command_ids"]) == 1
 
 
+def test_a_command_that_hangs_on_the_instance_times_out_with_advice(twin_factory, run_tasks):
+    twins = twin_factory(fleet({"name": "ok"}, {"name": "hung", "faults": {"command_hang": True}}), alicloud=False)
+    ok, hung = ids(twins, "ok", "hung")
+    run = run_tasks([{VSS: {"instance_ids": [ok, hung], "execution_timeout": 2}, "register": "vss"}], twins.endpoints)
+    result = run["vss"]
+    got = by_instance(result)
+    assert result["failed"] is True and [f["instance_id"] for f in result["failed_instances"]] == [hung]
+    assert got[ok]["consistency"] == "application"
+    assert got[hung]["status"] == "ExecutionTimedOut" and got[hung]["consistency"] == "none"
+    assert not got[hung]["snapshots"] and not got[hung]["set_id"]
+    message = got[hung]["error"]["message"]
+    assert "2 s execution_timeout" in message and "vssadmin list writers" in message, message
+    # The timeout was the instance's: the SendCommand carried it.
+    assert got[hung]["command_id"] == got[ok]["command_id"]
+
+
 def test_on_fallback_warn_keeps_a_crash_consistent_set_without_failing(twin_factory, run_tasks):
     twins = twin_factory(fleet({"name": "ok"}, {"name": "writer", "faults": {"vss_writer_failure": True}}), alicloud=False)
     ok, writer = ids(twins, "ok", "writer")

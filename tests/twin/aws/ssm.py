@@ -442,7 +442,16 @@ class SsmService:
             wait = float(self.cloud.faults.get("ssm_delivery_timeout", command.timeout))
             self._later(min(wait, command.timeout), lambda: self._finish(command, inv, "TimedOut", "DeliveryTimedOut", -1))
             return
-        self._later(self.cloud.latency.delivery("aws"), lambda: self._start(command, inv))
+        self._later(self.cloud.latency.delivery("aws") + self._held(command, faults), lambda: self._start(command, inv))
+
+    @staticmethod
+    def _held(command: Command, faults: Dict[str, Any]) -> float:
+        """Seconds the fault ``hold_commands`` ({text: seconds}) delays a command whose parameters contain text."""
+        hold = faults.get("hold_commands") or {}
+        if not hold:
+            return 0.0
+        text = json.dumps(command.params)
+        return max([float(seconds) for needle, seconds in hold.items() if needle in text] or [0.0])
 
     def _start(self, command: Command, inv: Invocation) -> None:
         with self.lock:
@@ -485,6 +494,13 @@ class SsmService:
         now = time.time()
         for plugin in inv.plugins:
             plugin.start = now
+        if doc["kind"] == "vss" and faults.get("command_hang"):
+            # A VSS command that never returns on the instance (a hung writer, a stuck agent): SSM ends it at
+            # executionTimeout with nothing snapshotted.
+            hang = float(command.params.get("executionTimeout") or 600)
+            for plugin in inv.plugins:
+                plugin.stderr = "The command was still running when its execution timeout passed."
+            return "TimedOut", "ExecutionTimedOut", -1, hang
         if doc["kind"] == "vss":
             code, out, err = run_vss(self.cloud, inv.instance_id, command.params, install=doc.get("install", False))
             plugin = inv.plugins[0]

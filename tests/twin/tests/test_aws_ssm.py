@@ -93,6 +93,17 @@ def test_pending_then_in_progress_then_cancelled(twin_factory, tmp_path):
     assert ssm.list_commands(CommandId=cmd["CommandId"])["Commands"][0]["Status"] == "Cancelled"
 
 
+def test_hold_commands_delays_only_the_matching_command(twin_factory):
+    twins = twin_factory(_fleet({"name": "loc-1", "execution": "local", "faults": {"hold_commands": {"held-one": 30}}}),
+                         alicloud=False)
+    ssm, iid = twins.aws_client("ssm"), twins.aws.instances["loc-1"]
+    held = _send(ssm, [iid], ["echo held-one"])
+    free = _send(ssm, [iid], ["echo free-one"])
+    assert wait_command(ssm, free["CommandId"])[iid]["Status"] == "Success"
+    assert invocations(ssm, held["CommandId"])[0]["Status"] == "Pending"  # still waiting for its delivery
+    ssm.cancel_command(CommandId=held["CommandId"])
+
+
 def test_cancel_before_delivery(twin_factory):
     twins = twin_factory(_fleet({"name": "sim-1"}), latency={"profile": "zero", "delivery": {"aws": 5.0}}, alicloud=False)
     ssm, iid = twins.aws_client("ssm"), twins.aws.instances["sim-1"]
