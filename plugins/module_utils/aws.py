@@ -145,6 +145,31 @@ def create_tags(client, resource_ids, tags):
     return True
 
 
+# CreateTags takes many resource ids per call; batches stay well inside the documented limit.
+CREATE_TAGS_BATCH = 500
+
+
+class TagBatch:
+    """Tags to write, grouped so that every resource getting the same tags shares one CreateTags call.
+
+    A fleet's sets differ only in a few values (set id, instance id), and every snapshot of the same
+    device gets the same device tag: grouping turns one call per snapshot into one per distinct tag set.
+    """
+
+    def __init__(self):
+        self._groups = {}
+
+    def add(self, resource_ids, tags):
+        if resource_ids and tags:
+            self._groups.setdefault(tuple(sorted(tags.items())), []).extend(resource_ids)
+
+    def flush(self, client):
+        groups, self._groups = self._groups, {}
+        for items, resource_ids in groups.items():
+            for start in range(0, len(resource_ids), CREATE_TAGS_BATCH):
+                create_tags(client, resource_ids[start:start + CREATE_TAGS_BATCH], dict(items))
+
+
 @EC2ErrorHandler.deletion_error_handler("delete snapshot")
 @AWSRetry.jittered_backoff(catch_extra_error_codes=THROTTLING_CODES)
 def delete_snapshot(client, snapshot_id):

@@ -381,15 +381,13 @@ class AwsGroupRun:
         return [i for i in instance_ids if done.get(i)]
 
     def _tag_devices(self, instance_ids):
-        by_device = {}
+        batch = aws_api.TagBatch()
         for instance_id in instance_ids:
             for member in self.outcomes[instance_id].snapshots:
                 if member["device"]:
-                    by_device.setdefault(member["device"], []).append(member["snapshot_id"])
+                    batch.add([member["snapshot_id"]], {ss.TAG_DEVICE: member["device"]})
                     member["tags"][ss.TAG_DEVICE] = member["device"]
-        for device, snapshot_ids in by_device.items():
-            for start in range(0, len(snapshot_ids), 500):
-                aws_api.create_tags(self.ec2, snapshot_ids[start:start + 500], {ss.TAG_DEVICE: device})
+        batch.flush(self.ec2)
 
     def _crash(self, ready):
         if self.module.check_mode:
@@ -723,15 +721,15 @@ class AwsGroupRun:
 
     def _raise_consistency(self, confirmed):
         """Sets are written crash-consistent; raise them to what the instances confirmed, one call per level."""
+        batch = aws_api.TagBatch()
         for level, ids in confirmed.items():
             if level == "crash":
                 continue
-            snapshot_ids = [m["snapshot_id"] for i in ids for m in self.outcomes[i].snapshots]
-            for start in range(0, len(snapshot_ids), 500):
-                aws_api.create_tags(self.ec2, snapshot_ids[start:start + 500], {ss.TAG_CONSISTENCY: level})
             for instance_id in ids:
                 for member in self.outcomes[instance_id].snapshots:
+                    batch.add([member["snapshot_id"]], {ss.TAG_CONSISTENCY: level})
                     member["tags"][ss.TAG_CONSISTENCY] = level
+        batch.flush(self.ec2)
 
     def _linux(self, instance_ids):
         if self.params.get("initiator") == "instance":

@@ -207,6 +207,7 @@ class VssSnapshotRun:
         owner = {v["volume_id"]: i for i in ready for v in self.results[i].volumes}
         existing = aws_fleet.sets_by_run_id(self.ec2, run_id, ready, volume_owner=owner)
         remaining = []
+        tags = aws_api.TagBatch()
         for instance_id in ready:
             found = existing.get(instance_id)
             if found is None:
@@ -220,7 +221,8 @@ class VssSnapshotRun:
                 result.consistency = found.consistency
             else:
                 # A run that stopped before it tagged its set: finish the tagging now.
-                self._finish_set(result, found.members, scripts_ok=True)
+                self._finish_set(result, found.members, True, tags)
+        tags.flush(self.ec2)
         return remaining
 
     def _captured_volumes(self, instance_id):
@@ -271,6 +273,7 @@ class VssSnapshotRun:
             delay = min(delay * 2, 10.0)
         if self.params.get("create_ami"):
             self._find_ami(batch_id, sent)
+        tags = aws_api.TagBatch()
         for instance_id in sent:
             result = self.results[instance_id]
             found = sorted(members.get(instance_id, []), key=lambda m: m["device"] or "")
@@ -283,9 +286,10 @@ class VssSnapshotRun:
                     elif result.status != "Success":
                         result.fail(result.status, self._status_message(result))
                 continue
-            self._finish_set(result, found, scripts_ok=result.status == "Success")
+            self._finish_set(result, found, result.status == "Success", tags)
             if result.status != "Success" and not result.error:
                 result.fail(result.status or "Unknown", self._status_message(result))
+        tags.flush(self.ec2)
 
     def _evidence_pending(self, instance_id, members):
         """True while a successful run's snapshots are missing or do not carry AppConsistent yet."""
@@ -308,21 +312,17 @@ class VssSnapshotRun:
                 "are only slow")
         return base
 
-    def _finish_set(self, result, members, scripts_ok):
+    def _finish_set(self, result, members, scripts_ok, batch):
+        """Classify one instance's snapshots as a set; its tags go into ``batch``, written for all sets at once."""
         ceiling = self.required
         level = ss.classify([m["tags"] for m in members], scripts_succeeded=scripts_ok, ceiling=ceiling)
         set_id = ss.new_set_id()
         tags = {ss.TAG_SET_ID: set_id, ss.TAG_INSTANCE_ID: result.instance_id, ss.TAG_CONSISTENCY: level}
-        aws_api.create_tags(self.ec2, [m["snapshot_id"] for m in members], tags)
-        by_device = {}
-        for member in members:
-            if member["device"]:
-                by_device.setdefault(member["device"], []).append(member["snapshot_id"])
-        for device, snapshot_ids in by_device.items():
-            aws_api.create_tags(self.ec2, snapshot_ids, {ss.TAG_DEVICE: device})
+        batch.add([m["snapshot_id"] for m in members], tags)
         for member in members:
             member["tags"].update(tags)
             if member["device"]:
+                batch.add([member["snapshot_id"]], {ss.TAG_DEVICE: member["device"]})
                 member["tags"][ss.TAG_DEVICE] = member["device"]
         result.set_id = set_id
         result.snapshots = members

@@ -226,3 +226,34 @@ def test_stubbed_params_are_checked_against_the_model(ec2):
     with pytest.raises(botocore.exceptions.ParamValidationError):
         client.create_tags(Resources=["snap-1"], Tags=[{"Key": 7, "Value": "v"}])
     assert aws.create_tags(client, ["snap-1"], {"k": "v"}) is True
+
+
+def test_tag_batch_writes_one_call_per_distinct_tag_set(ec2):
+    client, stub = ec2
+    batch = aws.TagBatch()
+    for n in range(3):  # three sets: each its own set tags, two devices shared by all
+        batch.add([f"snap-{n}a", f"snap-{n}b"], {"appconsistent:set-id": f"acs-{n}", "appconsistent:consistency": "application"})
+        batch.add([f"snap-{n}a"], {"appconsistent:device": "/dev/sda1"})
+        batch.add([f"snap-{n}b"], {"appconsistent:device": "xvdf"})
+    for n in range(3):
+        stub.add_response("create_tags", {}, {"Resources": [f"snap-{n}a", f"snap-{n}b"],
+                                              "Tags": [{"Key": "appconsistent:consistency", "Value": "application"},
+                                                       {"Key": "appconsistent:set-id", "Value": f"acs-{n}"}]})
+        if n == 0:
+            stub.add_response("create_tags", {}, {"Resources": ["snap-0a", "snap-1a", "snap-2a"],
+                                                  "Tags": [{"Key": "appconsistent:device", "Value": "/dev/sda1"}]})
+            stub.add_response("create_tags", {}, {"Resources": ["snap-0b", "snap-1b", "snap-2b"],
+                                                  "Tags": [{"Key": "appconsistent:device", "Value": "xvdf"}]})
+    batch.flush(client)
+    batch.flush(client)  # flushed once: nothing left to write
+
+
+def test_tag_batch_splits_large_groups(ec2):
+    client, stub = ec2
+    ids = [f"snap-{n:05d}" for n in range(aws.CREATE_TAGS_BATCH + 3)]
+    batch = aws.TagBatch()
+    batch.add(ids, {"appconsistent:consistency": "filesystem"})
+    tags = [{"Key": "appconsistent:consistency", "Value": "filesystem"}]
+    stub.add_response("create_tags", {}, {"Resources": ids[:aws.CREATE_TAGS_BATCH], "Tags": tags})
+    stub.add_response("create_tags", {}, {"Resources": ids[aws.CREATE_TAGS_BATCH:], "Tags": tags})
+    batch.flush(client)
