@@ -274,18 +274,30 @@ def freeze_stats(windows: List[float], floor: float) -> Dict[str, Any]:
     return stats
 
 
-def freeze_aws(bench: Bench, runs: int, initiator: str) -> List[float]:
+def batches_of(ids: List[str], batch: int) -> List[List[str]]:
+    return [ids[start:start + batch] for start in range(0, len(ids), batch)]
+
+
+def loop_rows(registered: Dict[str, Any]) -> List[Dict[str, Any]]:
+    """The per-instance rows of a looped module task (one module call per batch of instances)."""
+    return [row for item in registered["results"] for row in item.get("results", [])]
+
+
+def freeze_aws(bench: Bench, runs: int, initiator: str, batch: int = 1) -> List[float]:
+    """``runs`` freeze cycles, ``batch`` instances per module call, the calls one after the other."""
     fleet = {"instances": [{"provider": "aws", "name": f"fz-{n:04d}", "platform": "linux", "volumes": LINUX_VOLUMES}
                            for n in range(runs)]}
     twins = bench.start(fleet)
     try:
         ids = sorted(twins.endpoints["aws"]["instances"].values())
-        args = {"provider": "aws", "consistency": "application", "instance_ids": ids, "initiator": initiator,
+        args = {"provider": "aws", "consistency": "application", "instance_ids": "{{ item }}", "initiator": initiator,
                 "exclude_boot_disk": True}
         if initiator == "instance":
             args["mounts"] = ["/srv/data"]
-        run = bench.play(twins, [{"name": f"Freeze, initiator {initiator}", ACG: args, "register": "group"}], results=["group"])
-        rows = run["results"]["group"]["results"]
+        run = bench.play(twins, [{"name": f"Freeze, initiator {initiator}", ACG: args, "loop": batches_of(ids, batch),
+                                  "loop_control": {"label": "{{ item | length }} instances"}, "register": "group"}],
+                         results=["group"])
+        rows = loop_rows(run["results"]["group"])
         windows = [float(r["freeze_window"]) for r in rows if r.get("freeze_window") is not None]
         if len(windows) != len(ids):
             raise RuntimeError(f"initiator {initiator}: {len(ids) - len(windows)} of {len(ids)} runs reported no freeze window: "
@@ -295,17 +307,18 @@ def freeze_aws(bench: Bench, runs: int, initiator: str) -> List[float]:
         twins.stop()
 
 
-def freeze_alicloud(bench: Bench, runs: int) -> List[float]:
+def freeze_alicloud(bench: Bench, runs: int, batch: int = 1) -> List[float]:
     fleet = {"instances": [{"provider": "alicloud", "id": f"i-bp1bench{n:010d}", "name": f"fz-{n:04d}", "platform": "linux",
                             "zone": "cn-hangzhou-h", "role": ROLE, "volumes": ALI_VOLUMES} for n in range(runs)]}
     twins = bench.start(fleet, aws=False, alicloud=True)
     try:
         ids = sorted(twins.endpoints["alicloud"]["instances"].values())
         run = bench.play(twins, [{"name": "Freeze through the plug-in", ACG: {
-            "provider": "alicloud", "consistency": "application", "instance_ids": ids, "ram_role_name": ROLE},
+            "provider": "alicloud", "consistency": "application", "instance_ids": "{{ item }}", "ram_role_name": ROLE},
+            "loop": batches_of(ids, batch), "loop_control": {"label": "{{ item | length }} instances"},
             "register": "group"}], results=["group"])
         windows = []
-        for row in run["results"]["group"]["results"]:
+        for row in loop_rows(run["results"]["group"]):
             steps = dict(twins.alicloud.trace(row["invocation_id"], row["instance_id"]))
             windows.append(steps["thawed"] - steps["frozen"])
         return windows
@@ -372,10 +385,12 @@ def run(args: argparse.Namespace) -> Dict[str, Any]:
         if "freeze" in args.scenarios:
             from twin.core.latency import LatencyModel  # pylint: disable=import-outside-toplevel
             floors = freeze_floors(LatencyModel(latency))
-            paths = {"aws_controller": lambda: freeze_aws(bench, args.freeze_runs, "controller"),
-                     "aws_instance": lambda: freeze_aws(bench, args.freeze_runs, "instance"),
-                     "alicloud_plugin": lambda: freeze_alicloud(bench, args.freeze_runs)}
-            report["freeze"] = {name: freeze_stats(measure(), floors[name]) for name, measure in paths.items()}
+            batch = args.freeze_batch
+            paths = {"aws_controller": lambda: freeze_aws(bench, args.freeze_runs, "controller", batch),
+                     "aws_instance": lambda: freeze_aws(bench, args.freeze_runs, "instance", batch),
+                     "alicloud_plugin": lambda: freeze_alicloud(bench, args.freeze_runs, batch)}
+            report["freeze"] = {name: dict(freeze_stats(measure(), floors[name]), instances_per_call=batch)
+                                for name, measure in paths.items()}
         if "restore" in args.scenarios:
             report["restore"] = restore(bench)
     report["environment"]["load_average_end"] = [round(x, 2) for x in os.getloadavg()]
@@ -431,7 +446,8 @@ def summary(report: Dict[str, Any]) -> str:
         lines.append("")
     freeze = report.get("freeze")
     if freeze:
-        lines += ["## Freeze window on Linux", "",
+        per_call = next(iter(freeze.values())).get("instances_per_call", 1)
+        lines += ["## Freeze window on Linux", "", f"{per_call} instance(s) per module call, the calls one after the other.", "",
                   "| path | runs | floor s | p50 s (x floor) | p99 s (x floor) | max s (x floor) | goal |", "|---|---|---|---|---|---|---|"]
         for name, s in freeze.items():
             lines.append(f"| {name} | {s['runs']} | {s['floor_s']} | {s['p50_s']} ({s.get('p50_ratio')}) | {s['p99_s']} ({s.get('p99_ratio')}) | "
@@ -456,6 +472,8 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser.add_argument("--fleet-sizes", type=int, nargs="+", default=[10, 100, 1000])
     parser.add_argument("--baseline-max", type=int, default=100, help="run the baselines only up to this N; larger N extrapolate")
     parser.add_argument("--freeze-runs", type=int, default=200, help="freeze-window runs per path")
+    parser.add_argument("--freeze-batch", type=int, default=1,
+                        help="instances per module call in the freeze runs (1: each run its own freeze cycle)")
     parser.add_argument("--forks", type=int, default=5, help="ansible forks")
     parser.add_argument("--scenarios", nargs="+", default=["fleet", "freeze", "restore"], choices=["fleet", "freeze", "restore"])
     return parser.parse_args(argv)

@@ -39,14 +39,15 @@ def backup_play(tmp_path):
     """backup_play(hosts, endpoints, role_vars, check=False) -> (rc, json report)."""
     counter = [0]
 
-    def run(hosts, endpoints, role_vars=None, check=False):
+    def run(hosts, endpoints, role_vars=None, check=False, play_defaults=None):
         counter[0] += 1
         common = {"ansible_connection": "local", "ansible_python_interpreter": sys.executable}
         inventory = {"all": {"hosts": {name: dict(common, **hostvars) for name, hostvars in hosts.items()}}}
         inv = tmp_path / f"inventory-{counter[0]}.yml"
         inv.write_text(yaml.safe_dump(inventory))
         play = [{"name": "pre-patch backup", "hosts": "all", "gather_facts": False,
-                 "module_defaults": {"group/appconsistent.snapshots.snapshots": module_defaults(endpoints)},
+                 "module_defaults": {"group/appconsistent.snapshots.snapshots": dict(module_defaults(endpoints),
+                                                                                    **(play_defaults or {}))},
                  "roles": [{"role": "appconsistent.snapshots.consistent_backup", **(role_vars or {})}]}]
         playbook = tmp_path / f"play-{counter[0]}.yml"
         playbook.write_text(yaml.safe_dump(play, sort_keys=False))
@@ -167,3 +168,19 @@ def test_host_the_inventory_says_nothing_about_fails_clearly(twin_factory, backu
     assert rc != 0
     assert failed_hosts(report) == ["mystery"]
     assert "Cannot tell the cloud or the instance" in json.dumps(report)
+
+
+def test_the_inventory_region_wins_over_the_play_default(twin_factory, backup_play):
+    # A play whose module_defaults name another region: the host's aws_ec2 placement says where it is.
+    twins = twin_factory({"instances": [
+        {"provider": "aws", "name": "web", "platform": "linux", "volumes": VOLUMES},
+        {"provider": "aws", "name": "sql", "platform": "windows", "volumes": VOLUMES}]}, alicloud=False)
+    hosts = {"web": aws_host(twins, "web"), "sql": aws_host(twins, "sql", "windows")}
+    assert twins.endpoints["aws"]["region"] != "eu-west-1"
+    rc, report = backup_play(hosts, twins.endpoints, {"consistent_backup_consistency": "crash"},
+                             play_defaults={"region": "eu-west-1"})
+    assert rc == 0, report["stats"]
+    sets = report["global_custom_stats"]["consistent_backup_sets"]
+    for name in ("web", "sql"):
+        assert sets[name]["ok"], sets[name]
+        assert len(snapshots_of_set(twins, sets[name]["set_id"])) == 2
