@@ -8,7 +8,10 @@
 Cloud Assistant app-snapshot-plugin, sent with one RunCommand per 100
 instances that share a command line, followed with one DescribeInvocationResults
 listing per invocation; the group id is read from the plug-in's output and the
-consistency from the snapshots' own tags.
+consistency from the snapshots' own tags. ``offline``: the instance is stopped
+for CreateSnapshotGroup and started again; with a list in ``mounts``, those data
+filesystems are unmounted through Cloud Assistant instead, the disks in
+``disk_ids`` grouped, and the filesystems mounted again.
 """
 
 from __future__ import annotations
@@ -20,11 +23,21 @@ from ansible_collections.appconsistent.snapshots.plugins.module_utils import app
 from ansible_collections.appconsistent.snapshots.plugins.module_utils import snapshot_set as ss
 from ansible_collections.appconsistent.snapshots.plugins.module_utils.alicloud import AlibabaCloudError
 from ansible_collections.appconsistent.snapshots.plugins.module_utils.alicloud import tags_to_dict
+from ansible_collections.appconsistent.snapshots.plugins.module_utils.cloud_assistant import TERMINAL
 from ansible_collections.appconsistent.snapshots.plugins.module_utils.cloud_assistant import InvocationRun
+from ansible_collections.appconsistent.snapshots.plugins.module_utils.cloud_assistant import batches
+from ansible_collections.appconsistent.snapshots.plugins.module_utils.unmount import EXIT_MESSAGES as UNMOUNT_EXIT
+from ansible_collections.appconsistent.snapshots.plugins.module_utils.unmount import parse_report
+from ansible_collections.appconsistent.snapshots.plugins.module_utils.unmount import refused_mount
+from ansible_collections.appconsistent.snapshots.plugins.module_utils.unmount import remount_command
+from ansible_collections.appconsistent.snapshots.plugins.module_utils.unmount import unmount_command
 
 ESSD_CATEGORIES = ("cloud_essd", "cloud_auto", "cloud_essd_entry")
 GROUP_IDS_PER_CALL = 10
 EVIDENCE_WAIT = 60
+UNMOUNT_POLL = 0.5
+# Seconds before the remount watchdog's deadline after which no snapshot group is started.
+UNMOUNT_MARGIN = 5
 
 
 # Added to a stop timeout message: what the operator can do about it.
@@ -105,6 +118,7 @@ class AlicloudGroupRun:
             app_plugin.check_disk_id(disk_id)
         for label in ("pre_script_path", "post_script_path"):
             app_plugin.check_path(label, p[label])
+        self._validate_mounts()
         conflicts = ss.user_tags_conflicts(p.get("tags"))
         bad_prefix = [k for k in (p.get("tags") or {}) if str(k).lower().startswith(("aliyun", "acs:"))]
         if conflicts or bad_prefix:
@@ -112,6 +126,28 @@ class AlicloudGroupRun:
         ss.validate_run_id(p.get("run_id"))
         if p.get("delete_after"):
             ss.parse_duration(p["delete_after"])
+
+    def _validate_mounts(self):
+        mounts = self.params.get("mounts") or ["auto"]
+        if mounts == ["auto"]:
+            return
+        if self.requested != "offline":
+            raise GroupInputError("mounts is used on Alibaba Cloud only with consistency offline (to unmount those "
+                                  f"filesystems instead of stopping the instance); with consistency {self.requested} the "
+                                  "plug-in freezes every data filesystem itself: leave mounts out")
+        for mount in mounts:
+            problem = refused_mount(mount)
+            if problem:
+                raise GroupInputError(f"mounts: {problem}")
+        if not self.params.get("disk_ids"):
+            raise GroupInputError("consistency offline with mounts unmounts those filesystems instead of stopping the "
+                                  "instance: give the disks behind them in disk_ids, so that the set holds only them")
+
+    @property
+    def unmounts(self):
+        """offline with explicit mounts: unmount them through Cloud Assistant instead of stopping the instance."""
+        mounts = self.params.get("mounts") or ["auto"]
+        return self.requested == "offline" and mounts != ["auto"]
 
     @property
     def group_name(self):
@@ -160,7 +196,8 @@ class AlicloudGroupRun:
 
     def _preflight(self, ids, disks):
         p = self.params
-        needs_agent = self.requested not in ("crash", "offline")
+        needs_role = self.requested not in ("crash", "offline")
+        needs_agent = needs_role or self.unmounts
         known_disks = {d["DiskId"] for ds in disks.values() for d in ds}
         unknown = [d for d in (p.get("disk_ids") or []) + (p.get("exclude_disk_ids") or []) if d not in known_disks]
         if unknown:
@@ -171,7 +208,8 @@ class AlicloudGroupRun:
         if needs_agent and running:
             for status in self.api.describe_cloud_assistant_status(running):
                 agents[status["InstanceId"]] = status
-            roles = self._ram_roles(running)
+            if needs_role:
+                roles = self._ram_roles(running)
         ready = []
         for instance_id in ids:
             outcome = self.outcomes[instance_id] = Outcome(instance_id, self.requested)
@@ -182,6 +220,17 @@ class AlicloudGroupRun:
                 continue
             outcome.platform = "windows" if str(instance.get("OSType")).lower() == "windows" else "linux"
             state = instance.get("Status")
+            if self.unmounts and outcome.platform != "linux":
+                outcome.status = "NotSent"
+                outcome.fail("WrongPlatform", f"instance {instance_id} is Windows: mounts can only be unmounted on "
+                                              "Linux; leave mounts out to take the set with the instance stopped")
+                continue
+            if self.unmounts and state != "Running":
+                outcome.status = "NotSent"
+                outcome.fail("InstanceNotRunning", f"instance {instance_id} is {state}: the filesystems are unmounted "
+                                                   "through Cloud Assistant, which needs it Running (leave mounts out "
+                                                   "to take the set of a stopped instance)")
+                continue
             if needs_agent and state != "Running":
                 outcome.status = "NotSent"
                 outcome.fail("InstanceNotRunning", f"instance {instance_id} is {state}: the plug-in runs inside the "
@@ -198,6 +247,13 @@ class AlicloudGroupRun:
                 outcome.fail(*problem)
                 continue
             outcome.disks = selected
+            system = [d["disk_id"] for d in selected if d["boot"]]
+            if self.unmounts and system:
+                outcome.status = "NotSent"
+                outcome.fail("SystemDiskOnline", f"disk {system[0]} is the system disk of instance {instance_id}, which "
+                                                 "stays in use while the data filesystems are unmounted: leave it out of "
+                                                 "disk_ids, or leave mounts out to take the set with the instance stopped")
+                continue
             if needs_agent:
                 agent = agents.get(instance_id) or {}
                 if str(agent.get("CloudAssistantStatus")).lower() != "true":
@@ -205,6 +261,7 @@ class AlicloudGroupRun:
                     outcome.fail("AgentNotRunning", f"Cloud Assistant is not running on instance {instance_id}: "
                                                     "install or start the agent")
                     continue
+            if needs_role:
                 role = roles.get(instance_id)
                 if not role:
                     outcome.status = "NotSent"
@@ -307,9 +364,24 @@ class AlicloudGroupRun:
                 outcome.status, outcome.changed = "WouldRun", True
                 outcome.plan = dict(action="CreateSnapshotGroup", disks=outcome.disks, name=name)
             return
+        groups = self._create_groups(ready, name, level)
+        self._adopt_groups(groups, scripts_ok=False, fixed_level=None if level == "crash" else level)
+
+    def _create_groups(self, ready, name, level, expires=None):
+        """CreateSnapshotGroup for each instance, of its chosen disks; returns {group id: instance id}.
+
+        ``expires``: the controller's clock after which the instances' filesystems may be back in use; an
+        instance reached later gets no group.
+        """
         groups = {}
         for instance_id in ready:
             outcome = self.outcomes[instance_id]
+            if expires is not None and self.clock() >= expires:
+                outcome.status = "Failed"
+                outcome.fail("UnmountExpired", f"the filesystems of {instance_id} may already be mounted again by its "
+                                               "watchdog (max(freeze_timeout, 60) s after the unmount), so no set was "
+                                               "taken: raise freeze_timeout")
+                continue
             group_tags = dict(self.params.get("tags") or {})
             group_tags.update({ss.TAG_INSTANCE_ID: instance_id, ss.TAG_CONSISTENCY: level})
             try:
@@ -322,7 +394,7 @@ class AlicloudGroupRun:
                 continue
             outcome.status, outcome.changed, outcome.set_id = "Created", True, group_id
             groups[group_id] = instance_id
-        self._adopt_groups(groups, scripts_ok=False, fixed_level=None if level == "crash" else level)
+        return groups
 
     # --- offline: stopped instances -----------------------------------------------------------------------
 
@@ -347,6 +419,9 @@ class AlicloudGroupRun:
                 instance_id=instance_id, force_stop=bool(force), stopped_mode="KeepCharging"))
 
     def _offline(self, ready, name):
+        if self.unmounts:
+            self._offline_unmounted(ready, name)
+            return
         p = self.params
         running = [i for i in ready if (self.instances[i] or {}).get("Status") == "Running"]
         if self.module.check_mode:
@@ -377,6 +452,123 @@ class AlicloudGroupRun:
             self._crash([i for i in ready if i not in late], name, level="offline")
         finally:
             self._restart(running, late, stop_requested)
+
+    # --- offline: unmounted data filesystems ---------------------------------------------------------------
+
+    def _offline_unmounted(self, ready, name):
+        """Unmount the filesystems in mounts through Cloud Assistant, group the disks in disk_ids, mount them again."""
+        p = self.params
+        mounts = p["mounts"]
+        if self.module.check_mode:
+            for instance_id in ready:
+                outcome = self.outcomes[instance_id]
+                outcome.status, outcome.changed = "WouldRun", True
+                outcome.plan = dict(unmount=mounts, action="CreateSnapshotGroup", disks=outcome.disks, name=name,
+                                    remount=mounts)
+            return
+        run_id = ss.new_set_id()
+        # The filesystems come back by themselves after this long, whatever happens to the controller.
+        deadline = max(p["freeze_timeout"], 60)
+        common = dict(command_type="RunShellScript", timeout=deadline + 60, sleep=self.sleep, clock=self.clock)
+        unmount = InvocationRun(self.api, unmount_command(run_id, mounts, deadline), name="appconsistent-unmount",
+                                **common)
+        remount = InvocationRun(self.api, remount_command(run_id), name="appconsistent-remount", **common)
+        # The watchdog cannot fire before this: it is armed on the instance after the command was sent.
+        expires = self.clock() + deadline - UNMOUNT_MARGIN
+        sent = self._send(unmount, ready, "unmount")
+        reports = {}
+        groups = {}
+        try:
+            # Each instance is grouped as soon as it reports its filesystems unmounted; waiting past the
+            # watchdog's deadline would be pointless.
+            stop_at = min(self.clock() + p["wait_timeout"], expires)
+            pending = list(sent)
+            interval = UNMOUNT_POLL
+            while pending:
+                unmount.poll()
+                finished = [i for i in pending if unmount.result(i)["status"] in TERMINAL]
+                if finished:
+                    pending = [i for i in pending if i not in finished]
+                    offline = [i for i in finished if self._read_unmount(unmount, i, reports)]
+                    groups.update(self._create_groups(offline, name, "offline", expires=expires))
+                    continue
+                if self.clock() >= stop_at:
+                    break
+                self.sleep(min(interval, max(0.0, stop_at - self.clock())))
+                interval = min(interval * 1.5, 2.0)
+            for instance_id in pending:
+                self._read_unmount(unmount, instance_id, reports)
+        finally:
+            if sent:
+                self._remount(remount, sent, reports, deadline)
+        self._adopt_groups(groups, scripts_ok=False, fixed_level="offline")
+
+    def _send(self, run, instance_ids, what):
+        """RunCommand per 100 instances; the instances of a batch that could not be sent fail, the others go on."""
+        sent = []
+        for chunk in batches(instance_ids):
+            try:
+                invoke_id = run.send(chunk)[0]
+            except AlibabaCloudError as exc:
+                for instance_id in chunk:
+                    outcome = self.outcomes[instance_id]
+                    outcome.status = outcome.status or "NotSent"
+                    outcome.fail(exc.code, f"the {what} command could not be sent: {exc}")
+                continue
+            for instance_id in chunk:
+                outcome = self.outcomes[instance_id]
+                outcome.invocation_id = outcome.invocation_id or invoke_id
+                outcome.changed = True
+            sent.extend(chunk)
+        return sent
+
+    def _read_unmount(self, run, instance_id, reports):
+        """True when the instance reports its filesystems unmounted."""
+        outcome = self.outcomes[instance_id]
+        result = run.result(instance_id)
+        report = reports[instance_id] = parse_report(result["output"]) or {}
+        outcome.status = result["status"]
+        code = report.get("exit_code")
+        if result["status"] == "Success" and code == 0:
+            return True
+        outcome.output = result["output"][-2000:] or None
+        if code is not None:
+            outcome.fail(f"Unmount{code}", f"{UNMOUNT_EXIT.get(code, 'the unmount did not complete')}: "
+                                           f"{report.get('message') or result['status']}")
+        elif result["status"] not in TERMINAL:
+            outcome.fail("WaitTimeout", f"the unmount did not finish on {instance_id} within wait_timeout "
+                                        f"({self.params['wait_timeout']} s) or before its watchdog's deadline; a "
+                                        "remount was sent")
+        elif result["status"] in ("Success", "Failed"):
+            outcome.fail("UnmountNoReport", f"the unmount on {instance_id} gave no report (exit code "
+                                            f"{result['exit_code']}): the instance needs bash, findmnt, mountpoint and fuser")
+        else:
+            advice = result["advice"] or result["error_info"] or f"the command ended {result['status']}"
+            outcome.fail(result["error_code"] or result["status"], f"the unmount did not run on {instance_id}: {advice}")
+        return False
+
+    def _remount(self, run, sent, reports, deadline):
+        """Mount again on every instance the unmount was sent to; the downtime is measured on the instance."""
+        later = f"they are mounted again at the latest {deadline} s after the unmount"
+        remounting = self._send(run, sent, "remount")
+        for instance_id in sent:
+            if instance_id not in remounting:
+                self.outcomes[instance_id].fail("RemountFailed", f"{self.outcomes[instance_id].error['message']}; "
+                                                                 f"check {instance_id} now: {later}")
+        run.wait(max(30.0, self.params["wait_timeout"]))
+        for _invoke_id, chunk in run.invocations:
+            for instance_id in chunk:
+                outcome = self.outcomes[instance_id]
+                result = run.result(instance_id)
+                report = parse_report(result["output"]) or {}
+                unmounted = reports.get(instance_id) or {}
+                code = report.get("exit_code")
+                if code == 0 and unmounted.get("t"):
+                    outcome.downtime = round(float(report["t"]) - float(unmounted["t"]), 3)
+                elif code != 205:  # 205: nothing of this run was unmounted
+                    outcome.fail("RemountFailed", f"the filesystems were not mounted again on {instance_id} "
+                                                  f"({report.get('message') or result['advice'] or result['status']}): "
+                                                  f"check it now; {later}")
 
     def _restart(self, running, late, stop_requested):
         p = self.params

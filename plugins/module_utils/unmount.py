@@ -15,6 +15,8 @@ prints one JSON line.
 
 from __future__ import annotations
 
+import json
+import re
 import shlex
 
 EXIT_REFUSED = 207
@@ -25,6 +27,8 @@ EXIT_MESSAGES = {
     EXIT_BUSY: "a filesystem is in use, so it was not unmounted",
     EXIT_FAILED: "unmounting or mounting failed",
 }
+
+_MOUNT = re.compile(r"^/[A-Za-z0-9_./@+:\-]*$")
 
 _COMMON = r"""
 set -u
@@ -38,6 +42,8 @@ report() {
     "$1" "$run_id" "$2" "$(json_escape "$3")" "$(date +%s.%N)"
   exit "$2"
 }
+# The watchdog leads its own session and process group: its sleep goes with it.
+disarm() { kill -- "-$1" 2>/dev/null || kill "$1" 2>/dev/null; }
 remount_all() {
   local target source fstype options failed=0
   [ -f "$rec" ] || return 0
@@ -80,7 +86,7 @@ for m in $(printf '%%s\n' "${mounts[@]}" | awk '{ print length($0) "\t" $0 }' | 
   if ! umount -- "$m"; then
     remount_all
     rm -f "$rec"
-    kill "$(cat "$state/$run_id.watchdog")" 2>/dev/null
+    disarm "$(cat "$state/$run_id.watchdog")"
     rm -f "$state/$run_id.watchdog"
     report unmount 209 "could not unmount $m; everything was mounted again"
   fi
@@ -93,7 +99,7 @@ _REMOUNT = r"""
 if [ -f "$state/$run_id.watchdog" ]; then
   watchdog=$(cat "$state/$run_id.watchdog")
   # The watchdog runs this same script: it must not kill itself.
-  [ "$watchdog" != "$$" ] && kill "$watchdog" 2>/dev/null
+  [ "$watchdog" != "$$" ] && disarm "$watchdog"
   rm -f "$state/$run_id.watchdog"
 fi
 if remount_all; then
@@ -125,3 +131,27 @@ def unmount_command(run_id, mounts, deadline):
 
 def remount_command(run_id):
     return f"exec bash /run/appconsistent/offline/{shlex.quote(run_id)}.remount"
+
+
+def refused_mount(mount):
+    """Why ``mount`` may not be given to ``unmount_command``, or None."""
+    if not mount or not _MOUNT.match(mount) or "/../" in mount + "/" or "/./" in mount + "/":
+        return (f"{mount!r} is refused: give an absolute path of letters, digits and _ . / @ + : -, without spaces, "
+                "quotes or '..'")
+    if mount.rstrip("/") in ("", "/boot") or mount.startswith("/boot/"):
+        return f"{mount} is never unmounted: take the set with the instance stopped for the system disk"
+    return None
+
+
+def parse_report(output):
+    """The JSON report of an unmount or remount: the last line of the output that parses as an object."""
+    for line in reversed((output or "").strip().splitlines()):
+        line = line.strip()
+        if line.startswith("{"):
+            try:
+                report = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(report, dict):
+                return report
+    return None

@@ -14,10 +14,13 @@ description:
   - O(consistency=offline) stops a running instance (a clean shutdown, forced only with O(force_stop=true)), takes
     the set while it is stopped and starts it again; an instance that was stopped stays stopped. It is the only
     safe level for a root volume, and the strongest. The downtime is reported.
-  - On B(AWS Linux), O(consistency=offline) with a list in O(mounts) unmounts those data filesystems through SSM
-    instead of stopping the instance (refusing C(/), C(/boot) and a filesystem in use, whose processes are named),
-    snapshots the volumes given in O(disk_ids) and mounts them again; a detached remount on the instance brings
-    them back after at most max(O(freeze_timeout), 60) seconds whatever happens to the controller.
+  - On B(Linux), on both providers, O(consistency=offline) with a list in O(mounts) unmounts those data filesystems
+    through the agent (SSM on AWS, Cloud Assistant on Alibaba Cloud) instead of stopping the instance (refusing C(/),
+    C(/boot) and a filesystem in use, whose processes are named), snapshots only the disks or volumes given in
+    O(disk_ids) (CreateSnapshots on AWS, CreateSnapshotGroup on Alibaba Cloud) and mounts them again; a detached
+    remount on the instance brings them back after at most max(O(freeze_timeout), 60) seconds whatever happens to the
+    controller. The downtime reported is the time the filesystems were unmounted, and a host whose filesystems could
+    not be mounted again fails even with a set. Windows instances are refused.
   - On B(Alibaba Cloud), V(application) and V(filesystem) run the Cloud Assistant C(app-snapshot-plugin)
     (C(app-snapshot-plugin-win) on Windows) with one RunCommand per 100 instances that share a command line;
     the plug-in's exit code is mapped to its meaning, the group id read from its output, and the consistency
@@ -39,7 +42,8 @@ options:
   consistency:
     description:
       - The consistency to reach. V(application) needs the pre/post scripts on Linux (both providers) and the VSS
-        writers on Windows. V(offline) stops the instance while the set is taken.
+        writers on Windows. V(offline) stops the instance while the set is taken, or unmounts the filesystems in
+        O(mounts).
     type: str
     default: application
     choices: [offline, application, filesystem, crash]
@@ -116,6 +120,11 @@ options:
     description:
       - AWS Linux - the data mount points to freeze, or V(auto) for every data filesystem on an EBS volume of the
         instance. C(/) and C(/boot) are never frozen.
+      - Linux, both providers, with O(consistency=offline) - a list of absolute paths unmounts those data filesystems
+        instead of stopping the instance; O(disk_ids) must then name the disks (Alibaba C(d-...)) or volumes (AWS
+        C(vol-...)) behind them, and the system disk must not be among them on Alibaba Cloud.
+      - Alibaba Cloud - only used with O(consistency=offline); a list given with another consistency is refused, as the
+        plug-in freezes every data filesystem itself.
     type: list
     elements: str
     default: [auto]
@@ -255,9 +264,9 @@ results:
       type: str
       returned: when the plug-in ran
     invocation_id:
-      description: Alibaba Cloud - the Cloud Assistant invocation.
+      description: Alibaba Cloud - the Cloud Assistant invocation (of the unmount with O(mounts) and V(offline)).
       type: str
-      returned: when the plug-in ran
+      returned: when the plug-in or the unmount ran
     command_ids:
       description: AWS - the SSM commands sent to the instance.
       type: list
@@ -267,9 +276,11 @@ results:
       type: float
       returned: when measured
     downtime:
-      description: O(consistency=offline) - seconds from the stop request until the instance ran again.
+      description:
+        - O(consistency=offline) - seconds from the stop request until the instance ran again; with O(mounts), seconds
+          the filesystems were unmounted, from the instance's own timestamps.
       type: float
-      returned: when an instance was stopped and started
+      returned: when an instance was stopped and started, or its filesystems unmounted and mounted again
     error:
       description: What went wrong (C(code), C(message)) and what to do about it.
       type: dict
@@ -330,19 +341,24 @@ def argument_spec():
     )
 
 
+# Errors that fail the host even with a good set: the instance needs the operator now.
+URGENT_ERRORS = ("RemountFailed",)
+
+
 def summarize(outcomes, requested, on_fallback):
     results, failed, warnings = [], [], []
     for instance_id, outcome in outcomes.items():
         results.append(outcome.to_dict())
         if outcome.status in ("WouldRun", "InProgress") and not outcome.error:
             continue
-        if outcome.consistency != "none" and ss.at_least(outcome.consistency, requested):
+        urgent = bool(outcome.error) and outcome.error.get("code") in URGENT_ERRORS
+        if not urgent and outcome.consistency != "none" and ss.at_least(outcome.consistency, requested):
             if outcome.error:
                 warnings.append(f"{instance_id}: {outcome.error['message']}")
             continue
         reason = outcome.error["message"] if outcome.error else \
             f"the set is {outcome.consistency}-consistent, not {requested}-consistent"
-        if outcome.consistency != "none" and on_fallback == "warn":
+        if not urgent and outcome.consistency != "none" and on_fallback == "warn":
             warnings.append(f"{instance_id}: only {outcome.consistency}-consistent ({reason}); kept because on_fallback "
                             "is warn")
         else:

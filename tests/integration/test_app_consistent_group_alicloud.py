@@ -165,6 +165,10 @@ def test_every_plugin_exit_code_has_its_meaning(exit_code_twins, run_tasks):
     ({"disk_ids": ["d-1"], "exclude_disk_ids": ["d-2"]}, "mutually exclusive"),
     ({"ram_role_name": None}, "needs ram_role_name"),
     ({"description": "it's"}, "description"),
+    ({"mounts": ["/data"]}, "only with consistency offline"),
+    ({"consistency": "offline", "mounts": ["/data"]}, "disk_ids"),
+    ({"consistency": "offline", "mounts": ["/"], "disk_ids": ["d-1"]}, "never unmounted"),
+    ({"consistency": "offline", "mounts": ["data"], "disk_ids": ["d-1"]}, "refused"),
 ])
 def test_bad_input_is_refused_before_any_change(twin_factory, run_tasks, args, words):
     twins = twin_factory(fleet({"name": "db"}), aws=False)
@@ -244,3 +248,27 @@ def test_offline_stops_snapshots_and_starts_a_running_instance_only(twin_factory
     assert instance_status(twins, up) == "Running" and instance_status(twins, down) == "Stopped"
     tags = snapshot_tags(twins, [s["snapshot_id"] for s in got[up]["snapshots"]])
     assert {t["appconsistent:consistency"] for t in tags.values()} == {"offline"}
+
+
+def disk_of(twins, iid, device):
+    from alibabacloud_ecs20140526 import models
+    body = twins.ecs_client().describe_disks(models.DescribeDisksRequest(
+        region_id=twins.endpoints["alicloud"]["region"], instance_id=iid)).body.to_map()
+    return next(d["DiskId"] for d in body["Disks"]["Disk"] if d["Device"] == device)
+
+
+def test_offline_with_mounts_refuses_windows_and_the_system_disk_per_instance(twin_factory, run_tasks):
+    twins = twin_factory(fleet({"name": "win", "platform": "windows"}, {"name": "lin"}), aws=False)
+    win, lin = ids(twins, "win", "lin")
+    system = disk_of(twins, lin, "/dev/xvda")
+    twins.stats.reset()
+    run = run_tasks([{ACG: {"provider": "alicloud", "consistency": "offline", "instance_ids": [win, lin],
+                            "mounts": ["/data"],
+                            "disk_ids": [disk_of(twins, win, "/dev/xvdb"), system, disk_of(twins, lin, "/dev/xvdb")]},
+                      "register": "group"}], twins.endpoints)
+    got = by_instance(run["group"])
+    assert run["group"]["failed"] is True
+    assert got[win]["error"]["code"] == "WrongPlatform" and got[win]["status"] == "NotSent"
+    assert got[lin]["error"]["code"] == "SystemDiskOnline" and system in got[lin]["error"]["message"]
+    counts = twins.stats.counts("alicloud")
+    assert not any(counts.get(a) for a in ("RunCommand", "CreateSnapshotGroup", "StopInstance")), counts

@@ -1,0 +1,213 @@
+"""Alibaba Cloud groups: the checks of consistency offline with mounts, and its unmount/group/remount run on a fake API."""
+
+import base64
+import json
+import types
+
+import pytest
+
+from ansible_collections.appconsistent.snapshots.plugins.module_utils import unmount
+from ansible_collections.appconsistent.snapshots.plugins.module_utils.app_plugin import PluginParameterError
+from ansible_collections.appconsistent.snapshots.plugins.module_utils.group_alicloud import AlicloudGroupRun
+from ansible_collections.appconsistent.snapshots.plugins.module_utils.group_alicloud import GroupInputError
+from ansible_collections.appconsistent.snapshots.plugins.modules.app_consistent_group import argument_spec
+from ansible_collections.appconsistent.snapshots.plugins.modules.app_consistent_group import summarize
+
+DATA = "d-bp1data000000000001"
+
+
+def _params(**overrides):
+    params = {name: spec.get("default") for name, spec in argument_spec().items()}
+    params.update(provider="alicloud", instance_ids=["i-bp1a"], consistency="offline")
+    params.update(overrides)
+    return params
+
+
+def _run(api=None, check_mode=False, **overrides):
+    module = types.SimpleNamespace(params=_params(**overrides), check_mode=check_mode, alicloud=api)
+    return AlicloudGroupRun(module, sleep=lambda seconds: None, clock=FakeClock())
+
+
+class FakeClock:
+    def __init__(self):
+        self.now = 0.0
+
+    def __call__(self):
+        self.now += 0.01
+        return self.now
+
+
+# --- validation ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("consistency", ["offline", "application", "filesystem", "crash"])
+def test_the_default_mounts_pass_with_every_consistency(consistency):
+    _run(consistency=consistency, ram_role_name="AppSnapshotRole").validate()
+
+
+def test_offline_with_mounts_and_disk_ids_passes():
+    run = _run(mounts=["/data", "/data/logs"], disk_ids=[DATA])
+    run.validate()
+    assert run.unmounts
+
+
+def test_offline_without_mounts_stops_the_instance():
+    assert not _run().unmounts
+
+
+@pytest.mark.parametrize("consistency", ["application", "filesystem", "crash"])
+def test_mounts_with_another_consistency_are_refused(consistency):
+    with pytest.raises(GroupInputError, match="only with consistency offline"):
+        _run(consistency=consistency, mounts=["/data"], ram_role_name="AppSnapshotRole").validate()
+
+
+def test_offline_with_mounts_needs_disk_ids():
+    with pytest.raises(GroupInputError, match="disk_ids"):
+        _run(mounts=["/data"]).validate()
+
+
+@pytest.mark.parametrize("mounts, words", [
+    (["/"], "never unmounted"), (["/boot"], "never unmounted"), (["/boot/efi"], "never unmounted"),
+    (["//"], "never unmounted"), (["data"], "refused"), (["/data; reboot"], "refused"), (["/a/../b"], "refused"),
+    (["/data", "auto"], "refused"), ([""], "refused"),
+])
+def test_dangerous_mounts_are_refused(mounts, words):
+    with pytest.raises(GroupInputError, match=words):
+        _run(mounts=mounts, disk_ids=[DATA]).validate()
+
+
+def test_disk_ids_must_be_alibaba_disks():
+    with pytest.raises(PluginParameterError):
+        _run(mounts=["/data"], disk_ids=["vol-0123456789abcdef0"]).validate()
+
+
+def test_the_report_is_the_last_json_line():
+    assert unmount.parse_report('noise\n{"action":"unmount","exit_code":0,"t":1.5}\n') == \
+        {"action": "unmount", "exit_code": 0, "t": 1.5}
+    assert unmount.parse_report('{"exit_code": 0, "t') is None
+    assert unmount.parse_report("") is None
+
+
+# --- the run, on a fake Alibaba Cloud -----------------------------------------------------------------
+
+
+def _encoded(report):
+    return base64.b64encode((json.dumps(report) + "\n").encode()).decode()
+
+
+class FakeApi:
+    """Answers the calls of an unmount run; ``unmounts``/``remounts`` give each instance's exit code."""
+
+    region = "cn-hangzhou"
+
+    def __init__(self, instances, unmounts, remounts=None):
+        self.instances = instances
+        self.unmounts = unmounts
+        self.remounts = remounts or {}
+        self.commands = []  # (content, instance ids)
+        self.groups = {}  # group id -> (instance id, disk ids)
+        self.tagged = []
+
+    def describe_instances(self, ids):
+        return [dict(InstanceId=i, Status="Running", OSType=self.instances[i]) for i in ids if i in self.instances]
+
+    def describe_disks(self):
+        disks = []
+        for number, instance_id in enumerate(self.instances):
+            disks.append(dict(DiskId=f"d-sys{number}", InstanceId=instance_id, Type="system", Device="/dev/xvda",
+                              Category="cloud_essd", Size=40))
+            disks.append(dict(DiskId=f"d-data{number}", InstanceId=instance_id, Type="data", Device="/dev/xvdb",
+                              Category="cloud_essd", Size=20))
+        return disks
+
+    def describe_cloud_assistant_status(self, ids):
+        return [dict(InstanceId=i, CloudAssistantStatus="true") for i in ids]
+
+    def run_command(self, instance_ids, command, command_type="RunShellScript", timeout=60, name=None):
+        assert command_type == "RunShellScript" and timeout >= 60
+        self.commands.append((command, list(instance_ids), name))
+        return dict(command_id="c-1", invoke_id=f"t-{len(self.commands)}")
+
+    def describe_invocation_results(self, invoke_id):
+        command, ids, name = self.commands[int(invoke_id[2:]) - 1]
+        results = []
+        for instance_id in ids:
+            if name == "appconsistent-unmount":
+                code, t = self.unmounts[instance_id], 100.0
+                message = "in use, not unmounted: /data: sleep (pid 42);" if code == 3 else "unmounted: /data"
+            else:
+                code, t = self.remounts.get(instance_id, 0), 102.5
+                message = "mounted again" if code == 0 else "nothing of this run is unmounted" \
+                    if code == 205 else "some filesystems could not be mounted again"
+            assert "run_id=" in command or "exec bash /run/appconsistent/offline/" in command
+            results.append(dict(InstanceId=instance_id, InvocationStatus="Success" if code == 0 else "Failed",
+                                ExitCode=code, Output=_encoded(dict(action=name, exit_code=code, message=message, t=t))))
+        return results
+
+    def create_snapshot_group(self, instance_id, disk_ids=None, name=None, description=None, tags=None):
+        group_id = f"ssg-{len(self.groups) + 1}"
+        self.groups[group_id] = (instance_id, list(disk_ids))
+        assert tags["appconsistent:consistency"] == "offline"
+        return group_id
+
+    def describe_snapshot_groups(self, snapshot_group_ids=None):
+        return [dict(SnapshotGroupId=g, Status="accomplished", CreationTime="2026-01-01T00:00:00Z",
+                     Snapshots={"Snapshot": [dict(SnapshotId=f"s-{g}-{d}", SourceDiskId=d, Progress="100%", Tags={})
+                                             for d in self.groups[g][1]]}) for g in snapshot_group_ids]
+
+    def tag_resources(self, resource_type, resource_ids, tags):
+        self.tagged.append((resource_type, list(resource_ids), dict(tags)))
+
+
+def test_unmounted_instances_are_grouped_and_mounted_again():
+    api = FakeApi({"i-ok": "linux", "i-busy": "linux", "i-win": "windows", "i-stuck": "linux"},
+                  unmounts={"i-ok": 0, "i-busy": 3, "i-stuck": 0}, remounts={"i-busy": 205, "i-stuck": 209})
+    ids = ["i-ok", "i-busy", "i-win", "i-stuck"]
+    run = _run(api, instance_ids=ids, mounts=["/data"], disk_ids=["d-data0", "d-data1", "d-data2", "d-data3"])
+    outcomes = run.run()
+    assert [(c[1], c[2]) for c in api.commands] == [(["i-ok", "i-busy", "i-stuck"], "appconsistent-unmount"),
+                                                    (["i-ok", "i-busy", "i-stuck"], "appconsistent-remount")]
+    assert sorted(api.groups.values()) == [("i-ok", ["d-data0"]), ("i-stuck", ["d-data3"])]
+    ok, busy, win, stuck = (outcomes[i] for i in ids)
+    assert ok.consistency == "offline" and ok.error is None and ok.downtime == 2.5
+    assert [m["disk_id"] for m in ok.snapshots] == ["d-data0"]
+    assert busy.error["code"] == "Unmount3" and "sleep (pid 42)" in busy.error["message"]
+    assert busy.consistency == "none" and busy.downtime is None and busy.set_id is None
+    assert win.error["code"] == "WrongPlatform" and win.status == "NotSent"
+    assert stuck.error["code"] == "RemountFailed" and stuck.consistency == "offline"
+    result, _warnings = summarize(outcomes, "offline", "warn")
+    assert sorted(f["instance_id"] for f in result["failed_instances"]) == ["i-busy", "i-stuck", "i-win"]
+    tags = {k: v for _t, _ids, t in api.tagged for k, v in t.items()}
+    assert tags["appconsistent:consistency"] == "offline"
+
+
+def test_check_mode_sends_nothing():
+    api = FakeApi({"i-ok": "linux"}, unmounts={"i-ok": 0})
+    outcome = _run(api, check_mode=True, instance_ids=["i-ok"], mounts=["/data"], disk_ids=["d-data0"]).run()["i-ok"]
+    assert api.commands == [] and api.groups == {}
+    assert outcome.status == "WouldRun" and outcome.plan["unmount"] == ["/data"]
+    assert outcome.plan["action"] == "CreateSnapshotGroup" and outcome.plan["remount"] == ["/data"]
+    assert [d["disk_id"] for d in outcome.plan["disks"]] == ["d-data0"]
+
+
+def test_the_system_disk_is_refused_while_the_instance_runs():
+    api = FakeApi({"i-ok": "linux"}, unmounts={"i-ok": 0})
+    outcome = _run(api, instance_ids=["i-ok"], mounts=["/data"], disk_ids=["d-sys0", "d-data0"]).run()["i-ok"]
+    assert outcome.error["code"] == "SystemDiskOnline" and api.commands == []
+
+
+def test_no_group_is_started_once_the_watchdog_may_have_remounted():
+    api = FakeApi({"i-ok": "linux"}, unmounts={"i-ok": 0})
+    run = _run(api, instance_ids=["i-ok"], mounts=["/data"], disk_ids=["d-data0"])
+    run.clock.now = 0.0
+    real_poll = api.describe_invocation_results
+
+    def slow(invoke_id):
+        run.clock.now += 120.0  # past max(freeze_timeout, 60)
+        return real_poll(invoke_id)
+
+    api.describe_invocation_results = slow
+    outcome = run.run()["i-ok"]
+    assert api.groups == {}
+    assert outcome.error["code"] == "UnmountExpired" and outcome.consistency == "none"
+    assert [c[2] for c in api.commands] == ["appconsistent-unmount", "appconsistent-remount"]
