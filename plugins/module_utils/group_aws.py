@@ -36,6 +36,9 @@ from ansible_collections.appconsistent.snapshots.plugins.module_utils.vss_runner
 SHELL_DOCUMENT = "AWS-RunShellScript"
 SNAPSHOT_WORKERS = 16
 FREEZE_POLL = 0.25
+# Instances freezing or frozen at a time, two SendCommand waves: the controller snapshots a wave (16 calls
+# at once) in about a second, while the next one freezes.
+FREEZE_IN_FLIGHT = 100
 _MOUNT = re.compile(r"^/[A-Za-z0-9_./@+:\-]*$")
 _VOLUME = re.compile(r"^vol-[0-9a-f]{8,32}$")
 
@@ -754,12 +757,18 @@ class AwsGroupRun:
         thaw = CommandRun(self.ssm, SHELL_DOCUMENT, {"commands": [self._helper_command("thaw", run_id)],
                                                      "executionTimeout": limit},
                           comment=f"appconsistent.snapshots thaw {run_id}", **common)
-        sent = self._send(freeze, instance_ids)
-        pending = list(sent)
+        waiting = list(instance_ids)  # not sent the freeze yet
+        pending = []  # sent the freeze, not finished freezing
         thawed_sent = []
         deadline = self.clock() + p["wait_timeout"]
         try:
-            while pending and self.clock() < deadline:
+            while (pending or waiting) and self.clock() < deadline:
+                if waiting and len(pending) + aws_api.SSM_INSTANCE_BATCH <= FREEZE_IN_FLIGHT:
+                    # Freezes go out in waves of one SendCommand: an instance frozen while the controller is busy
+                    # snapshotting others stays frozen that long, and a whole fleet at once outlasts freeze_timeout.
+                    wave, waiting = waiting[:aws_api.SSM_INSTANCE_BATCH], waiting[aws_api.SSM_INSTANCE_BATCH:]
+                    pending.extend(self._send(freeze, wave))
+                    continue
                 freeze.poll()
                 finished = [i for i in pending if i in freeze.invocations and is_terminal(freeze.invocations[i])]
                 if finished:
@@ -775,6 +784,10 @@ class AwsGroupRun:
                     continue
                 self.sleep(FREEZE_POLL)
         finally:
+            for instance_id in waiting:  # never sent: nothing was frozen
+                self.outcomes[instance_id].status = "NotSent"
+                self.outcomes[instance_id].fail("WaitTimeout", "the freeze was not started within wait_timeout: the "
+                                                               "instances before it took that long; raise wait_timeout")
             if pending:  # still not finished freezing: thaw anyway, the watchdog is the last resort
                 for instance_id in pending:
                     self.outcomes[instance_id].fail("WaitTimeout", "the freeze did not finish within wait_timeout; "

@@ -149,3 +149,28 @@ def test_offline_check_mode_stops_nothing(twin_factory, run_tasks):
     assert plan["stop"] is True and plan["start"] is True
     assert not twins.stats.counts("aws").get("StopInstances")
     assert instance_state(twins, up) == "running"
+
+
+def test_a_large_linux_fleet_is_frozen_in_waves(twin_factory, run_tasks):
+    # 230 simulated Linux instances: frozen all at once, most would wait frozen while the controller snapshots
+    # the others; in waves of one SendCommand, at most two waves (100 instances) are frozen at any moment.
+    names = {f"db-{n:03d}": "linux" for n in range(230)}
+    twins = twin_factory(fleet(**names), alicloud=False,
+                         latency={"profile": "zero", "api": {"CreateSnapshots": 0.02}, "transitions": {"freeze_duration": 0.05}})
+    twins.stats.reset()
+    run = run_tasks([{ACG: {"provider": "aws", "consistency": "application", "instance_ids": ids(twins, *names),
+                            "exclude_boot_disk": True, "delete_after": "1d"}, "register": "group"}], twins.endpoints)
+    result = run["group"]
+    assert not result.get("failed"), result.get("msg")
+    rows = result["results"]
+    assert len(rows) == 230 and {r["consistency"] for r in rows} == {"application"}
+    events = sorted([(r["helper"]["freeze"]["t_frozen"], 1) for r in rows] + [(r["helper"]["thaw"]["t_thawed"], -1) for r in rows])
+    frozen_at_once, most = 0, 0
+    for _at, step in events:
+        frozen_at_once += step
+        most = max(most, frozen_at_once)
+    assert 50 <= most <= 100, most
+    counts = twins.stats.counts("aws")
+    freeze_commands = {c for r in rows for c in r["command_ids"][:1]}
+    assert len(freeze_commands) == 5  # 50, 50, 50, 50 and 30 instances
+    assert counts["SendCommand"] <= 5 + 10  # the freezes, and a thaw per batch of instances that finished together
