@@ -315,6 +315,12 @@ class AlibabaCloud:
             if not token:
                 return result
 
+    def detach_disk(self, disk_id, instance_id):
+        self.call("DetachDisk", self.models.DetachDiskRequest(instance_id=instance_id, disk_id=disk_id))
+
+    def delete_disk(self, disk_id):
+        self.call("DeleteDisk", self.models.DeleteDiskRequest(disk_id=disk_id))
+
     def tag_resources(self, resource_type, resource_ids, tags):
         for chunk in _chunks(list(resource_ids), 50):
             self.call("TagResources", self.models.TagResourcesRequest(

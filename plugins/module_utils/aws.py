@@ -177,6 +177,25 @@ def delete_snapshot(client, snapshot_id):
     return True
 
 
+@EC2ErrorHandler.deletion_error_handler("detach volume {volume_id}")
+@AWSRetry.jittered_backoff(catch_extra_error_codes=THROTTLING_CODES)
+def detach_volume(client, volume_id, instance_id=None, force=False):
+    params = {"VolumeId": volume_id}
+    if instance_id:
+        params["InstanceId"] = instance_id
+    if force:
+        params["Force"] = True
+    client.detach_volume(**params)
+    return True
+
+
+@EC2ErrorHandler.deletion_error_handler("delete volume {volume_id}")
+@AWSRetry.jittered_backoff(catch_extra_error_codes=THROTTLING_CODES)
+def delete_volume(client, volume_id):
+    client.delete_volume(VolumeId=volume_id)
+    return True
+
+
 @EC2ErrorHandler.common_error_handler("stop instances")
 @AWSRetry.jittered_backoff(catch_extra_error_codes=THROTTLING_CODES)
 def stop_instances(client, instance_ids, force=False):

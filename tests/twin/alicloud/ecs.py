@@ -396,11 +396,27 @@ class Ecs:
                     disk.status = "In_use"
                     disk.ever_attached = True
                     disk.attached = time.time()
+                    self._expose(disk, attach=True)
                 self.deferred.at(created_at, attached)
             else:
                 self.deferred.at(created_at, lambda: setattr(disk, "status", "Available"))
             self.deferred.settle()
         return {"DiskId": disk.id, "OrderId": ""}
+
+    def _expose(self, disk: Disk, attach: bool) -> None:
+        """Local instances: a stable link ``<store>/instances/<instance>/<device>`` to the attached disk's image,
+        as the AWS twin keeps one, so that a play can check a restored disk on this machine."""
+        inst = self.instances.get(disk.instance_id or "")
+        if not disk.image or self.blockstore is None or inst is None or inst.execution != "local" or not disk.device:
+            return
+        link = os.path.join(self.blockstore.root, "instances", inst.id, os.path.basename(disk.device))
+        if attach:
+            os.makedirs(os.path.dirname(link), exist_ok=True)
+            if os.path.lexists(link):
+                os.unlink(link)
+            os.symlink(disk.image, link)
+        elif os.path.islink(link):
+            os.unlink(link)
 
     def _next_device(self, instance_id: str) -> str:
         used = {d.device for d in self.disks.values() if d.instance_id == instance_id}
@@ -460,6 +476,7 @@ class Ecs:
                 disk.status = "In_use"
                 disk.ever_attached = True
                 disk.attached = time.time()
+                self._expose(disk, attach=True)
             self.deferred.at(time.time() + self.latency.transition("volume_attach"), attached)
             self.deferred.settle()
         return {}
@@ -477,6 +494,7 @@ class Ecs:
             disk.status = "Detaching"
 
             def detached() -> None:
+                self._expose(disk, attach=False)
                 disk.status = "Available"
                 disk.last_instance_id, disk.last_device = disk.instance_id, disk.device
                 disk.instance_id = None

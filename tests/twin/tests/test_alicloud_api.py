@@ -574,3 +574,31 @@ def test_untag_resources_and_disk_created_on_an_instance(start_twin):
     assert err.code == "InvalidDiskId.ZoneMismatch"
     err = api_error(client.describe_instance_ram_role, m.DescribeInstanceRamRoleRequest(region_id=ali.region, instance_ids='["i-nope"]'))
     assert err.status_code == 404
+
+
+def test_local_instance_sees_an_attached_disk_image_under_the_store(start_twin, tmp_path):
+    image = tmp_path / "data.img"
+    image.write_bytes(b"\0" * 4096 + b"data: original")
+    doc = {"instances": [{"provider": "alicloud", "name": "db-1", "role": ROLE, "volumes": [
+        {"device": "/dev/xvda", "size": 20, "type": "cloud_essd"},
+        {"device": "/dev/xvdb", "size": 20, "type": "cloud_essd", "image": str(image)}]},
+        inst("check-1", categories=("cloud_essd",), execution="local")]}
+    ali = start_twin(doc)
+    client = ali.client()
+    iid, local = ali.instances["db-1"], ali.instances["check-1"]
+    client.create_snapshot_group(m.CreateSnapshotGroupRequest(region_id=ali.region, instance_id=iid))
+    data = disks_of(client, ali.region, iid)["/dev/xvdb"].disk_id
+    (snap,) = client.describe_snapshots(m.DescribeSnapshotsRequest(region_id=ali.region, disk_id=data)).body.snapshots.snapshot
+    new = client.create_disk(m.CreateDiskRequest(region_id=ali.region, zone_id=disks_of(client, ali.region, local)["/dev/xvda"].zone_id,
+                                                 snapshot_id=snap.snapshot_id, disk_category="cloud_essd")).body.disk_id
+    client.attach_disk(m.AttachDiskRequest(instance_id=local, disk_id=new))
+    device = disks_of(client, ali.region, local)
+    (path,) = [d for d in device if d != "/dev/xvda"]
+    store = os.path.dirname(os.path.dirname(next(v["image"] for v in ali.state()["volumes"] if v["id"] == new)))
+    links = [os.path.join(root, name) for root, _dirs, files in os.walk(store) for name in files if os.path.islink(os.path.join(root, name))]
+    (link,) = links
+    assert link.endswith(os.path.join("instances", local, os.path.basename(path)))
+    assert _read(link) == "data: original"
+    client.detach_disk(m.DetachDiskRequest(instance_id=local, disk_id=new))
+    assert not os.path.lexists(link)
+    client.delete_disk(m.DeleteDiskRequest(disk_id=new))
