@@ -238,8 +238,8 @@ def test_offline_stops_snapshots_and_starts_a_running_instance_only(twin_factory
     twins = twin_factory(fleet({"name": "up"}, {"name": "down", "state": "stopped"}), aws=False,
                          latency={"profile": "zero", "transitions": {"instance_stop": 1.0, "instance_start": 1.0}})
     up, down = ids(twins, "up", "down")
-    run = run_tasks([{ACG: {"provider": "alicloud", "consistency": "offline", "instance_ids": [up, down]},
-                      "register": "group"}], twins.endpoints)
+    task = {ACG: {"provider": "alicloud", "consistency": "offline", "instance_ids": [up, down], "run_id": "CHG-78"}}
+    run = run_tasks([dict(task, register="group")], twins.endpoints)
     result = run["group"]
     assert not result.get("failed"), result.get("msg")
     got = by_instance(result)
@@ -248,6 +248,13 @@ def test_offline_stops_snapshots_and_starts_a_running_instance_only(twin_factory
     assert instance_status(twins, up) == "Running" and instance_status(twins, down) == "Stopped"
     tags = snapshot_tags(twins, [s["snapshot_id"] for s in got[up]["snapshots"]])
     assert {t["appconsistent:consistency"] for t in tags.values()} == {"offline"}
+    # The same run id again: the sets are found, and nothing is stopped a second time.
+    twins.stats.reset()
+    again = run_tasks([dict(task, register="again")], twins.endpoints)["again"]
+    assert not again.get("failed") and not again["changed"], again
+    assert {r["instance_id"]: r["set_id"] for r in again["results"]} == {up: got[up]["set_id"], down: got[down]["set_id"]}
+    counts = twins.stats.counts("alicloud")
+    assert not counts.get("StopInstance") and not counts.get("CreateSnapshotGroup"), counts
 
 
 def disk_of(twins, iid, device):

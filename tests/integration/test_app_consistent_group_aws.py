@@ -125,8 +125,8 @@ def test_offline_stops_snapshots_and_starts_a_running_instance_only(twin_factory
         alicloud=False, latency={"profile": "zero", "transitions": {"instance_stop": 1.0, "instance_start": 1.0}})
     up, down = ids(twins, "up", "down")
     twins.stats.reset()
-    run = run_tasks([{ACG: {"provider": "aws", "consistency": "offline", "instance_ids": [up, down]},
-                      "register": "group"}], twins.endpoints)
+    task = {ACG: {"provider": "aws", "consistency": "offline", "instance_ids": [up, down], "run_id": "CHG-77"}}
+    run = run_tasks([dict(task, register="group")], twins.endpoints)
     result = run["group"]
     assert not result.get("failed"), result.get("msg")
     got = {r["instance_id"]: r for r in result["results"]}
@@ -137,6 +137,13 @@ def test_offline_stops_snapshots_and_starts_a_running_instance_only(twin_factory
     assert {s["Tags"]["appconsistent:consistency"] for s in set_snapshots(twins, got[up]["set_id"])} == {"offline"}
     counts = twins.stats.counts("aws")
     assert counts["StopInstances"] == 1 and counts["StartInstances"] == 1
+    # The same run id again: the sets are found, and nothing is stopped a second time.
+    twins.stats.reset()
+    again = run_tasks([dict(task, register="again")], twins.endpoints)["again"]
+    assert not again.get("failed") and not again["changed"], again
+    assert {r["instance_id"]: r["set_id"] for r in again["results"]} == {up: got[up]["set_id"], down: got[down]["set_id"]}
+    counts = twins.stats.counts("aws")
+    assert not counts.get("StopInstances") and not counts.get("CreateSnapshots"), counts
 
 
 def test_offline_check_mode_stops_nothing(twin_factory, run_tasks):
