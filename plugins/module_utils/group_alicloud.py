@@ -76,7 +76,7 @@ class Outcome:
         self.downtime = None
 
     def fail(self, code, message):
-        self.error = dict(code=code, message=message)
+        self.error = ss.merge_error(self.error, code, message)
 
     def to_dict(self):
         data = dict(instance_id=self.instance_id, provider=self.provider, platform=self.platform, status=self.status,
@@ -553,8 +553,8 @@ class AlicloudGroupRun:
         remounting = self._send(run, sent, "remount")
         for instance_id in sent:
             if instance_id not in remounting:
-                self.outcomes[instance_id].fail("RemountFailed", f"{self.outcomes[instance_id].error['message']}; "
-                                                                 f"check {instance_id} now: {later}")
+                self.outcomes[instance_id].fail("RemountFailed", f"the remount could not be sent: check {instance_id} "
+                                                                 f"now; {later}")
         run.wait(max(30.0, self.params["wait_timeout"]))
         for _invoke_id, chunk in run.invocations:
             for instance_id in chunk:
@@ -581,7 +581,8 @@ class AlicloudGroupRun:
             try:
                 self.api.call("StartInstance", self.api.models.StartInstanceRequest(instance_id=instance_id))
             except AlibabaCloudError as exc:
-                self.outcomes[instance_id].fail(exc.code, f"instance {instance_id} could not be started again: {exc}")
+                self.outcomes[instance_id].fail("StartFailed", f"instance {instance_id} could not be started again "
+                                                               f"({exc.code}): {exc}; start it now")
         started = self._wait_status(restart, "Running", p["start_timeout"]) if restart else []
         for instance_id in restart:
             if instance_id in started:

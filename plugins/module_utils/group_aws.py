@@ -160,8 +160,7 @@ class Outcome:
         self.downtime = None
 
     def fail(self, code, message):
-        if self.error is None:
-            self.error = dict(code=code, message=message)
+        self.error = ss.merge_error(self.error, code, message)
 
     def to_dict(self):
         data = dict(instance_id=self.instance_id, provider="aws", platform=self.platform, status=self.status,

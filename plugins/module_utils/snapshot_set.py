@@ -33,9 +33,22 @@ EVIDENCE_APPLICATION = ("appconsistent",)  # AWS AppConsistent, Alibaba AppConsi
 EVIDENCE_FILESYSTEM = ("fsconsistent",)
 PROVIDER_OWNED_TAGS = ("AppConsistent", "APPConsistent", "FsConsistent", "Device", "AwsVssConfig")
 
+# Errors that leave an instance needing the operator now (a filesystem frozen or unmounted, an instance down):
+# they fail the host even with a good set, and they are reported over an earlier error.
+URGENT_ERRORS = ("RemountFailed", "Thaw211", "StartTimeout", "StartFailed", "StillStopping")
+
 _DURATION = re.compile(r"^\s*(\d+)\s*([smhdw])\s*$")
 _DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 _RUN_ID = re.compile(r"^[A-Za-z0-9._:/=+@-]{1,128}$")
+
+
+def merge_error(current, code, message):
+    """The error an instance reports: the first is the cause, unless a later one needs the operator now."""
+    if current is None:
+        return dict(code=code, message=message)
+    if code in URGENT_ERRORS and current.get("code") not in URGENT_ERRORS:
+        return dict(code=code, message=f"{message} (before that: {current['message']})")
+    return current
 
 
 def utcnow():

@@ -343,17 +343,13 @@ def argument_spec():
     )
 
 
-# Errors that fail the host even with a good set: the instance needs the operator now.
-URGENT_ERRORS = ("RemountFailed",)
-
-
 def summarize(outcomes, requested, on_fallback):
     results, failed, warnings = [], [], []
     for instance_id, outcome in outcomes.items():
         results.append(outcome.to_dict())
         if outcome.status in ("WouldRun", "InProgress") and not outcome.error:
             continue
-        urgent = bool(outcome.error) and outcome.error.get("code") in URGENT_ERRORS
+        urgent = bool(outcome.error) and outcome.error.get("code") in ss.URGENT_ERRORS
         if not urgent and outcome.consistency != "none" and ss.at_least(outcome.consistency, requested):
             if outcome.error:
                 warnings.append(f"{instance_id}: {outcome.error['message']}")

@@ -122,3 +122,12 @@ def test_set_consistency_and_expiry():
     assert not mixed.expired(now=NOW)
     assert mixed.expired(now=NOW + datetime.timedelta(days=8))
     assert not ss.SnapshotSet("acs-c", [{"snapshot_id": "s", "state": "completed", "tags": {}}]).expired(now=NOW)
+
+
+def test_the_first_error_stays_unless_a_later_one_is_urgent():
+    first = ss.merge_error(None, "CreateSnapshots", "the snapshot call failed")
+    assert ss.merge_error(first, "Thaw203", "the watchdog thawed") == first
+    urgent = ss.merge_error(first, "RemountFailed", "not mounted again: check it now")
+    assert urgent["code"] == "RemountFailed"
+    assert urgent["message"] == "not mounted again: check it now (before that: the snapshot call failed)"
+    assert ss.merge_error(urgent, "StartTimeout", "not running") == urgent  # the first urgent one stays
