@@ -23,6 +23,7 @@ from __future__ import annotations
 import json
 
 from ansible_collections.appconsistent.snapshots.plugins.module_utils import restore
+from ansible_collections.appconsistent.snapshots.plugins.module_utils import set_inventory as inventory
 from ansible_collections.appconsistent.snapshots.plugins.module_utils import snapshot_set as ss
 from ansible_collections.appconsistent.snapshots.plugins.module_utils.alicloud import AlibabaCloudError
 from ansible_collections.appconsistent.snapshots.plugins.module_utils.alicloud import tags_to_dict
@@ -165,15 +166,27 @@ class AlicloudRestoreApi:
                                    instances.pop() if len(instances) == 1 else None)
 
     def latest_set(self, instance_id, min_consistency):
+        """The newest qualifying set of the instance: its groups, and sets of tagged snapshots in no group (copies).
+
+        One tag-filtered DescribeSnapshots listing finds the instance's tagged snapshots; it also gives the details
+        of the group members it lists, so only the other members are asked for by id.
+        """
         groups = self._call(self.api.describe_snapshot_groups, instance_id=instance_id)
+        tagged = self._call(inventory.describe_tagged_alicloud_snapshots, self.api,
+                            {ss.TAG_SET_ID: None, ss.TAG_INSTANCE_ID: instance_id})
         ids = [s["SnapshotId"] for g in groups for s in (g.get("Snapshots") or {}).get("Snapshot") or []]
-        members = {m.snapshot_id: m for m in self._members(ids)}
+        members = {i: member_of(tagged[i]) for i in ids if i in tagged}
+        members.update((m.snapshot_id, m) for m in self._members([i for i in ids if i not in tagged]))
         sets = []
         for group in groups:
             snaps = [members[s["SnapshotId"]] for s in (group.get("Snapshots") or {}).get("Snapshot") or []
                      if s["SnapshotId"] in members]
             if snaps and not any(restore.TAG_SAFETY_FOR in m.tags for m in snaps):
                 sets.append(restore.SelectedSet(group["SnapshotGroupId"], snaps, instance_id, group_status=group.get("Status")))
+        for set_id, snapshots in inventory.loose_alicloud_snapshots(tagged.values(), groups).items():
+            snaps = [member_of(s) for s in snapshots]
+            if not any(restore.TAG_SAFETY_FOR in m.tags for m in snaps):
+                sets.append(restore.SelectedSet(set_id, snaps, instance_id))
         chosen, why = restore.newest_qualifying(sets, min_consistency)
         if chosen is None:
             raise restore.RestoreRefused(f"instance {instance_id}: {why}")

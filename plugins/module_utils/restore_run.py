@@ -15,8 +15,19 @@ from ansible_collections.appconsistent.snapshots.plugins.module_utils import sna
 _AWS_INSTANCE = re.compile(r"^i-(?:[0-9a-f]{8}|[0-9a-f]{17})$")
 
 
+# Options that say the AWS connection is configured (region and profile also from AWS_REGION, AWS_PROFILE...).
+AWS_CONNECTION_OPTIONS = ("region", "profile", "access_key", "endpoint_url")
+
+
 def infer_provider(params):
-    """aws or alicloud from the ids given (AWS: snap-, acs-, i- with 8 or 17 hex digits; Alibaba: ssg-, s-)."""
+    """aws or alicloud from the ids given; None when only a lookup can tell (see RestoreRun.find_either).
+
+    AWS: snap-, i- with 8 or 17 hex digits. Alibaba Cloud: ssg-, s-, other instance ids. An acs- set id is an
+    AWS set or an Alibaba Cloud copy (snapshot_set_copy gives a copy a new acs- id on both clouds), so it goes by the
+    connection options: AWS when alicloud_region is not set (Alibaba Cloud cannot be reached without it), Alibaba
+    Cloud when alicloud_region is set and no AWS option is; with both clouds configured, the cloud of
+    target_instance_id, else None.
+    """
     if params.get("provider"):
         return params["provider"]
     if params.get("snapshot_group_id"):
@@ -25,7 +36,14 @@ def infer_provider(params):
     if set_id.startswith("ssg-"):
         return "alicloud"
     if set_id.startswith("acs-"):
-        return "aws"
+        if not params.get("alicloud_region"):
+            return "aws"
+        if not any(params.get(name) for name in AWS_CONNECTION_OPTIONS):
+            return "alicloud"
+        target = params.get("target_instance_id")
+        if target:
+            return "aws" if _AWS_INSTANCE.match(target) else "alicloud"
+        return None
     snapshots = params.get("snapshot_ids") or []
     if snapshots and all(s.startswith("snap-") for s in snapshots):
         return "aws"
@@ -92,11 +110,16 @@ class RestoreRun:
         if self.params.get("snapshot_group_id") and self.provider != "alicloud":
             raise restore.RestoreRefused("snapshot_group_id is an Alibaba Cloud snapshot-consistent group: "
                                          "provider must be alicloud")
-        api = self.api()
-        try:
-            self.selected = self.select(api)
-        except restore.StepFailed as exc:
-            raise restore.RestoreRefused(f"cannot find the snapshot set: {exc}") from None
+        if self.provider is None:
+            api, self.selected = self.find_either(self.params["set_id"])
+        else:
+            api = self.api()
+            try:
+                self.selected = self.select(api)
+            except restore.StepFailed as exc:
+                raise restore.RestoreRefused(f"cannot find the snapshot set: {exc}") from None
+            except restore.RestoreRefused as exc:
+                raise restore.RestoreRefused(f"{exc}{self._acs_hint()}") from None
         warnings = restore.check_set(self.selected, self.params)
         mode = self.params["mode"]
         target = self.params.get("target_instance_id") or self.selected.source_instance_id
@@ -113,6 +136,33 @@ class RestoreRun:
         result.update(provider=self.provider, mode=mode, instance_id=target, set=self.selected.to_dict(),
                       diff=self.restorer.diff())
         return result
+
+    def find_either(self, set_id):
+        """An acs- set id with both clouds configured: the cloud that holds the set, AWS first (read-only lookups)."""
+        reasons = []
+        for provider in ("aws", "alicloud"):
+            self.provider = provider
+            api = self.api()
+            try:
+                return api, api.set_by_id(set_id)
+            except (restore.RestoreRefused, restore.StepFailed) as exc:
+                reasons.append(f"{'AWS' if provider == 'aws' else 'Alibaba Cloud'}: {exc}")
+        self.provider = None
+        raise restore.RestoreRefused(
+            f"set {set_id} was found neither on AWS nor on Alibaba Cloud ({'; '.join(reasons)}). An acs- set id names an "
+            "AWS set or an Alibaba Cloud copy made by snapshot_set_copy, and both clouds are configured here: check the "
+            "set id and the regions (region, alicloud_region), and set provider to aws or alicloud")
+
+    def _acs_hint(self):
+        """What to add when a set given by an acs- id is not found on the cloud told from the options."""
+        set_id = self.params.get("set_id") or ""
+        if self.params.get("provider") or not set_id.startswith("acs-"):
+            return ""
+        what = "an acs- set id names an AWS set or an Alibaba Cloud copy made by snapshot_set_copy"
+        if self.provider == "aws":
+            return (f" ({what}; this one was looked up on AWS: to restore an Alibaba Cloud copy, set provider to "
+                    "alicloud and alicloud_region to the copy's region)")
+        return f" ({what}; this one was looked up on Alibaba Cloud: to restore an AWS set, set provider to aws)"
 
     def _restorer(self, api, target):
         kwargs = dict(check_mode=self.module.check_mode, sleep=self.sleep, clock=self.clock)

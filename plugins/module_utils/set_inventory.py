@@ -35,10 +35,12 @@ PROVIDERS = ("aws", "alicloud")
 FILTER_VALUES_MAX = 200
 ALI_GROUP_IDS_MAX = 10  # DescribeSnapshotGroups SnapshotGroupId.N
 ALI_SNAPSHOT_IDS_MAX = 100  # DescribeSnapshots SnapshotIds
-# Up to this many instances, one filtered group listing per instance costs less than one
-# listing of every group of the region.
+# Up to this many instances (or set ids), one filtered listing per value costs less than one
+# listing of every group (or tagged snapshot) of the region. A DescribeSnapshots tag filter takes one value per key.
 ALI_PER_INSTANCE_LISTING_MAX = 10
+ALI_GROUP_PREFIX = "ssg-"  # a set whose id is a snapshot-consistent group id is that group
 GROUP_GONE_CODES = ("InvalidSnapshotGroupId.NotFound", "InvalidSnapshotGroup.NotFound")
+SNAPSHOT_GONE_CODES = ("InvalidSnapshotId.NotFound",)
 
 # Why a set in scope was kept.
 KEPT_NOT_EXPIRED = "not_expired"
@@ -296,35 +298,102 @@ def _is_our_group(group, members):
     return group_tags.get(ss.TAG_SET_ID) == group_id or any(m["tags"].get(ss.TAG_SET_ID) == group_id for m in members)
 
 
-def find_alicloud_sets(api, instance_ids=None, run_id=None, set_ids=None, now=None):
-    """Snapshot-consistent groups that are sets, with their snapshots' details."""
+def is_alicloud_group_id(set_id):
+    return str(set_id or "").startswith(ALI_GROUP_PREFIX)
+
+
+def describe_tagged_alicloud_snapshots(api, tags):
+    """{snapshot_id: snapshot} of the snapshots that carry every tag, every page; a value of None matches any value."""
+    found = {}
+    token = None
+    while True:
+        body = api.call("DescribeSnapshots", api.models.DescribeSnapshotsRequest(
+            region_id=api.region, max_results=ALI_SNAPSHOT_IDS_MAX, next_token=token,
+            tag=[api.models.DescribeSnapshotsRequestTag(key=k, value=v) for k, v in tags.items()]))
+        for snapshot in (body.get("Snapshots") or {}).get("Snapshot") or []:
+            found[snapshot["SnapshotId"]] = snapshot
+        token = body.get("NextToken")
+        if not token:
+            return found
+
+
+def alicloud_tag_queries(instance_ids=None, run_id=None, set_ids=None):
+    """The tag filters of the DescribeSnapshots listings that find the tagged snapshots in scope, one listing each.
+
+    A tag filter takes one value per key: up to ALI_PER_INSTANCE_LISTING_MAX set ids (or instances) are one
+    listing each, more are one listing of every set member of the region, narrowed here afterwards.
+    """
+    base = {ss.TAG_SET_ID: None}
+    if run_id:
+        base[ss.TAG_RUN_ID] = run_id
     if set_ids:
-        groups = describe_snapshot_groups(api, group_ids=set_ids)
+        if len(set_ids) <= ALI_PER_INSTANCE_LISTING_MAX:
+            return [dict(base, **{ss.TAG_SET_ID: set_id}) for set_id in set_ids]
+        return [base]
+    if instance_ids and len(instance_ids) <= ALI_PER_INSTANCE_LISTING_MAX:
+        return [dict(base, **{ss.TAG_INSTANCE_ID: instance_id}) for instance_id in instance_ids]
+    return [base]
+
+
+def loose_alicloud_snapshots(snapshots, groups=()):
+    """{set_id: [snapshot]} of the tagged snapshots that are in no snapshot-consistent group.
+
+    Such a set is, for example, a copy made by snapshot_set_copy: CopySnapshot puts a copy in no group. A
+    snapshot listed in one of ``groups``, or tagged with a group's ``ssg-`` set id, belongs to that group's set.
+    """
+    grouped = {s["SnapshotId"] for g in groups for s in (g.get("Snapshots") or {}).get("Snapshot") or []}
+    sets = {}
+    for snapshot in snapshots:
+        set_id = tags_to_dict(snapshot.get("Tags")).get(ss.TAG_SET_ID)
+        if set_id and not is_alicloud_group_id(set_id) and snapshot["SnapshotId"] not in grouped:
+            sets.setdefault(set_id, []).append(snapshot)
+    return sets
+
+
+def find_alicloud_sets(api, instance_ids=None, run_id=None, set_ids=None, now=None):
+    """The sets in the region: snapshot-consistent groups that are sets, and sets of tagged snapshots in no group.
+
+    The groups come from DescribeSnapshotGroups; the tagged snapshots from DescribeSnapshots listings filtered by
+    tag, which also give the details of the group members they list, so that only the other members are asked for
+    by id (100 a request). A group member is listed once, in its group's set.
+    """
+    group_ids = [s for s in set_ids or [] if is_alicloud_group_id(s)]
+    loose_ids = [s for s in set_ids or [] if not is_alicloud_group_id(s)]
+    if set_ids:
+        groups = describe_snapshot_groups(api, group_ids=group_ids) if group_ids else []
     elif instance_ids and len(instance_ids) <= ALI_PER_INSTANCE_LISTING_MAX:
         groups = [g for instance_id in instance_ids for g in describe_snapshot_groups(api, instance_id=instance_id)]
     else:
         groups = describe_snapshot_groups(api)
     listed = {g["SnapshotGroupId"]: g for g in groups}
+    tagged = {}
+    if loose_ids or not set_ids:
+        for query in alicloud_tag_queries(instance_ids, run_id, loose_ids):
+            tagged.update(describe_tagged_alicloud_snapshots(api, query))
     snapshot_ids = [s["SnapshotId"] for g in listed.values() for s in (g.get("Snapshots") or {}).get("Snapshot") or []]
-    details = describe_alicloud_snapshots(api, snapshot_ids)
+    details = {i: tagged[i] for i in snapshot_ids if i in tagged}
+    details.update(describe_alicloud_snapshots(api, [i for i in snapshot_ids if i not in tagged]))
     result = []
     for group_id, group in listed.items():
         members = [alicloud_member(s, details.get(s["SnapshotId"]))
                    for s in (group.get("Snapshots") or {}).get("Snapshot") or []]
         if not _is_our_group(group, members):
             continue
-        item = build_set("alicloud", group_id, members, now=now, group=dict(
+        result.append(build_set("alicloud", group_id, members, now=now, group=dict(
             tags=tags_to_dict(group.get("Tags")), instance_id=group.get("InstanceId") or None,
-            created=group.get("CreationTime"), status=group.get("Status")))
-        if instance_ids and item["instance_id"] not in instance_ids:
-            continue
-        if run_id and item["run_id"] != run_id:
-            continue
-        result.append(item)
+            created=group.get("CreationTime"), status=group.get("Status"))))
+    for set_id, snapshots in loose_alicloud_snapshots(tagged.values(), listed.values()).items():
+        if not set_ids or set_id in loose_ids:
+            result.append(build_set("alicloud", set_id, [alicloud_member(s, s) for s in snapshots], now=now))
+    result = [item for item in result if (not instance_ids or item["instance_id"] in instance_ids)
+              and (not run_id or item["run_id"] == run_id)]
     return order_sets(result)
 
 
 def delete_alicloud_set(api, item):
+    """A group with DeleteSnapshotGroup, a set of snapshots in no group (a copy) member by member."""
+    if not is_alicloud_group_id(item["set_id"]):
+        return delete_alicloud_snapshots(api, item)
     try:
         outcomes = delete_snapshot_group(api, item["set_id"])
     except AlibabaCloudError as exc:
@@ -343,6 +412,30 @@ def delete_alicloud_set(api, item):
                                message=f"DeleteSnapshotGroup kept {len(failed)} of {len(outcomes)} snapshots: "
                                        f"{first['snapshot_id']}: {first['message'] or first['code']}")
     return result
+
+
+def delete_alicloud_snapshots(api, item):
+    """DeleteSnapshot of each member, and of nothing else; stop at the first member that cannot go.
+
+    Force=true deletes a member that disks were created from, as DeleteSnapshotGroup does for a group's members:
+    those disks are kept, but can no longer be re-initialised. A member used by a custom image is refused by the
+    API, and blockers() keeps such a set before anything is deleted.
+    """
+    deleted, gone = [], []
+    pending = [m["snapshot_id"] for m in item["members"]]
+    while pending:
+        snapshot_id = pending[0]
+        try:
+            api.call("DeleteSnapshot", api.models.DeleteSnapshotRequest(snapshot_id=snapshot_id, force=True))
+        except AlibabaCloudError as exc:
+            if exc.code not in SNAPSHOT_GONE_CODES:
+                return dict(deleted_snapshot_ids=deleted, already_gone_snapshot_ids=gone, remaining_snapshot_ids=pending,
+                            error=dict(code=exc.code or "DeleteFailed", message=f"deleting {snapshot_id} failed: {exc}"))
+            gone.append(snapshot_id)
+        else:
+            deleted.append(snapshot_id)
+        pending.pop(0)
+    return dict(deleted_snapshot_ids=deleted, already_gone_snapshot_ids=gone, remaining_snapshot_ids=[], error=None)
 
 
 # --- finding, for both providers -------------------------------------------------------

@@ -37,13 +37,22 @@ author:
 options:
   provider:
     description:
-      - The cloud of the set. When not given it is told from the ids (C(snap-), C(acs-) and AWS instance ids are AWS;
-        C(ssg-) and C(s-) are Alibaba Cloud).
+      - The cloud of the set. When not given it is told from the ids. C(snap-) snapshot ids and AWS instance ids
+        (C(i-) with 8 or 17 hexadecimal digits) are AWS; C(ssg-) group ids, C(s-) snapshot ids and other instance ids
+        are Alibaba Cloud.
+      - An C(acs-) O(set_id) names an AWS set or a copy made by M(appconsistent.snapshots.snapshot_set_copy), whose
+        copies get a new C(acs-) id on both clouds. It is looked up on AWS when O(alicloud_region) is not set, and on
+        Alibaba Cloud when O(alicloud_region) is set and none of O(region), O(profile), O(access_key) and O(endpoint_url) is
+        (these options also come from their environment variables). When both clouds are configured, the cloud of
+        O(target_instance_id) is taken if it is given; otherwise the set is looked up on AWS first, then on Alibaba
+        Cloud, with read-only calls, and the task fails asking for O(provider) when neither has it.
+      - Give O(provider) to skip all this, for example in a play whose C(module_defaults) configure both clouds.
     type: str
     choices: [aws, alicloud]
   set_id:
     description:
-      - The set to restore, the value of its C(appconsistent:set-id) tag (on Alibaba Cloud the C(ssg-) group id).
+      - The set to restore, the value of its C(appconsistent:set-id) tag (on Alibaba Cloud the C(ssg-) group id, or
+        the C(acs-) id of a copy made by M(appconsistent.snapshots.snapshot_set_copy)).
       - One of O(set_id), O(snapshot_ids), O(snapshot_group_id) and O(instance_id) is required.
     type: str
   snapshot_ids:
@@ -58,6 +67,8 @@ options:
   instance_id:
     description:
       - With O(latest=true), restore the newest complete set of this instance that is at least O(min_consistency).
+      - Copies made by M(appconsistent.snapshots.snapshot_set_copy) into the region count as sets of the instance they
+        were taken of, so in a disaster recovery region O(latest=true) with O(mode=volumes) restores the newest copy.
     type: str
   latest:
     description:
@@ -203,6 +214,14 @@ EXAMPLES = r"""
   appconsistent.snapshots.restore_volumes:
     snapshot_group_id: ssg-bp1abcdef0123456789
     safety_snapshot_delete_after: 7d
+
+- name: Create disks from a set copied to another Alibaba Cloud region by snapshot_set_copy
+  appconsistent.snapshots.restore_volumes:
+    provider: alicloud
+    alicloud_region: cn-shanghai
+    set_id: "{{ copied.set_id }}"
+    mode: volumes
+    zone: cn-shanghai-b
 
 - name: Only create the volumes of a crash-consistent set in another zone
   appconsistent.snapshots.restore_volumes:

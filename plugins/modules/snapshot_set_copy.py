@@ -26,9 +26,10 @@ description:
   - On AWS the source region is O(region) and the copies are made with C(CopySnapshot) in the destination region.
     O(endpoint_url), when set, is used for both regions.
   - On Alibaba Cloud the source region is O(alicloud_region); C(CopySnapshot) copies only to another region. The copy
-    set is not a snapshot-consistent group (there is no API to make one from copies), so its id is an C(acs-) id.
-    Set O(appconsistent.snapshots.restore_volumes#module:provider=alicloud) when restoring it, since an C(acs-) id
-    alone is taken for an AWS set.
+    set is not a snapshot-consistent group (there is no API to make one from copies), so its id is an C(acs-) id,
+    as an AWS set's is. M(appconsistent.snapshots.restore_volumes) tells the two apart from its connection options
+    (see its O(appconsistent.snapshots.restore_volumes#module:provider) option); setting
+    O(appconsistent.snapshots.restore_volumes#module:provider=alicloud) when restoring the copy is the surest.
     O(alicloud_endpoint), when set, is used for both regions.
 author:
   - appconsistent.snapshots contributors (@appconsistent)

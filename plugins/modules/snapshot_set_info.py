@@ -13,8 +13,12 @@ description:
   - On AWS, the snapshots of this account in the region are read with one paginated, tag-filtered
     C(DescribeSnapshots) listing; every snapshot that carries C(appconsistent:set-id) is a member of the set it names.
   - On Alibaba Cloud, a set is a snapshot-consistent group (its C(ssg-) id is the set id) whose snapshots carry the
-    C(appconsistent:set-id) tag. The groups are read with C(DescribeSnapshotGroups) and their snapshots' state, size
-    and tags with C(DescribeSnapshots) (100 snapshots per request). Groups that are not sets are not listed.
+    C(appconsistent:set-id) tag, or a set of snapshots in no group that carry the set's tags, such as a copy made by
+    M(appconsistent.snapshots.snapshot_set_copy) (its id starts with C(acs-)). The groups are read with
+    C(DescribeSnapshotGroups), the tagged snapshots with C(DescribeSnapshots) filtered by tag (one listing per set id
+    or instance, up to 10, else one listing of the region), and the group members those listings do not give with
+    C(DescribeSnapshots) by id (100 snapshots per request). Groups that are not sets are not listed, and a group's
+    snapshots are listed in the group's set only.
   - Never changes anything. Returns an empty list when nothing matches.
 author:
   - appconsistent.snapshots contributors (@appconsistent)
@@ -38,7 +42,8 @@ options:
     type: str
   set_ids:
     description:
-      - Only these sets (AWS set ids such as C(acs-20261123t060000-1a2b3c4d), Alibaba C(ssg-) group ids).
+      - Only these sets (AWS set ids such as C(acs-20261123t060000-1a2b3c4d), Alibaba C(ssg-) group ids, and the
+        C(acs-) ids of copies made by M(appconsistent.snapshots.snapshot_set_copy)).
     type: list
     elements: str
   min_consistency:
@@ -116,7 +121,9 @@ sets:
       type: str
       sample: CHG0042
     created:
-      description: When the set was taken (UTC), from the earliest member start time on AWS and the group's creation time on Alibaba Cloud.
+      description:
+        - When the set was taken (UTC), from the group's creation time for an Alibaba Cloud group and from the earliest
+          member start time otherwise (for a copy, when the copies were started).
       type: str
       sample: "2026-11-23T06:00:00Z"
     consistency:
@@ -150,7 +157,7 @@ sets:
     group_status:
       description: The snapshot-consistent group's own status (V(progressing), V(accomplished), V(failed)).
       type: str
-      returned: for Alibaba Cloud sets
+      returned: for Alibaba Cloud sets that are snapshot-consistent groups
       sample: accomplished
     untagged_snapshot_ids:
       description:

@@ -18,8 +18,12 @@ description:
     use by an image (an AWS AMI, an Alibaba Cloud custom image) or, on Alibaba Cloud, a group that holds a snapshot
     without the set's tag, is kept and reported with the reason.
   - On AWS each member is deleted with C(DeleteSnapshot); a member that is already gone is no change. On Alibaba
-    Cloud C(DeleteSnapshotGroup) deletes the group and its snapshots. Should the provider still refuse a member at that
-    point, the set is reported in RV(failed_sets) with the snapshots deleted and those left, and the task fails.
+    Cloud C(DeleteSnapshotGroup) deletes the group and its snapshots. A set of snapshots in no group (a copy made by
+    M(appconsistent.snapshots.snapshot_set_copy)) is deleted with C(DeleteSnapshot) of each member and nothing else,
+    with C(Force=true) as C(DeleteSnapshotGroup) does for a group's members, so disks created from them (by
+    M(appconsistent.snapshots.restore_volumes)) are kept but can no longer be re-initialised. Should the provider
+    still refuse a member at that point, the set is reported in RV(failed_sets) with the snapshots deleted and those
+    left, and the task fails.
   - In check mode, lists what would be deleted and kept, and deletes nothing.
 author:
   - appconsistent.snapshots contributors (@appconsistent)

@@ -289,3 +289,123 @@ def test_alicloud_copy_to_another_region_then_restore_from_it(twins, run_tasks):
     assert {d["source_snapshot_id"] for d in new_disks} == copy_ids
     data_disk = next(d for d in new_disks if d["image"])
     assert read_marker(data_disk["image"], len(b"data of ali-db-1-dev-xvdb")) == b"data of ali-db-1-dev-xvdb"
+
+
+GROUP = "appconsistent.snapshots.app_consistent_group"
+PRUNE = "appconsistent.snapshots.snapshot_set_prune"
+ALI_INSTANCE = "i-bp1copy000000000001"
+PAST = "2020-01-01T00:00:00Z"
+
+
+def ali_group_task(name, run_id):
+    return {"name": name, GROUP: {"provider": "alicloud", "consistency": "crash", "instance_ids": [ALI_INSTANCE],
+                                  "run_id": run_id, "wait_for_completion": True}, "register": name}
+
+
+def ali_snapshots_in(twins, region):
+    return {s["id"]: s for s in ali_state(twins)["snapshots"] if s["region"] == region}
+
+
+def ali_writes(twins):
+    return {action: n for action, n in twins.stats.counts("alicloud").items() if not action.startswith(("Describe", "List"))}
+
+
+def test_alicloud_copy_is_a_set_in_the_destination_that_info_restore_and_prune_understand(twins, run_tasks):
+    # two crash-consistent sets of one instance, taken by app_consistent_group; the older one has expired
+    taken = run_tasks([ali_group_task("old", "DR-1"), ali_group_task("new", "DR-2")], twins.endpoints)
+    sources = {}
+    for name in ("old", "new"):
+        assert not taken[name].get("failed"), json.dumps(taken[name])[:2000]
+        (entry,) = taken[name]["results"]
+        sources[name] = (entry["set_id"], sorted(s["snapshot_id"] for s in entry["snapshots"]))
+    (old_set, old_ids), (new_set, _new_ids) = sources["old"], sources["new"]
+    assert old_set != new_set
+    twins.ecs_client().tag_resources(ecs_models.TagResourcesRequest(
+        region_id=ALI_REGION, resource_type="snapshot", resource_id=old_ids,
+        tag=[ecs_models.TagResourcesRequestTag(key=ss.TAG_DELETE_AFTER, value=PAST)]))
+    source_devices = {i: s["tags"][ss.TAG_DEVICE] for i, s in ali_snapshots_in(twins, ALI_REGION).items() if i in old_ids}
+
+    # copy both to another region; there, snapshot_set_info lists each copy as a set of its own however it is asked
+    # for, and restore_volumes restores a copy by its id (without provider: both clouds are configured here, so the
+    # set is looked up on AWS, then found on Alibaba Cloud) and as the newest set of the instance
+    dest = {"provider": "alicloud", "alicloud_region": ALI_DESTINATION}
+    volumes = dict(alicloud_region=ALI_DESTINATION, mode="volumes", zone=ALI_DESTINATION + "-b", min_consistency="crash")
+    run = run_tasks([
+        {"name": "copy", COPY: {"provider": "alicloud", "set_id": old_set, "destination_region": ALI_DESTINATION},
+         "register": "copy"},
+        {"name": "second", COPY: {"provider": "alicloud", "set_id": new_set, "destination_region": ALI_DESTINATION},
+         "register": "second"},
+        {"name": "all", INFO: dest, "register": "all"},
+        {"name": "by_id", INFO: dict(dest, set_ids=["{{ copy.set_id }}"]), "register": "by_id"},
+        {"name": "by_run", INFO: dict(dest, run_id="DR-1"), "register": "by_run"},
+        {"name": "newest", INFO: dict(dest, instance_ids=[ALI_INSTANCE], newest_only=True), "register": "newest"},
+        {"name": "source", INFO: {"provider": "alicloud", "set_ids": [old_set, "{{ copy.set_id }}"]}, "register": "source"},
+        {"name": "restore", RESTORE: dict(volumes, set_id="{{ copy.set_id }}"), "register": "restore"},
+        {"name": "latest", RESTORE: dict(volumes, instance_id=ALI_INSTANCE, latest=True), "register": "latest"},
+    ], twins.endpoints)
+    first, second = run["copy"], run["second"]
+    for name in ("copy", "second", "all", "by_id", "by_run", "newest", "source", "restore", "latest"):
+        assert not run[name].get("failed"), (name, json.dumps(run[name])[:2000])
+    assert first["complete"] is True and first["set_id"].startswith("acs-") and first["consistency"] == "crash"
+    assert second["complete"] is True and second["set_id"] not in (first["set_id"], new_set)
+    copy_id = first["set_id"]
+    copy_ids = sorted(m["snapshot_id"] for m in first["members"])
+
+    assert sorted(s["set_id"] for s in run["all"]["sets"]) == sorted([copy_id, second["set_id"]])
+    assert [s["set_id"] for s in run["by_id"]["sets"]] == [copy_id]
+    assert [s["set_id"] for s in run["by_run"]["sets"]] == [copy_id]
+    assert [s["set_id"] for s in run["newest"]["sets"]] == [second["set_id"]]
+    (item,) = run["by_id"]["sets"]
+    assert (item["provider"], item["instance_id"], item["run_id"], item["consistency"]) == ("alicloud", ALI_INSTANCE, "DR-1", "crash")
+    assert item["complete"] is True and item["expired"] is True and "group_status" not in item
+    assert item["untagged_snapshot_ids"] == []
+    assert sorted(m["snapshot_id"] for m in item["members"]) == copy_ids
+    assert {m["tags"][set_copy.TAG_SOURCE_SNAPSHOT]: m["device"] for m in item["members"]} == source_devices
+    assert {m["tags"][set_copy.TAG_COPIED_FROM] for m in item["members"]} == {old_set}
+    # in the source region the group is the set, and the copy is not there
+    assert [s["set_id"] for s in run["source"]["sets"]] == [old_set]
+    assert run["source"]["sets"][0]["group_status"] == "accomplished"
+
+    restore, latest = run["restore"], run["latest"]
+    assert restore["changed"] is True and restore["provider"] == "alicloud" and restore["set"]["set_id"] == copy_id
+    disks = {d["id"]: d for d in ali_state(twins)["volumes"]}
+    new_disks = [disks[e["volume_id"]] for e in restore["device_map"]]
+    assert sorted(d["source_snapshot_id"] for d in new_disks) == copy_ids
+    assert {d["region"] for d in new_disks} == {ALI_DESTINATION}
+    data_disk = next(d for d in new_disks if d["image"])
+    assert read_marker(data_disk["image"], len(b"data of ali-db-1-dev-xvdb")) == b"data of ali-db-1-dev-xvdb"
+    assert latest["provider"] == "alicloud" and latest["set"]["set_id"] == second["set_id"] and latest["changed"] is True
+
+    # a snapshot in the destination that is no set's
+    foreign = twins.ecs_client().copy_snapshot(ecs_models.CopySnapshotRequest(
+        region_id=ALI_REGION, snapshot_id=old_ids[0], destination_region_id=ALI_DESTINATION,
+        tag=[ecs_models.CopySnapshotRequestTag(key="team", value="dba")])).body.snapshot_id
+    before = ali_snapshots_in(twins, ALI_DESTINATION)
+    source_before = ali_snapshots_in(twins, ALI_REGION)
+    assert set(copy_ids) | {foreign} | {m["snapshot_id"] for m in second["members"]} <= set(before)
+
+    # snapshot_set_prune in the destination: check mode first, then for real, then again
+    twins.stats.reset()
+    prune = dict(dest, instance_ids=[ALI_INSTANCE])
+    checked = run_tasks([{"name": "plan", PRUNE: prune, "register": "plan"}], twins.endpoints, check=True)["plan"]
+    assert not checked.get("failed"), json.dumps(checked)[:2000]
+    assert checked["changed"] is True
+    assert [(e["set_id"], sorted(e["snapshot_ids"])) for e in checked["deleted"]] == [(copy_id, copy_ids)]
+    assert [(e["set_id"], e["reason_code"]) for e in checked["kept"]] == [(second["set_id"], "no_delete_after")]
+    assert ali_writes(twins) == {} and ali_snapshots_in(twins, ALI_DESTINATION).keys() == before.keys()
+
+    run = run_tasks([{"name": "prune", PRUNE: prune, "register": "prune"},
+                     {"name": "again", PRUNE: prune, "register": "again"}], twins.endpoints)
+    pruned, again = run["prune"], run["again"]
+    assert not pruned.get("failed"), json.dumps(pruned)[:2000]
+    assert pruned["changed"] is True and pruned["failed_sets"] == []
+    (deleted,) = pruned["deleted"]
+    assert (deleted["set_id"], sorted(deleted["deleted_snapshot_ids"])) == (copy_id, copy_ids)
+    assert ali_writes(twins) == {"DeleteSnapshot": len(copy_ids)}
+    # exactly the copy's snapshots are gone: the other copy, the foreign snapshot, the source sets and the
+    # disks restored from the copy are all still there
+    assert set(before) - set(ali_snapshots_in(twins, ALI_DESTINATION)) == set(copy_ids)
+    assert ali_snapshots_in(twins, ALI_REGION).keys() == source_before.keys()
+    assert {d["id"] for d in new_disks} <= {d["id"] for d in ali_state(twins)["volumes"]}
+    assert read_marker(data_disk["image"], len(b"data of ali-db-1-dev-xvdb")) == b"data of ali-db-1-dev-xvdb"
+    assert not again.get("failed") and again["changed"] is False and again["deleted"] == []

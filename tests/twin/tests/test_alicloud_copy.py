@@ -322,3 +322,26 @@ def test_copy_faults_fail_or_hold_the_copy(ali):
     assert snapshot(client, AWAY, held).status == "progressing"
     # a copy that never finishes does not hold up the next snapshot of the source disk
     client.create_snapshot_group(m.CreateSnapshotGroupRequest(region_id=HOME, instance_id=ali.instances["db-1"]))
+
+
+def test_copies_are_in_no_group_and_found_by_a_tag_key_alone_or_with_its_value(ali):
+    """What snapshot_set_info relies on to find a copied set: Tag.N.Key without a value matches any value."""
+    client = ali.client()
+    members = take_group(client, HOME, ali.instances["db-1"])
+    set_tags = {"appconsistent:set-id": "acs-copy-1", "appconsistent:instance-id": ali.instances["db-1"]}
+    copies = [copy(client, snap, tag=[m.CopySnapshotRequestTag(key=k, value=v) for k, v in set_tags.items()])
+              for snap in members.values()]
+    wait_for(lambda: all(snapshot(client, AWAY, c).status == "accomplished" for c in copies))
+
+    def tagged(region, **tags):
+        return sorted(s.snapshot_id for s in snapshots(client, region, tag=[m.DescribeSnapshotsRequestTag(key=k, value=v)
+                                                                            for k, v in tags.items()]))
+
+    assert tagged(AWAY, **{"appconsistent:set-id": None}) == sorted(copies)
+    assert tagged(AWAY, **{"appconsistent:set-id": None, "appconsistent:instance-id": ali.instances["db-1"]}) == sorted(copies)
+    assert tagged(AWAY, **{"appconsistent:set-id": "acs-copy-1"}) == sorted(copies)
+    assert tagged(AWAY, **{"appconsistent:set-id": "acs-other"}) == []
+    assert tagged(AWAY, **{"appconsistent:run-id": None}) == []
+    # the source group's snapshots carry no tags of their own, and the copies are in no group
+    assert tagged(HOME, **{"appconsistent:set-id": None}) == []
+    assert client.describe_snapshot_groups(m.DescribeSnapshotGroupsRequest(region_id=AWAY)).body.snapshot_groups.snapshot_group == []

@@ -10,6 +10,7 @@ from botocore.stub import Stubber
 from ansible_collections.appconsistent.snapshots.plugins.module_utils import restore
 from ansible_collections.appconsistent.snapshots.plugins.module_utils import restore_alicloud
 from ansible_collections.appconsistent.snapshots.plugins.module_utils import restore_aws
+from ansible_collections.appconsistent.snapshots.plugins.module_utils.restore_run import RestoreRun
 from ansible_collections.appconsistent.snapshots.plugins.module_utils.restore_run import infer_provider
 from ansible_collections.appconsistent.snapshots.plugins.module_utils.restore_run import validate
 from ansible_collections.appconsistent.snapshots.plugins.modules.restore_volumes import argument_spec
@@ -87,6 +88,99 @@ def test_the_provider_is_told_from_the_ids(given, provider):
 def test_an_ambiguous_selection_asks_for_the_provider():
     with pytest.raises(restore.RestoreRefused, match="set provider"):
         infer_provider(params(set_id="nightly-7"))
+
+
+ACS = "acs-20261123t060000-1a2b3c4d"
+
+
+@pytest.mark.parametrize("given, provider", [
+    # AWS sets and Alibaba Cloud copies (snapshot_set_copy) both have acs- ids: the connection options tell them apart
+    (dict(set_id=ACS), "aws"),
+    (dict(set_id=ACS, region="eu-west-1"), "aws"),
+    (dict(set_id=ACS, alicloud_region="cn-shanghai"), "alicloud"),
+    (dict(set_id=ACS, alicloud_region="cn-shanghai", mode="volumes", zone="cn-shanghai-b"), "alicloud"),
+    # both clouds configured: the target instance's form decides, else only a lookup can tell
+    (dict(set_id=ACS, alicloud_region="cn-shanghai", region="eu-west-1"), None),
+    (dict(set_id=ACS, alicloud_region="cn-shanghai", profile="dr"), None),
+    (dict(set_id=ACS, alicloud_region="cn-shanghai", access_key="AKIA1"), None),
+    (dict(set_id=ACS, alicloud_region="cn-shanghai", endpoint_url="http://127.0.0.1:5000"), None),
+    (dict(set_id=ACS, alicloud_region="cn-shanghai", region="eu-west-1", target_instance_id="i-0123456789abcdef0"), "aws"),
+    (dict(set_id=ACS, alicloud_region="cn-shanghai", region="eu-west-1", target_instance_id="i-uf6copy000000000001"),
+     "alicloud"),
+    # provider always wins
+    (dict(set_id=ACS, alicloud_region="cn-shanghai", provider="aws"), "aws"),
+    (dict(set_id=ACS, region="eu-west-1", provider="alicloud"), "alicloud"),
+    # the other ids do not depend on the connection options
+    (dict(set_id="ssg-bp1abc", region="eu-west-1"), "alicloud"),
+    (dict(snapshot_ids=["snap-0123"], alicloud_region="cn-shanghai"), "aws"),
+])
+def test_an_acs_set_id_goes_by_the_configured_clouds(given, provider):
+    assert infer_provider(params(**given)) == provider
+
+
+class FinderApi:
+    """A provider adapter that only finds sets: ``found`` is the set it returns, or the exception it raises."""
+
+    def __init__(self, found):
+        self.found = found
+        self.asked = []
+
+    def set_by_id(self, set_id):
+        self.asked.append(set_id)
+        if isinstance(self.found, Exception):
+            raise self.found
+        return self.found
+
+
+def _run(apis, **given):
+    module = types.SimpleNamespace(params=params(**given), check_mode=True)
+    run = RestoreRun(module)
+    run.api = lambda: apis[run.provider]
+    return run
+
+
+def test_with_both_clouds_configured_an_acs_set_is_looked_up_on_aws_then_on_alibaba_cloud():
+    copy = restore.SelectedSet(ACS, [member("s-c1", "/dev/xvdb")], "i-bp1")
+    apis = {"aws": FinderApi(restore.RestoreRefused(f"no snapshot carries appconsistent:set-id={ACS} in this region")),
+            "alicloud": FinderApi(copy)}
+    run = _run(apis, set_id=ACS, region="us-east-1", alicloud_region="cn-shanghai")
+    api, selected = run.find_either(ACS)
+    assert (run.provider, api, selected) == ("alicloud", apis["alicloud"], copy)
+    assert apis["aws"].asked == apis["alicloud"].asked == [ACS]
+    # found on AWS: Alibaba Cloud is not asked
+    aws_set = restore.SelectedSet(ACS, [member("snap-1", "/dev/xvdf")], "i-0123456789abcdef0")
+    apis = {"aws": FinderApi(aws_set), "alicloud": FinderApi(copy)}
+    run = _run(apis, set_id=ACS, region="us-east-1", alicloud_region="cn-shanghai")
+    assert run.find_either(ACS) == (apis["aws"], aws_set) and run.provider == "aws"
+    assert apis["alicloud"].asked == []
+
+
+def test_an_acs_set_on_neither_cloud_is_refused_asking_for_the_provider():
+    apis = {"aws": FinderApi(restore.StepFailed("AuthFailure: no credentials")),
+            "alicloud": FinderApi(restore.RestoreRefused("no snapshot carries it in cn-shanghai"))}
+    run = _run(apis, set_id=ACS, region="us-east-1", alicloud_region="cn-shanghai", mode="volumes")
+    with pytest.raises(restore.RestoreRefused) as refused:
+        run.run()
+    text = str(refused.value)
+    assert "found neither on AWS nor on Alibaba Cloud" in text and "set provider to aws or alicloud" in text
+    assert "AWS: AuthFailure: no credentials" in text and "Alibaba Cloud: no snapshot carries it in cn-shanghai" in text
+    assert run.provider is None
+
+
+@pytest.mark.parametrize("given, words", [
+    (dict(), "to restore an Alibaba Cloud copy, set provider to alicloud and alicloud_region"),
+    (dict(alicloud_region="cn-shanghai"), "to restore an AWS set, set provider to aws"),
+])
+def test_a_set_not_found_on_the_cloud_told_from_the_options_says_how_to_choose(given, words):
+    missing = FinderApi(restore.RestoreRefused(f"no snapshot carries appconsistent:set-id={ACS}"))
+    run = _run({"aws": missing, "alicloud": missing}, set_id=ACS, mode="volumes", **given)
+    with pytest.raises(restore.RestoreRefused, match=words):
+        run.run()
+    # a provider given is not second-guessed
+    run = _run({"aws": missing, "alicloud": missing}, set_id=ACS, mode="volumes", provider="aws", **given)
+    with pytest.raises(restore.RestoreRefused) as refused:
+        run.run()
+    assert "snapshot_set_copy" not in str(refused.value)
 
 
 @pytest.mark.parametrize("given, words", [
@@ -446,6 +540,36 @@ def test_alicloud_reset_stop_start_attach_requests():
     assert sent[2] == ("StartInstance", {"InstanceId": "i-1"})
     assert sent[3] == ("AttachDisk", {"InstanceId": "i-1", "DiskId": "d-2", "DeleteWithInstance": False})
     assert sent[4] == ("DetachDisk", {"InstanceId": "i-1", "DiskId": "d-2"})
+
+
+def _tagged(snapshot_id, set_id, created, **extra):
+    tags = dict({"appconsistent:set-id": set_id, "appconsistent:instance-id": "i-bp1", "appconsistent:consistency":
+                 "application", "appconsistent:device": "/dev/xvdb"}, **extra)
+    return {"SnapshotId": snapshot_id, "Status": "accomplished", "SourceDiskSize": "20", "SourceDiskId": "d-1",
+            "CreationTime": created, "Tags": {"Tag": [{"TagKey": k, "TagValue": v} for k, v in tags.items()]}}
+
+
+def test_alicloud_latest_set_counts_copies_in_no_group_and_lists_once():
+    group = {"SnapshotGroupId": "ssg-1", "Status": "accomplished", "InstanceId": "i-bp1",
+             "Snapshots": {"Snapshot": [{"SnapshotId": "s-1"}]}}
+    listing = {"Snapshots": {"Snapshot": [
+        _tagged("s-1", "ssg-1", "2026-11-22T06:00:00Z"),
+        _tagged("s-c1", "acs-copy", "2026-11-22T07:00:00Z", **{"appconsistent:copied-from": "ssg-0"}),
+        _tagged("s-x1", "acs-safety", "2026-11-22T08:00:00Z", **{"appconsistent:safety-for": "ssg-0"})]}}
+
+    class Api(RecordingApi):
+        def describe_snapshot_groups(self, instance_id=None, snapshot_group_ids=None):
+            self.sent.append(("DescribeSnapshotGroups", instance_id))
+            return [group]
+
+    api = Api({"DescribeSnapshots": listing})
+    chosen = restore_alicloud.AlicloudRestoreApi(api).latest_set("i-bp1", "application")
+    assert (chosen.set_id, [m.snapshot_id for m in chosen.members], chosen.source_instance_id) == \
+        ("acs-copy", ["s-c1"], "i-bp1")
+    # the group's member came with the tag listing: one DescribeSnapshots in all
+    assert [a for a, _r in api.sent] == ["DescribeSnapshotGroups", "DescribeSnapshots"]
+    tags = [(t.key, t.value) for t in api.sent[1][1].tag]
+    assert tags == [("appconsistent:set-id", None), ("appconsistent:instance-id", "i-bp1")]
 
 
 def test_alicloud_disk_states_are_normalised_and_the_restored_from_tag_wins():

@@ -185,14 +185,21 @@ def _ali_snapshot(snapshot_id, group_id, tagged=True, usage="none", **extra):
             "Tags": _ali_tags(group_id, snapshot_id, **extra) if tagged else {"Tag": []}}
 
 
+def _tag_filter(request):
+    return [(t.key, t.value) for t in request.tag or []]
+
+
 def test_alicloud_groups_with_our_tags_are_sets_and_others_are_not():
     groups = {"SnapshotGroups": {"SnapshotGroup": [_group("ssg-1", ["s-1", "s-2"]), _group("ssg-2", ["s-3"]),
                                                    _group("ssg-3", ["s-4", "s-5"])]}}
-    snapshots = {"Snapshots": {"Snapshot": [
+    # the instance's tagged snapshots come with one tag listing; the untagged group members are asked for by id
+    tagged = {"Snapshots": {"Snapshot": [
         _ali_snapshot("s-1", "ssg-1", delete_after=PAST), _ali_snapshot("s-2", "ssg-1", delete_after=PAST),
+        _ali_snapshot("s-4", "ssg-3")]}}
+    by_id = {"Snapshots": {"Snapshot": [
         _ali_snapshot("s-3", "ssg-2", tagged=False),  # a group some other tool made
-        _ali_snapshot("s-4", "ssg-3"), _ali_snapshot("s-5", "ssg-3", tagged=False)]}}
-    api, client = _api({"describe_snapshot_groups_with_options": groups, "describe_snapshots_with_options": snapshots})
+        _ali_snapshot("s-5", "ssg-3", tagged=False)]}}
+    api, client = _api({"describe_snapshot_groups_with_options": groups, "describe_snapshots_with_options": [tagged, by_id]})
     sets = inv.find_alicloud_sets(api, instance_ids=["i-1"], now=NOW)
     assert [s["set_id"] for s in sets] == ["ssg-1", "ssg-3"]
     first, half = sets
@@ -200,14 +207,17 @@ def test_alicloud_groups_with_our_tags_are_sets_and_others_are_not():
         ("i-1", "application", True, True, 80)
     assert [(m["snapshot_id"], m["disk_id"], m["device"], m["state"]) for m in first["members"]] == \
         [("s-1", "d-s-1", "/dev/s-1", "accomplished"), ("s-2", "d-s-2", "/dev/s-2", "accomplished")]
+    assert first["group_status"] == "accomplished"
     assert half["untagged_snapshot_ids"] == ["s-5"]
-    (group_call, group_request), (snap_call, snap_request) = client.requests
+    (group_call, group_request), (tag_call, tag_request), (snap_call, snap_request) = client.requests
     assert group_call == "describe_snapshot_groups_with_options"
     assert isinstance(group_request, ecs_models.DescribeSnapshotGroupsRequest)
     assert (group_request.instance_id, group_request.region_id) == ("i-1", "cn-hangzhou")
-    assert snap_call == "describe_snapshots_with_options"
-    assert isinstance(snap_request, ecs_models.DescribeSnapshotsRequest)
-    assert json.loads(snap_request.snapshot_ids) == ["s-1", "s-2", "s-3", "s-4", "s-5"]
+    assert tag_call == snap_call == "describe_snapshots_with_options"
+    assert isinstance(tag_request, ecs_models.DescribeSnapshotsRequest)
+    assert _tag_filter(tag_request) == [(ss.TAG_SET_ID, None), (ss.TAG_INSTANCE_ID, "i-1")]
+    assert (tag_request.snapshot_ids, tag_request.region_id, tag_request.max_results) == (None, "cn-hangzhou", 100)
+    assert json.loads(snap_request.snapshot_ids) == ["s-3", "s-5"]
 
 
 def test_alicloud_snapshot_details_are_asked_100_at_a_time_and_group_ids_10_at_a_time():
@@ -220,15 +230,92 @@ def test_alicloud_snapshot_details_are_asked_100_at_a_time_and_group_ids_10_at_a
     group_requests = [r for n, r in client.requests if n == "describe_snapshot_groups_with_options"]
     assert [r.snapshot_group_id for r in group_requests] == [group_ids[:10], group_ids[10:]]
     snapshot_requests = [r for n, r in client.requests if n == "describe_snapshots_with_options"]
+    # group ids only: no tag listing, the members by id
     assert [len(json.loads(r.snapshot_ids)) for r in snapshot_requests] == [100, 50]
-    assert all(r.max_results == 100 for r in snapshot_requests)
+    assert all(r.max_results == 100 and not r.tag for r in snapshot_requests)
 
 
 def test_many_alicloud_instances_are_found_with_one_region_listing():
     instances = [f"i-{n}" for n in range(inv.ALI_PER_INSTANCE_LISTING_MAX + 1)]
-    api, client = _api({"describe_snapshot_groups_with_options": {"SnapshotGroups": {"SnapshotGroup": []}}})
+    api, client = _api({"describe_snapshot_groups_with_options": {"SnapshotGroups": {"SnapshotGroup": []}},
+                        "describe_snapshots_with_options": {"Snapshots": {"Snapshot": []}}})
     assert inv.find_alicloud_sets(api, instance_ids=instances) == []
-    assert [(n, r.instance_id) for n, r in client.requests] == [("describe_snapshot_groups_with_options", None)]
+    assert [(n, r.instance_id) for n, r in client.requests] == [("describe_snapshot_groups_with_options", None),
+                                                                ("describe_snapshots_with_options", None)]
+    assert _tag_filter(client.requests[1][1]) == [(ss.TAG_SET_ID, None)]
+
+
+def _copy_snapshot(snapshot_id, set_id, disk, source, minute=0, **extra):
+    """A member of a set copied by snapshot_set_copy: the source's tags, a new set id, where it came from, in no group."""
+    tags = dict(ss.set_tags(set_id, "i-1", "application", device="/dev/" + disk, **extra),
+                **{"appconsistent:copied-from": "ssg-1", "appconsistent:source-region": "cn-hangzhou",
+                   "appconsistent:source-snapshot": source})
+    return {"SnapshotId": snapshot_id, "SourceDiskId": "d-" + disk, "SourceDiskSize": "20", "Status": "accomplished",
+            "Progress": "100%", "CreationTime": f"2026-11-22T07:{minute:02d}:00Z", "Category": "standard", "Usage": "none",
+            "Tags": {"Tag": [{"TagKey": k, "TagValue": v} for k, v in tags.items()]}}
+
+
+def test_alicloud_tagged_snapshots_in_no_group_are_a_set_and_group_members_are_not_listed_twice():
+    groups = {"SnapshotGroups": {"SnapshotGroup": [_group("ssg-1", ["s-1", "s-2"])]}}
+    tagged = {"Snapshots": {"Snapshot": [
+        _copy_snapshot("s-c2", "acs-copy", "vdc", "s-2", minute=1, delete_after=PAST), _ali_snapshot("s-1", "ssg-1"),
+        _copy_snapshot("s-c1", "acs-copy", "vdb", "s-1", delete_after=PAST), _ali_snapshot("s-2", "ssg-1")]}}
+    api, client = _api({"describe_snapshot_groups_with_options": groups, "describe_snapshots_with_options": [tagged]})
+    sets = inv.find_alicloud_sets(api, instance_ids=["i-1"], now=NOW)
+    assert sorted(s["set_id"] for s in sets) == ["acs-copy", "ssg-1"]
+    by_id = {s["set_id"]: s for s in sets}
+    group, copy = by_id["ssg-1"], by_id["acs-copy"]
+    assert [m["snapshot_id"] for m in group["members"]] == ["s-1", "s-2"]
+    assert [(m["snapshot_id"], m["disk_id"], m["device"], m["size_gib"]) for m in copy["members"]] == \
+        [("s-c1", "d-vdb", "/dev/vdb", 20), ("s-c2", "d-vdc", "/dev/vdc", 20)]
+    assert (copy["instance_id"], copy["consistency"], copy["complete"], copy["expired"], copy["created"]) == \
+        ("i-1", "application", True, True, "2026-11-22T07:00:00Z")
+    assert "group_status" not in copy and copy["untagged_snapshot_ids"] == []
+    # every group member came with the tag listing: nothing is asked for by id
+    assert [n for n, _r in client.requests] == ["describe_snapshot_groups_with_options", "describe_snapshots_with_options"]
+
+
+def test_alicloud_set_ids_go_to_the_groups_or_to_the_tag_listing_by_their_form():
+    groups = {"SnapshotGroups": {"SnapshotGroup": [_group("ssg-1", ["s-1"])]}}
+    copies = {"Snapshots": {"Snapshot": [_copy_snapshot("s-c1", "acs-copy", "vdb", "s-1")]}}
+    details = {"Snapshots": {"Snapshot": [_ali_snapshot("s-1", "ssg-1")]}}
+    api, client = _api({"describe_snapshot_groups_with_options": groups,
+                        "describe_snapshots_with_options": [copies, details]})
+    sets = inv.find_alicloud_sets(api, set_ids=["ssg-1", "acs-copy"], run_id=None)
+    assert sorted(s["set_id"] for s in sets) == ["acs-copy", "ssg-1"]
+    (_g, group_request), (_t, tag_request), (_s, snap_request) = client.requests
+    assert group_request.snapshot_group_id == ["ssg-1"]
+    assert _tag_filter(tag_request) == [(ss.TAG_SET_ID, "acs-copy")]
+    assert json.loads(snap_request.snapshot_ids) == ["s-1"]
+    # copies only: no group listing at all
+    api, client = _api({"describe_snapshots_with_options": [copies]})
+    assert [s["set_id"] for s in inv.find_alicloud_sets(api, set_ids=["acs-copy"])] == ["acs-copy"]
+    assert [n for n, _r in client.requests] == ["describe_snapshots_with_options"]
+
+
+def test_alicloud_many_set_ids_are_one_tag_listing_narrowed_afterwards():
+    wanted = [f"acs-{n}" for n in range(inv.ALI_PER_INSTANCE_LISTING_MAX + 1)]
+    listing = {"Snapshots": {"Snapshot": [_copy_snapshot("s-a", "acs-3", "vdb", "s-1"),
+                                          _copy_snapshot("s-b", "acs-other", "vdb", "s-2")]}}
+    api, client = _api({"describe_snapshots_with_options": [listing]})
+    assert [s["set_id"] for s in inv.find_alicloud_sets(api, set_ids=wanted, run_id="R1")] == []  # run id differs
+    ((_n, request),) = client.requests
+    assert _tag_filter(request) == [(ss.TAG_SET_ID, None), (ss.TAG_RUN_ID, "R1")]
+    api, client = _api({"describe_snapshots_with_options": [listing]})
+    assert [s["set_id"] for s in inv.find_alicloud_sets(api, set_ids=wanted)] == ["acs-3"]
+
+
+def test_alicloud_tag_listing_follows_next_token():
+    first = {"Snapshots": {"Snapshot": [_copy_snapshot("s-c1", "acs-copy", "vdb", "s-1", run_id="R1")]}, "NextToken": "t2"}
+    second = {"Snapshots": {"Snapshot": [_copy_snapshot("s-c2", "acs-copy", "vdc", "s-2", run_id="R1")]}}
+    api, client = _api({"describe_snapshot_groups_with_options": {"SnapshotGroups": {"SnapshotGroup": []}},
+                        "describe_snapshots_with_options": [first, second]})
+    (copy,) = inv.find_alicloud_sets(api, run_id="R1")
+    assert (copy["set_id"], copy["run_id"]) == ("acs-copy", "R1")
+    assert [m["snapshot_id"] for m in copy["members"]] == ["s-c1", "s-c2"]
+    requests = [r for n, r in client.requests if n == "describe_snapshots_with_options"]
+    assert [r.next_token for r in requests] == [None, "t2"]
+    assert _tag_filter(requests[0]) == [(ss.TAG_SET_ID, None), (ss.TAG_RUN_ID, "R1")]
 
 
 def _ali_set(api_snapshots=("s-1", "s-2")):
@@ -277,6 +364,32 @@ def test_alicloud_refused_group_keeps_every_member_listed():
     api, _client = _api({"delete_snapshot_group_with_options": [refused]})
     outcome = inv.delete_alicloud_set(api, _ali_set())
     assert outcome["remaining_snapshot_ids"] == ["s-1", "s-2"] and outcome["error"]["code"] == "IncorrectSnapshotStatus"
+
+
+def _ali_copy_set(*snapshot_ids):
+    members = [inv.alicloud_member(c, c) for c in (_copy_snapshot(s, "acs-copy", "vd" + s[-1], "s-" + s[-1])
+                                                   for s in snapshot_ids)]
+    return inv.build_set("alicloud", "acs-copy", members, now=NOW)
+
+
+def test_alicloud_set_in_no_group_is_deleted_snapshot_by_snapshot_and_nothing_else():
+    gone = TeaException({"code": "InvalidSnapshotId.NotFound", "message": "not found", "data": {"statusCode": 404}})
+    api, client = _api({"delete_snapshot_with_options": [{}, gone]})
+    outcome = inv.delete_alicloud_set(api, _ali_copy_set("s-c1", "s-c2"))
+    assert outcome == dict(deleted_snapshot_ids=["s-c1"], already_gone_snapshot_ids=["s-c2"], remaining_snapshot_ids=[],
+                           error=None)
+    assert [(n, r.snapshot_id, r.force) for n, r in client.requests] == [
+        ("delete_snapshot_with_options", "s-c1", True), ("delete_snapshot_with_options", "s-c2", True)]
+    assert all(isinstance(r, ecs_models.DeleteSnapshotRequest) for _n, r in client.requests)
+
+
+def test_alicloud_refused_snapshot_stops_the_set_and_says_what_is_left():
+    refused = TeaException({"code": "SnapshotCreatedImage", "message": "used by image m-1", "data": {"statusCode": 403}})
+    api, client = _api({"delete_snapshot_with_options": [{}, refused]})
+    outcome = inv.delete_alicloud_set(api, _ali_copy_set("s-c1", "s-c2", "s-c3"))
+    assert outcome["deleted_snapshot_ids"] == ["s-c1"] and outcome["remaining_snapshot_ids"] == ["s-c2", "s-c3"]
+    assert outcome["error"]["code"] == "SnapshotCreatedImage" and "s-c2" in outcome["error"]["message"]
+    assert len(client.requests) == 2
 
 
 # --- the rules ----------------------------------------------------------------------------------
