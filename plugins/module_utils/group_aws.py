@@ -34,11 +34,13 @@ from ansible_collections.appconsistent.snapshots.plugins.module_utils.unmount im
 from ansible_collections.appconsistent.snapshots.plugins.module_utils.vss_runner import VssSnapshotRun
 
 SHELL_DOCUMENT = "AWS-RunShellScript"
-SNAPSHOT_WORKERS = 16
+SNAPSHOT_WORKERS = 32
 FREEZE_POLL = 0.25
-# Instances freezing or frozen at a time, two SendCommand waves: the controller snapshots a wave (16 calls
-# at once) in about a second, while the next one freezes.
-FREEZE_IN_FLIGHT = 100
+# Instances freezing or frozen at a time, at most four SendCommand waves.
+FREEZE_IN_FLIGHT = 200
+# Seconds between two waves: a wave's CreateSnapshots calls (50 instances, SNAPSHOT_WORKERS at once) and its thaw
+# take well under this, so frozen instances do not queue behind each other.
+WAVE_SPACING = 1.0
 _MOUNT = re.compile(r"^/[A-Za-z0-9_./@+:\-]*$")
 _VOLUME = re.compile(r"^vol-[0-9a-f]{8,32}$")
 
@@ -760,14 +762,17 @@ class AwsGroupRun:
         pending = []  # sent the freeze, not finished freezing
         thawed_sent = []
         deadline = self.clock() + p["wait_timeout"]
+        last_wave = None
         try:
             while (pending or waiting) and self.clock() < deadline:
-                if waiting and len(pending) + aws_api.SSM_INSTANCE_BATCH <= FREEZE_IN_FLIGHT:
-                    # Freezes go out in waves of one SendCommand: an instance frozen while the controller is busy
-                    # snapshotting others stays frozen that long, and a whole fleet at once outlasts freeze_timeout.
+                if waiting and len(pending) + aws_api.SSM_INSTANCE_BATCH <= FREEZE_IN_FLIGHT and \
+                        (last_wave is None or self.clock() - last_wave >= WAVE_SPACING):
+                    # Freezes go out in waves of one SendCommand, spaced so that each wave is frozen when the
+                    # controller has snapshotted the one before: an instance frozen while the controller is busy
+                    # with others stays frozen that long, and a whole fleet at once outlasts freeze_timeout.
                     wave, waiting = waiting[:aws_api.SSM_INSTANCE_BATCH], waiting[aws_api.SSM_INSTANCE_BATCH:]
+                    last_wave = self.clock()
                     pending.extend(self._send(freeze, wave))
-                    continue
                 freeze.poll()
                 finished = [i for i in pending if i in freeze.invocations and is_terminal(freeze.invocations[i])]
                 if finished:

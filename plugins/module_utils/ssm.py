@@ -9,6 +9,7 @@ Shared by every module that reaches instances through SSM Run Command.
 
 from __future__ import annotations
 
+import concurrent.futures
 import time
 
 from ansible_collections.appconsistent.snapshots.plugins.module_utils.aws import SSM_INSTANCE_BATCH
@@ -16,6 +17,9 @@ from ansible_collections.appconsistent.snapshots.plugins.module_utils.aws import
 from ansible_collections.appconsistent.snapshots.plugins.module_utils.aws import list_command_invocations
 from ansible_collections.appconsistent.snapshots.plugins.module_utils.aws import send_command
 from ansible_collections.appconsistent.snapshots.plugins.module_utils.polling import poll_until
+
+# Commands listed at once in one polling round.
+POLL_WORKERS = 8
 
 # Invocation statuses after which nothing more happens on the instance.
 TERMINAL_STATUSES = ("Success", "Failed", "TimedOut", "Cancelled", "DeliveryTimedOut", "Undeliverable",
@@ -99,17 +103,23 @@ class CommandRun:
             sent.append(command["CommandId"])
         return sent
 
+    def _finished(self, instance_ids):
+        return all(i in self.invocations and is_terminal(self.invocations[i]) for i in instance_ids)
+
     def poll(self):
-        """One listing per unfinished command; returns True when every instance has finished."""
-        done = True
-        for command_id, instance_ids in self.commands:
-            if all(i in self.invocations and is_terminal(self.invocations[i]) for i in instance_ids):
-                continue
-            for invocation in list_command_invocations(self.client, command_id):
+        """One listing per unfinished command, side by side; returns True when every instance has finished."""
+        open_commands = [command_id for command_id, instance_ids in self.commands if not self._finished(instance_ids)]
+        if len(open_commands) > 1:
+            # The listings of several commands run at once, so that a round costs one listing's time.
+            with concurrent.futures.ThreadPoolExecutor(max_workers=min(POLL_WORKERS, len(open_commands))) as pool:
+                listings = list(pool.map(lambda command_id: list_command_invocations(self.client, command_id),
+                                         open_commands))
+        else:
+            listings = [list_command_invocations(self.client, command_id) for command_id in open_commands]
+        for listing in listings:
+            for invocation in listing:
                 self.invocations[invocation["InstanceId"]] = invocation
-            if not all(i in self.invocations and is_terminal(self.invocations[i]) for i in instance_ids):
-                done = False
-        return done
+        return all(self._finished(instance_ids) for _command_id, instance_ids in self.commands)
 
     def wait(self, timeout, first_interval=1.0, max_interval=5.0):
         """Poll until every instance has finished or ``timeout`` seconds passed; True when all finished."""

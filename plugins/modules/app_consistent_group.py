@@ -28,8 +28,8 @@ description:
   - On B(AWS Linux), the freeze helper (installed by the C(consistency_scripts) role) runs the prescript and freezes
     the data filesystems through SSM; the controller calls CreateSnapshots as soon as an instance is frozen, and
     the thaw follows at once. With initiator V(controller) the freezes go out in waves of 50 instances (one
-    SendCommand), at most 100 instances freezing or frozen at a time, so that a large fleet never waits frozen for
-    the controller. The helper's watchdog thaws on the instance at O(freeze_timeout) whatever happens
+    SendCommand) a second apart, at most 200 instances freezing or frozen at a time, so that a large fleet never
+    waits frozen for the controller. The helper's watchdog thaws on the instance at O(freeze_timeout) whatever happens
     to the controller. On B(AWS Windows), the VSS document runs, as M(appconsistent.snapshots.vss_snapshot) does.
   - The consistency reported and tagged is what was achieved, never what was asked; O(on_fallback) decides what
     a shortfall does to the task.
