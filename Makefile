@@ -57,8 +57,10 @@ PYTEST_TIMEOUT := 300
 # The integration tests wait on the twins' agents and on ansible-playbook start-up far more than they
 # compute, so several run side by side even on 2 cores (each test starts its own twins on free ports).
 INTEGRATION_WORKERS ?= 4
-# Sets per path in the database consistency tests; `make e2e E2E_DB_SETS=20` runs the full proof.
-E2E_DB_SETS ?= 3
+# Sets per path in the database consistency tests: 20 application-consistent ones per path are the proof,
+# crash-consistent ones only a comparison. `make e2e E2E_DB_SETS=3 E2E_DB_CRASH_SETS=3` for a quick run.
+E2E_DB_SETS ?= 20
+E2E_DB_CRASH_SETS ?= 10
 PYTEST_ENV := ANSIBLE_COLLECTIONS_PATH=$(COLLECTIONS) COVERAGE_FILE=$(BUILD)/.coverage
 COVERAGE := --cov=plugins --cov-report=term-missing:skip-covered --cov-report=xml:$(BUILD)/coverage.xml
 
@@ -190,7 +192,7 @@ e2e: venv collections
 		exit 1; \
 	fi; \
 	$(TOOLS)/ensure_deb.sh $(DEB_PACKAGES_E2E); \
-	cd $(ROOT) && $(PYTEST_ENV) APPCONSISTENT_DB_SETS=$(E2E_DB_SETS) PATH="$(VENV)/bin:$$PATH" $(TOOLS)/pytest_stage.sh $(PY) e2e \
+	cd $(ROOT) && $(PYTEST_ENV) APPCONSISTENT_DB_SETS=$(E2E_DB_SETS) APPCONSISTENT_DB_CRASH_SETS=$(E2E_DB_CRASH_SETS) PATH="$(VENV)/bin:$$PATH" $(TOOLS)/pytest_stage.sh $(PY) e2e \
 		--timeout=$(PYTEST_TIMEOUT) --junitxml=$(RESULTS)/e2e.xml -- tests/e2e tests/roles
 
 molecule: venv collections

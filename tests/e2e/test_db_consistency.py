@@ -37,9 +37,11 @@ ACG = "appconsistent.snapshots.app_consistent_group"
 RESTORE = "appconsistent.snapshots.restore_volumes"
 # Sets per path; the issue asks for at least 20. Overridable for a quick local run.
 SETS = int(os.environ.get("APPCONSISTENT_DB_SETS", "20"))
+# Crash-consistent sets per path: a measurement to compare with, not a proof.
+CRASH_SETS = int(os.environ.get("APPCONSISTENT_DB_CRASH_SETS", str(SETS)))
 FREEZE_TIMEOUT = 20
 RESULTS_FILE = Path(__file__).resolve().parents[2] / "build" / "test-results" / "db_consistency.json"
-FIGURES: dict = {"sets_per_path": SETS, "paths": {}}
+FIGURES: dict = {"sets_per_path": SETS, "crash_sets_per_path": CRASH_SETS, "paths": {}}
 
 
 def write_figures():
@@ -62,7 +64,8 @@ def lab(tmp_path_factory):
 
 
 def summary(figures):
-    lines = [f"database consistency: {figures['sets_per_path']} sets per path"]
+    lines = [f"database consistency: {figures['sets_per_path']} application-consistent and "
+             f"{figures['crash_sets_per_path']} crash-consistent sets per path"]
     for name, path in sorted(figures["paths"].items()):
         lines.append(f"  {name}: sets {path['sets']}, restored {path['restored']}, checks passed {path['passed']}, "
                      f"failed {path['failed']}, crash recovery {path['recovery']}, "
@@ -83,11 +86,11 @@ def group_args(lab, provider, consistency, initiator=None):
     return args
 
 
-def take_and_restore(lab, run_tasks, provider, consistency, initiator=None):
-    """One playbook: SETS sets in a loop while the writers run, then each restored (mode volumes)."""
+def take_and_restore(lab, run_tasks, provider, consistency, initiator=None, count=SETS):
+    """One playbook: ``count`` sets in a loop while the writers run, then each restored (mode volumes)."""
     tasks = [
         {"name": "Take the sets", ACG: group_args(lab, provider, consistency, initiator),
-         "loop": f"{{{{ range({SETS}) | list }}}}", "register": "sets"},
+         "loop": f"{{{{ range({count}) | list }}}}", "register": "sets"},
         {"name": "Restore each set as new volumes",
          RESTORE: {"provider": provider, "set_id": "{{ item.results[0].set_id }}", "mode": "volumes",
                    "min_consistency": consistency},
@@ -190,11 +193,11 @@ CRASH_PATHS = [("aws-crash", "aws"), ("alicloud-crash", "alicloud")]
 @pytest.mark.parametrize("name, provider", CRASH_PATHS, ids=[p[0] for p in CRASH_PATHS])
 def test_crash_consistent_sets_are_measured(lab, run_tasks, name, provider):
     """No scripts, no freeze: an honest count of what a crash-consistent set gives, not a verdict."""
-    sets, restores = take_and_restore(lab, run_tasks, provider, "crash")
+    sets, restores = take_and_restore(lab, run_tasks, provider, "crash", count=CRASH_SETS)
     entries, checks = check_path(lab, provider, sets, restores)
     figures = record(name, lab, provider, sets, restores, entries, checks)
-    assert [e["consistency"] for e in entries] == ["crash"] * SETS, figures["set_errors"]
+    assert [e["consistency"] for e in entries] == ["crash"] * CRASH_SETS, figures["set_errors"]
     assert all(not r.get("failed") for r in restores), [r.get("msg") for r in restores if r.get("failed")]
     # Every restored volume was looked at; what the second server found is the measurement.
-    assert len(checks) == SETS * len(lab.databases)
+    assert len(checks) == CRASH_SETS * len(lab.databases)
     assert all(c.kind in lab.databases for _s, c in checks), [c.to_dict() for _s, c in checks if not c.kind][:3]
