@@ -95,8 +95,8 @@ def verify_twins(tmp_path_factory):
 
 
 @pytest.mark.parametrize("provider,host,verifier", [("aws", "web-1", "verifier"), ("alicloud", "ali-web-1", "ali-verifier")])
-def test_verify_restore_checks_the_set_and_removes_the_scratch_volumes(verify_twins, run_playbook, tmp_path, provider, host,
-                                                                        verifier):
+def test_verify_restore_checks_the_set_and_removes_the_scratch_volumes(verify_twins, run_playbook, tmp_path, provider,
+                                                                       host, verifier):
     twins, spec, base = verify_twins
     ids = dict(twins.endpoints["aws"]["instances"], **twins.endpoints["alicloud"]["instances"])
     set_id = take_aws_set(twins, ids[host]) if provider == "aws" else take_ali_set(twins, ids[host])

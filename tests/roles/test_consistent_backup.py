@@ -45,9 +45,9 @@ def backup_play(tmp_path):
         inventory = {"all": {"hosts": {name: dict(common, **hostvars) for name, hostvars in hosts.items()}}}
         inv = tmp_path / f"inventory-{counter[0]}.yml"
         inv.write_text(yaml.safe_dump(inventory))
+        defaults = dict(module_defaults(endpoints), **(play_defaults or {}))
         play = [{"name": "pre-patch backup", "hosts": "all", "gather_facts": False,
-                 "module_defaults": {"group/appconsistent.snapshots.snapshots": dict(module_defaults(endpoints),
-                                                                                    **(play_defaults or {}))},
+                 "module_defaults": {"group/appconsistent.snapshots.snapshots": defaults},
                  "roles": [{"role": "appconsistent.snapshots.consistent_backup", **(role_vars or {})}]}]
         playbook = tmp_path / f"play-{counter[0]}.yml"
         playbook.write_text(yaml.safe_dump(play, sort_keys=False))
