@@ -275,6 +275,13 @@ def cancel_command(client, command_id, instance_ids=None):
     return True
 
 
+def error_code(exc):
+    """The AWS error code of a wrapped or botocore error (``InvalidSnapshot.NotFound``...), or None."""
+    cause = getattr(exc, "exception", None) or exc
+    response = getattr(cause, "response", None) or {}
+    return (response.get("Error") or {}).get("Code")
+
+
 def describe_aws_failure(exc):
     """One operator-facing sentence for errors that are about the connection, not the request."""
     cause = getattr(exc, "exception", None) or exc

@@ -29,6 +29,7 @@ from ansible_collections.appconsistent.snapshots.plugins.module_utils.ssm import
 from ansible_collections.appconsistent.snapshots.plugins.module_utils.ssm import STATUS_MESSAGES
 from ansible_collections.appconsistent.snapshots.plugins.module_utils.ssm import is_terminal
 from ansible_collections.appconsistent.snapshots.plugins.module_utils.unmount import EXIT_MESSAGES as UNMOUNT_EXIT
+from ansible_collections.appconsistent.snapshots.plugins.module_utils.unmount import parse_report as parse_helper_output
 from ansible_collections.appconsistent.snapshots.plugins.module_utils.unmount import remount_command
 from ansible_collections.appconsistent.snapshots.plugins.module_utils.unmount import unmount_command
 from ansible_collections.appconsistent.snapshots.plugins.module_utils.vss_runner import VssSnapshotRun
@@ -185,18 +186,6 @@ def _brief(report):
     if isinstance(brief.get("scripts"), dict):
         brief["scripts"] = {k: brief["scripts"].get(k) for k in ("status", "reason")}
     return brief
-
-
-def parse_helper_output(stdout):
-    """The helper's JSON report: the last line of its stdout that parses."""
-    for line in reversed((stdout or "").strip().splitlines()):
-        line = line.strip()
-        if line.startswith("{"):
-            try:
-                return json.loads(line)
-            except ValueError:
-                continue
-    return None
 
 
 class AwsGroupRun:
@@ -875,8 +864,7 @@ class AwsGroupRun:
 
 
 def _code(exc):
-    response = getattr(getattr(exc, "exception", None), "response", None) or {}
-    return response.get("Error", {}).get("Code") or "AWSError"
+    return aws_api.error_code(exc) or "AWSError"
 
 
 def _detail(exc):

@@ -76,10 +76,6 @@ def attach_disk(api, disk_id, instance_id, device=None):
                                                         delete_with_instance=False))
 
 
-def detach_disk(api, disk_id, instance_id):
-    api.call("DetachDisk", api.models.DetachDiskRequest(instance_id=instance_id, disk_id=disk_id))
-
-
 def stop_instance(api, instance_id):
     # KeepCharging keeps the instance's compute resources, so it can be started again whatever the stock.
     api.call("StopInstance", api.models.StopInstanceRequest(instance_id=instance_id, stopped_mode="KeepCharging"))
@@ -262,7 +258,7 @@ class AlicloudRestoreApi:
         self._call(attach_disk, self.api, volume_id, instance_id, device)
 
     def detach(self, volume_id, instance_id, device):
-        self._call(detach_disk, self.api, volume_id, instance_id)
+        self._call(self.api.detach_disk, volume_id, instance_id)
 
     def stop(self, instance_id):
         self._call(stop_instance, self.api, instance_id)

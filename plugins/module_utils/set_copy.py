@@ -29,6 +29,7 @@ from ansible_collections.appconsistent.snapshots.plugins.module_utils.alicloud i
 from ansible_collections.appconsistent.snapshots.plugins.module_utils.aws import THROTTLING_CODES
 from ansible_collections.appconsistent.snapshots.plugins.module_utils.aws import AppConsistentAWSError
 from ansible_collections.appconsistent.snapshots.plugins.module_utils.aws import EC2ErrorHandler
+from ansible_collections.appconsistent.snapshots.plugins.module_utils.aws import error_code as aws_error_code
 from ansible_collections.appconsistent.snapshots.plugins.module_utils.aws import describe_snapshots
 from ansible_collections.appconsistent.snapshots.plugins.module_utils.aws import retry_decorator
 
@@ -69,12 +70,6 @@ class CopyFailed(Exception):
 def _chunks(items, size):
     items = list(items)
     return [items[start:start + size] for start in range(0, len(items), size)]
-
-
-def _error_code(exc):
-    cause = getattr(exc, "exception", None)
-    response = getattr(cause, "response", None) or {}
-    return (response.get("Error") or {}).get("Code")
 
 
 def copy_tags(member_tags, copy_set_id, source_set_id, source_region, source_snapshot_id, delete_after=None,
@@ -193,7 +188,7 @@ class AwsCopyApi:
             return copy_snapshot(self.destination, self.source_region, member["snapshot_id"], description=description,
                                  encrypted=encrypted, kms_key_id=kms_key_id, tags=tags)
         except AppConsistentAWSError as exc:
-            if _error_code(exc) in AWS_COPY_LIMIT_CODES:
+            if aws_error_code(exc) in AWS_COPY_LIMIT_CODES:
                 raise CopyLimited(str(exc.message)) from None
             raise
 

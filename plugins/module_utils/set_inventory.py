@@ -26,6 +26,7 @@ from ansible_collections.appconsistent.snapshots.plugins.module_utils.alicloud i
 from ansible_collections.appconsistent.snapshots.plugins.module_utils.aws import THROTTLING_CODES
 from ansible_collections.appconsistent.snapshots.plugins.module_utils.aws import AppConsistentAWSError
 from ansible_collections.appconsistent.snapshots.plugins.module_utils.aws import EC2ErrorHandler
+from ansible_collections.appconsistent.snapshots.plugins.module_utils.aws import error_code as aws_error_code
 from ansible_collections.appconsistent.snapshots.plugins.module_utils.aws import delete_snapshot
 from ansible_collections.appconsistent.snapshots.plugins.module_utils.aws import describe_snapshots
 from ansible_collections.appconsistent.snapshots.plugins.module_utils.aws_fleet import snapshot_member
@@ -200,12 +201,6 @@ def aws_images_by_snapshot(client):
     return used
 
 
-def _aws_error_code(exc):
-    cause = getattr(exc, "exception", None)
-    response = getattr(cause, "response", None) or {}
-    return (response.get("Error") or {}).get("Code")
-
-
 def delete_aws_set(client, item):
     """Delete every member; stop at the first member that cannot go and say what is left."""
     deleted, gone = [], []
@@ -216,7 +211,7 @@ def delete_aws_set(client, item):
             removed = delete_snapshot(client, snapshot_id)
         except AppConsistentAWSError as exc:
             return dict(deleted_snapshot_ids=deleted, already_gone_snapshot_ids=gone, remaining_snapshot_ids=pending,
-                        error=dict(code=_aws_error_code(exc) or "DeleteFailed",
+                        error=dict(code=aws_error_code(exc) or "DeleteFailed",
                                    message=f"deleting {snapshot_id} failed: {exc.message}"))
         (deleted if removed else gone).append(snapshot_id)
         pending.pop(0)

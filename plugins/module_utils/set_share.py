@@ -22,6 +22,7 @@ from ansible_collections.appconsistent.snapshots.plugins.module_utils import sna
 from ansible_collections.appconsistent.snapshots.plugins.module_utils.aws import THROTTLING_CODES
 from ansible_collections.appconsistent.snapshots.plugins.module_utils.aws import AppConsistentAWSError
 from ansible_collections.appconsistent.snapshots.plugins.module_utils.aws import EC2ErrorHandler
+from ansible_collections.appconsistent.snapshots.plugins.module_utils.aws import error_code as aws_error_code
 from ansible_collections.appconsistent.snapshots.plugins.module_utils.aws import describe_snapshots
 
 PUBLIC_GROUP = "all"
@@ -78,12 +79,6 @@ def list_key_aliases(client, key_id):
     return aliases
 
 
-def _error_code(exc):
-    cause = getattr(exc, "exception", None)
-    response = getattr(cause, "response", None) or {}
-    return (response.get("Error") or {}).get("Code")
-
-
 def validate(params):
     """Refuse unclear requests before anything is looked up."""
     if params["provider"] == "alicloud":
@@ -130,9 +125,9 @@ class SetShare:
             else:
                 verdict = any(a.startswith(AWS_MANAGED_ALIAS_PREFIX) for a in list_key_aliases(kms, key_id))
         except AppConsistentAWSError as exc:
-            if _error_code(exc) not in KMS_DENIED_CODES:
+            if aws_error_code(exc) not in KMS_DENIED_CODES:
                 raise
-            self.warnings.append(f"KMS does not let these credentials read key {key_id} ({_error_code(exc)}); it "
+            self.warnings.append(f"KMS does not let these credentials read key {key_id} ({aws_error_code(exc)}); it "
                                  "was not checked whether it is an AWS managed key, which cannot be shared")
         cache[key_id] = verdict
         return verdict

@@ -144,7 +144,7 @@ def refused_mount(mount):
 
 
 def parse_report(output):
-    """The JSON report of an unmount or remount: the last line of the output that parses as an object."""
+    """The JSON report of an agent command (unmount, remount, the freeze helper): the last line that parses as an object."""
     for line in reversed((output or "").strip().splitlines()):
         line = line.strip()
         if line.startswith("{"):

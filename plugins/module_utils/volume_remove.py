@@ -149,9 +149,7 @@ def error_code(exc):
     """The provider's error code of an AWS or Alibaba Cloud error, or None."""
     if isinstance(exc, AlibabaCloudError):
         return exc.code
-    cause = getattr(exc, "exception", None)
-    response = getattr(cause, "response", None) or {}
-    return (response.get("Error") or {}).get("Code")
+    return aws.error_code(exc)
 
 
 def describe_error(exc):

@@ -10,6 +10,7 @@ from botocore.stub import Stubber
 from ansible_collections.appconsistent.snapshots.plugins.module_utils import restore
 from ansible_collections.appconsistent.snapshots.plugins.module_utils import restore_alicloud
 from ansible_collections.appconsistent.snapshots.plugins.module_utils import restore_aws
+from ansible_collections.appconsistent.snapshots.plugins.module_utils.alicloud import AlibabaCloud
 from ansible_collections.appconsistent.snapshots.plugins.module_utils.restore_run import RestoreRun
 from ansible_collections.appconsistent.snapshots.plugins.module_utils.restore_run import infer_provider
 from ansible_collections.appconsistent.snapshots.plugins.module_utils.restore_run import validate
@@ -510,6 +511,9 @@ class RecordingApi:
     def call(self, action, request):
         self.sent.append((action, request))
         return self.answers.get(action, {})
+
+    # The real wrappers of AlibabaCloud, so that their requests are recorded too.
+    detach_disk = AlibabaCloud.detach_disk
 
 
 def test_alicloud_create_disk_request():
