@@ -265,6 +265,24 @@ def describe_instance_information(client, instance_ids):
     return found
 
 
+@SSMErrorHandler.common_error_handler("list inventory entries")
+@AWSRetry.jittered_backoff(catch_extra_error_codes=THROTTLING_CODES)
+def list_inventory_entries(client, instance_id, type_name, filters=None):
+    """(entries, capture time) of one instance's inventory; the capture time is None when none was collected."""
+    params = dict(InstanceId=instance_id, TypeName=type_name, MaxResults=50)
+    if filters:
+        params["Filters"] = filters
+    entries, capture_time = [], None
+    while True:
+        # No botocore paginator for this call: the answer carries the capture time beside the entries.
+        page = client.list_inventory_entries(**params)
+        entries.extend(page.get("Entries") or [])
+        capture_time = capture_time or page.get("CaptureTime")
+        if not page.get("NextToken"):
+            return entries, capture_time
+        params["NextToken"] = page["NextToken"]
+
+
 @SSMErrorHandler.deletion_error_handler("cancel command")
 @AWSRetry.jittered_backoff(catch_extra_error_codes=THROTTLING_CODES)
 def cancel_command(client, command_id, instance_ids=None):

@@ -60,6 +60,38 @@ def test_agent_offline_and_missing_policies_are_reported(twin_factory, tmp_path)
     assert twins.aws_client("ec2").describe_snapshots(OwnerIds=["self"])["Snapshots"] == []
 
 
+def test_vss_components_checked_from_inventory_and_installed_when_asked(twin_factory, tmp_path):
+    windows = {"provider": "aws", "platform": "windows", "volumes": VOLUMES}
+    twins = twin_factory({"instances": [
+        dict(windows, name="has"),
+        dict(windows, name="missing", agent={"vss_components": False}),
+        dict(windows, name="noinv", agent={"vss_components": False, "inventory": False})]}, alicloud=False)
+    hosts = {name: aws_host(twins, name, "windows") for name in ("has", "missing", "noinv")}
+    role_vars = {"prerequisites_fail_when_not_ready": False, "prerequisites_aws_required_policies": {}}
+
+    def vss_checks(report):
+        reports = report["global_custom_stats"]["reports"]
+        return {name: next(c for c in reports[name]["checks"] if c["name"] == "vss_components") for name in hosts}
+
+    rc, report = run_checks(tmp_path, hosts, twins.endpoints, role_vars)
+    assert rc == 0, report["failures"]
+    checks = vss_checks(report)
+    assert checks["has"]["ok"] is True and checks["has"]["detail"] == "AwsVssComponents 2.5.1 installed"
+    assert checks["missing"]["ok"] is False and "is not installed" in checks["missing"]["detail"]
+    assert checks["noinv"]["ok"] is True and checks["noinv"]["detail"].startswith("not known")
+    assert twins.stats.counts("aws").get("SendCommand", 0) == 0  # only checked
+
+    rc, report = run_checks(tmp_path, hosts, twins.endpoints,
+                            dict(role_vars, prerequisites_aws_install_vss_components=True))
+    assert rc == 0, report["failures"]
+    checks = vss_checks(report)
+    assert checks["missing"]["ok"] is True and checks["missing"]["detail"].endswith("installed by this run")
+    assert checks["has"]["detail"] == "AwsVssComponents 2.5.1 installed"  # left alone
+    ssm = twins.aws_client("ssm")
+    entries = ssm.list_inventory_entries(InstanceId=hosts["missing"]["instance_id"], TypeName="AWS:Application")["Entries"]
+    assert "AwsVssComponents" in [e["Name"] for e in entries]
+
+
 def test_host_not_ready_fails_with_the_reasons(twin_factory, tmp_path):
     twins = twin_factory({"instances": [{"provider": "aws", "name": "web", "platform": "linux", "volumes": VOLUMES}]},
                          alicloud=False)

@@ -24,7 +24,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Dict, List, Optional, Tuple
 
 from twin.aws.documents import DocumentError, DocumentStore, resolve_parameters, substitute
-from twin.aws.vss import run_vss
+from twin.aws.vss import DEFAULT_VSS_VERSION, run_vss
 from twin.core.freeze_helper import HelperSimulator, Outcome
 from twin.core.runner import run_local
 
@@ -326,6 +326,64 @@ class SsmService:
         chunk, token = _page(infos, params, 50, 5, 50)
         return {"InstanceInformationList": chunk, **({"NextToken": token} if token else {})}
 
+    # -- inventory ------------------------------------------------------------------------------
+    def _applications(self, instance_id: str) -> List[Dict[str, str]]:
+        """The AWS:Application entries the agent's inventory would report: the agent, and the VSS components."""
+        inst = self.cloud.fleet_instance(instance_id)
+        windows = inst.platform == "windows"
+        apps = [{"Name": "Amazon SSM Agent" if windows else "amazon-ssm-agent", "Version": inst.agent.version,
+                 "Publisher": "Amazon Web Services", "ApplicationType": "" if windows else "System Environment/Daemons",
+                 "Architecture": "x86_64"}]
+        if windows and inst.agent.vss_components:
+            apps.append({"Name": "AwsVssComponents", "Version": inst.agent.vss_version or DEFAULT_VSS_VERSION,
+                         "Publisher": "Amazon Web Services", "ApplicationType": "", "Architecture": "x86_64"})
+        return apps
+
+    def op_ListInventoryEntries(self, params):
+        instance_id = params.get("InstanceId") or ""
+        type_name = params.get("TypeName") or ""
+        if not re.match(r"^(i-(\w{8}|\w{17})|mi-\w{17})$", instance_id):
+            raise SsmError("ValidationException", f"1 validation error detected: Value '{instance_id}' at 'instanceId' "
+                                                  "failed to satisfy constraint: Member must satisfy regular expression "
+                                                  "pattern: (^i-(\\w{8}|\\w{17})$)|(^mi-\\w{17}$)")
+        if not re.match(r"^(AWS|Custom):.+$", type_name):
+            raise SsmError("ValidationException", f"1 validation error detected: Value '{type_name}' at 'typeName' failed "
+                                                  "to satisfy constraint: Member must satisfy regular expression pattern: "
+                                                  "^(AWS|Custom):.*$")
+        if type_name != "AWS:Application":
+            raise SsmError("InvalidTypeNameException", f"The parameter type name {type_name} is not valid.")
+        with self.cloud.lock:
+            if self.cloud.fleet_instance(instance_id) is None or self.cloud.moto_instance(instance_id) is None:
+                raise SsmError("InvalidInstanceId", "Instances [[%s]] not in a valid state for account %s"
+                               % (instance_id, self.cloud.account_id))
+            inst = self.cloud.fleet_instance(instance_id)
+            collected = self._managed(instance_id) and inst.agent.inventory
+            entries = self._applications(instance_id) if collected else []
+        filters = params.get("Filters") or []
+        if len(filters) > 5:
+            raise SsmError("ValidationException", "Filters: at most 5 filters")
+        for flt in filters:
+            key, values, kind = flt.get("Key") or "", flt.get("Values") or [], flt.get("Type") or "Equal"
+            if not key.startswith(type_name + "."):
+                raise SsmError("InvalidFilter", f"The filter key {key} does not belong to the type {type_name}.")
+            attr = key[len(type_name) + 1:]
+            if kind == "Equal":
+                entries = [e for e in entries if e.get(attr) in values]
+            elif kind == "NotEqual":
+                entries = [e for e in entries if e.get(attr) not in values]
+            elif kind == "BeginWith":
+                entries = [e for e in entries if any(str(e.get(attr, "")).startswith(v) for v in values)]
+            else:
+                raise SsmError("InvalidFilter", f"The filter type {kind} is not supported by ListInventoryEntries.")
+        chunk, token = _page(entries, params, 50, 1, 50)
+        answer = {"TypeName": type_name, "InstanceId": instance_id, "Entries": chunk}
+        if collected:
+            answer["SchemaVersion"] = "1.1"
+            answer["CaptureTime"] = _iso(time.time() - 60)[:-5] + "Z"
+        if token:
+            answer["NextToken"] = token
+        return answer
+
     # -- documents ------------------------------------------------------------------------------
     def op_CreateDocument(self, params):
         doc = self.docs.create(params.get("Name"), params.get("Content", ""), params.get("DocumentFormat", "JSON"),
@@ -509,9 +567,13 @@ class SsmService:
         if doc["kind"] == "package":
             plugin = inv.plugins[0]
             name, action = command.params["name"], command.params["action"]
+            if name == "AwsVssComponents" and action == "Install" and faults.get("vss_install_failure"):
+                plugin.stderr = "Failed to install package; install status Failed: the package could not be downloaded."
+                plugin.code, plugin.end = 1, time.time()
+                return "Failed", "Failed", 1, 0.0
             if name == "AwsVssComponents" and platform == "windows":
                 fleet_inst.agent.vss_components = action == "Install"
-                fleet_inst.agent.vss_version = (command.params.get("version") or "2.5.1") if action == "Install" else None
+                fleet_inst.agent.vss_version = (command.params.get("version") or DEFAULT_VSS_VERSION) if action == "Install" else None
             plugin.stdout = f"Successfully {'installed' if action == 'Install' else 'uninstalled'} {name}"
             plugin.code, plugin.end = 0, time.time()
             return "Success", "Success", 0, 0.0

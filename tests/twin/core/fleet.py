@@ -74,6 +74,7 @@ class Agent:
     vss_components: bool = True
     version: str = "3.3.1000.0"
     vss_version: Optional[str] = None  # AwsVssComponents version when installed (None: the current one)
+    inventory: bool = True  # SSM Inventory collected (ListInventoryEntries answers with a CaptureTime)
 
 
 @dataclass

@@ -106,16 +106,32 @@ def test_sts_token_is_checked(start_twin):
     assert err.code == "InvalidSecurityToken.MismatchWithAccessKey"
 
 
+def test_v2_signature_checks_the_key_and_the_sts_token(start_twin):
+    doc = {"credentials": {"alicloud": {"access_key_id": "STS.twinkey", "access_key_secret": "sts-secret", "security_token": "tok-123"}},
+           "instances": [inst("web-1")]}
+    ali = start_twin(doc)
+    assert ali.client(signature_algorithm="v2").describe_instances(m.DescribeInstancesRequest(region_id=ali.region)).body.total_count == 1
+    err = api_error(ali.client(signature_algorithm="v2", security_token="tok-999").describe_instances,
+                    m.DescribeInstancesRequest(region_id=ali.region))
+    assert (err.code, err.status_code) == ("InvalidSecurityToken.Malformed", 400)
+    err = api_error(ali.client(signature_algorithm="v2", security_token=None).describe_instances,
+                    m.DescribeInstancesRequest(region_id=ali.region))
+    assert (err.code, err.status_code) == ("InvalidSecurityToken.MismatchWithAccessKey", 400)
+    err = api_error(ali.client(signature_algorithm="v2", access_key_id="LTAIunknown", security_token=None).describe_instances,
+                    m.DescribeInstancesRequest(region_id=ali.region))
+    assert (err.code, err.status_code) == ("InvalidAccessKeyId.NotFound", 404)
+
+
 def test_instance_role_sts_credentials_work(ali):
     creds = ali.cloud.role_credentials(ali.cloud.ecs.instances[ali.instances["web-1"]])
     client = ali.client(access_key_id=creds.access_key_id, access_key_secret=creds.secret, security_token=creds.security_token)
     assert client.describe_disks(m.DescribeDisksRequest(region_id=ali.region)).body.total_count == 6
 
 
-def _signed_request(ali, query, action="DescribeInstances", nonce=None):
+def _signed_request(ali, query, action="DescribeInstances", nonce=None, when=None):
     """A V3 request signed exactly as the SDK signs it (its own signing function), for tampering tests."""
     headers = {"host": ali.url, "x-acs-version": "2014-05-26", "x-acs-action": action, "user-agent": "test",
-               "x-acs-date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "x-acs-signature-nonce": nonce or uuid.uuid4().hex,
+               "x-acs-date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(when)), "x-acs-signature-nonce": nonce or uuid.uuid4().hex,
                "accept": "application/json", "x-acs-content-sha256": hashlib.sha256(b"").hexdigest()}
     req = types.SimpleNamespace(pathname="/", query=dict(query), headers=headers, method="POST")
     headers["Authorization"] = Utils.get_authorization(req, "ACS3-HMAC-SHA256", headers["x-acs-content-sha256"],
@@ -141,6 +157,14 @@ def test_tampered_parameters_and_replayed_nonces_are_rejected(ali):
     headers = _signed_request(ali, query)
     headers["x-acs-action"] = "StopInstance"
     assert _post(ali, query, headers).json()["Code"] == "SignatureDoesNotMatch"
+
+
+def test_a_stale_date_is_rejected(ali):
+    query = {"RegionId": ali.region}
+    fresh = _post(ali, query, _signed_request(ali, query, when=time.time() - 14 * 60))
+    assert fresh.status_code == 200
+    stale = _post(ali, query, _signed_request(ali, query, when=time.time() - 16 * 60))
+    assert (stale.status_code, stale.json()["Code"]) == (400, "InvalidTimeStamp.Expired")
 
 
 def test_unsigned_request_is_rejected(ali):
@@ -375,6 +399,36 @@ def test_describe_snapshots_and_disks_page_both_ways(ali):
     assert [d.instance_id for d in essd] == [ali.instances["web-2"]]
 
 
+def test_disks_and_invocations_page_with_next_token_and_bad_paging_is_refused(ali):
+    client = ali.client()
+    token, seen = None, []
+    while True:
+        body = client.describe_disks(m.DescribeDisksRequest(region_id=ali.region, max_results=4, next_token=token)).body
+        assert len(body.disks.disk) <= 4
+        seen += [d.disk_id for d in body.disks.disk]
+        token = body.next_token
+        if not token:
+            break
+    assert len(seen) == 6 and len(set(seen)) == 6
+    iid = ali.instances["web-1"]
+    made = {client.run_command(m.RunCommandRequest(region_id=ali.region, type="RunShellScript", command_content="true",
+                                                   instance_id=[iid])).body.invoke_id for _n in range(5)}
+    token, invocations = None, []
+    while True:
+        body = client.describe_invocations(m.DescribeInvocationsRequest(region_id=ali.region, instance_id=iid, max_results=2,
+                                                                        next_token=token)).body
+        assert len(body.invocations.invocation) <= 2
+        invocations += [i.invoke_id for i in body.invocations.invocation]
+        token = body.next_token
+        if not token:
+            break
+    assert sorted(invocations) == sorted(made)
+    err = api_error(client.describe_snapshots, m.DescribeSnapshotsRequest(region_id=ali.region, next_token="not-a-token"))
+    assert (err.code, err.status_code) == ("InvalidParam.NextToken", 400)
+    err = api_error(client.describe_instances, m.DescribeInstancesRequest(region_id=ali.region, max_results=101))
+    assert (err.code, err.status_code) == ("InvalidParameter.MaxResults", 400)
+
+
 # ---------------------------------------------------------------------------------------------- rollback and restore
 
 @pytest.fixture
@@ -420,6 +474,24 @@ def test_reset_disk_needs_a_stopped_instance_and_a_snapshot_of_that_disk(image_t
     assert _read(images[1]) == "data: changed!!"
     client.reset_disk(m.ResetDiskRequest(disk_id=data, snapshot_id=snaps[data]))
     assert _read(images[1]) == "data: original"
+
+
+def test_a_progressing_snapshot_neither_resets_nor_makes_a_disk(start_twin):
+    ali = start_twin({"instances": [inst("web-1")]}, latency={"profile": "zero", "transitions": {"snapshot_group_complete": 120}})
+    client = ali.client()
+    iid = ali.instances["web-1"]
+    client.create_snapshot_group(m.CreateSnapshotGroupRequest(region_id=ali.region, instance_id=iid))
+    data = disks_of(client, ali.region, iid)["/dev/xvdb"]
+    (snap,) = client.describe_snapshots(m.DescribeSnapshotsRequest(region_id=ali.region, disk_id=data.disk_id)).body.snapshots.snapshot
+    assert snap.status == "progressing"
+    client.stop_instance(m.StopInstanceRequest(instance_id=iid))
+    wait_for(lambda: client.describe_instances(m.DescribeInstancesRequest(region_id=ali.region, instance_ids=f'["{iid}"]'))
+             .body.instances.instance[0].status == "Stopped")
+    err = api_error(client.reset_disk, m.ResetDiskRequest(disk_id=data.disk_id, snapshot_id=snap.snapshot_id))
+    assert (err.code, err.status_code) == ("IncorrectSnapshotStatus", 403)
+    err = api_error(client.create_disk, m.CreateDiskRequest(region_id=ali.region, zone_id=data.zone_id, snapshot_id=snap.snapshot_id,
+                                                            disk_category="cloud_essd"))
+    assert (err.code, err.status_code) == ("IncorrectSnapshotStatus", 403)
 
 
 def test_reset_disks_restores_several_disks(image_twin):

@@ -209,7 +209,8 @@ def test_exit_16_while_a_previous_snapshot_is_being_created(start_twin):
     client = twin.client()
     client.create_snapshot_group(ecs_models.CreateSnapshotGroupRequest(region_id=twin.region, instance_id=twin.instances["web-1"], name="first"))
     _client, _iid, _invoke_id, result = run_plugin(twin, "web-1", LINUX_PARAMS)
-    assert result.exit_code == 16
+    assert result.exit_code == 16 and "IncorrectDiskStatus.CreatingSnapshot" in decoded_output(result)
+    assert len(twin.state()["snapshot_groups"]) == 1
 
 
 def test_exit_11_for_windows_vss_writer_failure(start_twin):
@@ -217,6 +218,107 @@ def test_exit_11_for_windows_vss_writer_failure(start_twin):
     params = {"RamRoleName": ROLE, "EnableWriters": True, "Name": "w1"}
     _client, _iid, _invoke_id, result = run_plugin(twin, "win-1", params, plugin="app-snapshot-plugin-win", command_type="RunBatScript")
     assert result.exit_code == 11
+
+
+# The other causes the twin's README gives for a code (the test above shows one cause per code).
+WIN_PARAMS = {"RamRoleName": ROLE, "EnableWriters": True, "Name": "w1"}
+MORE_CAUSES = [
+    # (id, code, instance kwargs, plug-in params, plug-in, twin kwargs, text of the error)
+    ("plugin-for-the-other-os", 1, {}, WIN_PARAMS, "app-snapshot-plugin-win", {}, "does not support the operating system"),
+    ("linux-plugin-on-windows", 1, {"platform": "windows"}, LINUX_PARAMS, "app-snapshot-plugin", {},
+     "does not support the operating system"),
+    ("unsupported-os", 1, {"faults": {"unsupported_os": True}}, LINUX_PARAMS, "app-snapshot-plugin", {}, "not supported"),
+    ("network-unreachable", 1, {"faults": {"network_unreachable": True}}, LINUX_PARAMS, "app-snapshot-plugin", {},
+     "network connectivity"),
+    ("describe-disks-error", 1, {}, LINUX_PARAMS, "app-snapshot-plugin",
+     {"faults": {"api_errors": [{"action": "DescribeDisks", "code": "Throttling.User", "count": 1}]}}, "DescribeDisks failed"),
+    ("only-multi-attach-essd", 3, {"volumes": [{"device": "/dev/xvda", "size": 20, "type": "cloud_efficiency"},
+                                               {"device": "/dev/xvdb", "size": 20, "type": "cloud_essd", "multi_attach": True}]},
+     LINUX_PARAMS, "app-snapshot-plugin", {}, "No ESSD disks"),
+    ("create-group-rejected", 4, {}, LINUX_PARAMS, "app-snapshot-plugin",
+     {"faults": {"api_errors": [{"action": "CreateSnapshotGroup", "code": "InvalidParameter", "count": 1}]}},
+     "CreateSnapshotGroup failed: InvalidParameter"),
+    ("freeze-timeout", 11, {"faults": {"freeze_timeout": True}}, LINUX_PARAMS, "app-snapshot-plugin", {}, "Timedout to receive Thaw"),
+    ("create-group-5xx", 255, {}, LINUX_PARAMS, "app-snapshot-plugin",
+     {"faults": {"api_errors": [{"action": "CreateSnapshotGroup", "code": "InternalError", "count": 1}]}},
+     "CreateSnapshotGroup failed: InternalError"),
+    ("unknown-plugin", 255, {}, LINUX_PARAMS, "app-snapshot-plugin-nonesuch", {}, "not found"),
+]
+
+
+@pytest.mark.parametrize("code, inst_kwargs, params, plugin, twin_kwargs, text",
+                         [case[1:] for case in MORE_CAUSES], ids=[case[0] for case in MORE_CAUSES])
+def test_exit_code_other_causes(start_twin, code, inst_kwargs, params, plugin, twin_kwargs, text):
+    twin = start_twin([instance("web-1", **inst_kwargs)], **twin_kwargs)
+    command_type = "RunBatScript" if inst_kwargs.get("platform") == "windows" else "RunShellScript"
+    client, iid, _invoke_id, result = run_plugin(twin, "web-1", params, plugin=plugin, command_type=command_type)
+    out = decoded_output(result)
+    assert result.exit_code == code, out
+    assert text in out, out
+    assert _no_app_consistent_tag(client, twin.region, iid)
+    groups = [g["id"] for g in twin.state()["snapshot_groups"]]
+    last = out.strip().splitlines()[-1]
+    if code == 11:
+        # The freeze timed out after the group was created: the untagged group is named for the caller.
+        assert len(groups) == 1 and last.startswith(f'[snapshotgroup="{groups[0]}"][message="')
+    else:
+        assert not groups and last.startswith('[message="')
+
+
+def test_exit_1_when_every_essd_disk_is_excluded(start_twin):
+    twin = start_twin([instance("web-1", categories=("cloud_essd", "cloud_essd", "cloud_efficiency"))])
+    client = twin.client()
+    disks = client.describe_disks(ecs_models.DescribeDisksRequest(region_id=twin.region, instance_id=twin.instances["web-1"])).body.disks.disk
+    essd = [d.disk_id for d in disks if d.category == "cloud_essd"]
+    _client, _iid, _invoke_id, result = run_plugin(twin, "web-1", dict(LINUX_PARAMS, ExcludeDiskId=",".join(essd)))
+    assert result.exit_code == 1 and "All attached ESSD Disks were excluded" in decoded_output(result)
+    assert not twin.state()["snapshot_groups"]
+
+
+def test_exit_5_when_the_group_disappears_while_the_plugin_waits(start_twin):
+    twin = start_twin([instance("web-1", faults={"snapshot_group_hang": True, "group_wait_timeout": 60})])
+    client = twin.client()
+    iid = twin.instances["web-1"]
+    invoke_id = run_command(client, twin.region, [iid], plugin_command(LINUX_PARAMS))
+    deadline = time.monotonic() + 20
+    while not twin.state()["snapshot_groups"]:
+        assert time.monotonic() < deadline, "the plug-in never created its group"
+        time.sleep(0.02)
+    (group,) = [g["id"] for g in twin.state()["snapshot_groups"]]
+    client.delete_snapshot_group(ecs_models.DeleteSnapshotGroupRequest(region_id=twin.region, snapshot_group_id=group))
+    (result,) = wait_results(client, twin.region, invoke_id)
+    out = decoded_output(result)
+    assert result.exit_code == 5 and "disappeared" in out, out
+    assert out.strip().splitlines()[-1].startswith(f'[snapshotgroup="{group}"]')
+
+
+# The checks run in the order of the real plug-in: the first one that fails decides the exit code.
+ORDER_CASES = [
+    # (id, instance kwargs, plug-in params, code)
+    ("parameters-before-the-role", {"role": None, "categories": ("cloud_efficiency",)},
+     {"RamRoleName": ROLE, "Name": "x1", "Bogus": "1"}, 2),
+    ("role-attached-before-disks", {"role": None, "categories": ("cloud_efficiency",), "faults": {"prescript_fail": True}},
+     LINUX_PARAMS, 13),
+    ("role-named-before-disks", {"categories": ("cloud_efficiency",), "faults": {"prescript_fail": True}},
+     dict(LINUX_PARAMS, RamRoleName="SomeOtherRole"), 1),
+    ("disks-before-the-prescript", {"categories": ("cloud_efficiency",), "faults": {"prescript_fail": True}}, LINUX_PARAMS, 3),
+    ("script-check-before-the-prescript", {"faults": {"scripts_invalid": True, "prescript_fail": True}}, LINUX_PARAMS, 0),
+    ("prescript-before-the-freeze", {"faults": {"prescript_fail": True, "freeze_fail": True}}, LINUX_PARAMS, 9),
+    ("freeze-before-the-group", {"categories": ("cloud_essd",) * 17, "faults": {"freeze_fail": True}}, LINUX_PARAMS, 11),
+]
+
+
+@pytest.mark.parametrize("inst_kwargs, params, code", [case[1:] for case in ORDER_CASES], ids=[case[0] for case in ORDER_CASES])
+def test_checks_run_in_the_order_of_the_plugin(start_twin, inst_kwargs, params, code):
+    twin = start_twin([instance("web-1", **inst_kwargs)])
+    client, iid, _invoke_id, result = run_plugin(twin, "web-1", params)
+    assert result.exit_code == code, decoded_output(result)
+    if code == 0:
+        # The invalid scripts were never run (so the injected prescript failure never happened): file-system consistent.
+        tags = consistency_tags(client, twin.region, iid)
+        assert tags and all(t == {"FsConsistent": "True"} for t in tags.values())
+    else:
+        assert not twin.state()["snapshot_groups"]
 
 
 def test_app_consistent_tag_key_can_be_the_older_spelling(start_twin):
@@ -258,6 +360,70 @@ def _scripts(tmp_path, pre_body="", post_body="", mode=0o700):
     pre = write_script(str(tmp_path / "prescript.sh"), pre_body, mode)
     post = write_script(str(tmp_path / "postscript.sh"), post_body, mode)
     return pre, post
+
+
+@pytest.fixture
+def as_root():
+    if os.geteuid() != 0:
+        pytest.skip("needs root: the scripts must be owned by root")
+
+
+def scripts_only_instance():
+    """A local instance whose only disk is its system disk: the scripts run for real, nothing is frozen."""
+    return instance("app-1", execution="local", volumes=[{"device": "/dev/xvda", "size": 20, "type": "cloud_essd", "boot": True}])
+
+
+@pytest.mark.parametrize("which, code", [("prescript", 9), ("postscript", 10)])
+def test_local_script_timeout_gives_its_exit_code(start_twin, as_root, tmp_path, which, code):
+    pid_file = tmp_path / f"{which}.pid"
+    slow = f"echo $$ > {pid_file}; sleep 60"
+    pre, post = _scripts(tmp_path, slow if which == "prescript" else "true", slow if which == "postscript" else "true")
+    twin = start_twin([scripts_only_instance()])
+    params = dict(LINUX_PARAMS, PreScriptPath=pre, PostScriptPath=post, ScriptTimeoutInSeconds=1)
+    started = time.monotonic()
+    client, iid, _invoke_id, result = run_plugin(twin, "app-1", params)
+    out = decoded_output(result)
+    assert result.exit_code == code, out
+    assert f"the {which} {pre if which == 'prescript' else post} timed out after 1 s" in out
+    assert time.monotonic() - started < 30
+    assert not os.path.exists(f"/proc/{pid_file.read_text().strip()}"), f"the {which} was not killed"
+    assert _no_app_consistent_tag(client, twin.region, iid)
+
+
+@pytest.mark.parametrize("problem", ["missing", "symlink", "directory", "group-not-root"])
+def test_local_scripts_that_fail_the_lstat_check_give_fs_consistency(start_twin, as_root, tmp_path, problem):
+    marker = tmp_path / "ran"
+    pre, post = _scripts(tmp_path, f"touch {marker}", f"touch {marker}")
+    if problem == "missing":
+        os.unlink(pre)
+    elif problem == "symlink":
+        real = tmp_path / "real-prescript.sh"
+        os.rename(pre, real)
+        os.symlink(real, pre)
+    elif problem == "directory":
+        os.unlink(pre)
+        os.mkdir(pre, 0o700)
+    else:
+        os.chown(pre, 0, 65534)
+    twin = start_twin([scripts_only_instance()])
+    client, iid, _invoke_id, result = run_plugin(twin, "app-1", dict(LINUX_PARAMS, PreScriptPath=pre, PostScriptPath=post))
+    out = decoded_output(result)
+    assert result.exit_code == 0 and "Pre/Post-Script have no Expected Permission" in out, out
+    assert not marker.exists()
+    tags = consistency_tags(client, twin.region, iid)
+    assert tags and all(t == {"FsConsistent": "True"} for t in tags.values())
+
+
+def test_local_valid_scripts_run_and_give_app_consistency(start_twin, as_root, tmp_path):
+    """The counterpart of the test above: the same scripts, valid, really run, in order."""
+    log = tmp_path / "log"
+    pre, post = _scripts(tmp_path, f"echo pre >> {log}", f"echo post >> {log}")
+    twin = start_twin([scripts_only_instance()])
+    client, iid, _invoke_id, result = run_plugin(twin, "app-1", dict(LINUX_PARAMS, PreScriptPath=pre, PostScriptPath=post))
+    assert result.exit_code == 0, decoded_output(result)
+    assert log.read_text() == "pre\npost\n"
+    tags = consistency_tags(client, twin.region, iid)
+    assert tags and all(t == {"AppConsistent": "True"} for t in tags.values())
 
 
 def test_local_write_blocks_while_the_group_is_created(start_twin, local_fs, tmp_path):

@@ -3,6 +3,7 @@
 import sys
 
 import pytest
+from botocore.config import Config
 from botocore.exceptions import ClientError
 
 from twin.aws.testing import invocations, wait_command, wait_for
@@ -160,6 +161,28 @@ def test_send_command_needs_explicit_targets_and_at_most_50_ids(local_fleet):
     with pytest.raises(ClientError) as err:
         _send(ssm, [f"i-{n:017x}" for n in range(51)], ["true"])
     assert err.value.response["Error"]["Code"] == "ValidationException"
+    with pytest.raises(ClientError) as err:  # 50 are within the limit: these fail only as unknown instances
+        _send(ssm, [ids["loc-1"]] + [f"i-{n:017x}" for n in range(49)], ["true"])
+    assert err.value.response["Error"]["Code"] == "InvalidInstanceId"
+
+
+def test_timeout_seconds_bounds_and_is_the_delivery_timeout(local_fleet, monkeypatch):
+    twins, ssm, ids = local_fleet
+    unchecked = twins.aws_client("ssm", config=Config(parameter_validation=False))  # the twin's check, not botocore's
+    for bad in (29, 2592001):
+        with pytest.raises(ClientError) as err:
+            _send(unchecked, [ids["loc-1"]], ["true"], TimeoutSeconds=bad)
+        assert err.value.response["Error"]["Code"] == "ValidationException"
+    delays = []
+    scheduler = twins.aws.cloud.scheduler
+    original = scheduler.call_later
+    monkeypatch.setattr(scheduler, "call_later", lambda delay, func: (delays.append(delay), original(delay, func)))
+    cmd = _send(ssm, [ids["lost-1"]], ["true"], TimeoutSeconds=45)
+    assert cmd["TimeoutSeconds"] == 45
+    # the offline agent's invocation is due to end DeliveryTimedOut after TimeoutSeconds, not the default hour
+    assert delays == [45.0]
+    assert invocations(ssm, cmd["CommandId"])[0]["Status"] == "Pending"
+    ssm.cancel_command(CommandId=cmd["CommandId"])
 
 
 def test_targets_by_tag_reach_exactly_the_tagged_managed_instances(local_fleet):
@@ -217,13 +240,16 @@ def test_simulated_results_come_from_faults(twin_factory):
     result = wait_command(ssm, cmd["CommandId"])
     assert result[ids["s-ok"]]["Status"] == "Success"
     assert result[ids["s-bad"]]["Status"] == "Failed" and result[ids["s-bad"]]["CommandPlugins"][0]["ResponseCode"] == 4
+    got = ssm.get_command_invocation(CommandId=cmd["CommandId"], InstanceId=ids["s-bad"])
+    assert (got["StandardOutputContent"], got["StandardErrorContent"], got["ResponseCode"]) == ("", "boom", 4)
     assert result[ids["s-hang"]]["StatusDetails"] == "ExecutionTimedOut"
 
 
 def test_describe_instance_information(local_fleet):
     twins, ssm, ids = local_fleet
-    infos = {i["InstanceId"]: i for p in ssm.get_paginator("describe_instance_information").paginate(
-        PaginationConfig={"PageSize": 5}) for i in p["InstanceInformationList"]}
+    pages = list(ssm.get_paginator("describe_instance_information").paginate(PaginationConfig={"PageSize": 5}))
+    assert [len(p["InstanceInformationList"]) for p in pages] == [5, 1]
+    infos = {i["InstanceId"]: i for p in pages for i in p["InstanceInformationList"]}
     assert ids["none-1"] not in infos
     assert len(infos) == 6
     assert infos[ids["loc-1"]]["PingStatus"] == "Online" and infos[ids["loc-1"]]["PlatformType"] == "Linux"
@@ -237,6 +263,9 @@ def test_describe_instance_information(local_fleet):
     windows = ssm.describe_instance_information(
         InstanceInformationFilterList=[{"key": "PlatformTypes", "valueSet": ["Windows"]}])["InstanceInformationList"]
     assert [i["InstanceId"] for i in windows] == [ids["win-1"]]
+    by_version = ssm.describe_instance_information(Filters=[{"Key": "AgentVersion", "Values": ["3.3.1000.0"]}])
+    assert len(by_version["InstanceInformationList"]) == 6
+    assert ssm.describe_instance_information(Filters=[{"Key": "AgentVersion", "Values": ["2.0.0.0"]}])["InstanceInformationList"] == []
     with pytest.raises(ClientError):
         ssm.describe_instance_information(Filters=[{"Key": "Bogus", "Values": ["x"]}])
 

@@ -1,5 +1,7 @@
 """AWSEC2-CreateVssSnapshot / AWSEC2-VssInstallAndSnapshot as documented: parameters, tags, failures, the tag lag."""
 
+import re
+
 import pytest
 from botocore.exceptions import ClientError
 
@@ -133,7 +135,8 @@ def test_snapshots_of_all_volumes_tagged_exactly_as_documented(win):
                         "AppConsistent": "true", "Device": devices[snap["VolumeId"]]}
         assert snap["Description"] == "nightly"
         assert f"Created {snap['SnapshotId']} from {snap['VolumeId']}" in got["StandardOutputContent"]
-    assert len(configs) == 1 and "SnapshotSetId" in configs.pop()  # one snapshot set
+    assert len(configs) == 1  # one snapshot set
+    assert re.fullmatch(r"AwsVssComponentsVersion=2\.5\.1:SnapshotSetId=\{[0-9a-f]{8}(-[0-9a-f]{4}){3}-[0-9a-f]{12}\}", configs.pop())
 
 
 def test_user_name_tag_is_kept(win):

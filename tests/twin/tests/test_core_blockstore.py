@@ -53,6 +53,28 @@ def test_snapshot_and_volume_from_snapshot_keep_content(store):
     assert not os.path.exists(restored)
 
 
+@pytest.mark.parametrize("reflink", ["auto", False], ids=["reflink-or-pool", "plain-copy"])
+def test_snapshots_and_restores_stay_sparse(tmp_path, reflink):
+    blocks = BlockStore(str(tmp_path / "store"), reflink=reflink)
+    try:
+        assert blocks.method in (("reflink", "xfs-pool", "copy") if reflink else ("copy",))
+        vol = blocks.create(1)
+        with open(vol, "r+b") as handle:
+            handle.seek(512 * 1024 * 1024)
+            handle.write(b"middle")
+        snap = blocks.snapshot(vol)
+        restored = blocks.volume_from_snapshot(snap)
+        for path in (snap, restored):
+            assert os.path.getsize(path) == GIB
+            assert os.stat(path).st_blocks * 512 <= 4 * 1024 * 1024, f"{path} is not sparse ({blocks.method})"
+            with open(path, "rb") as handle:
+                handle.seek(512 * 1024 * 1024)
+                assert handle.read(6) == b"middle"
+    finally:
+        blocks.close()
+    assert not _loops_on(str(tmp_path)), "block store left a loop device behind"
+
+
 def test_create_from_an_outside_source(store, tmp_path):
     source = tmp_path / "seed.img"
     source.write_bytes(b"x" * 5000)

@@ -11,7 +11,9 @@ import urllib.request
 import boto3
 import pytest
 
+from twin import __main__ as twin_main
 from twin.aws.testing import wait_for
+from twin.core.fleet import load_fleet
 from twin.launcher import alicloud_module
 
 TESTS_DIR = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -56,21 +58,51 @@ def test_alicloud_module_is_optional():
     assert module is None or hasattr(module, "start")
 
 
+def test_make_twin_defaults_and_environment(monkeypatch):
+    for name in ("TWIN_FLEET", "TWIN_AWS_PORT", "TWIN_ALICLOUD_PORT", "TWIN_HOST", "TWIN_ENDPOINTS", "TWIN_BLOCKSTORE",
+                 "TWIN_LATENCY"):
+        monkeypatch.delenv(name, raising=False)
+    args = twin_main._args([])
+    assert (args.aws_port, args.alicloud_port, args.host) == (18080, 18081, "127.0.0.1")
+    assert args.fleet == os.path.join(TESTS_DIR, "twin", "fleets", "demo.yml")
+    assert twin_main._path(args.endpoints) == os.path.join(REPO_ROOT, "build", "twin", "endpoints.json")
+    assert args.latency is None  # the fleet file's setting
+    monkeypatch.setenv("TWIN_FLEET", "tests/twin/fleets/aws-1000.yml")
+    monkeypatch.setenv("TWIN_AWS_PORT", "28080")
+    monkeypatch.setenv("TWIN_ALICLOUD_PORT", "28081")
+    args = twin_main._args([])
+    assert (args.aws_port, args.alicloud_port) == (28080, 28081)
+    assert twin_main._path(args.fleet) == os.path.join(REPO_ROOT, "tests", "twin", "fleets", "aws-1000.yml")
+    assert twin_main._args(["--aws-port", "38080"]).aws_port == 38080  # options win over the environment
+
+
 @pytest.mark.timeout(120)
-def test_python_dash_m_twin_runs_in_the_foreground(tmp_path):
+@pytest.mark.parametrize("custom_fleet", [False, True], ids=["demo-fleet", "TWIN_FLEET"])
+def test_python_dash_m_twin_runs_in_the_foreground(tmp_path, custom_fleet):
     endpoints = tmp_path / "endpoints.json"
     env = dict(os.environ, TWIN_AWS_PORT="0", TWIN_ALICLOUD_PORT="0", TWIN_ENDPOINTS=str(endpoints),
                TWIN_BLOCKSTORE=str(tmp_path / "blocks"))
+    env.pop("TWIN_FLEET", None)
+    if custom_fleet:
+        fleet = tmp_path / "fleet.yml"
+        fleet.write_text("instances:\n  - {provider: aws, name: only-1, platform: linux, "
+                         "volumes: [{device: /dev/xvda, size: 8, boot: true}]}\n", encoding="utf-8")
+        env["TWIN_FLEET"] = str(fleet)
+        expected = {"only-1"}
+    else:
+        demo = load_fleet(os.path.join(TESTS_DIR, "twin", "fleets", "demo.yml"))
+        expected = {i.name for i in demo.instances if i.provider == "aws"}
     proc = subprocess.Popen([sys.executable, "-m", "twin"], cwd=TESTS_DIR, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     try:
         wait_for(lambda: endpoints.exists() or proc.poll() is not None, timeout=90, what="endpoints.json")
         assert proc.poll() is None, proc.stdout.read().decode()
         ep = json.loads(endpoints.read_text())["aws"]
+        assert set(ep["instances"]) == expected
         ec2 = boto3.client("ec2", endpoint_url=ep["endpoint_url"], region_name=ep["region"],
                            aws_access_key_id=ep["access_key_id"], aws_secret_access_key=ep["secret_access_key"])
         ids = {i["InstanceId"] for r in ec2.describe_instances()["Reservations"] for i in r["Instances"]}
-        assert ids == set(ep["instances"].values()) and "sql-1" in ep["instances"]
+        assert ids == set(ep["instances"].values())
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=30) == 0
     finally:
