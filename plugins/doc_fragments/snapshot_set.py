@@ -34,8 +34,9 @@ options:
       - V(fail) fails the instance (and the task); V(warn) reports the achieved consistency with a warning.
       - The achieved consistency is always the one written to the tags, never the requested one.
       - M(appconsistent.snapshots.app_consistent_group) fails an instance that needs the operator now whatever
-        O(on_fallback) says - a thaw that failed (C(Thaw211)), filesystems not mounted again (C(RemountFailed)), an
-        instance not started again (C(StartFailed), C(StartTimeout), C(StillStopping)).
+        O(on_fallback) says - a thaw that failed (C(Thaw211) on AWS, C(PluginExit12) on Alibaba Cloud), filesystems
+        not mounted again (C(RemountFailed)), an instance not started again (C(StartFailed), C(StartTimeout),
+        C(StillStopping)).
     type: str
     choices: [fail, warn]
     default: fail

@@ -118,6 +118,9 @@ class AlicloudGroupRun:
             app_plugin.check_disk_id(disk_id)
         for label in ("pre_script_path", "post_script_path"):
             app_plugin.check_path(label, p[label])
+        for label in ("freeze_timeout", "script_timeout"):
+            if p[label] < 1:
+                raise GroupInputError(f"{label} must be a positive number of seconds, not {p[label]}")
         self._validate_mounts()
         conflicts = ss.user_tags_conflicts(p.get("tags"))
         bad_prefix = [k for k in (p.get("tags") or {}) if str(k).lower().startswith(("aliyun", "acs:"))]

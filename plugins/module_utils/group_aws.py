@@ -209,6 +209,9 @@ class AwsGroupRun:
                 raise GroupInputError(f"{volume_id!r} is not an EBS volume id (vol-...)")
         for label in ("pre_script_path", "post_script_path", "freeze_helper_path"):
             self._check_path(label, p[label])
+        for label in ("freeze_timeout", "script_timeout"):
+            if p[label] < 1:
+                raise GroupInputError(f"{label} must be a positive number of seconds, not {p[label]}")
         mounts = p.get("mounts") or ["auto"]
         if mounts != ["auto"]:
             for mount in mounts:
@@ -766,14 +769,17 @@ class AwsGroupRun:
                 finished = [i for i in pending if i in freeze.invocations and is_terminal(freeze.invocations[i])]
                 if finished:
                     pending = [i for i in pending if i not in finished]
-                    frozen = [i for i in finished if self._read_freeze(freeze, i)]
-                    made = self._snapshot_many(frozen, "crash") if frozen else []
-                    for instance_id in frozen:
-                        if instance_id not in made:
-                            self.outcomes[instance_id].consistency = "none"
-                    # The thaw goes to every finished instance, frozen or not: it is harmless where nothing is frozen.
-                    self._send(thaw, finished)
-                    thawed_sent.extend(finished)
+                    try:
+                        frozen = [i for i in finished if self._read_freeze(freeze, i)]
+                        made = self._snapshot_many(frozen, "crash") if frozen else []
+                        for instance_id in frozen:
+                            if instance_id not in made:
+                                self.outcomes[instance_id].consistency = "none"
+                    finally:
+                        # The thaw goes to every finished instance, frozen or not, whatever went wrong on the
+                        # controller: it is harmless where nothing is frozen.
+                        self._send(thaw, finished)
+                        thawed_sent.extend(finished)
                     continue
                 self.sleep(FREEZE_POLL)
         finally:

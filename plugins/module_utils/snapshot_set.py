@@ -34,8 +34,9 @@ EVIDENCE_FILESYSTEM = ("fsconsistent",)
 PROVIDER_OWNED_TAGS = ("AppConsistent", "APPConsistent", "FsConsistent", "Device", "AwsVssConfig")
 
 # Errors that leave an instance needing the operator now (a filesystem frozen or unmounted, an instance down):
-# they fail the host even with a good set, and they are reported over an earlier error.
-URGENT_ERRORS = ("RemountFailed", "Thaw211", "StartTimeout", "StartFailed", "StillStopping")
+# they fail the host even with a good set, and they are reported over an earlier error. PluginExit12 is the
+# Alibaba plug-in's "I/O could not be resumed", the counterpart of the AWS freeze helper's Thaw211.
+URGENT_ERRORS = ("RemountFailed", "Thaw211", "PluginExit12", "StartTimeout", "StartFailed", "StillStopping")
 
 _DURATION = re.compile(r"^\s*(\d+)\s*([smhdw])\s*$")
 _DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}

@@ -55,6 +55,11 @@ def test_each_consistency_level(twin_factory, run_tasks, platform, consistency, 
     assert entry["consistency"] == consistency and entry["consistency_requested"] == consistency
     assert entry["set_id"].startswith("ssg-")
     assert len(entry["snapshots"]) == 2
+    assert sorted(s["device"] for s in entry["snapshots"]) == ["/dev/xvda", "/dev/xvdb"]
+    for snap in entry["snapshots"]:
+        assert snap["snapshot_id"].startswith("s-") and snap["disk_id"].startswith("d-") and snap["state"], snap
+        assert snap["tags"]["appconsistent:set-id"] == entry["set_id"]
+        assert snap["tags"]["appconsistent:consistency"] == consistency
     tags = snapshot_tags(twins, [s["snapshot_id"] for s in entry["snapshots"]])
     for snapshot_id, snap_tags in tags.items():
         assert snap_tags["appconsistent:set-id"] == entry["set_id"]
@@ -154,6 +159,46 @@ def test_every_plugin_exit_code_has_its_meaning(exit_code_twins, run_tasks):
     assert sorted(f["instance_id"] for f in result["failed_instances"]) == sorted(iids[1:])
 
 
+# Exit codes the plug-in gives after it created the group: the group exists, but without the plug-in's evidence tags
+# it is only crash-consistent. A failed thaw needs the operator now, so it fails the host even with on_fallback: warn.
+AFTER_GROUP = [
+    ("tag_error", 8, "tagging_failed", False),
+    ("postscript_fail", 10, "postscript_failed", False),
+    ("freeze_timeout", 11, "freeze_failed", False),
+    ("thaw_fail", 12, "thaw_failed", True),
+]
+
+
+def test_exit_codes_after_the_group_keep_a_crash_consistent_set(twin_factory, run_tasks):
+    twins = twin_factory(fleet(*({"name": fault, "faults": {fault: True}} for fault, _c, _n, _u in AFTER_GROUP)),
+                         aws=False)
+    iids = ids(twins, *(fault for fault, _c, _n, _u in AFTER_GROUP))
+    task = {"provider": "alicloud", "instance_ids": iids, "ram_role_name": ROLE}
+    run = run_tasks([{ACG: task, "register": "fail"}, {ACG: dict(task, on_fallback="warn"), "register": "warn"}],
+                    twins.endpoints)
+    from ansible_collections.appconsistent.snapshots.plugins.module_utils.app_plugin import EXIT_CODES
+    for name in ("fail", "warn"):
+        got = by_instance(run[name])
+        for (fault, code, short, _urgent), iid in zip(AFTER_GROUP, iids):
+            entry = got[iid]
+            assert (entry["exit_code"], entry["exit_name"]) == (code, short), (fault, entry)
+            assert entry["exit_meaning"] == EXIT_CODES[code][1]
+            assert entry["error"]["code"] == f"PluginExit{code}", (fault, entry)
+            assert entry["set_id"].startswith("ssg-") and len(entry["snapshots"]) == 2, (fault, entry)
+            assert entry["consistency"] == "crash", (fault, entry)
+            tags = snapshot_tags(twins, [s["snapshot_id"] for s in entry["snapshots"]])
+            assert {t["appconsistent:consistency"] for t in tags.values()} == {"crash"}, (fault, tags)
+            assert {t["appconsistent:set-id"] for t in tags.values()} == {entry["set_id"]}
+    assert run["fail"]["failed"] is True
+    assert sorted(f["instance_id"] for f in run["fail"]["failed_instances"]) == sorted(iids)
+    urgent = [iid for (_f, _c, _n, is_urgent), iid in zip(AFTER_GROUP, iids) if is_urgent]
+    assert run["warn"]["failed"] is True
+    assert [f["instance_id"] for f in run["warn"]["failed_instances"]] == urgent
+    warned = " ".join(run["warn"].get("warnings") or [])
+    for (_f, _c, _n, is_urgent), iid in zip(AFTER_GROUP, iids):
+        assert (iid in warned) is not is_urgent, (iid, warned)
+
+
 @pytest.mark.parametrize("args, words", [
     ({"name": 'bad"name'}, "name"),
     ({"name": "a,b"}, "name"),
@@ -165,6 +210,7 @@ def test_every_plugin_exit_code_has_its_meaning(exit_code_twins, run_tasks):
     ({"disk_ids": ["d-1"], "exclude_disk_ids": ["d-2"]}, "mutually exclusive"),
     ({"ram_role_name": None}, "needs ram_role_name"),
     ({"description": "it's"}, "description"),
+    ({"freeze_timeout": 0}, "freeze_timeout"),
     ({"mounts": ["/data"]}, "only with consistency offline"),
     ({"consistency": "offline", "mounts": ["/data"]}, "disk_ids"),
     ({"consistency": "offline", "mounts": ["/"], "disk_ids": ["d-1"]}, "never unmounted"),
@@ -188,11 +234,15 @@ def test_a_non_essd_disk_is_named(twin_factory, run_tasks):
         {"device": "/dev/xvda", "size": 40, "type": "cloud_essd", "boot": True},
         {"device": "/dev/xvdb", "size": 100, "type": "cloud_ssd"}]}), aws=False)
     (iid,) = ids(twins, "db")
+    twins.stats.reset()
     run = run_tasks([{ACG: {"provider": "alicloud", "instance_ids": [iid], "ram_role_name": ROLE}, "register": "group"}],
                     twins.endpoints)
+    assert run["group"]["failed"] is True
     entry = run["group"]["results"][0]
     assert entry["error"]["code"] == "NotESSD" and "cloud_ssd" in entry["error"]["message"]
-    assert entry["status"] == "NotSent"
+    assert entry["status"] == "NotSent" and entry["consistency"] == "none"
+    counts = twins.stats.counts("alicloud")
+    assert not any(counts.get(a) for a in ("RunCommand", "CreateSnapshotGroup", "TagResources")), counts
 
 
 def test_check_mode_and_rerun_with_run_id(twin_factory, run_tasks):

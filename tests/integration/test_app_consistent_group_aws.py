@@ -44,6 +44,10 @@ def test_crash_set_of_the_selected_volumes(twin_factory, run_tasks, platform):
     assert not result.get("failed"), result.get("msg")
     entry = result["results"][0]
     assert (entry["status"], entry["consistency"]) == ("Created", "crash")
+    (member,) = entry["snapshots"]
+    assert (member["volume_id"], member["device"]) == (volumes["/dev/xvdf"], "/dev/xvdf")
+    assert member["snapshot_id"].startswith("snap-") and member["state"]
+    assert member["tags"]["appconsistent:set-id"] == entry["set_id"]
     snaps = set_snapshots(twins, entry["set_id"])
     assert [s["VolumeId"] for s in snaps] == [volumes["/dev/xvdf"]]
     tags = snaps[0]["Tags"]
@@ -111,6 +115,92 @@ def test_check_mode_and_idempotent_rerun(twin_factory, run_tasks):
     assert run["first"]["changed"] is True and run["second"]["changed"] is False
     assert run["second"]["results"][0]["set_id"] == run["first"]["results"][0]["set_id"]
     assert twins.stats.counts("aws")["CreateSnapshots"] == 1
+
+
+def linux_fleet(**faults):
+    return {"instances": [{"provider": "aws", "name": name, "platform": "linux", "volumes": VOLUMES,
+                           "faults": fault} for name, fault in faults.items()]}
+
+
+def test_linux_check_mode_and_idempotent_rerun_with_run_id(twin_factory, run_tasks):
+    twins = twin_factory(linux_fleet(db={}), alicloud=False)
+    (iid,) = ids(twins, "db")
+    task = {ACG: {"provider": "aws", "instance_ids": [iid], "run_id": "CHG-7", "exclude_boot_disk": True,
+                  "mounts": ["/data"]}}
+    twins.stats.reset()
+    check = run_tasks([dict(task, register="check")], twins.endpoints, check=True)["check"]
+    assert not check.get("failed"), check.get("msg")
+    entry = check["results"][0]
+    assert check["changed"] is True and entry["status"] == "WouldRun"
+    assert " freeze " in entry["plan"]["freeze"] and "--mount /data" in entry["plan"]["freeze"]
+    assert " thaw --run-id " in entry["plan"]["thaw"] and entry["plan"]["exclude_boot_volume"] is True
+    counts = twins.stats.counts("aws")
+    assert not counts.get("SendCommand") and not counts.get("CreateSnapshots"), counts
+    run = run_tasks([dict(task, register="first"), dict(task, register="second")], twins.endpoints)
+    first, second = run["first"], run["second"]
+    assert not first.get("failed") and not second.get("failed"), (first.get("msg"), second.get("msg"))
+    assert first["changed"] is True and second["changed"] is False
+    assert first["results"][0]["consistency"] == "application"
+    assert second["results"][0]["status"] == "Existing" and second["results"][0]["consistency"] == "application"
+    assert second["results"][0]["set_id"] == first["results"][0]["set_id"]
+    counts = twins.stats.counts("aws")
+    assert counts["SendCommand"] == 2 and counts["CreateSnapshots"] == 1, counts  # one freeze, one thaw, one set
+
+
+def test_linux_missing_or_wrongly_permissioned_scripts_give_filesystem_consistency(twin_factory, run_tasks):
+    twins = twin_factory(linux_fleet(ok={}, invalid={"scripts_invalid": True}, absent={"scripts_absent": True}),
+                         alicloud=False)
+    ok, invalid, absent = ids(twins, "ok", "invalid", "absent")
+    task = {"provider": "aws", "instance_ids": [ok, invalid, absent], "mounts": ["/data"]}
+    run = run_tasks([{ACG: task, "register": "fail"}, {ACG: dict(task, on_fallback="warn"), "register": "warn"}],
+                    twins.endpoints)
+    got = {r["instance_id"]: r for r in run["fail"]["results"]}
+    assert run["fail"]["failed"] is True
+    assert got[ok]["consistency"] == "application"
+    for iid in (invalid, absent):
+        assert got[iid]["consistency"] == "filesystem" and got[iid]["error"]["code"] == "ScriptsNotRun", got[iid]
+        assert {s["Tags"]["appconsistent:consistency"] for s in set_snapshots(twins, got[iid]["set_id"])} == {"filesystem"}
+    assert sorted(f["instance_id"] for f in run["fail"]["failed_instances"]) == sorted([invalid, absent])
+    assert not run["warn"].get("failed"), run["warn"].get("msg")
+    assert {r["instance_id"]: r["consistency"] for r in run["warn"]["results"]} == \
+        {ok: "application", invalid: "filesystem", absent: "filesystem"}
+
+
+def test_linux_thaw_is_sent_after_a_failed_snapshot_call(twin_factory, run_tasks):
+    twins = twin_factory(linux_fleet(db={}), alicloud=False)
+    (iid,) = ids(twins, "db")
+    twins.faults.update({"api_errors": [{"provider": "aws", "action": "CreateSnapshots", "code": "UnauthorizedOperation",
+                                         "count": 1}]})
+    twins.stats.reset()
+    run = run_tasks([{ACG: {"provider": "aws", "instance_ids": [iid], "mounts": ["/data"], "on_fallback": "warn"},
+                      "register": "group"}], twins.endpoints)
+    result = run["group"]
+    assert result["failed"] is True
+    entry = result["results"][0]
+    assert entry["consistency"] == "none" and entry["snapshots"] == []
+    assert entry["error"]["code"] == "UnauthorizedOperation", entry["error"]
+    assert len(entry["command_ids"]) == 2  # the freeze, then the thaw all the same
+    assert entry["helper"]["freeze"]["exit_code"] == 0 and entry["helper"]["thaw"]["exit_code"] == 0, entry["helper"]
+    assert twins.stats.counts("aws")["SendCommand"] == 2
+
+
+@pytest.mark.parametrize("args, words", [
+    ({"pre_script_path": "relative/pre.sh"}, "pre_script_path"),
+    ({"post_script_path": "/opt/my scripts/post.sh"}, "post_script_path"),
+    ({"pre_script_path": "/opt/$(reboot).sh"}, "pre_script_path"),
+    ({"disk_ids": ["vol-0123456789abcdef0"], "exclude_disk_ids": ["vol-0123456789abcdef1"]}, "mutually exclusive"),
+    ({"disk_ids": ["d-bp1notavolume"]}, "not an EBS volume id"),
+    ({"freeze_timeout": 0}, "freeze_timeout"),
+])
+def test_bad_linux_input_is_refused_before_any_change(twin_factory, run_tasks, args, words):
+    twins = twin_factory(linux_fleet(db={}), alicloud=False)
+    (iid,) = ids(twins, "db")
+    twins.stats.reset()
+    run = run_tasks([{ACG: dict({"provider": "aws", "instance_ids": [iid], "mounts": ["/data"]}, **args),
+                      "register": "group"}], twins.endpoints)
+    assert run["group"]["failed"] is True and words in run["group"]["msg"], run["group"]["msg"]
+    counts = twins.stats.counts("aws")
+    assert not any(counts.get(a) for a in ("SendCommand", "CreateSnapshots", "CreateTags")), counts
 
 
 def instance_state(twins, iid):
