@@ -445,12 +445,20 @@ class VolumeRestore:
     def _rollback_attach(self, todo, cause):
         instance_id = self.instance["id"]
         problems = []
+        detached = []
         for entry in [e for e in todo if e.attached_new]:
             try:
                 self.api.detach(entry.new_volume_id, instance_id, entry.device)
-                entry.outcome = "rolled back: detached again"
+                detached.append(entry)
             except StepFailed as exc:
                 problems.append(f"could not detach new volume {entry.new_volume_id}: {exc}")
+        try:
+            self._wait_detached([e.new_volume_id for e in detached])
+            for entry in detached:
+                entry.attached_new = False
+                entry.outcome = "rolled back: detached again"
+        except StepFailed as exc:
+            problems.append(f"new volumes still attached: {exc}")
         self._tag_failed(todo)
         self._fail(f"attaching the restored volumes failed ({cause}); the instance keeps its volumes", todo,
                    restart=False, problems=problems)

@@ -116,9 +116,12 @@ def disk_tags(disk):
 DATA_VOLUMES = [{"device": "/dev/xvda", "size": 8, "boot": True},
                 {"device": "/dev/xvdf", "size": 20, "type": "io2", "iops": 4000},
                 {"device": "/dev/xvdg", "size": 10, "type": "gp3", "iops": 3000, "throughput": 250}]
-AWS_NAMES = ("props", "check", "modes", "refuse", "timeout", "concurrency",
+KMS_KEY = "arn:aws:kms:eu-west-1:123456789012:key/0f1e2d3c-4b5a-6978-8a9b-0c1d2e3f4a5b"
+PROPS_VOLUMES = DATA_VOLUMES + [{"device": "/dev/xvdh", "size": 5, "type": "gp3", "encrypted": True, "kms_key_id": KMS_KEY}]
+AWS_NAMES = ("props", "check", "modes", "refuse", "timeout", "concurrency", "by-ids",
              "fault-attach", "fault-create", "fault-stop", "fault-start", "fault-detach")
-ALI_NAMES = ("ali-check", "ali-attach", "ali-nostop", "ali-attachfail", "ali-createfail")
+ALI_NAMES = ("ali-check", "ali-attach", "ali-nostop", "ali-attachfail", "ali-createfail", "ali-ids", "ali-slowdisk",
+             "ali-other-dst", "ali-swapfail")
 
 
 def aws_instance_spec(name, volumes=None, **extra):
@@ -140,15 +143,17 @@ def clouds(tmp_path_factory):
         "aws": make_image(base / "aws-data.img", 64, {"pattern.txt": "known pattern 4242\n"}),
         "ali-data": make_image(base / "ali-data.img", 64, {"pattern.txt": "ali pattern 777\n"}),
         "ali-resetfail": make_image(base / "ali-resetfail.img", 64, {"pattern.txt": "in the set\n"}),
+        "ali-nostart": make_image(base / "ali-nostart.img", 64, {"pattern.txt": "in the set\n"}),
+        "ali-other-src": make_image(base / "ali-other-src.img", 64, {"pattern.txt": "other instance 31337\n"}),
     }
-    instances = [aws_instance_spec(n) for n in AWS_NAMES]
+    instances = [aws_instance_spec(n, PROPS_VOLUMES if n == "props" else None) for n in AWS_NAMES]
     instances += [aws_instance_spec("data", [{"device": "/dev/xvda", "size": 8, "boot": True},
                                              {"device": "/dev/xvdf", "size": 1, "image": images["aws"]}]),
                   aws_instance_spec("incomplete", faults={"snapshot_error": True}),
                   aws_instance_spec("scratch", [{"device": "/dev/xvda", "size": 8, "boot": True}]),
                   aws_instance_spec("spare", [{"device": "/dev/xvda", "size": 8, "boot": True}])]
     instances += [ali_instance_spec(n) for n in ALI_NAMES]
-    instances += [ali_instance_spec("ali-data", images["ali-data"]), ali_instance_spec("ali-resetfail", images["ali-resetfail"])]
+    instances += [ali_instance_spec(n, images[n]) for n in ("ali-data", "ali-resetfail", "ali-nostart", "ali-other-src")]
     twins = start_twins({"instances": instances}, blockstore=str(base / "blocks"))
     try:
         yield types.SimpleNamespace(twins=twins, images=images, workdir=base)
@@ -217,11 +222,15 @@ def test_aws_replace_keeps_volume_properties_and_is_idempotent(clouds, run_tasks
     assert all(e["unchanged"] for e in second["device_map"])
     after = aws_devices(ec2, iid)
     assert after["/dev/xvda"] == before["/dev/xvda"]  # the boot volume was not in the set
-    new = {v["VolumeId"]: v for v in ec2.describe_volumes(VolumeIds=[after["/dev/xvdf"], after["/dev/xvdg"]])["Volumes"]}
-    xvdf, xvdg = new[after["/dev/xvdf"]], new[after["/dev/xvdg"]]
+    data = ("/dev/xvdf", "/dev/xvdg", "/dev/xvdh")
+    new = {v["VolumeId"]: v for v in ec2.describe_volumes(VolumeIds=[after[d] for d in data])["Volumes"]}
+    xvdf, xvdg, xvdh = (new[after[d]] for d in data)
     assert (xvdf["VolumeType"], xvdf["Size"], xvdf["Iops"], xvdf["SnapshotId"]) == ("io2", 20, 4000, members["/dev/xvdf"])
     assert (xvdg["VolumeType"], xvdg["Size"], xvdg["Throughput"]) == ("gp3", 10, 250)
-    assert {e["volume_id"] for e in second["device_map"]} == {after["/dev/xvdf"], after["/dev/xvdg"]}
+    # encryption and the KMS key of the volume it replaces
+    assert (xvdh["Encrypted"], xvdh.get("KmsKeyId"), xvdh["SnapshotId"]) == (True, KMS_KEY, members["/dev/xvdh"])
+    assert after["/dev/xvdh"] != before["/dev/xvdh"]
+    assert {e["volume_id"] for e in second["device_map"]} == {after[d] for d in data}
 
 
 def test_check_mode_and_diff_change_nothing_on_either_cloud(clouds, run_tasks):
@@ -254,6 +263,40 @@ def test_check_mode_and_diff_change_nothing_on_either_cloud(clouds, run_tasks):
     for action in ("StopInstance", "ResetDisk", "CreateSnapshotGroup", "TagResources", "CreateDisk"):
         assert counts.get(action, 0) == 0, action
     assert ali_instance_status(twins, ali) == "Running"
+
+
+def test_snapshot_ids_select_the_snapshots_on_either_cloud(clouds, run_tasks):
+    twins = clouds.twins
+    iid, ali = aws_id(clouds, "by-ids"), ali_id(clouds, "ali-ids")
+    ec2 = twins.aws_client("ec2")
+    set_id, members = take_aws_set(twins, iid)
+    group_id, ali_members = take_ali_set(twins, ali)
+    ali_before = {dev: d.disk_id for dev, d in ali_disks(twins, ali).items()}
+    task = {RESTORE: {"snapshot_ids": sorted(members.values()), "volume_size": 25}}
+    run = run_tasks([dict(task, register="first"), dict(task, register="second"),
+                     {RESTORE: {"snapshot_ids": sorted(ali_members.values()), "mode": "volumes"}, "register": "ali"}],
+                    twins.endpoints)
+    first = run["first"]
+    assert first["changed"] is True and not first.get("failed"), first.get("msg")
+    assert (first["provider"], first["set"]["set_id"], first["instance_id"]) == ("aws", set_id, iid)
+    assert {e["device"]: e["snapshot_id"] for e in first["device_map"]} == members
+    devices = aws_devices(ec2, iid)
+    new = {v["VolumeId"]: v for v in ec2.describe_volumes(VolumeIds=[devices["/dev/xvdf"], devices["/dev/xvdg"]])["Volumes"]}
+    # the type of the volume each one replaces, at the larger size asked for
+    assert {(v["SnapshotId"], v["VolumeType"], v["Size"]) for v in new.values()} == {
+        (members["/dev/xvdf"], "io2", 25), (members["/dev/xvdg"], "gp3", 25)}
+    assert run["second"]["changed"] is False and not run["second"].get("failed"), run["second"].get("msg")
+
+    ali_result = run["ali"]
+    assert ali_result["changed"] is True and not ali_result.get("failed"), ali_result.get("msg")
+    assert (ali_result["provider"], ali_result["set"]["set_id"]) == ("alicloud", group_id)
+    made = {e["snapshot_id"]: e["volume_id"] for e in ali_result["device_map"]}
+    assert set(made) == set(ali_members.values())
+    body = ecs(twins).describe_disks(ecs_models.DescribeDisksRequest(
+        region_id=REGION, disk_ids=json.dumps(list(made.values())))).body
+    assert {(d.source_snapshot_id, d.disk_id, d.status) for d in body.disks.disk} == {
+        (snap, disk, "Available") for snap, disk in made.items()}
+    assert {dev: d.disk_id for dev, d in ali_disks(twins, ali).items()} == ali_before  # volumes only: nothing attached
 
 
 def test_aws_attach_and_volumes_modes(clouds, run_tasks):
@@ -305,6 +348,7 @@ def test_aws_refuses_weaker_and_incomplete_sets_unless_allowed(clouds, run_tasks
         {RESTORE: {"instance_id": iid, "latest": True}, "register": "none_qualifies"},
         {RESTORE: {"set_id": crash_set, "allow_lower_consistency": True, "mode": "volumes"}, "register": "allowed"},
         {RESTORE: {"set_id": incomplete_set}, "register": "incomplete"},
+        {RESTORE: {"set_id": incomplete_set, "allow_incomplete": True}, "register": "incomplete_allowed"},
     ], twins.endpoints)
     assert run["refused"]["failed"] is True
     assert "less than the required application" in run["refused"]["msg"]
@@ -314,6 +358,9 @@ def test_aws_refuses_weaker_and_incomplete_sets_unless_allowed(clouds, run_tasks
     assert "restoring it because allow_lower_consistency is set" in run.stdout + run.stderr
     assert run["incomplete"]["failed"] is True
     assert "incomplete" in run["incomplete"]["msg"] and "allow_incomplete" in run["incomplete"]["msg"]
+    # allowed, only the completed members are restored: every member of this set failed, so there is none
+    assert run["incomplete_allowed"]["failed"] is True
+    assert "has no completed snapshot to restore" in run["incomplete_allowed"]["msg"], run["incomplete_allowed"]["msg"]
     assert aws_devices(ec2, iid) == before
 
 
@@ -539,4 +586,103 @@ def test_alicloud_disk_creation_error_leaves_the_instance_as_it_was(clouds, run_
     (made,) = [e["volume_id"] for e in result["device_map"] if e["volume_id"]]
     body = ecs(twins).describe_disks(ecs_models.DescribeDisksRequest(region_id=REGION, disk_ids=json.dumps([made]))).body
     assert "appconsistent:restore-failed" in disk_tags(body.disks.disk[0])  # kept, tagged, never deleted
+    assert ali_instance_status(twins, iid) == "Running"
+
+
+def test_alicloud_replace_onto_another_instance_creates_disks_at_the_sets_devices(clouds, run_tasks, tmp_path):
+    twins = clouds.twins
+    source, target = ali_id(clouds, "ali-other-src"), ali_id(clouds, "ali-other-dst")
+    group_id, members = take_ali_set(twins, source, disk_ids=[ali_disks(twins, source)["/dev/xvdb"].disk_id])
+    before = {dev: d.disk_id for dev, d in ali_disks(twins, target).items()}
+    source_before = {dev: d.disk_id for dev, d in ali_disks(twins, source).items()}
+    twins.stats.reset()
+    run = run_tasks([{RESTORE: {"snapshot_group_id": group_id, "target_instance_id": target}, "register": "restore"}],
+                    twins.endpoints)
+    result = run["restore"]
+    assert result["changed"] is True and not result.get("failed"), result.get("msg")
+    (entry,) = result["device_map"]
+    assert (entry["device"], entry["snapshot_id"], entry["original_volume_id"], entry["outcome"]) == \
+        ("/dev/xvdb", members["/dev/xvdb"], before["/dev/xvdb"], "replaced")
+    counts = twins.stats.counts("alicloud")
+    assert counts.get("ResetDisk", 0) == 0 and counts.get("CreateDisk") == 1  # another instance: CreateDisk, not ResetDisk
+    after = ali_disks(twins, target)
+    assert after["/dev/xvda"].disk_id == before["/dev/xvda"]
+    assert after["/dev/xvdb"].disk_id == entry["volume_id"] and after["/dev/xvdb"].source_snapshot_id == members["/dev/xvdb"]
+    assert ali_instance_status(twins, target) == "Running" and result["instance_state"] == "running"
+    state = twin_state("http://" + twins.endpoints["alicloud"]["endpoint"])
+    image = next(v["image"] for v in state["volumes"] if v["id"] == entry["volume_id"])
+    assert read_file(image, "pattern.txt", tmp_path) == "other instance 31337\n"
+    # the disk it replaced is kept, detached and tagged
+    body = ecs(twins).describe_disks(ecs_models.DescribeDisksRequest(
+        region_id=REGION, disk_ids=json.dumps([before["/dev/xvdb"]]))).body
+    (original,) = body.disks.disk
+    assert original.status == "Available" and disk_tags(original)["appconsistent:replaced-by"] == entry["volume_id"]
+    assert {dev: d.disk_id for dev, d in ali_disks(twins, source).items()} == source_before  # the source is untouched
+
+
+def test_alicloud_attach_failure_during_replace_attaches_the_original_disks_again(clouds, run_tasks):
+    twins = clouds.twins
+    source, target = ali_id(clouds, "ali-other-src"), ali_id(clouds, "ali-swapfail")
+    group_id = take_ali_set(twins, source, disk_ids=[ali_disks(twins, source)["/dev/xvdb"].disk_id])[0]
+    before = {dev: d.disk_id for dev, d in ali_disks(twins, target).items()}
+    # the new disk's AttachDisk fails after the original was detached; the original's re-attach goes through
+    with failing_calls(twins, "alicloud", "AttachDisk", "InvalidOperation.Conflict", 1, 1) as counted:
+        run = run_tasks([{RESTORE: {"snapshot_group_id": group_id, "target_instance_id": target}, "register": "restore"}],
+                        twins.endpoints)
+    result = run["restore"]
+    assert counted["n"] == 2
+    assert result["failed"] is True and "rolled back" in result["msg"], result["msg"]
+    assert "InvalidOperation.Conflict" in result["msg"]
+    assert not result["rollback_problems"], result["rollback_problems"]
+    (entry,) = result["device_map"]
+    assert entry["outcome"] == f"rolled back: original {before['/dev/xvdb']} attached again"
+    assert {dev: d.disk_id for dev, d in ali_disks(twins, target).items()} == before
+    assert ali_instance_status(twins, target) == "Running" and result["instance_state"] == "running"
+    body = ecs(twins).describe_disks(ecs_models.DescribeDisksRequest(
+        region_id=REGION, disk_ids=json.dumps([entry["volume_id"], before["/dev/xvdb"]]))).body
+    found = {d.disk_id: d for d in body.disks.disk}
+    new, original = found[entry["volume_id"]], found[before["/dev/xvdb"]]
+    assert new.status == "Available" and "appconsistent:restore-failed" in disk_tags(new)  # kept, never deleted
+    assert "appconsistent:replaced-by" not in disk_tags(original)
+
+
+def test_alicloud_instance_that_will_not_start_after_the_reset_is_reset_back(clouds, run_tasks, tmp_path):
+    twins = clouds.twins
+    image = clouds.images["ali-nostart"]
+    iid = ali_id(clouds, "ali-nostart")
+    group_id = take_ali_set(twins, iid, disk_ids=[ali_disks(twins, iid)["/dev/xvdb"].disk_id])[0]
+    make_image(image, 0, {"pattern.txt": "current data\n"})
+    # the first StartInstance (after the reset) fails; the one after the rollback goes through
+    with failing_calls(twins, "alicloud", "StartInstance", "OperationDenied.NoStock", 1, 1) as counted:
+        run = run_tasks([{RESTORE: {"snapshot_group_id": group_id}, "register": "restore"}], twins.endpoints)
+    result = run["restore"]
+    assert counted["n"] == 2
+    assert result["failed"] is True and "rolled back" in result["msg"], result["msg"]
+    assert "OperationDenied.NoStock" in result["msg"] and "safety snapshot group" in result["msg"]
+    assert not result["rollback_problems"], result["rollback_problems"]
+    (entry,) = result["device_map"]
+    assert entry["outcome"].startswith("rolled back: reset to safety snapshot")
+    assert read_file(image, "pattern.txt", tmp_path) == "current data\n"
+    assert ali_instance_status(twins, iid) == "Running" and result["instance_state"] == "running"
+    tags_now = disk_tags(ali_disks(twins, iid)["/dev/xvdb"])
+    assert "appconsistent:restore-failed" in tags_now and not tags_now.get("appconsistent:restored-from")
+
+
+def test_alicloud_disk_that_never_becomes_available_leaves_the_instance_as_it_was(clouds, run_tasks):
+    twins = clouds.twins
+    iid = ali_id(clouds, "ali-slowdisk")
+    group_id = take_ali_set(twins, iid)[0]
+    before = {dev: d.disk_id for dev, d in ali_disks(twins, iid).items()}
+    with latency(twins, {"profile": "zero", "transitions": {"volume_create": 600}}):
+        run = run_tasks([{RESTORE: {"snapshot_group_id": group_id, "mode": "attach", "volume_timeout": 2},
+                          "register": "restore"}], twins.endpoints)
+    result = run["restore"]
+    assert result["failed"] is True, result
+    assert "volume creation did not finish within 2 s" in result["msg"] and "no volume was detached" in result["msg"]
+    made = [e["volume_id"] for e in result["device_map"] if e["volume_id"]]
+    assert len(made) == 2
+    assert {dev: d.disk_id for dev, d in ali_disks(twins, iid).items()} == before
+    body = ecs(twins).describe_disks(ecs_models.DescribeDisksRequest(region_id=REGION, disk_ids=json.dumps(made))).body
+    assert len(body.disks.disk) == 2
+    assert all("appconsistent:restore-failed" in disk_tags(d) and not d.instance_id for d in body.disks.disk)
     assert ali_instance_status(twins, iid) == "Running"

@@ -406,6 +406,37 @@ def test_attach_mode_uses_free_devices_and_leaves_the_instance_running():
     assert cloud.devices()["/dev/xvdf"] == "vol-f"
 
 
+def test_an_attach_mode_failure_detaches_the_new_volumes_and_waits_for_them():
+    cloud = FakeCloud()
+    cloud.fail = {"AttachVolume": {2}}
+    with pytest.raises(restore.RestoreFailed, match="attaching the restored volumes failed.*keeps its volumes") as caught:
+        restore_with(cloud, mode="attach").run(a_set())
+    assert cloud.devices() == {"/dev/xvda": "vol-root", "/dev/xvdf": "vol-f", "/dev/xvdg": "vol-g"}
+    assert [c for c in cloud.actions() if c in ("DetachVolume", "StopInstances")] == ["DetachVolume"]
+    assert [c[1] for c in cloud.calls if c[0] == "DescribeVolumes"][-1] == ("vol-new1",)  # waited for the detach
+    assert caught.value.details["device_map"][0]["outcome"] == "rolled back: detached again"
+    assert caught.value.details["rollback_problems"] == []
+    assert "appconsistent:restore-failed" in cloud.vols["vol-new1"]["tags"]
+
+
+def test_an_attach_mode_detach_that_never_finishes_is_a_rollback_problem():
+    cloud = FakeCloud()
+    cloud.fail = {"AttachVolume": {2}}
+    detach = cloud.detach
+
+    def stuck(vid, instance_id, device):
+        detach(vid, instance_id, device)
+        cloud.vols[vid].update(state="in-use", instance_id=instance_id, device=device, attach_state="detaching")
+    cloud.detach = stuck
+    clock = iter(range(0, 10000, 7))
+    engine = restore.VolumeRestore(cloud, params(mode="attach", volume_timeout=30), sleep=lambda s: None,
+                                   clock=lambda: next(clock))
+    engine.plan(a_set(), "i-1")
+    with pytest.raises(restore.RestoreFailed, match="ROLLBACK PROBLEMS: new volumes still attached") as caught:
+        engine.run(a_set())
+    assert caught.value.details["device_map"][0]["outcome"] == "created"
+
+
 def test_replace_needs_device_tags():
     cloud = FakeCloud()
     loose = restore.SelectedSet(None, [restore.Member("snap-x", state="completed", size=1)], "i-1")
