@@ -115,8 +115,6 @@ def test_public_needs_public_true_and_can_be_withdrawn(twins, run_tasks):
     assert all(permissions(twins, s) == [] for s in members)
 
 
-@pytest.mark.xfail(strict=True, reason="twin gap: snapshots made by the AWS twin's CreateSnapshots of an encrypted "
-                                       "volume carry Encrypted but no KmsKeyId")
 def test_set_encrypted_with_the_aws_managed_key_is_not_shared(twins, run_tasks):
     set_id, members = take_set(twins, "vault-1")
     result = run_tasks([share("grant", set_id, account_ids=[PARTNER])], twins.endpoints)["grant"]

@@ -287,6 +287,9 @@ class Ec2Extension:
                   from_ami: Optional[str] = None) -> Snapshot:
         snapshot = self._orig["create_snapshot"](volume_id, description, owner_id, from_ami)
         snapshot.__class__ = TwinSnapshot
+        # A snapshot of an encrypted volume is encrypted with the volume's key (moto records only the flag).
+        if snapshot.encrypted and not snapshot.kms_key_id:
+            snapshot.kms_key_id = getattr(snapshot.volume, "kms_key_id", None)
         image = self.volume_images.get(volume_id)
         if image and self.cloud.blockstore:
             # the copy is taken now, at the call: a point-in-time image of the volume

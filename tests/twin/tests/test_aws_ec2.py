@@ -87,6 +87,22 @@ def test_create_snapshots_honours_exclusions_and_tag_copy(aws):
     assert all(tags_of(s) == {} for s in without_copy)
 
 
+def test_snapshots_of_encrypted_volumes_carry_the_volumes_key(twin_factory):
+    twins = twin_factory({"instances": [{"provider": "aws", "name": "vault", "platform": "linux", "volumes": [
+        {"device": "/dev/xvda", "size": 8, "boot": True}, {"device": "/dev/xvdf", "size": 5, "encrypted": True}]}]},
+        alicloud=False)
+    ec2 = twins.aws_client("ec2")
+    iid = twins.aws.instances["vault"]
+    volume = ec2.describe_volumes(Filters=[{"Name": "attachment.instance-id", "Values": [iid]},
+                                           {"Name": "encrypted", "Values": ["true"]}])["Volumes"][0]
+    # Encrypted without a key named: the account's AWS managed EBS key, as on AWS.
+    aliases = twins.aws_client("kms").list_aliases(KeyId=volume["KmsKeyId"])["Aliases"]
+    assert [a["AliasName"] for a in aliases] == ["alias/aws/ebs"]
+    snaps = ec2.create_snapshots(InstanceSpecification={"InstanceId": iid, "ExcludeBootVolume": True})["Snapshots"]
+    described = ec2.describe_snapshots(SnapshotIds=[snaps[0]["SnapshotId"]])["Snapshots"][0]
+    assert described["Encrypted"] is True and described["KmsKeyId"] == volume["KmsKeyId"]
+
+
 def test_create_snapshots_rejects_root_in_exclude_data_volume_ids(aws):
     _twins, ec2, ids = aws
     vols = _volumes(ec2, ids["app-1"])
