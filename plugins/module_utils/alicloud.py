@@ -322,10 +322,65 @@ class AlibabaCloud:
         self.call("DeleteDisk", self.models.DeleteDiskRequest(disk_id=disk_id))
 
     def tag_resources(self, resource_type, resource_ids, tags):
-        for chunk in _chunks(list(resource_ids), 50):
+        if len(tags) > TAG_RESOURCES_TAGS:
+            # Spreading them over several requests would not help: a resource carries at most 20 tags.
+            raise AlibabaCloudError("TagResources", "InvalidParameter.Tag",
+                                    f"{len(tags)} tags to write, but TagResources takes at most {TAG_RESOURCES_TAGS} "
+                                    "and a resource carries at most that many: write fewer tags")
+        for chunk in _chunks(list(resource_ids), TAG_RESOURCES_IDS):
             self.call("TagResources", self.models.TagResourcesRequest(
                 region_id=self.region, resource_type=resource_type, resource_id=chunk,
                 tag=[self.models.TagResourcesRequestTag(key=k, value=v) for k, v in tags.items()]))
+
+
+# TagResources takes ResourceId.1-50 and Tag.1-20 in one request.
+TAG_RESOURCES_IDS = 50
+TAG_RESOURCES_TAGS = 20
+
+# Errors of TagResources that belong to one of the resources of the request, not to the request: the others
+# are tagged one at a time, so that one missing or full snapshot does not leave 49 others untagged.
+RESOURCE_TAG_ERRORS = ("InvalidResourceId", "InvalidTagCount")
+
+
+class TagBatch:
+    """Tags to write on many resources of one type, in as few TagResources calls as the limits allow.
+
+    Resources that get the same tags share calls, 50 to a call: the members of a set share the set's
+    tags, and the snapshots of one device name, across all the sets of a fleet, share the device tag.
+    ``flush`` goes on past a failed call, so that each resource's caller learns what became of its tags.
+    """
+
+    def __init__(self, resource_type):
+        self.resource_type = resource_type
+        self._groups = {}
+
+    def add(self, resource_ids, tags):
+        if resource_ids and tags:
+            self._groups.setdefault(tuple(sorted(tags.items())), {}).update(dict.fromkeys(resource_ids))
+
+    def flush(self, api):
+        """Send the calls; returns {resource id: AlibabaCloudError} for the resources a call failed for."""
+        groups, self._groups = self._groups, {}
+        failed = {}
+        for items, resource_ids in groups.items():
+            tags = dict(items)
+            for ids in _chunks(list(resource_ids), TAG_RESOURCES_IDS):
+                try:
+                    api.tag_resources(self.resource_type, ids, tags)
+                except AlibabaCloudError as exc:
+                    if len(ids) > 1 and str(exc.code).startswith(RESOURCE_TAG_ERRORS):
+                        self._one_by_one(api, ids, tags, failed)
+                    else:
+                        for resource_id in ids:
+                            failed.setdefault(resource_id, exc)
+        return failed
+
+    def _one_by_one(self, api, ids, tags, failed):
+        for resource_id in ids:
+            try:
+                api.tag_resources(self.resource_type, [resource_id], tags)
+            except AlibabaCloudError as exc:
+                failed.setdefault(resource_id, exc)
 
 
 def _chunks(items, size):

@@ -22,6 +22,7 @@ import time
 from ansible_collections.appconsistent.snapshots.plugins.module_utils import app_plugin
 from ansible_collections.appconsistent.snapshots.plugins.module_utils import snapshot_set as ss
 from ansible_collections.appconsistent.snapshots.plugins.module_utils.alicloud import AlibabaCloudError
+from ansible_collections.appconsistent.snapshots.plugins.module_utils.alicloud import TagBatch
 from ansible_collections.appconsistent.snapshots.plugins.module_utils.alicloud import tags_to_dict
 from ansible_collections.appconsistent.snapshots.plugins.module_utils.cloud_assistant import TERMINAL
 from ansible_collections.appconsistent.snapshots.plugins.module_utils.cloud_assistant import InvocationRun
@@ -723,22 +724,41 @@ class AlicloudGroupRun:
         self._tag_sets(groups)
 
     def _tag_sets(self, groups):
+        """Tag the sets' snapshots: one TagResources per set, and the device tags shared by all the sets.
+
+        The set tags name the set, so no two sets share a call; the device tag of one device name is
+        the same in every set, so a fleet's device tags take a call per 50 snapshots of a device name.
+        """
+        batch = TagBatch("snapshot")
+        written = {}
         for group_id, instance_id in groups.items():
             outcome = self.outcomes[instance_id]
             if not outcome.snapshots:
                 continue
             level = outcome.consistency if outcome.consistency != "none" else "crash"
             tags = self._set_tags(group_id, instance_id, level)
-            try:
-                self.api.tag_resources("snapshot", [m["snapshot_id"] for m in outcome.snapshots], tags)
-                for member in outcome.snapshots:
-                    if member["device"]:
-                        self.api.tag_resources("snapshot", [member["snapshot_id"]], {ss.TAG_DEVICE: member["device"]})
-                        member["tags"][ss.TAG_DEVICE] = member["device"]
-                    member["tags"].update(tags)
-            except AlibabaCloudError as exc:
-                outcome.fail(exc.code, f"the set was made but tagging it failed: {exc}")
-            outcome.changed = True
+            for member in outcome.snapshots:
+                written[member["snapshot_id"]] = dict(tags, **{ss.TAG_DEVICE: member["device"]}) if member["device"] else tags
+            if len(outcome.snapshots) == 1:
+                # A set of one snapshot has one tag set: its device tag costs no call of its own.
+                member = outcome.snapshots[0]
+                batch.add([member["snapshot_id"]], written[member["snapshot_id"]])
+                continue
+            batch.add([m["snapshot_id"] for m in outcome.snapshots], tags)
+            for member in outcome.snapshots:
+                if member["device"]:
+                    batch.add([member["snapshot_id"]], {ss.TAG_DEVICE: member["device"]})
+        failed = batch.flush(self.api)
+        for instance_id in groups.values():
+            outcome = self.outcomes[instance_id]
+            errors = [failed[m["snapshot_id"]] for m in outcome.snapshots if m["snapshot_id"] in failed]
+            for member in outcome.snapshots:
+                if member["snapshot_id"] not in failed:
+                    member["tags"].update(written[member["snapshot_id"]])
+            if errors:
+                outcome.fail(errors[0].code, f"the set was made but tagging it failed: {errors[0]}")
+            if outcome.snapshots:
+                outcome.changed = True
 
     def _wait_for_completion(self):
         pending = {o.set_id: o for o in self.outcomes.values() if o.set_id and o.snapshots and o.status != "Existing"}

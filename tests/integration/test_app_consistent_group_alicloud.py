@@ -74,13 +74,34 @@ def test_each_consistency_level(twin_factory, run_tasks, platform, consistency, 
         assert entry["exit_code"] == 0 and entry["invocation_id"].startswith("t-")
 
 
+def all_snapshot_tags(twins, snapshot_ids):
+    """Every snapshot's tags as a user reads them: DescribeSnapshots, 100 ids a call, every page."""
+    import json
+    from alibabacloud_ecs20140526 import models
+    client = twins.ecs_client()
+    found = {}
+    for start in range(0, len(snapshot_ids), 100):
+        token = None
+        while True:
+            body = client.describe_snapshots(models.DescribeSnapshotsRequest(
+                region_id=twins.endpoints["alicloud"]["region"], snapshot_ids=json.dumps(snapshot_ids[start:start + 100]),
+                max_results=100, next_token=token)).body.to_map()
+            for snap in body["Snapshots"]["Snapshot"]:
+                found[snap["SnapshotId"]] = {t["TagKey"]: t["TagValue"] for t in (snap.get("Tags") or {}).get("Tag", [])}
+            token = body.get("NextToken")
+            if not token:
+                break
+    return found
+
+
 def test_250_instances_take_three_run_commands(twin_factory, run_tasks):
     twins = twin_factory({"generate": [{"count": 250, "provider": "alicloud", "name_prefix": "ali-", "template": LINUX}]},
                          aws=False)
     every = sorted(twins.endpoints["alicloud"]["instances"].values())
     twins.stats.reset()
-    run = run_tasks([{ACG: {"provider": "alicloud", "instance_ids": every, "ram_role_name": ROLE,
-                            "name": "fleet-backup"}, "register": "group"}], twins.endpoints)
+    run = run_tasks([{ACG: {"provider": "alicloud", "instance_ids": every, "ram_role_name": ROLE, "name": "fleet-backup",
+                            "run_id": "CHG-250", "delete_after": "7d", "tags": {"team": "dba"}},
+                      "register": "group"}], twins.endpoints)
     result = run["group"]
     assert not result.get("failed"), result.get("msg")
     assert len(result["results"]) == 250
@@ -88,6 +109,24 @@ def test_250_instances_take_three_run_commands(twin_factory, run_tasks):
     assert len({r["set_id"] for r in result["results"]}) == 250
     counts = twins.stats.counts("alicloud")
     assert counts["RunCommand"] == 3
+    # Every snapshot carries exactly the set's tags, its device and the plug-in's evidence, read back as a user would.
+    members = [(r, s) for r in result["results"] for s in r["snapshots"]]
+    assert len(members) == 500
+    tags = all_snapshot_tags(twins, [s["snapshot_id"] for _r, s in members])
+    for entry, snap in members:
+        found = dict(tags[snap["snapshot_id"]])
+        assert found.pop("appconsistent:delete-after").endswith("Z")
+        assert found == {"appconsistent:set-id": entry["set_id"], "appconsistent:instance-id": entry["instance_id"],
+                         "appconsistent:consistency": "application", "appconsistent:device": snap["device"],
+                         "appconsistent:run-id": "CHG-250", "team": "dba", "AppConsistent": "True"}, snap
+        assert snap["tags"] == tags[snap["snapshot_id"]]
+    # The set tags name the set, so each set takes one TagResources; the device tags are shared across sets and
+    # go 50 snapshots a call: 250 + 2 * 5, where one call per set and one per snapshot made 750.
+    devices = {}
+    for _entry, snap in members:
+        devices[snap["device"]] = devices.get(snap["device"], 0) + 1
+    assert sorted(devices.values()) == [250, 250]
+    assert counts["TagResources"] == 250 + sum(-(-n // 50) for n in devices.values()) == 260, counts
 
 
 def test_missing_scripts_give_filesystem_consistency_and_fail_the_host(twin_factory, run_tasks):

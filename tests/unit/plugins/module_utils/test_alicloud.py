@@ -160,6 +160,94 @@ def test_tag_resources_batches_of_50():
     assert all(isinstance(r, ecs_models.TagResourcesRequest) for _name, r in client.requests)
 
 
+def test_more_than_20_tags_are_refused_before_any_request():
+    api, client = _api()
+    with pytest.raises(alicloud.AlibabaCloudError, match="at most 20") as caught:
+        api.tag_resources("snapshot", ["s-1"], {f"k{n}": "v" for n in range(21)})
+    assert caught.value.code == "InvalidParameter.Tag" and client.requests == []
+    api.tag_resources("snapshot", ["s-1"], {f"k{n}": "v" for n in range(20)})
+    assert [len(r.tag) for _name, r in client.requests] == [20]
+
+
+def _sent(client):
+    """{tags: [resource ids, in request order]} of the TagResources requests a client received."""
+    found = {}
+    for name, request in client.requests:
+        assert name == "tag_resources_with_options" and isinstance(request, ecs_models.TagResourcesRequest)
+        assert request.resource_type == "snapshot" and request.region_id == "cn-hangzhou"
+        assert 1 <= len(request.resource_id) <= 50 and 1 <= len(request.tag) <= 20
+        found.setdefault(tuple(sorted((t.key, t.value) for t in request.tag)), []).append(list(request.resource_id))
+    return found
+
+
+def test_tag_batch_shares_a_call_between_resources_with_the_same_tags():
+    api, client = _api()
+    batch = alicloud.TagBatch("snapshot")
+    batch.add(["s-1", "s-2"], {"appconsistent:set-id": "ssg-1", "team": "dba"})
+    batch.add(["s-3"], {"team": "dba", "appconsistent:set-id": "ssg-2"})
+    batch.add(["s-1"], {"appconsistent:device": "/dev/xvda"})
+    batch.add(["s-3"], {"appconsistent:device": "/dev/xvda"})
+    batch.add(["s-2", "s-1"], {"appconsistent:device": "/dev/xvda"})  # a resource added twice is tagged once
+    batch.add(["s-9"], {})
+    batch.add([], {"k": "v"})
+    assert batch.flush(api) == {}
+    assert _sent(client) == {
+        (("appconsistent:set-id", "ssg-1"), ("team", "dba")): [["s-1", "s-2"]],
+        (("appconsistent:set-id", "ssg-2"), ("team", "dba")): [["s-3"]],
+        (("appconsistent:device", "/dev/xvda"),): [["s-1", "s-3", "s-2"]]}
+    client.requests.clear()
+    assert batch.flush(api) == {} and client.requests == []  # a flush empties the batch
+
+
+def test_tag_batch_sends_at_most_50_resources_a_call():
+    api, client = _api()
+    batch = alicloud.TagBatch("snapshot")
+    for n in range(120):
+        batch.add([f"s-{n}"], {"appconsistent:device": "/dev/xvdb"})
+    batch.add([f"s-{n}" for n in range(20)], {f"k{n}": "v" for n in range(20)})
+    assert batch.flush(api) == {}
+    sent = _sent(client)
+    assert [len(ids) for ids in sent[(("appconsistent:device", "/dev/xvdb"),)]] == [50, 50, 20]
+    assert sum(sent[(("appconsistent:device", "/dev/xvdb"),)], []) == [f"s-{n}" for n in range(120)]
+    assert len(client.requests) == 4
+
+
+class FailingApi:
+    """tag_resources that fails a request naming one of ``bad`` with ``code``, and records the others."""
+
+    def __init__(self, bad, code):
+        self.bad = set(bad)
+        self.code = code
+        self.calls = []
+
+    def tag_resources(self, resource_type, resource_ids, tags):
+        self.calls.append(list(resource_ids))
+        if self.bad & set(resource_ids):
+            raise alicloud.AlibabaCloudError("TagResources", self.code, "refused")
+
+
+def test_tag_batch_isolates_a_resource_the_api_names():
+    """One missing snapshot in a call of 50 costs the 49 others one call each, not their tags."""
+    api = FailingApi(["s-7"], "InvalidResourceId.NotFound")
+    batch = alicloud.TagBatch("snapshot")
+    batch.add([f"s-{n}" for n in range(60)], {"appconsistent:device": "/dev/xvda"})
+    failed = batch.flush(api)
+    assert list(failed) == ["s-7"] and failed["s-7"].code == "InvalidResourceId.NotFound"
+    assert api.calls[0] == [f"s-{n}" for n in range(50)]
+    assert api.calls[1:51] == [[f"s-{n}"] for n in range(50)]
+    assert api.calls[51:] == [[f"s-{n}" for n in range(50, 60)]]
+
+
+def test_tag_batch_fails_the_resources_of_a_refused_call_and_goes_on():
+    api = FailingApi(["s-1"], "Forbidden.RAM")
+    batch = alicloud.TagBatch("snapshot")
+    batch.add(["s-1", "s-2"], {"appconsistent:set-id": "ssg-1"})
+    batch.add(["s-3"], {"appconsistent:set-id": "ssg-2"})
+    failed = batch.flush(api)
+    assert sorted(failed) == ["s-1", "s-2"] and failed["s-2"].code == "Forbidden.RAM"
+    assert api.calls == [["s-1", "s-2"], ["s-3"]]
+
+
 def test_both_tag_shapes_read_the_same():
     assert alicloud.tags_to_dict({"Tag": [{"TagKey": "a", "TagValue": "1"}]}) == {"a": "1"}
     assert alicloud.tags_to_dict([{"Key": "a", "Value": "1"}]) == {"a": "1"}

@@ -7,9 +7,11 @@ import types
 import pytest
 
 from ansible_collections.appconsistent.snapshots.plugins.module_utils import unmount
+from ansible_collections.appconsistent.snapshots.plugins.module_utils.alicloud import AlibabaCloudError
 from ansible_collections.appconsistent.snapshots.plugins.module_utils.app_plugin import PluginParameterError
 from ansible_collections.appconsistent.snapshots.plugins.module_utils.group_alicloud import AlicloudGroupRun
 from ansible_collections.appconsistent.snapshots.plugins.module_utils.group_alicloud import GroupInputError
+from ansible_collections.appconsistent.snapshots.plugins.module_utils.group_alicloud import Outcome
 from ansible_collections.appconsistent.snapshots.plugins.modules.app_consistent_group import argument_spec
 from ansible_collections.appconsistent.snapshots.plugins.modules.app_consistent_group import summarize
 
@@ -211,3 +213,73 @@ def test_no_group_is_started_once_the_watchdog_may_have_remounted():
     assert api.groups == {}
     assert outcome.error["code"] == "UnmountExpired" and outcome.consistency == "none"
     assert [c[2] for c in api.commands] == ["appconsistent-unmount", "appconsistent-remount"]
+
+
+# --- tagging the sets -------------------------------------------------------------------------------
+
+
+class TaggingApi:
+    """Keeps the tags TagResources writes; a request naming a snapshot in ``missing`` fails as the API does."""
+
+    def __init__(self, missing=()):
+        self.missing = set(missing)
+        self.calls = []
+        self.tags = {}
+
+    def tag_resources(self, resource_type, resource_ids, tags):
+        assert resource_type == "snapshot" and len(resource_ids) <= 50 and len(tags) <= 20
+        self.calls.append((list(resource_ids), dict(tags)))
+        if self.missing & set(resource_ids):
+            raise AlibabaCloudError("TagResources", "InvalidResourceId.NotFound", "The specified resource does not exist.")
+        for resource_id in resource_ids:
+            self.tags.setdefault(resource_id, {}).update(tags)
+
+
+def _tagging_run(api, disks):
+    """A run whose instances each made a set (ssg-<instance>) of a snapshot s-<instance>-<device> per device."""
+    run = _run(consistency="crash", run_id="CHG-7", tags={"team": "dba"})
+    run.api = api
+    groups = {}
+    for instance_id, devices in disks.items():
+        outcome = run.outcomes[instance_id] = Outcome(instance_id, "crash")
+        outcome.consistency = "crash"
+        outcome.snapshots = [dict(snapshot_id=f"s-{instance_id}-{d[-1]}", device=d, tags={"FsConsistent": "True"})
+                             for d in devices]
+        groups[f"ssg-{instance_id}"] = instance_id
+    return run, groups
+
+
+def _expected(instance_id, device):
+    return {"appconsistent:set-id": f"ssg-{instance_id}", "appconsistent:instance-id": instance_id,
+            "appconsistent:consistency": "crash", "appconsistent:run-id": "CHG-7", "team": "dba",
+            "appconsistent:device": device}
+
+
+def test_sets_take_one_call_each_and_share_the_device_calls():
+    api = TaggingApi()
+    disks = {"i-1": ["/dev/xvda", "/dev/xvdb"], "i-2": ["/dev/xvda", "/dev/xvdb"], "i-3": ["/dev/xvdb"]}
+    run, groups = _tagging_run(api, disks)
+    run._tag_sets(groups)
+    # One call per set (the set of one snapshot carries its device tag too), one per device name: 5, not 8.
+    assert len(api.calls) == 5
+    assert sorted(ids for ids, tags in api.calls if list(tags) == ["appconsistent:device"]) == \
+        [["s-i-1-a", "s-i-2-a"], ["s-i-1-b", "s-i-2-b"]]
+    for instance_id, devices in disks.items():
+        outcome = run.outcomes[instance_id]
+        assert outcome.error is None and outcome.changed
+        for member in outcome.snapshots:
+            assert api.tags[member["snapshot_id"]] == _expected(instance_id, member["device"])
+            assert member["tags"] == dict(_expected(instance_id, member["device"]), FsConsistent="True")
+
+
+def test_a_snapshot_that_cannot_be_tagged_fails_its_own_set_only():
+    api = TaggingApi(missing=["s-i-2-a"])
+    run, groups = _tagging_run(api, {"i-1": ["/dev/xvda", "/dev/xvdb"], "i-2": ["/dev/xvda", "/dev/xvdb"]})
+    run._tag_sets(groups)
+    ok, bad = run.outcomes["i-1"], run.outcomes["i-2"]
+    assert ok.error is None
+    assert all(api.tags[m["snapshot_id"]] == _expected("i-1", m["device"]) for m in ok.snapshots)
+    assert bad.error["code"] == "InvalidResourceId.NotFound"
+    assert "the set was made but tagging it failed" in bad.error["message"]
+    assert bad.snapshots[0]["tags"] == {"FsConsistent": "True"}  # not reported as written
+    assert bad.snapshots[1]["tags"] == dict(_expected("i-2", "/dev/xvdb"), FsConsistent="True")
