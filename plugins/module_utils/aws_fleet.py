@@ -26,6 +26,20 @@ def _chunks(items, size):
     return [items[start:start + size] for start in range(0, len(items), size)]
 
 
+def ssm_command_argument_spec():
+    """The options of modules that send one SSM document to Windows instances (doc fragment ssm_command)."""
+    return dict(
+        instance_ids=dict(type="list", elements="str"),
+        targets=dict(type="list", elements="dict", options=dict(
+            key=dict(type="str", required=True, no_log=False),
+            values=dict(type="list", elements="str", required=True),
+        )),
+        max_concurrency=dict(type="str", default="50"),
+        max_errors=dict(type="str", default="100%"),
+        delivery_timeout=dict(type="int", default=600),
+    )
+
+
 def targets_to_filters(targets):
     """SSM-style targets ({key: tag:Name, values: [...]}) as EC2 DescribeInstances filters."""
     filters = []

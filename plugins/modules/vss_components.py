@@ -20,29 +20,6 @@ description:
 author:
   - appconsistent.snapshots contributors (@appconsistent)
 options:
-  instance_ids:
-    description:
-      - IDs of the Windows instances.
-      - One of O(instance_ids) and O(targets) is required.
-    type: list
-    elements: str
-  targets:
-    description:
-      - Instances selected by tag, in the form of SSM Run Command targets, resolved to instance IDs by the module.
-    type: list
-    elements: dict
-    suboptions:
-      key:
-        description:
-          - C(tag:<name>), C(tag-key) or C(InstanceIds).
-        type: str
-        required: true
-      values:
-        description:
-          - Tag values, tag keys or instance IDs.
-        type: list
-        elements: str
-        required: true
   state:
     description:
       - V(present) installs the package where it is missing (or not at O(version)); V(absent) removes it.
@@ -54,27 +31,13 @@ options:
       - The package version to install, such as V(2.5.1); empty installs the current one and accepts any
         installed version.
     type: str
-  max_concurrency:
-    description:
-      - How many instances SSM configures at the same time, as a number or a percentage.
-    type: str
-    default: "50"
-  max_errors:
-    description:
-      - How many failed instances make SSM stop sending the command to the rest of a batch.
-    type: str
-    default: "100%"
-  delivery_timeout:
-    description:
-      - Seconds SSM keeps trying to deliver the command to an instance (the SendCommand C(TimeoutSeconds)).
-    type: int
-    default: 600
   wait_timeout:
     description:
       - How many seconds to wait for the command to finish on every instance.
     type: int
     default: 900
 extends_documentation_fragment:
+  - appconsistent.snapshots.ssm_command
   - appconsistent.snapshots.alicloud
   - amazon.aws.common.modules
   - amazon.aws.region.modules
@@ -184,6 +147,7 @@ command_ids:
 """
 
 from ansible_collections.appconsistent.snapshots.plugins.module_utils.aws import AppConsistentAWSError
+from ansible_collections.appconsistent.snapshots.plugins.module_utils.aws_fleet import ssm_command_argument_spec
 from ansible_collections.appconsistent.snapshots.plugins.module_utils.module import AppConsistentModule
 from ansible_collections.appconsistent.snapshots.plugins.module_utils.vss_components import VssComponentsError
 from ansible_collections.appconsistent.snapshots.plugins.module_utils.vss_components import VssComponentsRun
@@ -191,16 +155,9 @@ from ansible_collections.appconsistent.snapshots.plugins.module_utils.vss_compon
 
 def argument_spec():
     return dict(
-        instance_ids=dict(type="list", elements="str"),
-        targets=dict(type="list", elements="dict", options=dict(
-            key=dict(type="str", required=True, no_log=False),
-            values=dict(type="list", elements="str", required=True),
-        )),
+        ssm_command_argument_spec(),
         state=dict(type="str", default="present", choices=["present", "absent"]),
         version=dict(type="str"),
-        max_concurrency=dict(type="str", default="50"),
-        max_errors=dict(type="str", default="100%"),
-        delivery_timeout=dict(type="int", default=600),
         wait_timeout=dict(type="int", default=900),
     )
 

@@ -22,48 +22,6 @@ description:
 author:
   - appconsistent.snapshots contributors (@appconsistent)
 options:
-  instance_ids:
-    description:
-      - IDs of the Windows instances to snapshot.
-      - One of O(instance_ids) and O(targets) is required.
-    type: list
-    elements: str
-  targets:
-    description:
-      - Instances selected by tag, in the form of SSM Run Command targets.
-      - The collection resolves them to instance IDs itself (with DescribeInstances), so each instance
-        is checked and reported on its own.
-    type: list
-    elements: dict
-    suboptions:
-      key:
-        description:
-          - C(tag:<name>), C(tag-key) or C(InstanceIds).
-        type: str
-        required: true
-      values:
-        description:
-          - Tag values, tag keys or instance IDs.
-        type: list
-        elements: str
-        required: true
-  max_concurrency:
-    description:
-      - How many instances SSM runs the document on at the same time, as a number or a percentage.
-    type: str
-    default: "50"
-  max_errors:
-    description:
-      - How many failed instances make SSM stop sending the command to the rest of a batch, as a number or
-        a percentage.
-      - The default lets every instance run whatever happens on the others.
-    type: str
-    default: "100%"
-  delivery_timeout:
-    description:
-      - Seconds SSM waits for an instance to pick up the command before it reports C(DeliveryTimedOut).
-    type: int
-    default: 600
   exclude_boot_volume:
     description:
       - Do not snapshot the boot volume. Cannot be used with O(create_ami).
@@ -118,6 +76,7 @@ options:
       - AwsVssComponents version to install with O(install_vss_components=true); empty means the recommended one.
     type: str
 extends_documentation_fragment:
+  - appconsistent.snapshots.ssm_command
   - appconsistent.snapshots.snapshot_set
   - appconsistent.snapshots.wait
   - appconsistent.snapshots.alicloud
@@ -261,19 +220,13 @@ command_ids:
 from ansible_collections.appconsistent.snapshots.plugins.module_utils.module import AppConsistentModule
 from ansible_collections.appconsistent.snapshots.plugins.module_utils.vss import VssParameterError
 from ansible_collections.appconsistent.snapshots.plugins.module_utils.aws import AppConsistentAWSError
+from ansible_collections.appconsistent.snapshots.plugins.module_utils.aws_fleet import ssm_command_argument_spec
 from ansible_collections.appconsistent.snapshots.plugins.module_utils.vss_runner import VssSnapshotRun
 
 
 def argument_spec():
     return dict(
-        instance_ids=dict(type="list", elements="str"),
-        targets=dict(type="list", elements="dict", options=dict(
-            key=dict(type="str", required=True, no_log=False),
-            values=dict(type="list", elements="str", required=True),
-        )),
-        max_concurrency=dict(type="str", default="50"),
-        max_errors=dict(type="str", default="100%"),
-        delivery_timeout=dict(type="int", default=600),
+        ssm_command_argument_spec(),
         exclude_boot_volume=dict(type="bool", default=False),
         writers=dict(type="bool", default=True),
         copy_only=dict(type="bool", default=False),

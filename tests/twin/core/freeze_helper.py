@@ -32,9 +32,12 @@ DEFAULT_PRESCRIPT = "/usr/local/lib/appconsistent/prescript.sh"
 DEFAULT_POSTSCRIPT = "/usr/local/lib/appconsistent/postscript.sh"
 RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:@+\-]{0,127}$")
 OFFLINE_STATE = "/run/appconsistent/offline/"
-# Fractions of the modelled freeze/thaw time spent in the scripts (the rest is sync + fsfreeze).
+# Fraction of the modelled freeze time spent in the prescript (the rest is sync + fsfreeze -f).
 SCRIPT_SHARE = 0.6
 MIN_STEP = 0.0005
+# fsfreeze -u (FITHAW) returns at once on a real kernel: the thaw is modelled as this much per frozen mount,
+# and the rest of thaw_duration is the postscript, which runs after the filesystems are thawed.
+FITHAW_SECONDS = 0.005
 
 STATUS_WORDS = {2: "usage_error", 201: "prescript_failed", 202: "postscript_failed", 203: "auto_thawed",
                 204: "already_frozen", 205: "not_frozen", 206: "application_not_ready", 207: "refused",
@@ -323,7 +326,8 @@ class HelperSimulator:
     """The freeze helper's state on every simulated instance of one twin.
 
     ``latency`` is the shared LatencyModel: ``freeze_duration`` is how long a ``freeze`` (prescript,
-    sync, fsfreeze) takes, ``thaw_duration`` how long a ``thaw`` (fsfreeze -u, postscript) takes; the
+    sync, fsfreeze) takes, ``thaw_duration`` how long a ``thaw`` (fsfreeze -u, postscript) takes, of which
+    the fsfreeze -u is ``FITHAW_SECONDS`` per mount and the rest the postscript after it; the
     offline scripts take ``freeze_duration`` to unmount and ``thaw_duration`` to mount again.
     """
 
@@ -511,7 +515,8 @@ class HelperSimulator:
                 if mount["status"] == "frozen":
                     mount["status"], mount["error"] = "thaw_failed", "fsfreeze: FITHAW ioctl failed: Input/output error"
             return 211, "fsfreeze -u failed three times: a filesystem may still be frozen", total
-        run.t_thawed = start + total * (1 - SCRIPT_SHARE if run.scripts["status"] == "valid" else 1.0)
+        frozen_mounts = sum(1 for mount in run.mounts if mount["status"] == "frozen")
+        run.t_thawed = start + min(total, max(MIN_STEP, FITHAW_SECONDS * frozen_mounts))
         for mount in run.mounts:
             if mount["status"] == "frozen":
                 mount["status"], mount["t_thawed"] = "thawed", run.t_thawed
