@@ -43,6 +43,8 @@ DEB_PACKAGES := util-linux e2fsprogs xfsprogs
 DEB_PACKAGES_E2E := $(DEB_PACKAGES) mariadb-server mariadb-client postgresql shellcheck
 # Without shellcheck, ansible-test skips its shellcheck test instead of failing.
 DEB_PACKAGES_SANITY := shellcheck
+# The consistency_scripts scenario runs the database profiles' scripts, which call the clients.
+DEB_PACKAGES_MOLECULE := $(DEB_PACKAGES_SANITY) mariadb-client postgresql-client
 # The HTML report is checked in headless Chromium.
 DEB_PACKAGES_INTEGRATION := $(DEB_PACKAGES) chromium
 
@@ -196,7 +198,7 @@ e2e: venv collections
 		--timeout=$(PYTEST_TIMEOUT) --junitxml=$(RESULTS)/e2e.xml -- tests/e2e tests/roles
 
 molecule: venv collections
-	@$(TOOLS)/ensure_deb.sh $(DEB_PACKAGES_SANITY)
+	@$(TOOLS)/ensure_deb.sh $(DEB_PACKAGES_MOLECULE)
 	@found=0; \
 	for config in $(wildcard $(ROOT)/roles/*/molecule/*/molecule.yml $(ROOT)/extensions/molecule/*/molecule.yml); do \
 		found=1; \
