@@ -17,6 +17,7 @@ from ansible_collections.appconsistent.snapshots.plugins.module_utils.aws import
 from ansible_collections.appconsistent.snapshots.plugins.module_utils import snapshot_set as ss
 
 FILTER_VALUES_MAX = 200
+SNAPSHOT_POLL = 5
 AGENT_ADVICE = ("check that the SSM agent is installed and running, that the instance can reach the SSM endpoints, "
                 "and that its instance profile allows Systems Manager (AmazonSSMManagedInstanceCore)")
 
@@ -133,6 +134,46 @@ def snapshot_member(snapshot, device=None):
                 volume_size=snapshot.get("VolumeSize"), state=snapshot.get("State"),
                 progress=snapshot.get("Progress"),
                 start_time=start.isoformat() if hasattr(start, "isoformat") else start, tags=tags)
+
+
+def wait_until_completed(client, members, timeout, sleep, clock):
+    """Poll the members' snapshots until each is completed or in error, or until timeout seconds have passed.
+
+    members are set members (snapshot_member dicts); their state and progress are updated in place.
+    Returns the ids still pending at the deadline.
+    """
+    pending = {m["snapshot_id"]: m for m in members if m.get("state") not in ("completed", "error")}
+    deadline = clock() + timeout
+    while pending and clock() < deadline:
+        for chunk in _chunks(pending, FILTER_VALUES_MAX):
+            for snapshot in describe_snapshots(client, snapshot_ids=chunk):
+                member = pending.get(snapshot["SnapshotId"])
+                if member is None:
+                    continue
+                member["state"], member["progress"] = snapshot.get("State"), snapshot.get("Progress")
+                if member["state"] in ("completed", "error"):
+                    pending.pop(snapshot["SnapshotId"])
+        if pending:
+            sleep(SNAPSHOT_POLL)
+    return set(pending)
+
+
+def complete_sets(client, outcomes, timeout, sleep, clock):
+    """Wait for the snapshots of several sets (objects with snapshots, consistency, error and fail()).
+
+    A set with a snapshot in error can never be restored: its consistency becomes none. A set still
+    pending at the deadline keeps its consistency (the data is fixed) and says so in its error.
+    """
+    pending = wait_until_completed(client, [m for o in outcomes for m in o.snapshots], timeout, sleep, clock)
+    for outcome in outcomes:
+        errors = [m["snapshot_id"] for m in outcome.snapshots if m.get("state") == "error"]
+        if errors:
+            outcome.consistency = "none"
+            outcome.fail("SnapshotError", f"snapshot {', '.join(errors)} entered the error state: this set cannot "
+                                          "be restored; take a new one")
+        elif any(m["snapshot_id"] in pending for m in outcome.snapshots) and not outcome.error:
+            outcome.fail("CompletionTimeout", f"the snapshots did not complete within completion_timeout ({timeout} s); "
+                                              "they are still being created and the set can be used once they complete")
 
 
 def sets_by_run_id(client, run_id, instance_ids, volume_owner=None):

@@ -272,6 +272,9 @@ class AwsGroupRun:
                 self._windows(windows)
             if linux:
                 self._linux(linux)
+        if self.params.get("wait_for_completion") and not self.module.check_mode:
+            made = [o for o in self.outcomes.values() if o.snapshots]
+            aws_fleet.complete_sets(self.ec2, made, self.params["completion_timeout"], self.sleep, self.clock)
         return self.outcomes
 
     def _preflight(self, agents, needs_agent):

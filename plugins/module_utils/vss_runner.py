@@ -26,7 +26,6 @@ from ansible_collections.appconsistent.snapshots.plugins.module_utils.ssm import
 # How long to keep re-reading snapshots whose AppConsistent tag has not appeared yet:
 # the VSS agent adds it after creating the snapshots.
 EVIDENCE_WAIT = 90
-SNAPSHOT_POLL = 5
 
 
 class InstanceResult:
@@ -341,29 +340,8 @@ class VssSnapshotRun:
                 self.results[sent[0]].ami_id = image["ImageId"]
 
     def _wait_for_completion(self, sent):
-        pending = {m["snapshot_id"]: m for i in sent for m in self.results[i].snapshots}
-        deadline = self.clock() + self.params.get("completion_timeout")
-        while pending and self.clock() < deadline:
-            for snapshot in aws_api.describe_snapshots(self.ec2, snapshot_ids=list(pending)):
-                member = pending.get(snapshot["SnapshotId"])
-                if member is None:
-                    continue
-                member["state"], member["progress"] = snapshot.get("State"), snapshot.get("Progress")
-                if member["state"] in ("completed", "error"):
-                    pending.pop(snapshot["SnapshotId"])
-            if pending:
-                self.sleep(SNAPSHOT_POLL)
-        for instance_id in sent:
-            result = self.results[instance_id]
-            errors = [m["snapshot_id"] for m in result.snapshots if m.get("state") == "error"]
-            if errors:
-                result.consistency = "none"
-                result.fail("SnapshotError", f"snapshot {', '.join(errors)} entered the error state: this set cannot "
-                                             "be restored; take a new one")
-            elif any(m["snapshot_id"] in pending for m in result.snapshots) and not result.error:
-                result.fail("CompletionTimeout", f"the snapshots did not complete within completion_timeout "
-                                                 f"({self.params.get('completion_timeout')} s); they are still being "
-                                                 "created and the set can be used once they complete")
+        aws_fleet.complete_sets(self.ec2, [self.results[i] for i in sent], self.params.get("completion_timeout"),
+                                self.sleep, self.clock)
 
     # --- outcome -----------------------------------------------------------------------------------
 

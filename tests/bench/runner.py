@@ -379,9 +379,11 @@ def run(args: argparse.Namespace) -> Dict[str, Any]:
     started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="bench-") as workdir:
         bench = Bench(workdir, latency, forks=args.forks)
+        # The results are written after every scenario: a failure late in a long run keeps what was measured.
         if "fleet" in args.scenarios:
             entries = [fleet_backup(bench, n, n <= args.baseline_max) for n in args.fleet_sizes]
             report["fleet"] = {"sizes": entries, "verdict": fleet_verdict(entries)}
+            write_report(report, args.out, started)
         if "freeze" in args.scenarios:
             from twin.core.latency import LatencyModel  # pylint: disable=import-outside-toplevel
             floors = freeze_floors(LatencyModel(latency))
@@ -394,17 +396,23 @@ def run(args: argparse.Namespace) -> Dict[str, Any]:
             paths = {"aws_controller": lambda: freeze_aws(bench, args.freeze_runs, "controller", batches["aws_controller"]),
                      "aws_instance": lambda: freeze_aws(bench, args.freeze_runs, "instance", batches["aws_instance"]),
                      "alicloud_plugin": lambda: freeze_alicloud(bench, args.freeze_runs, batches["alicloud_plugin"])}
-            report["freeze"] = {name: dict(freeze_stats(measure(), floors[name]), instances_per_call=batches[name])
-                                for name, measure in paths.items()}
+            report["freeze"] = {}
+            for name, measure in paths.items():
+                report["freeze"][name] = dict(freeze_stats(measure(), floors[name]), instances_per_call=batches[name])
+                write_report(report, args.out, started)
         if "restore" in args.scenarios:
             report["restore"] = restore(bench)
+    write_report(report, args.out, started)
+    return report
+
+
+def write_report(report: Dict[str, Any], out: str, started: float) -> None:
     report["environment"]["load_average_end"] = [round(x, 2) for x in os.getloadavg()]
     report["environment"]["bench_wall_s"] = round(time.monotonic() - started, 1)
-    with open(os.path.join(args.out, "results.json"), "w", encoding="utf-8") as fh:
+    with open(os.path.join(out, "results.json"), "w", encoding="utf-8") as fh:
         json.dump(report, fh, indent=2, sort_keys=False)
-    with open(os.path.join(args.out, "summary.md"), "w", encoding="utf-8") as fh:
+    with open(os.path.join(out, "summary.md"), "w", encoding="utf-8") as fh:
         fh.write(summary(report))
-    return report
 
 
 def _yes(flag: Optional[bool]) -> str:

@@ -274,3 +274,39 @@ def test_a_large_linux_fleet_is_frozen_in_waves(twin_factory, run_tasks):
     sent = sorted(c["RequestedDateTime"].timestamp() for c in listed if c["CommandId"] in freeze_commands)
     assert min(b - a for a, b in zip(sent, sent[1:])) >= 0.9, sent  # a wave a second
     assert counts["SendCommand"] <= 6 + 12  # the freezes, and a thaw per batch of instances that finished together
+
+
+def test_wait_for_completion_waits_for_every_snapshot_of_the_set(twin_factory, run_tasks):
+    # Snapshots take 2 s to complete; "slow" would take 600 s, more than completion_timeout.
+    twins = twin_factory(linux_fleet(db={}, broken={"snapshot_error": True}), alicloud=False,
+                         latency={"profile": "zero", "transitions": {"snapshot_complete": 2.0}})
+    db, broken = ids(twins, "db", "broken")
+    run = run_tasks([
+        {ACG: {"provider": "aws", "consistency": "crash", "instance_ids": [db]}, "register": "nowait"},
+        {ACG: {"provider": "aws", "instance_ids": [db, broken], "mounts": ["/data"], "wait_for_completion": True,
+               "completion_timeout": 60}, "register": "waited", "ignore_errors": True},
+    ], twins.endpoints)
+    nowait, waited = run["nowait"], run["waited"]
+    assert not nowait.get("failed"), nowait.get("msg")
+    assert {m["state"] for m in nowait["results"][0]["snapshots"]} == {"pending"}
+    by_iid = {r["instance_id"]: r for r in waited["results"]}
+    good = by_iid[db]
+    assert good["consistency"] == "application" and not good.get("error")
+    assert {m["state"] for m in good["snapshots"]} == {"completed"}
+    assert {s["State"] for s in set_snapshots(twins, good["set_id"])} == {"completed"}
+    bad = by_iid[broken]
+    assert bad["consistency"] == "none" and bad["error"]["code"] == "SnapshotError"
+    assert [f["instance_id"] for f in waited["failed_instances"]] == [broken]
+
+
+def test_completion_timeout_keeps_the_set_and_warns(twin_factory, run_tasks):
+    twins = twin_factory(linux_fleet(db={}), alicloud=False,
+                         latency={"profile": "zero", "transitions": {"snapshot_complete": 600.0}})
+    (db,) = ids(twins, "db")
+    run = run_tasks([{ACG: {"provider": "aws", "consistency": "crash", "instance_ids": [db],
+                            "wait_for_completion": True, "completion_timeout": 1}, "register": "group"}], twins.endpoints)
+    group = run["group"]
+    assert not group.get("failed"), group.get("msg")
+    entry = group["results"][0]
+    assert entry["consistency"] == "crash" and entry["error"]["code"] == "CompletionTimeout"
+    assert any("completion_timeout" in w for w in group.get("warnings", []))
