@@ -10,6 +10,8 @@ credentials behave as in every amazon.aws module, for EC2 and SSM alike.
 
 from __future__ import annotations
 
+import concurrent.futures
+
 try:
     import botocore
 except ImportError:
@@ -89,6 +91,20 @@ def describe_instances(client, instance_ids=None, filters=None):
     return [instance for reservation in reservations for instance in reservation.get("Instances", [])]
 
 
+# Reads of a large fleet split into chunks of ids; the chunks are read this many at a time.
+READ_WORKERS = 4
+
+
+def in_chunks(read, ids, size):
+    """read(chunk) for each chunk of size ids, READ_WORKERS at a time; the results joined in the order of ids."""
+    ids = list(ids)
+    chunks = [ids[start:start + size] for start in range(0, len(ids), size)]
+    if len(chunks) <= 1:
+        return [item for chunk in chunks for item in read(chunk)]
+    with concurrent.futures.ThreadPoolExecutor(max_workers=min(READ_WORKERS, len(chunks))) as pool:
+        return [item for part in pool.map(read, chunks) for item in part]
+
+
 @EC2ErrorHandler.list_error_handler("describe volumes", default_value=[])
 @AWSRetry.jittered_backoff(catch_extra_error_codes=THROTTLING_CODES)
 def describe_volumes(client, volume_ids=None, filters=None):
@@ -147,6 +163,8 @@ def create_tags(client, resource_ids, tags):
 
 # CreateTags takes many resource ids per call; batches stay well inside the documented limit.
 CREATE_TAGS_BATCH = 500
+TAG_WORKERS = 8
+TAG_SERIAL_MAX = 4
 
 
 class TagBatch:
@@ -165,9 +183,18 @@ class TagBatch:
 
     def flush(self, client):
         groups, self._groups = self._groups, {}
-        for items, resource_ids in groups.items():
-            for start in range(0, len(resource_ids), CREATE_TAGS_BATCH):
-                create_tags(client, resource_ids[start:start + CREATE_TAGS_BATCH], dict(items))
+        calls = [(resource_ids[start:start + CREATE_TAGS_BATCH], dict(items)) for items, resource_ids in groups.items()
+                 for start in range(0, len(resource_ids), CREATE_TAGS_BATCH)]
+        if len(calls) <= TAG_SERIAL_MAX:
+            for resource_ids, tags in calls:
+                create_tags(client, resource_ids, tags)
+            return
+        # A fleet of VSS sets has one tag set per instance: many calls, made TAG_WORKERS at a time. Every
+        # call is tried; the first error is raised once they are all done.
+        with concurrent.futures.ThreadPoolExecutor(max_workers=TAG_WORKERS) as pool:
+            futures = [pool.submit(create_tags, client, resource_ids, tags) for resource_ids, tags in calls]
+        for future in futures:
+            future.result()
 
 
 @EC2ErrorHandler.deletion_error_handler("delete snapshot")
@@ -255,14 +282,9 @@ def get_command_invocation(client, command_id, instance_id):
 @SSMErrorHandler.common_error_handler("describe SSM managed instances")
 @AWSRetry.jittered_backoff(catch_extra_error_codes=THROTTLING_CODES)
 def describe_instance_information(client, instance_ids):
-    found = []
-    ids = list(instance_ids)
     # The InstanceIds filter takes at most 50 values.
-    for start in range(0, len(ids), 50):
-        chunk = ids[start:start + 50]
-        found.extend(_paginate(client, "describe_instance_information", "InstanceInformationList",
-                               Filters=[{"Key": "InstanceIds", "Values": chunk}]))
-    return found
+    return in_chunks(lambda chunk: _paginate(client, "describe_instance_information", "InstanceInformationList",
+                                             Filters=[{"Key": "InstanceIds", "Values": chunk}]), instance_ids, 50)
 
 
 @SSMErrorHandler.common_error_handler("list inventory entries")

@@ -14,6 +14,7 @@ from __future__ import annotations
 from ansible_collections.appconsistent.snapshots.plugins.module_utils.aws import describe_instance_information
 from ansible_collections.appconsistent.snapshots.plugins.module_utils.aws import describe_instances
 from ansible_collections.appconsistent.snapshots.plugins.module_utils.aws import describe_snapshots
+from ansible_collections.appconsistent.snapshots.plugins.module_utils.aws import in_chunks
 from ansible_collections.appconsistent.snapshots.plugins.module_utils import snapshot_set as ss
 
 FILTER_VALUES_MAX = 200
@@ -69,9 +70,9 @@ def resolve_instances(client, instance_ids=None, targets=None):
                 found[instance["InstanceId"]] = instance
         instance_ids = list(instance_ids or []) + ids
     requested = list(dict.fromkeys(instance_ids or []))
-    for chunk in _chunks(requested, FILTER_VALUES_MAX):
-        for instance in describe_instances(client, filters=[{"Name": "instance-id", "Values": chunk}]):
-            found[instance["InstanceId"]] = instance
+    for instance in in_chunks(lambda chunk: describe_instances(client, filters=[{"Name": "instance-id", "Values": chunk}]),
+                              requested, FILTER_VALUES_MAX):
+        found[instance["InstanceId"]] = instance
     order = requested + [i for i in found if i not in requested]
     return {instance_id: found.get(instance_id) for instance_id in order}
 

@@ -20,6 +20,7 @@ import concurrent.futures
 import json
 import re
 import shlex
+import threading
 import time
 
 from ansible_collections.appconsistent.snapshots.plugins.module_utils import aws as aws_api
@@ -37,11 +38,13 @@ from ansible_collections.appconsistent.snapshots.plugins.module_utils.vss_runner
 SHELL_DOCUMENT = "AWS-RunShellScript"
 SNAPSHOT_WORKERS = 32
 FREEZE_POLL = 0.25
-# Instances freezing or frozen at a time, at most four SendCommand waves.
+# Instances freezing or frozen at a time (sent the freeze, not yet sent the thaw): at most four SendCommand waves.
 FREEZE_IN_FLIGHT = 200
 # Seconds between two waves: a wave's CreateSnapshots calls (50 instances, SNAPSHOT_WORKERS at once) and its thaw
 # take well under this, so frozen instances do not queue behind each other.
 WAVE_SPACING = 1.0
+# Waves whose snapshots and thaw are under way at once, while the controller goes on polling and sending freezes.
+WAVE_WORKERS = 4
 _MOUNT = re.compile(r"^/[A-Za-z0-9_./@+:\-]*$")
 _VOLUME = re.compile(r"^vol-[0-9a-f]{8,32}$")
 
@@ -362,21 +365,23 @@ class AwsGroupRun:
             member["state"] = member["state"] or "pending"
         return set_id, members
 
-    def _snapshot_many(self, instance_ids, consistency):
-        """CreateSnapshots for many instances at once; the calls run concurrently."""
+    def _snapshot_many(self, instance_ids, consistency, pool=None):
+        """CreateSnapshots for many instances at once; the calls run concurrently (in pool when given)."""
+        if pool is None:
+            workers = max(1, min(SNAPSHOT_WORKERS, len(instance_ids)))
+            with concurrent.futures.ThreadPoolExecutor(max_workers=workers) as own:
+                return self._snapshot_many(instance_ids, consistency, own)
         done = {}
-        workers = max(1, min(SNAPSHOT_WORKERS, len(instance_ids)))
-        with concurrent.futures.ThreadPoolExecutor(max_workers=workers) as pool:
-            futures = {pool.submit(self._create_set, i, consistency): i for i in instance_ids}
-            for future in concurrent.futures.as_completed(futures):
-                instance_id = futures[future]
-                outcome = self.outcomes[instance_id]
-                try:
-                    outcome.set_id, outcome.snapshots = future.result()
-                    outcome.changed = True
-                    done[instance_id] = True
-                except aws_api.AppConsistentAWSError as exc:
-                    outcome.fail(_code(exc), aws_api.describe_aws_failure(exc) or f"CreateSnapshots failed: {_detail(exc)}")
+        futures = {pool.submit(self._create_set, i, consistency): i for i in instance_ids}
+        for future in concurrent.futures.as_completed(futures):
+            instance_id = futures[future]
+            outcome = self.outcomes[instance_id]
+            try:
+                outcome.set_id, outcome.snapshots = future.result()
+                outcome.changed = True
+                done[instance_id] = True
+            except aws_api.AppConsistentAWSError as exc:
+                outcome.fail(_code(exc), aws_api.describe_aws_failure(exc) or f"CreateSnapshots failed: {_detail(exc)}")
         return [i for i in instance_ids if done.get(i)]
 
     def _tag_devices(self, instance_ids):
@@ -756,11 +761,35 @@ class AwsGroupRun:
         waiting = list(instance_ids)  # not sent the freeze yet
         pending = []  # sent the freeze, not finished freezing
         thawed_sent = []
+        in_wave = {}  # finished freezing, snapshots and thaw under way: {future: instance ids}
+        thaw_lock = threading.Lock()
         deadline = self.clock() + p["wait_timeout"]
         last_wave = None
+
+        def snapshot_then_thaw(finished, frozen, snapshots):
+            try:
+                made = self._snapshot_many(frozen, "crash", snapshots) if frozen else []
+                for instance_id in frozen:
+                    if instance_id not in made:
+                        self.outcomes[instance_id].consistency = "none"
+            finally:
+                # The thaw goes to every finished instance, frozen or not, whatever went wrong on the
+                # controller: it is harmless where nothing is frozen.
+                with thaw_lock:
+                    self._send(thaw, finished)
+                    thawed_sent.extend(finished)
+
+        # A wave's snapshots and thaw run beside the loop, so the loop keeps polling and sending the next
+        # waves meanwhile; the snapshot calls of all waves share one pool of SNAPSHOT_WORKERS.
+        waves = concurrent.futures.ThreadPoolExecutor(max_workers=WAVE_WORKERS)
+        snapshots = concurrent.futures.ThreadPoolExecutor(max_workers=SNAPSHOT_WORKERS)
         try:
             while (pending or waiting) and self.clock() < deadline:
-                if waiting and len(pending) + aws_api.SSM_INSTANCE_BATCH <= FREEZE_IN_FLIGHT and \
+                for future in [f for f in in_wave if f.done()]:
+                    in_wave.pop(future)
+                    future.result()  # an unexpected error on the controller ends the run (its thaw was sent)
+                frozen_now = len(pending) + sum(len(ids) for ids in in_wave.values())
+                if waiting and frozen_now + aws_api.SSM_INSTANCE_BATCH <= FREEZE_IN_FLIGHT and \
                         (last_wave is None or self.clock() - last_wave >= WAVE_SPACING):
                     # Freezes go out in waves of one SendCommand, spaced so that each wave is frozen when the
                     # controller has snapshotted the one before: an instance frozen while the controller is busy
@@ -774,18 +803,16 @@ class AwsGroupRun:
                     pending = [i for i in pending if i not in finished]
                     try:
                         frozen = [i for i in finished if self._read_freeze(freeze, i)]
-                        made = self._snapshot_many(frozen, "crash") if frozen else []
-                        for instance_id in frozen:
-                            if instance_id not in made:
-                                self.outcomes[instance_id].consistency = "none"
-                    finally:
-                        # The thaw goes to every finished instance, frozen or not, whatever went wrong on the
-                        # controller: it is harmless where nothing is frozen.
-                        self._send(thaw, finished)
-                        thawed_sent.extend(finished)
+                    except BaseException:
+                        snapshot_then_thaw(finished, [], snapshots)
+                        raise
+                    in_wave[waves.submit(snapshot_then_thaw, finished, frozen, snapshots)] = finished
                     continue
                 self.sleep(FREEZE_POLL)
         finally:
+            # Every submitted wave ends with its thaw sent; wait for them before anything else.
+            waves.shutdown(wait=True)
+            snapshots.shutdown(wait=True)
             for instance_id in waiting:  # never sent: nothing was frozen
                 self.outcomes[instance_id].status = "NotSent"
                 self.outcomes[instance_id].fail("WaitTimeout", "the freeze was not started within wait_timeout: the "
@@ -796,6 +823,8 @@ class AwsGroupRun:
                                                                    "a thaw was sent and the watchdog thaws at freeze_timeout")
                 self._send(thaw, pending)
                 thawed_sent.extend(pending)
+        for future in in_wave:
+            future.result()
         thaw.wait(max(30.0, deadline - self.clock()))
         confirmed = {}
         for instance_id in thawed_sent:

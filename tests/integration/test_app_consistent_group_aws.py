@@ -273,7 +273,9 @@ def test_a_large_linux_fleet_is_frozen_in_waves(twin_factory, run_tasks):
     listed = twins.aws_client("ssm").list_commands()["Commands"]
     sent = sorted(c["RequestedDateTime"].timestamp() for c in listed if c["CommandId"] in freeze_commands)
     assert min(b - a for a, b in zip(sent, sent[1:])) >= 0.9, sent  # a wave a second
-    assert counts["SendCommand"] <= 6 + 12  # the freezes, and a thaw per batch of instances that finished together
+    # The freezes, and one thaw per group of instances that finished freezing together (not one per instance):
+    # the controller polls while earlier waves are snapshotted, so a wave may finish in up to three groups.
+    assert counts["SendCommand"] <= 6 + 3 * 6
 
 
 def test_wait_for_completion_waits_for_every_snapshot_of_the_set(twin_factory, run_tasks):

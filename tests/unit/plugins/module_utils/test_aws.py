@@ -1,6 +1,7 @@
 """EC2 and SSM wrappers: every request checked against botocore's own service model with Stubber."""
 
 import datetime
+import threading
 from unittest import mock
 
 import boto3
@@ -228,24 +229,44 @@ def test_stubbed_params_are_checked_against_the_model(ec2):
     assert aws.create_tags(client, ["snap-1"], {"k": "v"}) is True
 
 
-def test_tag_batch_writes_one_call_per_distinct_tag_set(ec2):
-    client, stub = ec2
+class TagRecorder:
+    """An EC2 client that records CreateTags calls (from any thread) and refuses the resources in ``refuse``."""
+
+    def __init__(self, refuse=()):
+        self.calls = []
+        self.refuse = set(refuse)
+
+    def create_tags(self, Resources, Tags):  # pylint: disable=invalid-name
+        self.calls.append((tuple(Resources), tuple((t["Key"], t["Value"]) for t in Tags)))
+        if self.refuse & set(Resources):
+            raise botocore.exceptions.ClientError({"Error": {"Code": "InvalidSnapshot.Malformed", "Message": "no"}},
+                                                  "CreateTags")
+
+
+def test_tag_batch_writes_one_call_per_distinct_tag_set():
+    client = TagRecorder()
     batch = aws.TagBatch()
     for n in range(3):  # three sets: each its own set tags, two devices shared by all
         batch.add([f"snap-{n}a", f"snap-{n}b"], {"appconsistent:set-id": f"acs-{n}", "appconsistent:consistency": "application"})
         batch.add([f"snap-{n}a"], {"appconsistent:device": "/dev/sda1"})
         batch.add([f"snap-{n}b"], {"appconsistent:device": "xvdf"})
-    for n in range(3):
-        stub.add_response("create_tags", {}, {"Resources": [f"snap-{n}a", f"snap-{n}b"],
-                                              "Tags": [{"Key": "appconsistent:consistency", "Value": "application"},
-                                                       {"Key": "appconsistent:set-id", "Value": f"acs-{n}"}]})
-        if n == 0:
-            stub.add_response("create_tags", {}, {"Resources": ["snap-0a", "snap-1a", "snap-2a"],
-                                                  "Tags": [{"Key": "appconsistent:device", "Value": "/dev/sda1"}]})
-            stub.add_response("create_tags", {}, {"Resources": ["snap-0b", "snap-1b", "snap-2b"],
-                                                  "Tags": [{"Key": "appconsistent:device", "Value": "xvdf"}]})
     batch.flush(client)
     batch.flush(client)  # flushed once: nothing left to write
+    expected = [((f"snap-{n}a", f"snap-{n}b"), (("appconsistent:consistency", "application"),
+                                                 ("appconsistent:set-id", f"acs-{n}"))) for n in range(3)]
+    expected += [(("snap-0a", "snap-1a", "snap-2a"), (("appconsistent:device", "/dev/sda1"),)),
+                 (("snap-0b", "snap-1b", "snap-2b"), (("appconsistent:device", "xvdf"),))]
+    assert sorted(client.calls) == sorted(expected)
+
+
+def test_tag_batch_tries_every_call_and_raises_the_error():
+    client = TagRecorder(refuse={"snap-7"})
+    batch = aws.TagBatch()
+    for n in range(20):  # a VSS fleet: one tag set per instance, more calls than are made one by one
+        batch.add([f"snap-{n}"], {"appconsistent:set-id": f"acs-{n}"})
+    with pytest.raises(aws.AppConsistentAWSError):
+        batch.flush(client)
+    assert sorted(resources for resources, _tags in client.calls) == sorted((f"snap-{n}",) for n in range(20))
 
 
 def test_tag_batch_splits_large_groups(ec2):
@@ -257,3 +278,15 @@ def test_tag_batch_splits_large_groups(ec2):
     stub.add_response("create_tags", {}, {"Resources": ids[:aws.CREATE_TAGS_BATCH], "Tags": tags})
     stub.add_response("create_tags", {}, {"Resources": ids[aws.CREATE_TAGS_BATCH:], "Tags": tags})
     batch.flush(client)
+
+
+def test_in_chunks_reads_chunks_side_by_side_and_keeps_the_order():
+    both_in_flight = threading.Barrier(2, timeout=3)  # the first two chunks must be read at the same time
+
+    def read(chunk):
+        if chunk[0] in (0, 10):
+            both_in_flight.wait()
+        return [n * 2 for n in chunk]
+
+    assert aws.in_chunks(read, range(35), 10) == [n * 2 for n in range(35)]
+    assert aws.in_chunks(read, [], 10) == []

@@ -1,6 +1,7 @@
 """AWS Linux groups, initiator controller: the thaw follows every finished freeze, whatever fails in between."""
 
 import json
+import threading
 import types
 
 import pytest
@@ -71,7 +72,7 @@ def test_the_thaw_is_sent_when_the_controller_fails_while_the_instance_is_frozen
     monkeypatch.setattr(group_aws, "CommandRun", FakeRun)
     run = _run()
 
-    def broken(instance_ids, consistency):
+    def broken(instance_ids, consistency, pool=None):
         raise RuntimeError("the controller failed while the instance was frozen")
 
     monkeypatch.setattr(run, "_snapshot_many", broken)
@@ -80,6 +81,47 @@ def test_the_thaw_is_sent_when_the_controller_fails_while_the_instance_is_frozen
     freeze, thaw = FakeRun.made
     assert (freeze.action, freeze.sent) == ("freeze", ["i-1"])
     assert (thaw.action, thaw.sent) == ("thaw", ["i-1"])
+
+
+class WaveRun(FakeRun):
+    """FakeRun that says when the freeze has gone to more than one wave of instances."""
+
+    second_wave = threading.Event()
+
+    def send(self, instance_ids):
+        command_ids = super().send(instance_ids)
+        if self.action == "freeze" and len(self.sent) > group_aws.aws_api.SSM_INSTANCE_BATCH:
+            WaveRun.second_wave.set()
+        return command_ids
+
+
+def test_the_next_wave_is_frozen_while_the_controller_snapshots_the_one_before(monkeypatch):
+    FakeRun.made = []
+    WaveRun.second_wave = threading.Event()
+    monkeypatch.setattr(group_aws, "CommandRun", WaveRun)
+    batch = group_aws.aws_api.SSM_INSTANCE_BATCH
+    ids = [f"i-{n:03d}" for n in range(2 * batch)]
+    run = _run(instance_ids=ids)
+    for instance_id in ids:
+        outcome = run.outcomes[instance_id] = Outcome(instance_id, "application")
+        outcome.platform = "linux"
+        outcome.volumes = [dict(volume_id="vol-0123456789abcdef0", device="/dev/xvdf", boot=False)]
+    overlapped = []
+
+    def create_set(instance_id, consistency):
+        if instance_id in ids[:batch]:  # the first wave's calls: does the second wave go out meanwhile?
+            overlapped.append(WaveRun.second_wave.wait(timeout=3))
+        return f"acs-{instance_id}", [dict(snapshot_id=f"snap-{instance_id}", device="/dev/xvdf", state="pending",
+                                           tags={})]
+
+    monkeypatch.setattr(run, "_create_set", create_set)
+    monkeypatch.setattr(run, "_raise_consistency", lambda confirmed: None)
+    monkeypatch.setattr(run, "_tag_devices", lambda instance_ids: None)
+    run._linux(ids)
+    freeze, thaw = FakeRun.made
+    assert sorted(freeze.sent) == ids and sorted(thaw.sent) == ids
+    assert len(overlapped) == batch and all(overlapped)
+    assert all(run.outcomes[i].snapshots for i in ids)
 
 
 @pytest.mark.parametrize("label", ["freeze_timeout", "script_timeout"])
