@@ -252,8 +252,8 @@ def test_tag_batch_writes_one_call_per_distinct_tag_set():
         batch.add([f"snap-{n}b"], {"appconsistent:device": "xvdf"})
     batch.flush(client)
     batch.flush(client)  # flushed once: nothing left to write
-    expected = [((f"snap-{n}a", f"snap-{n}b"), (("appconsistent:consistency", "application"),
-                                                 ("appconsistent:set-id", f"acs-{n}"))) for n in range(3)]
+    set_tags = [(("appconsistent:consistency", "application"), ("appconsistent:set-id", f"acs-{n}")) for n in range(3)]
+    expected = [((f"snap-{n}a", f"snap-{n}b"), set_tags[n]) for n in range(3)]
     expected += [(("snap-0a", "snap-1a", "snap-2a"), (("appconsistent:device", "/dev/sda1"),)),
                  (("snap-0b", "snap-1b", "snap-2b"), (("appconsistent:device", "xvdf"),))]
     assert sorted(client.calls) == sorted(expected)
