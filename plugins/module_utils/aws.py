@@ -95,14 +95,24 @@ def describe_instances(client, instance_ids=None, filters=None):
 READ_WORKERS = 4
 
 
+def chunks(items, size):
+    items = list(items)
+    return [items[start:start + size] for start in range(0, len(items), size)]
+
+
+def concurrently(call, items, workers):
+    """[call(item) for item in items], at most workers calls at a time; every call is made before an error is raised."""
+    items = list(items)
+    if workers <= 1 or len(items) <= 1:
+        return [call(item) for item in items]
+    with concurrent.futures.ThreadPoolExecutor(max_workers=min(workers, len(items))) as pool:
+        futures = [pool.submit(call, item) for item in items]
+    return [future.result() for future in futures]
+
+
 def in_chunks(read, ids, size):
     """read(chunk) for each chunk of size ids, READ_WORKERS at a time; the results joined in the order of ids."""
-    ids = list(ids)
-    chunks = [ids[start:start + size] for start in range(0, len(ids), size)]
-    if len(chunks) <= 1:
-        return [item for chunk in chunks for item in read(chunk)]
-    with concurrent.futures.ThreadPoolExecutor(max_workers=min(READ_WORKERS, len(chunks))) as pool:
-        return [item for part in pool.map(read, chunks) for item in part]
+    return [item for part in concurrently(read, chunks(ids, size), READ_WORKERS) for item in part]
 
 
 @EC2ErrorHandler.list_error_handler("describe volumes", default_value=[])
@@ -183,18 +193,11 @@ class TagBatch:
 
     def flush(self, client):
         groups, self._groups = self._groups, {}
-        calls = [(resource_ids[start:start + CREATE_TAGS_BATCH], dict(items)) for items, resource_ids in groups.items()
-                 for start in range(0, len(resource_ids), CREATE_TAGS_BATCH)]
-        if len(calls) <= TAG_SERIAL_MAX:
-            for resource_ids, tags in calls:
-                create_tags(client, resource_ids, tags)
-            return
-        # A fleet of VSS sets has one tag set per instance: many calls, made TAG_WORKERS at a time. Every
-        # call is tried; the first error is raised once they are all done.
-        with concurrent.futures.ThreadPoolExecutor(max_workers=TAG_WORKERS) as pool:
-            futures = [pool.submit(create_tags, client, resource_ids, tags) for resource_ids, tags in calls]
-        for future in futures:
-            future.result()
+        calls = [(part, dict(items)) for items, resource_ids in groups.items()
+                 for part in chunks(resource_ids, CREATE_TAGS_BATCH)]
+        # A fleet of VSS sets has one tag set per instance: many calls, made TAG_WORKERS at a time.
+        concurrently(lambda call: create_tags(client, *call), calls,
+                     TAG_WORKERS if len(calls) > TAG_SERIAL_MAX else 1)
 
 
 @EC2ErrorHandler.deletion_error_handler("delete snapshot")

@@ -23,11 +23,6 @@ AGENT_ADVICE = ("check that the SSM agent is installed and running, that the ins
                 "and that its instance profile allows Systems Manager (AmazonSSMManagedInstanceCore)")
 
 
-def _chunks(items, size):
-    items = list(items)
-    return [items[start:start + size] for start in range(0, len(items), size)]
-
-
 def ssm_command_argument_spec():
     """The options of modules that send one SSM document to Windows instances (doc fragment ssm_command)."""
     return dict(
@@ -137,35 +132,25 @@ def snapshot_member(snapshot, device=None):
                 start_time=start.isoformat() if hasattr(start, "isoformat") else start, tags=tags)
 
 
-def wait_until_completed(client, members, timeout, sleep, clock):
-    """Poll the members' snapshots until each is completed or in error, or until timeout seconds have passed.
-
-    members are set members (snapshot_member dicts); their state and progress are updated in place.
-    Returns the ids still pending at the deadline.
-    """
-    pending = {m["snapshot_id"]: m for m in members if m.get("state") not in ("completed", "error")}
-    deadline = clock() + timeout
-    while pending and clock() < deadline:
-        for chunk in _chunks(pending, FILTER_VALUES_MAX):
-            for snapshot in describe_snapshots(client, snapshot_ids=chunk):
-                member = pending.get(snapshot["SnapshotId"])
-                if member is None:
-                    continue
-                member["state"], member["progress"] = snapshot.get("State"), snapshot.get("Progress")
-                if member["state"] in ("completed", "error"):
-                    pending.pop(snapshot["SnapshotId"])
-        if pending:
-            sleep(SNAPSHOT_POLL)
-    return set(pending)
-
-
 def complete_sets(client, outcomes, timeout, sleep, clock):
     """Wait for the snapshots of several sets (objects with snapshots, consistency, error and fail()).
 
-    A set with a snapshot in error can never be restored: its consistency becomes none. A set still
-    pending at the deadline keeps its consistency (the data is fixed) and says so in its error.
+    The members' state and progress are updated in place. A set with a snapshot in error can never be
+    restored: its consistency becomes none. A set still pending at the deadline keeps its consistency
+    (the data is fixed) and says so in its error.
     """
-    pending = wait_until_completed(client, [m for o in outcomes for m in o.snapshots], timeout, sleep, clock)
+    pending = {m["snapshot_id"]: m for o in outcomes for m in o.snapshots if m.get("state") not in ("completed", "error")}
+    deadline = clock() + timeout
+    while pending and clock() < deadline:
+        for snapshot in in_chunks(lambda chunk: describe_snapshots(client, snapshot_ids=chunk), pending, FILTER_VALUES_MAX):
+            member = pending.get(snapshot["SnapshotId"])
+            if member is None:
+                continue
+            member["state"], member["progress"] = snapshot.get("State"), snapshot.get("Progress")
+            if member["state"] in ("completed", "error"):
+                pending.pop(snapshot["SnapshotId"])
+        if pending:
+            sleep(SNAPSHOT_POLL)
     for outcome in outcomes:
         errors = [m["snapshot_id"] for m in outcome.snapshots if m.get("state") == "error"]
         if errors:
