@@ -200,6 +200,7 @@ class AwsGroupRun:
         self.requested = self.params["consistency"]
         self.outcomes = {}
         self.instances = {}
+        self.agents = {}
         self.ec2 = None
         self.ssm = None
 
@@ -262,6 +263,7 @@ class AwsGroupRun:
         if needs_agent:
             self.ssm = self.module.aws_client("ssm")
             agents = aws_fleet.agent_status(self.ssm, [i for i, d in self.instances.items() if d])
+        self.agents = agents
         ready = self._preflight(agents, needs_agent)
         ready = self._skip_existing(ready)
         windows = [i for i in ready if self.outcomes[i].platform == "windows"]
@@ -271,10 +273,7 @@ class AwsGroupRun:
         elif self.requested == "offline":
             self._offline(ready)
         else:
-            if windows:
-                self._windows(windows)
-            if linux:
-                self._linux(linux)
+            self._agent_parts(windows, linux)
         if self.params.get("wait_for_completion") and not self.module.check_mode:
             made = [o for o in self.outcomes.values() if o.snapshots]
             aws_fleet.complete_sets(self.ec2, made, self.params["completion_timeout"], self.sleep, self.clock)
@@ -561,7 +560,26 @@ class AwsGroupRun:
 
     # --- Windows: VSS -----------------------------------------------------------------------------------
 
-    def _windows(self, instance_ids):
+    def _agent_parts(self, windows, linux):
+        """The Windows (VSS) and Linux (freeze helper) instances of a fleet do not wait for each other: the two parts
+        run side by side, so a mixed fleet takes as long as its longer part rather than both."""
+        # Everything either part could refuse is refused here, before the other part freezes or snapshots anything.
+        vss_run = self._vss_run(windows) if windows else None
+        if linux and self.params.get("initiator") == "instance" and (self.params.get("mounts") or ["auto"]) == ["auto"]:
+            raise GroupInputError("initiator instance needs mounts listed explicitly")
+        parts = ([lambda: self._windows(vss_run)] if windows else []) + ([lambda: self._linux(linux)] if linux else [])
+        if len(parts) < 2:
+            for part in parts:
+                part()
+            return
+        with concurrent.futures.ThreadPoolExecutor(max_workers=len(parts)) as pool:
+            futures = [pool.submit(part) for part in parts]
+        # Both parts have ended (every thaw of the Linux part is sent) before an error of either is raised.
+        for future in futures:
+            future.result()
+
+    def _vss_run(self, instance_ids):
+        """The VSS run of the Windows instances, its parameters checked."""
         p = self.params
         mapped = dict(
             instance_ids=instance_ids, targets=None, max_concurrency=p.get("max_concurrency"),
@@ -572,7 +590,14 @@ class AwsGroupRun:
             install_vss_components=False, vss_version=None, run_id=p.get("run_id"), delete_after=p.get("delete_after"),
             on_fallback=p.get("on_fallback"), wait=p.get("wait"), wait_timeout=p.get("wait_timeout"),
             wait_for_completion=False, completion_timeout=p.get("completion_timeout"))
-        summary = VssSnapshotRun(self.module, sleep=self.sleep, clock=self.clock, params=mapped).run()
+        # The VSS run works from the instances and agents this run has read, not from a second read of them.
+        known = ({i: self.instances[i] for i in instance_ids}, {i: self.agents[i] for i in instance_ids if i in self.agents})
+        vss_run = VssSnapshotRun(self.module, sleep=self.sleep, clock=self.clock, params=mapped, known=known)
+        vss_run.validate()
+        return vss_run
+
+    def _windows(self, vss_run):
+        summary = vss_run.run()
         for result in summary["results"]:
             outcome = self.outcomes[result["instance_id"]]
             outcome.status = result["status"]
@@ -616,10 +641,8 @@ class AwsGroupRun:
         spec = {"InstanceId": "@@INSTANCE_ID@@", "ExcludeBootVolume": bool(outcome.exclude_boot)}
         if outcome.exclude_data:
             spec["ExcludeDataVolumeIds"] = list(outcome.exclude_data)
-        freeze = shlex.split(self._helper_command("freeze", run_id).splitlines()[-1])[2:] \
-            if (p.get("mounts") or ["auto"]) != ["auto"] else None
-        if freeze is None:
-            raise GroupInputError("initiator instance needs mounts listed explicitly")
+        # mounts are listed (checked in _agent_parts): the helper's own freeze arguments
+        freeze = shlex.split(self._helper_command("freeze", run_id).splitlines()[-1])[2:]
         description = p.get("description")
         script = INSTANCE_INITIATOR % dict(
             tags=shlex.quote(tag_spec), spec=shlex.quote(json.dumps(spec)), region=shlex.quote(self.module.region),
@@ -794,9 +817,11 @@ class AwsGroupRun:
                     # Freezes go out in waves of one SendCommand, spaced so that each wave is frozen when the
                     # controller has snapshotted the one before: an instance frozen while the controller is busy
                     # with others stays frozen that long, and a whole fleet at once outlasts freeze_timeout.
+                    # The spacing counts from the moment the cloud accepted the previous wave, not from when the
+                    # controller sent it, so a slow SendCommand cannot bring two waves closer together.
                     wave, waiting = waiting[:aws_api.SSM_INSTANCE_BATCH], waiting[aws_api.SSM_INSTANCE_BATCH:]
-                    last_wave = self.clock()
                     pending.extend(self._send(freeze, wave))
+                    last_wave = self.clock()
                 freeze.poll()
                 finished = [i for i in pending if i in freeze.invocations and is_terminal(freeze.invocations[i])]
                 if finished:

@@ -64,8 +64,10 @@ class InstanceResult:
 class VssSnapshotRun:
     """One vss_snapshot task. ``module`` is an AppConsistentModule."""
 
-    def __init__(self, module, sleep=time.sleep, clock=time.monotonic, params=None):
+    def __init__(self, module, sleep=time.sleep, clock=time.monotonic, params=None, known=None):
         self.module = module
+        # ({instance_id: description}, {instance_id: agent information}) already read by the caller
+        self.known = known
         # app_consistent_group runs Windows instances through this class with its own options mapped.
         self.params = params if params is not None else module.params
         self.sleep = sleep
@@ -177,15 +179,18 @@ class VssSnapshotRun:
             save_vss_metadata=p.get("save_vss_metadata"), install=self.install, vss_version=p.get("vss_version"))
 
     def _preflight(self):
-        try:
-            self.instances = aws_fleet.resolve_instances(self.ec2, self.params.get("instance_ids"),
-                                                         self.params.get("targets"))
-        except ValueError as exc:
-            self.module.fail_json(msg=str(exc))
-        if not self.instances:
-            self.module.fail_json(msg="no instance matches targets", results=[], failed_instances=[])
-        existing = [i for i, d in self.instances.items() if d is not None]
-        agents = aws_fleet.agent_status(self.ssm, existing)
+        if self.known:
+            self.instances, agents = self.known
+        else:
+            try:
+                self.instances = aws_fleet.resolve_instances(self.ec2, self.params.get("instance_ids"),
+                                                             self.params.get("targets"))
+            except ValueError as exc:
+                self.module.fail_json(msg=str(exc))
+            if not self.instances:
+                self.module.fail_json(msg="no instance matches targets", results=[], failed_instances=[])
+            existing = [i for i, d in self.instances.items() if d is not None]
+            agents = aws_fleet.agent_status(self.ssm, existing)
         ready = []
         for instance_id, instance in self.instances.items():
             result = self.results[instance_id] = InstanceResult(instance_id)

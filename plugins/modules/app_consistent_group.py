@@ -31,6 +31,8 @@ description:
     SendCommand) a second apart, at most 200 instances freezing or frozen at a time, so that a large fleet never
     waits frozen for the controller. The helper's watchdog thaws on the instance at O(freeze_timeout) whatever happens
     to the controller. On B(AWS Windows), the VSS document runs, as M(appconsistent.snapshots.vss_snapshot) does.
+    The Windows and Linux instances of one task run side by side; anything either part would refuse is refused
+    before either part starts.
   - The consistency reported and tagged is what was achieved, never what was asked; O(on_fallback) decides what
     a shortfall does to the task.
 author:

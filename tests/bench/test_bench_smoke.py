@@ -24,6 +24,8 @@ def test_bench_runs_end_to_end_and_writes_its_results(tmp_path):
     assert set(collection["consistency"]) == {"application"}
     assert collection["api_calls"]["by_operation"]["aws"]["CreateSnapshots"] >= 1
     assert collection["cpu_s"] > 0 and collection["peak_rss_mib"] > 0
+    # the measured part of the run ends before the bench saves the results
+    assert 0 < collection["wall_s"] < collection["play_wall_s"]
     # The operators' way: one snapshot per volume, one call each.
     assert entry["baseline_ec2_snapshot"]["snapshots"] == 2 * SIZE
     assert entry["baseline_ec2_snapshot"]["api_calls"]["by_operation"]["aws"]["CreateSnapshot"] == 2 * SIZE

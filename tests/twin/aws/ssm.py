@@ -236,12 +236,17 @@ class SsmService:
         self.commands: Dict[str, Command] = {}
         self.order: List[str] = []
         self.pool = ThreadPoolExecutor(max_workers=64, thread_name_prefix="aws-twin-agent")
+        # A VSS document holds its thread for the whole modelled freeze (vss_freeze). On a real cloud every
+        # instance's agent waits on its own, so these get threads of their own instead of queueing the other
+        # instances' commands behind a hundred sleeping Windows agents.
+        self.vss_pool = ThreadPoolExecutor(max_workers=1024, thread_name_prefix="aws-twin-vss")
         self.helper = HelperSimulator(cloud.latency)
         self._api_clients: Dict[str, Any] = {}
         self.lock = threading.RLock()
 
     def close(self) -> None:
         self.pool.shutdown(wait=False, cancel_futures=True)
+        self.vss_pool.shutdown(wait=False, cancel_futures=True)
 
     # -- dispatch -----------------------------------------------------------------------------
     def handles(self, action: str) -> bool:
@@ -517,7 +522,7 @@ class SsmService:
                 return
             inv.set("InProgress", "InProgress")
             inv.start = time.time()
-        self.pool.submit(self._execute, command, inv)
+        (self.vss_pool if command.doc["kind"] == "vss" else self.pool).submit(self._execute, command, inv)
 
     def _execute(self, command: Command, inv: Invocation) -> None:
         try:

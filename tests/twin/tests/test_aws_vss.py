@@ -247,3 +247,27 @@ def test_pause_is_at_most_ten_seconds(twin_factory, monkeypatch):
     twins.latency.update({"profile": "zero", "transitions": {"vss_freeze": 2.5}})
     assert wait_command(ssm, _vss(ssm, iid))[iid]["Status"] == "Success"
     assert slept == [10.0, 2.5]
+
+
+def test_many_windows_agents_in_their_vss_freeze_do_not_hold_up_other_instances(twin_factory):
+    # More Windows instances in their VSS freeze than the agent threads the twin starts with: each agent waits on
+    # its own, as on a real cloud, so a Linux command sent meanwhile finishes while they are all still frozen.
+    windows = [{"provider": "aws", "name": f"sql-{n:02d}", "platform": "windows", "volumes": WIN_VOLUMES[:2]}
+               for n in range(80)]
+    twins = twin_factory({"instances": windows + [
+        {"provider": "aws", "name": "lin-1", "platform": "linux", "volumes": WIN_VOLUMES[:2]}]},
+        latency={"profile": "zero", "transitions": {"vss_freeze": 4.0}}, alicloud=False)
+    ssm, ids = twins.aws_client("ssm"), twins.aws.instances
+    sql = [ids[f"sql-{n:02d}"] for n in range(80)]
+    vss = [ssm.send_command(InstanceIds=chunk, DocumentName="AWSEC2-CreateVssSnapshot")["Command"]["CommandId"]
+           for chunk in (sql[:40], sql[40:])]
+    shell = ssm.send_command(InstanceIds=[ids["lin-1"]], DocumentName="AWS-RunShellScript",
+                             Parameters={"commands": ["echo ok"]})["Command"]["CommandId"]
+    (linux,) = wait_command(ssm, shell).values()
+    assert linux["Status"] == "Success"
+    # every VSS command is still in its freeze when the Linux one has finished
+    still_running = [i for command_id in vss for i in ssm.list_command_invocations(CommandId=command_id)["CommandInvocations"]
+                     if i["Status"] in ("Pending", "InProgress")]
+    assert len(still_running) == 80
+    finished = wait_command(ssm, vss[0], timeout=60)
+    assert {i["Status"] for i in finished.values()} == {"Success"}

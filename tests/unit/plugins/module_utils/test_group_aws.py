@@ -128,3 +128,42 @@ def test_the_next_wave_is_frozen_while_the_controller_snapshots_the_one_before(m
 def test_timeouts_must_be_positive(label):
     with pytest.raises(GroupInputError, match=label):
         _run(**{label: 0}).validate()
+
+
+def test_an_error_of_the_windows_part_is_raised_once_the_linux_part_has_thawed(monkeypatch):
+    FakeRun.made = []
+    monkeypatch.setattr(group_aws, "CommandRun", FakeRun)
+    run = _run()
+    linux_frozen = threading.Event()
+    monkeypatch.setattr(run, "_vss_run", lambda instance_ids: "vss run")
+
+    def windows(vss_run):
+        assert vss_run == "vss run"
+        linux_frozen.wait(timeout=3)  # fail while the Linux instance is frozen
+        raise RuntimeError("the VSS part failed")
+
+    def create_set(instance_id, consistency):
+        linux_frozen.set()
+        return f"acs-{instance_id}", [dict(snapshot_id="snap-1", device="/dev/xvdf", state="pending", tags={})]
+
+    monkeypatch.setattr(run, "_windows", windows)
+    monkeypatch.setattr(run, "_create_set", create_set)
+    monkeypatch.setattr(run, "_raise_consistency", lambda confirmed: None)
+    monkeypatch.setattr(run, "_tag_devices", lambda instance_ids: None)
+    with pytest.raises(RuntimeError, match="VSS part"):
+        run._agent_parts(["i-win"], ["i-1"])
+    assert linux_frozen.is_set()
+    freeze, thaw = FakeRun.made
+    assert freeze.sent == thaw.sent == ["i-1"]
+    assert run.outcomes["i-1"].snapshots
+
+
+def test_initiator_instance_without_mounts_is_refused_before_either_part_starts(monkeypatch):
+    run = _run(initiator="instance", mounts=["auto"])
+    started = []
+    monkeypatch.setattr(run, "_vss_run", lambda instance_ids: "vss run")
+    monkeypatch.setattr(run, "_windows", started.append)
+    monkeypatch.setattr(run, "_linux", started.append)
+    with pytest.raises(GroupInputError, match="mounts listed explicitly"):
+        run._agent_parts(["i-win"], ["i-1"])
+    assert started == []
