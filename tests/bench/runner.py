@@ -136,11 +136,10 @@ class Bench:
         mark = os.path.join(self.workdir, f"end-{self.count}.txt")
         # The measured run ends with the tasks measured: the bench's own step that saves the registered results
         # (seconds at N = 1000, where the results are large) is not something an operator's playbook does.
+        keep = "{{ {" + ", ".join(f"'{n}': {n}" for n in results) + "} | to_json }}"
         collect = [{"name": "Mark the end of the measured tasks", "ansible.builtin.copy": {
-                        "dest": mark, "mode": "0600", "content": "{{ now(utc=true).timestamp() }}"}},
-                   {"name": "Keep the results", "ansible.builtin.copy": {
-                       "dest": out, "mode": "0600",
-                       "content": "{{ {" + ", ".join(f"'{n}': {n}" for n in results) + "} | to_json }}"}}]
+            "dest": mark, "mode": "0600", "content": "{{ now(utc=true).timestamp() }}"}},
+            {"name": "Keep the results", "ansible.builtin.copy": {"dest": out, "mode": "0600", "content": keep}}]
         play = [{"name": "bench", "hosts": "localhost", "gather_facts": False,
                  "module_defaults": module_defaults(twins.endpoints), "tasks": list(tasks) + (collect if results else [])}]
         path = os.path.join(self.workdir, f"play-{self.count}.yml")
