@@ -259,12 +259,10 @@ class AwsGroupRun:
         self.ec2 = self.module.aws_client("ec2")
         self.instances = aws_fleet.resolve_instances(self.ec2, self.params["instance_ids"])
         needs_agent = self.requested not in ("crash", "offline") or self.unmounts
-        agents = {}
         if needs_agent:
             self.ssm = self.module.aws_client("ssm")
-            agents = aws_fleet.agent_status(self.ssm, [i for i, d in self.instances.items() if d])
-        self.agents = agents
-        ready = self._preflight(agents, needs_agent)
+            self.agents = aws_fleet.agent_status(self.ssm, [i for i, d in self.instances.items() if d])
+        ready = self._preflight(self.agents, needs_agent)
         ready = self._skip_existing(ready)
         windows = [i for i in ready if self.outcomes[i].platform == "windows"]
         linux = [i for i in ready if self.outcomes[i].platform == "linux"]
@@ -558,7 +556,7 @@ class AwsGroupRun:
                 self.outcomes[instance_id].fail("StillStopping", f"instance {instance_id} is still stopping: start it "
                                                                  "once it has stopped")
 
-    # --- Windows: VSS -----------------------------------------------------------------------------------
+    # --- Windows and Linux side by side -----------------------------------------------------------------
 
     def _agent_parts(self, windows, linux):
         """The Windows (VSS) and Linux (freeze helper) instances of a fleet do not wait for each other: the two parts
@@ -568,15 +566,10 @@ class AwsGroupRun:
         if linux and self.params.get("initiator") == "instance" and (self.params.get("mounts") or ["auto"]) == ["auto"]:
             raise GroupInputError("initiator instance needs mounts listed explicitly")
         parts = ([lambda: self._windows(vss_run)] if windows else []) + ([lambda: self._linux(linux)] if linux else [])
-        if len(parts) < 2:
-            for part in parts:
-                part()
-            return
-        with concurrent.futures.ThreadPoolExecutor(max_workers=len(parts)) as pool:
-            futures = [pool.submit(part) for part in parts]
         # Both parts have ended (every thaw of the Linux part is sent) before an error of either is raised.
-        for future in futures:
-            future.result()
+        aws_api.concurrently(lambda part: part(), parts, len(parts))
+
+    # --- Windows: VSS -----------------------------------------------------------------------------------
 
     def _vss_run(self, instance_ids):
         """The VSS run of the Windows instances, its parameters checked."""
