@@ -90,12 +90,30 @@ def test_overrides_and_a_share_of_the_budget(clock):
 def test_admission_reserves_only_what_can_be_spent_within_the_window(clock):
     pacer = _pacer(clock, limits={"CreateSnapshots": {"capacity": 5, "refill": 1}})
     assert pacer.admit("ec2", "CreateSnapshots", 50, within=0) == 5
-    # Nothing left now; within 3 s, 3 more tokens refill.
     assert pacer.admit("ec2", "CreateSnapshots", 50, within=0) == 0
+    # The promised calls are made two seconds later. A full bucket does not refill, so the model spends their
+    # tokens then, not when they were promised: no tokens are promised twice.
+    clock.sleep(2)
+    assert pacer.admit("ec2", "CreateSnapshots", 50, within=0) == 0
+    with pacer.prepaid("ec2", "CreateSnapshots", 5):
+        for _ in range(5):
+            assert pacer.before_call("ec2", "CreateSnapshots") == 0.0
     assert pacer.admit("ec2", "CreateSnapshots", 50, within=3) == 3
-    # Those 3 are promised: the next call waits for them to refill and for its own token.
+    # Those 3 are promised: a call made without a promise waits for them to refill and for its own token.
+    assert pacer.seconds_until("ec2", "CreateSnapshots") == pytest.approx(4.0)
+    assert pacer.before_call("ec2", "CreateSnapshots") == pytest.approx(4.0)
+
+
+def test_calls_instances_make_themselves_are_spent_at_the_latest_instant_they_can_come(clock):
+    pacer = _pacer(clock, limits={"CreateSnapshots": {"capacity": 5, "refill": 1}})
+    assert pacer.admit("ec2", "CreateSnapshots", 5, within=0, made_within=4) == 5
+    # Until then the bucket may still be full in the cloud (a full bucket does not refill): nothing more.
     clock.sleep(3)
-    assert pacer.seconds_until("ec2", "CreateSnapshots") == pytest.approx(1.0)
+    assert pacer.admit("ec2", "CreateSnapshots", 50, within=0) == 0
+    clock.sleep(1)
+    assert pacer.admit("ec2", "CreateSnapshots", 50, within=0) == 0  # spent at 4 s: empty
+    clock.sleep(2)
+    assert pacer.admit("ec2", "CreateSnapshots", 50, within=0) == 2
 
 
 def test_reserved_calls_do_not_pay_twice(clock):
@@ -207,3 +225,36 @@ def test_the_hook_puts_unfiltered_describes_in_their_own_bucket(clock):
     client.describe_snapshots(Filters=[{"Name": "tag-key", "Values": ["appconsistent:set-id"]}])
     assert pacer.bucket("ec2", "DescribeSnapshots:unfiltered").tokens == pytest.approx(49)
     assert pacer.bucket("ec2", "DescribeSnapshots").tokens == pytest.approx(99)
+
+
+def test_the_summary_counts_every_token_the_run_spent_once(clock):
+    pacer = _pacer(clock)
+    assert pacer.admit("ec2", "CreateSnapshots", 150, within=10) == 150  # 100 in the bucket, 50 refilled in 10 s
+    pacer.refund("ec2", "CreateSnapshots", 10)  # ten instances were not frozen after all
+    with pacer.prepaid("ec2", "CreateSnapshots", 140):
+        for _ in range(140):
+            pacer.before_call("ec2", "CreateSnapshots")
+    for _ in range(60):
+        pacer.before_call("ec2", "CreateSnapshots")  # the crash sets of another 60 instances
+    summary = pacer.summary()
+    assert summary["calls"] == {"CreateSnapshots": 200}
+    # 200 tokens of a bucket of 100 refilling 5 a second: at least 20 s.
+    assert summary["rate_floor_s"] == pytest.approx(20.0)
+    assert "estimated_floor_s" not in summary
+    pacer.plan("ec2", "CreateSnapshots", 1000)
+    assert pacer.summary()["estimated_floor_s"] == pytest.approx(180.0)
+
+
+def test_admitted_batches_go_out_as_the_bucket_refills(clock):
+    pacer = _pacer(clock, limits={"CreateSnapshots": {"capacity": 5, "refill": 1}})
+    stamps = []
+    batches = []
+    for batch in pacing.admitted_batches(pacer, "ec2", "CreateSnapshots", [f"i-{n}" for n in range(12)], 50, clock.sleep,
+                                         made_within=0):
+        stamps.append(clock.now)
+        batches.append(len(batch))
+    # The first batch waits a second for more tokens (the bucket holds 5 at most), then one instance a second:
+    # never more quiesced than the bucket can serve at once, and no batch from an empty bucket.
+    assert batches == [5] + [1] * 7
+    assert stamps[-1] - stamps[0] == pytest.approx(7.0)
+    assert pacer.bucket("ec2", "CreateSnapshots").tokens >= -1e-9
