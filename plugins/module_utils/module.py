@@ -24,6 +24,7 @@ from ansible_collections.appconsistent.snapshots.plugins.module_utils.alicloud i
 from ansible_collections.appconsistent.snapshots.plugins.module_utils.alicloud import alicloud_argument_spec
 from ansible_collections.appconsistent.snapshots.plugins.module_utils.aws import describe_aws_failure
 from ansible_collections.appconsistent.snapshots.plugins.module_utils.aws import retry_decorator
+from ansible_collections.appconsistent.snapshots.plugins.module_utils.validate import check_params
 
 
 class AppConsistentModule(AnsibleAWSModule):
@@ -33,7 +34,7 @@ class AppConsistentModule(AnsibleAWSModule):
     play that only touches Alibaba Cloud does not need boto3 installed.
     """
 
-    def __init__(self, **kwargs):
+    def __init__(self, provider=None, **kwargs):
         spec = alicloud_argument_spec()
         spec.update(kwargs.get("argument_spec") or {})
         kwargs["argument_spec"] = spec
@@ -41,6 +42,12 @@ class AppConsistentModule(AnsibleAWSModule):
         super().__init__(**kwargs)
         self._aws_clients = {}
         self._alicloud = None
+        # Ids, run ids, durations and timeouts of every module are checked before the module does anything:
+        # an id is used as a describe filter, where a wildcard would select what the user did not name.
+        try:
+            check_params(self.params, provider)
+        except ValueError as exc:
+            self.fail_json(msg=str(exc))
 
     # --- AWS ------------------------------------------------------------------------
 

@@ -23,6 +23,7 @@ import time
 from ansible_collections.amazon.aws.plugins.module_utils.retries import AWSRetry
 
 from ansible_collections.appconsistent.snapshots.plugins.module_utils import snapshot_set as ss
+from ansible_collections.appconsistent.snapshots.plugins.module_utils import validate as checks
 from ansible_collections.appconsistent.snapshots.plugins.module_utils.alicloud import AlibabaCloud
 from ansible_collections.appconsistent.snapshots.plugins.module_utils.alicloud import AlibabaCloudError
 from ansible_collections.appconsistent.snapshots.plugins.module_utils.alicloud import tags_to_dict
@@ -328,11 +329,15 @@ def validate(params, source_region):
     conflicts += [k for k in (params.get("tags") or {}) if str(k).lower().startswith(("acs:", "aliyun"))]
     if conflicts:
         raise CopyRefused(f"tags: these keys are reserved and cannot be set: {', '.join(sorted(set(conflicts)))}.")
+    try:
+        params["tags"] = checks.user_tags(params.get("tags"), params["provider"], checks.COPY_OWN_TAGS)
+    except ValueError as exc:
+        raise CopyRefused(str(exc)) from None
     if params.get("delete_after"):
         try:
             ss.parse_duration(params["delete_after"])
         except ValueError as exc:
-            raise CopyRefused(f"delete_after: {exc}") from None
+            raise CopyRefused(str(exc)) from None
 
 
 def client_token(copy_set_id, source_snapshot_id):

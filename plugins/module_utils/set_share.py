@@ -27,7 +27,7 @@ from ansible_collections.appconsistent.snapshots.plugins.module_utils.aws import
 
 PUBLIC_GROUP = "all"
 ATTRIBUTE = "createVolumePermission"
-_ACCOUNT = re.compile(r"^\d{12}$")
+_ACCOUNT = re.compile(r"[0-9]{12}")
 ALICLOUD_NOT_SUPPORTED = (
     "Sharing snapshots is not supported on Alibaba Cloud: ECS has no API that grants another account access to a "
     "snapshot (only custom images can be shared, with ModifyImageSharePermission). Copy the set to the region where "
@@ -87,7 +87,7 @@ def validate(params):
     if any(a.lower() == PUBLIC_GROUP for a in accounts):
         raise ShareRefused("account_ids: 'all' would make the set public; to do that on purpose, set public: true "
                            "(and leave 'all' out of account_ids).")
-    bad = [a for a in accounts if not _ACCOUNT.match(a)]
+    bad = [a for a in accounts if not _ACCOUNT.fullmatch(a)]
     if bad:
         raise ShareRefused(f"account_ids: {', '.join(bad)} are not AWS account ids (12 digits).")
     if not accounts and not params.get("public"):
