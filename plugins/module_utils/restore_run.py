@@ -75,6 +75,18 @@ def validate(params):
             raise restore.RestoreRefused(str(exc)) from None
 
 
+def named_set(selected, set_id):
+    """The set found by its id, holding only members that carry that very id (a tag filter is the cloud's reading).
+
+    A snapshot-consistent group is read by its own id, and its members need not carry our tags.
+    """
+    if not set_id.startswith("ssg-"):
+        selected.members = checks.carrying(selected.members, lambda m: m.tags, ss.TAG_SET_ID, [set_id])
+        if not selected.members:
+            raise restore.RestoreRefused(f"no snapshot carries {ss.TAG_SET_ID}={set_id}: check the set id")
+    return selected
+
+
 def check_tags(params, provider):
     """The user's tags as strings within the provider's limits (both providers' when the set decides the provider)."""
     try:
@@ -109,7 +121,7 @@ class RestoreRun:
         if p.get("snapshot_group_id"):
             return api.set_by_group(p["snapshot_group_id"])
         if p.get("set_id"):
-            return api.set_by_id(p["set_id"])
+            return named_set(api.set_by_id(p["set_id"]), p["set_id"])
         if p.get("snapshot_ids"):
             return api.set_by_snapshots(p["snapshot_ids"])
         return api.latest_set(p["instance_id"], p.get("min_consistency") or "application")
@@ -156,7 +168,7 @@ class RestoreRun:
             self.provider = provider
             api = self.api()
             try:
-                return api, api.set_by_id(set_id)
+                return api, named_set(api.set_by_id(set_id), set_id)
             except (restore.RestoreRefused, restore.StepFailed) as exc:
                 reasons.append(f"{'AWS' if provider == 'aws' else 'Alibaba Cloud'}: {exc}")
         self.provider = None

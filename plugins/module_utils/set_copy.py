@@ -368,6 +368,9 @@ class SetCopy:
     def _source(self):
         set_id = self.params["set_id"]
         members = self.api.source_members(set_id)
+        if not set_id.startswith("ssg-"):
+            # Found by a tag filter: keep only the members of the set named (a group is read by its own id).
+            members = checks.carrying(members, lambda m: m["tags"], ss.TAG_SET_ID, [set_id])
         if not members:
             raise CopyRefused(f"no snapshot carries {ss.TAG_SET_ID}={set_id} in {self.api.source_region}: check the "
                               "set id and the region (snapshot_set_info lists the sets)")
@@ -379,7 +382,8 @@ class SetCopy:
 
     def plan(self):
         self.source = self._source()
-        existing = self.api.existing_copies(self.params["set_id"])
+        existing = checks.carrying(self.api.existing_copies(self.params["set_id"]), lambda m: m["tags"], TAG_COPIED_FROM,
+                                   [self.params["set_id"]])
         self.copy_set_id, members, others = choose_copy_set(existing)
         if others:
             self.warnings.append(f"{self.api.destination_region} holds more than one copy of set {self.params['set_id']} "

@@ -19,6 +19,7 @@ import re
 from ansible_collections.amazon.aws.plugins.module_utils.retries import AWSRetry
 
 from ansible_collections.appconsistent.snapshots.plugins.module_utils import snapshot_set as ss
+from ansible_collections.appconsistent.snapshots.plugins.module_utils import validate as checks
 from ansible_collections.appconsistent.snapshots.plugins.module_utils.aws import THROTTLING_CODES
 from ansible_collections.appconsistent.snapshots.plugins.module_utils.aws import AppConsistentAWSError
 from ansible_collections.appconsistent.snapshots.plugins.module_utils.aws import EC2ErrorHandler
@@ -161,7 +162,11 @@ class SetShare:
         accounts = validate(self.params)
         present = self.params["state"] == "present"
         public = bool(self.params.get("public"))
-        snapshots = self._members()
+        # Only the members of the set named: never a snapshot the filter matched otherwise.
+        snapshots = checks.carrying(self._members(), lambda s: {t["Key"]: t["Value"] for t in s.get("Tags") or []},
+                                    ss.TAG_SET_ID, [self.params["set_id"]])
+        if not snapshots:
+            raise ShareRefused(f"no snapshot carries {ss.TAG_SET_ID}={self.params['set_id']} in this region")
         plans = []
         for snap in snapshots:
             users, groups = describe_create_volume_permissions(self.ec2, snap["SnapshotId"])

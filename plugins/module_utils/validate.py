@@ -167,3 +167,12 @@ def user_tags(tags, provider, own, option="tags"):
                          f"{limits['count'] - own}")
     return result
 
+
+def carrying(items, tags_of, key, values):
+    """The items whose tag ``key`` is exactly one of ``values``.
+
+    A describe filtered on a tag value also matches wildcards and is the cloud's reading of the value; what the
+    modules act on is checked again here against the ids the user named.
+    """
+    wanted = set(values)
+    return [item for item in items if (tags_of(item) or {}).get(key) in wanted]

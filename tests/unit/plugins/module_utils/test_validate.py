@@ -221,6 +221,21 @@ def test_tags_are_checked_in_every_module_that_writes_them():
         VssSnapshotRun(types.SimpleNamespace(params=params, check_mode=False)).validate()
 
 
+def test_an_instance_the_id_filter_returns_but_was_not_named_is_never_acted_on():
+    import boto3
+    from botocore.stub import Stubber
+
+    from ansible_collections.appconsistent.snapshots.plugins.module_utils import aws_fleet
+
+    client = boto3.client("ec2", region_name="us-east-1", aws_access_key_id="AKIDTEST", aws_secret_access_key="secret")
+    other = "i-0fedcba9876543210"
+    with Stubber(client) as stub:
+        stub.add_response("describe_instances", {"Reservations": [{"Instances": [
+            {"InstanceId": AWS_INSTANCE}, {"InstanceId": other}]}]})
+        found = aws_fleet.resolve_instances(client, instance_ids=[AWS_INSTANCE])
+    assert list(found) == [AWS_INSTANCE]
+
+
 @pytest.mark.parametrize("args, words", [
     (dict(instance_ids=[AWS_INSTANCE], max_concurrency="50\n"), "max_concurrency"),
     (dict(instance_ids=[AWS_INSTANCE], max_errors="-1"), "max_errors"),
