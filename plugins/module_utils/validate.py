@@ -29,7 +29,6 @@ ID_FORMS = {
         "volume": (r"vol-" + _AWS_HEX, "an EBS volume id (vol- and 8 or 17 hex digits)"),
         "snapshot": (r"snap-" + _AWS_HEX, "an EBS snapshot id (snap- and 8 or 17 hex digits)"),
         "set": (ACS_SET_ID, "a snapshot set id (acs-YYYYMMDDtHHMMSS-xxxxxxxx)"),
-        "account": (r"[0-9]{12}", "an AWS account id (12 digits)"),
     },
     "alicloud": {
         "instance": (r"i-" + _ALI_TAIL, "an Alibaba Cloud instance id (i- and lowercase letters and digits)"),
@@ -47,8 +46,8 @@ ID_OPTIONS = {
     "instance_ids": "instance", "instance_id": "instance", "target_instance_id": "instance",
     "disk_ids": "volume", "exclude_disk_ids": "volume", "volume_ids": "volume",
     "snapshot_ids": "snapshot", "set_id": "set", "set_ids": "set", "snapshot_group_id": "group",
-    "account_ids": "account",
 }
+# account_ids is checked by snapshot_set_share itself, which explains 'all' (public: true) in its own words.
 DURATION_OPTIONS = ("delete_after", "safety_snapshot_delete_after")
 # SendCommand's own patterns for its rate controls: refused here rather than by the first freeze command.
 RATE_OPTIONS = (

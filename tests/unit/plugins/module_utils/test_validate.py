@@ -46,7 +46,6 @@ def _module_failure(capsys, spec, args, provider=None):
 
 @pytest.mark.parametrize("module, args, words", [
     (snapshot_set_share, dict(provider="aws", set_id="acs-*", public=True), "set_id: 'acs-*' is not"),
-    (snapshot_set_share, dict(provider="aws", set_id=SET_ID, account_ids=["1234567890*"]), "account_ids"),
     (snapshot_set_copy, dict(provider="aws", set_id="acs-2026*", destination_region="eu-west-1"), "set_id"),
     (restore_volumes, dict(set_id="acs-*", mode="volumes"), "set_id: 'acs-*' is not"),
     (restore_volumes, dict(provider="aws", snapshot_ids=["snap-*"], mode="volumes"), "snapshot_ids"),
@@ -62,6 +61,14 @@ def test_wildcard_and_malformed_ids_are_refused_before_any_call(capsys, module, 
     failure = _module_failure(capsys, module.argument_spec(), args)
     assert failure is not None, f"{args} was accepted"
     assert failure["failed"] and words in failure["msg"]
+
+
+def test_account_ids_are_checked_whole_by_the_share_module():
+    from ansible_collections.appconsistent.snapshots.plugins.module_utils import set_share
+
+    for bad in ("1234567890*", "12345678901?", "all"):
+        with pytest.raises(set_share.ShareRefused, match="account_ids"):
+            set_share.validate(dict(provider="aws", account_ids=[bad], public=False))
 
 
 def test_vss_modules_check_instance_ids_as_ec2_ids(capsys):
@@ -80,14 +87,13 @@ def test_well_formed_ids_pass(capsys, args):
 
 @pytest.mark.parametrize("kind, value, provider", [
     ("instance", AWS_INSTANCE, "aws"), ("instance", "i-12345678", "aws"), ("volume", "vol-0123456789abcdef0", "aws"),
-    ("snapshot", "snap-0123456789abcdef0", "aws"), ("account", "123456789012", "aws"), ("set", SET_ID, "aws"),
+    ("snapshot", "snap-0123456789abcdef0", "aws"), ("set", SET_ID, "aws"),
     ("instance", "i-bp1abc", "alicloud"), ("volume", "d-bp1abc", "alicloud"), ("snapshot", "s-bp1abc", "alicloud"),
     ("group", "ssg-bp1abc", "alicloud"), ("set", "ssg-bp1abc", "alicloud"), ("set", SET_ID, None),
 ])
 def test_ids_of_the_providers_forms_pass_and_their_variants_do_not(kind, value, provider):
     assert validate.check_id("x", value, kind, provider) == value
-    for variant in (value + "\n", value + "*", value[:-1] + "?", " " + value, value.upper() if kind != "account" else
-                    value + "0"):
+    for variant in (value + "\n", value + "*", value[:-1] + "?", " " + value, value.upper()):
         with pytest.raises(ValueError, match=r"^x: "):
             validate.check_id("x", variant, kind, provider)
 
