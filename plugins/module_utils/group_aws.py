@@ -34,6 +34,7 @@ from ansible_collections.appconsistent.snapshots.plugins.module_utils.unmount im
 from ansible_collections.appconsistent.snapshots.plugins.module_utils.unmount import parse_report as parse_helper_output
 from ansible_collections.appconsistent.snapshots.plugins.module_utils.unmount import remount_command
 from ansible_collections.appconsistent.snapshots.plugins.module_utils.unmount import unmount_command
+from ansible_collections.appconsistent.snapshots.plugins.module_utils.vss import DESCRIPTION_MAX
 from ansible_collections.appconsistent.snapshots.plugins.module_utils.vss_runner import VssSnapshotRun
 
 SHELL_DOCUMENT = "AWS-RunShellScript"
@@ -214,6 +215,9 @@ class AwsGroupRun:
                 raise GroupInputError(f"{volume_id!r} is not an EBS volume id (vol-...)")
         for label in ("pre_script_path", "post_script_path", "freeze_helper_path"):
             self._check_path(label, p[label])
+        # CreateSnapshots, called while the instances are frozen, refuses a longer description.
+        if p.get("description") and len(p["description"]) > DESCRIPTION_MAX:
+            raise GroupInputError(f"description is {len(p['description'])} characters long: at most {DESCRIPTION_MAX}")
         for label in ("freeze_timeout", "script_timeout"):
             if p[label] < 1:
                 raise GroupInputError(f"{label} must be a positive number of seconds, not {p[label]}")

@@ -250,3 +250,8 @@ def test_an_instance_the_id_filter_returns_but_was_not_named_is_never_acted_on()
 def test_rate_controls_and_instance_targets_are_checked_before_the_first_command(capsys, args, words):
     failure = _module_failure(capsys, vss_snapshot.argument_spec(), args, provider="aws")
     assert failure is not None and words in failure["msg"]
+
+
+def test_a_description_createsnapshots_would_refuse_is_refused_before_the_freeze():
+    with pytest.raises(ValueError, match="description is 256 characters long: at most 255"):
+        AwsGroupRun(NoCloud(_group_params("aws", description="d" * 256)), sleep=lambda s: None).run()
