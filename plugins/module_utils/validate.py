@@ -44,10 +44,11 @@ ID_FORMS = {
 # added to a module is checked as soon as it is listed here.
 ID_OPTIONS = {
     "instance_ids": "instance", "instance_id": "instance", "target_instance_id": "instance",
-    "disk_ids": "volume", "exclude_disk_ids": "volume", "volume_ids": "volume",
+    "disk_ids": "volume", "exclude_disk_ids": "volume",
     "snapshot_ids": "snapshot", "set_id": "set", "set_ids": "set", "snapshot_group_id": "group",
 }
-# account_ids is checked by snapshot_set_share itself, which explains 'all' (public: true) in its own words.
+# account_ids (snapshot_set_share) and volume_ids (restored_volumes_remove) are checked whole by their modules
+# before any call, in their own words ('all' means public: true; which provider's volume ids are expected).
 DURATION_OPTIONS = ("delete_after", "safety_snapshot_delete_after")
 # SendCommand's own patterns for its rate controls: refused here rather than by the first freeze command.
 RATE_OPTIONS = (
