@@ -65,6 +65,7 @@ TAG_LIMITS = {
     "aws": dict(count=50, key=128, value=256, reserved=("aws:",)),
     "alicloud": dict(count=20, key=128, value=128, reserved=("aliyun", "acs:")),
 }
+CLOUD_NAMES = {"aws": "AWS", "alicloud": "Alibaba Cloud"}
 # How many tags a member of a set carries besides the user's: the set tags, and the evidence the provider's agent
 # writes (AWS VSS: AppConsistent, Device, AwsVssConfig; the Alibaba plug-in: APPConsistent or FsConsistent).
 SET_OWN_TAGS = {"aws": len(ss.SET_TAG_KEYS) + 3, "alicloud": len(ss.SET_TAG_KEYS) + 2}
@@ -131,6 +132,7 @@ def user_tags(tags, provider, own, option="tags"):
     refused. Nothing here calls the cloud, so a refusal comes before any freeze.
     """
     limits = TAG_LIMITS[provider]
+    cloud = CLOUD_NAMES[provider]
     if tags is None:
         return {}
     if not isinstance(tags, dict):
@@ -149,20 +151,20 @@ def user_tags(tags, provider, own, option="tags"):
         value = str(value)
         if len(key) > limits["key"]:
             raise ValueError(f"{option}: the key {key[:40]!r}... is {len(key)} characters long: at most "
-                             f"{limits['key']} on {provider}")
+                             f"{limits['key']} on {cloud}")
         if len(value) > limits["value"]:
             raise ValueError(f"{option}: the value of {key} is {len(value)} characters long: at most {limits['value']} "
-                             f"on {provider}")
+                             f"on {cloud}")
         if key.lower().startswith(limits["reserved"]):
             raise ValueError(f"{option}: the key {key} is refused: keys starting with "
-                             f"{' or '.join(limits['reserved'])} are reserved for {provider}")
+                             f"{' or '.join(limits['reserved'])} are reserved for {cloud}")
         if "\n" in key or "\r" in key:
             raise ValueError(f"{option}: the key {key!r} is refused: a tag key holds no line break")
         if provider == "alicloud" and any(p in text.lower() for text in (key, value) for p in ("http://", "https://")):
             raise ValueError(f"{option}: the tag {key} is refused: Alibaba Cloud tags cannot contain http:// or https://")
         result[key] = value
     if len(result) + own > limits["count"]:
-        raise ValueError(f"{option}: {len(result)} tags are too many: a resource on {provider} holds at most "
+        raise ValueError(f"{option}: {len(result)} tags are too many: a resource on {cloud} holds at most "
                          f"{limits['count']} tags and this module writes {own} of its own, so give at most "
                          f"{limits['count'] - own}")
     return result
