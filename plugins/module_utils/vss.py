@@ -22,6 +22,8 @@ TAG_EXTRA_CHARS = "() ./\\-\"'@_+:={}"
 _TAG_CHARS = re.compile(r"[A-Za-z0-9" + re.escape(TAG_EXTRA_CHARS) + r"]*")
 DESCRIPTION_MAX = 255
 _VERSION = re.compile(r"[0-9]+(\.[0-9]+){1,3}")
+# CreateImage's rule for AMI names; the document passes the name on to it, after the freeze.
+_AMI_NAME = re.compile(r"[A-Za-z0-9()\[\] ./'@_-]{3,128}")
 
 
 class VssParameterError(ValueError):
@@ -65,6 +67,8 @@ def build_parameters(exclude_boot_volume=False, writers=True, copy_only=False, c
         raise VssParameterError("create_ami needs ami_name")
     if ami_name and not create_ami:
         raise VssParameterError("ami_name is only used with create_ami: true")
+    if ami_name and not _AMI_NAME.fullmatch(ami_name):
+        raise VssParameterError(f"ami_name {ami_name!r} is refused: use 3-128 letters, digits, spaces and ( ) [ ] . / - ' @ _")
     if description and len(description) > DESCRIPTION_MAX:
         raise VssParameterError(f"description is longer than {DESCRIPTION_MAX} characters")
     if vss_version and not install:

@@ -46,6 +46,7 @@ options:
   ami_name:
     description:
       - Name of the AMI made with O(create_ami=true).
+      - 3 to 128 letters, digits, spaces and C(( ) [ ] . / - ' @ _), as EC2 allows for AMI names.
     type: str
   description:
     description:

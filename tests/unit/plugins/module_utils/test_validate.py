@@ -255,3 +255,10 @@ def test_rate_controls_and_instance_targets_are_checked_before_the_first_command
 def test_a_description_createsnapshots_would_refuse_is_refused_before_the_freeze():
     with pytest.raises(ValueError, match="description is 256 characters long: at most 255"):
         AwsGroupRun(NoCloud(_group_params("aws", description="d" * 256)), sleep=lambda s: None).run()
+
+
+@pytest.mark.parametrize("name", ["db01\n", "ab", "a" * 129, "nightly;reboot"])
+def test_an_ami_name_createimage_would_refuse_is_refused_before_the_document_runs(name):
+    with pytest.raises(vss.VssParameterError, match="ami_name"):
+        vss.build_parameters(create_ami=True, ami_name=name)
+    assert vss.build_parameters(create_ami=True, ami_name="db01 (pre-patch) 2026-11-23")["AmiName"]
