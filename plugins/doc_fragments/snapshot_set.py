@@ -12,6 +12,12 @@ options:
       - Tags to put on every snapshot of the set, in addition to the C(appconsistent:*) tags of the set.
       - Keys starting with C(appconsistent:) or C(aws:), and the keys the providers own
         (C(AppConsistent), C(FsConsistent), C(Device), C(AwsVssConfig)), are refused.
+      - Values are written as strings (V(4711) becomes C("4711")); a list or a dictionary as a value is refused.
+      - Checked against the provider's limits before anything is sent to an instance. AWS allows 50 tags on a
+        snapshot, keys of up to 128 and values of up to 256 characters; Alibaba Cloud allows 20 tags, keys and values
+        of up to 128 characters, no key starting with C(aliyun) or C(acs:) and no C(http://) or C(https://). Of the
+        50 (or 20), the set's own C(appconsistent:*) tags and the provider's evidence tags take 9 (or 8), so at most
+        41 (or 12) are left for these tags.
     type: dict
     default: {}
   run_id:
@@ -23,7 +29,8 @@ options:
     type: str
   delete_after:
     description:
-      - Retention as a duration, a number followed by C(s), C(m), C(h), C(d) or C(w) (for example C(7d)).
+      - Retention as a duration, a number followed by C(s), C(m), C(h), C(d) or C(w) (for example C(7d)), at most
+        C(36500d) (100 years).
       - Written as the UTC instant C(appconsistent:delete-after) after which
         M(appconsistent.snapshots.snapshot_set_prune) may delete the set.
       - When not set, the set has no expiry.

@@ -46,13 +46,13 @@ EXIT_CODES = {
     255: ("unknown", "the plug-in failed with an unknown error"),
 }
 
-_ROLE = re.compile(r"^[A-Za-z0-9.\-]{1,64}$")
+_ROLE = re.compile(r"[A-Za-z0-9.\-]{1,64}")
 # Group names: a letter first, 2-128 characters; nothing that can end a quoted value,
 # start another parameter or reach a shell.
-_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_.:\-]{1,127}$")
-_DESCRIPTION = re.compile(r"^[A-Za-z0-9 _.:/@+\-]{0,256}$")
-_PATH = re.compile(r"^/[A-Za-z0-9_./\-]*$")
-_DISK = re.compile(r"^d-[a-z0-9]{1,64}$")
+_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_.:\-]{1,127}")
+_DESCRIPTION = re.compile(r"[A-Za-z0-9 _.:/@+\-]{0,256}")
+_PATH = re.compile(r"/[A-Za-z0-9_./\-]*")
+_DISK = re.compile(r"d-[a-z0-9]{1,64}")
 _GROUP_MARK = re.compile(r'\[snapshotgroup="(ssg-[A-Za-z0-9]+)"\]')
 _MESSAGE_MARK = re.compile(r'\[message="([^"]*)"\]')
 
@@ -62,34 +62,34 @@ class PluginParameterError(ValueError):
 
 
 def check_role(name):
-    if not name or not _ROLE.match(name):
+    if not name or not _ROLE.fullmatch(name):
         raise PluginParameterError(f"ram_role_name {name!r} is not a RAM role name (1-64 letters, digits, '.' and '-')")
     return name
 
 
 def check_name(name):
-    if not _NAME.match(name or ""):
+    if not _NAME.fullmatch(name or ""):
         raise PluginParameterError(f"name {name!r} is refused: use 2-128 characters, a letter first, then letters, "
                                    "digits, '_', '.', ':' or '-' (no spaces, quotes, commas, '=' or '$')")
     return name
 
 
 def check_description(text):
-    if text and not _DESCRIPTION.match(text):
+    if text and not _DESCRIPTION.fullmatch(text):
         raise PluginParameterError(f"description {text!r} is refused: use letters, digits, spaces and _ . : / @ + - "
                                    "(no quotes, commas, '=' or '$'; at most 256 characters)")
     return text
 
 
 def check_path(label, path):
-    if not path or not _PATH.match(path) or "/../" in path + "/" or "/./" in path + "/":
+    if not path or not _PATH.fullmatch(path) or "/../" in path + "/" or "/./" in path + "/":
         raise PluginParameterError(f"{label} {path!r} is refused: give an absolute path of letters, digits, '_', '.', "
                                    "'-' and '/', without spaces, quotes or '..'")
     return path
 
 
 def check_disk_id(disk_id):
-    if not _DISK.match(disk_id or ""):
+    if not _DISK.fullmatch(disk_id or ""):
         raise PluginParameterError(f"{disk_id!r} is not an Alibaba Cloud disk id (d-...)")
     return disk_id
 

@@ -65,9 +65,12 @@ def resolve_instances(client, instance_ids=None, targets=None):
                 found[instance["InstanceId"]] = instance
         instance_ids = list(instance_ids or []) + ids
     requested = list(dict.fromkeys(instance_ids or []))
+    named = set(requested)
     for instance in in_chunks(lambda chunk: describe_instances(client, filters=[{"Name": "instance-id", "Values": chunk}]),
                               requested, FILTER_VALUES_MAX):
-        found[instance["InstanceId"]] = instance
+        # An instance-id filter only looks up the instances named; anything else it returns is not acted on.
+        if instance["InstanceId"] in named:
+            found[instance["InstanceId"]] = instance
     order = requested + [i for i in found if i not in requested]
     return {instance_id: found.get(instance_id) for instance_id in order}
 

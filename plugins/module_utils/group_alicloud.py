@@ -21,6 +21,7 @@ import time
 
 from ansible_collections.appconsistent.snapshots.plugins.module_utils import app_plugin
 from ansible_collections.appconsistent.snapshots.plugins.module_utils import snapshot_set as ss
+from ansible_collections.appconsistent.snapshots.plugins.module_utils import validate
 from ansible_collections.appconsistent.snapshots.plugins.module_utils.alicloud import AlibabaCloudError
 from ansible_collections.appconsistent.snapshots.plugins.module_utils.alicloud import TagBatch
 from ansible_collections.appconsistent.snapshots.plugins.module_utils.alicloud import tags_to_dict
@@ -127,6 +128,8 @@ class AlicloudGroupRun:
         bad_prefix = [k for k in (p.get("tags") or {}) if str(k).lower().startswith(("aliyun", "acs:"))]
         if conflicts or bad_prefix:
             raise GroupInputError(f"tags: these keys are reserved: {', '.join(sorted(conflicts + bad_prefix))}")
+        # Strings from here on (4711 becomes "4711"), within Alibaba's limits, before any Cloud Assistant command.
+        p["tags"] = validate.user_tags(p.get("tags"), "alicloud", validate.SET_OWN_TAGS["alicloud"])
         ss.validate_run_id(p.get("run_id"))
         if p.get("delete_after"):
             ss.parse_duration(p["delete_after"])

@@ -27,6 +27,7 @@ from ansible_collections.appconsistent.snapshots.plugins.module_utils import aws
 from ansible_collections.appconsistent.snapshots.plugins.module_utils import aws_fleet
 from ansible_collections.appconsistent.snapshots.plugins.module_utils import pacing
 from ansible_collections.appconsistent.snapshots.plugins.module_utils import snapshot_set as ss
+from ansible_collections.appconsistent.snapshots.plugins.module_utils import validate
 from ansible_collections.appconsistent.snapshots.plugins.module_utils.ssm import CommandRun
 from ansible_collections.appconsistent.snapshots.plugins.module_utils.ssm import STATUS_MESSAGES
 from ansible_collections.appconsistent.snapshots.plugins.module_utils.ssm import is_terminal
@@ -34,6 +35,7 @@ from ansible_collections.appconsistent.snapshots.plugins.module_utils.unmount im
 from ansible_collections.appconsistent.snapshots.plugins.module_utils.unmount import parse_report as parse_helper_output
 from ansible_collections.appconsistent.snapshots.plugins.module_utils.unmount import remount_command
 from ansible_collections.appconsistent.snapshots.plugins.module_utils.unmount import unmount_command
+from ansible_collections.appconsistent.snapshots.plugins.module_utils.vss import DESCRIPTION_MAX
 from ansible_collections.appconsistent.snapshots.plugins.module_utils.vss_runner import VssSnapshotRun
 
 SHELL_DOCUMENT = "AWS-RunShellScript"
@@ -46,8 +48,8 @@ FREEZE_IN_FLIGHT = 200
 WAVE_SPACING = 1.0
 # Waves whose snapshots and thaw are under way at once, while the controller goes on polling and sending freezes.
 WAVE_WORKERS = 4
-_MOUNT = re.compile(r"^/[A-Za-z0-9_./@+:\-]*$")
-_VOLUME = re.compile(r"^vol-[0-9a-f]{8,32}$")
+_MOUNT = re.compile(r"/[A-Za-z0-9_./@+:\-]*")
+_VOLUME = re.compile(r"vol-[0-9a-f]{8,32}")
 
 # Freeze helper exit codes (roles/consistency_scripts/files/README.md), with what they mean here.
 HELPER_EXIT = {
@@ -212,10 +214,13 @@ class AwsGroupRun:
     def validate(self):
         p = self.params
         for volume_id in (p.get("disk_ids") or []) + (p.get("exclude_disk_ids") or []):
-            if not _VOLUME.match(volume_id):
+            if not _VOLUME.fullmatch(volume_id):
                 raise GroupInputError(f"{volume_id!r} is not an EBS volume id (vol-...)")
         for label in ("pre_script_path", "post_script_path", "freeze_helper_path"):
             self._check_path(label, p[label])
+        # CreateSnapshots, called while the instances are frozen, refuses a longer description.
+        if p.get("description") and len(p["description"]) > DESCRIPTION_MAX:
+            raise GroupInputError(f"description is {len(p['description'])} characters long: at most {DESCRIPTION_MAX}")
         for label in ("freeze_timeout", "script_timeout"):
             if p[label] < 1:
                 raise GroupInputError(f"{label} must be a positive number of seconds, not {p[label]}")
@@ -232,6 +237,8 @@ class AwsGroupRun:
         conflicts = ss.user_tags_conflicts(p.get("tags"))
         if conflicts:
             raise GroupInputError(f"tags: these keys are reserved: {', '.join(conflicts)}")
+        # Strings from here on (4711 becomes "4711"): CreateSnapshots, after the freeze, would refuse anything else.
+        p["tags"] = validate.user_tags(p.get("tags"), "aws", validate.SET_OWN_TAGS["aws"])
         ss.validate_run_id(p.get("run_id"))
         if p.get("delete_after"):
             ss.parse_duration(p["delete_after"])
@@ -244,7 +251,7 @@ class AwsGroupRun:
 
     @staticmethod
     def _check_path(label, path):
-        if not path or not _MOUNT.match(path) or "/../" in path + "/" or "/./" in path + "/":
+        if not path or not _MOUNT.fullmatch(path) or "/../" in path + "/" or "/./" in path + "/":
             raise GroupInputError(f"{label} {path!r} is refused: give an absolute path of letters, digits and _ . / @ + : -, "
                                   "without spaces, quotes or '..'")
 

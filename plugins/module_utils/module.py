@@ -24,6 +24,7 @@ from ansible_collections.appconsistent.snapshots.plugins.module_utils.alicloud i
 from ansible_collections.appconsistent.snapshots.plugins.module_utils.alicloud import alicloud_argument_spec
 from ansible_collections.appconsistent.snapshots.plugins.module_utils.aws import describe_aws_failure
 from ansible_collections.appconsistent.snapshots.plugins.module_utils.aws import retry_decorator
+from ansible_collections.appconsistent.snapshots.plugins.module_utils.validate import check_params
 from ansible_collections.appconsistent.snapshots.plugins.module_utils import pacing
 
 
@@ -42,7 +43,7 @@ class AppConsistentModule(AnsibleAWSModule):
     play that only touches Alibaba Cloud does not need boto3 installed.
     """
 
-    def __init__(self, **kwargs):
+    def __init__(self, provider=None, **kwargs):
         spec = alicloud_argument_spec()
         spec.update(api_limits_argument_spec())
         spec.update(kwargs.get("argument_spec") or {})
@@ -53,6 +54,12 @@ class AppConsistentModule(AnsibleAWSModule):
         self._alicloud = None
         self._pacer = None
         self.pacer  # refuses bad api_rate_limits / api_budget_share before any call
+        # Ids, run ids, durations and timeouts of every module are checked before the module does anything:
+        # an id is used as a describe filter, where a wildcard would select what the user did not name.
+        try:
+            check_params(self.params, provider)
+        except ValueError as exc:
+            self.fail_json(msg=str(exc))
 
     @property
     def pacer(self):

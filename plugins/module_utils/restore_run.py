@@ -11,8 +11,9 @@ import time
 
 from ansible_collections.appconsistent.snapshots.plugins.module_utils import restore
 from ansible_collections.appconsistent.snapshots.plugins.module_utils import snapshot_set as ss
+from ansible_collections.appconsistent.snapshots.plugins.module_utils import validate as checks
 
-_AWS_INSTANCE = re.compile(r"^i-(?:[0-9a-f]{8}|[0-9a-f]{17})$")
+_AWS_INSTANCE = re.compile(r"i-(?:[0-9a-f]{8}|[0-9a-f]{17})")
 
 
 # Options that say the AWS connection is configured (region and profile also from AWS_REGION, AWS_PROFILE...).
@@ -42,7 +43,7 @@ def infer_provider(params):
             return "alicloud"
         target = params.get("target_instance_id")
         if target:
-            return "aws" if _AWS_INSTANCE.match(target) else "alicloud"
+            return "aws" if _AWS_INSTANCE.fullmatch(target) else "alicloud"
         return None
     snapshots = params.get("snapshot_ids") or []
     if snapshots and all(s.startswith("snap-") for s in snapshots):
@@ -51,7 +52,7 @@ def infer_provider(params):
         return "alicloud"
     instance = params.get("instance_id") or params.get("target_instance_id") or ""
     if instance:
-        return "aws" if _AWS_INSTANCE.match(instance) else "alicloud"
+        return "aws" if _AWS_INSTANCE.fullmatch(instance) else "alicloud"
     raise restore.RestoreRefused("cannot tell the provider from the ids given: set provider to aws or alicloud")
 
 
@@ -69,9 +70,31 @@ def validate(params):
             raise restore.RestoreRefused(f"{name} must be a positive number of seconds")
     if params.get("safety_snapshot_delete_after"):
         try:
-            ss.parse_duration(params["safety_snapshot_delete_after"])
+            ss.parse_duration(params["safety_snapshot_delete_after"], "safety_snapshot_delete_after")
         except ValueError as exc:
-            raise restore.RestoreRefused(f"safety_snapshot_delete_after: {exc}") from None
+            raise restore.RestoreRefused(str(exc)) from None
+
+
+def named_set(selected, set_id):
+    """The set found by its id, holding only members that carry that very id (a tag filter is the cloud's reading).
+
+    A snapshot-consistent group is read by its own id, and its members need not carry our tags.
+    """
+    if not set_id.startswith("ssg-"):
+        selected.members = checks.carrying(selected.members, lambda m: m.tags, ss.TAG_SET_ID, [set_id])
+        if not selected.members:
+            raise restore.RestoreRefused(f"no snapshot carries {ss.TAG_SET_ID}={set_id}: check the set id")
+    return selected
+
+
+def check_tags(params, provider):
+    """The user's tags as strings within the provider's limits (both providers' when the set decides the provider)."""
+    try:
+        for name in [provider] if provider else sorted(checks.TAG_LIMITS):
+            tags = checks.user_tags(params.get("tags"), name, checks.RESTORE_OWN_TAGS)
+    except ValueError as exc:
+        raise restore.RestoreRefused(str(exc)) from None
+    params["tags"] = tags
 
 
 class RestoreRun:
@@ -98,7 +121,7 @@ class RestoreRun:
         if p.get("snapshot_group_id"):
             return api.set_by_group(p["snapshot_group_id"])
         if p.get("set_id"):
-            return api.set_by_id(p["set_id"])
+            return named_set(api.set_by_id(p["set_id"]), p["set_id"])
         if p.get("snapshot_ids"):
             return api.set_by_snapshots(p["snapshot_ids"])
         return api.latest_set(p["instance_id"], p.get("min_consistency") or "application")
@@ -107,6 +130,7 @@ class RestoreRun:
         """The task's result dict; raises RestoreRefused before any change, RestoreFailed after a rollback."""
         validate(self.params)
         self.provider = infer_provider(self.params)
+        check_tags(self.params, self.provider)
         if self.params.get("snapshot_group_id") and self.provider != "alicloud":
             raise restore.RestoreRefused("snapshot_group_id is an Alibaba Cloud snapshot-consistent group: "
                                          "provider must be alicloud")
@@ -144,7 +168,7 @@ class RestoreRun:
             self.provider = provider
             api = self.api()
             try:
-                return api, api.set_by_id(set_id)
+                return api, named_set(api.set_by_id(set_id), set_id)
             except (restore.RestoreRefused, restore.StepFailed) as exc:
                 reasons.append(f"{'AWS' if provider == 'aws' else 'Alibaba Cloud'}: {exc}")
         self.provider = None

@@ -23,6 +23,7 @@ import time
 from ansible_collections.amazon.aws.plugins.module_utils.retries import AWSRetry
 
 from ansible_collections.appconsistent.snapshots.plugins.module_utils import snapshot_set as ss
+from ansible_collections.appconsistent.snapshots.plugins.module_utils import validate as checks
 from ansible_collections.appconsistent.snapshots.plugins.module_utils.alicloud import AlibabaCloud
 from ansible_collections.appconsistent.snapshots.plugins.module_utils.alicloud import AlibabaCloudError
 from ansible_collections.appconsistent.snapshots.plugins.module_utils.alicloud import tags_to_dict
@@ -328,11 +329,15 @@ def validate(params, source_region):
     conflicts += [k for k in (params.get("tags") or {}) if str(k).lower().startswith(("acs:", "aliyun"))]
     if conflicts:
         raise CopyRefused(f"tags: these keys are reserved and cannot be set: {', '.join(sorted(set(conflicts)))}.")
+    try:
+        params["tags"] = checks.user_tags(params.get("tags"), params["provider"], checks.COPY_OWN_TAGS)
+    except ValueError as exc:
+        raise CopyRefused(str(exc)) from None
     if params.get("delete_after"):
         try:
             ss.parse_duration(params["delete_after"])
         except ValueError as exc:
-            raise CopyRefused(f"delete_after: {exc}") from None
+            raise CopyRefused(str(exc)) from None
 
 
 def client_token(copy_set_id, source_snapshot_id):
@@ -363,6 +368,9 @@ class SetCopy:
     def _source(self):
         set_id = self.params["set_id"]
         members = self.api.source_members(set_id)
+        if not set_id.startswith("ssg-"):
+            # Found by a tag filter: keep only the members of the set named (a group is read by its own id).
+            members = checks.carrying(members, lambda m: m["tags"], ss.TAG_SET_ID, [set_id])
         if not members:
             raise CopyRefused(f"no snapshot carries {ss.TAG_SET_ID}={set_id} in {self.api.source_region}: check the "
                               "set id and the region (snapshot_set_info lists the sets)")
@@ -374,7 +382,8 @@ class SetCopy:
 
     def plan(self):
         self.source = self._source()
-        existing = self.api.existing_copies(self.params["set_id"])
+        existing = checks.carrying(self.api.existing_copies(self.params["set_id"]), lambda m: m["tags"], TAG_COPIED_FROM,
+                                   [self.params["set_id"]])
         self.copy_set_id, members, others = choose_copy_set(existing)
         if others:
             self.warnings.append(f"{self.api.destination_region} holds more than one copy of set {self.params['set_id']} "

@@ -438,8 +438,12 @@ def delete_alicloud_snapshots(api, item):
 
 def find_sets(module, provider, instance_ids=None, run_id=None, set_ids=None, now=None):
     if provider == "aws":
-        return find_aws_sets(module.aws_client("ec2"), instance_ids=instance_ids, run_id=run_id, set_ids=set_ids, now=now)
-    return find_alicloud_sets(module.alicloud, instance_ids=instance_ids, run_id=run_id, set_ids=set_ids, now=now)
+        sets = find_aws_sets(module.aws_client("ec2"), instance_ids=instance_ids, run_id=run_id, set_ids=set_ids, now=now)
+    else:
+        sets = find_alicloud_sets(module.alicloud, instance_ids=instance_ids, run_id=run_id, set_ids=set_ids, now=now)
+    # Only the sets named: the lookups filter on tag values, and prune acts on what is returned here.
+    return [item for item in sets if (not instance_ids or item["instance_id"] in instance_ids)
+            and (not set_ids or item["set_id"] in set_ids) and (not run_id or item["run_id"] == run_id)]
 
 
 def summary(item):

@@ -19,6 +19,7 @@ import re
 from ansible_collections.amazon.aws.plugins.module_utils.retries import AWSRetry
 
 from ansible_collections.appconsistent.snapshots.plugins.module_utils import snapshot_set as ss
+from ansible_collections.appconsistent.snapshots.plugins.module_utils import validate as checks
 from ansible_collections.appconsistent.snapshots.plugins.module_utils.aws import THROTTLING_CODES
 from ansible_collections.appconsistent.snapshots.plugins.module_utils.aws import AppConsistentAWSError
 from ansible_collections.appconsistent.snapshots.plugins.module_utils.aws import EC2ErrorHandler
@@ -27,7 +28,7 @@ from ansible_collections.appconsistent.snapshots.plugins.module_utils.aws import
 
 PUBLIC_GROUP = "all"
 ATTRIBUTE = "createVolumePermission"
-_ACCOUNT = re.compile(r"^\d{12}$")
+_ACCOUNT = re.compile(r"[0-9]{12}")
 ALICLOUD_NOT_SUPPORTED = (
     "Sharing snapshots is not supported on Alibaba Cloud: ECS has no API that grants another account access to a "
     "snapshot (only custom images can be shared, with ModifyImageSharePermission). Copy the set to the region where "
@@ -87,7 +88,7 @@ def validate(params):
     if any(a.lower() == PUBLIC_GROUP for a in accounts):
         raise ShareRefused("account_ids: 'all' would make the set public; to do that on purpose, set public: true "
                            "(and leave 'all' out of account_ids).")
-    bad = [a for a in accounts if not _ACCOUNT.match(a)]
+    bad = [a for a in accounts if not _ACCOUNT.fullmatch(a)]
     if bad:
         raise ShareRefused(f"account_ids: {', '.join(bad)} are not AWS account ids (12 digits).")
     if not accounts and not params.get("public"):
@@ -161,7 +162,11 @@ class SetShare:
         accounts = validate(self.params)
         present = self.params["state"] == "present"
         public = bool(self.params.get("public"))
-        snapshots = self._members()
+        # Only the members of the set named: never a snapshot the filter matched otherwise.
+        snapshots = checks.carrying(self._members(), lambda s: {t["Key"]: t["Value"] for t in s.get("Tags") or []},
+                                    ss.TAG_SET_ID, [self.params["set_id"]])
+        if not snapshots:
+            raise ShareRefused(f"no snapshot carries {ss.TAG_SET_ID}={self.params['set_id']} in this region")
         plans = []
         for snap in snapshots:
             users, groups = describe_create_volume_permissions(self.ec2, snap["SnapshotId"])

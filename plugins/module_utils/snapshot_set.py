@@ -38,9 +38,12 @@ PROVIDER_OWNED_TAGS = ("AppConsistent", "APPConsistent", "FsConsistent", "Device
 # Alibaba plug-in's "I/O could not be resumed", the counterpart of the AWS freeze helper's Thaw211.
 URGENT_ERRORS = ("RemountFailed", "Thaw211", "PluginExit12", "StartTimeout", "StartFailed", "StillStopping")
 
-_DURATION = re.compile(r"^\s*(\d+)\s*([smhdw])\s*$")
+# Matched whole (fullmatch): "7d\n" is not a duration.
+_DURATION = re.compile(r" *([0-9]+) *([smhdw]) *")
 _DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
-_RUN_ID = re.compile(r"^[A-Za-z0-9._:/=+@-]{1,128}$")
+# The longest retention: a hundred years. Beyond a few thousand years the instant no longer fits a date at all.
+DURATION_MAX_DAYS = 36500
+_RUN_ID = re.compile(r"[A-Za-z0-9._:/=+@-]{1,128}")
 
 
 def merge_error(current, code, message):
@@ -76,12 +79,19 @@ def weakest(levels):
     return min(levels, key=consistency_rank)
 
 
-def parse_duration(text):
-    """'7d', '12h', '90m', '2w', '30s' -> timedelta. Raises ValueError with a message naming the accepted forms."""
-    match = _DURATION.match(str(text or ""))
+def parse_duration(text, option="delete_after"):
+    """'7d', '12h', '90m', '2w', '30s' -> timedelta, at most DURATION_MAX_DAYS.
+
+    Raises ValueError with a message naming the option and the accepted forms.
+    """
+    match = _DURATION.fullmatch(text) if isinstance(text, str) else None
     if not match or int(match.group(1)) <= 0:
-        raise ValueError(f"invalid duration {text!r}: use a positive number followed by s, m, h, d or w (for example 7d)")
-    return datetime.timedelta(seconds=int(match.group(1)) * _DURATION_UNITS[match.group(2)])
+        raise ValueError(f"{option} {text!r} is not a duration: use a positive number followed by s, m, h, d or w "
+                         "(for example 7d)")
+    seconds = int(match.group(1)) * _DURATION_UNITS[match.group(2)]
+    if seconds > DURATION_MAX_DAYS * 86400:
+        raise ValueError(f"{option} {text!r} is too long: at most {DURATION_MAX_DAYS}d (100 years)")
+    return datetime.timedelta(seconds=seconds)
 
 
 def format_instant(moment):
@@ -112,7 +122,7 @@ def delete_after_instant(duration, now=None):
 def validate_run_id(run_id):
     if run_id is None:
         return None
-    if not _RUN_ID.match(str(run_id)):
+    if not _RUN_ID.fullmatch(str(run_id)):
         raise ValueError(f"invalid run_id {run_id!r}: use 1-128 letters, digits and . _ : / = + @ -")
     return str(run_id)
 

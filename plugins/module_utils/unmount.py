@@ -28,7 +28,7 @@ EXIT_MESSAGES = {
     EXIT_FAILED: "unmounting or mounting failed",
 }
 
-_MOUNT = re.compile(r"^/[A-Za-z0-9_./@+:\-]*$")
+_MOUNT = re.compile(r"/[A-Za-z0-9_./@+:\-]*")
 
 _COMMON = r"""
 set -u
@@ -135,7 +135,7 @@ def remount_command(run_id):
 
 def refused_mount(mount):
     """Why ``mount`` may not be given to ``unmount_command``, or None."""
-    if not mount or not _MOUNT.match(mount) or "/../" in mount + "/" or "/./" in mount + "/":
+    if not mount or not _MOUNT.fullmatch(mount) or "/../" in mount + "/" or "/./" in mount + "/":
         return (f"{mount!r} is refused: give an absolute path of letters, digits and _ . / @ + : -, without spaces, "
                 "quotes or '..'")
     if mount.rstrip("/") in ("", "/boot") or mount.startswith("/boot/"):

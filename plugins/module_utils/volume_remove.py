@@ -26,7 +26,7 @@ from ansible_collections.appconsistent.snapshots.plugins.module_utils.alicloud i
 from ansible_collections.appconsistent.snapshots.plugins.module_utils.polling import poll_until
 from ansible_collections.appconsistent.snapshots.plugins.module_utils.restore import TAG_RESTORED_FROM
 
-ID_PATTERNS = {"aws": re.compile(r"^vol-[0-9a-f]{8,17}$"), "alicloud": re.compile(r"^d-[0-9a-z]{6,}$")}
+ID_PATTERNS = {"aws": re.compile(r"vol-[0-9a-f]{8,17}"), "alicloud": re.compile(r"d-[0-9a-z]{6,}")}
 ID_EXAMPLES = {"aws": "vol-0123456789abcdef0", "alicloud": "d-bp1abcdefghijklmnop0"}
 FILTER_VALUES_MAX = 200
 DISK_IDS_MAX = 100
@@ -217,7 +217,7 @@ class VolumeRemoval:
 
     def check_ids(self):
         pattern = ID_PATTERNS[self.api.provider]
-        wrong = [v for v in self.volume_ids if not pattern.match(v)]
+        wrong = [v for v in self.volume_ids if not pattern.fullmatch(v)]
         if wrong:
             raise RemovalRefused(f"not {self.api.provider} volume ids: {', '.join(wrong)} (expected ids like "
                                  f"{ID_EXAMPLES[self.api.provider]}); nothing was changed")

@@ -19,9 +19,11 @@ DOCUMENT_INSTALL_AND_SNAPSHOT = "AWSEC2-VssInstallAndSnapshot"
 RESERVED_TAGS = ("AppConsistent", "Device", "AwsVssConfig")
 # Characters the document accepts in its tags parameter, besides letters and digits.
 TAG_EXTRA_CHARS = "() ./\\-\"'@_+:={}"
-_TAG_CHARS = re.compile(r"^[A-Za-z0-9" + re.escape(TAG_EXTRA_CHARS) + r"]*$")
+_TAG_CHARS = re.compile(r"[A-Za-z0-9" + re.escape(TAG_EXTRA_CHARS) + r"]*")
 DESCRIPTION_MAX = 255
-_VERSION = re.compile(r"^\d+(\.\d+){1,3}$")
+_VERSION = re.compile(r"[0-9]+(\.[0-9]+){1,3}")
+# CreateImage's rule for AMI names; the document passes the name on to it, after the freeze.
+_AMI_NAME = re.compile(r"[A-Za-z0-9()\[\] ./'@_-]{3,128}")
 
 
 class VssParameterError(ValueError):
@@ -43,8 +45,8 @@ def format_tags(tags):
             raise VssParameterError(f"tags: {key!r} is written by the VSS document itself and may not be given "
                                     f"(reserved: {', '.join(RESERVED_TAGS)})")
         for label, text in (("key", key), ("value", value)):
-            if not _TAG_CHARS.match(text):
-                bad = sorted({c for c in text if not _TAG_CHARS.match(c)})
+            if not _TAG_CHARS.fullmatch(text):
+                bad = sorted({c for c in text if not _TAG_CHARS.fullmatch(c)})
                 raise VssParameterError(f"tags: the {label} {text!r} contains {''.join(bad)!r}; the VSS document accepts "
                                         f"letters, digits and {TAG_EXTRA_CHARS}")
         if len(key) > 128 or len(value) > 256:
@@ -65,11 +67,13 @@ def build_parameters(exclude_boot_volume=False, writers=True, copy_only=False, c
         raise VssParameterError("create_ami needs ami_name")
     if ami_name and not create_ami:
         raise VssParameterError("ami_name is only used with create_ami: true")
+    if ami_name and not _AMI_NAME.fullmatch(ami_name):
+        raise VssParameterError(f"ami_name {ami_name!r} is refused: use 3-128 letters, digits, spaces and ( ) [ ] . / - ' @ _")
     if description and len(description) > DESCRIPTION_MAX:
         raise VssParameterError(f"description is longer than {DESCRIPTION_MAX} characters")
     if vss_version and not install:
         raise VssParameterError("vss_version is only used with install_vss_components: true")
-    if vss_version and not _VERSION.match(vss_version):
+    if vss_version and not _VERSION.fullmatch(vss_version):
         raise VssParameterError(f"vss_version {vss_version!r} is not a version number such as 2.5.0")
     params = {
         "ExcludeBootVolume": [as_flag(exclude_boot_volume)],

@@ -27,7 +27,7 @@ PACKAGE = "AwsVssComponents"
 INVENTORY_NAMES = ["AwsVssComponents", "AWS VSS Components"]
 INVENTORY_TYPE = "AWS:Application"
 INVENTORY_WORKERS = 8
-VERSION_PATTERN = re.compile(r"^[0-9]+(\.[0-9]+){1,3}$")
+VERSION_PATTERN = re.compile(r"[0-9]+(\.[0-9]+){1,3}")
 
 
 class VssComponentsError(ValueError):
@@ -38,7 +38,7 @@ def validate(state, version):
     """Refuse what can be refused without asking AWS."""
     if version and state == "absent":
         raise VssComponentsError("version is only used with state: present")
-    if version and not VERSION_PATTERN.match(version):
+    if version and not VERSION_PATTERN.fullmatch(version):
         raise VssComponentsError(f"version {version!r} is not a package version such as 2.5.1")
 
 

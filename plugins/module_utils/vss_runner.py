@@ -20,6 +20,7 @@ from ansible_collections.appconsistent.snapshots.plugins.module_utils import aws
 from ansible_collections.appconsistent.snapshots.plugins.module_utils import aws_fleet
 from ansible_collections.appconsistent.snapshots.plugins.module_utils import pacing
 from ansible_collections.appconsistent.snapshots.plugins.module_utils import snapshot_set as ss
+from ansible_collections.appconsistent.snapshots.plugins.module_utils import validate
 from ansible_collections.appconsistent.snapshots.plugins.module_utils import vss
 from ansible_collections.appconsistent.snapshots.plugins.module_utils.ssm import STATUS_MESSAGES
 from ansible_collections.appconsistent.snapshots.plugins.module_utils.ssm import CommandRun
@@ -89,6 +90,10 @@ class VssSnapshotRun:
         conflicts = ss.user_tags_conflicts(p.get("tags"))
         if conflicts:
             raise vss.VssParameterError(f"tags: these keys are reserved: {', '.join(conflicts)}")
+        try:
+            p["tags"] = validate.user_tags(p.get("tags"), "aws", validate.SET_OWN_TAGS["aws"])
+        except ValueError as exc:
+            raise vss.VssParameterError(str(exc)) from None
         ss.validate_run_id(p.get("run_id"))
         if p.get("delete_after"):
             ss.parse_duration(p["delete_after"])

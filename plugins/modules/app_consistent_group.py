@@ -54,6 +54,7 @@ options:
   instance_ids:
     description:
       - The instances. Cloud Assistant takes 100 per command and SSM 50; larger lists are sent in batches.
+      - Each must be an instance id of O(provider) (AWS C(i-) and 8 or 17 hex digits); a wildcard is refused.
     type: list
     elements: str
     required: true
@@ -81,6 +82,7 @@ options:
   description:
     description:
       - Description of the group and its snapshots.
+      - At most 255 characters on AWS; on Alibaba Cloud at most 256 letters, digits, spaces and C(_ . : / @ + -).
     type: str
   pre_script_path:
     description:

@@ -54,6 +54,8 @@ options:
       - The set to restore, the value of its C(appconsistent:set-id) tag (on Alibaba Cloud the C(ssg-) group id, or
         the C(acs-) id of a copy made by M(appconsistent.snapshots.snapshot_set_copy)).
       - One of O(set_id), O(snapshot_ids), O(snapshot_group_id) and O(instance_id) is required.
+      - Every id option is checked against the provider's id form before anything is read; a wildcard such as
+        C(acs-*) is refused.
     type: str
   snapshot_ids:
     description:
@@ -135,6 +137,8 @@ options:
     description:
       - Tags to put on the new volumes, in addition to C(appconsistent:restored-from) (the snapshot),
         C(appconsistent:restored-from-set) and C(appconsistent:restored-at).
+      - Values are written as strings; a list or a dictionary as a value is refused, as are more tags, or longer keys
+        or values, than the provider allows on a volume.
     type: dict
     default: {}
   force:
@@ -154,7 +158,7 @@ options:
   safety_snapshot_delete_after:
     description:
       - Retention of the safety group as a duration such as C(7d), written to its C(appconsistent:delete-after) tag
-        for M(appconsistent.snapshots.snapshot_set_prune). When not set, it has no expiry.
+        for M(appconsistent.snapshots.snapshot_set_prune). When not set, it has no expiry. At most C(36500d).
     type: str
   volume_timeout:
     description:

@@ -44,6 +44,7 @@ options:
     description:
       - The set to copy, the value of its C(appconsistent:set-id) tag (on Alibaba Cloud the C(ssg-) group id, or the
         C(acs-) id of a copy).
+      - An id that is not exactly a set id (a wildcard such as C(acs-*), a trailing newline) is refused.
     type: str
     required: true
   destination_region:
@@ -68,11 +69,15 @@ options:
       - Tags to add to every copy, in addition to the source's.
       - Keys starting with C(appconsistent:), C(aws:), C(acs:) or C(aliyun), and the keys the providers own, are
         refused.
+      - Values are written as strings; a list or a dictionary as a value is refused. Keys and values are checked
+        against the provider's limits before the first copy (AWS 50 tags, keys of 128 and values of 256 characters;
+        Alibaba Cloud 20 tags, keys and values of 128 characters), counting the copy's own tags.
     type: dict
     default: {}
   delete_after:
     description:
-      - Retention of the copy as a duration (for example C(30d)), written as a new C(appconsistent:delete-after).
+      - Retention of the copy as a duration (for example C(30d)), at most C(36500d), written as a new
+        C(appconsistent:delete-after).
       - When not set, the copy keeps the source set's C(appconsistent:delete-after) (or has none).
     type: str
   max_concurrent_copies:

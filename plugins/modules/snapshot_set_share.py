@@ -34,6 +34,8 @@ options:
   set_id:
     description:
       - The set to share, the value of its C(appconsistent:set-id) tag, in O(region).
+      - An id that is not exactly a set id (C(acs-YYYYMMDDtHHMMSS-xxxxxxxx)) is refused; a wildcard such as C(acs-*)
+        never selects other sets.
     type: str
     required: true
   account_ids:

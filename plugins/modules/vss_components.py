@@ -176,6 +176,7 @@ def argument_spec():
 
 def main():
     module = AppConsistentModule(
+        provider="aws",
         argument_spec=argument_spec(),
         required_one_of=[["instance_ids", "targets"]],
         mutually_exclusive=[["instance_ids", "targets"]],

@@ -46,6 +46,7 @@ options:
   ami_name:
     description:
       - Name of the AMI made with O(create_ami=true).
+      - 3 to 128 letters, digits, spaces and C(( ) [ ] . / - ' @ _), as EC2 allows for AMI names.
     type: str
   description:
     description:
@@ -263,6 +264,7 @@ def argument_spec():
 
 def main():
     module = AppConsistentModule(
+        provider="aws",
         argument_spec=argument_spec(),
         required_one_of=[["instance_ids", "targets"]],
         mutually_exclusive=[["instance_ids", "targets"]],

@@ -210,7 +210,7 @@ def test_a_throttling_storm_is_ridden_out(twin_factory, run_tasks):
     ({"tags": {"owner": "a;b"}}, "contains ';'"),
     ({"exclude_boot_volume": True, "create_ami": True, "ami_name": "x"}, "exclude_boot_volume cannot be used with create_ami"),
     ({"writers": False, "save_vss_metadata": True}, "save_vss_metadata needs the VSS writers"),
-    ({"delete_after": "a week"}, "invalid duration"),
+    ({"delete_after": "a week"}, "delete_after 'a week' is not a duration"),
     ({"run_id": "has space"}, "invalid run_id"),
 ])
 def test_bad_input_is_refused_before_anything_is_sent(twin_factory, run_tasks, args, words):

@@ -140,8 +140,13 @@ def _run(apis, **given):
     return run
 
 
+def _of_set(item, set_id=None):
+    item.tags["appconsistent:set-id"] = set_id or ACS
+    return item
+
+
 def test_with_both_clouds_configured_an_acs_set_is_looked_up_on_aws_then_on_alibaba_cloud():
-    copy = restore.SelectedSet(ACS, [member("s-c1", "/dev/xvdb")], "i-bp1")
+    copy = restore.SelectedSet(ACS, [_of_set(member("s-c1", "/dev/xvdb"))], "i-bp1")
     apis = {"aws": FinderApi(restore.RestoreRefused(f"no snapshot carries appconsistent:set-id={ACS} in this region")),
             "alicloud": FinderApi(copy)}
     run = _run(apis, set_id=ACS, region="us-east-1", alicloud_region="cn-shanghai")
@@ -149,11 +154,23 @@ def test_with_both_clouds_configured_an_acs_set_is_looked_up_on_aws_then_on_alib
     assert (run.provider, api, selected) == ("alicloud", apis["alicloud"], copy)
     assert apis["aws"].asked == apis["alicloud"].asked == [ACS]
     # found on AWS: Alibaba Cloud is not asked
-    aws_set = restore.SelectedSet(ACS, [member("snap-1", "/dev/xvdf")], "i-0123456789abcdef0")
+    aws_set = restore.SelectedSet(ACS, [_of_set(member("snap-1", "/dev/xvdf"))], "i-0123456789abcdef0")
     apis = {"aws": FinderApi(aws_set), "alicloud": FinderApi(copy)}
     run = _run(apis, set_id=ACS, region="us-east-1", alicloud_region="cn-shanghai")
     assert run.find_either(ACS) == (apis["aws"], aws_set) and run.provider == "aws"
     assert apis["alicloud"].asked == []
+
+
+def test_a_snapshot_of_another_set_returned_by_the_tag_filter_is_not_restored():
+    other = "acs-20261123t060000-ffffffff"
+    found = restore.SelectedSet(ACS, [_of_set(member("snap-1", "/dev/xvdf")),
+                                      _of_set(member("snap-9", "/dev/xvdg"), other)], "i-0123456789abcdef0")
+    run = _run({"aws": FinderApi(found)}, set_id=ACS, provider="aws")
+    run.provider = "aws"
+    assert [m.snapshot_id for m in run.select(FinderApi(found)).members] == ["snap-1"]
+    only_other = restore.SelectedSet(ACS, [_of_set(member("snap-9", "/dev/xvdg"), other)])
+    with pytest.raises(restore.RestoreRefused, match="no snapshot carries"):
+        run.select(FinderApi(only_other))
 
 
 def test_an_acs_set_on_neither_cloud_is_refused_asking_for_the_provider():

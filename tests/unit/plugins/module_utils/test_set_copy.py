@@ -444,3 +444,13 @@ def test_alicloud_snapshot_names_start_with_a_letter():
     assert set_copy.ali_name("s-bp1") == "s-bp1"
     assert set_copy.ali_name("1abc") == "copy-1abc"
     assert set_copy.ali_name("copy of/x") == "copy-of-x"
+
+
+def test_only_members_of_the_set_named_are_copied():
+    # The source is found with a tag filter, the cloud's reading of the id: a member of another set is left alone.
+    stray = source_member("snap-9", "/dev/xvdh")
+    stray["tags"][ss.TAG_SET_ID] = "acs-src2"
+    api = FakeCopyApi([source_member("snap-1", "/dev/xvdf"), stray])
+    _copier, result, _clock = run_copy(api)
+    assert [started[0] for started in api.started] == ["snap-1"]
+    assert result["changed"] is True

@@ -521,6 +521,18 @@ def test_check_mode_lists_what_would_go_and_deletes_nothing(ec2):
     assert result["diff"] == {"before": {"set_ids": ["acs-b", "acs-a"]}, "after": {"set_ids": ["acs-b"]}}
 
 
+def test_prune_never_deletes_a_set_of_an_instance_it_was_not_given(ec2):
+    # Instance ids reach the listing as tag filter values: what comes back is checked against the ids named.
+    client, stub = ec2
+    stub.add_response("describe_snapshots", {"Snapshots": [
+        _snapshot("snap-1", "acs-a", instance_id="i-1", consistency="crash", delete_after=PAST),
+        _snapshot("snap-2", "acs-b", instance_id="i-10", consistency="crash", delete_after=PAST)]})
+    stub.add_response("describe_images", {"Images": []}, {"Owners": ["self"], "IncludeDisabled": True, "MaxResults": 1000})
+    result = inv.SetPrune(FakeModule(client, check_mode=True, instance_ids=["i-1"]), now=NOW).run()
+    assert [e["set_id"] for e in result["deleted"]] == ["acs-a"]
+    assert result["diff"]["before"] == {"set_ids": ["acs-a"]}
+
+
 def test_a_set_in_use_by_an_image_is_kept_and_nothing_of_it_deleted(ec2):
     client, stub = ec2
     _listing(stub, [_snapshot("snap-1", "acs-a", consistency="crash", delete_after=PAST),
@@ -545,8 +557,9 @@ def test_nothing_to_prune_by_is_refused_before_any_call(ec2):
 def test_info_run_filters_server_side_then_selects(ec2):
     client, stub = ec2
     stub.add_response("describe_snapshots", {"Snapshots": [
-        _snapshot("snap-1", "acs-a", minute=1), _snapshot("snap-2", "acs-b", minute=2, consistency="crash"),
-        _snapshot("snap-3", "acs-c", minute=3, consistency="filesystem")]}, {
+        _snapshot("snap-1", "acs-a", minute=1, run_id="R1"),
+        _snapshot("snap-2", "acs-b", minute=2, consistency="crash", run_id="R1"),
+        _snapshot("snap-3", "acs-c", minute=3, consistency="filesystem", run_id="R1")]}, {
         "OwnerIds": ["self"], "MaxResults": 1000, "Filters": [
             {"Name": "tag-key", "Values": [ss.TAG_SET_ID]}, {"Name": "tag:" + ss.TAG_RUN_ID, "Values": ["R1"]}]})
     module = FakeModule(client, run_id="R1", set_ids=None, min_consistency="filesystem", newest_only=True)

@@ -97,6 +97,18 @@ def test_grants_only_what_is_missing_on_every_member(ec2):
     assert result["diff"]["after"]["snap-2"] == {"account_ids": [ACCOUNT, OTHER], "public": False}
 
 
+def test_a_snapshot_of_another_set_returned_by_the_filter_is_never_shared(ec2):
+    # The tag filter is the cloud's reading of the value (EC2 filters take wildcards): only the set named is acted on.
+    client, stub = ec2
+    other = snapshot("snap-9")
+    other["Tags"][0]["Value"] = "acs-10"
+    expect_members(stub, snapshot("snap-1"), other)
+    expect_permissions(stub, "snap-1")
+    expect_modify(stub, "snap-1", "add", users=[ACCOUNT])
+    result = share(client)
+    assert [m["snapshot_id"] for m in result["members"]] == ["snap-1"]
+
+
 def test_rerun_with_permissions_in_place_changes_nothing(ec2):
     client, stub = ec2
     expect_members(stub, snapshot("snap-1"))
