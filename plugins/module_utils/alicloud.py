@@ -58,6 +58,9 @@ RETRYABLE_EXCEPTIONS = ["ThrottlingException"]
 
 DEFAULT_MAX_ATTEMPTS = 6
 
+# What to install for Alibaba Cloud (named in the task's failure when they are missing).
+SDK_PACKAGES = "alibabacloud-ecs20140526 and alibabacloud-tea-openapi"
+
 
 def alicloud_argument_spec():
     """Connection options shared by every module (documented in the alicloud doc fragment)."""
@@ -201,10 +204,16 @@ class AlibabaCloud:
         self.module = module
         self._client = client
 
+    def _sdk(self):
+        """The SDK; without it the task fails naming the packages, before any request model is built."""
+        if sdk()["error"]:
+            self.module.fail_json(msg=missing_required_lib(SDK_PACKAGES), exception=sdk()["error"])
+        return sdk()
+
     @property
     def models(self):
         """The SDK's request models (alibabacloud_ecs20140526.models)."""
-        return sdk()["models"]
+        return self._sdk()["models"]
 
     @property
     def region(self):
@@ -213,10 +222,9 @@ class AlibabaCloud:
     @property
     def client(self):
         if self._client is None:
-            if sdk()["error"]:
-                self.module.fail_json(msg=missing_required_lib("alibabacloud-ecs20140526 and alibabacloud-tea-openapi"))
+            client_class = self._sdk()["Client"]
             try:
-                self._client = sdk()["Client"](build_config(self.module.params))
+                self._client = client_class(build_config(self.module.params))
             except CredentialsMissing as exc:
                 self.module.fail_json(msg=str(exc))
             except Exception as exc:  # pylint: disable=broad-except

@@ -11,6 +11,8 @@ import time
 
 from ansible_collections.appconsistent.snapshots.plugins.module_utils import restore
 from ansible_collections.appconsistent.snapshots.plugins.module_utils import snapshot_set as ss
+from ansible_collections.appconsistent.snapshots.plugins.module_utils.alicloud import SDK_PACKAGES
+from ansible_collections.appconsistent.snapshots.plugins.module_utils.alicloud import sdk as alicloud_sdk
 
 _AWS_INSTANCE = re.compile(r"^i-(?:[0-9a-f]{8}|[0-9a-f]{17})$")
 
@@ -141,6 +143,11 @@ class RestoreRun:
         """An acs- set id with both clouds configured: the cloud that holds the set, AWS first (read-only lookups)."""
         reasons = []
         for provider in ("aws", "alicloud"):
+            if provider == "alicloud" and alicloud_sdk()["error"]:
+                # An AWS-only controller: Alibaba Cloud cannot be asked, and that is no reason to fail the task
+                # with a missing library when the set simply is not on AWS.
+                reasons.append(f"Alibaba Cloud: not looked up, as its SDK ({SDK_PACKAGES}) is not installed")
+                continue
             self.provider = provider
             api = self.api()
             try:

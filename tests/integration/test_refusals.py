@@ -1,0 +1,103 @@
+"""What a new operator runs into first, through real ansible-playbook runs against the twins: a controller without
+the Alibaba Cloud SDK."""
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from test_snapshot_set_info import ALI_WEB
+from test_snapshot_set_info import aws_instance
+
+ACG = "appconsistent.snapshots.app_consistent_group"
+INFO = "appconsistent.snapshots.snapshot_set_info"
+PRUNE = "appconsistent.snapshots.snapshot_set_prune"
+RESTORE = "appconsistent.snapshots.restore_volumes"
+COPY = "appconsistent.snapshots.snapshot_set_copy"
+SHARE = "appconsistent.snapshots.snapshot_set_share"
+REMOVE = "appconsistent.snapshots.restored_volumes_remove"
+VSS = "appconsistent.snapshots.vss_snapshot"
+VSS_COMPONENTS = "appconsistent.snapshots.vss_components"
+
+# The packages the collection's Alibaba Cloud code imports (meta/ee-requirements.txt).
+ALIBABA_PACKAGES = ("alibabacloud_ecs20140526", "alibabacloud_tea_openapi", "alibabacloud_credentials")
+
+
+@pytest.fixture
+def no_alibaba_sdk(tmp_path, monkeypatch):
+    """ansible-playbook and its modules run as on a controller where the Alibaba Cloud SDK was never installed.
+
+    Packages of the same names, first on PYTHONPATH, fail to import as a missing package does; the twins, already
+    running in this process, keep the real SDK.
+    """
+    stubs = tmp_path / "no-alibaba-sdk"
+    for name in ALIBABA_PACKAGES:
+        (stubs / name).mkdir(parents=True)
+        (stubs / name / "__init__.py").write_text(f"raise ModuleNotFoundError(\"No module named '{name}'\", name={name!r})\n")
+    path = os.pathsep.join(p for p in (str(stubs), os.environ.get("PYTHONPATH")) if p)
+    monkeypatch.setenv("PYTHONPATH", path)
+    for name in ALIBABA_PACKAGES:
+        probe = subprocess.run([sys.executable, "-c", f"import {name}"], capture_output=True, text=True, check=False)
+        assert probe.returncode != 0 and "ModuleNotFoundError" in probe.stderr, f"{name} is still importable"
+
+
+def first_line(result):
+    return (result.get("msg") or "").splitlines()[0]
+
+
+# --- issue 19.1: no Alibaba Cloud SDK on the controller --------------------------------------------
+
+
+def test_without_the_alibaba_sdk_alibaba_use_names_the_packages_to_install(twin_factory, run_tasks, no_alibaba_sdk):
+    twins = twin_factory(aws=False)
+    run = run_tasks([
+        {INFO: {"provider": "alicloud"}, "register": "info"},
+        {ACG: {"provider": "alicloud", "instance_ids": [ALI_WEB], "consistency": "crash"}, "register": "group"},
+        {RESTORE: {"provider": "alicloud", "set_id": "ssg-bp1twin0000000001"}, "register": "restore"},
+        {RESTORE: {"snapshot_group_id": "ssg-bp1twin0000000001"}, "register": "restore_group"},
+        {PRUNE: {"provider": "alicloud", "keep": 3}, "register": "prune"},
+        {COPY: {"provider": "alicloud", "set_id": "ssg-bp1twin0000000001", "destination_region": "cn-shanghai"},
+         "register": "copy"},
+        {REMOVE: {"provider": "alicloud", "volume_ids": ["d-bp1twin0000000001"]}, "register": "remove"},
+    ], twins.endpoints)
+    for name, result in run.results.items():
+        assert result.get("failed"), name
+        assert "alibabacloud-ecs20140526 and alibabacloud-tea-openapi" in first_line(result), (name, result["msg"])
+        assert "'models'" not in result["msg"], name
+    assert twins.stats.counts("alicloud") == {}
+
+
+def test_without_the_alibaba_sdk_aws_use_works_in_every_module(twin_factory, run_tasks, no_alibaba_sdk):
+    # Both clouds configured, as a play whose module_defaults carry both connections does.
+    twins = twin_factory()
+    web = aws_instance(twins, "web-1")
+    sql = aws_instance(twins, "sql-1")
+    run = run_tasks([
+        {ACG: {"provider": "aws", "instance_ids": [web], "consistency": "crash"}, "register": "group"},
+        {VSS: {"instance_ids": [sql]}, "register": "vss"},
+        {VSS_COMPONENTS: {"instance_ids": [sql]}, "register": "components", "check_mode": True},
+        {INFO: {"provider": "aws", "instance_ids": [web]}, "register": "info"},
+        # An acs- id with both clouds configured is looked up on AWS first, and here found there.
+        {RESTORE: {"set_id": "{{ group.results[0].set_id }}", "mode": "volumes", "min_consistency": "crash"},
+         "register": "restore", "check_mode": True},
+        # Not on AWS: Alibaba Cloud cannot be asked without its SDK, which the refusal says.
+        {RESTORE: {"set_id": "acs-20990101t000000-00000000", "mode": "volumes"}, "register": "restore_missing"},
+        {COPY: {"provider": "aws", "set_id": "{{ group.results[0].set_id }}", "destination_region": "us-west-2"},
+         "register": "copy", "check_mode": True},
+        {SHARE: {"provider": "aws", "set_id": "{{ group.results[0].set_id }}", "account_ids": ["210987654321"]},
+         "register": "share", "check_mode": True},
+        {PRUNE: {"provider": "aws", "keep": 5}, "register": "prune"},
+        {REMOVE: {"provider": "aws", "volume_ids": []}, "register": "remove"},
+    ], twins.endpoints)
+    for name in ("group", "vss", "components", "info", "restore", "copy", "share", "prune", "remove"):
+        assert not run[name].get("failed"), (name, run[name].get("msg"))
+    assert run["group"]["results"][0]["consistency"] == "crash"
+    assert [s["set_id"] for s in run["info"]["sets"]] == [run["group"]["results"][0]["set_id"]]
+    assert run["restore"]["provider"] == "aws"
+    missing = run["restore_missing"]
+    assert missing.get("failed")
+    assert "was found neither on AWS nor on Alibaba Cloud" in missing["msg"]
+    assert "Alibaba Cloud: not looked up, as its SDK (alibabacloud-ecs20140526 and alibabacloud-tea-openapi) is not " \
+           "installed" in missing["msg"]
+    assert twins.stats.counts("alicloud") == {}
