@@ -13,9 +13,16 @@ from ansible_collections.appconsistent.snapshots.plugins.module_utils import res
 from ansible_collections.appconsistent.snapshots.plugins.module_utils import snapshot_set as ss
 from ansible_collections.appconsistent.snapshots.plugins.module_utils.alicloud import SDK_PACKAGES
 from ansible_collections.appconsistent.snapshots.plugins.module_utils.alicloud import sdk as alicloud_sdk
+from ansible_collections.appconsistent.snapshots.plugins.module_utils.module import other_cloud_options_message
 
 _AWS_INSTANCE = re.compile(r"^i-(?:[0-9a-f]{8}|[0-9a-f]{17})$")
 
+
+# Options that only one cloud reads: given with the other provider they are refused, not ignored.
+CLOUD_OPTIONS = dict(
+    aws=["iops", "throughput", "aws_max_attempts"],
+    alicloud=["safety_snapshot", "safety_snapshot_delete_after"],
+)
 
 # Options that say the AWS connection is configured (region and profile also from AWS_REGION, AWS_PROFILE...).
 AWS_CONNECTION_OPTIONS = ("region", "profile", "access_key", "endpoint_url")
@@ -114,7 +121,9 @@ class RestoreRun:
                                          "provider must be alicloud")
         if self.provider is None:
             api, self.selected = self.find_either(self.params["set_id"])
+            self.refuse_other_cloud_options()
         else:
+            self.refuse_other_cloud_options()
             api = self.api()
             try:
                 self.selected = self.select(api)
@@ -138,6 +147,14 @@ class RestoreRun:
         result.update(provider=self.provider, mode=mode, instance_id=target, set=self.selected.to_dict(),
                       diff=self.restorer.diff())
         return result
+
+    def refuse_other_cloud_options(self):
+        """Options the task gave that the set's cloud does not read are refused, before any change."""
+        given = getattr(self.module, "given", ())
+        for cloud, options in CLOUD_OPTIONS.items():
+            names = [name for name in options if name in given]
+            if cloud != self.provider and names:
+                raise restore.RestoreRefused(other_cloud_options_message(names, cloud, self.provider))
 
     def find_either(self, set_id):
         """An acs- set id with both clouds configured: the cloud that holds the set, AWS first (read-only lookups)."""

@@ -1,5 +1,5 @@
 """What a new operator runs into first, through real ansible-playbook runs against the twins: a controller without
-the Alibaba Cloud SDK."""
+the Alibaba Cloud SDK, options of the other cloud."""
 
 import os
 import subprocess
@@ -9,6 +9,7 @@ import pytest
 
 from test_snapshot_set_info import ALI_WEB
 from test_snapshot_set_info import aws_instance
+from test_snapshot_set_info import aws_set
 
 ACG = "appconsistent.snapshots.app_consistent_group"
 INFO = "appconsistent.snapshots.snapshot_set_info"
@@ -101,3 +102,57 @@ def test_without_the_alibaba_sdk_aws_use_works_in_every_module(twin_factory, run
     assert "Alibaba Cloud: not looked up, as its SDK (alibabacloud-ecs20140526 and alibabacloud-tea-openapi) is not " \
            "installed" in missing["msg"]
     assert twins.stats.counts("alicloud") == {}
+
+
+# --- issue 19.3: options of the other cloud ---------------------------------------------------------
+
+
+@pytest.mark.parametrize("provider, options, message", [
+    ("aws", {"ram_role_name": "AppSnapshotRole"},
+     "ram_role_name is an Alibaba Cloud option and provider is aws: remove it, as it would be ignored."),
+    ("aws", {"name": "nightly", "enable_writers": True},
+     "name and enable_writers are Alibaba Cloud options and provider is aws: remove them, as they would be ignored."),
+    ("alicloud", {"initiator": "instance", "ram_role_name": "AppSnapshotRole"},
+     "initiator is an AWS option and provider is alicloud: remove it, as it would be ignored."),
+    ("alicloud", {"max_concurrency": "10", "delivery_timeout": 60, "ram_role_name": "AppSnapshotRole"},
+     "max_concurrency and delivery_timeout are AWS options and provider is alicloud: remove them, as they would be "
+     "ignored."),
+])
+def test_app_consistent_group_refuses_options_of_the_other_cloud_before_any_call(twin_factory, run_tasks, provider,
+                                                                                 options, message):
+    twins = twin_factory()
+    instance = aws_instance(twins, "web-1") if provider == "aws" else ALI_WEB
+    run = run_tasks([{ACG: dict({"provider": provider, "instance_ids": [instance]}, **options), "register": "group"}],
+                    twins.endpoints)
+    assert run["group"].get("failed")
+    assert run["group"]["msg"] == message
+    assert twins.stats.counts() == {}
+
+
+def test_the_documented_defaults_of_the_other_cloud_are_not_refused(twin_factory, run_tasks):
+    twins = twin_factory()
+    run = run_tasks([
+        {ACG: {"provider": "aws", "instance_ids": [aws_instance(twins, "web-1")], "consistency": "crash"},
+         "register": "aws"},
+        {ACG: {"provider": "alicloud", "instance_ids": [ALI_WEB], "consistency": "crash"}, "register": "alicloud"},
+    ], twins.endpoints, check=True)
+    assert not run["aws"].get("failed"), run["aws"].get("msg")
+    assert not run["alicloud"].get("failed"), run["alicloud"].get("msg")
+
+
+def test_restore_volumes_refuses_options_of_the_other_cloud_before_any_change(twin_factory, run_tasks):
+    twins = twin_factory()
+    set_id, _snapshots = aws_set(twins, "web-1")
+    before = twins.stats.counts("aws")
+    run = run_tasks([
+        {RESTORE: {"set_id": set_id, "mode": "volumes", "safety_snapshot": False}, "register": "aws"},
+        {RESTORE: {"provider": "alicloud", "set_id": "ssg-bp1twin0000000001", "iops": 3000, "aws_max_attempts": 3},
+         "register": "alicloud"},
+    ], twins.endpoints)
+    assert run["aws"]["msg"] == ("safety_snapshot is an Alibaba Cloud option and provider is aws: remove it, as it "
+                                 "would be ignored.")
+    assert run["alicloud"]["msg"] == ("iops and aws_max_attempts are AWS options and provider is alicloud: remove them, "
+                                      "as they would be ignored.")
+    assert twins.stats.counts("alicloud") == {}
+    assert {a: n for a, n in twins.stats.counts("aws").items() if not a.startswith("Describe")} == \
+        {a: n for a, n in before.items() if not a.startswith("Describe")}
