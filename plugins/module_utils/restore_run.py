@@ -64,7 +64,16 @@ def infer_provider(params):
     raise restore.RestoreRefused("cannot tell the provider from the ids given: set provider to aws or alicloud")
 
 
+# The forms of a set id: acs- (AWS sets, and copies on both clouds) and ssg- (Alibaba Cloud snapshot-consistent groups).
+SET_ID_PREFIXES = ("acs-", "ssg-")
+
+
 def validate(params):
+    set_id = params.get("set_id")
+    if set_id is not None and not (set_id.startswith(SET_ID_PREFIXES) and len(set_id) > 4):
+        raise restore.RestoreRefused(f"invalid set_id {set_id!r}: a set id starts with acs- (an AWS set, or a copy made "
+                                     "by snapshot_set_copy) or ssg- (an Alibaba Cloud snapshot-consistent group), as "
+                                     "snapshot_set_info lists them")
     if params.get("instance_id") and not params.get("latest"):
         raise restore.RestoreRefused("instance_id selects the instance's newest set: add latest: true "
                                      "(or give set_id, snapshot_ids or snapshot_group_id)")
@@ -127,6 +136,8 @@ class RestoreRun:
             api = self.api()
             try:
                 self.selected = self.select(api)
+            except restore.NotConnected as exc:
+                raise restore.RestoreRefused(str(exc)) from None
             except restore.StepFailed as exc:
                 raise restore.RestoreRefused(f"cannot find the snapshot set: {exc}") from None
             except restore.RestoreRefused as exc:
@@ -140,6 +151,8 @@ class RestoreRun:
         try:
             self.restorer = self._restorer(api, target)
             self.restorer.plan(self.selected, target)
+        except restore.NotConnected as exc:
+            raise restore.RestoreRefused(str(exc)) from None
         except restore.StepFailed as exc:
             raise restore.RestoreRefused(f"cannot plan the restore: {exc}") from None
         result = self.restorer.run(self.selected)

@@ -1,13 +1,15 @@
 """What a new operator runs into first, through real ansible-playbook runs against the twins: a controller without
-the Alibaba Cloud SDK, options of the other cloud."""
+the Alibaba Cloud SDK, options of the other cloud, rejected or missing credentials, a malformed set id, keep: 0."""
 
 import os
 import subprocess
 import sys
+import time
 
 import pytest
 
 from test_snapshot_set_info import ALI_WEB
+from test_snapshot_set_info import TICK
 from test_snapshot_set_info import aws_instance
 from test_snapshot_set_info import aws_set
 
@@ -156,3 +158,72 @@ def test_restore_volumes_refuses_options_of_the_other_cloud_before_any_change(tw
     assert twins.stats.counts("alicloud") == {}
     assert {a: n for a, n in twins.stats.counts("aws").items() if not a.startswith("Describe")} == \
         {a: n for a, n in before.items() if not a.startswith("Describe")}
+
+
+# --- issue 19.5: messages ---------------------------------------------------------------------------
+
+
+def test_rejected_alibaba_credentials_are_said_first_and_on_one_line(twin_factory, run_tasks):
+    twins = twin_factory(aws=False)
+    run = run_tasks([
+        {INFO: {"provider": "alicloud", "alicloud_secret_key": "not-the-secret"}, "register": "bad_secret"},
+        {INFO: {"provider": "alicloud", "alicloud_access_key": "LTAInotakey", "alicloud_secret_key": "x"},
+         "register": "bad_key"},
+        {RESTORE: {"provider": "alicloud", "set_id": "ssg-bp1twin0000000001", "alicloud_secret_key": "not-the-secret"},
+         "register": "restore"},
+    ], twins.endpoints)
+    for name, result in run.results.items():
+        assert result.get("failed"), name
+        assert "\n" not in result["msg"], (name, result["msg"])
+        assert "string to sign" not in result["msg"], name
+        assert "Alibaba Cloud rejected the credentials" in result["msg"], (name, result["msg"])
+        assert "check alicloud_access_key, alicloud_secret_key and alicloud_security_token" in result["msg"], name
+        assert not result["msg"].startswith("cannot find"), name
+    assert run["bad_secret"]["error"]["code"] == "SignatureDoesNotMatch"
+    assert "string to sign" in run["bad_secret"]["error"]["provider_message"]
+    assert "rejected the credentials" in run.stdout.split("[ERROR]")[1].splitlines()[0]
+
+
+def test_restore_volumes_without_aws_credentials_says_so(twin_factory, run_tasks, monkeypatch, tmp_path):
+    twins = twin_factory(alicloud=False)
+    set_id, _snapshots = aws_set(twins, "web-1")
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE", "AWS_DEFAULT_PROFILE"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    endpoints = dict(twins.endpoints, aws=dict(twins.endpoints["aws"], access_key_id=None, secret_access_key=None))
+    run = run_tasks([{RESTORE: {"set_id": set_id, "mode": "volumes"}, "register": "restore"}], endpoints)
+    assert run["restore"]["msg"].startswith("No AWS credentials found: set access_key and secret_key"), \
+        run["restore"]["msg"]
+
+
+def test_a_set_id_of_no_known_form_is_an_invalid_id(twin_factory, run_tasks):
+    twins = twin_factory()
+    run = run_tasks([
+        {RESTORE: {"set_id": "my-backup"}, "register": "inferred"},
+        {RESTORE: {"provider": "aws", "set_id": "my-backup"}, "register": "aws"},
+    ], twins.endpoints)
+    for result in run.results.values():
+        assert result["msg"] == ("invalid set_id 'my-backup': a set id starts with acs- (an AWS set, or a copy made by "
+                                 "snapshot_set_copy) or ssg- (an Alibaba Cloud snapshot-consistent group), as "
+                                 "snapshot_set_info lists them")
+    assert twins.stats.counts() == {}
+
+
+def test_keep_zero_says_that_only_the_protected_sets_are_left(twin_factory, run_tasks):
+    twins = twin_factory(alicloud=False)
+    older, _s = aws_set(twins, "web-1")
+    crash, _s = aws_set(twins, "db-1", consistency="crash")
+    time.sleep(TICK)
+    newest, _s = aws_set(twins, "web-1")
+    web = aws_instance(twins, "web-1")
+    task = {PRUNE: {"provider": "aws", "keep": 0, "expired": False}}
+    run = run_tasks([dict(task, register="check")], twins.endpoints, check=True)
+    expected = ("keep is 0: every set in scope {} deleted but each instance's newest application-consistent set, "
+                f"which protect_newest_application keeps ({newest} of {web}).")
+    assert sorted(e["set_id"] for e in run["check"]["deleted"]) == sorted([older, crash])
+    assert run["check"]["warnings"] == [expected.format("would be")]
+    run = run_tasks([dict(task, register="real")], twins.endpoints)
+    assert sorted(e["set_id"] for e in run["real"]["deleted"]) == sorted([older, crash])
+    assert run["real"]["warnings"] == [expected.format("was")]
