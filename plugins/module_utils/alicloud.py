@@ -56,7 +56,14 @@ RETRYABLE_CODES = [
 ]
 RETRYABLE_EXCEPTIONS = ["ThrottlingException"]
 
+# Error codes that mean the credentials were refused, not the request.
+CREDENTIAL_ERROR_CODES = ("InvalidAccessKeyId.NotFound", "SignatureDoesNotMatch", "InvalidAccessKeyId",
+                          "InvalidSecurityToken.Expired", "InvalidSecurityToken.Malformed", "InvalidCredentials")
+
 DEFAULT_MAX_ATTEMPTS = 6
+
+# What to install for Alibaba Cloud (named in the task's failure when they are missing).
+SDK_PACKAGES = "alibabacloud-ecs20140526 and alibabacloud-tea-openapi"
 
 
 def alicloud_argument_spec():
@@ -80,17 +87,22 @@ def alicloud_argument_spec():
 class AlibabaCloudError(Exception):
     """An Alibaba Cloud API error, reduced to what an operator needs to act on it."""
 
-    def __init__(self, action, code, message, request_id=None, status_code=None):
+    def __init__(self, action, code, message, request_id=None, status_code=None, provider_message=None):
         self.action = action
         self.code = code
         self.message = message
         self.request_id = request_id
         self.status_code = status_code
+        # The provider's own words when ``message`` says it better (a signature error dumps the string to sign).
+        self.provider_message = provider_message
         super().__init__(f"{action} failed: {code}: {message}" + (f" (request id {request_id})" if request_id else ""))
 
     def to_dict(self):
-        return dict(action=self.action, code=self.code, message=self.message,
-                    request_id=self.request_id, status_code=self.status_code)
+        result = dict(action=self.action, code=self.code, message=self.message,
+                      request_id=self.request_id, status_code=self.status_code)
+        if self.provider_message is not None:
+            result["provider_message"] = self.provider_message
+        return result
 
 
 class CredentialsMissing(Exception):
@@ -182,10 +194,15 @@ def to_alibaba_error(action, exc):
         message = str(getattr(exc, "message", None) or exc)
     request_id = getattr(exc, "request_id", None) or (data.get("RequestId") if isinstance(data, dict) else None)
     status = getattr(exc, "status_code", None) or (data.get("statusCode") if isinstance(data, dict) else None)
-    if code in ("InvalidAccessKeyId.NotFound", "SignatureDoesNotMatch", "InvalidAccessKeyId", "InvalidSecurityToken.Expired",
-                "InvalidSecurityToken.Malformed", "InvalidCredentials"):
-        message = f"{message} (Alibaba Cloud rejected the credentials: check alicloud_access_key / alicloud_secret_key / " \
-                  "alicloud_security_token)"
+    if code in CREDENTIAL_ERROR_CODES:
+        # Said first and on one line: the provider's message can go on with the whole string to sign, over several
+        # lines, which is kept in the error's provider_message.
+        said = message.splitlines()[0].split("server string to sign")[0].strip() if message.strip() else code
+        return AlibabaCloudError(
+            action, code, f"Alibaba Cloud rejected the credentials ({said}): check alicloud_access_key, "
+            "alicloud_secret_key and alicloud_security_token (or ALIBABA_CLOUD_ACCESS_KEY_ID, "
+            "ALIBABA_CLOUD_ACCESS_KEY_SECRET and ALIBABA_CLOUD_SECURITY_TOKEN)", request_id=request_id,
+            status_code=status, provider_message=message)
     return AlibabaCloudError(action, code, message, request_id=request_id, status_code=status)
 
 
@@ -201,10 +218,16 @@ class AlibabaCloud:
         self.module = module
         self._client = client
 
+    def _sdk(self):
+        """The SDK; without it the task fails naming the packages, before any request model is built."""
+        if sdk()["error"]:
+            self.module.fail_json(msg=missing_required_lib(SDK_PACKAGES), exception=sdk()["error"])
+        return sdk()
+
     @property
     def models(self):
         """The SDK's request models (alibabacloud_ecs20140526.models)."""
-        return sdk()["models"]
+        return self._sdk()["models"]
 
     @property
     def region(self):
@@ -213,10 +236,9 @@ class AlibabaCloud:
     @property
     def client(self):
         if self._client is None:
-            if sdk()["error"]:
-                self.module.fail_json(msg=missing_required_lib("alibabacloud-ecs20140526 and alibabacloud-tea-openapi"))
+            client_class = self._sdk()["Client"]
             try:
-                self._client = sdk()["Client"](build_config(self.module.params))
+                self._client = client_class(build_config(self.module.params))
             except CredentialsMissing as exc:
                 self.module.fail_json(msg=str(exc))
             except Exception as exc:  # pylint: disable=broad-except

@@ -17,6 +17,7 @@ from ansible_collections.amazon.aws.plugins.module_utils.botocore import check_s
 from ansible_collections.amazon.aws.plugins.module_utils.exceptions import AnsibleAWSError
 from ansible_collections.amazon.aws.plugins.module_utils.exceptions import AnsibleBotocoreError
 from ansible_collections.amazon.aws.plugins.module_utils.modules import AnsibleAWSModule
+from ansible.module_utils.basic import _load_params
 from ansible.module_utils.basic import missing_required_lib
 
 from ansible_collections.appconsistent.snapshots.plugins.module_utils.alicloud import AlibabaCloud
@@ -60,6 +61,10 @@ class AppConsistentModule(AnsibleAWSModule):
             check_params(self.params, provider)
         except ValueError as exc:
             self.fail_json(msg=str(exc))
+        # The options the task (or its module_defaults) gave a value, by their own names: a default filled in
+        # by the argument spec is not something the user asked for.
+        aliases = {alias: name for name, option in spec.items() for alias in option.get("aliases") or []}
+        self.given = frozenset(aliases.get(key, key) for key, value in _load_params().items() if value is not None)
 
     @property
     def pacer(self):
@@ -71,6 +76,19 @@ class AppConsistentModule(AnsibleAWSModule):
             except ValueError as exc:
                 self.fail_json(msg=str(exc))
         return self._pacer
+
+    def refuse_other_cloud_options(self, provider, cloud_options):
+        """Fail before any call when the task sets options that only the other cloud reads.
+
+        ``cloud_options`` maps each provider (aws, alicloud) to the options of this module that only that
+        provider uses. Left alone, they would be accepted and silently ignored.
+        """
+        for cloud, options in cloud_options.items():
+            if cloud == provider:
+                continue
+            given = [name for name in options if name in self.given]
+            if given:
+                self.fail_json(msg=other_cloud_options_message(given, cloud, provider))
 
     # --- AWS ------------------------------------------------------------------------
 
@@ -126,3 +144,14 @@ class AppConsistentModule(AnsibleAWSModule):
             message = f"{msg}: {exc}" if msg else str(exc)
             self.fail_json(msg=message, error=exc.to_dict(), **kwargs)
         self.fail_json(msg=f"{msg}: {exc}" if msg else str(exc), **kwargs)
+
+
+CLOUD_NAMES = {"aws": "AWS", "alicloud": "Alibaba Cloud"}
+
+
+def other_cloud_options_message(names, cloud, provider):
+    """One sentence refusing options of ``cloud`` in a task whose provider is ``provider``."""
+    many = len(names) > 1
+    listed = ", ".join(names[:-1]) + " and " + names[-1] if many else names[0]
+    return (f"{listed} {'are' if many else 'is an'} {CLOUD_NAMES[cloud]} option{'s' if many else ''} and provider is "
+            f"{provider}: remove {'them' if many else 'it'}, as {'they' if many else 'it'} would be ignored.")

@@ -47,6 +47,10 @@ class StepFailed(Exception):
     """One step of the restore failed (an API error, an error state or a timeout)."""
 
 
+class NotConnected(StepFailed):
+    """The provider could not be asked at all (no or rejected credentials, no endpoint); the message says why."""
+
+
 class Member:
     """One snapshot of the set, in provider-neutral form."""
 

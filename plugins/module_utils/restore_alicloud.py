@@ -25,6 +25,7 @@ import json
 from ansible_collections.appconsistent.snapshots.plugins.module_utils import restore
 from ansible_collections.appconsistent.snapshots.plugins.module_utils import set_inventory as inventory
 from ansible_collections.appconsistent.snapshots.plugins.module_utils import snapshot_set as ss
+from ansible_collections.appconsistent.snapshots.plugins.module_utils.alicloud import CREDENTIAL_ERROR_CODES
 from ansible_collections.appconsistent.snapshots.plugins.module_utils.alicloud import AlibabaCloudError
 from ansible_collections.appconsistent.snapshots.plugins.module_utils.alicloud import tags_to_dict
 
@@ -122,6 +123,8 @@ class AlicloudRestoreApi:
         try:
             return func(*args, **kwargs)
         except AlibabaCloudError as exc:
+            if exc.code in CREDENTIAL_ERROR_CODES or exc.code == "EndpointUnreachable":
+                raise restore.NotConnected(str(exc)) from None
             raise restore.StepFailed(str(exc)) from None
 
     # --- finding the set ------------------------------------------------------------------------

@@ -22,6 +22,7 @@ from ansible_collections.appconsistent.snapshots.plugins.module_utils import sna
 from ansible_collections.appconsistent.snapshots.plugins.module_utils.aws import THROTTLING_CODES
 from ansible_collections.appconsistent.snapshots.plugins.module_utils.aws import AppConsistentAWSError
 from ansible_collections.appconsistent.snapshots.plugins.module_utils.aws import EC2ErrorHandler
+from ansible_collections.appconsistent.snapshots.plugins.module_utils.aws import describe_aws_failure
 
 FILTER_VALUES_MAX = 200
 # AWS recommends f-p for EBS data volumes; q-z follow when those are taken.
@@ -146,6 +147,9 @@ class AwsRestoreApi:
         try:
             return func(self.client, *args, attempts=self.attempts, **kwargs)
         except AppConsistentAWSError as exc:
+            plain = describe_aws_failure(exc)
+            if plain:
+                raise restore.NotConnected(f"{plain} (failed to {what})" if what else plain) from None
             cause = getattr(exc, "exception", None)
             error = getattr(cause, "response", {}).get("Error", {}) if cause is not None else {}
             detail = f"{error.get('Code')}: {error.get('Message')}" if error else str(cause or "")

@@ -12,9 +12,18 @@ import time
 from ansible_collections.appconsistent.snapshots.plugins.module_utils import restore
 from ansible_collections.appconsistent.snapshots.plugins.module_utils import snapshot_set as ss
 from ansible_collections.appconsistent.snapshots.plugins.module_utils import validate as checks
+from ansible_collections.appconsistent.snapshots.plugins.module_utils.alicloud import SDK_PACKAGES
+from ansible_collections.appconsistent.snapshots.plugins.module_utils.alicloud import sdk as alicloud_sdk
+from ansible_collections.appconsistent.snapshots.plugins.module_utils.module import other_cloud_options_message
 
 _AWS_INSTANCE = re.compile(r"i-(?:[0-9a-f]{8}|[0-9a-f]{17})")
 
+
+# Options that only one cloud reads: given with the other provider they are refused, not ignored.
+CLOUD_OPTIONS = dict(
+    aws=["iops", "throughput", "aws_max_attempts"],
+    alicloud=["safety_snapshot", "safety_snapshot_delete_after"],
+)
 
 # Options that say the AWS connection is configured (region and profile also from AWS_REGION, AWS_PROFILE...).
 AWS_CONNECTION_OPTIONS = ("region", "profile", "access_key", "endpoint_url")
@@ -56,7 +65,16 @@ def infer_provider(params):
     raise restore.RestoreRefused("cannot tell the provider from the ids given: set provider to aws or alicloud")
 
 
+# The forms of a set id: acs- (AWS sets, and copies on both clouds) and ssg- (Alibaba Cloud snapshot-consistent groups).
+SET_ID_PREFIXES = ("acs-", "ssg-")
+
+
 def validate(params):
+    set_id = params.get("set_id")
+    if set_id is not None and not (set_id.startswith(SET_ID_PREFIXES) and len(set_id) > 4):
+        raise restore.RestoreRefused(f"invalid set_id {set_id!r}: a set id starts with acs- (an AWS set, or a copy made "
+                                     "by snapshot_set_copy) or ssg- (an Alibaba Cloud snapshot-consistent group), as "
+                                     "snapshot_set_info lists them")
     if params.get("instance_id") and not params.get("latest"):
         raise restore.RestoreRefused("instance_id selects the instance's newest set: add latest: true "
                                      "(or give set_id, snapshot_ids or snapshot_group_id)")
@@ -136,10 +154,14 @@ class RestoreRun:
                                          "provider must be alicloud")
         if self.provider is None:
             api, self.selected = self.find_either(self.params["set_id"])
+            self.refuse_other_cloud_options()
         else:
+            self.refuse_other_cloud_options()
             api = self.api()
             try:
                 self.selected = self.select(api)
+            except restore.NotConnected as exc:
+                raise restore.RestoreRefused(str(exc)) from None
             except restore.StepFailed as exc:
                 raise restore.RestoreRefused(f"cannot find the snapshot set: {exc}") from None
             except restore.RestoreRefused as exc:
@@ -153,6 +175,8 @@ class RestoreRun:
         try:
             self.restorer = self._restorer(api, target)
             self.restorer.plan(self.selected, target)
+        except restore.NotConnected as exc:
+            raise restore.RestoreRefused(str(exc)) from None
         except restore.StepFailed as exc:
             raise restore.RestoreRefused(f"cannot plan the restore: {exc}") from None
         result = self.restorer.run(self.selected)
@@ -161,10 +185,23 @@ class RestoreRun:
                       diff=self.restorer.diff())
         return result
 
+    def refuse_other_cloud_options(self):
+        """Options the task gave that the set's cloud does not read are refused, before any change."""
+        given = getattr(self.module, "given", ())
+        for cloud, options in CLOUD_OPTIONS.items():
+            names = [name for name in options if name in given]
+            if cloud != self.provider and names:
+                raise restore.RestoreRefused(other_cloud_options_message(names, cloud, self.provider))
+
     def find_either(self, set_id):
         """An acs- set id with both clouds configured: the cloud that holds the set, AWS first (read-only lookups)."""
         reasons = []
         for provider in ("aws", "alicloud"):
+            if provider == "alicloud" and alicloud_sdk()["error"]:
+                # An AWS-only controller: Alibaba Cloud cannot be asked, and that is no reason to fail the task
+                # with a missing library when the set simply is not on AWS.
+                reasons.append(f"Alibaba Cloud: not looked up, as its SDK ({SDK_PACKAGES}) is not installed")
+                continue
             self.provider = provider
             api = self.api()
             try:

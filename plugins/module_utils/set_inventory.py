@@ -596,8 +596,27 @@ class SetPrune:
                     if not params.get("run_id") or item["run_id"] == params["run_id"]]
         gone = {e["set_id"] for e in deleted} | {e["set_id"] for e in failed if e["deleted_snapshot_ids"]}
         result = dict(changed=changed, deleted=deleted, kept=kept, failed_sets=failed,
-                      diff=dict(before=dict(set_ids=in_scope), after=dict(set_ids=[s for s in in_scope if s not in gone])))
+                      diff=dict(before=dict(set_ids=in_scope), after=dict(set_ids=[s for s in in_scope if s not in gone])),
+                      warnings=[])
+        if params.get("keep") == 0 and to_delete:
+            result["warnings"].append(keep_zero_warning(kept, params["protect_newest_application"], self.module.check_mode))
         return result
+
+
+def keep_zero_warning(kept, protect, check_mode):
+    """keep: 0 says to delete everything: what is left should not come as a surprise, in check mode least of all."""
+    verb = "would be" if check_mode else "was"
+    if not protect:
+        text = (f"keep is 0 and protect_newest_application is false: every set in scope {verb} deleted, and an "
+                "instance may be left without any set")
+    else:
+        protected = [f"{k['set_id']} of {k['instance_id']}" for k in kept if k["reason_code"] == KEPT_NEWEST_APPLICATION]
+        text = (f"keep is 0: every set in scope {verb} deleted but each instance's newest application-consistent set, "
+                f"which protect_newest_application keeps ({', '.join(protected) or 'none in scope'})")
+    others = sum(1 for k in kept if k["reason_code"] in (KEPT_IN_USE_BY_IMAGE, KEPT_UNTAGGED_MEMBERS))
+    if others:
+        text += f", and {others} set{'s' if others > 1 else ''} that cannot be deleted (see kept)"
+    return text + "."
 
 
 class SetInfo:

@@ -35,6 +35,10 @@ description:
     before either part starts.
   - The consistency reported and tagged is what was achieved, never what was asked; O(on_fallback) decides what
     a shortfall does to the task.
+  - Options of one cloud only are refused, before any call, in a task for the other O(provider), instead of being
+    ignored. They are O(initiator), O(freeze_helper_path), O(max_concurrency), O(max_errors) and O(delivery_timeout)
+    for AWS, and O(name), O(ram_role_name) and O(enable_writers) for Alibaba Cloud. Their defaults do not count, only
+    a value the task (or its C(module_defaults)) gives.
 author:
   - appconsistent.snapshots contributors (@appconsistent)
 options:
@@ -322,6 +326,13 @@ from ansible_collections.appconsistent.snapshots.plugins.module_utils.group_aws 
 from ansible_collections.appconsistent.snapshots.plugins.module_utils.module import AppConsistentModule
 
 
+# Options that only one cloud reads: given with the other provider they are refused, not ignored.
+CLOUD_OPTIONS = dict(
+    aws=["initiator", "freeze_helper_path", "max_concurrency", "max_errors", "delivery_timeout"],
+    alicloud=["name", "ram_role_name", "enable_writers"],
+)
+
+
 def argument_spec():
     return dict(
         provider=dict(type="str", required=True, choices=["alicloud", "aws"]),
@@ -389,6 +400,7 @@ def main():
         supports_check_mode=True,
     )
     provider = module.params["provider"]
+    module.refuse_other_cloud_options(provider, CLOUD_OPTIONS)
     runner = AlicloudGroupRun(module) if provider == "alicloud" else AwsGroupRun(module)
     try:
         outcomes = runner.run()

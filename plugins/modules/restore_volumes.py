@@ -32,6 +32,10 @@ description:
     from the safety group) and the instance is started if it was running. The error says what happened to each
     device. New volumes of a failed restore are kept, tagged C(appconsistent:restore-failed).
   - This module never deletes a volume, a disk or a snapshot.
+  - Options of one cloud only are refused, before any change, when the set is on the other cloud, instead of being
+    ignored. They are O(iops), O(throughput) and O(aws_max_attempts) for AWS, and O(safety_snapshot) and
+    O(safety_snapshot_delete_after) for Alibaba Cloud. Their defaults do not count, only a value the task (or its
+    C(module_defaults)) gives.
 author:
   - appconsistent.snapshots contributors (@appconsistent)
 options:

@@ -56,6 +56,8 @@ options:
       - Delete the sets of each instance beyond the O(keep) newest, whatever their expiry.
       - O(keep) limits how many sets an instance keeps; it does not stop O(expired=true) from deleting an expired set
         among the newest. The set that O(protect_newest_application) protects is kept in any case.
+      - V(0) deletes every set in scope but the protected ones; the task then warns, in check mode too, naming the sets
+        that are left.
     type: int
   protect_newest_application:
     description:
@@ -237,6 +239,8 @@ def main():
         module.fail_aws(exc)
     except AlibabaCloudError as exc:
         module.fail_alicloud(exc)
+    for warning in result.pop("warnings"):
+        module.warn(warning)
     diff = result.pop("diff")
     if module._diff:  # pylint: disable=protected-access
         result["diff"] = diff
