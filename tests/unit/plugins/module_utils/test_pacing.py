@@ -56,10 +56,10 @@ def test_only_unfiltered_unpaginated_describes_use_the_small_bucket():
 
 def test_a_full_bucket_lets_capacity_calls_through_then_paces_at_the_refill_rate(clock):
     pacer = _pacer(clock)
-    for _ in range(100):
+    for _call in range(100):
         pacer.before_call("ec2", "CreateSnapshots")
     assert clock.slept == []
-    for _ in range(10):
+    for _call in range(10):
         pacer.before_call("ec2", "CreateSnapshots")
     # Each further call waits for one token at 5 a second: 0.2 s apart.
     assert clock.slept == pytest.approx([0.2] * 10)
@@ -69,7 +69,7 @@ def test_a_full_bucket_lets_capacity_calls_through_then_paces_at_the_refill_rate
 
 def test_buckets_are_per_api(clock):
     pacer = _pacer(clock)
-    for _ in range(100):
+    for _call in range(100):
         pacer.before_call("ec2", "CreateSnapshots")
     pacer.before_call("ec2", "CreateSnapshot")  # a bucket of its own
     pacer.before_call("ec2", "CreateTags")
@@ -96,7 +96,7 @@ def test_admission_reserves_only_what_can_be_spent_within_the_window(clock):
     clock.sleep(2)
     assert pacer.admit("ec2", "CreateSnapshots", 50, within=0) == 0
     with pacer.prepaid("ec2", "CreateSnapshots", 5):
-        for _ in range(5):
+        for _call in range(5):
             assert pacer.before_call("ec2", "CreateSnapshots") == 0.0
     assert pacer.admit("ec2", "CreateSnapshots", 50, within=3) == 3
     # Those 3 are promised: a call made without a promise waits for them to refill and for its own token.
@@ -145,13 +145,13 @@ def test_throttling_halves_the_rate_and_successes_recover_it(clock):
     assert bucket.tokens <= 0
     pacer.after_call("ec2", "CreateSnapshots", error_code="RequestLimitExceeded")
     assert bucket.refill == pytest.approx(1.25)
-    for _ in range(20):
+    for _call in range(20):
         pacer.after_call("ec2", "CreateSnapshots")
     assert bucket.refill == pytest.approx(1.25 + 20 * 5 * pacing.RECOVERY_SHARE)
-    for _ in range(1000):
+    for _call in range(1000):
         pacer.after_call("ec2", "CreateSnapshots")
     assert bucket.refill == pytest.approx(5.0)
-    for _ in range(40):
+    for _call in range(40):
         pacer.after_call("ec2", "CreateSnapshots", error_code="RequestLimitExceeded")
     assert bucket.refill == pytest.approx(5.0 * pacing.SLOWEST_SHARE)
     assert pacer.summary()["throttled_calls"] == {"CreateSnapshots": 42}
@@ -232,9 +232,9 @@ def test_the_summary_counts_every_token_the_run_spent_once(clock):
     assert pacer.admit("ec2", "CreateSnapshots", 150, within=10) == 150  # 100 in the bucket, 50 refilled in 10 s
     pacer.refund("ec2", "CreateSnapshots", 10)  # ten instances were not frozen after all
     with pacer.prepaid("ec2", "CreateSnapshots", 140):
-        for _ in range(140):
+        for _call in range(140):
             pacer.before_call("ec2", "CreateSnapshots")
-    for _ in range(60):
+    for _call in range(60):
         pacer.before_call("ec2", "CreateSnapshots")  # the crash sets of another 60 instances
     summary = pacer.summary()
     assert summary["calls"] == {"CreateSnapshots": 200}
