@@ -118,15 +118,16 @@ def percentile(values: Sequence[float], pct: float) -> float:
 class Bench:
     """Runs playbooks against twins and measures them."""
 
-    def __init__(self, workdir: str, latency: Dict[str, Any], forks: int = 5):
+    def __init__(self, workdir: str, latency: Dict[str, Any], forks: int = 5, limits: Optional[str] = None):
         self.workdir = workdir
         self.latency = latency
+        self.limits = limits  # the twins' request limits: None for the profile's default (published when realistic)
         self.forks = forks
         self.collections = collections_path()
         self.count = 0
 
     def start(self, fleet: Dict[str, Any], aws: bool = True, alicloud: bool = False):
-        return start_twins(fleet, latency=self.latency, aws=aws, alicloud=alicloud)
+        return start_twins(fleet, latency=self.latency, aws=aws, alicloud=alicloud, limits=self.limits)
 
     def play(self, twins, tasks: List[Dict[str, Any]], results: Sequence[str] = ()) -> Dict[str, Any]:
         """Run ``tasks`` in one play on localhost; returns the measurements and the registered results."""
@@ -158,6 +159,7 @@ class Bench:
         # calls from threads of this process), which a real cloud would spend on its own machines.
         twin_cpu = time.process_time() - twin_cpu
         counts = twins.stats.counts()
+        throttled = twins.stats.throttle_log()
         with open(usage_file, encoding="utf-8") as fh:
             usage = json.load(fh)
         if usage["rc"] != 0:
@@ -172,7 +174,7 @@ class Bench:
                 "cpu_s": round(usage["cpu_user"] + usage["cpu_system"], 3),
                 "twin_cpu_s": round(twin_cpu, 3),
                 "peak_rss_mib": round(usage["maxrss_kib"] / 1024.0, 1), "api_calls": api_summary(counts),
-                "results": registered}
+                "throttled": throttled, "results": registered}
 
 
 def api_summary(counts: Dict[str, Dict[str, int]]) -> Dict[str, Any]:
@@ -208,9 +210,11 @@ def fleet_backup(bench: Bench, size: int, baseline: bool) -> Dict[str, Any]:
         collection = bench.play(twins, [{"name": "Back up the fleet", ACG: {
             "provider": "aws", "consistency": "application", "instance_ids": ids, "run_id": f"bench-{size}"},
             "register": "group"}], results=["group"])
-        got = collection["results"]["group"]["results"]
+        group = collection["results"]["group"]
+        got = group["results"]
         entry["collection"] = strip(collection)
         entry["collection"]["consistency"] = count_by(got, "consistency")
+        entry["collection"]["limits"] = limits_figures(got, collection["throttled"], group.get("api_pacing") or {})
         if baseline:
             loop = bench.play(twins, [
                 {"name": "List the instances", "amazon.aws.ec2_instance_info": {"instance_ids": ids}, "register": "info"},
@@ -231,6 +235,22 @@ def fleet_backup(bench: Bench, size: int, baseline: bool) -> Dict[str, Any]:
         return entry
     finally:
         twins.stop()
+
+
+def limits_figures(rows: List[Dict[str, Any]], throttled: List[Dict[str, Any]], pacing: Dict[str, Any]) -> Dict[str, Any]:
+    """The freeze windows of the Linux instances, the throttled answers (those that came while an instance was frozen
+    apart), and the floor the account's limits put under the run's calls, as the collection reported it."""
+    frozen = [(float(r["helper"]["freeze"]["t_frozen"]), float(r["helper"]["thaw"]["t_thawed"])) for r in rows
+              if ((r.get("helper") or {}).get("freeze") or {}).get("t_frozen") and
+              ((r.get("helper") or {}).get("thaw") or {}).get("t_thawed")]
+    windows = [end - start for start, end in frozen]
+    while_frozen = [t for t in throttled if any(start <= t["at"] <= end for start, end in frozen)]
+    out: Dict[str, Any] = {"throttled": len(throttled), "throttled_while_frozen": len(while_frozen),
+                           "rate_floor_s": pacing.get("rate_floor_s"), "waited_for_tokens_s": pacing.get("waited_for_tokens_s")}
+    if windows:
+        out.update(freeze_p50_s=round(percentile(windows, 50), 2), freeze_p99_s=round(percentile(windows, 99), 2),
+                   freeze_max_s=round(max(windows), 2))
+    return out
 
 
 def count_by(rows: List[Dict[str, Any]], key: str) -> Dict[str, int]:
@@ -395,7 +415,7 @@ def run(args: argparse.Namespace) -> Dict[str, Any]:
         "restore": f"restore of 8 volumes <= {RESTORE_GOAL:g}x restore of one"}}
     started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="bench-") as workdir:
-        bench = Bench(workdir, latency, forks=args.forks)
+        bench = Bench(workdir, latency, forks=args.forks, limits=args.limits)
         # The results are written after every scenario: a failure late in a long run keeps what was measured.
         if "fleet" in args.scenarios:
             entries = [fleet_backup(bench, n, n <= args.baseline_max) for n in args.fleet_sizes]
@@ -471,6 +491,13 @@ def summary(report: Dict[str, Any]) -> str:
             s = v["scaling"]
             lines.append(f"- Wall time at N = {s['to_n']} is {s['wall_ratio']}x that at N = {s['from_n']} "
                          f"(goal <= {FLEET_GOAL_SCALING:g}x): {_yes(s['goal_met'])}.")
+        lines += ["", "Within the account's request limits (collection, one task):", "",
+                  "| N | freeze p50 s | freeze p99 s | freeze max s | throttled (while frozen) | rate floor s | waited for tokens s |",
+                  "|---|---|---|---|---|---|---|"]
+        for e in fleet["sizes"]:
+            m = e["collection"].get("limits") or {}
+            lines.append(f"| {e['instances']} | {m.get('freeze_p50_s', '-')} | {m.get('freeze_p99_s', '-')} | {m.get('freeze_max_s', '-')} | "
+                         f"{m.get('throttled')} ({m.get('throttled_while_frozen')}) | {m.get('rate_floor_s')} | {m.get('waited_for_tokens_s')} |")
         lines.append("")
         lines.append("API calls by operation (collection, one task):")
         lines.append("")
@@ -503,6 +530,8 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser.add_argument("--out", default=os.path.join(REPO_ROOT, "build", "bench"), help="directory for results.json and summary.md")
     parser.add_argument("--profile", default="realistic", choices=["realistic", "zero"], help="latency profile of the twins")
     parser.add_argument("--scale", type=float, default=1.0, help="multiply every modelled duration")
+    parser.add_argument("--limits", default=None, choices=["published", "none"],
+                        help="the twins' request limits (default: published with the realistic profile, none with zero)")
     parser.add_argument("--fleet-sizes", type=int, nargs="+", default=[10, 100, 1000])
     parser.add_argument("--baseline-max", type=int, default=100, help="run the baselines only up to this N; larger N extrapolate")
     parser.add_argument("--freeze-runs", type=int, default=200, help="freeze-window runs per path")

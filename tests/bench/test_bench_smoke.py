@@ -13,8 +13,8 @@ RUNS = 3
 @pytest.mark.timeout(1800)
 def test_bench_runs_end_to_end_and_writes_its_results(tmp_path):
     out = tmp_path / "bench"
-    args = runner.parse_args(["--out", str(out), "--profile", "zero", "--fleet-sizes", str(SIZE), "--baseline-max", str(SIZE),
-                              "--freeze-runs", str(RUNS), "--freeze-batch-alicloud", str(RUNS)])
+    args = runner.parse_args(["--out", str(out), "--profile", "zero", "--limits", "published", "--fleet-sizes", str(SIZE),
+                              "--baseline-max", str(SIZE), "--freeze-runs", str(RUNS), "--freeze-batch-alicloud", str(RUNS)])
     runner.run(args)
 
     report = json.loads((out / "results.json").read_text())
@@ -26,6 +26,11 @@ def test_bench_runs_end_to_end_and_writes_its_results(tmp_path):
     assert collection["cpu_s"] > 0 and collection["peak_rss_mib"] > 0
     # the measured part of the run ends before the bench saves the results
     assert 0 < collection["wall_s"] < collection["play_wall_s"]
+    # Within the published limits: the Linux freeze windows, no throttled answer, and the floor the run reported.
+    limits = collection["limits"]
+    assert limits["throttled"] == limits["throttled_while_frozen"] == 0
+    assert 0 <= limits["freeze_p50_s"] <= limits["freeze_p99_s"] <= limits["freeze_max_s"]
+    assert limits["rate_floor_s"] == 0
     # The operators' way: one snapshot per volume, one call each.
     assert entry["baseline_ec2_snapshot"]["snapshots"] == 2 * SIZE
     assert entry["baseline_ec2_snapshot"]["api_calls"]["by_operation"]["aws"]["CreateSnapshot"] == 2 * SIZE
@@ -46,5 +51,5 @@ def test_bench_runs_end_to_end_and_writes_its_results(tmp_path):
     assert restore["volumes_8"]["api_calls"]["by_operation"]["aws"]["CreateVolume"] == 8
 
     text = (out / "summary.md").read_text()
-    for heading in ("## Fleet backup", "## Freeze window on Linux", "## Restore"):
+    for heading in ("## Fleet backup", "Within the account's request limits", "## Freeze window on Linux", "## Restore"):
         assert heading in text
