@@ -251,10 +251,19 @@ class AlibabaCloud:
         Returns the response body as the API's PascalCase dict.
         """
         method = getattr(self.client, _snake(action) + "_with_options")
+        # The account's ECS buckets, as this run models them (module_utils/pacing.py): wait for the call's token.
+        pacer = getattr(self.module, "pacer", None)
+        if pacer is not None:
+            pacer.before_call("ecs", action)
         try:
             response = method(request, sdk()["RuntimeOptions"]())
         except sdk()["TeaException"] as exc:
-            raise to_alibaba_error(action, exc) from None
+            error = to_alibaba_error(action, exc)
+            if pacer is not None:
+                pacer.after_call("ecs", action, error_code=error.code)
+            raise error from None
+        if pacer is not None:
+            pacer.after_call("ecs", action)
         return response.body.to_map() if response.body is not None else {}
 
     # --- thin wrappers, one per action ------------------------------------------------

@@ -20,11 +20,13 @@ import json
 import time
 
 from ansible_collections.appconsistent.snapshots.plugins.module_utils import app_plugin
+from ansible_collections.appconsistent.snapshots.plugins.module_utils import pacing
 from ansible_collections.appconsistent.snapshots.plugins.module_utils import snapshot_set as ss
 from ansible_collections.appconsistent.snapshots.plugins.module_utils import validate
 from ansible_collections.appconsistent.snapshots.plugins.module_utils.alicloud import AlibabaCloudError
 from ansible_collections.appconsistent.snapshots.plugins.module_utils.alicloud import TagBatch
 from ansible_collections.appconsistent.snapshots.plugins.module_utils.alicloud import tags_to_dict
+from ansible_collections.appconsistent.snapshots.plugins.module_utils.cloud_assistant import RUN_COMMAND_BATCH
 from ansible_collections.appconsistent.snapshots.plugins.module_utils.cloud_assistant import TERMINAL
 from ansible_collections.appconsistent.snapshots.plugins.module_utils.cloud_assistant import InvocationRun
 from ansible_collections.appconsistent.snapshots.plugins.module_utils.cloud_assistant import batches
@@ -104,6 +106,7 @@ class AlicloudGroupRun:
         self.outcomes = {}
         self.instances = {}
         self._attached = {}
+        self.pacer = pacing.of(module, clock=clock, sleep=sleep)
 
     # --- input ------------------------------------------------------------------------------------
 
@@ -182,6 +185,8 @@ class AlicloudGroupRun:
         ready = self._skip_existing(ready)
         if not ready:
             return self.outcomes
+        if self.module.check_mode:  # the plan's estimate of what the account's limits impose: a group per instance
+            self.pacer.plan("ecs", "CreateSnapshotGroup", len(ready))
         if self.requested == "crash":
             self._crash(ready, name)
         elif self.requested == "offline":
@@ -633,12 +638,20 @@ class AlicloudGroupRun:
             run = InvocationRun(self.api, content, command_type=command_type, timeout=timeout,
                                 name="appconsistent-snapshot", sleep=self.sleep, clock=self.clock)
             try:
-                run.send(ids)
+                # The plug-in calls CreateSnapshotGroup from the instance, after its prescript, while the
+                # filesystems are frozen: a batch goes out once the account's bucket holds a token for each.
+                for batch in pacing.admitted_batches(self.pacer, "ecs", "CreateSnapshotGroup", ids, RUN_COMMAND_BATCH,
+                                                     self.sleep, made_within=p["script_timeout"] + pacing.AGENT_CALL_WITHIN,
+                                                     finished=lambda run=run: _ended(run)):
+                    run.send(batch)
             except AlibabaCloudError as exc:
+                sent = {i for _invoke_id, chunk in run.invocations for i in chunk}
                 for instance_id in ids:
-                    self.outcomes[instance_id].status = "NotSent"
-                    self.outcomes[instance_id].fail(exc.code, str(exc))
-                continue
+                    if instance_id not in sent:  # the batches sent before the error run on
+                        self.outcomes[instance_id].status = "NotSent"
+                        self.outcomes[instance_id].fail(exc.code, str(exc))
+                if not sent:
+                    continue
             for invoke_id, chunk in run.invocations:
                 for instance_id in chunk:
                     self.outcomes[instance_id].invocation_id = invoke_id
@@ -784,3 +797,10 @@ class AlicloudGroupRun:
             if not outcome.error:
                 outcome.fail("CompletionTimeout", f"snapshot group {outcome.set_id} did not complete within "
                                                   f"completion_timeout ({self.params['completion_timeout']} s)")
+
+
+def _ended(run):
+    """The instances of a Cloud Assistant run whose invocation has ended, read with one poll."""
+    run.poll()
+    return [i for _invoke_id, chunk in run.invocations for i in chunk
+            if (run.results.get(i) or {}).get("InvocationStatus") in TERMINAL]

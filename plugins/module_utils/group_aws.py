@@ -29,6 +29,7 @@ from ansible_collections.appconsistent.snapshots.plugins.module_utils import pac
 from ansible_collections.appconsistent.snapshots.plugins.module_utils import snapshot_set as ss
 from ansible_collections.appconsistent.snapshots.plugins.module_utils import validate
 from ansible_collections.appconsistent.snapshots.plugins.module_utils.ssm import CommandRun
+from ansible_collections.appconsistent.snapshots.plugins.module_utils.ssm import ended
 from ansible_collections.appconsistent.snapshots.plugins.module_utils.ssm import STATUS_MESSAGES
 from ansible_collections.appconsistent.snapshots.plugins.module_utils.ssm import is_terminal
 from ansible_collections.appconsistent.snapshots.plugins.module_utils.unmount import EXIT_MESSAGES as UNMOUNT_EXIT
@@ -674,18 +675,22 @@ class AwsGroupRun:
                     outcome.plan = dict(document=SHELL_DOCUMENT, command=command, volumes=outcome.volumes)
             return
         runs = []
-        for command, all_ids in commands.items():
-            # The instances call CreateSnapshots themselves while frozen: each batch goes out once the account's
-            # bucket holds a token for every instance in it.
-            # The instance calls after its prescript and freeze: within script_timeout plus delivery.
-            for ids in pacing.admitted_batches(self.pacer, "ec2", "CreateSnapshots", all_ids, aws_api.SSM_INSTANCE_BATCH,
-                                               self.sleep, made_within=p["script_timeout"] + pacing.AGENT_CALL_WITHIN):
-                run = CommandRun(self.ssm, SHELL_DOCUMENT, {"commands": [command],
-                                                            "executionTimeout": [str(2 * p["script_timeout"] + 300)]},
-                                 comment=f"appconsistent.snapshots run {run_id}", timeout_seconds=p.get("delivery_timeout"),
-                                 max_concurrency=p.get("max_concurrency"), max_errors=p.get("max_errors"),
-                                 sleep=self.sleep, clock=self.clock)
-                runs.append((run, self._send(run, ids)))
+        for command, ids in commands.items():
+            run = CommandRun(self.ssm, SHELL_DOCUMENT, {"commands": [command],
+                                                        "executionTimeout": [str(2 * p["script_timeout"] + 300)]},
+                             comment=f"appconsistent.snapshots run {run_id}", timeout_seconds=p.get("delivery_timeout"),
+                             max_concurrency=p.get("max_concurrency"), max_errors=p.get("max_errors"),
+                             sleep=self.sleep, clock=self.clock)
+            sent = []
+            # The instances call CreateSnapshots themselves while frozen, after their prescript: each batch goes out
+            # once the account's bucket holds a token for every instance in it.
+            for batch in pacing.admitted_batches(self.pacer, "ec2", "CreateSnapshots", ids, aws_api.SSM_INSTANCE_BATCH,
+                                                 self.sleep, made_within=p["script_timeout"] + pacing.AGENT_CALL_WITHIN,
+                                                 finished=lambda run=run: ended(run)):
+                made = self._send(run, batch)
+                self.pacer.refund("ec2", "CreateSnapshots", len(batch) - len(made))  # not sent: no call will come
+                sent.extend(made)
+            runs.append((run, sent))
         confirmed = {}
         for run, sent in runs:
             run.wait(p["wait_timeout"])

@@ -55,9 +55,24 @@ SSM_BUCKETS = {
     "DescribeInstanceInformation": (20, 5),
 }
 SSM_OTHER = (20, 5)
-SERVICE_BUCKETS = {"ec2": (EC2_BUCKETS, EC2_MUTATING, EC2_READ), "ssm": (SSM_BUCKETS, SSM_OTHER, SSM_OTHER)}
+# Alibaba Cloud shows its ECS thresholds only in the account's Quota Center. Until an operator states them, ECS
+# actions are paced in EC2's published shape for the matching actions: the snapshot group like CreateSnapshots,
+# tags like CreateTags, reads like EC2's reads.
+ECS_BUCKETS = {
+    "CreateSnapshotGroup": (100, 5),
+    "CreateSnapshot": (100, 5),
+    "DeleteSnapshot": (100, 5),
+    "DeleteSnapshotGroup": (100, 5),
+    "TagResources": (100, 10),
+    "UntagResources": (100, 10),
+    "CreateDisk": (100, 5),
+    "StartInstance": (5, 2),
+}
+SERVICE_BUCKETS = {"ec2": (EC2_BUCKETS, EC2_MUTATING, EC2_READ), "ssm": (SSM_BUCKETS, SSM_OTHER, SSM_OTHER),
+                   "ecs": (ECS_BUCKETS, EC2_MUTATING, EC2_READ)}
 
-THROTTLING_CODES = frozenset(("RequestLimitExceeded", "Throttling", "ThrottlingException", "TooManyRequestsException"))
+THROTTLING_CODES = frozenset(("RequestLimitExceeded", "Throttling", "ThrottlingException", "TooManyRequestsException",
+                              "Throttling.User", "Throttling.Api", "Throttling.Resource"))
 
 # Seconds within which an agent that was sent a command makes the API call the command makes (the VSS document
 # calls CreateSnapshots within its pause of at most 10 s, after a delivery of a few seconds). The model spends
@@ -99,7 +114,7 @@ class TokenBucket:
     the model would let the model run ahead of the cloud.
     """
 
-    def __init__(self, capacity, refill, clock):
+    def __init__(self, capacity, refill, clock, cushion=None):
         if capacity <= 0 or refill <= 0:
             raise ValueError("a token bucket needs a positive capacity and refill rate")
         self.capacity = float(capacity)
@@ -107,6 +122,9 @@ class TokenBucket:
         self.refill = float(refill)
         self.clock = clock
         self.tokens = float(capacity)
+        # One token (a tenth of a small bucket) is never counted on: calls paced exactly at the refill rate reach the
+        # cloud a little bunched (threads, network), and the cloud's bucket would have nothing to spare for them.
+        self.cushion = min(1.0, self.capacity / 10.0) if cushion is None else cushion
         self.reserved = 0
         self.due = []  # [(when, count)]: promised calls that instances make themselves, spent at the latest then
         self.stamp = clock()
@@ -133,17 +151,17 @@ class TokenBucket:
         """Spend count tokens now; the seconds to wait until they have really refilled (after the reserved ones)."""
         self._update()
         self.tokens -= count
-        return max(0.0, (self.reserved - self.tokens) / self.refill)
+        return max(0.0, (self.reserved + self.cushion - self.tokens) / self.refill)
 
     def seconds_until(self, count=1):
         """Seconds until count more tokens could be spent without waiting (0 when they can now)."""
         self._update()
-        return max(0.0, (count + self.reserved - self.tokens) / self.refill)
+        return max(0.0, (count + self.reserved + self.cushion - self.tokens) / self.refill)
 
     def available_within(self, seconds):
         """How many tokens can be promised, to be spent without a wait longer than seconds from now."""
         self._update()
-        return max(0, int(self.tokens - self.reserved + seconds * self.refill + 1e-9))
+        return max(0, int(self.tokens - self.reserved - self.cushion + seconds * self.refill + 1e-9))
 
     def reserve(self, count, spent_by=None):
         """Promise count calls; spent_by: the instant by which calls that the model does not see are made."""
@@ -160,6 +178,26 @@ class TokenBucket:
     def release(self, count):
         """Promised calls that will not be made."""
         self.reserved = max(0, self.reserved - count)
+        left, due = count, []
+        for when, promised in sorted(self.due, reverse=True):
+            taken = min(left, promised)
+            left -= taken
+            if promised > taken:
+                due.append((when, promised - taken))
+        self.due = due
+
+    def settle_due(self, count):
+        """Promised calls of instances seen done: spent now, not at the latest instant they could have come."""
+        self._update()
+        left = count
+        due = []
+        for when, promised in sorted(self.due):
+            taken = min(left, promised)
+            left -= taken
+            if promised > taken:
+                due.append((when, promised - taken))
+        self.due = due
+        self.settle(count - left)
 
     def throttled(self):
         """The cloud said the bucket is empty: someone else spends it too."""
@@ -181,11 +219,12 @@ class Pacer:
     spending the rest).
     """
 
-    def __init__(self, limits=None, share=1.0, clock=time.monotonic, sleep=time.sleep):
+    def __init__(self, limits=None, share=1.0, clock=time.monotonic, sleep=time.sleep, cushion=None):
         if not 0 < share <= 1:
             raise ValueError(f"api_budget_share must be above 0 and at most 1; got {share}.")
         self.limits = dict(limits or {})
         self.share = float(share)
+        self.cushion = cushion
         self.clock = clock
         self.sleep = sleep
         self._lock = threading.Lock()
@@ -225,7 +264,7 @@ class Pacer:
         with self._lock:
             if key not in self._buckets:
                 capacity, refill = self._stated(service, name)
-                self._buckets[key] = TokenBucket(capacity * self.share, refill * self.share, self.clock)
+                self._buckets[key] = TokenBucket(capacity * self.share, refill * self.share, self.clock, self.cushion)
             return self._buckets[key]
 
     # --- what callers use -----------------------------------------------------------------------------------
@@ -284,6 +323,13 @@ class Pacer:
                 bucket.release(count)
                 self.bucket_calls[(service, operation)] = self.bucket_calls.get((service, operation), 0) - count
 
+    def settle(self, service, operation, count):
+        """Calls promised with made_within that are known to be made (their command ended): spent now."""
+        if count > 0:
+            bucket = self.bucket(service, operation)
+            with self._lock:
+                bucket.settle_due(count)
+
     def seconds_until(self, service, operation, count=1):
         bucket = self.bucket(service, operation)
         with self._lock:
@@ -305,7 +351,7 @@ class Pacer:
     def floor(self, service, operation, count):
         """Seconds that count calls of one API take at least, from a full bucket at the stated rate."""
         capacity, refill = self._stated(service, operation)
-        return max(0.0, (count - capacity * self.share) / (refill * self.share))
+        return max(0.0, (count - capacity * self.share) / (refill * self.share))  # the cloud's floor, without cushion
 
     def plan(self, service, operation, count):
         """Count calls a check-mode run would make, for its estimate of the time the limits impose."""
@@ -326,17 +372,25 @@ class Pacer:
             return summary
 
 
-def admitted_batches(pacer, service, operation, items, size, sleep, made_within):
+def admitted_batches(pacer, service, operation, items, size, sleep, made_within, finished=None):
     """items in batches of at most size, each given once the calls of operation it will make are reserved; each
-    instance makes its call itself within made_within seconds.
+    instance makes its call itself within made_within seconds, or before finished() (the instances already sent
+    whose command has ended) names it.
 
     For instances that call the API themselves while quiesced (the VSS agent's CreateSnapshots, the freeze
     helper with initiator instance): they are quiesced only as fast as the account's bucket lets them finish.
     """
     items = list(items)
+    settled = set()
     while items:
         wanted = min(size, len(items))
         wait = pacer.seconds_until(service, operation, wanted)
+        if wait > 0 and finished is not None:
+            done = set(finished()) - settled
+            if done:
+                settled |= done
+                pacer.settle(service, operation, len(done))
+                wait = pacer.seconds_until(service, operation, wanted)
         if wait > 0:
             # Up to a second for more tokens: fewer, fuller commands (SendCommand has a bucket of its own).
             sleep(max(0.05, min(wait, 1.0)))

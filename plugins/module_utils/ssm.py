@@ -144,3 +144,11 @@ class CommandRun:
 
 def _iso(value):
     return value.isoformat() if hasattr(value, "isoformat") else value
+
+
+def ended(run):
+    """The instances of a command run whose invocation has ended, read with one poll."""
+    if not run.commands:
+        return []
+    run.poll()
+    return [i for _command_id, chunk in run.commands for i in chunk if i in run.invocations and is_terminal(run.invocations[i])]

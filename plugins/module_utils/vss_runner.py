@@ -24,6 +24,7 @@ from ansible_collections.appconsistent.snapshots.plugins.module_utils import val
 from ansible_collections.appconsistent.snapshots.plugins.module_utils import vss
 from ansible_collections.appconsistent.snapshots.plugins.module_utils.ssm import STATUS_MESSAGES
 from ansible_collections.appconsistent.snapshots.plugins.module_utils.ssm import CommandRun
+from ansible_collections.appconsistent.snapshots.plugins.module_utils.ssm import ended
 
 # How long to keep re-reading snapshots whose AppConsistent tag has not appeared yet:
 # the VSS agent adds it after creating the snapshots.
@@ -246,7 +247,8 @@ class VssSnapshotRun:
         # The VSS document calls CreateSnapshots from the instance while its writers are frozen (at most 10 s):
         # a batch goes out only when the account's bucket holds a token for every instance in it.
         for chunk in pacing.admitted_batches(self.pacer, "ec2", "CreateSnapshots", ready, aws_api.SSM_INSTANCE_BATCH,
-                                             self.sleep, made_within=pacing.AGENT_CALL_WITHIN):
+                                             self.sleep, made_within=pacing.AGENT_CALL_WITHIN,
+                                             finished=lambda: ended(command)):
             try:
                 command_id = command.send(chunk)[0]
             except aws_api.AppConsistentAWSError as exc:

@@ -99,8 +99,11 @@ def test_250_instances_take_three_run_commands(twin_factory, run_tasks):
                          aws=False)
     every = sorted(twins.endpoints["alicloud"]["instances"].values())
     twins.stats.reset()
+    # An account whose Quota Center grants more than the collection assumes (the twin has no limits here): the
+    # batching alone is under test.
+    raised = {"CreateSnapshotGroup": {"capacity": 500, "refill": 50}, "TagResources": {"capacity": 500, "refill": 50}}
     run = run_tasks([{ACG: {"provider": "alicloud", "instance_ids": every, "ram_role_name": ROLE, "name": "fleet-backup",
-                            "run_id": "CHG-250", "delete_after": "7d", "tags": {"team": "dba"}},
+                            "run_id": "CHG-250", "delete_after": "7d", "tags": {"team": "dba"}, "api_rate_limits": raised},
                       "register": "group"}], twins.endpoints)
     result = run["group"]
     assert not result.get("failed"), result.get("msg")
@@ -368,3 +371,22 @@ def test_offline_with_mounts_refuses_windows_and_the_system_disk_per_instance(tw
     assert got[lin]["error"]["code"] == "SystemDiskOnline" and system in got[lin]["error"]["message"]
     counts = twins.stats.counts("alicloud")
     assert not any(counts.get(a) for a in ("RunCommand", "CreateSnapshotGroup", "StopInstance")), counts
+
+
+def test_plugin_runs_under_a_tight_bucket_are_sent_only_as_fast_as_the_groups_can_be_made(twin_factory, run_tasks):
+    # The plug-in calls CreateSnapshotGroup from the instance while its filesystems are frozen. The account's bucket
+    # holds 3 tokens and refills 1 a second: sent to 10 instances at once, most plug-ins would be throttled while
+    # frozen; sent only as tokens allow, every set is application-consistent and no call is throttled.
+    tight = {"CreateSnapshotGroup": {"capacity": 3, "refill": 1}}
+    twins = twin_factory(fleet(*[{"name": f"db-{n}"} for n in range(10)]), aws=False,
+                         limits={"alicloud:CreateSnapshotGroup": {"capacity": 3, "refill": 1}})
+    every = ids(twins, *[f"db-{n}" for n in range(10)])
+    task = {ACG: {"provider": "alicloud", "instance_ids": every, "ram_role_name": ROLE, "api_rate_limits": tight}}
+    plan = run_tasks([dict(task, register="plan")], twins.endpoints, check=True)["plan"]
+    assert plan["api_pacing"]["estimated_floor_s"] == 7.0  # 10 groups from a bucket of 3 refilling 1 a second
+    twins.stats.reset()
+    result = run_tasks([dict(task, register="group")], twins.endpoints)["group"]
+    assert not result.get("failed"), result.get("msg")
+    assert {r["consistency"] for r in result["results"]} == {"application"}
+    assert twins.stats.throttled() == {}, twins.stats.throttle_log()
+    assert result["api_pacing"]["throttled_calls"] == {}

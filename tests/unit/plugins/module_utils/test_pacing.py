@@ -30,7 +30,21 @@ def clock():
 
 
 def _pacer(clock, **kwargs):
+    # The bucket arithmetic, without the one-token cushion (tested on its own below).
+    kwargs.setdefault("cushion", 0)
     return pacing.Pacer(clock=clock, sleep=clock.sleep, **kwargs)
+
+
+def test_one_token_is_kept_as_a_cushion_against_bunched_arrivals(clock):
+    pacer = pacing.Pacer(clock=clock, sleep=clock.sleep, limits={"CreateSnapshots": {"capacity": 5, "refill": 1}})
+    assert pacer.admit("ec2", "CreateSnapshots", 50, within=0) == 4
+    for _call in range(99):
+        pacer.before_call("ec2", "CreateTags")
+    assert clock.slept == []
+    pacer.before_call("ec2", "CreateTags")  # the 100th of a bucket of 100 waits for a token to spare
+    assert clock.slept == [pytest.approx(0.1)]
+    small = pacing.Pacer(clock=clock, sleep=clock.sleep).bucket("ec2", "StartInstances")
+    assert small.cushion == pytest.approx(0.5)  # a tenth of a small bucket
 
 
 def test_published_buckets_are_the_defaults(clock):
@@ -258,3 +272,27 @@ def test_admitted_batches_go_out_as_the_bucket_refills(clock):
     assert batches == [5] + [1] * 7
     assert stamps[-1] - stamps[0] == pytest.approx(7.0)
     assert pacer.bucket("ec2", "CreateSnapshots").tokens >= -1e-9
+
+
+def test_instances_seen_done_free_their_promised_tokens_early(clock):
+    pacer = _pacer(clock, limits={"CreateSnapshotGroup": {"capacity": 3, "refill": 1}})
+    done = []
+    batches = []
+    # The instances could take half an hour (their prescripts) to call; each is seen done two seconds after it is sent.
+    for batch in pacing.admitted_batches(pacer, "ecs", "CreateSnapshotGroup", [f"i-{n}" for n in range(7)], 100,
+                                         clock.sleep, made_within=1800, finished=lambda: list(done)):
+        batches.append((clock.now, len(batch)))
+        clock.sleep(2)
+        done.extend(f"i-{n}" for n in range(sum(n for _at, n in batches)))
+    assert sum(n for _at, n in batches) == 7
+    assert batches[-1][0] - batches[0][0] < 20  # not 1800 s
+
+
+def test_refunded_promises_of_instance_calls_are_forgotten(clock):
+    pacer = _pacer(clock, limits={"CreateSnapshots": {"capacity": 3, "refill": 1}})
+    assert pacer.admit("ec2", "CreateSnapshots", 3, within=0, made_within=1800) == 3
+    pacer.refund("ec2", "CreateSnapshots", 2)  # two instances could not be sent the command
+    assert pacer.admit("ec2", "CreateSnapshots", 3, within=0) == 2
+    clock.sleep(1800)
+    pacer.seconds_until("ec2", "CreateSnapshots")
+    assert pacer.bucket("ec2", "CreateSnapshots").reserved == 2  # the one sent is spent; the 2 promised later wait
