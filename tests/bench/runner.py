@@ -118,15 +118,16 @@ def percentile(values: Sequence[float], pct: float) -> float:
 class Bench:
     """Runs playbooks against twins and measures them."""
 
-    def __init__(self, workdir: str, latency: Dict[str, Any], forks: int = 5):
+    def __init__(self, workdir: str, latency: Dict[str, Any], forks: int = 5, limits: Optional[str] = None):
         self.workdir = workdir
         self.latency = latency
+        self.limits = limits  # None: the twins' default for the latency profile (published with realistic)
         self.forks = forks
         self.collections = collections_path()
         self.count = 0
 
     def start(self, fleet: Dict[str, Any], aws: bool = True, alicloud: bool = False):
-        return start_twins(fleet, latency=self.latency, aws=aws, alicloud=alicloud)
+        return start_twins(fleet, latency=self.latency, aws=aws, alicloud=alicloud, limits=self.limits)
 
     def play(self, twins, tasks: List[Dict[str, Any]], results: Sequence[str] = ()) -> Dict[str, Any]:
         """Run ``tasks`` in one play on localhost; returns the measurements and the registered results."""
@@ -157,7 +158,7 @@ class Bench:
         # This process only waits for ansible-playbook meanwhile: its CPU time is the twins' (they serve the
         # calls from threads of this process), which a real cloud would spend on its own machines.
         twin_cpu = time.process_time() - twin_cpu
-        counts = twins.stats.counts()
+        counts, throttled = twins.stats.counts(), twins.stats.throttled()
         with open(usage_file, encoding="utf-8") as fh:
             usage = json.load(fh)
         if usage["rc"] != 0:
@@ -172,7 +173,7 @@ class Bench:
                 "cpu_s": round(usage["cpu_user"] + usage["cpu_system"], 3),
                 "twin_cpu_s": round(twin_cpu, 3),
                 "peak_rss_mib": round(usage["maxrss_kib"] / 1024.0, 1), "api_calls": api_summary(counts),
-                "results": registered}
+                "throttled": throttled, "results": registered}
 
 
 def api_summary(counts: Dict[str, Dict[str, int]]) -> Dict[str, Any]:
@@ -388,14 +389,14 @@ def environment(latency_spec: Dict[str, Any]) -> Dict[str, Any]:
 def run(args: argparse.Namespace) -> Dict[str, Any]:
     latency = {"profile": args.profile, "scale": args.scale}
     os.makedirs(args.out, exist_ok=True)
-    report: Dict[str, Any] = {"environment": environment(latency), "goals": {
+    report: Dict[str, Any] = {"environment": dict(environment(latency), limits=args.limits or "by latency profile"), "goals": {
         "fleet": f">= {FLEET_GOAL_CALLS:g}x fewer API calls and >= {FLEET_GOAL_WALL:g}x less wall time than the baseline at the largest N; "
                  f"wall(largest N) <= {FLEET_GOAL_SCALING:g}x wall(smallest N)",
         "freeze": f"p99 <= {FREEZE_GOAL_RATIO:g}x the floor and max <= {FREEZE_GOAL_MAX:g} s on every path",
         "restore": f"restore of 8 volumes <= {RESTORE_GOAL:g}x restore of one"}}
     started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="bench-") as workdir:
-        bench = Bench(workdir, latency, forks=args.forks)
+        bench = Bench(workdir, latency, forks=args.forks, limits=args.limits)
         # The results are written after every scenario: a failure late in a long run keeps what was measured.
         if "fleet" in args.scenarios:
             entries = [fleet_backup(bench, n, n <= args.baseline_max) for n in args.fleet_sizes]
@@ -442,7 +443,8 @@ def summary(report: Dict[str, Any]) -> str:
     spec = env["latency"]["spec"]
     lines = ["# Benchmark summary", "",
              f"Measured {env['when']} on {env['cpus']} CPUs, load average {env['load_average_start'][0]} at the start and "
-             f"{env['load_average_end'][0]} at the end; latency profile `{spec.get('profile')}` scaled by {spec.get('scale')}; "
+             f"{env['load_average_end'][0]} at the end; latency profile `{spec.get('profile')}` scaled by {spec.get('scale')}, "
+             f"request limits `{env.get('limits', 'by latency profile')}`; "
              f"the whole run took {env['bench_wall_s']} s.", ""]
     fleet = report.get("fleet")
     if fleet:
@@ -503,6 +505,8 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser.add_argument("--out", default=os.path.join(REPO_ROOT, "build", "bench"), help="directory for results.json and summary.md")
     parser.add_argument("--profile", default="realistic", choices=["realistic", "zero"], help="latency profile of the twins")
     parser.add_argument("--scale", type=float, default=1.0, help="multiply every modelled duration")
+    parser.add_argument("--limits", choices=["none", "published"], default=None,
+                        help="the twins' request limits (default: published with the realistic profile, none with zero)")
     parser.add_argument("--fleet-sizes", type=int, nargs="+", default=[10, 100, 1000])
     parser.add_argument("--baseline-max", type=int, default=100, help="run the baselines only up to this N; larger N extrapolate")
     parser.add_argument("--freeze-runs", type=int, default=200, help="freeze-window runs per path")
