@@ -408,7 +408,7 @@ def environment(latency_spec: Dict[str, Any]) -> Dict[str, Any]:
 def run(args: argparse.Namespace) -> Dict[str, Any]:
     latency = {"profile": args.profile, "scale": args.scale}
     os.makedirs(args.out, exist_ok=True)
-    report: Dict[str, Any] = {"environment": environment(latency), "goals": {
+    report: Dict[str, Any] = {"environment": dict(environment(latency), limits=args.limits or "by latency profile"), "goals": {
         "fleet": f">= {FLEET_GOAL_CALLS:g}x fewer API calls and >= {FLEET_GOAL_WALL:g}x less wall time than the baseline at the largest N; "
                  f"wall(largest N) <= {FLEET_GOAL_SCALING:g}x wall(smallest N)",
         "freeze": f"p99 <= {FREEZE_GOAL_RATIO:g}x the floor and max <= {FREEZE_GOAL_MAX:g} s on every path",
@@ -462,7 +462,8 @@ def summary(report: Dict[str, Any]) -> str:
     spec = env["latency"]["spec"]
     lines = ["# Benchmark summary", "",
              f"Measured {env['when']} on {env['cpus']} CPUs, load average {env['load_average_start'][0]} at the start and "
-             f"{env['load_average_end'][0]} at the end; latency profile `{spec.get('profile')}` scaled by {spec.get('scale')}; "
+             f"{env['load_average_end'][0]} at the end; latency profile `{spec.get('profile')}` scaled by {spec.get('scale')}, "
+             f"request limits `{env.get('limits', 'by latency profile')}`; "
              f"the whole run took {env['bench_wall_s']} s.", ""]
     fleet = report.get("fleet")
     if fleet:

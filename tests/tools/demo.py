@@ -60,6 +60,8 @@ def demo_fleet(data_image, data_mount):
                         "alicloud": {"access_key_id": "LTAItwinexample", "access_key_secret": "twin-secret-key",
                                      "region": "cn-hangzhou"}},
         "latency": "zero",
+        # The account's request buckets as EC2 publishes them, on every caller (the instances' own calls too).
+        "limits": "published",
         # An agent that is offline is reported as such within seconds instead of SSM's ten minutes.
         "faults": {"ssm_delivery_timeout": 3},
         "instances": [

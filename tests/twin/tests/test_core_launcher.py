@@ -60,13 +60,13 @@ def test_alicloud_module_is_optional():
 
 def test_make_twin_defaults_and_environment(monkeypatch):
     for name in ("TWIN_FLEET", "TWIN_AWS_PORT", "TWIN_ALICLOUD_PORT", "TWIN_HOST", "TWIN_ENDPOINTS", "TWIN_BLOCKSTORE",
-                 "TWIN_LATENCY"):
+                 "TWIN_LATENCY", "TWIN_LIMITS"):
         monkeypatch.delenv(name, raising=False)
     args = twin_main._args([])
     assert (args.aws_port, args.alicloud_port, args.host) == (18080, 18081, "127.0.0.1")
     assert args.fleet == os.path.join(TESTS_DIR, "twin", "fleets", "demo.yml")
     assert twin_main._path(args.endpoints) == os.path.join(REPO_ROOT, "build", "twin", "endpoints.json")
-    assert args.latency is None  # the fleet file's setting
+    assert args.latency is None and args.limits is None  # the fleet file's setting
     monkeypatch.setenv("TWIN_FLEET", "tests/twin/fleets/aws-1000.yml")
     monkeypatch.setenv("TWIN_AWS_PORT", "28080")
     monkeypatch.setenv("TWIN_ALICLOUD_PORT", "28081")
@@ -74,6 +74,12 @@ def test_make_twin_defaults_and_environment(monkeypatch):
     assert (args.aws_port, args.alicloud_port) == (28080, 28081)
     assert twin_main._path(args.fleet) == os.path.join(REPO_ROOT, "tests", "twin", "fleets", "aws-1000.yml")
     assert twin_main._args(["--aws-port", "38080"]).aws_port == 38080  # options win over the environment
+    monkeypatch.setenv("TWIN_LIMITS", "published")
+    assert twin_main._args([]).limits == "published"
+    assert twin_main._args(["--limits", '{"CreateSnapshots": {"capacity": 5, "refill": 1}}']).limits == \
+        {"CreateSnapshots": {"capacity": 5, "refill": 1}}
+    with pytest.raises(SystemExit):
+        twin_main._args(["--limits", "fast"])
 
 
 @pytest.mark.timeout(120)
