@@ -86,7 +86,7 @@ options:
   description:
     description:
       - Description of the group and its snapshots.
-      - At most 255 characters on AWS; on Alibaba Cloud at most 256 letters, digits, spaces and C(_ . : / @ + -).
+      - "At most 255 characters on AWS; on Alibaba Cloud at most 256 letters, digits, spaces and C(_ . : / @ + -)."
     type: str
   pre_script_path:
     description:
