@@ -20,6 +20,7 @@ from ansible_collections.appconsistent.snapshots.plugins.module_utils import aws
 from ansible_collections.appconsistent.snapshots.plugins.module_utils import aws_fleet
 from ansible_collections.appconsistent.snapshots.plugins.module_utils import snapshot_set as ss
 from ansible_collections.appconsistent.snapshots.plugins.module_utils import vss
+from ansible_collections.appconsistent.snapshots.plugins.module_utils.concurrency import chunks
 from ansible_collections.appconsistent.snapshots.plugins.module_utils.ssm import STATUS_MESSAGES
 from ansible_collections.appconsistent.snapshots.plugins.module_utils.ssm import CommandRun
 
@@ -235,7 +236,7 @@ class VssSnapshotRun:
 
     def _send(self, command, ready):
         sent = []
-        for chunk in [ready[i:i + aws_api.SSM_INSTANCE_BATCH] for i in range(0, len(ready), aws_api.SSM_INSTANCE_BATCH)]:
+        for chunk in chunks(ready, aws_api.SSM_INSTANCE_BATCH):
             try:
                 command_id = command.send(chunk)[0]
             except aws_api.AppConsistentAWSError as exc:
