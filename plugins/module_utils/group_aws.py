@@ -25,6 +25,7 @@ import time
 
 from ansible_collections.appconsistent.snapshots.plugins.module_utils import aws as aws_api
 from ansible_collections.appconsistent.snapshots.plugins.module_utils import aws_fleet
+from ansible_collections.appconsistent.snapshots.plugins.module_utils import pacing
 from ansible_collections.appconsistent.snapshots.plugins.module_utils import snapshot_set as ss
 from ansible_collections.appconsistent.snapshots.plugins.module_utils.concurrency import chunks
 from ansible_collections.appconsistent.snapshots.plugins.module_utils.concurrency import concurrently
@@ -206,6 +207,8 @@ class AwsGroupRun:
         self.agents = {}
         self.ec2 = None
         self.ssm = None
+        self.pacer = pacing.of(module, clock=clock, sleep=sleep)
+        self._reserved = {}  # instances admitted to a freeze wave whose CreateSnapshots token is reserved
 
     # --- input ------------------------------------------------------------------------------------
 
@@ -269,6 +272,8 @@ class AwsGroupRun:
         ready = self._skip_existing(ready)
         windows = [i for i in ready if self.outcomes[i].platform == "windows"]
         linux = [i for i in ready if self.outcomes[i].platform == "linux"]
+        if self.module.check_mode:  # the plan's estimate of what the account's limits impose (VSS plans its own)
+            self.pacer.plan("ec2", "CreateSnapshots", len(ready) - (len(windows) if self.requested not in ("crash", "offline") else 0))
         if self.requested == "crash":
             self._crash(ready)
         elif self.requested == "offline":
@@ -355,10 +360,12 @@ class AwsGroupRun:
         """CreateSnapshots for one instance, tagged as a set; returns (set_id, members) or raises."""
         outcome = self.outcomes[instance_id]
         set_id = ss.new_set_id()
-        snapshots = aws_api.create_snapshots(
-            self.ec2, instance_id, exclude_boot_volume=outcome.exclude_boot,
-            exclude_data_volume_ids=outcome.exclude_data, description=self.params.get("description"),
-            tags=self._set_tags(set_id, instance_id, consistency), copy_tags_from_source=True)
+        # A frozen instance's CreateSnapshots token was reserved when it was admitted to its freeze wave.
+        with self.pacer.prepaid("ec2", "CreateSnapshots", 1 if self._reserved.pop(instance_id, None) else 0):
+            snapshots = aws_api.create_snapshots(
+                self.ec2, instance_id, exclude_boot_volume=outcome.exclude_boot,
+                exclude_data_volume_ids=outcome.exclude_data, description=self.params.get("description"),
+                tags=self._set_tags(set_id, instance_id, consistency), copy_tags_from_source=True)
         devices = {v["volume_id"]: v["device"] for v in outcome.volumes}
         members = [aws_fleet.snapshot_member(s, devices.get(s.get("VolumeId"))) for s in snapshots]
         for member in members:
@@ -654,13 +661,18 @@ class AwsGroupRun:
                     outcome.plan = dict(document=SHELL_DOCUMENT, command=command, volumes=outcome.volumes)
             return
         runs = []
-        for command, ids in commands.items():
-            run = CommandRun(self.ssm, SHELL_DOCUMENT, {"commands": [command],
-                                                        "executionTimeout": [str(2 * p["script_timeout"] + 300)]},
-                             comment=f"appconsistent.snapshots run {run_id}", timeout_seconds=p.get("delivery_timeout"),
-                             max_concurrency=p.get("max_concurrency"), max_errors=p.get("max_errors"),
-                             sleep=self.sleep, clock=self.clock)
-            runs.append((run, self._send(run, ids)))
+        for command, all_ids in commands.items():
+            # The instances call CreateSnapshots themselves while frozen: each batch goes out once the account's
+            # bucket holds a token for every instance in it.
+            # The instance calls after its prescript and freeze: within script_timeout plus delivery.
+            for ids in pacing.admitted_batches(self.pacer, "ec2", "CreateSnapshots", all_ids, aws_api.SSM_INSTANCE_BATCH,
+                                               self.sleep, made_within=p["script_timeout"] + pacing.AGENT_CALL_WITHIN):
+                run = CommandRun(self.ssm, SHELL_DOCUMENT, {"commands": [command],
+                                                            "executionTimeout": [str(2 * p["script_timeout"] + 300)]},
+                                 comment=f"appconsistent.snapshots run {run_id}", timeout_seconds=p.get("delivery_timeout"),
+                                 max_concurrency=p.get("max_concurrency"), max_errors=p.get("max_errors"),
+                                 sleep=self.sleep, clock=self.clock)
+                runs.append((run, self._send(run, ids)))
         confirmed = {}
         for run, sent in runs:
             run.wait(p["wait_timeout"])
@@ -806,9 +818,13 @@ class AwsGroupRun:
                     # with others stays frozen that long, and a whole fleet at once outlasts freeze_timeout.
                     # The spacing counts from the moment the cloud accepted the previous wave, not from when the
                     # controller sent it, so a slow SendCommand cannot bring two waves closer together.
-                    wave, waiting = waiting[:aws_api.SSM_INSTANCE_BATCH], waiting[aws_api.SSM_INSTANCE_BATCH:]
-                    pending.extend(self._send(freeze, wave))
-                    last_wave = self.clock()
+                    wave = self._admit_wave(waiting)
+                    if wave:
+                        waiting = waiting[len(wave):]
+                        sent = self._send(freeze, wave)
+                        self._release([i for i in wave if i not in sent])
+                        pending.extend(sent)
+                        last_wave = self.clock()
                 freeze.poll()
                 finished = [i for i in pending if i in freeze.invocations and is_terminal(freeze.invocations[i])]
                 if finished:
@@ -818,6 +834,7 @@ class AwsGroupRun:
                     except BaseException:
                         snapshot_then_thaw(finished, [], snapshots)
                         raise
+                    self._release([i for i in finished if i not in frozen])
                     in_wave[waves.submit(snapshot_then_thaw, finished, frozen, snapshots)] = finished
                     continue
                 self.sleep(FREEZE_POLL)
@@ -845,6 +862,21 @@ class AwsGroupRun:
                 confirmed.setdefault(level, []).append(instance_id)
         self._raise_consistency(confirmed)
         self._tag_devices([i for i in thawed_sent if self.outcomes[i].snapshots])
+
+    def _admit_wave(self, waiting):
+        """The instances of the next freeze wave: no more than the account's buckets let the controller snapshot at
+        once, so that none of them waits frozen for a token (their CreateSnapshots tokens are reserved now)."""
+        # The wave's freeze and its thaw are SendCommand calls: both must be possible without a wait.
+        if self.pacer.seconds_until("ssm", "SendCommand", 2) > 0:
+            return []
+        count = self.pacer.admit("ec2", "CreateSnapshots", min(aws_api.SSM_INSTANCE_BATCH, len(waiting)), within=0)
+        self._reserved.update((i, True) for i in waiting[:count])
+        return waiting[:count]
+
+    def _release(self, instance_ids):
+        """Give back the reserved tokens of instances that will not be snapshotted (not sent, or not frozen)."""
+        released = [i for i in instance_ids if self._reserved.pop(i, None)]
+        self.pacer.refund("ec2", "CreateSnapshots", len(released))
 
     def _send(self, run, instance_ids):
         sent = []

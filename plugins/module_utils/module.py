@@ -24,6 +24,15 @@ from ansible_collections.appconsistent.snapshots.plugins.module_utils.alicloud i
 from ansible_collections.appconsistent.snapshots.plugins.module_utils.alicloud import alicloud_argument_spec
 from ansible_collections.appconsistent.snapshots.plugins.module_utils.aws import describe_aws_failure
 from ansible_collections.appconsistent.snapshots.plugins.module_utils.aws import with_max_attempts
+from ansible_collections.appconsistent.snapshots.plugins.module_utils import pacing
+
+
+def api_limits_argument_spec():
+    """Options of the account's API request limits, accepted by every module (the api_limits doc fragment)."""
+    return dict(
+        api_rate_limits=dict(type="dict"),
+        api_budget_share=dict(type="float", default=1.0),
+    )
 
 
 class AppConsistentModule(AnsibleAWSModule):
@@ -35,12 +44,26 @@ class AppConsistentModule(AnsibleAWSModule):
 
     def __init__(self, **kwargs):
         spec = alicloud_argument_spec()
+        spec.update(api_limits_argument_spec())
         spec.update(kwargs.get("argument_spec") or {})
         kwargs["argument_spec"] = spec
         kwargs["check_boto3"] = False
         super().__init__(**kwargs)
         self._aws_clients = {}
         self._alicloud = None
+        self._pacer = None
+        self.pacer  # refuses bad api_rate_limits / api_budget_share before any call
+
+    @property
+    def pacer(self):
+        """The model of the account's API token buckets, shared by every thread and client of this run."""
+        if self._pacer is None:
+            try:
+                self._pacer = pacing.Pacer(limits=pacing.parse_limits(self.params.get("api_rate_limits")),
+                                           share=self.params.get("api_budget_share") or 1.0)
+            except ValueError as exc:
+                self.fail_json(msg=str(exc))
+        return self._pacer
 
     # --- AWS ------------------------------------------------------------------------
 
@@ -58,8 +81,24 @@ class AppConsistentModule(AnsibleAWSModule):
                 check_sdk_version_supported(warn=self.warn)
             except AnsibleBotocoreError as exc:
                 self.fail_json(msg=str(exc))
-            self._aws_clients[service] = with_max_attempts(self.client(service), self.params.get("aws_max_attempts"))
+            client = with_max_attempts(self.client(service), self.params.get("aws_max_attempts"))
+            self._aws_clients[service] = pacing.attach(client, self.pacer)
         return self._aws_clients[service]
+
+    def exit_json(self, **kwargs):
+        self._add_pacing(kwargs)
+        super().exit_json(**kwargs)
+
+    def fail_json(self, msg=None, **kwargs):
+        self._add_pacing(kwargs)
+        super().fail_json(msg=msg, **kwargs)
+
+    def _add_pacing(self, result):
+        """Every result of a run that called AWS says what the account's limits cost it."""
+        pacer = getattr(self, "_pacer", None)  # None while the options are still being read
+        summary = pacer.summary() if pacer is not None else None
+        if summary and (summary["calls"] or summary.get("estimated_floor_s") is not None):
+            result.setdefault("api_pacing", summary)
 
     def fail_aws(self, exc, msg=None, **kwargs):
         """Fail the task for an AWS error: connection problems get one plain sentence, the rest the full response."""

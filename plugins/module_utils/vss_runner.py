@@ -18,9 +18,9 @@ import time
 
 from ansible_collections.appconsistent.snapshots.plugins.module_utils import aws as aws_api
 from ansible_collections.appconsistent.snapshots.plugins.module_utils import aws_fleet
+from ansible_collections.appconsistent.snapshots.plugins.module_utils import pacing
 from ansible_collections.appconsistent.snapshots.plugins.module_utils import snapshot_set as ss
 from ansible_collections.appconsistent.snapshots.plugins.module_utils import vss
-from ansible_collections.appconsistent.snapshots.plugins.module_utils.concurrency import chunks
 from ansible_collections.appconsistent.snapshots.plugins.module_utils.ssm import STATUS_MESSAGES
 from ansible_collections.appconsistent.snapshots.plugins.module_utils.ssm import CommandRun
 
@@ -71,6 +71,7 @@ class VssSnapshotRun:
         self.known = known
         # app_consistent_group runs Windows instances through this class with its own options mapped.
         self.params = params if params is not None else module.params
+        self.pacer = pacing.of(module, clock=clock, sleep=sleep)
         self.sleep = sleep
         self.clock = clock
         self.ec2 = None
@@ -129,6 +130,7 @@ class VssSnapshotRun:
         batch_id = ss.new_set_id()
         parameters = self.validate_with(batch_id)
         if self.module.check_mode:
+            self.pacer.plan("ec2", "CreateSnapshots", len(ready))  # each agent calls it once
             for instance_id in ready:
                 result = self.results[instance_id]
                 result.status = "WouldRun"
@@ -236,7 +238,10 @@ class VssSnapshotRun:
 
     def _send(self, command, ready):
         sent = []
-        for chunk in chunks(ready, aws_api.SSM_INSTANCE_BATCH):
+        # The VSS document calls CreateSnapshots from the instance while its writers are frozen (at most 10 s):
+        # a batch goes out only when the account's bucket holds a token for every instance in it.
+        for chunk in pacing.admitted_batches(self.pacer, "ec2", "CreateSnapshots", ready, aws_api.SSM_INSTANCE_BATCH,
+                                             self.sleep, made_within=pacing.AGENT_CALL_WITHIN):
             try:
                 command_id = command.send(chunk)[0]
             except aws_api.AppConsistentAWSError as exc:

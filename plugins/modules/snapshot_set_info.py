@@ -60,6 +60,7 @@ options:
     default: false
 extends_documentation_fragment:
   - appconsistent.snapshots.alicloud
+  - appconsistent.snapshots.api_limits
   - amazon.aws.common.modules
   - amazon.aws.region.modules
   - amazon.aws.boto3
@@ -98,6 +99,17 @@ EXAMPLES = r"""
 """
 
 RETURN = r"""
+api_pacing:
+  description:
+    - What the account's API request limits cost this task on AWS (see O(api_rate_limits)).
+    - C(calls) counts the attempts per API action, C(throttled_calls) those the cloud answered with a throttling
+      error, C(waited_for_tokens_s) the seconds calls waited on the controller for their token, and
+      C(rate_floor_s) the least time the task's calls take at the account's limits. In check mode,
+      C(estimated_floor_s) is that least time for the calls the task would make.
+  returned: when the task called AWS, or planned to in check mode
+  type: dict
+  sample: {"calls": {"CreateSnapshots": 250, "SendCommand": 12}, "throttled_calls": {}, "waited_for_tokens_s": 31.6,
+           "rate_floor_s": 30.0, "share": 1.0}
 sets:
   description: The sets that match, by instance and newest first.
   returned: always

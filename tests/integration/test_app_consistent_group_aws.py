@@ -250,6 +250,12 @@ def test_offline_check_mode_stops_nothing(twin_factory, run_tasks):
     assert instance_state(twins, up) == "running"
 
 
+# An account granted higher limits than the published ones (the twin has none here): what bounds the waves
+# below is the collection's own spacing, not the account's buckets.
+RAISED_LIMITS = {"CreateSnapshots": {"capacity": 1000, "refill": 100}, "SendCommand": {"capacity": 100, "refill": 50},
+                 "ListCommandInvocations": {"capacity": 200, "refill": 100}}
+
+
 def test_a_large_linux_fleet_is_frozen_in_waves(twin_factory, run_tasks):
     # 300 simulated Linux instances: frozen all at once, most would wait frozen while the controller snapshots
     # the others; in waves of one SendCommand a second, at most four waves (200 instances) are frozen at any moment.
@@ -258,7 +264,8 @@ def test_a_large_linux_fleet_is_frozen_in_waves(twin_factory, run_tasks):
                          latency={"profile": "zero", "api": {"CreateSnapshots": 0.02}, "transitions": {"freeze_duration": 0.05}})
     twins.stats.reset()
     run = run_tasks([{ACG: {"provider": "aws", "consistency": "application", "instance_ids": ids(twins, *names),
-                            "exclude_boot_disk": True, "delete_after": "1d"}, "register": "group"}], twins.endpoints)
+                            "exclude_boot_disk": True, "delete_after": "1d", "api_rate_limits": RAISED_LIMITS},
+                      "register": "group"}], twins.endpoints)
     result = run["group"]
     assert not result.get("failed"), result.get("msg")
     rows = result["results"]
@@ -350,3 +357,30 @@ def test_completion_timeout_keeps_the_set_and_warns(twin_factory, run_tasks):
     entry = group["results"][0]
     assert entry["consistency"] == "crash" and entry["error"]["code"] == "CompletionTimeout"
     assert any("completion_timeout" in w for w in group.get("warnings", []))
+
+
+def test_a_fleet_under_tight_buckets_is_frozen_only_as_fast_as_it_can_be_snapshotted(twin_factory, run_tasks):
+    # The account's CreateSnapshots bucket holds 5 tokens and refills 1 a second; the Windows agents spend it too.
+    # Frozen all at once, most instances would wait frozen for a token (or be answered RequestLimitExceeded while
+    # frozen); admitted only as tokens allow, every set is application-consistent and no call is throttled.
+    tight = {"CreateSnapshots": {"capacity": 5, "refill": 1}}
+    names = dict({f"db-{n:02d}": "linux" for n in range(20)}, **{f"sql-{n}": "windows" for n in range(5)})
+    twins = twin_factory(fleet(**names), alicloud=False, limits=tight,
+                         latency={"profile": "zero", "transitions": {"freeze_duration": 0.05, "vss_freeze": 0.5}})
+    task = {ACG: {"provider": "aws", "consistency": "application", "instance_ids": ids(twins, *names),
+                  "exclude_boot_disk": True, "freeze_timeout": 10, "api_rate_limits": tight}}
+    # Check mode says how long the limits make the run: 25 CreateSnapshots from a bucket of 5 refilling 1 a second.
+    check = run_tasks([dict(task, register="plan")], twins.endpoints, check=True)["plan"]
+    assert check["api_pacing"]["estimated_floor_s"] == 20.0
+    twins.stats.reset()
+    run = run_tasks([dict(task, register="group")], twins.endpoints)
+    result = run["group"]
+    assert not result.get("failed"), result.get("msg")
+    rows = result["results"]
+    assert len(rows) == 25 and {r["consistency"] for r in rows} == {"application"}, \
+        sorted((r["instance_id"], r["consistency"], (r.get("error") or {}).get("code")) for r in rows)
+    assert twins.stats.throttled("aws") == {}, twins.stats.throttle_log("aws")
+    pacing = result["api_pacing"]
+    assert pacing["throttled_calls"] == {}
+    # 25 CreateSnapshots from a bucket of 5 refilling 1 a second: at least 20 s of calls, and the run said so.
+    assert pacing["rate_floor_s"] == 20.0 and pacing["waited_for_tokens_s"] >= 0

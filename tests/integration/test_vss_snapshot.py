@@ -90,7 +90,9 @@ def test_120_instances_take_three_commands_and_no_per_instance_polling(twin_fact
                          alicloud=False)
     every = sorted(twins.endpoints["aws"]["instances"].values())
     twins.stats.reset()
-    run = run_tasks([{VSS: {"instance_ids": every}, "register": "vss"}], twins.endpoints)
+    # An account granted more than the published 100 CreateSnapshots tokens: the batching alone is under test.
+    raised = {"CreateSnapshots": {"capacity": 200, "refill": 20}}
+    run = run_tasks([{VSS: {"instance_ids": every, "api_rate_limits": raised}, "register": "vss"}], twins.endpoints)
     result = run["vss"]
     assert not result.get("failed"), result.get("msg")
     assert len(result["results"]) == 120

@@ -3,13 +3,15 @@
 Options (``--help``) default to the environment: ``TWIN_FLEET`` (fleet file, default the demo fleet),
 ``TWIN_AWS_PORT`` (18080), ``TWIN_ALICLOUD_PORT`` (18081), ``TWIN_HOST`` (127.0.0.1), ``TWIN_BLOCKSTORE``
 (directory for real block data, default ``build/twin/blocks``), ``TWIN_ENDPOINTS`` (default
-``build/twin/endpoints.json``), ``TWIN_LATENCY`` (zero or realistic).  Relative paths are taken from the
+``build/twin/endpoints.json``), ``TWIN_LATENCY`` (zero or realistic), ``TWIN_LIMITS`` (none, published or a
+JSON mapping of per-API buckets).  Relative paths are taken from the
 current directory when they exist there, else from the repository root.  Stop with Ctrl-C or SIGTERM.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import signal
@@ -39,7 +41,21 @@ def _args(argv):
     parser.add_argument("--blockstore", default=os.environ.get("TWIN_BLOCKSTORE", "build/twin/blocks"))
     parser.add_argument("--latency", default=os.environ.get("TWIN_LATENCY"),
                         help="zero or realistic (default: the fleet file's setting)")
+    parser.add_argument("--limits", default=os.environ.get("TWIN_LIMITS"), type=_limits,
+                        help="request limits: none, published or a JSON mapping such as "
+                             "'{\"CreateSnapshots\": {\"capacity\": 5, \"refill\": 1}}' "
+                             "(default: the fleet file's setting, else published with realistic latency)")
     return parser.parse_args(argv)
+
+
+def _limits(value: str):
+    """none / published, or a JSON mapping of per-API buckets."""
+    if value in ("none", "published"):
+        return value
+    try:
+        return json.loads(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"limits must be none, published or a JSON mapping, got {value!r}") from None
 
 
 def main(argv=None) -> int:
@@ -58,7 +74,7 @@ def main(argv=None) -> int:
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
     twins = start_twins(fleet_path, host=args.host, aws_port=args.aws_port, alicloud_port=args.alicloud_port,
-                        blockstore=_path(args.blockstore), latency=args.latency)
+                        blockstore=_path(args.blockstore), latency=args.latency, limits=args.limits)
     try:
         twins.write_endpoints(endpoints_path)
         log.info("fleet %s: %d instances", fleet_path, len(twins.fleet.instances))
@@ -69,6 +85,7 @@ def main(argv=None) -> int:
         else:
             log.warning("Alibaba twin not available; only the AWS twin is running")
         log.info("block store   %s (%s)", twins.blockstore.root, twins.blockstore.method)
+        log.info("limits        %s", twins.limits.profile if not twins.limits.overrides else twins.limits.spec)
         log.info("endpoints     %s", endpoints_path)
         while not stop.wait(1):
             pass

@@ -1,9 +1,9 @@
 """Pytest fixtures that start and stop the twin clouds.
 
-``twin_factory(fleet=None, latency=None, faults=None, blockstore=False, aws=True, alicloud=True)``
+``twin_factory(fleet=None, latency=None, faults=None, blockstore=False, aws=True, alicloud=True, limits=None)``
 starts both twins on ephemeral loopback ports and returns a :class:`twin.launcher.Twins`
 (``.aws`` / ``.alicloud`` handles, ``.endpoints``, ``.aws_client(service)``, ``.ecs_client()``,
-``.faults``, ``.latency``, ``.stats``, ``.blockstore``).  ``blockstore=True`` gives the twins a
+``.faults``, ``.latency``, ``.limits``, ``.stats``, ``.blockstore``).  ``blockstore=True`` gives the twins a
 block store in the test's temporary directory.  Everything is stopped at teardown, also when the
 test fails.  ``twin`` is the same with :data:`DEFAULT_FLEET`.
 """
@@ -41,10 +41,11 @@ DEFAULT_FLEET = {
 def twin_factory(tmp_path):
     started = []
 
-    def factory(fleet=None, latency=None, faults=None, blockstore=False, aws=True, alicloud=True, seed=None):
+    def factory(fleet=None, latency=None, faults=None, blockstore=False, aws=True, alicloud=True, seed=None, limits=None):
         store = str(tmp_path / f"blocks-{len(started)}") if blockstore else None
         twins = start_twins(copy.deepcopy(fleet) if isinstance(fleet, dict) else (fleet or copy.deepcopy(DEFAULT_FLEET)),
-                            latency=latency, faults=faults, blockstore=store, aws=aws, alicloud=alicloud, seed=seed)
+                            latency=latency, faults=faults, blockstore=store, aws=aws, alicloud=alicloud, seed=seed,
+                            limits=limits)
         started.append(twins)
         return twins
 

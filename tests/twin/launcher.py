@@ -1,7 +1,8 @@
 """Start and stop both twin clouds together with one shared configuration.
 
 Used by ``python -m twin`` (``make twin``) and by the pytest fixtures.  One LatencyModel, one
-Faults, one CallCounter and (when needed) one BlockStore are made here and given to both twins.
+Faults, one Limits (the account's request buckets), one CallCounter and (when needed) one BlockStore
+are made here and given to both twins.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from twin.core.blockstore import BlockStore
 from twin.core.faults import Faults, as_faults
 from twin.core.fleet import Fleet, load_fleet, parse_fleet
 from twin.core.latency import LatencyModel, as_model
+from twin.core.limits import Limits, as_limits
 from twin.core.stats import CallCounter
 
 
@@ -37,6 +39,7 @@ class Twins:
     latency: LatencyModel
     faults: Faults
     stats: CallCounter
+    limits: Limits
     blockstore: Optional[BlockStore] = None
     aws: Any = None
     alicloud: Any = None
@@ -94,8 +97,11 @@ def _alicloud_endpoint(handle, fleet: Fleet, host: str) -> Dict[str, Any]:
 
 def start_twins(fleet: Union[Fleet, Dict[str, Any], str], host: str = "127.0.0.1", aws_port: int = 0,
                 alicloud_port: int = 0, latency=None, faults=None, blockstore: Union[None, bool, str, BlockStore] = None,
-                aws: bool = True, alicloud: bool = True, seed: Optional[int] = None) -> Twins:
+                aws: bool = True, alicloud: bool = True, seed: Optional[int] = None, limits=None) -> Twins:
     """Start the twins for ``fleet``.
+
+    ``limits``: ``none``, ``published``, a mapping (see core/limits.py) or None for the fleet's setting,
+    else the latency profile's default (published with realistic latency, none with zero).
 
     ``blockstore``: a BlockStore, a directory for one, True (required: raises without a directory)
     or None (made only when a volume of the fleet has an ``image``; needs a directory then).
@@ -106,23 +112,24 @@ def start_twins(fleet: Union[Fleet, Dict[str, Any], str], host: str = "127.0.0.1
         fleet = parse_fleet(fleet)
     latency = as_model(latency if latency is not None else fleet.latency)
     faults = as_faults(faults if faults is not None else fleet.faults, seed=seed)
+    limits = as_limits(limits if limits is not None else fleet.limits, latency=latency, faults=faults)
     stats = CallCounter()
     store = blockstore if isinstance(blockstore, BlockStore) else None
     if isinstance(blockstore, str):
         store = BlockStore(blockstore)
     elif store is None and any(v.image for i in fleet.instances for v in i.volumes):
         raise ValueError("the fleet has volumes backed by images: pass a block store (or a directory for one)")
-    twins = Twins(fleet=fleet, latency=latency, faults=faults, stats=stats, blockstore=store)
+    twins = Twins(fleet=fleet, latency=latency, faults=faults, stats=stats, limits=limits, blockstore=store)
     try:
         if aws:
             from twin.aws import server as aws_server  # pylint: disable=import-outside-toplevel
             twins.aws = aws_server.start(fleet, host=host, port=aws_port, latency=latency, faults=faults,
-                                         blockstore=store, stats=stats)
+                                         blockstore=store, stats=stats, limits=limits)
             twins.endpoints["aws"] = twins.aws.endpoint()
         module = alicloud_module() if alicloud else None
         if module is not None:
             twins.alicloud = module.start(fleet, host=host, port=alicloud_port, latency=latency, faults=faults,
-                                          blockstore=store, stats=stats)
+                                          blockstore=store, stats=stats, limits=limits)
             twins.endpoints["alicloud"] = _alicloud_endpoint(twins.alicloud, fleet, host)
     except BaseException:
         twins.stop()

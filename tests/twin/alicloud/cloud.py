@@ -1,4 +1,5 @@
-"""The Alibaba twin as one object: the ECS and Cloud Assistant state, the accepted keys, and the call path every request takes."""
+"""The Alibaba twin as one object: the ECS and Cloud Assistant state, the accepted keys, and the call path every request takes
+(the controller's and the plug-in's alike, so both spend the account's request buckets)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import tempfile
 import threading
 from typing import Any, Dict, Optional
 
+from twin.core.limits import THROTTLE_CODES, Limits
 from twin.core.scheduler import Scheduler
 
 from .api import AliError, Params, request_id
@@ -19,13 +21,15 @@ from .signing import Key, KeyRing
 
 API_VERSION = "2014-05-26"
 ROLE_STATS = "alicloud-instance-role"
+# The twin is one account; the buckets are keyed by it and the Region.
+ACCOUNT = "twin-account"
 FORBIDDEN_MESSAGE = "User not authorized to operate on the specified resource, or this API doesn't support RAM."
 
 
 class AliCloud:
     """ECS + Cloud Assistant with latency, faults and call statistics applied to every call."""
 
-    def __init__(self, fleet: Any, latency: Any, faults: Any, blockstore: Any, stats: Any) -> None:
+    def __init__(self, fleet: Any, latency: Any, faults: Any, blockstore: Any, stats: Any, limits: Any = None) -> None:
         creds = fleet.credentials.get(PROVIDER, {})
         self.region = creds.get("region", "cn-hangzhou")
         self.access_key_id = creds.get("access_key_id")
@@ -34,6 +38,7 @@ class AliCloud:
         self.latency = latency
         self.faults = faults
         self.stats = stats
+        self.limits = limits if limits is not None else Limits("none", faults=faults)
         self.url = ""
         self.keys = KeyRing()
         self.keys.add(Key(self.access_key_id, self.access_key_secret, self.security_token))
@@ -73,11 +78,16 @@ class AliCloud:
         if entry is None:
             raise AliError("InvalidAction.NotFound", f"Specified api {action} is not found, please check your url and method.", 404)
         # Calls made on the instance with its RAM role (the plug-in's own calls) are counted apart, so that a
-        # test of the collection can count the collection's calls alone.
-        self.stats.record(PROVIDER if not principal.startswith("role:") else ROLE_STATS, action)
+        # test of the collection can count the collection's calls alone; they spend the same buckets.
+        caller = PROVIDER if not principal.startswith("role:") else ROLE_STATS
+        self.stats.record(caller, action)
         self.latency.sleep_api(PROVIDER, action)
         code = self.faults.api_error(PROVIDER, action)
+        if not code and not self.limits.take("ecs", action, ACCOUNT, flat.get("RegionId") or self.region):
+            code = THROTTLE_CODES["ecs"]
         if code:
+            if code.startswith("Throttling"):
+                self.stats.record_throttle(caller, action, code)
             raise AliError(code)
         if principal.startswith("role:") and self._role_denied(principal[5:], instance):
             raise AliError("Forbidden.RAM", FORBIDDEN_MESSAGE, 403)

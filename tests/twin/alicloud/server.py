@@ -26,6 +26,7 @@ from twin.core.control import ControlApp, is_control
 from twin.core.faults import as_faults
 from twin.core.fleet import Fleet, load_fleet, parse_fleet
 from twin.core.latency import as_model
+from twin.core.limits import as_limits
 from twin.core.stats import CallCounter
 
 from .api import AliError, error_document, request_id
@@ -140,6 +141,7 @@ class Handle:
         self.stats = cloud.stats
         self.faults = cloud.faults
         self.latency = cloud.latency
+        self.limits = cloud.limits
         self.instances = {i.name: i.id for i in cloud.ecs.instances.values()}
 
     def endpoint(self) -> Dict[str, Any]:
@@ -206,7 +208,7 @@ def _fleet(value: Any) -> Fleet:
 
 
 def start(fleet: Any, host: str = "127.0.0.1", port: int = 0, latency: Any = None, faults: Any = None,
-          blockstore: Optional[BlockStore] = None, stats: Optional[CallCounter] = None) -> Handle:
+          blockstore: Optional[BlockStore] = None, stats: Optional[CallCounter] = None, limits: Any = None) -> Handle:
     """Start the Alibaba twin for the ``alicloud`` instances of ``fleet``; returns its handle."""
     fleet = _fleet(fleet)
     owned: List[Any] = []
@@ -217,8 +219,9 @@ def start(fleet: Any, host: str = "127.0.0.1", port: int = 0, latency: Any = Non
         root = tempfile.mkdtemp(prefix="twin-alicloud-blocks-")
         blockstore = BlockStore(root)
         owned.extend([blockstore, root])
-    cloud = AliCloud(fleet, latency, faults, blockstore, stats)
-    control = ControlApp(stats, faults, latency, cloud.state)
+    limits = as_limits(limits if limits is not None else fleet.limits, latency=latency, faults=faults)
+    cloud = AliCloud(fleet, latency, faults, blockstore, stats, limits=limits)
+    control = ControlApp(stats, faults, latency, cloud.state, limits=limits)
     try:
         server = make_server(host, port, App(cloud, control), server_class=_ThreadingServer, handler_class=_QuietHandler)
     except OSError:

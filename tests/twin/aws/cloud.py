@@ -14,9 +14,12 @@ from moto.backends import get_backend
 from moto.iam.exceptions import NotFoundException as IAMNotFoundException
 
 from twin.core.fleet import Fleet, Instance as FleetInstance
+from twin.core.limits import THROTTLE_CODES, Limits
 from twin.core.scheduler import Scheduler
 from twin.aws.ec2 import Ec2Extension, TwinInstance, TwinVolume
 
+# Calls an instance makes with its role inside the twin (the VSS agent's) are counted apart from the callers'.
+INSTANCE_STATS = "aws-instance-role"
 WINDOWS_AMI = "ami-0twinwindows00001"
 LINUX_AMI = "ami-0twinlinux000001"
 
@@ -29,11 +32,13 @@ def new_account_id() -> str:
 class AwsCloud:
     """The twin's resources: moto's EC2 backend for the account/region and the fleet's view of it."""
 
-    def __init__(self, fleet: Fleet, latency, faults, stats, blockstore=None, account_id: Optional[str] = None):
+    def __init__(self, fleet: Fleet, latency, faults, stats, blockstore=None, account_id: Optional[str] = None,
+                 limits: Optional[Limits] = None):
         self.fleet = fleet
         self.latency = latency
         self.faults = faults
         self.stats = stats
+        self.limits = limits if limits is not None else Limits("none", faults=faults)
         self.blockstore = blockstore
         creds = fleet.credentials.get("aws", {})
         self.region = creds.get("region", "us-east-1")
@@ -74,6 +79,21 @@ class AwsCloud:
                 del os.environ["MOTO_EC2_LOAD_DEFAULT_AMIS"]
             else:
                 os.environ["MOTO_EC2_LOAD_DEFAULT_AMIS"] = previous
+
+    def spend(self, service: str, action: str, region: Optional[str] = None, unfiltered: bool = False) -> Optional[str]:
+        """Take this call's token from the account's bucket (``ec2`` or ``ssm``); the throttling code when it is empty."""
+        if self.limits.take(service, action, self.account_id, region or self.region, unfiltered):
+            return None
+        return THROTTLE_CODES[service]
+
+    def instance_spend(self, action: str) -> Optional[str]:
+        """One EC2 call made on an instance by the twin itself (the VSS agent): counted apart, spending the
+        account's bucket like any caller; the throttling code when the bucket is empty."""
+        self.stats.record(INSTANCE_STATS, action)
+        code = self.spend("ec2", action)
+        if code:
+            self.stats.record_throttle(INSTANCE_STATS, action, code)
+        return code
 
     def locked(self, func):
         @functools.wraps(func)

@@ -22,6 +22,10 @@ from moto.ec2.utils import EC2_PREFIX_TO_RESOURCE, get_prefix
 
 # one request is served per thread; the wrapped backend methods read its raw parameters here
 REQUEST = threading.local()
+# EBS quotas (Amazon EBS user guide, "Amazon EBS quotas"): pending snapshots per volume by type (5 for the
+# others), concurrent snapshot copies per destination region.
+PENDING_PER_VOLUME = {"st1": 1, "sc1": 1}
+COPIES_PER_REGION = 20
 
 
 class _FastTags:
@@ -139,6 +143,7 @@ class Ec2Extension:
         self.region = self.backend.region_name
         self.volume_images: Dict[str, str] = {}
         self.snapshot_images: Dict[str, str] = {}
+        self._pending: Dict[str, List[Snapshot]] = {}  # volume id -> its snapshots not yet completed
         self._orig: Dict[str, Any] = {}
         for name in ("copy_snapshot", "create_volume", "attach_volume", "detach_volume", "delete_volume", "create_snapshot",
                      "create_snapshots", "delete_snapshot", "stop_instances", "start_instances", "describe_snapshots",
@@ -278,9 +283,27 @@ class Ec2Extension:
             raise EC2ClientError("SnapshotLimitExceeded",
                                  f"The maximum number of snapshots has been reached (quota {int(quota)}).")
 
+    def _check_pending(self, volume_ids: List[str]) -> None:
+        """EBS quota: at most 5 pending snapshots per volume (1 for st1 and sc1); one more is refused.
+
+        Fault ``pending_snapshot_limit`` lowers it for every volume.  AWS also counts snapshots left in
+        error (until deleted) and deleted ones still in progress; the twin counts only pending ones.
+        """
+        lowered = self.faults.get("pending_snapshot_limit")
+        for vid in volume_ids:
+            pending = [s for s in self._pending.get(vid, []) if s.status == "pending" and s.id in self.backend.snapshots]
+            self._pending[vid] = pending
+            volume_type = getattr(self.backend.volumes.get(vid), "volume_type", "gp3")
+            limit = PENDING_PER_VOLUME.get(volume_type, 5) if lowered is None else int(lowered)
+            if len(pending) >= limit:
+                raise EC2ClientError("ConcurrentSnapshotLimitExceeded",
+                                     f"You have reached the limit of {limit} concurrent snapshots for volume {vid} "
+                                     f"(type {volume_type}). Wait until the pending snapshots complete.")
+
     def create_snapshot(self, volume_id: str, description: str, owner_id: Optional[str] = None,
                         from_ami: Optional[str] = None) -> Snapshot:
         self._check_quota(1)
+        self._check_pending([volume_id])
         return self._snapshot(volume_id, description, owner_id, from_ami)
 
     def _snapshot(self, volume_id: str, description: str, owner_id: Optional[str] = None,
@@ -310,6 +333,7 @@ class Ec2Extension:
             def done():
                 snapshot._twin_status = final
             self._later("snapshot_complete", done)
+        self._pending.setdefault(volume_id, []).append(snapshot)
         return snapshot
 
     def snapshot_details(self, snapshot_id: str) -> Optional[tuple]:
@@ -345,10 +369,10 @@ class Ec2Extension:
     def copy_snapshot(self, source_snapshot_id: str, source_region: str, description: str, kms_key_id: Optional[str]):
         """CopySnapshot into this region: the block image is copied, the copy is pending for ``snapshot_complete``.
 
-        At most ``copy_snapshot_limit`` (fault setting, default 5) copies are in flight per destination region;
-        one more is ``ResourceLimitExceeded``, as on AWS.
+        At most 20 copies are in flight per destination region (the EBS quota; fault ``copy_snapshot_limit``
+        lowers it); one more is ``ResourceLimitExceeded``, as on AWS.
         """
-        limit = int(self.faults.get("copy_snapshot_limit", 5))
+        limit = int(self.faults.get("copy_snapshot_limit", COPIES_PER_REGION))
         in_flight = [s for s in self.own_snapshots() if getattr(s, "_twin_copy", False) and s.status == "pending"]
         if len(in_flight) >= limit:
             raise EC2ClientError("ResourceLimitExceeded", f"You have reached the maximum number of concurrent snapshot copies "
@@ -417,6 +441,7 @@ class Ec2Extension:
                                      f"The root volume '{vid}' cannot be excluded with ExcludeDataVolumeIds; use ExcludeBootVolume.")
         chosen = [(dev, vid) for dev, vid in volumes if vid not in exclude and not (exclude_boot and dev == root)]
         self._check_quota(len(chosen))
+        self._check_pending([vid for _dev, vid in chosen])
         snapshots = []
         for dev, vid in chosen:
             snapshot = self._snapshot(vid, description)

@@ -1,8 +1,9 @@
 """The AWS twin's HTTP endpoint: one port for EC2, IAM, STS (moto) and SSM (the twin's own).
 
 Each request goes through the twin's middleware first: it counts the call, waits the latency
-model's time, injects configured API errors, answers SSM actions itself and hands everything
-else to moto's WSGI application in the twin's own account.
+model's time, injects configured API errors, spends a token of the account's bucket for the API
+(an empty bucket is answered as the cloud answers it), answers SSM actions itself and hands
+everything else to moto's WSGI application in the twin's own account.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from twin.core.control import ControlApp, is_control
 from twin.core.faults import as_faults
 from twin.core.fleet import Fleet, load_fleet, parse_fleet
 from twin.core.latency import as_model
+from twin.core.limits import as_limits, ec2_unfiltered
 from twin.core.stats import CallCounter
 
 LOG = logging.getLogger(__name__)
@@ -46,6 +48,7 @@ THROTTLE_MESSAGES = {
                                              "Use an increasing or variable sleep interval between requests.",
     "ThrottlingException": "Rate exceeded",
 }
+THROTTLE_ANSWERS = ("RequestLimitExceeded", "ThrottlingException")
 
 
 def _service_of(environ) -> str:
@@ -107,8 +110,9 @@ class AwsTwinApp:
         environ["HTTP_X_MOTO_ACCOUNT_ID"] = self.cloud.account_id
         service = _service_of(environ)
         target = environ.get("HTTP_X_AMZ_TARGET", "")
+        region = _region_of(environ)
         if service == "ssm" and target.startswith("AmazonSSM."):
-            return self._ssm(target.split(".", 1)[1], body, start_response)
+            return self._ssm(target.split(".", 1)[1], body, region, start_response)
         params = urllib.parse.parse_qs(body.decode("utf-8", errors="replace"), keep_blank_values=True)
         if not params and environ.get("QUERY_STRING"):
             params = urllib.parse.parse_qs(environ["QUERY_STRING"], keep_blank_values=True)
@@ -116,12 +120,16 @@ class AwsTwinApp:
         self.cloud.stats.record(PROVIDER, action)
         self.cloud.latency.sleep_api(PROVIDER, action)
         code = self.cloud.faults.api_error(PROVIDER, action)
+        if not code and service == "ec2":
+            code = self.cloud.spend("ec2", action, region, unfiltered=ec2_unfiltered(params))
+        if code in THROTTLE_ANSWERS:
+            self.cloud.stats.record_throttle(PROVIDER, action, code)
         if code:
             status = "503 Service Unavailable" if code == "RequestLimitExceeded" else "400 Bad Request"
             payload = _xml_error(service, code, THROTTLE_MESSAGES.get(code, f"Injected fault: {code}"))
             start_response(status, [("Content-Type", "text/xml"), ("Content-Length", str(len(payload)))])
             return [payload]
-        ext = self.cloud.ext_for(_region_of(environ)) if service == "ec2" else self.cloud.ext
+        ext = self.cloud.ext_for(region) if service == "ec2" else self.cloud.ext
         REQUEST.params = params
         REQUEST.action = action
         REQUEST.next_token = None
@@ -189,14 +197,17 @@ class AwsTwinApp:
             payload = payload[:begin] + body + payload[end:]
         return payload
 
-    def _ssm(self, action: str, body: bytes, start_response):
+    def _ssm(self, action: str, body: bytes, region: Optional[str], start_response):
         self.cloud.stats.record(PROVIDER, action)
         self.cloud.latency.sleep_api(PROVIDER, action)
         code = self.cloud.faults.api_error(PROVIDER, action)
+        if code == "RequestLimitExceeded":
+            code = "ThrottlingException"
+        code = code or self.cloud.spend("ssm", action, region)
+        if code in THROTTLE_ANSWERS:
+            self.cloud.stats.record_throttle(PROVIDER, action, code)
         try:
             if code:
-                if code == "RequestLimitExceeded":
-                    code = "ThrottlingException"
                 raise DocumentError(code, THROTTLE_MESSAGES.get(code, f"Injected fault: {code}"))
             if not self.ssm.handles(action):
                 raise DocumentError("InvalidAction", f"The twin does not implement SSM {action}.")
@@ -265,7 +276,7 @@ class AwsTwinHandle:
 
 
 def start(fleet, host: str = "127.0.0.1", port: int = 0, latency=None, faults=None, blockstore=None,
-          stats: Optional[CallCounter] = None) -> AwsTwinHandle:
+          stats: Optional[CallCounter] = None, limits=None) -> AwsTwinHandle:
     """Start the AWS twin for ``fleet`` (a Fleet, a fleet dict or a path) on a background thread."""
     if isinstance(fleet, str):
         fleet = load_fleet(fleet)
@@ -276,9 +287,10 @@ def start(fleet, host: str = "127.0.0.1", port: int = 0, latency=None, faults=No
     latency = as_model(latency if latency is not None else fleet.latency)
     faults = as_faults(faults if faults is not None else fleet.faults)
     stats = stats if stats is not None else CallCounter()
-    cloud = AwsCloud(fleet, latency, faults, stats, blockstore=blockstore)
+    limits = as_limits(limits if limits is not None else fleet.limits, latency=latency, faults=faults)
+    cloud = AwsCloud(fleet, latency, faults, stats, blockstore=blockstore, limits=limits)
     ssm = SsmService(cloud)
-    control = ControlApp(stats, faults, latency, state=cloud.state)
+    control = ControlApp(stats, faults, latency, state=cloud.state, limits=limits)
     app = AwsTwinApp(cloud, ssm, control)
     server = make_server(host, port, app, threaded=True, request_handler=QuietHandler)
     actual_port = server.server_address[1]

@@ -6,6 +6,13 @@ user's tags, a ``Name`` tag and ``AwsVssConfig`` from creation, then ``AppConsis
 ``Device`` a little later (the managed policy allows tagging those two keys only after creation,
 so a reader sees a short window without them); the command exits 0 when consistent and 1
 otherwise, in which case the snapshots exist but ``AppConsistent`` is false.
+
+The agent makes its EC2 calls itself with the instance role, so they spend the account's request
+buckets: CreateSnapshots (CreateImage for an AMI) during the pause, CreateTags for the evidence.  It
+retries a throttled call as the AWS SDKs' standard mode does (three attempts, jittered backoff).  A
+CreateSnapshots still throttled fails the command with no snapshots; one that succeeds only after the
+pause passed ten seconds leaves snapshots that are not application-consistent; evidence tags still
+throttled are not written, so those snapshots never show ``AppConsistent``.
 """
 
 from __future__ import annotations
@@ -13,7 +20,7 @@ from __future__ import annotations
 import re
 import time
 import uuid
-from typing import Any, Dict, List, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 from moto.ec2.exceptions import EC2ClientError
 
@@ -43,6 +50,19 @@ def tag_value(flag: bool, style: str) -> str:
     if style == "title":
         return "True" if flag else "False"
     return "true" if flag else "false"
+
+
+def agent_call(cloud, action: str) -> Optional[str]:
+    """The agent's token for ``action``, retried with the SDK's backoff; the throttling code if never granted."""
+    attempts = int(cloud.limits.retry["attempts"])
+    code = None
+    for attempt in range(1, attempts + 1):
+        code = cloud.instance_spend(action)
+        if code is None:
+            return None
+        if attempt < attempts:
+            time.sleep(cloud.limits.backoff(attempt))
+    return code
 
 
 def run_vss(cloud, instance_id: str, params: Dict[str, Any], install: bool) -> Tuple[int, str, str]:
@@ -90,8 +110,14 @@ def run_vss(cloud, instance_id: str, params: Dict[str, Any], install: bool) -> T
     tags = dict(user_tags)
     tags.setdefault("Name", "")
     tags["AwsVssConfig"] = config
-    consistent = not writer_failure and not thaw_timeout
     style = cloud.faults.get("vss_tag_style", "lower")
+    throttled = agent_call(cloud, "CreateImage" if params["CreateAmi"] == "True" else "CreateSnapshots")
+    if throttled:
+        return 1, "\n".join(out), (f"Thaw successful, but creating snapshots failed: {throttled}: Request limit exceeded. "
+                                   "No snapshots were created.")
+    # the kernel cancels a flush-and-hold held longer than ten seconds: snapshots made after that are not consistent
+    thaw_timeout = thaw_timeout or time.monotonic() - started > MAX_PAUSE
+    consistent = not writer_failure and not thaw_timeout
     try:
         with cloud.lock:
             if params["CreateAmi"] == "True":
@@ -110,7 +136,11 @@ def run_vss(cloud, instance_id: str, params: Dict[str, Any], install: bool) -> T
     except EC2ClientError as exc:
         return 1, "\n".join(out), f"Thaw successful, but creating snapshots failed: {exc.code}: {exc.message}"
 
-    def add_evidence():
+    def add_evidence(attempt: int = 1):
+        if cloud.instance_spend("CreateTags"):
+            if attempt < int(cloud.limits.retry["attempts"]):
+                cloud.scheduler.call_later(cloud.limits.backoff(attempt), lambda: add_evidence(attempt + 1))
+            return
         with cloud.lock:
             for resource, device in created:
                 evidence = {"AppConsistent": tag_value(consistent, style)}

@@ -1,17 +1,20 @@
 """The twins' control API, mounted by both servers under ``/_twin/``.
 
 =======  =========================  ==============================================================
-GET      /_twin/stats               ``{"counts": {provider: {action: n}}, "total": n}``
+GET      /_twin/stats               ``{"counts": {provider: {action: n}}, "total": n, "throttled": {provider: {action: n}}}``
+GET      /_twin/stats/throttles     the throttled answers in time order: ``[{"at", "provider", "action", "code"}]``
 POST     /_twin/stats/reset         zero the counters
 GET      /_twin/faults              current fault settings
 POST     /_twin/faults              JSON fault spec, merged (see faults.py)
 POST     /_twin/faults/reset        remove every fault
 GET      /_twin/latency             latency spec and effective values
 POST     /_twin/latency             JSON latency spec (replaces the current one)
+GET      /_twin/limits              request limits: spec, profile, the buckets in use and their tokens
+POST     /_twin/limits              JSON limits spec (replaces the current one)
 GET      /_twin/state               the twin's instances, volumes and snapshots (incl. image paths)
 =======  =========================  ==============================================================
 
-The statistics, faults and latency objects are shared by both twins, so a change posted to either
+The statistics, faults, latency and limits objects are shared by both twins, so a change posted to either
 one governs both.
 """
 
@@ -49,10 +52,11 @@ class ControlApp:
     """
 
     def __init__(self, stats, faults, latency, state: Callable[[], Dict[str, Any]],
-                 routes: Optional[Dict[Tuple[str, str], Callable[[Any], Any]]] = None):
+                 routes: Optional[Dict[Tuple[str, str], Callable[[Any], Any]]] = None, limits=None):
         self.stats = stats
         self.faults = faults
         self.latency = latency
+        self.limits = limits
         self.state = state
         self.routes = dict(routes or {})
 
@@ -62,7 +66,9 @@ class ControlApp:
         if (method, path) in self.routes:
             return "200 OK", self.routes[(method, path)](body)
         if path == "/_twin/stats" and method == "GET":
-            return "200 OK", {"counts": self.stats.counts(), "total": self.stats.total()}
+            return "200 OK", {"counts": self.stats.counts(), "total": self.stats.total(), "throttled": self.stats.throttled()}
+        if path == "/_twin/stats/throttles" and method == "GET":
+            return "200 OK", self.stats.throttle_log()
         if path == "/_twin/stats/reset" and method == "POST":
             self.stats.reset()
             return "200 OK", {"reset": True}
@@ -79,6 +85,10 @@ class ControlApp:
         if path == "/_twin/latency" and method == "POST":
             self.latency.update(body)
             return "200 OK", self.latency.describe()
+        if path == "/_twin/limits" and self.limits is not None:
+            if method == "POST":
+                self.limits.update(body)
+            return "200 OK", self.limits.describe()
         if path == "/_twin/state" and method == "GET":
             return "200 OK", self.state()
         return "404 Not Found", {"error": f"no control endpoint {method} {path}"}

@@ -7,6 +7,8 @@ A fleet file is YAML::
       alicloud: {access_key_id: LTAItwin, access_key_secret: twin-secret, region: cn-hangzhou}
     latency: zero                     # zero | realistic | {profile: realistic, api: {CreateSnapshots: 0.4}, ...}
     faults: {}                        # global fault settings, see faults.py
+    limits: published                 # none | published | {CreateSnapshots: {capacity: 5, refill: 1}}; see limits.py
+                                      # (default: published with realistic latency, none with zero)
     instances:
       - id: i-0123456789abcdef0       # optional for aws (generated), required form i-... for alicloud
         provider: aws                 # aws | alicloud
@@ -99,6 +101,7 @@ class Fleet:
     credentials: Dict[str, Dict[str, str]] = field(default_factory=lambda: copy.deepcopy(DEFAULT_CREDENTIALS))
     latency: Any = "zero"
     faults: Dict[str, Any] = field(default_factory=dict)
+    limits: Any = None  # None: the latency profile's default (see limits.default_spec)
     base_dir: str = "."
 
     def by_provider(self, provider: str) -> List[Instance]:
@@ -138,7 +141,8 @@ def parse_fleet(doc: Dict[str, Any], base_dir: str = ".") -> Fleet:
     creds = copy.deepcopy(DEFAULT_CREDENTIALS)
     for prov, values in (doc.get("credentials") or {}).items():
         creds.setdefault(prov, {}).update(values or {})
-    fleet = Fleet(credentials=creds, latency=doc.get("latency", "zero"), faults=doc.get("faults") or {}, base_dir=base_dir)
+    fleet = Fleet(credentials=creds, latency=doc.get("latency", "zero"), faults=doc.get("faults") or {},
+                  limits=doc.get("limits"), base_dir=base_dir)
     for n, item in enumerate(doc.get("instances") or []):
         fleet.instances.append(_instance(item, base_dir, f"instances[{n}]"))
     for g, gen in enumerate(doc.get("generate") or []):

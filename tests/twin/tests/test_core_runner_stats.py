@@ -9,6 +9,7 @@ import time
 from twin.core.control import ControlApp
 from twin.core.faults import Faults
 from twin.core.latency import LatencyModel
+from twin.core.limits import Limits
 from twin.core.runner import run_local
 from twin.core.stats import CallCounter
 
@@ -60,6 +61,19 @@ def test_call_counter_counts_per_provider():
     assert stats.counts() == {}
 
 
+def test_call_counter_logs_throttled_answers_with_their_time():
+    stats = CallCounter()
+    stats.record_throttle("aws", "CreateSnapshots", "RequestLimitExceeded", at=100.0)
+    stats.record_throttle("aws", "CreateSnapshots", "RequestLimitExceeded", at=101.5)
+    stats.record_throttle("alicloud-instance-role", "CreateSnapshotGroup", "Throttling.User", at=102.0)
+    assert stats.throttled("aws") == {"CreateSnapshots": 2}
+    assert stats.throttled() == {"aws": {"CreateSnapshots": 2}, "alicloud-instance-role": {"CreateSnapshotGroup": 1}}
+    assert [e["at"] for e in stats.throttle_log(since=101.0)] == [101.5, 102.0]
+    assert [e["at"] for e in stats.throttle_log("aws", until=101.0)] == [100.0]
+    stats.reset()
+    assert stats.throttled() == {} and stats.throttle_log() == []
+
+
 def _call(app, method, path, body=None):
     raw = json.dumps(body).encode() if body is not None else b""
     environ = {"REQUEST_METHOD": method, "PATH_INFO": path, "CONTENT_LENGTH": str(len(raw)), "wsgi.input": io.BytesIO(raw)}
@@ -74,9 +88,11 @@ def _call(app, method, path, body=None):
 
 def test_control_app_routes():
     stats, faults, latency = CallCounter(), Faults(), LatencyModel("zero")
-    app = ControlApp(stats, faults, latency, state=lambda: {"instances": [{"id": "i-1"}]})
+    limits = Limits("none", faults=faults)
+    app = ControlApp(stats, faults, latency, state=lambda: {"instances": [{"id": "i-1"}]}, limits=limits)
     stats.record("aws", "DescribeInstances")
-    assert _call(app, "GET", "/_twin/stats") == (200, {"counts": {"aws": {"DescribeInstances": 1}}, "total": 1})
+    assert _call(app, "GET", "/_twin/stats") == (200, {"counts": {"aws": {"DescribeInstances": 1}}, "total": 1,
+                                                       "throttled": {}})
     assert _call(app, "POST", "/_twin/stats/reset")[0] == 200 and stats.total() == 0
     status, body = _call(app, "POST", "/_twin/faults", {"throttle_rate": 1})
     assert status == 200 and body["throttle_rate"] == 1
@@ -84,5 +100,9 @@ def test_control_app_routes():
     assert _call(app, "POST", "/_twin/faults/reset")[0] == 200 and faults.api_error("aws", "X") is None
     assert _call(app, "POST", "/_twin/latency", {"profile": "realistic"})[0] == 200 and latency.api("aws", "X") > 0
     assert _call(app, "POST", "/_twin/latency", {"profile": "nope"})[0] == 400
+    assert _call(app, "GET", "/_twin/limits")[1]["profile"] == "none"
+    status, body = _call(app, "POST", "/_twin/limits", {"CreateSnapshots": {"capacity": 5, "refill": 1}})
+    assert status == 200 and body["profile"] == "published" and limits.overrides == {"CreateSnapshots": (5.0, 1.0)}
+    assert _call(app, "POST", "/_twin/limits", {"profile": "nope"})[0] == 400
     assert _call(app, "GET", "/_twin/state")[1] == {"instances": [{"id": "i-1"}]}
     assert _call(app, "GET", "/_twin/nothing")[0] == 404
