@@ -19,6 +19,8 @@ import traceback
 from ansible.module_utils.basic import env_fallback
 from ansible.module_utils.basic import missing_required_lib
 
+from ansible_collections.appconsistent.snapshots.plugins.module_utils.concurrency import chunks
+
 # The ECS SDK takes most of a second to import: it is loaded on first use, so that
 # runs that never touch Alibaba Cloud do not pay for it.
 _SDK = {}
@@ -209,6 +211,9 @@ def to_alibaba_error(action, exc):
 class AlibabaCloud:
     """The ECS client of a module run, with one thin method per API action used.
 
+    Every ECS, RAM and Cloud Assistant request of the collection is one of these
+    methods, and every one of them goes through ``call``.
+
     ``module`` is any Ansible module object (it provides ``params``,
     ``fail_json`` and ``check_mode``). Methods raise ``AlibabaCloudError``;
     ``module.fail_alicloud(err)`` turns one into a task failure.
@@ -248,7 +253,8 @@ class AlibabaCloud:
     def call(self, action, request):
         """Send one request model, e.g. call("DescribeDisks", self.models.DescribeDisksRequest(...)).
 
-        Returns the response body as the API's PascalCase dict.
+        Every Alibaba request passes here; the SDK retries it (``retry_options``). Returns the response body
+        as the API's PascalCase dict.
         """
         method = getattr(self.client, _snake(action) + "_with_options")
         # The account's ECS buckets, as this run models them (module_utils/pacing.py): wait for the call's token.
@@ -270,7 +276,7 @@ class AlibabaCloud:
 
     def describe_instances(self, instance_ids):
         result = []
-        for chunk in _chunks(list(instance_ids), 100):
+        for chunk in chunks(instance_ids, 100):
             token = None
             while True:
                 body = self.call("DescribeInstances", self.models.DescribeInstancesRequest(
@@ -281,12 +287,12 @@ class AlibabaCloud:
                     break
         return result
 
-    def describe_disks(self, instance_id=None, disk_ids=None):
+    def describe_disks(self, instance_id=None, disk_ids=None, snapshot_id=None, status=None):
         result = []
         token = None
         while True:
             req = self.models.DescribeDisksRequest(region_id=self.region, instance_id=instance_id, max_results=100,
-                                                   next_token=token)
+                                                   next_token=token, snapshot_id=snapshot_id, status=status)
             if disk_ids:
                 req.disk_ids = json.dumps(list(disk_ids))
             body = self.call("DescribeDisks", req)
@@ -297,7 +303,7 @@ class AlibabaCloud:
 
     def describe_cloud_assistant_status(self, instance_ids):
         result = []
-        for chunk in _chunks(list(instance_ids), 50):
+        for chunk in chunks(instance_ids, 50):
             body = self.call("DescribeCloudAssistantStatus", self.models.DescribeCloudAssistantStatusRequest(
                 region_id=self.region, instance_id=chunk))
             result.extend((body.get("InstanceCloudAssistantStatusSet") or {}).get("InstanceCloudAssistantStatus") or [])
@@ -358,12 +364,89 @@ class AlibabaCloud:
             raise AlibabaCloudError("TagResources", "InvalidParameter.Tag",
                                     f"{len(tags)} tags to write, but TagResources takes at most {TAG_RESOURCES_TAGS} "
                                     "and a resource carries at most that many: write fewer tags")
-        for chunk in _chunks(list(resource_ids), TAG_RESOURCES_IDS):
+        for chunk in chunks(resource_ids, TAG_RESOURCES_IDS):
             self.call("TagResources", self.models.TagResourcesRequest(
                 region_id=self.region, resource_type=resource_type, resource_id=chunk,
                 tag=[self.models.TagResourcesRequestTag(key=k, value=v) for k, v in tags.items()]))
 
+    def describe_instance_ram_roles(self, instance_ids):
+        """{instance id: RAM role name} (None without a role), 100 instances a request."""
+        roles = {}
+        for chunk in chunks(instance_ids, 100):
+            body = self.call("DescribeInstanceRamRole", self.models.DescribeInstanceRamRoleRequest(
+                region_id=self.region, instance_ids=json.dumps(chunk), page_size=100))
+            for item in (body.get("InstanceRamRoleSets") or {}).get("InstanceRamRoleSet") or []:
+                roles[item["InstanceId"]] = item.get("RamRoleName")
+        return roles
 
+    def stop_instance(self, instance_id, force=None):
+        # KeepCharging keeps the instance's compute resources, so it can be started again whatever the stock.
+        self.call("StopInstance", self.models.StopInstanceRequest(instance_id=instance_id, force_stop=force,
+                                                                  stopped_mode="KeepCharging"))
+
+    def start_instance(self, instance_id):
+        self.call("StartInstance", self.models.StartInstanceRequest(instance_id=instance_id))
+
+    def describe_snapshots(self, snapshot_ids=None, tags=None):
+        """DescribeSnapshots by ids (100 a request) or tags, every page; a tag value of None matches any value.
+
+        An empty list of ids finds nothing (it is not a listing of every snapshot).
+        """
+        if snapshot_ids is not None:
+            requests = [dict(snapshot_ids=json.dumps(chunk)) for chunk in chunks(snapshot_ids, SNAPSHOT_IDS_MAX)]
+        else:
+            requests = [{}]
+        result = []
+        for fields in requests:
+            token = None
+            while True:
+                req = self.models.DescribeSnapshotsRequest(region_id=self.region, max_results=SNAPSHOT_IDS_MAX,
+                                                           next_token=token, **fields)
+                if tags:
+                    req.tag = [self.models.DescribeSnapshotsRequestTag(key=k, value=v) for k, v in tags.items()]
+                body = self.call("DescribeSnapshots", req)
+                result.extend((body.get("Snapshots") or {}).get("Snapshot") or [])
+                token = body.get("NextToken")
+                if not token:
+                    break
+        return result
+
+    def copy_snapshot(self, snapshot_id, destination_region, name, description, tags=None, encrypted=None,
+                      kms_key_id=None, client_token=None):
+        """CopySnapshot, called in the source region; returns the new snapshot's id."""
+        request = self.models.CopySnapshotRequest(
+            region_id=self.region, snapshot_id=snapshot_id, destination_region_id=destination_region,
+            destination_snapshot_name=name, destination_snapshot_description=description,
+            encrypted=True if encrypted else None, kmskey_id=kms_key_id or None, client_token=client_token,
+            tag=[self.models.CopySnapshotRequestTag(key=k, value=v) for k, v in (tags or {}).items()] or None)
+        return self.call("CopySnapshot", request)["SnapshotId"]
+
+    def delete_snapshot(self, snapshot_id, force=False):
+        self.call("DeleteSnapshot", self.models.DeleteSnapshotRequest(snapshot_id=snapshot_id, force=force))
+
+    def delete_snapshot_group(self, group_id):
+        """DeleteSnapshotGroup; the answer names each member's outcome."""
+        return self.call("DeleteSnapshotGroup", self.models.DeleteSnapshotGroupRequest(
+            region_id=self.region, snapshot_group_id=group_id))
+
+    def create_disk(self, zone, snapshot_id, category, size, tags, performance_level=None, encrypted=None,
+                    kms_key_id=None):
+        req = self.models.CreateDiskRequest(
+            region_id=self.region, zone_id=zone, snapshot_id=snapshot_id, disk_category=category, size=size,
+            performance_level=performance_level, encrypted=encrypted or None, kmskey_id=kms_key_id,
+            tag=[self.models.CreateDiskRequestTag(key=k, value=v) for k, v in tags.items()] or None)
+        return self.call("CreateDisk", req)["DiskId"]
+
+    def attach_disk(self, disk_id, instance_id, device=None):
+        self.call("AttachDisk", self.models.AttachDiskRequest(instance_id=instance_id, disk_id=disk_id, device=device,
+                                                              delete_with_instance=False))
+
+    def reset_disk(self, disk_id, snapshot_id):
+        self.call("ResetDisk", self.models.ResetDiskRequest(disk_id=disk_id, snapshot_id=snapshot_id))
+
+
+# DescribeSnapshots takes SnapshotIds with up to 100 ids, and MaxResults up to 100.
+SNAPSHOT_IDS_MAX = 100
 # TagResources takes ResourceId.1-50 and Tag.1-20 in one request.
 TAG_RESOURCES_IDS = 50
 TAG_RESOURCES_TAGS = 20
@@ -395,7 +478,7 @@ class TagBatch:
         failed = {}
         for items, resource_ids in groups.items():
             tags = dict(items)
-            for ids in _chunks(list(resource_ids), TAG_RESOURCES_IDS):
+            for ids in chunks(resource_ids, TAG_RESOURCES_IDS):
                 try:
                     api.tag_resources(self.resource_type, ids, tags)
                 except AlibabaCloudError as exc:
@@ -412,11 +495,6 @@ class TagBatch:
                 api.tag_resources(self.resource_type, [resource_id], tags)
             except AlibabaCloudError as exc:
                 failed.setdefault(resource_id, exc)
-
-
-def _chunks(items, size):
-    for start in range(0, len(items), size):
-        yield items[start:start + size]
 
 
 def _snake(name):

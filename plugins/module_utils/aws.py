@@ -2,18 +2,19 @@
 # Copyright: Contributors to the appconsistent.snapshots collection
 # GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
 
-"""Thin EC2 and SSM wrappers: one function per API call, error handler outside, retry inside.
+"""Every EC2, SSM and KMS request of the collection: one thin function per API call, error handler outside.
 
-Clients come from ``AnsibleAWSModule.client`` so ``endpoint_url``, profiles and
-credentials behave as in every amazon.aws module, for EC2 and SSM alike.
+Each request goes through ``call`` (pages through ``paginate``), the one place
+that decides how a throttled or briefly failing request is retried. Clients
+come from ``AnsibleAWSModule.client`` so ``endpoint_url``, profiles and
+credentials behave as in every amazon.aws module, for EC2, SSM and KMS alike.
 """
 
 from __future__ import annotations
 
-import concurrent.futures
-
 try:
     import botocore
+    from botocore import xform_name
 except ImportError:
     pass  # the module class reports the missing SDK
 
@@ -21,6 +22,11 @@ from ansible_collections.amazon.aws.plugins.module_utils.botocore import is_boto
 from ansible_collections.amazon.aws.plugins.module_utils.errors import AWSErrorHandler
 from ansible_collections.amazon.aws.plugins.module_utils.exceptions import AnsibleAWSError
 from ansible_collections.amazon.aws.plugins.module_utils.retries import AWSRetry
+from ansible_collections.amazon.aws.plugins.module_utils.tagging import ansible_dict_to_boto3_tag_list
+from ansible_collections.amazon.aws.plugins.module_utils.tagging import boto3_tag_list_to_ansible_dict
+
+from ansible_collections.appconsistent.snapshots.plugins.module_utils.concurrency import chunks
+from ansible_collections.appconsistent.snapshots.plugins.module_utils.concurrency import concurrently
 
 # SSM throttles with ThrottlingException, which AWSRetry does not know by default.
 THROTTLING_CODES = ["ThrottlingException"]
@@ -63,51 +69,80 @@ class SSMErrorHandler(AWSErrorHandler):
         return is_boto3_error_code(["InvalidCommandId", "InvocationDoesNotExist"])
 
 
-def retry_decorator():
-    """The decorator handed to ``module.client`` for calls made directly on the client."""
-    return AWSRetry.jittered_backoff(retries=10, delay=1, max_delay=30, catch_extra_error_codes=THROTTLING_CODES)
+# --- the one way a request is made ----------------------------------------------------
+
+# Attempts per request (the first included) unless the task sets aws_max_attempts.
+DEFAULT_MAX_ATTEMPTS = 10
+_MAX_ATTEMPTS_ATTRIBUTE = "appconsistent_max_attempts"
+# Operations whose own rate-limit answer asks for a much longer first pause than throttling does.
+SLOW_RETRY_OPERATIONS = {"CreateSnapshots": SNAPSHOT_RATE_CODES, "CreateSnapshot": SNAPSHOT_RATE_CODES}
+SLOW_RETRY_DELAY = 15
+RETRY_DELAY = 3
+RETRY_MAX_DELAY = 60
 
 
-def _paginate(client, operation, result_key, **params):
-    paginator = client.get_paginator(operation)
-    items = []
-    for page in paginator.paginate(**params):
-        items.extend(page.get(result_key) or [])
-    return items
+def with_max_attempts(client, attempts):
+    """The client, its requests retried up to ``attempts`` times (the task's aws_max_attempts); None keeps the default."""
+    if attempts:
+        setattr(client, _MAX_ATTEMPTS_ATTRIBUTE, max(1, int(attempts)))
+    return client
+
+
+def retry_policy(operation, attempts=DEFAULT_MAX_ATTEMPTS):
+    """Jittered backoff on throttling and transient errors only; anything else is an answer, not a hiccup."""
+    slow_codes = SLOW_RETRY_OPERATIONS.get(operation)
+    return AWSRetry.jittered_backoff(retries=attempts, delay=SLOW_RETRY_DELAY if slow_codes else RETRY_DELAY,
+                                     max_delay=RETRY_MAX_DELAY,
+                                     catch_extra_error_codes=THROTTLING_CODES + list(slow_codes or []))
+
+
+def call(client, operation, **params):
+    """One AWS request, e.g. call(ec2, "CreateSnapshots", InstanceSpecification=...): every request passes here."""
+    attempts = getattr(client, _MAX_ATTEMPTS_ATTRIBUTE, DEFAULT_MAX_ATTEMPTS)
+    return retry_policy(operation, attempts)(getattr(client, xform_name(operation)))(**params)
+
+
+def pages(client, operation, input_token="NextToken", output_token="NextToken", **params):
+    """Every page of a listing, each page one request through ``call`` (a throttled page does not restart the listing)."""
+    while True:
+        page = call(client, operation, **params)
+        yield page
+        token = page.get(output_token)
+        if not token or page.get("Truncated") is False:
+            return
+        params[input_token] = token
+
+
+def paginate(client, operation, result_key, **params):
+    return [item for page in pages(client, operation, **params) for item in page.get(result_key) or []]
+
+
+def tag_list(tags):
+    """{key: value} as the API's [{"Key": key, "Value": value}]."""
+    return ansible_dict_to_boto3_tag_list(tags)
+
+
+def tags_of(resource):
+    """The tags of a described resource (snapshot, volume, image) as {key: value}."""
+    return boto3_tag_list_to_ansible_dict(resource.get("Tags") or [])
 
 
 # --- EC2 ------------------------------------------------------------------------------
 
 
 @EC2ErrorHandler.list_error_handler("describe instances", default_value=[])
-@AWSRetry.jittered_backoff(catch_extra_error_codes=THROTTLING_CODES)
 def describe_instances(client, instance_ids=None, filters=None):
     params = {}
     if instance_ids:
         params["InstanceIds"] = list(instance_ids)
     if filters:
         params["Filters"] = filters
-    reservations = _paginate(client, "describe_instances", "Reservations", **params)
+    reservations = paginate(client, "DescribeInstances", "Reservations", **params)
     return [instance for reservation in reservations for instance in reservation.get("Instances", [])]
 
 
 # Reads of a large fleet split into chunks of ids; the chunks are read this many at a time.
 READ_WORKERS = 4
-
-
-def chunks(items, size):
-    items = list(items)
-    return [items[start:start + size] for start in range(0, len(items), size)]
-
-
-def concurrently(call, items, workers):
-    """[call(item) for item in items], at most workers calls at a time; every call is made before an error is raised."""
-    items = list(items)
-    if workers <= 1 or len(items) <= 1:
-        return [call(item) for item in items]
-    with concurrent.futures.ThreadPoolExecutor(max_workers=min(workers, len(items))) as pool:
-        futures = [pool.submit(call, item) for item in items]
-    return [future.result() for future in futures]
 
 
 def in_chunks(read, ids, size):
@@ -116,18 +151,16 @@ def in_chunks(read, ids, size):
 
 
 @EC2ErrorHandler.list_error_handler("describe volumes", default_value=[])
-@AWSRetry.jittered_backoff(catch_extra_error_codes=THROTTLING_CODES)
 def describe_volumes(client, volume_ids=None, filters=None):
     params = {}
     if volume_ids:
         params["VolumeIds"] = list(volume_ids)
     if filters:
         params["Filters"] = filters
-    return _paginate(client, "describe_volumes", "Volumes", **params)
+    return paginate(client, "DescribeVolumes", "Volumes", **params)
 
 
 @EC2ErrorHandler.list_error_handler("describe snapshots", default_value=[])
-@AWSRetry.jittered_backoff(catch_extra_error_codes=THROTTLING_CODES)
 def describe_snapshots(client, snapshot_ids=None, filters=None):
     # Owner "self" and pagination: AWS warns unpaginated describes get throttled.
     params = {"OwnerIds": ["self"]}
@@ -137,17 +170,83 @@ def describe_snapshots(client, snapshot_ids=None, filters=None):
         params["MaxResults"] = DESCRIBE_PAGE
     if filters:
         params["Filters"] = filters
-    return _paginate(client, "describe_snapshots", "Snapshots", **params)
+    return paginate(client, "DescribeSnapshots", "Snapshots", **params)
 
 
 @EC2ErrorHandler.list_error_handler("describe images", default_value=[])
-@AWSRetry.jittered_backoff(catch_extra_error_codes=THROTTLING_CODES)
-def describe_images(client, filters):
-    return client.describe_images(Owners=["self"], Filters=filters).get("Images", [])
+def describe_images(client, filters=None, include_disabled=False):
+    """This account's AMIs in the region; include_disabled for the disabled ones too (they hold their snapshots)."""
+    params = {"Owners": ["self"], "MaxResults": DESCRIBE_PAGE}
+    if include_disabled:
+        params["IncludeDisabled"] = True
+    if filters:
+        params["Filters"] = filters
+    return paginate(client, "DescribeImages", "Images", **params)
+
+
+@EC2ErrorHandler.common_error_handler("create volume")
+def create_volume(client, snapshot_id, zone, volume_type, size, tags, iops=None, throughput=None, encrypted=None,
+                  kms_key_id=None):
+    params = {"SnapshotId": snapshot_id, "AvailabilityZone": zone, "VolumeType": volume_type, "Size": int(size),
+              "TagSpecifications": [{"ResourceType": "volume", "Tags": tag_list(tags)}]}
+    if iops:
+        params["Iops"] = int(iops)
+    if throughput:
+        params["Throughput"] = int(throughput)
+    if encrypted:
+        params["Encrypted"] = True
+    if kms_key_id:
+        params["KmsKeyId"] = kms_key_id
+    return call(client, "CreateVolume", **params)["VolumeId"]
+
+
+@EC2ErrorHandler.common_error_handler("attach volume")
+def attach_volume(client, volume_id, instance_id, device):
+    return call(client, "AttachVolume", VolumeId=volume_id, InstanceId=instance_id, Device=device)
+
+
+@EC2ErrorHandler.common_error_handler("copy snapshot")
+def copy_snapshot(client, source_region, source_snapshot_id, description=None, encrypted=None, kms_key_id=None,
+                  tags=None):
+    """CopySnapshot, called on a client of the destination region."""
+    params = {"SourceRegion": source_region, "SourceSnapshotId": source_snapshot_id}
+    if description:
+        params["Description"] = description[:255]
+    if encrypted:
+        params["Encrypted"] = True
+    if kms_key_id:
+        params["KmsKeyId"] = kms_key_id
+    if tags:
+        params["TagSpecifications"] = [{"ResourceType": "snapshot", "Tags": tag_list(tags)}]
+    return call(client, "CopySnapshot", **params)["SnapshotId"]
+
+
+# The snapshot attribute that says who may create volumes from a snapshot.
+CREATE_VOLUME_PERMISSION = "createVolumePermission"
+
+
+@EC2ErrorHandler.common_error_handler("describe snapshot attribute")
+def describe_create_volume_permissions(client, snapshot_id):
+    """(account ids, groups) allowed to create volumes from the snapshot."""
+    response = call(client, "DescribeSnapshotAttribute", SnapshotId=snapshot_id, Attribute=CREATE_VOLUME_PERMISSION)
+    permissions = response.get("CreateVolumePermissions") or []
+    users = sorted({p["UserId"] for p in permissions if p.get("UserId")})
+    groups = sorted({p["Group"] for p in permissions if p.get("Group")})
+    return users, groups
+
+
+@EC2ErrorHandler.common_error_handler("modify snapshot attribute")
+def modify_create_volume_permissions(client, snapshot_id, operation, user_ids=None, groups=None):
+    params = {"SnapshotId": snapshot_id, "Attribute": CREATE_VOLUME_PERMISSION, "OperationType": operation}
+    if user_ids:
+        params["UserIds"] = list(user_ids)
+    if groups:
+        params["GroupNames"] = list(groups)
+    call(client, "ModifySnapshotAttribute", **params)
+    return True
 
 
 @EC2ErrorHandler.common_error_handler("create snapshots")
-@AWSRetry.jittered_backoff(catch_extra_error_codes=THROTTLING_CODES + SNAPSHOT_RATE_CODES, delay=15)
 def create_snapshots(client, instance_id, exclude_boot_volume=False, exclude_data_volume_ids=None, description=None,
                      tags=None, copy_tags_from_source=False):
     spec = {"InstanceId": instance_id, "ExcludeBootVolume": bool(exclude_boot_volume)}
@@ -157,17 +256,15 @@ def create_snapshots(client, instance_id, exclude_boot_volume=False, exclude_dat
     if description:
         params["Description"] = description
     if tags:
-        params["TagSpecifications"] = [{"ResourceType": "snapshot",
-                                        "Tags": [{"Key": k, "Value": v} for k, v in tags.items()]}]
+        params["TagSpecifications"] = [{"ResourceType": "snapshot", "Tags": tag_list(tags)}]
     if copy_tags_from_source:
         params["CopyTagsFromSource"] = "volume"
-    return client.create_snapshots(**params).get("Snapshots", [])
+    return call(client, "CreateSnapshots", **params).get("Snapshots", [])
 
 
 @EC2ErrorHandler.common_error_handler("tag resources")
-@AWSRetry.jittered_backoff(catch_extra_error_codes=THROTTLING_CODES)
 def create_tags(client, resource_ids, tags):
-    client.create_tags(Resources=list(resource_ids), Tags=[{"Key": k, "Value": v} for k, v in tags.items()])
+    call(client, "CreateTags", Resources=list(resource_ids), Tags=tag_list(tags))
     return True
 
 
@@ -201,42 +298,43 @@ class TagBatch:
 
 
 @EC2ErrorHandler.deletion_error_handler("delete snapshot")
-@AWSRetry.jittered_backoff(catch_extra_error_codes=THROTTLING_CODES)
 def delete_snapshot(client, snapshot_id):
-    client.delete_snapshot(SnapshotId=snapshot_id)
+    call(client, "DeleteSnapshot", SnapshotId=snapshot_id)
     return True
 
 
 @EC2ErrorHandler.deletion_error_handler("detach volume {volume_id}")
-@AWSRetry.jittered_backoff(catch_extra_error_codes=THROTTLING_CODES)
-def detach_volume(client, volume_id, instance_id=None, force=False):
+def detach_volume(client, volume_id, instance_id=None, force=False, device=None):
+    """True when detached; False when the volume is already gone."""
     params = {"VolumeId": volume_id}
     if instance_id:
         params["InstanceId"] = instance_id
+    if device:
+        params["Device"] = device
     if force:
         params["Force"] = True
-    client.detach_volume(**params)
+    call(client, "DetachVolume", **params)
     return True
 
 
 @EC2ErrorHandler.deletion_error_handler("delete volume {volume_id}")
-@AWSRetry.jittered_backoff(catch_extra_error_codes=THROTTLING_CODES)
 def delete_volume(client, volume_id):
-    client.delete_volume(VolumeId=volume_id)
+    call(client, "DeleteVolume", VolumeId=volume_id)
     return True
 
 
 @EC2ErrorHandler.common_error_handler("stop instances")
-@AWSRetry.jittered_backoff(catch_extra_error_codes=THROTTLING_CODES)
 def stop_instances(client, instance_ids, force=False):
-    client.stop_instances(InstanceIds=list(instance_ids), Force=bool(force))
+    params = {"InstanceIds": list(instance_ids)}
+    if force:
+        params["Force"] = True
+    call(client, "StopInstances", **params)
     return True
 
 
 @EC2ErrorHandler.common_error_handler("start instances")
-@AWSRetry.jittered_backoff(catch_extra_error_codes=THROTTLING_CODES)
 def start_instances(client, instance_ids):
-    client.start_instances(InstanceIds=list(instance_ids))
+    call(client, "StartInstances", InstanceIds=list(instance_ids))
     return True
 
 
@@ -244,7 +342,6 @@ def start_instances(client, instance_ids):
 
 
 @SSMErrorHandler.common_error_handler("send command")
-@AWSRetry.jittered_backoff(catch_extra_error_codes=THROTTLING_CODES)
 def send_command(client, document_name, parameters, instance_ids=None, targets=None, comment=None,
                  timeout_seconds=None, max_concurrency=None, max_errors=None):
     if bool(instance_ids) == bool(targets):
@@ -264,58 +361,64 @@ def send_command(client, document_name, parameters, instance_ids=None, targets=N
         params["MaxConcurrency"] = str(max_concurrency)
     if max_errors is not None:
         params["MaxErrors"] = str(max_errors)
-    return client.send_command(**params)["Command"]
+    return call(client, "SendCommand", **params)["Command"]
 
 
 @SSMErrorHandler.list_error_handler("list command invocations", default_value=[])
-@AWSRetry.jittered_backoff(catch_extra_error_codes=THROTTLING_CODES)
 def list_command_invocations(client, command_id, details=True):
     # One paginated listing per command covers every instance of the batch,
     # instead of one GetCommandInvocation per instance.
-    return _paginate(client, "list_command_invocations", "CommandInvocations", CommandId=command_id, Details=details)
+    return paginate(client, "ListCommandInvocations", "CommandInvocations", CommandId=command_id, Details=details)
 
 
 @SSMErrorHandler.list_error_handler("get command invocation", default_value={})
-@AWSRetry.jittered_backoff(catch_extra_error_codes=THROTTLING_CODES)
 def get_command_invocation(client, command_id, instance_id):
     # Only for output: the listing cuts each plugin's output at 2500 characters, this call at 24000.
-    return client.get_command_invocation(CommandId=command_id, InstanceId=instance_id)
+    return call(client, "GetCommandInvocation", CommandId=command_id, InstanceId=instance_id)
 
 
 @SSMErrorHandler.common_error_handler("describe SSM managed instances")
-@AWSRetry.jittered_backoff(catch_extra_error_codes=THROTTLING_CODES)
 def describe_instance_information(client, instance_ids):
     # The InstanceIds filter takes at most 50 values.
-    return in_chunks(lambda chunk: _paginate(client, "describe_instance_information", "InstanceInformationList",
-                                             Filters=[{"Key": "InstanceIds", "Values": chunk}]), instance_ids, 50)
+    return in_chunks(lambda chunk: paginate(client, "DescribeInstanceInformation", "InstanceInformationList",
+                                            Filters=[{"Key": "InstanceIds", "Values": chunk}]), instance_ids, 50)
 
 
 @SSMErrorHandler.common_error_handler("list inventory entries")
-@AWSRetry.jittered_backoff(catch_extra_error_codes=THROTTLING_CODES)
 def list_inventory_entries(client, instance_id, type_name, filters=None):
     """(entries, capture time) of one instance's inventory; the capture time is None when none was collected."""
     params = dict(InstanceId=instance_id, TypeName=type_name, MaxResults=50)
     if filters:
         params["Filters"] = filters
     entries, capture_time = [], None
-    while True:
-        # No botocore paginator for this call: the answer carries the capture time beside the entries.
-        page = client.list_inventory_entries(**params)
+    # The answer carries the capture time beside the entries.
+    for page in pages(client, "ListInventoryEntries", **params):
         entries.extend(page.get("Entries") or [])
         capture_time = capture_time or page.get("CaptureTime")
-        if not page.get("NextToken"):
-            return entries, capture_time
-        params["NextToken"] = page["NextToken"]
+    return entries, capture_time
 
 
 @SSMErrorHandler.deletion_error_handler("cancel command")
-@AWSRetry.jittered_backoff(catch_extra_error_codes=THROTTLING_CODES)
 def cancel_command(client, command_id, instance_ids=None):
     params = {"CommandId": command_id}
     if instance_ids:
         params["InstanceIds"] = list(instance_ids)
-    client.cancel_command(**params)
+    call(client, "CancelCommand", **params)
     return True
+
+
+# --- KMS ------------------------------------------------------------------------------
+
+
+@EC2ErrorHandler.common_error_handler("describe KMS key")
+def describe_key(client, key_id):
+    return call(client, "DescribeKey", KeyId=key_id)["KeyMetadata"]
+
+
+@EC2ErrorHandler.common_error_handler("list KMS aliases")
+def list_key_aliases(client, key_id):
+    aliases = paginate(client, "ListAliases", "Aliases", input_token="Marker", output_token="NextMarker", KeyId=key_id)
+    return [a["AliasName"] for a in aliases if a.get("AliasName")]
 
 
 def error_code(exc):

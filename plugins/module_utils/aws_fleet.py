@@ -15,6 +15,7 @@ from ansible_collections.appconsistent.snapshots.plugins.module_utils.aws import
 from ansible_collections.appconsistent.snapshots.plugins.module_utils.aws import describe_instances
 from ansible_collections.appconsistent.snapshots.plugins.module_utils.aws import describe_snapshots
 from ansible_collections.appconsistent.snapshots.plugins.module_utils.aws import in_chunks
+from ansible_collections.appconsistent.snapshots.plugins.module_utils.aws import tags_of
 from ansible_collections.appconsistent.snapshots.plugins.module_utils import snapshot_set as ss
 
 FILTER_VALUES_MAX = 200
@@ -126,7 +127,7 @@ def attached_volumes(instance):
 
 def snapshot_member(snapshot, device=None):
     """A snapshot as a set member (snake_case, tags as a dict)."""
-    tags = {t["Key"]: t["Value"] for t in snapshot.get("Tags") or []}
+    tags = tags_of(snapshot)
     start = snapshot.get("StartTime")
     return dict(snapshot_id=snapshot["SnapshotId"], volume_id=snapshot.get("VolumeId"),
                 device=device or tags.get(ss.TAG_DEVICE) or tags.get("Device"),

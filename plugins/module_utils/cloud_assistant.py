@@ -9,6 +9,7 @@ from __future__ import annotations
 import time
 
 from ansible_collections.appconsistent.snapshots.plugins.module_utils.app_plugin import decode_output
+from ansible_collections.appconsistent.snapshots.plugins.module_utils.concurrency import chunks
 from ansible_collections.appconsistent.snapshots.plugins.module_utils.polling import poll_until
 
 RUN_COMMAND_BATCH = 100
@@ -31,11 +32,6 @@ ERROR_ADVICE = {
 }
 
 
-def batches(items, size=RUN_COMMAND_BATCH):
-    items = list(items)
-    return [items[start:start + size] for start in range(0, len(items), size)]
-
-
 class InvocationRun:
     """One command content sent to many instances, followed to the end.
 
@@ -56,7 +52,7 @@ class InvocationRun:
 
     def send(self, instance_ids):
         sent = []
-        for chunk in batches(instance_ids):
+        for chunk in chunks(instance_ids, RUN_COMMAND_BATCH):
             ids = self.api.run_command(chunk, self.content, command_type=self.command_type, timeout=self.timeout,
                                        name=self.name)
             self.invocations.append((ids["invoke_id"], chunk))

@@ -16,7 +16,6 @@ filesystems are unmounted through Cloud Assistant instead, the disks in
 
 from __future__ import annotations
 
-import json
 import time
 
 from ansible_collections.appconsistent.snapshots.plugins.module_utils import app_plugin
@@ -29,7 +28,9 @@ from ansible_collections.appconsistent.snapshots.plugins.module_utils.alicloud i
 from ansible_collections.appconsistent.snapshots.plugins.module_utils.cloud_assistant import RUN_COMMAND_BATCH
 from ansible_collections.appconsistent.snapshots.plugins.module_utils.cloud_assistant import TERMINAL
 from ansible_collections.appconsistent.snapshots.plugins.module_utils.cloud_assistant import InvocationRun
-from ansible_collections.appconsistent.snapshots.plugins.module_utils.cloud_assistant import batches
+from ansible_collections.appconsistent.snapshots.plugins.module_utils.cloud_assistant import RUN_COMMAND_BATCH
+from ansible_collections.appconsistent.snapshots.plugins.module_utils.concurrency import chunks
+from ansible_collections.appconsistent.snapshots.plugins.module_utils.polling import wait_for_all
 from ansible_collections.appconsistent.snapshots.plugins.module_utils.unmount import EXIT_MESSAGES as UNMOUNT_EXIT
 from ansible_collections.appconsistent.snapshots.plugins.module_utils.unmount import parse_report
 from ansible_collections.appconsistent.snapshots.plugins.module_utils.unmount import refused_mount
@@ -50,11 +51,6 @@ STOP_HINT = {True: "", False: "; force_stop: true forces the stop after the time
 
 class GroupInputError(ValueError):
     pass
-
-
-def _chunks(items, size):
-    items = list(items)
-    return [items[start:start + size] for start in range(0, len(items), size)]
 
 
 class Outcome:
@@ -221,7 +217,7 @@ class AlicloudGroupRun:
             for status in self.api.describe_cloud_assistant_status(running):
                 agents[status["InstanceId"]] = status
             if needs_role:
-                roles = self._ram_roles(running)
+                roles = self.api.describe_instance_ram_roles(running)
         ready = []
         for instance_id in ids:
             outcome = self.outcomes[instance_id] = Outcome(instance_id, self.requested)
@@ -288,15 +284,6 @@ class AlicloudGroupRun:
             ready.append(instance_id)
         return ready
 
-    def _ram_roles(self, ids):
-        roles = {}
-        for chunk in _chunks(ids, 100):
-            body = self.api.call("DescribeInstanceRamRole", self.api.models.DescribeInstanceRamRoleRequest(
-                region_id=self.api.region, instance_ids=json.dumps(chunk), page_size=100))
-            for item in (body.get("InstanceRamRoleSets") or {}).get("InstanceRamRoleSet") or []:
-                roles[item["InstanceId"]] = item.get("RamRoleName")
-        return roles
-
     def _select_disks(self, instance_id, disks):
         p = self.params
         chosen = list(disks)
@@ -324,7 +311,7 @@ class AlicloudGroupRun:
         if not run_id or not ready:
             return ready
         members = []
-        for snapshot in self._describe_snapshots(tags={ss.TAG_RUN_ID: run_id}):
+        for snapshot in self.api.describe_snapshots(tags={ss.TAG_RUN_ID: run_id}):
             members.append(self._member(snapshot))
         existing = {}
         for found in ss.group_into_sets(members):
@@ -344,21 +331,6 @@ class AlicloudGroupRun:
             outcome.consistency = found.consistency or "none"
             outcome.snapshots = found.members
         return remaining
-
-    def _describe_snapshots(self, tags=None, snapshot_ids=None):
-        result = []
-        token = None
-        while True:
-            req = self.api.models.DescribeSnapshotsRequest(region_id=self.api.region, max_results=100, next_token=token)
-            if tags:
-                req.tag = [self.api.models.DescribeSnapshotsRequestTag(key=k, value=v) for k, v in tags.items()]
-            if snapshot_ids:
-                req.snapshot_ids = json.dumps(list(snapshot_ids))
-            body = self.api.call("DescribeSnapshots", req)
-            result.extend((body.get("Snapshots") or {}).get("Snapshot") or [])
-            token = body.get("NextToken")
-            if not token:
-                return result
 
     def _member(self, snapshot, device=None):
         tags = tags_to_dict(snapshot.get("Tags"))
@@ -414,21 +386,13 @@ class AlicloudGroupRun:
         return {i["InstanceId"]: i.get("Status") for i in self.api.describe_instances(ids)}
 
     def _wait_status(self, ids, wanted, timeout):
-        deadline = self.clock() + timeout
-        interval = 1.0
-        while True:
-            status = self._status(ids)
-            done = [i for i in ids if status.get(i) == wanted]
-            if len(done) == len(ids) or self.clock() >= deadline:
-                return done
-            self.sleep(min(interval, max(0.0, deadline - self.clock())))
-            interval = min(interval * 1.5, 10.0)
+        """Poll all of them together until each is ``wanted`` or ``timeout`` passed; returns those that are."""
+        return wait_for_all(self._status, ids, wanted, timeout, self.sleep, self.clock)
 
     def _stop(self, ids, force):
         for instance_id in ids:
             # KeepCharging keeps the instance's resources, so that it can be started again for sure.
-            self.api.call("StopInstance", self.api.models.StopInstanceRequest(
-                instance_id=instance_id, force_stop=bool(force), stopped_mode="KeepCharging"))
+            self.api.stop_instance(instance_id, force=bool(force))
 
     def _offline(self, ready, name):
         if self.unmounts:
@@ -518,7 +482,7 @@ class AlicloudGroupRun:
     def _send(self, run, instance_ids, what):
         """RunCommand per 100 instances; the instances of a batch that could not be sent fail, the others go on."""
         sent = []
-        for chunk in batches(instance_ids):
+        for chunk in chunks(instance_ids, RUN_COMMAND_BATCH):
             try:
                 invoke_id = run.send(chunk)[0]
             except AlibabaCloudError as exc:
@@ -591,7 +555,7 @@ class AlicloudGroupRun:
             restart += self._wait_status(late, "Stopped", p["stop_timeout"])
         for instance_id in restart:
             try:
-                self.api.call("StartInstance", self.api.models.StartInstanceRequest(instance_id=instance_id))
+                self.api.start_instance(instance_id)
             except AlibabaCloudError as exc:
                 self.outcomes[instance_id].fail("StartFailed", f"instance {instance_id} could not be started again "
                                                                f"({exc.code}): {exc}; start it now")
@@ -704,7 +668,7 @@ class AlicloudGroupRun:
         delay = 1.0
         while True:
             found = {}
-            for chunk in _chunks(groups, GROUP_IDS_PER_CALL):
+            for chunk in chunks(groups, GROUP_IDS_PER_CALL):
                 for group in self.api.describe_snapshot_groups(snapshot_group_ids=chunk):
                     found[group["SnapshotGroupId"]] = group
             missing = [g for g in groups if not ((found.get(g) or {}).get("Snapshots") or {}).get("Snapshot")]
@@ -780,7 +744,7 @@ class AlicloudGroupRun:
         pending = {o.set_id: o for o in self.outcomes.values() if o.set_id and o.snapshots and o.status != "Existing"}
         deadline = self.clock() + self.params["completion_timeout"]
         while pending and self.clock() < deadline:
-            for chunk in _chunks(pending, GROUP_IDS_PER_CALL):
+            for chunk in chunks(pending, GROUP_IDS_PER_CALL):
                 for group in self.api.describe_snapshot_groups(snapshot_group_ids=chunk):
                     status = str(group.get("Status")).lower()
                     outcome = pending.get(group["SnapshotGroupId"])

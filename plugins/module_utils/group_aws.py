@@ -28,6 +28,9 @@ from ansible_collections.appconsistent.snapshots.plugins.module_utils import aws
 from ansible_collections.appconsistent.snapshots.plugins.module_utils import pacing
 from ansible_collections.appconsistent.snapshots.plugins.module_utils import snapshot_set as ss
 from ansible_collections.appconsistent.snapshots.plugins.module_utils import validate
+from ansible_collections.appconsistent.snapshots.plugins.module_utils.concurrency import chunks
+from ansible_collections.appconsistent.snapshots.plugins.module_utils.concurrency import concurrently
+from ansible_collections.appconsistent.snapshots.plugins.module_utils.polling import wait_for_all
 from ansible_collections.appconsistent.snapshots.plugins.module_utils.ssm import CommandRun
 from ansible_collections.appconsistent.snapshots.plugins.module_utils.ssm import ended
 from ansible_collections.appconsistent.snapshots.plugins.module_utils.ssm import STATUS_MESSAGES
@@ -425,23 +428,14 @@ class AwsGroupRun:
 
     def _states(self, instance_ids):
         states = {}
-        for start in range(0, len(instance_ids), aws_fleet.FILTER_VALUES_MAX):
-            chunk = list(instance_ids)[start:start + aws_fleet.FILTER_VALUES_MAX]
+        for chunk in chunks(instance_ids, aws_fleet.FILTER_VALUES_MAX):
             for instance in aws_api.describe_instances(self.ec2, filters=[{"Name": "instance-id", "Values": chunk}]):
                 states[instance["InstanceId"]] = (instance.get("State") or {}).get("Name")
         return states
 
     def _wait_state(self, instance_ids, wanted, timeout):
         """Poll all of them together until each is ``wanted`` or ``timeout`` passed; returns those that are."""
-        deadline = self.clock() + timeout
-        interval = 1.0
-        while True:
-            states = self._states(instance_ids)
-            done = [i for i in instance_ids if states.get(i) == wanted]
-            if len(done) == len(instance_ids) or self.clock() >= deadline:
-                return done
-            self.sleep(min(interval, max(0.0, deadline - self.clock())))
-            interval = min(interval * 1.5, 10.0)
+        return wait_for_all(self._states, instance_ids, wanted, timeout, self.sleep, self.clock)
 
     def _offline(self, ready):
         if self.unmounts:
@@ -582,7 +576,7 @@ class AwsGroupRun:
             raise GroupInputError("initiator instance needs mounts listed explicitly")
         parts = ([lambda: self._windows(vss_run)] if windows else []) + ([lambda: self._linux(linux)] if linux else [])
         # Both parts have ended (every thaw of the Linux part is sent) before an error of either is raised.
-        aws_api.concurrently(lambda part: part(), parts, len(parts))
+        concurrently(lambda part: part(), parts, len(parts))
 
     # --- Windows: VSS -----------------------------------------------------------------------------------
 
@@ -645,7 +639,7 @@ class AwsGroupRun:
     def _initiator_command(self, outcome, run_id):
         p = self.params
         tags = self._set_tags("@@SET_ID@@", "@@INSTANCE_ID@@", "crash")
-        tag_spec = json.dumps([{"ResourceType": "snapshot", "Tags": [{"Key": k, "Value": v} for k, v in tags.items()]}])
+        tag_spec = json.dumps([{"ResourceType": "snapshot", "Tags": aws_api.tag_list(tags)}])
         spec = {"InstanceId": "@@INSTANCE_ID@@", "ExcludeBootVolume": bool(outcome.exclude_boot)}
         if outcome.exclude_data:
             spec["ExcludeDataVolumeIds"] = list(outcome.exclude_data)
@@ -898,8 +892,7 @@ class AwsGroupRun:
 
     def _send(self, run, instance_ids):
         sent = []
-        for start in range(0, len(instance_ids), aws_api.SSM_INSTANCE_BATCH):
-            chunk = instance_ids[start:start + aws_api.SSM_INSTANCE_BATCH]
+        for chunk in chunks(instance_ids, aws_api.SSM_INSTANCE_BATCH):
             try:
                 command_id = run.send(chunk)[0]
             except aws_api.AppConsistentAWSError as exc:

@@ -24,7 +24,7 @@ from ansible_collections.appconsistent.snapshots.plugins.module_utils.alicloud i
 from ansible_collections.appconsistent.snapshots.plugins.module_utils.alicloud import AlibabaCloudError
 from ansible_collections.appconsistent.snapshots.plugins.module_utils.alicloud import alicloud_argument_spec
 from ansible_collections.appconsistent.snapshots.plugins.module_utils.aws import describe_aws_failure
-from ansible_collections.appconsistent.snapshots.plugins.module_utils.aws import retry_decorator
+from ansible_collections.appconsistent.snapshots.plugins.module_utils.aws import with_max_attempts
 from ansible_collections.appconsistent.snapshots.plugins.module_utils.validate import check_params
 from ansible_collections.appconsistent.snapshots.plugins.module_utils import pacing
 
@@ -92,8 +92,13 @@ class AppConsistentModule(AnsibleAWSModule):
 
     # --- AWS ------------------------------------------------------------------------
 
-    def aws_client(self, service):
-        """A boto3 client for ``service`` (ec2, ssm, ...), honouring endpoint_url, with retries."""
+    def aws_client(self, service, region=None):
+        """A boto3 client for ``service`` (ec2, ssm, ...), honouring endpoint_url; region None is the task's region.
+
+        Its requests are retried as often as the task's aws_max_attempts says, where the module has that option.
+        """
+        if region:
+            return with_max_attempts(self.client(service, region=region), self.params.get("aws_max_attempts"))
         if service not in self._aws_clients:
             if not HAS_BOTO3:
                 self.fail_json(msg=missing_required_lib("boto3 and botocore"))
@@ -101,7 +106,8 @@ class AppConsistentModule(AnsibleAWSModule):
                 check_sdk_version_supported(warn=self.warn)
             except AnsibleBotocoreError as exc:
                 self.fail_json(msg=str(exc))
-            self._aws_clients[service] = pacing.attach(self.client(service, retry_decorator=retry_decorator()), self.pacer)
+            client = with_max_attempts(self.client(service), self.params.get("aws_max_attempts"))
+            self._aws_clients[service] = pacing.attach(client, self.pacer)
         return self._aws_clients[service]
 
     def exit_json(self, **kwargs):

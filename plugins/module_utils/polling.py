@@ -2,7 +2,7 @@
 # Copyright: Contributors to the appconsistent.snapshots collection
 # GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
 
-"""Waiting on an agent: one listing per round, with growing pauses, never past the deadline."""
+"""Waiting on a cloud or an agent: one listing per round, with growing pauses, never past the deadline."""
 
 from __future__ import annotations
 
@@ -18,3 +18,16 @@ def poll_until(poll, timeout, sleep, clock, first_interval=1.0, max_interval=5.0
             return False
         sleep(min(interval, max(0.0, deadline - clock())))
         interval = min(interval * 1.5, max_interval)
+
+
+def wait_for_all(read_states, ids, wanted, timeout, sleep, clock, max_interval=10.0):
+    """Read ``read_states(ids)`` ({id: state}) until every id is in ``wanted`` or ``timeout`` passed; the ids that are."""
+    done = []
+
+    def all_there():
+        states = read_states(ids)
+        done[:] = [i for i in ids if states.get(i) == wanted]
+        return len(done) == len(ids)
+
+    poll_until(all_there, timeout, sleep, clock, max_interval=max_interval)
+    return done

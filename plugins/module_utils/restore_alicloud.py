@@ -20,74 +20,18 @@ tag; that tag is what idempotency checks.
 
 from __future__ import annotations
 
-import json
-
 from ansible_collections.appconsistent.snapshots.plugins.module_utils import restore
 from ansible_collections.appconsistent.snapshots.plugins.module_utils import set_inventory as inventory
 from ansible_collections.appconsistent.snapshots.plugins.module_utils import snapshot_set as ss
 from ansible_collections.appconsistent.snapshots.plugins.module_utils.alicloud import CREDENTIAL_ERROR_CODES
 from ansible_collections.appconsistent.snapshots.plugins.module_utils.alicloud import AlibabaCloudError
 from ansible_collections.appconsistent.snapshots.plugins.module_utils.alicloud import tags_to_dict
+from ansible_collections.appconsistent.snapshots.plugins.module_utils.concurrency import chunks
 
 DISK_STATES = {"Creating": "creating", "Available": "available", "In_use": "in-use", "Attaching": "attaching",
                "Detaching": "detaching", "ReIniting": "reiniting"}
 INSTANCE_STATES = {"Running": "running", "Stopped": "stopped", "Stopping": "stopping", "Starting": "pending",
                    "Pending": "pending"}
-SNAPSHOT_IDS_MAX = 100
-
-
-# --- thin wrappers, one per action (candidates for alicloud.AlibabaCloud) ------------------------
-
-
-def describe_snapshots(api, snapshot_ids=None, tags=None):
-    result = []
-    chunks = [list(snapshot_ids)[i:i + SNAPSHOT_IDS_MAX] for i in range(0, len(snapshot_ids), SNAPSHOT_IDS_MAX)] \
-        if snapshot_ids else [None]
-    for chunk in chunks:
-        token = None
-        while True:
-            req = api.models.DescribeSnapshotsRequest(region_id=api.region, max_results=100, next_token=token,
-                                                      snapshot_ids=json.dumps(chunk) if chunk else None)
-            if tags:
-                req.tag = [api.models.DescribeSnapshotsRequestTag(key=k, value=v) for k, v in tags.items()]
-            body = api.call("DescribeSnapshots", req)
-            result.extend((body.get("Snapshots") or {}).get("Snapshot") or [])
-            token = body.get("NextToken")
-            if not token:
-                break
-    return result
-
-
-def describe_disks_by_snapshot(api, snapshot_id):
-    req = api.models.DescribeDisksRequest(region_id=api.region, snapshot_id=snapshot_id, status="Available", max_results=100)
-    body = api.call("DescribeDisks", req)
-    return (body.get("Disks") or {}).get("Disk") or []
-
-
-def create_disk(api, zone, snapshot_id, category, size, tags, performance_level=None, encrypted=None, kms_key_id=None):
-    req = api.models.CreateDiskRequest(
-        region_id=api.region, zone_id=zone, snapshot_id=snapshot_id, disk_category=category, size=size,
-        performance_level=performance_level, encrypted=encrypted or None, kmskey_id=kms_key_id,
-        tag=[api.models.CreateDiskRequestTag(key=k, value=v) for k, v in tags.items()] or None)
-    return api.call("CreateDisk", req)["DiskId"]
-
-
-def attach_disk(api, disk_id, instance_id, device=None):
-    api.call("AttachDisk", api.models.AttachDiskRequest(instance_id=instance_id, disk_id=disk_id, device=device,
-                                                        delete_with_instance=False))
-
-
-def stop_instance(api, instance_id):
-    # KeepCharging keeps the instance's compute resources, so it can be started again whatever the stock.
-    api.call("StopInstance", api.models.StopInstanceRequest(instance_id=instance_id, stopped_mode="KeepCharging"))
-
-
-def start_instance(api, instance_id):
-    api.call("StartInstance", api.models.StartInstanceRequest(instance_id=instance_id))
-
-
-def reset_disk(api, disk_id, snapshot_id):
-    api.call("ResetDisk", api.models.ResetDiskRequest(disk_id=disk_id, snapshot_id=snapshot_id))
 
 
 # --- the set -------------------------------------------------------------------------------------
@@ -130,7 +74,7 @@ class AlicloudRestoreApi:
     # --- finding the set ------------------------------------------------------------------------
 
     def _members(self, snapshot_ids):
-        rows = self._call(describe_snapshots, self.api, snapshot_ids=snapshot_ids) if snapshot_ids else []
+        rows = self._call(self.api.describe_snapshots, snapshot_ids=snapshot_ids) if snapshot_ids else []
         return [member_of(row) for row in rows]
 
     def set_by_group(self, group_id):
@@ -148,7 +92,7 @@ class AlicloudRestoreApi:
     def set_by_id(self, set_id):
         if set_id.startswith("ssg-"):
             return self.set_by_group(set_id)
-        members = [member_of(row) for row in self._call(describe_snapshots, self.api, tags={ss.TAG_SET_ID: set_id})]
+        members = [member_of(row) for row in self._call(self.api.describe_snapshots, tags={ss.TAG_SET_ID: set_id})]
         if not members:
             raise restore.RestoreRefused(f"no snapshot carries {ss.TAG_SET_ID}={set_id} in {self.api.region}")
         instances = {m.tags.get(ss.TAG_INSTANCE_ID) for m in members} - {None}
@@ -207,15 +151,15 @@ class AlicloudRestoreApi:
 
     def volumes(self, volume_ids):
         found = {}
-        for start in range(0, len(volume_ids), 100):
-            for disk in self._call(self.api.describe_disks, disk_ids=volume_ids[start:start + 100]):
+        for chunk in chunks(volume_ids, 100):
+            for disk in self._call(self.api.describe_disks, disk_ids=chunk):
                 found[disk["DiskId"]] = normalise_disk(disk)
         return {vid: found.get(vid, dict(id=vid, state="unknown", tags={})) for vid in volume_ids}
 
     def restored_volumes(self, snapshot_ids):
         found = {}
         for snapshot_id in snapshot_ids:
-            for disk in self._call(describe_disks_by_snapshot, self.api, snapshot_id):
+            for disk in self._call(self.api.describe_disks, snapshot_id=snapshot_id, status="Available"):
                 vol = normalise_disk(disk)
                 if vol["tags"].get(restore.TAG_RESTORED_FROM) == snapshot_id and restore.TAG_RESTORE_FAILED not in vol["tags"]:
                     found.setdefault(snapshot_id, vol)
@@ -253,21 +197,21 @@ class AlicloudRestoreApi:
         return [None] * count
 
     def create_volume(self, spec, tags):
-        return self._call(create_disk, self.api, spec["zone"], spec["snapshot_id"], spec["type"], spec["size"], tags,
+        return self._call(self.api.create_disk, spec["zone"], spec["snapshot_id"], spec["type"], spec["size"], tags,
                           performance_level=spec.get("performance_level"), encrypted=spec.get("encrypted"),
                           kms_key_id=spec.get("kms_key_id"))
 
     def attach(self, volume_id, instance_id, device):
-        self._call(attach_disk, self.api, volume_id, instance_id, device)
+        self._call(self.api.attach_disk, volume_id, instance_id, device)
 
     def detach(self, volume_id, instance_id, device):
         self._call(self.api.detach_disk, volume_id, instance_id)
 
     def stop(self, instance_id):
-        self._call(stop_instance, self.api, instance_id)
+        self._call(self.api.stop_instance, instance_id)
 
     def start(self, instance_id):
-        self._call(start_instance, self.api, instance_id)
+        self._call(self.api.start_instance, instance_id)
 
     def tag_volumes(self, volume_ids, tags):
         self._call(self.api.tag_resources, "disk", volume_ids, tags)
@@ -286,7 +230,7 @@ class AlicloudRestoreApi:
         self._call(self.api.tag_resources, "snapshot", snapshot_ids, tags)
 
     def reset(self, disk_id, snapshot_id):
-        self._call(reset_disk, self.api, disk_id, snapshot_id)
+        self._call(self.api.reset_disk, disk_id, snapshot_id)
 
 
 class ResetRestore(restore.VolumeRestore):

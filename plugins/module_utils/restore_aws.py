@@ -4,25 +4,23 @@
 
 """AWS side of restore_volumes: finding the set and the EC2 calls a restore makes.
 
-The wrappers take the number of attempts from the task (``aws_max_attempts``)
-so that throttling is retried with jittered backoff as long as the operator
-wants, and a call that is still throttled after that fails the step (which
-then rolls back) instead of hanging the job.
+The client's requests are retried as often as the task's ``aws_max_attempts``
+says, so that throttling is retried with jittered backoff as long as the
+operator wants, and a call that is still throttled after that fails the step
+(which then rolls back) instead of hanging the job.
 """
 
 from __future__ import annotations
 
 import re
 
-from ansible_collections.amazon.aws.plugins.module_utils.retries import AWSRetry
-
+from ansible_collections.appconsistent.snapshots.plugins.module_utils import aws as aws_api
 from ansible_collections.appconsistent.snapshots.plugins.module_utils import aws_fleet
 from ansible_collections.appconsistent.snapshots.plugins.module_utils import restore
 from ansible_collections.appconsistent.snapshots.plugins.module_utils import snapshot_set as ss
-from ansible_collections.appconsistent.snapshots.plugins.module_utils.aws import THROTTLING_CODES
 from ansible_collections.appconsistent.snapshots.plugins.module_utils.aws import AppConsistentAWSError
-from ansible_collections.appconsistent.snapshots.plugins.module_utils.aws import EC2ErrorHandler
 from ansible_collections.appconsistent.snapshots.plugins.module_utils.aws import describe_aws_failure
+from ansible_collections.appconsistent.snapshots.plugins.module_utils.concurrency import chunks
 
 FILTER_VALUES_MAX = 200
 # AWS recommends f-p for EBS data volumes; q-z follow when those are taken.
@@ -31,94 +29,18 @@ _DEVICE_LETTER = re.compile(r"^(?:/dev/)?(?:sd|xvd|hd)([a-z])")
 IOPS_TYPES = ("io1", "io2", "gp3")
 
 
-def _retry(call, attempts):
-    return AWSRetry.jittered_backoff(retries=max(1, int(attempts)), delay=1, max_delay=20,
-                                     catch_extra_error_codes=THROTTLING_CODES)(call)
-
-
-def _chunks(items, size):
-    items = list(items)
-    return [items[start:start + size] for start in range(0, len(items), size)]
-
-
-def _paginate(client, operation, key, attempts, **params):
-    items = []
-    for page in _retry(lambda: list(client.get_paginator(operation).paginate(**params)), attempts)():
-        items.extend(page.get(key) or [])
-    return items
-
-
-@EC2ErrorHandler.common_error_handler("describe instance")
-def describe_instance(client, instance_id, attempts=10):
-    reservations = _paginate(client, "describe_instances", "Reservations", attempts,
-                             Filters=[{"Name": "instance-id", "Values": [instance_id]}])
-    found = [i for r in reservations for i in r.get("Instances") or []]
+def _describe_instance(client, instance_id):
+    found = aws_api.describe_instances(client, filters=[{"Name": "instance-id", "Values": [instance_id]}])
     return found[0] if found else None
 
 
-@EC2ErrorHandler.common_error_handler("describe volumes")
-def describe_volumes(client, filters, attempts=10):
-    return _paginate(client, "describe_volumes", "Volumes", attempts, Filters=filters)
-
-
-@EC2ErrorHandler.common_error_handler("describe snapshots")
-def describe_snapshots(client, snapshot_ids=None, filters=None, attempts=10):
-    params = {"OwnerIds": ["self"]}
-    if snapshot_ids:
-        params["SnapshotIds"] = list(snapshot_ids)
-    if filters:
-        params["Filters"] = filters
-    return _paginate(client, "describe_snapshots", "Snapshots", attempts, **params)
-
-
-@EC2ErrorHandler.common_error_handler("create volume")
-def create_volume(client, snapshot_id, zone, volume_type, size, tags, iops=None, throughput=None, encrypted=None,
-                  kms_key_id=None, attempts=10):
-    params = {"SnapshotId": snapshot_id, "AvailabilityZone": zone, "VolumeType": volume_type, "Size": int(size),
-              "TagSpecifications": [{"ResourceType": "volume", "Tags": [{"Key": k, "Value": v} for k, v in tags.items()]}]}
-    if iops:
-        params["Iops"] = int(iops)
-    if throughput:
-        params["Throughput"] = int(throughput)
-    if encrypted:
-        params["Encrypted"] = True
-    if kms_key_id:
-        params["KmsKeyId"] = kms_key_id
-    return _retry(client.create_volume, attempts)(**params)["VolumeId"]
-
-
-@EC2ErrorHandler.common_error_handler("attach volume")
-def attach_volume(client, volume_id, instance_id, device, attempts=10):
-    return _retry(client.attach_volume, attempts)(VolumeId=volume_id, InstanceId=instance_id, Device=device)
-
-
-@EC2ErrorHandler.common_error_handler("detach volume")
-def detach_volume(client, volume_id, instance_id, device, attempts=10):
-    return _retry(client.detach_volume, attempts)(VolumeId=volume_id, InstanceId=instance_id, Device=device)
-
-
-@EC2ErrorHandler.common_error_handler("stop instance")
-def stop_instance(client, instance_id, attempts=10):
-    return _retry(client.stop_instances, attempts)(InstanceIds=[instance_id])
-
-
-@EC2ErrorHandler.common_error_handler("start instance")
-def start_instance(client, instance_id, attempts=10):
-    return _retry(client.start_instances, attempts)(InstanceIds=[instance_id])
-
-
-@EC2ErrorHandler.common_error_handler("tag volumes")
-def tag_volumes(client, volume_ids, tags, attempts=10):
-    return _retry(client.create_tags, attempts)(Resources=list(volume_ids),
-                                                Tags=[{"Key": k, "Value": v} for k, v in tags.items()])
-
-
-def _tags(item):
-    return {t["Key"]: t["Value"] for t in item.get("Tags") or []}
+def _detach_volume(client, volume_id, instance_id, device):
+    if not aws_api.detach_volume(client, volume_id, instance_id=instance_id, device=device):
+        raise restore.StepFailed(f"Failed to detach volume {volume_id} from {instance_id}: InvalidVolume.NotFound")
 
 
 def member_of(snapshot):
-    tags = _tags(snapshot)
+    tags = aws_api.tags_of(snapshot)
     start = snapshot.get("StartTime")
     return restore.Member(snapshot["SnapshotId"], device=tags.get(ss.TAG_DEVICE) or tags.get("Device"),
                           size=snapshot.get("VolumeSize"), state=snapshot.get("State"),
@@ -131,7 +53,7 @@ def normalise_volume(volume):
     attachment = (volume.get("Attachments") or [{}])[0]
     return dict(id=volume["VolumeId"], state=volume.get("State"), size=volume.get("Size"), type=volume.get("VolumeType"),
                 iops=volume.get("Iops"), throughput=volume.get("Throughput"), encrypted=volume.get("Encrypted"),
-                kms_key_id=volume.get("KmsKeyId"), snapshot_id=volume.get("SnapshotId") or None, tags=_tags(volume),
+                kms_key_id=volume.get("KmsKeyId"), snapshot_id=volume.get("SnapshotId") or None, tags=aws_api.tags_of(volume),
                 zone=volume.get("AvailabilityZone"), instance_id=attachment.get("InstanceId"),
                 device=attachment.get("Device"), attach_state=attachment.get("State"))
 
@@ -139,13 +61,12 @@ def normalise_volume(volume):
 class AwsRestoreApi:
     """The adapter restore.VolumeRestore drives; raises restore.StepFailed for any AWS error."""
 
-    def __init__(self, client, attempts=10):
-        self.client = client
-        self.attempts = attempts
+    def __init__(self, client, attempts=None):
+        self.client = aws_api.with_max_attempts(client, attempts) if client is not None else None
 
     def _call(self, func, *args, what=None, **kwargs):
         try:
-            return func(self.client, *args, attempts=self.attempts, **kwargs)
+            return func(self.client, *args, **kwargs)
         except AppConsistentAWSError as exc:
             plain = describe_aws_failure(exc)
             if plain:
@@ -159,7 +80,7 @@ class AwsRestoreApi:
     # --- finding the set ------------------------------------------------------------------------
 
     def set_by_id(self, set_id):
-        snapshots = self._call(describe_snapshots, filters=[{"Name": "tag:" + ss.TAG_SET_ID, "Values": [set_id]}])
+        snapshots = self._call(aws_api.describe_snapshots, filters=[{"Name": "tag:" + ss.TAG_SET_ID, "Values": [set_id]}])
         members = [member_of(s) for s in snapshots]
         if not members:
             raise restore.RestoreRefused(f"no snapshot carries {ss.TAG_SET_ID}={set_id} in this region: check the set id "
@@ -168,7 +89,7 @@ class AwsRestoreApi:
 
     def set_by_snapshots(self, snapshot_ids):
         try:
-            snapshots = self._call(describe_snapshots, snapshot_ids=snapshot_ids)
+            snapshots = self._call(aws_api.describe_snapshots, snapshot_ids=snapshot_ids)
         except restore.StepFailed as exc:
             raise restore.RestoreRefused(f"cannot read the snapshots {', '.join(snapshot_ids)}: {exc}") from None
         members = [member_of(s) for s in snapshots]
@@ -178,7 +99,7 @@ class AwsRestoreApi:
         return restore.SelectedSet(_common(members, ss.TAG_SET_ID), members, _common(members, ss.TAG_INSTANCE_ID))
 
     def latest_set(self, instance_id, min_consistency):
-        snapshots = self._call(describe_snapshots, filters=[{"Name": "tag:" + ss.TAG_INSTANCE_ID, "Values": [instance_id]}])
+        snapshots = self._call(aws_api.describe_snapshots, filters=[{"Name": "tag:" + ss.TAG_INSTANCE_ID, "Values": [instance_id]}])
         groups = {}
         for snapshot in snapshots:
             member = member_of(snapshot)
@@ -193,7 +114,7 @@ class AwsRestoreApi:
     # --- the adapter ----------------------------------------------------------------------------
 
     def instance(self, instance_id):
-        found = self._call(describe_instance, instance_id, what=f"describe instance {instance_id}")
+        found = self._call(_describe_instance, instance_id, what=f"describe instance {instance_id}")
         if found is None:
             return None
         return dict(id=instance_id, state=(found.get("State") or {}).get("Name"),
@@ -203,17 +124,18 @@ class AwsRestoreApi:
 
     def volumes(self, volume_ids):
         found = {}
-        for chunk in _chunks(volume_ids, FILTER_VALUES_MAX):
-            for volume in self._call(describe_volumes, [{"Name": "volume-id", "Values": chunk}]):
+        for chunk in chunks(volume_ids, FILTER_VALUES_MAX):
+            for volume in self._call(aws_api.describe_volumes, filters=[{"Name": "volume-id", "Values": chunk}]):
                 found[volume["VolumeId"]] = normalise_volume(volume)
         # a volume created moments ago may not be listed yet: it is still on its way
         return {vid: found.get(vid, dict(id=vid, state="unknown", tags={})) for vid in volume_ids}
 
     def restored_volumes(self, snapshot_ids):
         found = {}
-        for chunk in _chunks(snapshot_ids, FILTER_VALUES_MAX):
-            for volume in self._call(describe_volumes, [{"Name": "tag:" + restore.TAG_RESTORED_FROM, "Values": chunk},
-                                                        {"Name": "status", "Values": ["available"]}]):
+        for chunk in chunks(snapshot_ids, FILTER_VALUES_MAX):
+            for volume in self._call(aws_api.describe_volumes, filters=[
+                    {"Name": "tag:" + restore.TAG_RESTORED_FROM, "Values": chunk},
+                    {"Name": "status", "Values": ["available"]}]):
                 vol = normalise_volume(volume)
                 if restore.TAG_RESTORE_FAILED not in vol["tags"]:
                     found.setdefault(restore.origin_of(vol), vol)
@@ -256,24 +178,24 @@ class AwsRestoreApi:
         return free[:count]
 
     def create_volume(self, spec, tags):
-        return self._call(create_volume, spec["snapshot_id"], spec["zone"], spec["type"], spec["size"], tags,
+        return self._call(aws_api.create_volume, spec["snapshot_id"], spec["zone"], spec["type"], spec["size"], tags,
                           iops=spec.get("iops"), throughput=spec.get("throughput"), encrypted=spec.get("encrypted"),
                           kms_key_id=spec.get("kms_key_id"), what=f"create a volume from snapshot {spec['snapshot_id']}")
 
     def attach(self, volume_id, instance_id, device):
-        self._call(attach_volume, volume_id, instance_id, device, what=f"attach volume {volume_id} to {instance_id} at {device}")
+        self._call(aws_api.attach_volume, volume_id, instance_id, device, what=f"attach volume {volume_id} to {instance_id} at {device}")
 
     def detach(self, volume_id, instance_id, device):
-        self._call(detach_volume, volume_id, instance_id, device, what=f"detach volume {volume_id} from {instance_id}")
+        self._call(_detach_volume, volume_id, instance_id, device, what=f"detach volume {volume_id} from {instance_id}")
 
     def stop(self, instance_id):
-        self._call(stop_instance, instance_id, what=f"stop instance {instance_id}")
+        self._call(aws_api.stop_instances, [instance_id], what=f"stop instance {instance_id}")
 
     def start(self, instance_id):
-        self._call(start_instance, instance_id, what=f"start instance {instance_id}")
+        self._call(aws_api.start_instances, [instance_id], what=f"start instance {instance_id}")
 
     def tag_volumes(self, volume_ids, tags):
-        self._call(tag_volumes, volume_ids, tags, what=f"tag volumes {', '.join(volume_ids)}")
+        self._call(aws_api.create_tags, volume_ids, tags, what=f"tag volumes {', '.join(volume_ids)}")
 
 
 def _common(members, key):

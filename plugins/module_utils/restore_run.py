@@ -130,7 +130,7 @@ class RestoreRun:
     def api(self):
         if self.provider == "aws":
             from ansible_collections.appconsistent.snapshots.plugins.module_utils.restore_aws import AwsRestoreApi
-            return AwsRestoreApi(self.module.aws_client("ec2"), attempts=self.params.get("aws_max_attempts") or 10)
+            return AwsRestoreApi(self.module.aws_client("ec2"))
         from ansible_collections.appconsistent.snapshots.plugins.module_utils.restore_alicloud import AlicloudRestoreApi
         return AlicloudRestoreApi(self.module.alicloud)
 

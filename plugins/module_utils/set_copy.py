@@ -17,22 +17,20 @@ back in the queue instead of failing the task.
 from __future__ import annotations
 
 import hashlib
-import json
 import time
-
-from ansible_collections.amazon.aws.plugins.module_utils.retries import AWSRetry
 
 from ansible_collections.appconsistent.snapshots.plugins.module_utils import snapshot_set as ss
 from ansible_collections.appconsistent.snapshots.plugins.module_utils import validate as checks
 from ansible_collections.appconsistent.snapshots.plugins.module_utils.alicloud import AlibabaCloud
 from ansible_collections.appconsistent.snapshots.plugins.module_utils.alicloud import AlibabaCloudError
 from ansible_collections.appconsistent.snapshots.plugins.module_utils.alicloud import tags_to_dict
-from ansible_collections.appconsistent.snapshots.plugins.module_utils.aws import THROTTLING_CODES
 from ansible_collections.appconsistent.snapshots.plugins.module_utils.aws import AppConsistentAWSError
-from ansible_collections.appconsistent.snapshots.plugins.module_utils.aws import EC2ErrorHandler
 from ansible_collections.appconsistent.snapshots.plugins.module_utils.aws import error_code as aws_error_code
+from ansible_collections.appconsistent.snapshots.plugins.module_utils.aws import copy_snapshot
+from ansible_collections.appconsistent.snapshots.plugins.module_utils.aws import delete_snapshot
 from ansible_collections.appconsistent.snapshots.plugins.module_utils.aws import describe_snapshots
-from ansible_collections.appconsistent.snapshots.plugins.module_utils.aws import retry_decorator
+from ansible_collections.appconsistent.snapshots.plugins.module_utils.aws import tags_of
+from ansible_collections.appconsistent.snapshots.plugins.module_utils.concurrency import chunks
 
 TAG_COPIED_FROM = ss.TAG_PREFIX + "copied-from"
 TAG_SOURCE_REGION = ss.TAG_PREFIX + "source-region"
@@ -43,7 +41,6 @@ COPY_TAG_KEYS = (TAG_COPIED_FROM, TAG_SOURCE_REGION, TAG_SOURCE_SNAPSHOT)
 AWS_COPY_LIMIT_CODES = ("ResourceLimitExceeded",)
 # Alibaba allows one unfinished copy per disk and destination region.
 ALI_COPY_LIMIT_CODES = ("InvalidOperation.DiskHasUnfinishedSnapshotCopy",)
-ALI_SNAPSHOT_IDS_MAX = 100
 ALI_TAGS_MAX = 20
 AWS_TAGS_MAX = 50
 
@@ -66,11 +63,6 @@ class CopyFailed(Exception):
     def __init__(self, message, result):
         super().__init__(message)
         self.result = result
-
-
-def _chunks(items, size):
-    items = list(items)
-    return [items[start:start + size] for start in range(0, len(items), size)]
 
 
 def copy_tags(member_tags, copy_set_id, source_set_id, source_region, source_snapshot_id, delete_after=None,
@@ -117,33 +109,8 @@ def choose_copy_set(existing):
 # --- AWS ------------------------------------------------------------------------------
 
 
-@EC2ErrorHandler.common_error_handler("copy snapshot")
-@AWSRetry.jittered_backoff(catch_extra_error_codes=THROTTLING_CODES)
-def copy_snapshot(client, source_region, source_snapshot_id, description=None, encrypted=None, kms_key_id=None,
-                  tags=None):
-    """CopySnapshot, called on a client of the destination region."""
-    params = {"SourceRegion": source_region, "SourceSnapshotId": source_snapshot_id}
-    if description:
-        params["Description"] = description[:255]
-    if encrypted:
-        params["Encrypted"] = True
-    if kms_key_id:
-        params["KmsKeyId"] = kms_key_id
-    if tags:
-        params["TagSpecifications"] = [{"ResourceType": "snapshot",
-                                        "Tags": [{"Key": k, "Value": v} for k, v in tags.items()]}]
-    return client.copy_snapshot(**params)["SnapshotId"]
-
-
-@EC2ErrorHandler.deletion_error_handler("delete snapshot")
-@AWSRetry.jittered_backoff(catch_extra_error_codes=THROTTLING_CODES)
-def delete_failed_copy(client, snapshot_id):
-    client.delete_snapshot(SnapshotId=snapshot_id)
-    return True
-
-
 def aws_member(snapshot):
-    tags = {t["Key"]: t["Value"] for t in snapshot.get("Tags") or []}
+    tags = tags_of(snapshot)
     start = snapshot.get("StartTime")
     return dict(snapshot_id=snapshot["SnapshotId"], state=str(snapshot.get("State") or "").lower(),
                 progress=snapshot.get("Progress"), size=snapshot.get("VolumeSize"),
@@ -178,7 +145,7 @@ class AwsCopyApi:
 
     def describe(self, snapshot_ids):
         found = {}
-        for chunk in _chunks(snapshot_ids, 200):
+        for chunk in chunks(snapshot_ids, 200):
             for snapshot in describe_snapshots(self.destination, snapshot_ids=chunk):
                 found[snapshot["SnapshotId"]] = aws_member(snapshot)
         return found
@@ -194,7 +161,7 @@ class AwsCopyApi:
             raise
 
     def discard(self, snapshot_id):
-        delete_failed_copy(self.destination, snapshot_id)
+        delete_snapshot(self.destination, snapshot_id)
 
 
 # --- Alibaba Cloud ------------------------------------------------------------------------
@@ -210,42 +177,6 @@ class _RegionParams:
 
     def fail_json(self, **kwargs):
         self._module.fail_json(**kwargs)
-
-
-def ali_describe_snapshots(api, snapshot_ids=None, tags=None):
-    """DescribeSnapshots by ids (100 a request) or by tags, every page."""
-    requests = []
-    if snapshot_ids:
-        for chunk in _chunks(snapshot_ids, ALI_SNAPSHOT_IDS_MAX):
-            requests.append(dict(snapshot_ids=json.dumps(chunk)))
-    else:
-        requests.append(dict(tag=[api.models.DescribeSnapshotsRequestTag(key=k, value=v) for k, v in (tags or {}).items()]))
-    found = []
-    for fields in requests:
-        token = None
-        while True:
-            body = api.call("DescribeSnapshots", api.models.DescribeSnapshotsRequest(
-                region_id=api.region, max_results=ALI_SNAPSHOT_IDS_MAX, next_token=token, **fields))
-            found.extend((body.get("Snapshots") or {}).get("Snapshot") or [])
-            token = body.get("NextToken")
-            if not token:
-                break
-    return found
-
-
-def ali_copy_snapshot(api, snapshot_id, destination_region, name, description, tags=None, encrypted=None,
-                      kms_key_id=None, client_token=None):
-    """CopySnapshot, called in the source region; returns the new snapshot's id."""
-    request = api.models.CopySnapshotRequest(
-        region_id=api.region, snapshot_id=snapshot_id, destination_region_id=destination_region,
-        destination_snapshot_name=name, destination_snapshot_description=description,
-        encrypted=True if encrypted else None, kmskey_id=kms_key_id or None, client_token=client_token,
-        tag=[api.models.CopySnapshotRequestTag(key=k, value=v) for k, v in (tags or {}).items()] or None)
-    return api.call("CopySnapshot", request)["SnapshotId"]
-
-
-def ali_delete_snapshot(api, snapshot_id):
-    api.call("DeleteSnapshot", api.models.DeleteSnapshotRequest(snapshot_id=snapshot_id, force=False))
 
 
 def ali_member(snapshot):
@@ -283,29 +214,29 @@ class AlicloudCopyApi:
         if set_id.startswith("ssg-"):
             groups = self.source_api.describe_snapshot_groups(snapshot_group_ids=[set_id])
             ids = [s["SnapshotId"] for g in groups for s in (g.get("Snapshots") or {}).get("Snapshot") or []]
-            return [ali_member(s) for s in ali_describe_snapshots(self.source_api, snapshot_ids=ids)] if ids else []
-        return [ali_member(s) for s in ali_describe_snapshots(self.source_api, tags={ss.TAG_SET_ID: set_id})]
+            return [ali_member(s) for s in self.source_api.describe_snapshots(snapshot_ids=ids)] if ids else []
+        return [ali_member(s) for s in self.source_api.describe_snapshots(tags={ss.TAG_SET_ID: set_id})]
 
     def existing_copies(self, source_set_id):
-        found = ali_describe_snapshots(self.destination_api, tags={TAG_COPIED_FROM: source_set_id,
-                                                                   TAG_SOURCE_REGION: self.source_region})
+        found = self.destination_api.describe_snapshots(tags={TAG_COPIED_FROM: source_set_id,
+                                                              TAG_SOURCE_REGION: self.source_region})
         return [ali_member(s) for s in found]
 
     def describe(self, snapshot_ids):
-        return {s["SnapshotId"]: ali_member(s) for s in ali_describe_snapshots(self.destination_api, snapshot_ids=snapshot_ids)}
+        return {s["SnapshotId"]: ali_member(s) for s in self.destination_api.describe_snapshots(snapshot_ids=snapshot_ids)}
 
     def start(self, member, tags, description, encrypted, kms_key_id, token):
         try:
-            return ali_copy_snapshot(self.source_api, member["snapshot_id"], self.destination_region,
-                                     ali_name(f"copy-{member['snapshot_id']}"), description, tags=tags,
-                                     encrypted=encrypted, kms_key_id=kms_key_id, client_token=token)
+            return self.source_api.copy_snapshot(member["snapshot_id"], self.destination_region,
+                                                 ali_name(f"copy-{member['snapshot_id']}"), description, tags=tags,
+                                                 encrypted=encrypted, kms_key_id=kms_key_id, client_token=token)
         except AlibabaCloudError as exc:
             if exc.code in ALI_COPY_LIMIT_CODES:
                 raise CopyLimited(str(exc)) from None
             raise
 
     def discard(self, snapshot_id):
-        ali_delete_snapshot(self.destination_api, snapshot_id)
+        self.destination_api.delete_snapshot(snapshot_id)
 
 
 # --- the copy, for both providers ---------------------------------------------------------------
@@ -536,7 +467,7 @@ def copy_api(module):
         source_region = module.region
         validate(params, source_region)
         source = module.aws_client("ec2")
-        target = module.client("ec2", retry_decorator=retry_decorator(), region=destination)
+        target = module.aws_client("ec2", region=destination)
         return AwsCopyApi(source, target, source_region, destination)
     validate(params, params.get("alicloud_region"))
     return AlicloudCopyApi(module.alicloud, AlibabaCloud(_RegionParams(module, destination)))

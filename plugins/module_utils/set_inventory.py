@@ -16,26 +16,22 @@ deletes any of them, and a set that cannot go whole is kept with the reason.
 from __future__ import annotations
 
 import datetime
-import json
-
-from ansible_collections.amazon.aws.plugins.module_utils.retries import AWSRetry
 
 from ansible_collections.appconsistent.snapshots.plugins.module_utils import snapshot_set as ss
 from ansible_collections.appconsistent.snapshots.plugins.module_utils.alicloud import AlibabaCloudError
 from ansible_collections.appconsistent.snapshots.plugins.module_utils.alicloud import tags_to_dict
-from ansible_collections.appconsistent.snapshots.plugins.module_utils.aws import THROTTLING_CODES
 from ansible_collections.appconsistent.snapshots.plugins.module_utils.aws import AppConsistentAWSError
-from ansible_collections.appconsistent.snapshots.plugins.module_utils.aws import EC2ErrorHandler
 from ansible_collections.appconsistent.snapshots.plugins.module_utils.aws import error_code as aws_error_code
 from ansible_collections.appconsistent.snapshots.plugins.module_utils.aws import delete_snapshot
+from ansible_collections.appconsistent.snapshots.plugins.module_utils.aws import describe_images
 from ansible_collections.appconsistent.snapshots.plugins.module_utils.aws import describe_snapshots
 from ansible_collections.appconsistent.snapshots.plugins.module_utils.aws_fleet import snapshot_member
+from ansible_collections.appconsistent.snapshots.plugins.module_utils.concurrency import chunks
 
 PROVIDERS = ("aws", "alicloud")
 # An EC2 filter takes at most 200 values.
 FILTER_VALUES_MAX = 200
 ALI_GROUP_IDS_MAX = 10  # DescribeSnapshotGroups SnapshotGroupId.N
-ALI_SNAPSHOT_IDS_MAX = 100  # DescribeSnapshots SnapshotIds
 # Up to this many instances (or set ids), one filtered listing per value costs less than one
 # listing of every group (or tagged snapshot) of the region. A DescribeSnapshots tag filter takes one value per key.
 ALI_PER_INSTANCE_LISTING_MAX = 10
@@ -50,11 +46,6 @@ KEPT_WITHIN_KEEP = "within_keep"
 KEPT_NEWEST_APPLICATION = "newest_application"
 KEPT_IN_USE_BY_IMAGE = "in_use_by_image"
 KEPT_UNTAGGED_MEMBERS = "untagged_members"
-
-
-def _chunks(items, size):
-    items = list(items)
-    return [items[start:start + size] for start in range(0, len(items), size)] or [[]]
 
 
 def _instant(value):
@@ -152,17 +143,6 @@ def select_sets(sets, min_consistency=None, newest_only=False):
 # --- AWS ------------------------------------------------------------------------------
 
 
-@EC2ErrorHandler.list_error_handler("describe images", default_value=[])
-@AWSRetry.jittered_backoff(catch_extra_error_codes=THROTTLING_CODES)
-def describe_own_images(client):
-    """Every AMI of this account in the region, disabled ones included (they hold their snapshots too)."""
-    params = {"Owners": ["self"], "IncludeDisabled": True, "MaxResults": 1000}
-    images = []
-    for page in client.get_paginator("describe_images").paginate(**params):
-        images.extend(page.get("Images") or [])
-    return images
-
-
 def aws_member(snapshot):
     member = snapshot_member(snapshot)
     member["size_gib"] = member.pop("volume_size")
@@ -177,8 +157,9 @@ def find_aws_sets(client, instance_ids=None, run_id=None, set_ids=None, now=None
     if run_id:
         base.append({"Name": "tag:" + ss.TAG_RUN_ID, "Values": [run_id]})
     snapshots = {}
-    for id_chunk in _chunks(set_ids or [], FILTER_VALUES_MAX):
-        for instance_chunk in _chunks(instance_ids or [], FILTER_VALUES_MAX):
+    # No ids is one listing without that filter.
+    for id_chunk in chunks(set_ids or [], FILTER_VALUES_MAX) or [[]]:
+        for instance_chunk in chunks(instance_ids or [], FILTER_VALUES_MAX) or [[]]:
             filters = list(base)
             if id_chunk:
                 filters.append({"Name": "tag:" + ss.TAG_SET_ID, "Values": id_chunk})
@@ -193,7 +174,7 @@ def find_aws_sets(client, instance_ids=None, run_id=None, set_ids=None, now=None
 def aws_images_by_snapshot(client):
     """{snapshot_id: [image ids]} of the snapshots this account's AMIs are built on."""
     used = {}
-    for image in describe_own_images(client):
+    for image in describe_images(client, include_disabled=True):
         for mapping in image.get("BlockDeviceMappings") or []:
             snapshot_id = (mapping.get("Ebs") or {}).get("SnapshotId")
             if snapshot_id:
@@ -224,7 +205,7 @@ def delete_aws_set(client, item):
 def describe_snapshot_groups(api, group_ids=None, instance_id=None):
     if group_ids:
         groups = []
-        for chunk in _chunks(group_ids, ALI_GROUP_IDS_MAX):
+        for chunk in chunks(group_ids, ALI_GROUP_IDS_MAX):
             groups.extend(api.describe_snapshot_groups(snapshot_group_ids=chunk))
         return groups
     return api.describe_snapshot_groups(instance_id=instance_id)
@@ -232,28 +213,13 @@ def describe_snapshot_groups(api, group_ids=None, instance_id=None):
 
 def describe_alicloud_snapshots(api, snapshot_ids):
     """{snapshot_id: snapshot} for the ids, 100 per request (the API's limit)."""
-    found = {}
-    for chunk in _chunks(snapshot_ids, ALI_SNAPSHOT_IDS_MAX):
-        if not chunk:
-            continue
-        token = None
-        while True:
-            body = api.call("DescribeSnapshots", api.models.DescribeSnapshotsRequest(
-                region_id=api.region, snapshot_ids=json.dumps(chunk), max_results=ALI_SNAPSHOT_IDS_MAX,
-                next_token=token))
-            for snapshot in (body.get("Snapshots") or {}).get("Snapshot") or []:
-                found[snapshot["SnapshotId"]] = snapshot
-            token = body.get("NextToken")
-            if not token:
-                break
-    return found
+    return {snapshot["SnapshotId"]: snapshot for snapshot in api.describe_snapshots(snapshot_ids=list(snapshot_ids))}
 
 
 def delete_snapshot_group(api, group_id):
     """DeleteSnapshotGroup; the per-snapshot outcomes, or None when the group is already gone."""
     try:
-        body = api.call("DeleteSnapshotGroup", api.models.DeleteSnapshotGroupRequest(
-            region_id=api.region, snapshot_group_id=group_id))
+        body = api.delete_snapshot_group(group_id)
     except AlibabaCloudError as exc:
         if exc.code in GROUP_GONE_CODES:
             return None
@@ -299,17 +265,7 @@ def is_alicloud_group_id(set_id):
 
 def describe_tagged_alicloud_snapshots(api, tags):
     """{snapshot_id: snapshot} of the snapshots that carry every tag, every page; a value of None matches any value."""
-    found = {}
-    token = None
-    while True:
-        body = api.call("DescribeSnapshots", api.models.DescribeSnapshotsRequest(
-            region_id=api.region, max_results=ALI_SNAPSHOT_IDS_MAX, next_token=token,
-            tag=[api.models.DescribeSnapshotsRequestTag(key=k, value=v) for k, v in tags.items()]))
-        for snapshot in (body.get("Snapshots") or {}).get("Snapshot") or []:
-            found[snapshot["SnapshotId"]] = snapshot
-        token = body.get("NextToken")
-        if not token:
-            return found
+    return {snapshot["SnapshotId"]: snapshot for snapshot in api.describe_snapshots(tags=tags)}
 
 
 def alicloud_tag_queries(instance_ids=None, run_id=None, set_ids=None):
@@ -421,7 +377,7 @@ def delete_alicloud_snapshots(api, item):
     while pending:
         snapshot_id = pending[0]
         try:
-            api.call("DeleteSnapshot", api.models.DeleteSnapshotRequest(snapshot_id=snapshot_id, force=True))
+            api.delete_snapshot(snapshot_id, force=True)
         except AlibabaCloudError as exc:
             if exc.code not in SNAPSHOT_GONE_CODES:
                 return dict(deleted_snapshot_ids=deleted, already_gone_snapshot_ids=gone, remaining_snapshot_ids=pending,

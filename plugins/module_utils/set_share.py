@@ -16,18 +16,18 @@ from __future__ import annotations
 
 import re
 
-from ansible_collections.amazon.aws.plugins.module_utils.retries import AWSRetry
-
 from ansible_collections.appconsistent.snapshots.plugins.module_utils import snapshot_set as ss
 from ansible_collections.appconsistent.snapshots.plugins.module_utils import validate as checks
-from ansible_collections.appconsistent.snapshots.plugins.module_utils.aws import THROTTLING_CODES
 from ansible_collections.appconsistent.snapshots.plugins.module_utils.aws import AppConsistentAWSError
-from ansible_collections.appconsistent.snapshots.plugins.module_utils.aws import EC2ErrorHandler
 from ansible_collections.appconsistent.snapshots.plugins.module_utils.aws import error_code as aws_error_code
+from ansible_collections.appconsistent.snapshots.plugins.module_utils.aws import describe_create_volume_permissions
+from ansible_collections.appconsistent.snapshots.plugins.module_utils.aws import describe_key
 from ansible_collections.appconsistent.snapshots.plugins.module_utils.aws import describe_snapshots
+from ansible_collections.appconsistent.snapshots.plugins.module_utils.aws import list_key_aliases
+from ansible_collections.appconsistent.snapshots.plugins.module_utils.aws import modify_create_volume_permissions
+from ansible_collections.appconsistent.snapshots.plugins.module_utils.aws import tags_of
 
 PUBLIC_GROUP = "all"
-ATTRIBUTE = "createVolumePermission"
 _ACCOUNT = re.compile(r"[0-9]{12}")
 ALICLOUD_NOT_SUPPORTED = (
     "Sharing snapshots is not supported on Alibaba Cloud: ECS has no API that grants another account access to a "
@@ -40,44 +40,6 @@ KMS_DENIED_CODES = ("AccessDeniedException", "AccessDenied", "UnauthorizedOperat
 
 class ShareRefused(Exception):
     """The permissions cannot be changed as asked; nothing was changed."""
-
-
-@EC2ErrorHandler.common_error_handler("describe snapshot attribute")
-@AWSRetry.jittered_backoff(catch_extra_error_codes=THROTTLING_CODES)
-def describe_create_volume_permissions(client, snapshot_id):
-    """(account ids, groups) allowed to create volumes from the snapshot."""
-    response = client.describe_snapshot_attribute(SnapshotId=snapshot_id, Attribute=ATTRIBUTE)
-    permissions = response.get("CreateVolumePermissions") or []
-    users = sorted({p["UserId"] for p in permissions if p.get("UserId")})
-    groups = sorted({p["Group"] for p in permissions if p.get("Group")})
-    return users, groups
-
-
-@EC2ErrorHandler.common_error_handler("modify snapshot attribute")
-@AWSRetry.jittered_backoff(catch_extra_error_codes=THROTTLING_CODES)
-def modify_create_volume_permissions(client, snapshot_id, operation, user_ids=None, groups=None):
-    params = {"SnapshotId": snapshot_id, "Attribute": ATTRIBUTE, "OperationType": operation}
-    if user_ids:
-        params["UserIds"] = list(user_ids)
-    if groups:
-        params["GroupNames"] = list(groups)
-    client.modify_snapshot_attribute(**params)
-    return True
-
-
-@EC2ErrorHandler.common_error_handler("describe KMS key")
-@AWSRetry.jittered_backoff(catch_extra_error_codes=THROTTLING_CODES)
-def describe_key(client, key_id):
-    return client.describe_key(KeyId=key_id)["KeyMetadata"]
-
-
-@EC2ErrorHandler.common_error_handler("list KMS aliases")
-@AWSRetry.jittered_backoff(catch_extra_error_codes=THROTTLING_CODES)
-def list_key_aliases(client, key_id):
-    aliases = []
-    for page in client.get_paginator("list_aliases").paginate(KeyId=key_id):
-        aliases.extend(a["AliasName"] for a in page.get("Aliases") or [] if a.get("AliasName"))
-    return aliases
 
 
 def validate(params):
@@ -203,7 +165,7 @@ class SetShare:
         before, after = {}, {}
         for plan in plans:
             snap = plan["snapshot"]
-            tags = {t["Key"]: t["Value"] for t in snap.get("Tags") or []}
+            tags = tags_of(snap)
             snapshot_id = snap["SnapshotId"]
             members.append(dict(snapshot_id=snapshot_id, device=tags.get(ss.TAG_DEVICE) or tags.get("Device"),
                                 account_ids=plan["after_users"], public=PUBLIC_GROUP in plan["after_groups"],

@@ -16,6 +16,7 @@ from ansible_collections.appconsistent.snapshots.plugins.module_utils.aws import
 from ansible_collections.appconsistent.snapshots.plugins.module_utils.aws import get_command_invocation
 from ansible_collections.appconsistent.snapshots.plugins.module_utils.aws import list_command_invocations
 from ansible_collections.appconsistent.snapshots.plugins.module_utils.aws import send_command
+from ansible_collections.appconsistent.snapshots.plugins.module_utils.concurrency import chunks
 from ansible_collections.appconsistent.snapshots.plugins.module_utils.polling import poll_until
 
 # Commands listed at once in one polling round.
@@ -40,11 +41,6 @@ STATUS_MESSAGES = {
     "InvalidPlatform": "the document does not apply to the instance's platform",
     "AccessDenied": "the SSM agent was denied access; check the instance profile",
 }
-
-
-def batches(items, size=SSM_INSTANCE_BATCH):
-    items = list(items)
-    return [items[start:start + size] for start in range(0, len(items), size)]
 
 
 def effective_status(invocation):
@@ -95,7 +91,7 @@ class CommandRun:
     def send(self, instance_ids, parameters=None):
         """Send the document to these instances, in batches; returns the command ids."""
         sent = []
-        for chunk in batches(instance_ids):
+        for chunk in chunks(instance_ids, SSM_INSTANCE_BATCH):
             command = send_command(self.client, self.document, parameters or self.parameters, instance_ids=chunk,
                                    comment=self.comment, timeout_seconds=self.timeout_seconds,
                                    max_concurrency=self.max_concurrency, max_errors=self.max_errors)

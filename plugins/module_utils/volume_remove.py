@@ -23,6 +23,7 @@ import time
 from ansible_collections.appconsistent.snapshots.plugins.module_utils import aws
 from ansible_collections.appconsistent.snapshots.plugins.module_utils.alicloud import AlibabaCloudError
 from ansible_collections.appconsistent.snapshots.plugins.module_utils.alicloud import tags_to_dict
+from ansible_collections.appconsistent.snapshots.plugins.module_utils.concurrency import chunks
 from ansible_collections.appconsistent.snapshots.plugins.module_utils.polling import poll_until
 from ansible_collections.appconsistent.snapshots.plugins.module_utils.restore import TAG_RESTORED_FROM
 
@@ -64,22 +65,20 @@ class AwsVolumes:
     def read(self, volume_ids):
         """{id: volume} for the ids that exist. Filters, not VolumeIds: one missing id must not hide the others."""
         found = {}
-        for start in range(0, len(volume_ids), FILTER_VALUES_MAX):
-            chunk = volume_ids[start:start + FILTER_VALUES_MAX]
+        for chunk in chunks(volume_ids, FILTER_VALUES_MAX):
             for volume in aws.describe_volumes(self.client, filters=[{"Name": "volume-id", "Values": chunk}]):
                 attachments = [(a.get("InstanceId"), a.get("Device"), a.get("State"))
                                for a in volume.get("Attachments") or [] if a.get("State") != "detached"]
                 found[volume["VolumeId"]] = dict(
                     id=volume["VolumeId"], state=volume.get("State"), snapshot_id=volume.get("SnapshotId") or None,
-                    tags={t["Key"]: t["Value"] for t in volume.get("Tags") or []}, attachments=attachments, boot=False)
+                    tags=aws.tags_of(volume), attachments=attachments, boot=False)
         return found
 
     def mark_boot(self, volumes):
         """Set ``boot`` on the volumes attached at their instance's root device."""
         instance_ids = sorted({a[0] for v in volumes.values() for a in v["attachments"] if a[0]})
         roots = {}
-        for start in range(0, len(instance_ids), FILTER_VALUES_MAX):
-            chunk = instance_ids[start:start + FILTER_VALUES_MAX]
+        for chunk in chunks(instance_ids, FILTER_VALUES_MAX):
             for instance in aws.describe_instances(self.client, filters=[{"Name": "instance-id", "Values": chunk}]):
                 roots[instance["InstanceId"]] = instance.get("RootDeviceName")
         for volume in volumes.values():
@@ -108,8 +107,8 @@ class AlicloudDisks:
 
     def read(self, volume_ids):
         found = {}
-        for start in range(0, len(volume_ids), DISK_IDS_MAX):
-            for disk in self.api.describe_disks(disk_ids=volume_ids[start:start + DISK_IDS_MAX]):
+        for chunk in chunks(volume_ids, DISK_IDS_MAX):
+            for disk in self.api.describe_disks(disk_ids=chunk):
                 status = disk.get("Status")
                 attachments = [(a.get("InstanceId"), a.get("Device"), status)
                                for a in (disk.get("Attachments") or {}).get("Attachment") or [] if a.get("InstanceId")]

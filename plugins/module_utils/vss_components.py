@@ -18,6 +18,7 @@ import time
 
 from ansible_collections.appconsistent.snapshots.plugins.module_utils import aws as aws_api
 from ansible_collections.appconsistent.snapshots.plugins.module_utils import aws_fleet
+from ansible_collections.appconsistent.snapshots.plugins.module_utils.concurrency import chunks
 from ansible_collections.appconsistent.snapshots.plugins.module_utils.ssm import STATUS_MESSAGES
 from ansible_collections.appconsistent.snapshots.plugins.module_utils.ssm import CommandRun
 
@@ -177,8 +178,7 @@ class VssComponentsRun:
                              max_concurrency=self.params.get("max_concurrency"),
                              max_errors=self.params.get("max_errors"), sleep=self.sleep, clock=self.clock)
         sent = []
-        for chunk in [instance_ids[i:i + aws_api.SSM_INSTANCE_BATCH]
-                      for i in range(0, len(instance_ids), aws_api.SSM_INSTANCE_BATCH)]:
+        for chunk in chunks(instance_ids, aws_api.SSM_INSTANCE_BATCH):
             try:
                 command_id = command.send(chunk)[0]
             except aws_api.AppConsistentAWSError as exc:

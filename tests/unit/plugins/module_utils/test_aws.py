@@ -101,6 +101,34 @@ def test_ssm_throttling_exception_is_retried(ssm, no_sleep):
     assert no_sleep.call_count == 1
 
 
+def test_a_request_is_tried_as_often_as_the_task_says(ec2, no_sleep):
+    client, stub = ec2
+    aws.with_max_attempts(client, 2)
+    stub.add_client_error("delete_volume", service_error_code="RequestLimitExceeded", http_status_code=503)
+    stub.add_client_error("delete_volume", service_error_code="RequestLimitExceeded", http_status_code=503)
+    with pytest.raises(aws.AppConsistentAWSError) as err:
+        aws.delete_volume(client, "vol-1")
+    assert aws.error_code(err.value) == "RequestLimitExceeded"
+    assert no_sleep.call_count == 1
+
+
+def test_a_throttled_page_is_retried_without_reading_the_listing_again(ec2, no_sleep):
+    client, stub = ec2
+    stub.add_response("describe_volumes", {"Volumes": [{"VolumeId": "vol-1"}], "NextToken": "t1"}, {})
+    stub.add_client_error("describe_volumes", service_error_code="RequestLimitExceeded", http_status_code=503)
+    stub.add_response("describe_volumes", {"Volumes": [{"VolumeId": "vol-2"}]}, {"NextToken": "t1"})
+    assert [v["VolumeId"] for v in aws.describe_volumes(client)] == ["vol-1", "vol-2"]
+    assert no_sleep.call_count == 1
+
+
+def test_every_request_names_its_operation_where_it_is_made(ec2):
+    client, stub = ec2
+    stub.add_response("delete_snapshot", {}, {"SnapshotId": "snap-1"})
+    with mock.patch.object(aws, "retry_policy", wraps=aws.retry_policy) as policy:
+        aws.delete_snapshot(client, "snap-1")
+    assert policy.call_args.args[0] == "DeleteSnapshot"
+
+
 def _max_sleeps(call):
     """Run ``call`` with jitter pinned to its upper bound and return the sleeps requested."""
     with mock.patch("random.uniform", side_effect=lambda low, high: high), mock.patch("time.sleep") as sleeper:

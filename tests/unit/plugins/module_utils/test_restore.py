@@ -562,6 +562,13 @@ class RecordingApi:
 
     # The real wrappers of AlibabaCloud, so that their requests are recorded too.
     detach_disk = AlibabaCloud.detach_disk
+    describe_snapshots = AlibabaCloud.describe_snapshots
+    describe_disks = AlibabaCloud.describe_disks
+    create_disk = AlibabaCloud.create_disk
+    attach_disk = AlibabaCloud.attach_disk
+    stop_instance = AlibabaCloud.stop_instance
+    start_instance = AlibabaCloud.start_instance
+    reset_disk = AlibabaCloud.reset_disk
 
 
 def test_alicloud_create_disk_request():

@@ -11,6 +11,7 @@ from alibabacloud_ecs20140526 import models as ecs_models
 
 from ansible_collections.appconsistent.snapshots.plugins.module_utils import set_copy
 from ansible_collections.appconsistent.snapshots.plugins.module_utils import snapshot_set as ss
+from ansible_collections.appconsistent.snapshots.plugins.module_utils.alicloud import AlibabaCloud
 from ansible_collections.appconsistent.snapshots.plugins.module_utils.alicloud import AlibabaCloudError
 from ansible_collections.appconsistent.snapshots.plugins.module_utils.aws import AppConsistentAWSError
 
@@ -393,6 +394,11 @@ class RecordingAli:
     def describe_snapshot_groups(self, snapshot_group_ids=None):
         self.requests.append(("DescribeSnapshotGroups", {"SnapshotGroupId": snapshot_group_ids}))
         return self.groups
+
+    # The real wrappers of AlibabaCloud, so that their requests are recorded too.
+    describe_snapshots = AlibabaCloud.describe_snapshots
+    copy_snapshot = AlibabaCloud.copy_snapshot
+    delete_snapshot = AlibabaCloud.delete_snapshot
 
 
 def test_alicloud_copy_request_uses_the_sdk_model_with_every_field():
