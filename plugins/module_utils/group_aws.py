@@ -807,6 +807,7 @@ class AwsGroupRun:
                     if instance_id not in made:
                         self.outcomes[instance_id].consistency = "none"
             finally:
+                self._release(frozen)  # a reservation left means its call was never made
                 # The thaw goes to every finished instance, frozen or not, whatever went wrong on the
                 # controller: it is harmless where nothing is frozen.
                 with thaw_lock:
