@@ -80,14 +80,26 @@ def fullmatch(pattern, text):
     return isinstance(text, str) and re.fullmatch(pattern, text) is not None
 
 
+# What an id of either provider looks like, where both have the kind: one sentence rather than two forms.
+EITHER_FORMS = {
+    "set": (rf"(?:ssg-{_ALI_TAIL}|{ACS_SET_ID})",
+            "a snapshot set id: acs-YYYYMMDDtHHMMSS-xxxxxxxx (an AWS set, or a copy made by snapshot_set_copy) or ssg-... "
+            "(an Alibaba Cloud snapshot-consistent group), as snapshot_set_info lists them"),
+}
+
+
 def check_id(option, value, kind, provider=None):
     """Refuse ``value`` unless it is an id of ``kind`` of the provider (of either provider when None).
 
     A kind the provider does not have (an Alibaba group id given with provider aws) is matched against the other
     provider's form: the module's own refusal of that option then explains the mismatch.
     """
-    forms = [ID_FORMS[provider][kind]] if provider and kind in ID_FORMS[provider] else \
-        [ID_FORMS[p][kind] for p in sorted(ID_FORMS) if kind in ID_FORMS[p]]
+    if provider and kind in ID_FORMS[provider]:
+        forms = [ID_FORMS[provider][kind]]
+    elif kind in EITHER_FORMS:
+        forms = [EITHER_FORMS[kind]]
+    else:
+        forms = [ID_FORMS[p][kind] for p in sorted(ID_FORMS) if kind in ID_FORMS[p]]
     if not any(fullmatch(pattern, value) for pattern, _text in forms):
         raise ValueError(f"{option}: {value!r} is not {' or '.join(text for _pattern, text in forms)}")
     return value

@@ -204,10 +204,10 @@ def test_a_set_id_of_no_known_form_is_an_invalid_id(twin_factory, run_tasks):
         {RESTORE: {"set_id": "my-backup"}, "register": "inferred"},
         {RESTORE: {"provider": "aws", "set_id": "my-backup"}, "register": "aws"},
     ], twins.endpoints)
-    for result in run.results.values():
-        assert result["msg"] == ("invalid set_id 'my-backup': a set id starts with acs- (an AWS set, or a copy made by "
-                                 "snapshot_set_copy) or ssg- (an Alibaba Cloud snapshot-consistent group), as "
-                                 "snapshot_set_info lists them")
+    assert run["inferred"]["msg"] == (
+        "set_id: 'my-backup' is not a snapshot set id: acs-YYYYMMDDtHHMMSS-xxxxxxxx (an AWS set, or a copy made by "
+        "snapshot_set_copy) or ssg-... (an Alibaba Cloud snapshot-consistent group), as snapshot_set_info lists them")
+    assert run["aws"]["msg"] == "set_id: 'my-backup' is not a snapshot set id (acs-YYYYMMDDtHHMMSS-xxxxxxxx)"
     assert twins.stats.counts() == {}
 
 
