@@ -82,11 +82,12 @@ is_venv = $(1) -c 'import os, sys; sys.exit(os.path.realpath(sys.prefix) != os.p
 TEST_BESIDE := sanity lint
 TEST_STAGES := unit unit-min twin-test integration molecule e2e changelog-lint
 
-.PHONY: help test setup venv venv-min deb collections sanity sanity-ignores lint unit unit-min twin-test \
+.PHONY: help test check setup venv venv-min deb collections sanity sanity-ignores lint unit unit-min twin-test \
 	integration e2e molecule changelog-lint twin demo bench clean
 
 help:
 	@echo "make test            every stage below: $(TEST_BESIDE) beside $(TEST_STAGES); then the hygiene check"
+	@echo "make check           the quick loop: sanity of the changed files, unit, integration of the changed modules"
 	@echo "make sanity          ansible-test sanity (no ignore entries allowed)"
 	@echo "make lint            ansible-lint --profile production"
 	@echo "make unit            unit and packaging tests, with coverage of plugins/"
@@ -157,6 +158,7 @@ sanity-ignores:
 		exit 1; \
 	fi
 
+# SANITY_TARGETS="PATH..." limits the tests to those files (make check passes the changed ones).
 sanity: venv sanity-ignores
 	@$(TOOLS)/ensure_deb.sh $(DEB_PACKAGES_SANITY)
 	@$(PY) $(TOOLS)/prepare_ansible_test.py
@@ -167,7 +169,7 @@ sanity: venv sanity-ignores
 	tree="$$root/ansible_collections/appconsistent/snapshots"; \
 	echo "ansible-test sanity in $$tree"; \
 	cd "$$tree" && ANSIBLE_TEST_CONTENT_ROOT="$$tree" PATH="$(VENV)/bin:$(PYENV_BINS):$$PATH" \
-		$(VENV)/bin/ansible-test sanity --local --color no
+		$(VENV)/bin/ansible-test sanity --local --color no $(SANITY_TARGETS)
 
 lint: venv collections
 	cd $(ROOT) && ANSIBLE_COLLECTIONS_PATH=$(COLLECTIONS) PATH="$(VENV)/bin:$$PATH" $(VENV)/bin/ansible-lint --profile production --offline --nocolor
@@ -216,6 +218,23 @@ molecule: venv collections
 changelog-lint: venv
 	cd $(ROOT) && $(VENV)/bin/antsibull-changelog lint
 	cd $(ROOT) && $(VENV)/bin/antsibull-changelog lint-changelog-yaml changelogs/changelog.yaml
+
+# The quick loop: sanity of the changed files, the unit tests, and the integration tests of the
+# modules the change reaches (tests/tools/changed_tests.py); CHECK_BASE=REV compares against REV.
+check: venv collections
+	@files=$$($(PY) $(TOOLS)/changed_tests.py files $(CHECK_BASE)); \
+	tests=$$($(PY) $(TOOLS)/changed_tests.py integration $(CHECK_BASE)); \
+	echo "=== make check: $$(echo "$$files" | grep -c . || true) changed files"; \
+	if [ -n "$$files" ]; then $(MAKE) sanity SANITY_TARGETS="$$(echo $$files)"; fi; \
+	cd $(ROOT) && $(PYTEST_ENV) PATH="$(VENV)/bin:$$PATH" $(TOOLS)/pytest_stage.sh $(PY) unit -q \
+		--timeout=$(PYTEST_TIMEOUT) -- tests/unit; \
+	if [ -n "$$tests" ]; then \
+		echo "=== integration tests of the changed modules:" $$tests; \
+		$(PYTEST_ENV) PATH="$(VENV)/bin:$$PATH" $(TOOLS)/pytest_stage.sh $(PY) integration -q \
+			-n $(INTEGRATION_WORKERS) --timeout=$(PYTEST_TIMEOUT) -- $$tests; \
+	else \
+		echo "=== no module changed: no integration test to run"; \
+	fi
 
 # --- tools --------------------------------------------------------------------------------
 

@@ -101,3 +101,16 @@ def test_molecule_keeps_its_collection_and_state_inside_the_tree() -> None:
     result = run(["make", "-n", "-C", str(ROOT), "molecule"])
     assert result.returncode == 0, result.stdout + result.stderr
     assert f"ANSIBLE_HOME={ROOT}/build/" in result.stdout, result.stdout
+
+
+def test_a_pytest_stage_keeps_its_temporary_files_in_the_tree(tmp_path: pathlib.Path) -> None:
+    suite = tmp_path / "suite"
+    suite.mkdir()
+    (suite / "test_where.py").write_text(
+        "import tempfile\n\n\ndef test_where(tmp_path):\n"
+        f"    assert str(tmp_path).startswith({str(ROOT / 'build') + '/'!r})\n"
+        f"    assert tempfile.gettempdir() == {str(ROOT / 'build' / 'tmp')!r}\n", encoding="utf-8")
+    (tmp_path / "pytest.ini").write_text("[pytest]\n", encoding="utf-8")
+    result = run([str(TOOLS / "pytest_stage.sh"), sys.executable, "hygiene-demo", "-p", "no:cacheprovider",
+                  "-c", str(tmp_path / "pytest.ini"), "--rootdir", str(tmp_path), "--", str(suite)], cwd=tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
