@@ -40,16 +40,20 @@ def test_hygiene_finds_what_a_run_left_and_nothing_else(tmp_path: pathlib.Path) 
     collection.mkdir(parents=True)
     # pylint: disable-next=consider-using-with
     process = subprocess.Popen(["sleep", "60"], cwd=root)
+    # pylint: disable-next=consider-using-with
+    server = subprocess.Popen(["sh", "-c", "sleep 60", str(left / "server")], cwd=tmp_path)
     try:
         result = hygiene("check", snapshot, root, home)
         assert result.returncode == 1, result.stdout + result.stderr
         assert f"FOUND left outside the tree: {left}" in result.stdout
         assert f"FOUND collection installed outside the tree: {collection.parent}" in result.stdout
         assert f"FOUND process {process.pid} " in result.stdout
+        assert f"FOUND process {server.pid} " in result.stdout
         assert "not judged: " + str(tmp_path / "watched" / "other-work") in result.stdout
     finally:
-        process.kill()
-        process.wait()
+        for proc in (process, server):
+            proc.kill()
+            proc.wait()
         left.rmdir()
 
     collection.rmdir()

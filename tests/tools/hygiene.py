@@ -14,8 +14,8 @@ check judges only what belongs to ROOT's run:
 - loop devices backed by a file under ROOT or under such an entry;
 - mounts whose target or source lies under ROOT or under such an entry;
 - network namespaces named "appconsistent*" that were not there before;
-- processes whose command line names a path under ROOT, or whose working directory is
-  under it, other than this check and the processes that started it.
+- processes whose command line names a path under ROOT or under such an entry, or whose
+  working directory is under ROOT, other than this check and the processes that started it.
 Prints each finding, or "clean".
 """
 
@@ -137,7 +137,7 @@ def ancestors() -> set[int]:
     return pids
 
 
-def processes(root: str) -> list[str]:
+def processes(root: str, places) -> list[str]:
     found, mine = [], ancestors()
     for name in os.listdir("/proc"):
         if not name.isdigit() or int(name) in mine:
@@ -150,7 +150,7 @@ def processes(root: str) -> list[str]:
             continue
         if not any(argv):
             continue  # a zombie or a kernel thread
-        if under(cwd, [root]) or any(root + "/" in arg or arg == root for arg in argv):
+        if under(cwd, [root]) or any(place + "/" in arg or arg == place for arg in argv for place in places):
             found.append(f"process {name} (cwd {cwd}): {' '.join(argv).strip()[:200]}")
     return found
 
@@ -176,7 +176,7 @@ def check(path: str, root: str) -> int:
                  for target, source in mounts() if under(target, places) or under(source, places)]
     findings += [f"network namespace {name}" for name in sorted(netns() - set(before["netns"]))
                  if name.startswith(OURS)]
-    findings += processes(root)
+    findings += processes(root, places)
 
     for note in notes:
         print(f"[hygiene] note: {note}")

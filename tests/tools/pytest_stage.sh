@@ -34,6 +34,8 @@ fi
 
 export TMPDIR="$root/build/tmp"
 mkdir -p "$TMPDIR" "$root/build/pytest"
+# Like /tmp: the database servers the e2e tests start write their own temporary files there.
+chmod 1777 "$TMPDIR"
 "$python" -m pytest --basetemp="$root/build/pytest/$stage" "${options[@]}" "${paths[@]}"
 rc=$?
 if [ "$rc" -eq 5 ]; then
