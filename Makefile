@@ -1,6 +1,7 @@
 # Build and test entry points of the appconsistent.snapshots collection.
 #
-#   make test      everything below, in order, stopping at the first failing stage
+#   make test      everything below, stopping at the first failing stage, then checking that
+#                  the run left nothing outside the tree (tests/tools/hygiene.py)
 #   make help      the list of targets
 #
 # `make test` works from a fresh clone: it creates the Python environments, installs the
@@ -35,6 +36,9 @@ PY_MIN := $(VENV_MIN)/bin/python
 # ansible-test runs in a fresh copy of the files git knows, one per run (build/sanity.*), so
 # that runs side by side do not pull the tree from under each other.
 COLLECTIONS := $(BUILD)/collections
+# Molecule installs the collection it tests, and keeps its scenarios' state, under ANSIBLE_HOME
+# (by default ~/.ansible, where it would replace the user's own copy of the collection).
+MOLECULE_HOME := $(BUILD)/molecule
 
 # Debian packages the tests need: fsfreeze and losetup (util-linux), the file systems the
 # e2e tests and the twin's block store create. Stages that need more append to these.
@@ -71,13 +75,19 @@ COVERAGE := --cov=plugins --cov-report=term-missing:skip-covered --cov-report=xm
 # this Makefile (or its set-up failed half-way) and is made anew.
 is_venv = $(1) -c 'import os, sys; sys.exit(os.path.realpath(sys.prefix) != os.path.realpath("$(2)"))' 2>/dev/null
 
-TEST_STAGES := sanity lint unit unit-min twin-test integration molecule e2e changelog-lint
+# TEST_BESIDE stages run in the background beside the first stages of TEST_STAGES
+# (tests/tools/make_test.sh says which); they must share no state with them. sanity and lint
+# start no twin and change nothing as root: they run beside unit, unit-min and twin-test, whose
+# waits are generous, and are done before the integration and e2e tests' real timeouts start.
+TEST_BESIDE := sanity lint
+TEST_STAGES := unit unit-min twin-test integration molecule e2e changelog-lint
 
-.PHONY: help test venv venv-min deb collections sanity sanity-ignores lint unit unit-min twin-test \
+.PHONY: help test check setup venv venv-min deb collections sanity sanity-ignores lint unit unit-min twin-test \
 	integration e2e molecule changelog-lint twin demo bench clean
 
 help:
-	@echo "make test            every stage below, in order: $(TEST_STAGES)"
+	@echo "make test            every stage below: $(TEST_BESIDE) beside $(TEST_STAGES); then the hygiene check"
+	@echo "make check           the quick loop: sanity of the changed files, unit, integration of the changed modules"
 	@echo "make sanity          ansible-test sanity (no ignore entries allowed)"
 	@echo "make lint            ansible-lint --profile production"
 	@echo "make unit            unit and packaging tests, with coverage of plugins/"
@@ -93,18 +103,12 @@ help:
 	@echo "make clean           remove build/ and the environments"
 
 test:
-	@rm -rf $(RESULTS); summary=""; \
-	for stage in $(TEST_STAGES); do \
-		start=$$(date +%s); \
-		echo "=== make $$stage"; \
-		if ! $(MAKE) $$stage; then \
-			echo "=== make $$stage FAILED after $$(( $$(date +%s) - start ))s"; \
-			exit 1; \
-		fi; \
-		summary="$$summary$$(printf '  %-16s %5ss' "$$stage" "$$(( $$(date +%s) - start ))")\n"; \
-	done; \
-	printf "=== stage times\n$$summary"; \
-	$(PY) $(TOOLS)/summarize_results.py $(RESULTS)
+	@MAKE="$(MAKE)" $(TOOLS)/make_test.sh $(ROOT) $(PY) "$(TEST_BESIDE)" "$(TEST_STAGES)"
+
+# Everything the stages need installed, done once before the hygiene check's first look at the
+# machine (the Debian packages write to /etc and /run themselves).
+setup: venv venv-min collections
+	@$(TOOLS)/ensure_deb.sh $(sort $(DEB_PACKAGES_E2E) $(DEB_PACKAGES_SANITY) $(DEB_PACKAGES_MOLECULE) $(DEB_PACKAGES_INTEGRATION))
 
 # --- environments -------------------------------------------------------------------------
 
@@ -154,6 +158,7 @@ sanity-ignores:
 		exit 1; \
 	fi
 
+# SANITY_TARGETS="PATH..." limits the tests to those files (make check passes the changed ones).
 sanity: venv sanity-ignores
 	@$(TOOLS)/ensure_deb.sh $(DEB_PACKAGES_SANITY)
 	@$(PY) $(TOOLS)/prepare_ansible_test.py
@@ -164,7 +169,7 @@ sanity: venv sanity-ignores
 	tree="$$root/ansible_collections/appconsistent/snapshots"; \
 	echo "ansible-test sanity in $$tree"; \
 	cd "$$tree" && ANSIBLE_TEST_CONTENT_ROOT="$$tree" PATH="$(VENV)/bin:$(PYENV_BINS):$$PATH" \
-		$(VENV)/bin/ansible-test sanity --local --color no
+		$(VENV)/bin/ansible-test sanity --local --color no $(SANITY_TARGETS)
 
 lint: venv collections
 	cd $(ROOT) && ANSIBLE_COLLECTIONS_PATH=$(COLLECTIONS) PATH="$(VENV)/bin:$$PATH" $(VENV)/bin/ansible-lint --profile production --offline --nocolor
@@ -205,7 +210,7 @@ molecule: venv collections
 		scenario_dir=$$(dirname "$$config"); scenario=$$(basename "$$scenario_dir"); \
 		project=$$(dirname "$$(dirname "$$scenario_dir")"); \
 		echo "[molecule] $${project#$(ROOT)/}: scenario $$scenario"; \
-		( cd "$$project" && ANSIBLE_COLLECTIONS_PATH=$(COLLECTIONS) PATH="$(VENV)/bin:$$PATH" NO_COLOR=1 PY_COLORS=0 \
+		( cd "$$project" && ANSIBLE_HOME=$(MOLECULE_HOME) ANSIBLE_COLLECTIONS_PATH=$(COLLECTIONS) PATH="$(VENV)/bin:$$PATH" NO_COLOR=1 PY_COLORS=0 \
 			$(VENV)/bin/molecule test -s "$$scenario" ) || exit 1; \
 	done; \
 	if [ "$$found" = 0 ]; then echo "[molecule] no molecule scenario yet: nothing to test"; fi
@@ -213,6 +218,23 @@ molecule: venv collections
 changelog-lint: venv
 	cd $(ROOT) && $(VENV)/bin/antsibull-changelog lint
 	cd $(ROOT) && $(VENV)/bin/antsibull-changelog lint-changelog-yaml changelogs/changelog.yaml
+
+# The quick loop: sanity of the changed files, the unit tests, and the integration tests of the
+# modules the change reaches (tests/tools/changed_tests.py); CHECK_BASE=REV compares against REV.
+check: venv collections
+	@files=$$($(PY) $(TOOLS)/changed_tests.py files $(CHECK_BASE)); \
+	tests=$$($(PY) $(TOOLS)/changed_tests.py integration $(CHECK_BASE)); \
+	echo "=== make check: $$(echo "$$files" | grep -c . || true) changed files"; \
+	if [ -n "$$files" ]; then $(MAKE) sanity SANITY_TARGETS="$$(echo $$files)"; fi; \
+	cd $(ROOT) && $(PYTEST_ENV) PATH="$(VENV)/bin:$$PATH" $(TOOLS)/pytest_stage.sh $(PY) unit -q \
+		--timeout=$(PYTEST_TIMEOUT) -- tests/unit; \
+	if [ -n "$$tests" ]; then \
+		echo "=== integration tests of the changed modules:" $$tests; \
+		$(PYTEST_ENV) PATH="$(VENV)/bin:$$PATH" $(TOOLS)/pytest_stage.sh $(PY) integration -q \
+			-n $(INTEGRATION_WORKERS) --timeout=$(PYTEST_TIMEOUT) -- $$tests; \
+	else \
+		echo "=== no module changed: no integration test to run"; \
+	fi
 
 # --- tools --------------------------------------------------------------------------------
 

@@ -486,10 +486,13 @@ def test_invalid_scripts_are_not_run(fs_factory, freeze_helper, scripts, script_
 
 
 def test_script_in_world_writable_tree_is_invalid(fs_factory, freeze_helper, tmp_path, write_script):
-    # pytest's tmp_path lives under /tmp (mode 1777): the sticky bit is not enough.
+    # A directory like /tmp (mode 1777): the sticky bit is not enough.
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    shared.chmod(0o1777)
     mount = fs_factory.create()
-    pre = write_script(tmp_path / "pre.sh", "exit 0\n")
-    post = write_script(tmp_path / "post.sh", "exit 0\n")
+    pre = write_script(shared / "pre.sh", "exit 0\n")
+    post = write_script(shared / "post.sh", "exit 0\n")
     result = freeze_helper("freeze", mounts=[mount], run_id="tmp-scripts", prescript=pre, postscript=post)
     try:
         assert result.rc == 0

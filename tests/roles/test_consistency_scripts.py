@@ -55,7 +55,11 @@ def assert_root_only_script(path: Path):
 
 
 def test_refuses_a_directory_under_a_world_writable_one(apply_role, tmp_path):
-    target = tmp_path / "scripts"
+    # Made here, like /tmp (mode 1777): the sticky bit is not enough.
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    shared.chmod(0o1777)
+    target = shared / "scripts"
     result = apply_role("consistency_scripts", {"consistency_scripts_profile": "mysql",
                                                 "consistency_scripts_dir": str(target)})
     assert result.rc != 0

@@ -1,0 +1,120 @@
+"""The order of `make test` (make_test.sh) and its hygiene check: a run that leaves something behind, or
+whose background stage fails, must not pass."""
+
+from __future__ import annotations
+
+import os
+import pathlib
+import subprocess
+import sys
+import tempfile
+
+import pytest
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+TOOLS = ROOT / "tests" / "tools"
+
+
+def run(command: list[str], **kwargs) -> subprocess.CompletedProcess:
+    return subprocess.run(command, capture_output=True, text=True, check=False, timeout=120, **kwargs)
+
+
+def hygiene(action: str, snapshot: pathlib.Path, root: pathlib.Path, home: pathlib.Path) -> subprocess.CompletedProcess:
+    # The check watches a directory of the test's own, not the machine's /tmp, /run and /etc that
+    # other work on this machine writes to at the same time.
+    env = {**os.environ, "HOME": str(home), "APPCONSISTENT_HYGIENE_WATCH": str(home.parent / "watched")}
+    return run([sys.executable, str(TOOLS / "hygiene.py"), action, str(snapshot), str(root)], env=env)
+
+
+def test_hygiene_finds_what_a_run_left_and_nothing_else(tmp_path: pathlib.Path) -> None:
+    root, home = tmp_path / "tree", tmp_path / "home"
+    root.mkdir()
+    home.mkdir()
+    (tmp_path / "watched").mkdir()
+    snapshot = tmp_path / "snapshot.json"
+    assert hygiene("snapshot", snapshot, root, home).returncode == 0
+
+    left = pathlib.Path(tempfile.mkdtemp(prefix="appconsistent-test-", dir=tmp_path / "watched"))
+    (tmp_path / "watched" / "other-work").mkdir()
+    collection = home / ".ansible" / "collections" / "ansible_collections" / "appconsistent" / "snapshots"
+    collection.mkdir(parents=True)
+    # pylint: disable-next=consider-using-with
+    process = subprocess.Popen(["sleep", "60"], cwd=root)
+    # pylint: disable-next=consider-using-with
+    server = subprocess.Popen(["sh", "-c", "sleep 60", str(left / "server")], cwd=tmp_path)
+    try:
+        result = hygiene("check", snapshot, root, home)
+        assert result.returncode == 1, result.stdout + result.stderr
+        assert f"FOUND left outside the tree: {left}" in result.stdout
+        assert f"FOUND collection installed outside the tree: {collection.parent}" in result.stdout
+        assert f"FOUND process {process.pid} " in result.stdout
+        assert f"FOUND process {server.pid} " in result.stdout
+        assert "not judged: " + str(tmp_path / "watched" / "other-work") in result.stdout
+    finally:
+        for proc in (process, server):
+            proc.kill()
+            proc.wait()
+        left.rmdir()
+
+    collection.rmdir()
+    collection.parent.rmdir()
+    result = hygiene("check", snapshot, root, home)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "[hygiene] clean" in result.stdout
+
+
+def make_test(tmp_path: pathlib.Path, failing: str = "") -> subprocess.CompletedProcess:
+    """make_test.sh with a make that only records the stages it was asked for."""
+    fake_make = tmp_path / "make"
+    fake_make.write_text(f'#!/bin/sh\necho "ran $1" >> "{tmp_path}/ran"\n[ "$1" != "{failing}" ]\n', encoding="utf-8")
+    fake_make.chmod(0o755)
+    root = tmp_path / "tree"
+    root.mkdir()
+    (tmp_path / "watched").mkdir()
+    env = {**os.environ, "MAKE": str(fake_make), "HOME": str(tmp_path),
+           "APPCONSISTENT_HYGIENE_WATCH": str(tmp_path / "watched")}
+    return run([str(TOOLS / "make_test.sh"), str(root), sys.executable, "sanity lint", "unit twin-test e2e"], env=env)
+
+
+def test_every_stage_runs_and_the_times_are_printed(tmp_path: pathlib.Path) -> None:
+    result = make_test(tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+    ran = (tmp_path / "ran").read_text(encoding="utf-8").split("\n")
+    assert ran[0] == "ran setup"
+    assert sorted(ran[1:-1]) == ["ran e2e", "ran lint", "ran sanity", "ran twin-test", "ran unit"]
+    times = result.stdout.split("=== stage times\n", 1)[1]
+    for stage in ("setup", "sanity", "lint", "unit", "twin-test", "e2e", "hygiene", "total"):
+        assert f"  {stage} " in times, result.stdout
+    assert "[hygiene] clean" in result.stdout
+
+
+@pytest.mark.parametrize("failing", ["lint", "unit"])
+def test_a_failing_stage_fails_the_run_before_the_later_stages(tmp_path: pathlib.Path, failing: str) -> None:
+    # lint runs in the background, unit in the foreground: both stop the run before e2e.
+    result = make_test(tmp_path, failing=failing)
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert f"=== make {failing} FAILED" in result.stdout
+    assert "ran e2e" not in (tmp_path / "ran").read_text(encoding="utf-8")
+    assert "=== stage times" in result.stdout
+    assert "=== make hygiene" in result.stdout
+
+
+def test_molecule_keeps_its_collection_and_state_inside_the_tree() -> None:
+    # Molecule writes to ANSIBLE_HOME, by default ~/.ansible, where its copy of the collection
+    # would replace the one the user has installed.
+    result = run(["make", "-n", "-C", str(ROOT), "molecule"])
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert f"ANSIBLE_HOME={ROOT}/build/" in result.stdout, result.stdout
+
+
+def test_a_pytest_stage_keeps_its_temporary_files_in_the_tree(tmp_path: pathlib.Path) -> None:
+    suite = tmp_path / "suite"
+    suite.mkdir()
+    (suite / "test_where.py").write_text(
+        "import tempfile\n\n\ndef test_where(tmp_path):\n"
+        f"    assert str(tmp_path).startswith({str(ROOT / 'build') + '/'!r})\n"
+        f"    assert tempfile.gettempdir() == {str(ROOT / 'build' / 'tmp')!r}\n", encoding="utf-8")
+    (tmp_path / "pytest.ini").write_text("[pytest]\n", encoding="utf-8")
+    result = run([str(TOOLS / "pytest_stage.sh"), sys.executable, "hygiene-demo", "-p", "no:cacheprovider",
+                  "-c", str(tmp_path / "pytest.ini"), "--rootdir", str(tmp_path), "--", str(suite)], cwd=tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
