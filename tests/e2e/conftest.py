@@ -350,3 +350,30 @@ def freeze_helper(fs_factory, tmp_path):  # pylint: disable=redefined-outer-name
         yield helper
     finally:
         helper.cleanup()
+
+
+# The freeze and unmount helpers that app_consistent_group runs on the twin's local instances keep their records in
+# their default state directory, as on a real instance. The tests remove what they added there, so that a run leaves
+# nothing outside the tree (a directory that was not there before goes whole).
+HELPER_STATE_DIR = Path("/run/appconsistent")
+HELPER_RECORD_DIRS = ("runs", "offline")
+
+
+def _helper_records() -> set[Path]:
+    return {entry for sub in HELPER_RECORD_DIRS if (HELPER_STATE_DIR / sub).is_dir()
+            for entry in (HELPER_STATE_DIR / sub).iterdir()}
+
+
+@pytest.fixture(scope="session", autouse=True)
+def helper_records_removed():
+    existed = HELPER_STATE_DIR.exists()
+    before = _helper_records()
+    yield
+    if not existed:
+        shutil.rmtree(HELPER_STATE_DIR, ignore_errors=True)
+        return
+    for entry in _helper_records() - before:
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry, ignore_errors=True)
+        else:
+            entry.unlink(missing_ok=True)
