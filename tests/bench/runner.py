@@ -202,14 +202,20 @@ def mixed_fleet(size: int) -> Dict[str, Any]:
     return {"instances": instances}
 
 
-def fleet_backup(bench: Bench, size: int, baseline: bool) -> Dict[str, Any]:
+def fleet_backup(bench: Bench, size: int, baseline: bool, competing: Optional[Dict[str, float]] = None,
+                 budget_share: Optional[float] = None) -> Dict[str, Any]:
+    """competing: {API: tokens a second} another tool of the account spends; budget_share: the task's api_budget_share."""
     twins = bench.start(mixed_fleet(size))
     try:
+        if competing:
+            twins.faults.update({"competing": competing})
         ids = sorted(twins.endpoints["aws"]["instances"].values())
-        entry: Dict[str, Any] = {"instances": size, "volumes": 2 * size}
-        collection = bench.play(twins, [{"name": "Back up the fleet", ACG: {
-            "provider": "aws", "consistency": "application", "instance_ids": ids, "run_id": f"bench-{size}"},
-            "register": "group"}], results=["group"])
+        entry: Dict[str, Any] = {"instances": size, "volumes": 2 * size, "competing": competing or {},
+                                 "budget_share": budget_share}
+        task = {"provider": "aws", "consistency": "application", "instance_ids": ids, "run_id": f"bench-{size}"}
+        if budget_share is not None:
+            task["api_budget_share"] = budget_share
+        collection = bench.play(twins, [{"name": "Back up the fleet", ACG: task, "register": "group"}], results=["group"])
         group = collection["results"]["group"]
         got = group["results"]
         entry["collection"] = strip(collection)
@@ -418,7 +424,8 @@ def run(args: argparse.Namespace) -> Dict[str, Any]:
         bench = Bench(workdir, latency, forks=args.forks, limits=args.limits)
         # The results are written after every scenario: a failure late in a long run keeps what was measured.
         if "fleet" in args.scenarios:
-            entries = [fleet_backup(bench, n, n <= args.baseline_max) for n in args.fleet_sizes]
+            competing = {api: float(rate) for api, rate in (item.split("=", 1) for item in args.competing)}
+            entries = [fleet_backup(bench, n, n <= args.baseline_max, competing, args.budget_share) for n in args.fleet_sizes]
             report["fleet"] = {"sizes": entries, "verdict": fleet_verdict(entries)}
             write_report(report, args.out, started)
         if "freeze" in args.scenarios:
@@ -533,6 +540,9 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser.add_argument("--scale", type=float, default=1.0, help="multiply every modelled duration")
     parser.add_argument("--limits", default=None, choices=["published", "none"],
                         help="the twins' request limits (default: published with the realistic profile, none with zero)")
+    parser.add_argument("--competing", nargs="*", default=[], metavar="API=RATE",
+                        help="another tool of the account spending RATE tokens a second of API's bucket (fleet scenario)")
+    parser.add_argument("--budget-share", type=float, default=None, help="the fleet task's api_budget_share")
     parser.add_argument("--fleet-sizes", type=int, nargs="+", default=[10, 100, 1000])
     parser.add_argument("--baseline-max", type=int, default=100, help="run the baselines only up to this N; larger N extrapolate")
     parser.add_argument("--freeze-runs", type=int, default=200, help="freeze-window runs per path")
