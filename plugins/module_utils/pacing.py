@@ -240,10 +240,10 @@ class Pacer:
 
     @staticmethod
     def bucket_name(operation, params=None):
-        """The bucket an EC2/SSM call draws from; unfiltered, unpaginated describes share a smaller one."""
+        """The bucket an EC2/SSM call draws from; describes without a filter and without pagination (ids are
+        neither) share a smaller one."""
         if operation in EC2_UNFILTERED_APIS and params is not None:
-            if not any(params.get(key) for key in ("Filters", "MaxResults", "NextToken", "InstanceIds",
-                                                   "SnapshotIds", "VolumeIds")):
+            if not any(params.get(key) for key in ("Filters", "MaxResults", "NextToken")):
                 return operation + ":unfiltered"
         return operation
 

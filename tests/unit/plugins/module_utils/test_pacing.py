@@ -64,7 +64,11 @@ def test_only_unfiltered_unpaginated_describes_use_the_small_bucket():
     assert pacing.Pacer.bucket_name("DescribeSnapshots", {}) == "DescribeSnapshots:unfiltered"
     assert pacing.Pacer.bucket_name("DescribeSnapshots", {"Filters": [{"Name": "tag-key", "Values": ["x"]}]}) == "DescribeSnapshots"
     assert pacing.Pacer.bucket_name("DescribeInstances", {"MaxResults": 1000}) == "DescribeInstances"
-    assert pacing.Pacer.bucket_name("DescribeInstances", {"InstanceIds": ["i-0123456789abcdef0"]}) == "DescribeInstances"
+    # Ids are neither a filter nor pagination (EC2 refuses MaxResults beside InstanceIds): the small bucket.
+    assert pacing.Pacer.bucket_name("DescribeInstances", {"InstanceIds": ["i-0123456789abcdef0"]}) == \
+        "DescribeInstances:unfiltered"
+    assert pacing.Pacer.bucket_name("DescribeSnapshots", {"SnapshotIds": ["snap-0123456789abcdef0"]}) == \
+        "DescribeSnapshots:unfiltered"
     assert pacing.Pacer.bucket_name("DescribeImages", {}) == "DescribeImages"
 
 
