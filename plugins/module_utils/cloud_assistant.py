@@ -62,6 +62,11 @@ class InvocationRun:
     def _finished(self, instance_ids):
         return all(self.results.get(i, {}).get("InvocationStatus") in TERMINAL for i in instance_ids)
 
+    def ended(self):
+        """The instances sent so far whose invocation has ended, read with one poll."""
+        self.poll()
+        return [i for _invoke_id, chunk in self.invocations for i in chunk if self._finished([i])]
+
     def poll(self):
         done = True
         for invoke_id, instance_ids in self.invocations:

@@ -606,7 +606,7 @@ class AlicloudGroupRun:
                 # filesystems are frozen: a batch goes out once the account's bucket holds a token for each.
                 for batch in pacing.admitted_batches(self.pacer, "ecs", "CreateSnapshotGroup", ids, RUN_COMMAND_BATCH,
                                                      self.sleep, made_within=p["script_timeout"] + pacing.AGENT_CALL_WITHIN,
-                                                     finished=lambda run=run: _ended(run)):
+                                                     finished=run.ended):
                     run.send(batch)
             except AlibabaCloudError as exc:
                 sent = {i for _invoke_id, chunk in run.invocations for i in chunk}
@@ -761,10 +761,3 @@ class AlicloudGroupRun:
             if not outcome.error:
                 outcome.fail("CompletionTimeout", f"snapshot group {outcome.set_id} did not complete within "
                                                   f"completion_timeout ({self.params['completion_timeout']} s)")
-
-
-def _ended(run):
-    """The instances of a Cloud Assistant run whose invocation has ended, read with one poll."""
-    run.poll()
-    return [i for _invoke_id, chunk in run.invocations for i in chunk
-            if (run.results.get(i) or {}).get("InvocationStatus") in TERMINAL]

@@ -32,7 +32,6 @@ from ansible_collections.appconsistent.snapshots.plugins.module_utils.concurrenc
 from ansible_collections.appconsistent.snapshots.plugins.module_utils.concurrency import concurrently
 from ansible_collections.appconsistent.snapshots.plugins.module_utils.polling import wait_for_all
 from ansible_collections.appconsistent.snapshots.plugins.module_utils.ssm import CommandRun
-from ansible_collections.appconsistent.snapshots.plugins.module_utils.ssm import ended
 from ansible_collections.appconsistent.snapshots.plugins.module_utils.ssm import STATUS_MESSAGES
 from ansible_collections.appconsistent.snapshots.plugins.module_utils.ssm import is_terminal
 from ansible_collections.appconsistent.snapshots.plugins.module_utils.unmount import EXIT_MESSAGES as UNMOUNT_EXIT
@@ -680,7 +679,7 @@ class AwsGroupRun:
             # once the account's bucket holds a token for every instance in it.
             for batch in pacing.admitted_batches(self.pacer, "ec2", "CreateSnapshots", ids, aws_api.SSM_INSTANCE_BATCH,
                                                  self.sleep, made_within=p["script_timeout"] + pacing.AGENT_CALL_WITHIN,
-                                                 finished=lambda run=run: ended(run)):
+                                                 finished=run.ended):
                 made = self._send(run, batch)
                 self.pacer.refund("ec2", "CreateSnapshots", len(batch) - len(made))  # not sent: no call will come
                 sent.extend(made)

@@ -178,26 +178,23 @@ class TokenBucket:
     def release(self, count):
         """Promised calls that will not be made."""
         self.reserved = max(0, self.reserved - count)
-        left, due = count, []
-        for when, promised in sorted(self.due, reverse=True):
-            taken = min(left, promised)
-            left -= taken
-            if promised > taken:
-                due.append((when, promised - taken))
-        self.due = due
+        self._drop_due(count, latest_first=True)
 
     def settle_due(self, count):
         """Promised calls of instances seen done: spent now, not at the latest instant they could have come."""
         self._update()
-        left = count
-        due = []
-        for when, promised in sorted(self.due):
+        self.settle(self._drop_due(count, latest_first=False))
+
+    def _drop_due(self, count, latest_first):
+        """Take up to count promises off the due list; how many were taken."""
+        left, due = count, []
+        for when, promised in sorted(self.due, reverse=latest_first):
             taken = min(left, promised)
             left -= taken
             if promised > taken:
                 due.append((when, promised - taken))
         self.due = due
-        self.settle(count - left)
+        return count - left
 
     def throttled(self):
         """The cloud said the bucket is empty: someone else spends it too."""

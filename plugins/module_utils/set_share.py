@@ -125,7 +125,7 @@ class SetShare:
         present = self.params["state"] == "present"
         public = bool(self.params.get("public"))
         # Only the members of the set named: never a snapshot the filter matched otherwise.
-        snapshots = checks.carrying(self._members(), lambda s: {t["Key"]: t["Value"] for t in s.get("Tags") or []},
+        snapshots = checks.carrying(self._members(), tags_of,
                                     ss.TAG_SET_ID, [self.params["set_id"]])
         if not snapshots:
             raise ShareRefused(f"no snapshot carries {ss.TAG_SET_ID}={self.params['set_id']} in this region")

@@ -102,6 +102,13 @@ class CommandRun:
     def _finished(self, instance_ids):
         return all(i in self.invocations and is_terminal(self.invocations[i]) for i in instance_ids)
 
+    def ended(self):
+        """The instances sent so far whose invocation has ended, read with one poll."""
+        if not self.commands:
+            return []
+        self.poll()
+        return [i for _command_id, chunk in self.commands for i in chunk if self._finished([i])]
+
     def poll(self):
         """One listing per unfinished command, side by side; returns True when every instance has finished."""
         open_commands = [command_id for command_id, instance_ids in self.commands if not self._finished(instance_ids)]
@@ -140,11 +147,3 @@ class CommandRun:
 
 def _iso(value):
     return value.isoformat() if hasattr(value, "isoformat") else value
-
-
-def ended(run):
-    """The instances of a command run whose invocation has ended, read with one poll."""
-    if not run.commands:
-        return []
-    run.poll()
-    return [i for _command_id, chunk in run.commands for i in chunk if i in run.invocations and is_terminal(run.invocations[i])]

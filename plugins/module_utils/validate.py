@@ -82,7 +82,7 @@ def fullmatch(pattern, text):
 
 # What an id of either provider looks like, where both have the kind: one sentence rather than two forms.
 EITHER_FORMS = {
-    "set": (rf"(?:ssg-{_ALI_TAIL}|{ACS_SET_ID})",
+    "set": (ID_FORMS["alicloud"]["set"][0],
             "a snapshot set id: acs-YYYYMMDDtHHMMSS-xxxxxxxx (an AWS set, or a copy made by snapshot_set_copy) or ssg-... "
             "(an Alibaba Cloud snapshot-consistent group), as snapshot_set_info lists them"),
 }

@@ -24,7 +24,6 @@ from ansible_collections.appconsistent.snapshots.plugins.module_utils import val
 from ansible_collections.appconsistent.snapshots.plugins.module_utils import vss
 from ansible_collections.appconsistent.snapshots.plugins.module_utils.ssm import STATUS_MESSAGES
 from ansible_collections.appconsistent.snapshots.plugins.module_utils.ssm import CommandRun
-from ansible_collections.appconsistent.snapshots.plugins.module_utils.ssm import ended
 
 # How long to keep re-reading snapshots whose AppConsistent tag has not appeared yet:
 # the VSS agent adds it after creating the snapshots.
@@ -248,7 +247,7 @@ class VssSnapshotRun:
         # a batch goes out only when the account's bucket holds a token for every instance in it.
         for chunk in pacing.admitted_batches(self.pacer, "ec2", "CreateSnapshots", ready, aws_api.SSM_INSTANCE_BATCH,
                                              self.sleep, made_within=pacing.AGENT_CALL_WITHIN,
-                                             finished=lambda: ended(command)):
+                                             finished=command.ended):
             try:
                 command_id = command.send(chunk)[0]
             except aws_api.AppConsistentAWSError as exc:
