@@ -287,12 +287,14 @@ class AlibabaCloud:
                     break
         return result
 
-    def describe_disks(self, instance_id=None, disk_ids=None, snapshot_id=None, status=None):
+    def describe_disks(self, instance_id=None, disk_ids=None, snapshot_id=None, status=None, tags=None):
         result = []
         token = None
         while True:
             req = self.models.DescribeDisksRequest(region_id=self.region, instance_id=instance_id, max_results=100,
                                                    next_token=token, snapshot_id=snapshot_id, status=status)
+            if tags:
+                req.tag = [self.models.DescribeDisksRequestTag(key=k, value=v) for k, v in tags.items()]
             if disk_ids:
                 req.disk_ids = json.dumps(list(disk_ids))
             body = self.call("DescribeDisks", req)

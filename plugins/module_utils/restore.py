@@ -25,6 +25,8 @@ TAG_RESTORE_FAILED = ss.TAG_PREFIX + "restore-failed"
 TAG_REPLACED_BY = ss.TAG_PREFIX + "replaced-by"
 TAG_REPLACED_AT = ss.TAG_PREFIX + "replaced-at"
 TAG_SAFETY_FOR = ss.TAG_PREFIX + "safety-for"
+# On a restored volume: the mode that made it; "replace" means it goes into service in place of the instance's own.
+TAG_RESTORE_MODE = ss.TAG_PREFIX + "restore-mode"
 
 MODES = ("replace", "attach", "volumes")
 FIRST_POLL = 0.2
@@ -344,7 +346,8 @@ class VolumeRestore:
         """Issue every CreateVolume first, then wait for all of them with one listing per poll."""
         try:
             for entry in todo:
-                tags = {TAG_RESTORED_FROM: entry.member.snapshot_id, TAG_RESTORED_AT: ss.format_instant(ss.utcnow())}
+                tags = {TAG_RESTORED_FROM: entry.member.snapshot_id, TAG_RESTORED_AT: ss.format_instant(ss.utcnow()),
+                        TAG_RESTORE_MODE: self.params["mode"]}
                 if selected.set_id:
                     tags[TAG_RESTORED_FROM_SET] = selected.set_id
                 tags.update(self.params.get("tags") or {})

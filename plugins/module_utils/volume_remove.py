@@ -7,8 +7,11 @@
 Every listed volume is read and checked before anything is changed: a volume
 without the ``appconsistent:restored-from`` tag, one that does not hold the
 snapshot that tag names (an Alibaba Cloud disk rolled back in place with
-ResetDisk carries the tag but is an instance's own disk), the boot or system
-disk of an instance and a volume attached to several instances are refused,
+ResetDisk carries the tag but is an instance's own disk), one that a
+``replace`` restore put in service (named by the replaced volume's
+``appconsistent:replaced-by`` tag, or created for a replace) while it is
+attached, the boot or system disk of an instance and a volume attached to
+several instances are refused,
 and then nothing at all is changed. Only listed volumes are ever touched.
 Then the attached ones are detached, the detach is waited for with one listing
 call per round, and each volume is deleted; one that is already gone is no
@@ -25,6 +28,8 @@ from ansible_collections.appconsistent.snapshots.plugins.module_utils.alicloud i
 from ansible_collections.appconsistent.snapshots.plugins.module_utils.alicloud import tags_to_dict
 from ansible_collections.appconsistent.snapshots.plugins.module_utils.concurrency import chunks
 from ansible_collections.appconsistent.snapshots.plugins.module_utils.polling import poll_until
+from ansible_collections.appconsistent.snapshots.plugins.module_utils.restore import TAG_REPLACED_BY
+from ansible_collections.appconsistent.snapshots.plugins.module_utils.restore import TAG_RESTORE_MODE
 from ansible_collections.appconsistent.snapshots.plugins.module_utils.restore import TAG_RESTORED_FROM
 
 ID_PATTERNS = {"aws": re.compile(r"vol-[0-9a-f]{8,17}"), "alicloud": re.compile(r"d-[0-9a-z]{6,}")}
@@ -84,6 +89,14 @@ class AwsVolumes:
         for volume in volumes.values():
             volume["boot"] = any(roots.get(iid) and _same_device(roots[iid], dev) for iid, dev, _s in volume["attachments"])
 
+    def replaced(self, volume_ids):
+        """{id: the volume it took the place of} for the ids that a replace restore put in (one filtered listing)."""
+        found = {}
+        for chunk in chunks(volume_ids, FILTER_VALUES_MAX):
+            for volume in aws.describe_volumes(self.client, filters=[{"Name": "tag:" + TAG_REPLACED_BY, "Values": chunk}]):
+                found[aws.tags_of(volume)[TAG_REPLACED_BY]] = volume["VolumeId"]
+        return found
+
     def detach(self, volume_id, instance_id):
         try:
             return aws.detach_volume(self.client, volume_id, instance_id)
@@ -122,6 +135,14 @@ class AlicloudDisks:
 
     def mark_boot(self, volumes):
         """The disk type says it: a system disk is the boot disk of its instance."""
+
+    def replaced(self, volume_ids):
+        """{id: the disk it took the place of} for the ids that a replace restore put in (a tag filter per id)."""
+        found = {}
+        for volume_id in volume_ids:
+            for disk in self.api.describe_disks(tags={TAG_REPLACED_BY: volume_id}):
+                found[volume_id] = disk["DiskId"]
+        return found
 
     def detach(self, volume_id, instance_id):
         try:
@@ -179,8 +200,8 @@ def _same_device(root, device):
 # --- the removal ---------------------------------------------------------------------------------
 
 
-def refusal(volume, detach):
-    """Why ``volume`` may not be removed, or None."""
+def refusal(volume, detach, replaced=None):
+    """Why ``volume`` may not be removed, or None; ``replaced`` is the volume it took the place of in a replace restore."""
     vid = volume["id"]
     origin = volume["tags"].get(TAG_RESTORED_FROM)
     if not origin:
@@ -193,6 +214,10 @@ def refusal(volume, detach):
         return (f"{vid} is tagged {TAG_RESTORED_FROM}={origin} but was not created from that snapshot "
                 f"(it was created from {volume['snapshot_id'] or 'no snapshot'}): a disk restored in place is an "
                 "instance's own disk, not a scratch volume")
+    if volume["attachments"] and (replaced or volume["tags"].get(TAG_RESTORE_MODE) == "replace"):
+        iid, dev, _s = volume["attachments"][0]
+        return (f"{vid} is in service on {iid} ({dev}): a replace restore put it in place of "
+                f"{replaced or 'the original volume'}, so it is that instance's own disk now, not a scratch volume")
     if len(volume["attachments"]) > 1:
         where = ", ".join(iid for iid, _d, _s in volume["attachments"])
         return f"{vid} is attached to several instances ({where}): detach it yourself first"
@@ -226,7 +251,9 @@ class VolumeRemoval:
         self.check_ids()
         found = self.api.read(self.volume_ids)
         self.api.mark_boot(found)
-        refused = [reason for reason in (refusal(found[v], self.detach) for v in self.volume_ids if v in found) if reason]
+        replaced = self.api.replaced([v for v in self.volume_ids if v in found and found[v]["attachments"]])
+        refused = [reason for reason in (refusal(found[v], self.detach, replaced.get(v)) for v in self.volume_ids
+                                         if v in found) if reason]
         if refused:
             raise RemovalRefused("; ".join(refused) + ". Nothing was changed.")
         return found

@@ -140,7 +140,8 @@ options:
   tags:
     description:
       - Tags to put on the new volumes, in addition to C(appconsistent:restored-from) (the snapshot),
-        C(appconsistent:restored-from-set) and C(appconsistent:restored-at).
+        C(appconsistent:restored-from-set), C(appconsistent:restored-at) and C(appconsistent:restore-mode) (the
+        O(mode); M(appconsistent.snapshots.restored_volumes_remove) refuses an attached volume of a V(replace) restore).
       - Values are written as strings; a list or a dictionary as a value is refused, as are more tags, or longer keys
         or values, than the provider allows on a volume.
     type: dict

@@ -16,11 +16,16 @@ description:
     changing anything when any of them is refused. Refused are a volume without the C(appconsistent:restored-from)
     tag (restore_volumes writes it on every volume it creates), a volume that was not created from the snapshot that
     tag names (an Alibaba Cloud disk rolled back in place with C(ResetDisk) carries the tag but is an instance's own
-    disk), the boot (system) disk of an instance, and a volume attached to several instances.
+    disk), a volume that a O(appconsistent.snapshots.restore_volumes#module:mode=replace) restore put in service and
+    that is still attached (the replaced volume's C(appconsistent:replaced-by) tag names it, or its own
+    C(appconsistent:restore-mode) tag says V(replace)), the boot (system) disk of an instance, and a volume attached
+    to several instances.
   - Only the listed volumes are touched; the module never looks for volumes to remove by itself.
   - A listed volume that no longer exists is reported as V(absent) and is no change, so a rerun is idempotent.
   - On AWS the calls are C(DescribeVolumes), C(DescribeInstances) (for the root devices), C(DetachVolume) and
     C(DeleteVolume); on Alibaba Cloud C(DescribeDisks), C(DetachDisk) and C(DeleteDisk).
+  - "Tag filters find what a replace restore put in service: one C(DescribeVolumes) on AWS, one C(DescribeDisks) per
+    attached listed disk on Alibaba Cloud."
 author:
   - appconsistent.snapshots contributors (@appconsistent)
 options:

@@ -255,3 +255,60 @@ def test_alicloud_refuses_original_system_and_reset_disks_and_changes_nothing(cl
     assert counts.get("DetachDisk", 0) == 0 and counts.get("DeleteDisk", 0) == 0
     assert set(ali_disks(twins, disk_ids=loose + list(source.values()))) == set(loose + list(source.values()))
     assert ali_devices(twins, ids["ali-refuse-src"]) == source
+
+
+# --- a replace restore puts its volumes in service ------------------------------------------------
+
+
+def ali_data_snapshot(twins, group_id):
+    """The member of an Alibaba set that holds the data disk (/dev/xvdb)."""
+    snaps = twins.ecs_client().describe_snapshots(ecs_models.DescribeSnapshotsRequest(
+        region_id=REGION, tag=[ecs_models.DescribeSnapshotsRequestTag(key=ss.TAG_SET_ID, value=group_id)])).body
+    return next(s.snapshot_id for s in snaps.snapshots.snapshot
+                if {t.tag_key: t.tag_value for t in s.tags.tag}.get(ss.TAG_DEVICE) == "/dev/xvdb")
+
+
+def test_a_volume_a_replace_restore_put_in_service_is_refused_before_any_detach(twin_factory, run_tasks):
+    twins = twin_factory({"instances": [
+        {"provider": "aws", "name": "db", "platform": "linux", "volumes": AWS_VOLUMES},
+        {"provider": "alicloud", "name": "ali-db", "platform": "linux", "zone": "cn-hangzhou-h", "volumes": ALI_VOLUMES},
+        {"provider": "alicloud", "name": "ali-dst", "platform": "linux", "zone": "cn-hangzhou-h",
+         "volumes": ALI_VOLUMES}]}, blockstore=True)
+    ids = dict(twins.endpoints["aws"]["instances"], **twins.endpoints["alicloud"]["instances"])
+    ec2 = twins.aws_client("ec2")
+    before = aws_devices(ec2, ids["db"])
+    set_id = take_aws_set(twins, ids["db"])
+    group_id = take_ali_set(twins, ids["ali-db"])
+    ali_before = ali_devices(twins, ids["ali-dst"])
+    run = run_tasks([
+        {RESTORE: {"provider": "aws", "set_id": set_id, "force": True}, "register": "replace"},
+        {RESTORE: {"provider": "alicloud", "snapshot_ids": [ali_data_snapshot(twins, group_id)],
+                   "target_instance_id": ids["ali-dst"], "force": True}, "register": "ali_replace"},
+    ], twins.endpoints)
+    in_service = restored(run, "replace")
+    ali_in_service = restored(run, "ali_replace")
+    assert sorted(in_service) == sorted(v for d, v in aws_devices(ec2, ids["db"]).items() if d != "/dev/xvda")
+    assert set(ali_in_service) <= set(ali_devices(twins, ids["ali-dst"]).values())
+    # A replace restore of an older release: only the replaced volume's replaced-by tag tells what happened.
+    ec2.delete_tags(Resources=in_service[:1], Tags=[{"Key": "appconsistent:restore-mode"}])
+    # One whose replaced volume lost its tag: the restored volume's own restore-mode tag still tells it.
+    ec2.delete_tags(Resources=[before["/dev/xvdg"]], Tags=[{"Key": "appconsistent:replaced-by"}])
+
+    twins.stats.reset()
+    run = run_tasks([
+        {REMOVE: {"provider": "aws", "volume_ids": in_service}, "register": "aws"},
+        {REMOVE: {"provider": "alicloud", "volume_ids": ali_in_service}, "register": "ali"},
+    ], twins.endpoints)
+    for name, vids in (("aws", in_service), ("ali", ali_in_service)):
+        result = run[name]
+        assert result["failed"] and result["changed"] is False
+        assert "a replace restore put it in place of" in result["msg"] and "Nothing was changed" in result["msg"]
+        assert all(vid in result["msg"] for vid in vids), result["msg"]
+    assert before["/dev/xvdf"] in run["aws"]["msg"]  # the volume it took the place of, where the tag names it
+    counts = twins.stats.counts("aws")
+    assert counts.get("DetachVolume", 0) == 0 and counts.get("DeleteVolume", 0) == 0
+    ali_counts = twins.stats.counts("alicloud")
+    assert ali_counts.get("DetachDisk", 0) == 0 and ali_counts.get("DeleteDisk", 0) == 0
+    assert {v: aws_existing(ec2, in_service)[v]["State"] for v in in_service} == dict.fromkeys(in_service, "in-use")
+    assert ali_devices(twins, ids["ali-dst"]) != ali_before and set(ali_in_service) <= set(
+        ali_devices(twins, ids["ali-dst"]).values())
