@@ -17,8 +17,11 @@ dies between the two.
 from __future__ import annotations
 
 import concurrent.futures
+import datetime
+import hashlib
 import json
 import re
+import secrets
 import shlex
 import threading
 import time
@@ -51,6 +54,8 @@ FREEZE_IN_FLIGHT = 200
 WAVE_SPACING = 1.0
 # Waves whose snapshots and thaw are under way at once, while the controller goes on polling and sending freezes.
 WAVE_WORKERS = 4
+# Seconds before the remount watchdog's deadline after which no CreateSnapshots is started for an unmounted instance.
+UNMOUNT_MARGIN = 5
 _MOUNT = re.compile(r"/[A-Za-z0-9_./@+:\-]*")
 _VOLUME = re.compile(r"vol-[0-9a-f]{8,32}")
 
@@ -108,7 +113,9 @@ case "$iid" in
   *) echo '{"exit_code": 212, "status": "environment_error", "message": "cannot tell the instance id: neither'\
 ' AWS_SSM_INSTANCE_ID nor the instance metadata service gave it"}'; exit 212 ;;
 esac
-set_id="acs-$(date -u +%%Y%%m%%dt%%H%%M%%S)-$(od -An -N4 -tx1 /dev/urandom | tr -d ' \n')"
+# The set id comes from the run and the instance id: the controller derives the same one and keeps only the
+# snapshots that carry it.
+set_id="acs-%(stamp)s-$(printf '%%s' "%(nonce)s:$iid" | sha256sum | cut -c1-8)"
 tags=%(tags)s
 tags=${tags//@@SET_ID@@/$set_id}
 tags=${tags//@@INSTANCE_ID@@/$iid}
@@ -170,6 +177,7 @@ class Outcome:
         self.plan = None
         self.exit_code = None
         self.downtime = None
+        self.refused_snapshots = None
 
     def fail(self, code, message):
         self.error = ss.merge_error(self.error, code, message)
@@ -178,7 +186,7 @@ class Outcome:
         data = dict(instance_id=self.instance_id, provider="aws", platform=self.platform, status=self.status,
                     consistency_requested=self.requested, consistency=self.consistency, set_id=self.set_id,
                     snapshots=self.snapshots, command_ids=self.command_ids, changed=self.changed)
-        for key in ("freeze_window", "error", "plan", "exit_code", "downtime"):
+        for key in ("freeze_window", "error", "plan", "exit_code", "downtime", "refused_snapshots"):
             if getattr(self, key) is not None:
                 data[key] = getattr(self, key)
         if self.freeze is not None:
@@ -211,6 +219,7 @@ class AwsGroupRun:
         self.ssm = None
         self.pacer = pacing.of(module, clock=clock, sleep=sleep)
         self._reserved = {}  # instances admitted to a freeze wave whose CreateSnapshots token is reserved
+        self._set_stamp = self._set_nonce = None  # the instance-initiated run's set ids are derived from these
 
     # --- input ------------------------------------------------------------------------------------
 
@@ -486,6 +495,8 @@ class AwsGroupRun:
             self._restart(running, late, stop_requested)
 
     def _offline_unmounted(self, ready):
+        """Unmount the filesystems in mounts, snapshot each instance as soon as it reports them unmounted (and only
+        while its remount watchdog cannot have fired), mount them again; a set is raised to offline only then."""
         p = self.params
         run_id = ss.new_set_id()
         mounts = p["mounts"]
@@ -503,43 +514,116 @@ class AwsGroupRun:
                              comment=f"appconsistent.snapshots unmount {run_id}", **common)
         remount = CommandRun(self.ssm, SHELL_DOCUMENT, {"commands": [remount_command(run_id)]},
                              comment=f"appconsistent.snapshots remount {run_id}", **common)
+        # The watchdog is armed on the instance after the command was sent, so it cannot fire before this instant
+        # of the controller's clock; a snapshot call must have returned by then to hold the filesystems unmounted.
+        expires = self.clock() + deadline - UNMOUNT_MARGIN
         sent = self._send(unmount, ready)
+        made = {}  # instance id -> True when its CreateSnapshots returned before expires
         try:
-            unmount.wait(p["wait_timeout"])
-            offline = []
-            for instance_id in sent:
-                outcome = self.outcomes[instance_id]
-                result = unmount.result(instance_id)
-                report = self._report(unmount, instance_id, result) or {}
-                outcome.status = result["status"]
-                outcome.freeze = report
-                if report.get("exit_code") == 0:
-                    offline.append(instance_id)
+            # Each instance is snapshotted as soon as it reports its filesystems unmounted: waiting for the
+            # slowest of its batch could outlast its watchdog.
+            stop_at = min(self.clock() + p["wait_timeout"], expires)
+            pending = list(sent)
+            while pending:
+                unmount.poll()
+                finished = [i for i in pending if i in unmount.invocations and is_terminal(unmount.invocations[i])]
+                if finished:
+                    pending = [i for i in pending if i not in finished]
+                    offline = [i for i in finished if self._read_unmount(unmount, i)]
+                    made.update(self._snapshot_unmounted(offline, expires))
                     continue
-                code = report.get("exit_code")
-                message = report.get("message") or STATUS_MESSAGES.get(result["status"], result["stderr"][-300:])
-                outcome.fail(f"Unmount{code}" if code is not None else result["status"],
-                             f"{UNMOUNT_EXIT.get(code, 'the unmount did not complete')}: {message}")
-            made = self._snapshot_many(offline, "offline") if offline else []
-            for instance_id in offline:
-                self.outcomes[instance_id].consistency = "offline" if instance_id in made else "none"
-            self._tag_devices(made)
+                if self.clock() >= stop_at:
+                    break
+                self.sleep(min(FREEZE_POLL, max(0.0, stop_at - self.clock())))
+            # An unmount still on its way would run after the remount: it is cancelled first.
+            refused = unmount.cancel(pending) if pending else {}
+            for instance_id in pending:
+                outcome = self.outcomes[instance_id]
+                outcome.status = unmount.result(instance_id)["status"]
+                outcome.fail("WaitTimeout", f"the unmount did not finish on {instance_id} within wait_timeout "
+                                            f"({p['wait_timeout']} s) or before its watchdog's deadline; it was "
+                                            + (f"not cancelled ({refused[instance_id]})" if instance_id in refused
+                                               else "cancelled") + " and a remount was sent")
+            self._tag_devices(list(made))
         finally:
             if sent:
-                self._send(remount, sent)
-                remount.wait(max(30.0, p["wait_timeout"]))
-                for instance_id in sent:
-                    outcome = self.outcomes[instance_id]
-                    result = remount.result(instance_id)
-                    report = self._report(remount, instance_id, result) or {}
-                    outcome.thaw = report
-                    if report.get("exit_code") == 0 and outcome.freeze and outcome.freeze.get("t"):
-                        outcome.downtime = round(float(report["t"]) - float(outcome.freeze["t"]), 3)
-                    elif report.get("exit_code") not in (0, 205):
-                        outcome.fail("RemountFailed", f"the filesystems were not mounted again on {instance_id} "
-                                                      f"({report.get('message') or result['status']}): check it now; "
-                                                      f"they are mounted again at the latest {deadline} s after the "
-                                                      "unmount")
+                confirmed = self._remount(remount, sent, made, deadline)
+                self._raise_consistency({"offline": confirmed})
+
+    def _read_unmount(self, run, instance_id):
+        """True when the instance reports its filesystems unmounted."""
+        outcome = self.outcomes[instance_id]
+        result = run.result(instance_id)
+        report = self._report(run, instance_id, result) or {}
+        outcome.status = result["status"]
+        outcome.freeze = report
+        if report.get("exit_code") == 0:
+            return True
+        code = report.get("exit_code")
+        message = report.get("message") or STATUS_MESSAGES.get(result["status"], result["stderr"][-300:])
+        outcome.fail(f"Unmount{code}" if code is not None else result["status"],
+                     f"{UNMOUNT_EXIT.get(code, 'the unmount did not complete')}: {message}")
+        return False
+
+    def _snapshot_unmounted(self, instance_ids, expires):
+        """CreateSnapshots for unmounted instances, written crash: {instance id: True if the call returned in time}.
+
+        No call is made for an instance whose watchdog may fire before the call returns; a call that returned
+        after ``expires`` made a set that may postdate the remount, so it is never raised to offline."""
+        soon = self.clock() + self.pacer.seconds_until("ec2", "CreateSnapshots", len(instance_ids))
+        late = [i for i in instance_ids if soon >= expires]
+        for instance_id in late:
+            self.outcomes[instance_id].fail(
+                "UnmountExpired", f"the filesystems of {instance_id} may already be mounted again by its watchdog "
+                                  "(max(freeze_timeout, 60) s after the unmount), so no set was taken: raise freeze_timeout")
+        made = {}
+        for instance_id in self._snapshot_many([i for i in instance_ids if i not in late], "crash"):
+            outcome = self.outcomes[instance_id]
+            outcome.consistency = "crash"
+            made[instance_id] = self.clock() < expires
+            if not made[instance_id]:
+                outcome.fail("UnmountExpired", f"CreateSnapshots for {instance_id} returned after its watchdog may have "
+                                               "mounted the filesystems again, so the set is labelled crash, not "
+                                               "offline: raise freeze_timeout")
+        return made
+
+    def _remount(self, run, sent, made, deadline):
+        """Mount again on every instance the unmount was sent to; returns the sets the remount confirms offline.
+
+        205 means the watchdog had mounted the filesystems again before the remount came: nothing shows the
+        snapshots were taken before that, so such a set stays crash and the instance says why."""
+        later = f"they are mounted again at the latest {deadline} s after the unmount"
+        remounting = self._send(run, sent)
+        for instance_id in sent:
+            if instance_id not in remounting:
+                self.outcomes[instance_id].fail("RemountFailed", f"the remount could not be sent: check {instance_id} "
+                                                                 f"now; {later}")
+        run.wait(max(30.0, self.params["wait_timeout"]))
+        confirmed = []
+        for instance_id in remounting:
+            outcome = self.outcomes[instance_id]
+            result = run.result(instance_id)
+            report = self._report(run, instance_id, result) or {}
+            outcome.thaw = report
+            code = report.get("exit_code")
+            if code == 0 and outcome.freeze and outcome.freeze.get("t"):
+                outcome.downtime = round(float(report["t"]) - float(outcome.freeze["t"]), 3)
+            if code == 205 and outcome.freeze and outcome.freeze.get("exit_code") == 0:
+                if outcome.snapshots:
+                    outcome.fail("RemountedByWatchdog", f"the watchdog of {instance_id} had already mounted the "
+                                                        "filesystems again before the remount came, so the set may "
+                                                        "have been taken while they were in use: it is labelled crash, "
+                                                        "not offline; raise freeze_timeout")
+                continue
+            if code not in (0, 205):
+                outcome.fail("RemountFailed", f"the filesystems were not mounted again on {instance_id} "
+                                              f"({report.get('message') or result['status']}): check it now; {later}" +
+                             ("; the set stays labelled crash" if made.get(instance_id) and code is None else ""))
+            if made.get(instance_id) and code in (0, 209):
+                # The remount found the run's record (the watchdog had not remounted) and the call returned in time.
+                outcome.consistency = "offline"
+                confirmed.append(instance_id)
+        return confirmed
 
     def _restart(self, running, late, stop_requested):
         """Start again what was running, also after an error: an offline set must never leave an instance down."""
@@ -635,6 +719,11 @@ class AwsGroupRun:
                     f"{helper} freeze {quoted} \"${{mounts[@]}}\"")
         return f"{helper} freeze {quoted} " + " ".join(f"--mount {shlex.quote(m)}" for m in mounts)
 
+    def _run_set_id(self, instance_id):
+        """The set id an instance of this instance-initiated run gives its set (INSTANCE_INITIATOR computes the same)."""
+        digest = hashlib.sha256(f"{self._set_nonce}:{instance_id}".encode()).hexdigest()[:8]
+        return f"acs-{self._set_stamp}-{digest}"
+
     def _initiator_command(self, outcome, run_id):
         p = self.params
         tags = self._set_tags("@@SET_ID@@", "@@INSTANCE_ID@@", "crash")
@@ -650,6 +739,7 @@ class AwsGroupRun:
             description=f"--description {shlex.quote(description)}" if description else "",
             description_arg=shlex.quote(description) if description else "",
             python=shlex.quote(PYTHON_CREATE_SNAPSHOTS), helper=shlex.quote(p["freeze_helper_path"]),
+            stamp=self._set_stamp, nonce=self._set_nonce,
             args=" ".join(shlex.quote(a) for a in freeze))
         return "exec bash -c " + shlex.quote(script)
 
@@ -657,6 +747,8 @@ class AwsGroupRun:
         """One SSM command per batch: the helper freezes, the instance itself calls CreateSnapshots, the helper thaws."""
         p = self.params
         run_id = ss.new_set_id()
+        self._set_stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%dt%H%M%S")
+        self._set_nonce = secrets.token_hex(8)
         commands = {}
         for instance_id in instance_ids:
             commands.setdefault(self._initiator_command(self.outcomes[instance_id], run_id), []).append(instance_id)
@@ -687,12 +779,58 @@ class AwsGroupRun:
         confirmed = {}
         for run, sent in runs:
             run.wait(p["wait_timeout"])
+            # An instance that has not run it by now would freeze and snapshot after the task has given up on it.
+            run.cancel(sent)
             for instance_id in sent:
                 level = self._read_run(run, instance_id)
                 if level:
                     confirmed.setdefault(level, []).append(instance_id)
+        kept = self._keep_own_members([i for ids in confirmed.values() for i in ids])
+        confirmed = {level: [i for i in ids if i in kept] for level, ids in confirmed.items()}
         self._raise_consistency(confirmed)
         self._tag_devices([i for run, sent in runs for i in sent if self.outcomes[i].snapshots])
+
+    def _keep_own_members(self, instance_ids):
+        """The instances whose set, read back from the cloud, holds snapshots of their own volumes under this run's
+        set id; each keeps only those. The ids an instance printed are never tagged as they are: a faulty or hostile
+        instance could print another instance's (or an older set's) snapshots to have them raised."""
+        expected = {i: self._run_set_id(i) for i in instance_ids if self.outcomes[i].snapshots}
+        by_set = {}
+        for attempt in range(3):  # a new snapshot may take a moment to be listed by its tags
+            missing = [i for i in expected if not {m["snapshot_id"] for m in self.outcomes[i].snapshots} <=
+                       {s["SnapshotId"] for s in by_set.get(expected[i], [])}]
+            if not missing:
+                break
+            if attempt:
+                self.sleep(1.0)
+            for chunk in chunks([expected[i] for i in missing], aws_fleet.FILTER_VALUES_MAX):
+                for snapshot in aws_api.describe_snapshots(self.ec2, filters=[{"Name": "tag:" + ss.TAG_SET_ID,
+                                                                               "Values": chunk}]):
+                    listed = by_set.setdefault(aws_api.tags_of(snapshot).get(ss.TAG_SET_ID), [])
+                    if snapshot["SnapshotId"] not in {s["SnapshotId"] for s in listed}:
+                        listed.append(snapshot)
+        kept = []
+        for instance_id, set_id in expected.items():
+            outcome = self.outcomes[instance_id]
+            own = {v["volume_id"]: v["device"] for v in outcome.volumes}
+            members = [aws_fleet.snapshot_member(s, own[s.get("VolumeId")]) for s in by_set.get(set_id, [])
+                       if s.get("VolumeId") in own and aws_api.tags_of(s).get(ss.TAG_INSTANCE_ID) == instance_id]
+            member_ids = {m["snapshot_id"] for m in members}
+            refused = sorted({m["snapshot_id"] for m in outcome.snapshots} - member_ids |
+                             {s["SnapshotId"] for s in by_set.get(set_id, [])} - member_ids)
+            for member in members:
+                member["state"] = member["state"] or "pending"
+            outcome.snapshots, outcome.set_id = members, set_id if members else None
+            if refused:
+                outcome.refused_snapshots = refused
+                outcome.fail("ForeignSnapshots", f"the instance reported snapshots that are not of its own volumes "
+                                                 f"under this run's set id {set_id}, so they were left as they are: "
+                                                 f"{', '.join(refused)}")
+            if members:
+                kept.append(instance_id)
+            else:
+                outcome.consistency = "none"
+        return kept
 
     def _read_run(self, run, instance_id):
         """The set an instance made while frozen, and the consistency its helper report confirms."""
@@ -859,11 +997,18 @@ class AwsGroupRun:
                 self.outcomes[instance_id].fail("WaitTimeout", "the freeze was not started within wait_timeout: the "
                                                                "instances before it took that long; raise wait_timeout")
             if pending:  # still not finished freezing: thaw anyway, the watchdog is the last resort
-                for instance_id in pending:
-                    self.outcomes[instance_id].fail("WaitTimeout", "the freeze did not finish within wait_timeout; "
-                                                                   "a thaw was sent and the watchdog thaws at freeze_timeout")
-                self._send(thaw, pending)
-                thawed_sent.extend(pending)
+                # A freeze still on its way would freeze after the thaw: it is cancelled first.
+                refused = dict.fromkeys(pending, "the controller failed before it could cancel it")
+                try:
+                    refused = freeze.cancel(pending)
+                finally:
+                    for instance_id in pending:
+                        self.outcomes[instance_id].fail(
+                            "WaitTimeout", "the freeze did not finish within wait_timeout; it was " +
+                                           (f"not cancelled ({refused[instance_id]})" if instance_id in refused else
+                                            "cancelled") + ", a thaw was sent and the watchdog thaws at freeze_timeout")
+                    self._send(thaw, pending)
+                    thawed_sent.extend(pending)
         for future in in_wave:
             future.result()
         thaw.wait(max(30.0, deadline - self.clock()))

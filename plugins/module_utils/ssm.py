@@ -13,6 +13,8 @@ import concurrent.futures
 import time
 
 from ansible_collections.appconsistent.snapshots.plugins.module_utils.aws import SSM_INSTANCE_BATCH
+from ansible_collections.appconsistent.snapshots.plugins.module_utils.aws import AppConsistentAWSError
+from ansible_collections.appconsistent.snapshots.plugins.module_utils.aws import cancel_command
 from ansible_collections.appconsistent.snapshots.plugins.module_utils.aws import get_command_invocation
 from ansible_collections.appconsistent.snapshots.plugins.module_utils.aws import list_command_invocations
 from ansible_collections.appconsistent.snapshots.plugins.module_utils.aws import send_command
@@ -127,6 +129,21 @@ class CommandRun:
     def wait(self, timeout, first_interval=1.0, max_interval=5.0):
         """Poll until every instance has finished or ``timeout`` seconds passed; True when all finished."""
         return poll_until(self.poll, timeout, self.sleep, self.clock, first_interval, max_interval)
+
+    def cancel(self, instance_ids):
+        """Cancel the command on these instances where it has not ended, so that a late delivery (SSM keeps trying
+        until the delivery timeout) does not run it after the controller has given up; returns those it could not
+        cancel, with the reason."""
+        refused = {}
+        for command_id, chunk in self.commands:
+            open_ids = [i for i in chunk if i in instance_ids and not self._finished([i])]
+            if not open_ids:
+                continue
+            try:
+                cancel_command(self.client, command_id, open_ids)
+            except AppConsistentAWSError as exc:
+                refused.update((i, str(exc)) for i in open_ids)
+        return refused
 
     def full_stdout(self, instance_id):
         """The instance's standard output as GetCommandInvocation gives it (24000 characters, not 2500)."""

@@ -19,7 +19,13 @@ description:
     C(/boot) and a filesystem in use, whose processes are named), snapshots only the disks or volumes given in
     O(disk_ids) (CreateSnapshots on AWS, CreateSnapshotGroup on Alibaba Cloud) and mounts them again; a detached
     remount on the instance brings them back after at most max(O(freeze_timeout), 60) seconds whatever happens to the
-    controller. The downtime reported is the time the filesystems were unmounted, and a host whose filesystems could
+    controller. Each instance is snapshotted as soon as it reports its filesystems unmounted, never once its remount
+    may have fired: on AWS no CreateSnapshots is made within 5 seconds of that deadline, a set is written V(crash) and
+    raised to V(offline) only when the call returned before the deadline and the remount found the filesystems
+    still unmounted (a remount answering that the watchdog had already mounted them again leaves it V(crash), error
+    C(RemountedByWatchdog)). An unmount or freeze command the controller gives up on (O(wait_timeout)) is cancelled
+    (SSM CancelCommand), so that a late delivery does not run it afterwards.
+    The downtime reported is the time the filesystems were unmounted, and a host whose filesystems could
     not be mounted again fails even with a set. Windows instances are refused.
   - On B(Alibaba Cloud), V(application) and V(filesystem) run the Cloud Assistant C(app-snapshot-plugin)
     (C(app-snapshot-plugin-win) on Windows) with one RunCommand per 100 instances that share a command line;
@@ -145,7 +151,10 @@ options:
         instance reports it is frozen, and SSM runs C(thaw). The instance needs no AWS permission of its own.
       - V(instance) - one SSM command in which the freeze helper freezes, the instance itself calls CreateSnapshots
         (AWS CLI, or python3 with boto3) with its instance profile, and the helper thaws; the shortest freeze. Needs
-        O(mounts) listed and an instance profile allowing C(ec2:CreateSnapshots) and C(ec2:CreateTags).
+        O(mounts) listed and an instance profile allowing C(ec2:CreateSnapshots) and C(ec2:CreateTags). The
+        controller reads the set back (one tag-filtered C(DescribeSnapshots) per 200 instances) and keeps only the
+        snapshots of the instance's own volumes that carry the set id of this run for that instance; any other
+        snapshot the instance reports is left as it is and listed in RV(results[].refused_snapshots).
     type: str
     default: controller
     choices: [controller, instance]
@@ -303,6 +312,13 @@ results:
           the filesystems were unmounted, from the instance's own timestamps.
       type: float
       returned: when an instance was stopped and started, or its filesystems unmounted and mounted again
+    refused_snapshots:
+      description:
+        - AWS Linux, O(initiator=instance) - snapshots the instance reported that are not of its own volumes under
+          this run's set id; they were not tagged or counted as members.
+      type: list
+      elements: str
+      returned: when an instance reported such snapshots
     error:
       description: What went wrong (C(code), C(message)) and what to do about it.
       type: dict

@@ -624,7 +624,7 @@ class SsmService:
 
         auto, known = self._mounts(inv.instance_id)
         return self.helper.execute(inv.instance_id, script, faults, auto, known,
-                                   self._instance_api_call, defer, done)
+                                   lambda argv: self._instance_api_call(argv, inv.instance_id), defer, done)
 
     def _api_client(self, region: str):
         """The instance's own EC2 client (its role's credentials), calling the twin like the CLI would."""
@@ -640,8 +640,10 @@ class SsmService:
                 self._api_clients[region] = client
             return client
 
-    def _instance_api_call(self, argv: List[str]) -> Tuple[int, str, str]:
-        """The command ``run`` starts while frozen: CreateSnapshots by the AWS CLI or boto3, answered by this twin."""
+    def _instance_api_call(self, argv: List[str], instance_id: str = "") -> Tuple[int, str, str]:
+        """The command ``run`` starts while frozen: CreateSnapshots by the AWS CLI or boto3, answered by this twin.
+
+        The fault ``print_snapshots`` (snapshot ids) makes a faulty or hostile instance print those snapshots too."""
         params = parse_create_snapshots(argv)
         if params is None:
             name = argv[0] if argv else ""
@@ -655,6 +657,12 @@ class SsmService:
             return 254, "", (f"\nAn error occurred ({err.get('Code')}) when calling the CreateSnapshots operation: "
                              f"{err.get('Message')}\n")
         result.pop("ResponseMetadata", None)
+        extra = self.cloud.instance_faults(instance_id).get("print_snapshots") if instance_id else None
+        if extra:
+            listed = self._api_client(region).describe_snapshots(SnapshotIds=list(extra))["Snapshots"]
+            result["Snapshots"] = list(result.get("Snapshots") or []) + [
+                {k: s[k] for k in ("SnapshotId", "VolumeId", "State", "StartTime", "VolumeSize", "Tags") if k in s}
+                for s in listed]
         return 0, json.dumps(result, indent=4, default=_json_default) + "\n", ""
 
     def _run_local(self, command: Command, inv: Invocation, timeout: float) -> Tuple[str, str, int, float]:

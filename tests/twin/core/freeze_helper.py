@@ -16,6 +16,7 @@ Per-instance faults steer the outcome: ``scripts_invalid``, ``scripts_absent``, 
 from __future__ import annotations
 
 import datetime as _dt
+import hashlib
 import json
 import os
 import random
@@ -91,6 +92,9 @@ class Outcome:
 
 def _num(value: Optional[float], places: int = 6) -> Optional[float]:
     return None if value is None else round(float(value), places)
+
+
+SET_ID_DERIVED = re.compile(r"""set_id="acs-([0-9]{8}t[0-9]{6})-\$\(printf '%s' "([0-9a-f]+):\$iid" \| sha256sum""")
 
 
 def _unwrap(script: str) -> str:
@@ -353,6 +357,11 @@ class HelperSimulator:
         frozen. ``done`` receives the outcome, at once or, for ``run``, later through ``defer``.
         """
         set_id = f"acs-{_dt.datetime.now(_dt.timezone.utc).strftime('%Y%m%dt%H%M%S')}-{random.getrandbits(32):08x}"
+        # The collection's instance-initiated script derives its set id from the run and the instance id, as bash would.
+        derived = SET_ID_DERIVED.search(_unwrap(script))
+        if derived:
+            digest = hashlib.sha256(f"{derived.group(2)}:{instance_id}".encode()).hexdigest()[:8]
+            set_id = f"acs-{derived.group(1)}-{digest}"
         call = parse(script, instance_id, set_id)
         if call is None:
             return False

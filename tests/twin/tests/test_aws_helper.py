@@ -26,7 +26,8 @@ def _builder(requested="application", mounts=("/data",), timeout=30, region="us-
               "pre_script_path": "/usr/local/lib/appconsistent/prescript.sh",
               "post_script_path": "/usr/local/lib/appconsistent/postscript.sh", "freeze": True,
               "mounts": list(mounts), "tags": tags or {}, "run_id": None, "delete_after": None, "description": None}
-    fake = types.SimpleNamespace(params=params, requested=requested, module=types.SimpleNamespace(region=region))
+    fake = types.SimpleNamespace(params=params, requested=requested, module=types.SimpleNamespace(region=region),
+                                 _set_stamp="20260101t000000", _set_nonce="00112233aabbccdd")
     fake._helper_command = lambda action, run_id: AwsGroupRun._helper_command(fake, action, run_id)
     fake._set_tags = lambda set_id, iid, level: AwsGroupRun._set_tags(fake, set_id, iid, level)
     return fake
