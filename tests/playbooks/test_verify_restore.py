@@ -122,3 +122,25 @@ def test_verify_restore_checks_the_set_and_removes_the_scratch_volumes(verify_tw
         left = twins.ecs_client().describe_disks(ecs_models.DescribeDisksRequest(
             region_id=REGION, disk_ids=json.dumps(scratch))).body.disks.disk
     assert not left
+
+
+@pytest.mark.parametrize("by", ["instance", "host"])
+def test_verify_restore_refuses_the_production_instance_as_the_verifier(verify_twins, run_playbook, tmp_path, by):
+    twins, spec, _base = verify_twins
+    ids = twins.endpoints["aws"]["instances"]
+    set_id = take_aws_set(twins, ids["web-1"])
+    inventory = fleet_inventory(tmp_path / "hosts.yml", twins, spec)
+    reports = tmp_path / "reports"
+    twins.stats.reset()
+    verifier = (ids["web-1"], "localhost") if by == "instance" else (ids["verifier"], "web-1")
+    run = run_playbook("verify_restore", inventory, dict(
+        playbook_vars(twins, reports), target="web-1", set_id=set_id, verify_instance_id=verifier[0],
+        verify_host=verifier[1], verify_profile="command", verify_command=CHECK, verify_device_path=DEVICE_PATH,
+        appconsistent_twin_store=twins.blockstore.root))
+    assert run.rc != 0, run
+    # Refused before anything was made: no volume created, attached or removed.
+    counts = twins.stats.counts("aws")
+    assert not any(counts.get(call) for call in ("CreateVolume", "AttachVolume", "DetachVolume", "DeleteVolume")), counts
+    (row,) = read_report(reports, "verify_restore")["hosts"]
+    assert row["status"] == "failed" and "never on the production one" in row["error"], row
+    assert row["volumes"] == [] and row["removed"] == []
