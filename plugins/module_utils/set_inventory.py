@@ -27,6 +27,7 @@ from ansible_collections.appconsistent.snapshots.plugins.module_utils.aws import
 from ansible_collections.appconsistent.snapshots.plugins.module_utils.aws import describe_snapshots
 from ansible_collections.appconsistent.snapshots.plugins.module_utils.aws_fleet import snapshot_member
 from ansible_collections.appconsistent.snapshots.plugins.module_utils.concurrency import chunks
+from ansible_collections.appconsistent.snapshots.plugins.module_utils.restore import TAG_SAFETY_FOR
 
 PROVIDERS = ("aws", "alicloud")
 # An EC2 filter takes at most 200 values.
@@ -111,6 +112,8 @@ def build_set(provider, set_id, members, group=None, now=None):
         size_gib=sum(sizes) if members and all(s is not None for s in sizes) else None,
         full_snapshot_size_bytes=sum(full_sizes) if members and all(s is not None for s in full_sizes) else None,
         untagged_snapshot_ids=untagged,
+        # A safety set (restore_volumes' copy of the disks it was about to reset) names the set it made room for.
+        safety_for=_common(tag(m, TAG_SAFETY_FOR) for m in members) or group_tags.get(TAG_SAFETY_FOR),
         members=members,
     )
     if group.get("status") is not None:
@@ -127,13 +130,17 @@ def order_sets(sets):
 
 
 def select_sets(sets, min_consistency=None, newest_only=False):
-    """The sets at least ``min_consistency``; with ``newest_only``, the newest of them per instance."""
+    """The sets at least ``min_consistency``; with ``newest_only``, the newest of them per instance.
+
+    A safety set is never an instance's newest: it holds the data a restore replaced, not a backup taken since."""
     chosen = [s for s in order_sets(sets) if min_consistency is None or ss.at_least(s["consistency"], min_consistency)]
     if not newest_only:
         return chosen
     seen = set()
     newest = []
     for item in chosen:
+        if item.get("safety_for"):
+            continue
         if item["instance_id"] not in seen:
             seen.add(item["instance_id"])
             newest.append(item)
@@ -413,14 +420,15 @@ def summary(item):
 
 
 def protected_sets(sets):
-    """{instance_id: set_id} of each instance's newest application- (or offline-) consistent set.
+    """{instance_id: set_id} of each instance's newest application- (or offline-) consistent set, safety sets aside.
 
     A complete set is preferred: a set still being taken may yet fail, so the
     last finished one stays protected until it has.
     """
     best = {}
     for item in order_sets(sets):
-        if not ss.at_least(item["consistency"], "application"):
+        # A safety set is offline-consistent, but of the data a restore replaced: it never stands for the instance.
+        if not ss.at_least(item["consistency"], "application") or item.get("safety_for"):
             continue
         instance = item["instance_id"]
         current = best.get(instance)

@@ -157,6 +157,10 @@ options:
     description:
       - Alibaba Cloud O(mode=replace) in place only. Take a snapshot-consistent group of the disks before resetting them,
         and use it to roll back when the restore fails part-way.
+      - The group is an V(offline) set of its own, tagged C(appconsistent:safety-for) with the set restored. It is
+        never the instance's newest set (O(latest), O(appconsistent.snapshots.snapshot_set_info#module:newest_only)) nor
+        the set O(appconsistent.snapshots.snapshot_set_prune#module:protect_newest_application) keeps; restore it by its
+        set id to undo the restore.
       - With V(false) the disks' current data is lost once reset, and a failure part-way cannot be rolled back.
     type: bool
     default: true

@@ -55,7 +55,8 @@ options:
   newest_only:
     description:
       - Return only the newest set of each instance, among the sets that pass the other filters (with
-        O(min_consistency=application), the newest application-consistent set of each instance).
+        O(min_consistency=application), the newest application-consistent set of each instance). A safety set
+        (RV(sets[].safety_for)) is never an instance's newest: it holds the data a restore replaced.
     type: bool
     default: false
 extends_documentation_fragment:
@@ -171,6 +172,16 @@ sets:
       type: str
       returned: for Alibaba Cloud sets that are snapshot-consistent groups
       sample: accomplished
+    safety_for:
+      description:
+        - The set a safety set was taken for - the snapshot-consistent group M(appconsistent.snapshots.restore_volumes)
+          takes on Alibaba Cloud of the disks it is about to reset (tag C(appconsistent:safety-for)); V(null) for
+          every other set. A safety set is V(offline)-consistent data of before that restore: it is never an
+          instance's newest set (O(newest_only)), nor the set O(appconsistent.snapshots.snapshot_set_prune#module:protect_newest_application)
+          keeps; restore it by its set id.
+      type: str
+      returned: always
+      sample: null
     untagged_snapshot_ids:
       description:
         - Snapshots of the Alibaba Cloud group that do not carry the set's C(appconsistent:set-id) tag.
