@@ -178,6 +178,7 @@ class Outcome:
         self.exit_code = None
         self.downtime = None
         self.refused_snapshots = None
+        self.duplicates_deleted = None
 
     def fail(self, code, message):
         self.error = ss.merge_error(self.error, code, message)
@@ -186,7 +187,8 @@ class Outcome:
         data = dict(instance_id=self.instance_id, provider="aws", platform=self.platform, status=self.status,
                     consistency_requested=self.requested, consistency=self.consistency, set_id=self.set_id,
                     snapshots=self.snapshots, command_ids=self.command_ids, changed=self.changed)
-        for key in ("freeze_window", "error", "plan", "exit_code", "downtime", "refused_snapshots"):
+        for key in ("freeze_window", "error", "plan", "exit_code", "downtime", "refused_snapshots",
+                    "duplicates_deleted"):
             if getattr(self, key) is not None:
                 data[key] = getattr(self, key)
         if self.freeze is not None:
@@ -220,6 +222,7 @@ class AwsGroupRun:
         self.pacer = pacing.of(module, clock=clock, sleep=sleep)
         self._reserved = {}  # instances admitted to a freeze wave whose CreateSnapshots token is reserved
         self._set_stamp = self._set_nonce = None  # the instance-initiated run's set ids are derived from these
+        self._attempts = threading.local()  # CreateSnapshots requests sent by this thread's current call
 
     # --- input ------------------------------------------------------------------------------------
 
@@ -279,6 +282,10 @@ class AwsGroupRun:
     def run(self):
         self.validate()
         self.ec2 = self.module.aws_client("ec2")
+        # CreateSnapshots has no ClientToken: an attempt retried (by botocore after a lost answer, or by the retry
+        # policy) may have made a batch already. Attempts are counted per thread, so that only then is the set read back.
+        self.ec2.meta.events.register("before-send.ec2.CreateSnapshots", self._count_attempt,
+                                      unique_id="appconsistent-create-snapshots-attempts")
         self.instances = aws_fleet.resolve_instances(self.ec2, self.params["instance_ids"])
         needs_agent = self.requested not in ("crash", "offline") or self.unmounts
         if needs_agent:
@@ -377,16 +384,41 @@ class AwsGroupRun:
         outcome = self.outcomes[instance_id]
         set_id = ss.new_set_id()
         # A frozen instance's CreateSnapshots token was reserved when it was admitted to its freeze wave.
+        self._attempts.sent = 0
         with self.pacer.prepaid("ec2", "CreateSnapshots", 1 if self._reserved.pop(instance_id, None) else 0):
             snapshots = aws_api.create_snapshots(
                 self.ec2, instance_id, exclude_boot_volume=outcome.exclude_boot,
                 exclude_data_volume_ids=outcome.exclude_data, description=self.params.get("description"),
                 tags=self._set_tags(set_id, instance_id, consistency), copy_tags_from_source=True)
+        if self._attempts.sent > 1:
+            self._drop_duplicates(outcome, set_id, {s["SnapshotId"] for s in snapshots})
         devices = {v["volume_id"]: v["device"] for v in outcome.volumes}
         members = [aws_fleet.snapshot_member(s, devices.get(s.get("VolumeId"))) for s in snapshots]
         for member in members:
             member["state"] = member["state"] or "pending"
         return set_id, members
+
+    def _count_attempt(self, **_kwargs):
+        self._attempts.sent = getattr(self._attempts, "sent", 0) + 1
+
+    def _drop_duplicates(self, outcome, set_id, kept):
+        """Delete the batch an earlier attempt of a retried CreateSnapshots made under the same set id: the set is the
+        batch the answer names, one snapshot per volume. Such a batch is this run's own, made a moment before."""
+        found = aws_api.describe_snapshots(self.ec2, filters=[{"Name": "tag:" + ss.TAG_SET_ID, "Values": [set_id]}])
+        extra = sorted(s["SnapshotId"] for s in found if s["SnapshotId"] not in kept and
+                       aws_api.tags_of(s).get(ss.TAG_INSTANCE_ID) == outcome.instance_id)
+        left = []
+        for snapshot_id in extra:
+            try:
+                aws_api.delete_snapshot(self.ec2, snapshot_id)
+            except aws_api.AppConsistentAWSError as exc:
+                left.append(f"{snapshot_id} ({_code(exc)})")
+        if extra:
+            outcome.duplicates_deleted = [i for i in extra if not any(x.startswith(i) for x in left)]
+        if left:
+            outcome.fail("DuplicateSnapshots", f"CreateSnapshots was retried and an earlier attempt had already made "
+                                               f"snapshots under set {set_id}; these could not be deleted and make the "
+                                               f"set look doubled: delete them: {', '.join(left)}")
 
     def _snapshot_many(self, instance_ids, consistency, pool=None):
         """CreateSnapshots for many instances at once; the calls run concurrently (in pool when given)."""
@@ -815,6 +847,10 @@ class AwsGroupRun:
             own = {v["volume_id"]: v["device"] for v in outcome.volumes}
             members = [aws_fleet.snapshot_member(s, own[s.get("VolumeId")]) for s in by_set.get(set_id, [])
                        if s.get("VolumeId") in own and aws_api.tags_of(s).get(ss.TAG_INSTANCE_ID) == instance_id]
+            # A call retried on the instance may have made two batches under the set id: the one it printed is the set.
+            printed = {m["snapshot_id"] for m in outcome.snapshots}
+            doubled = {m["volume_id"] for m in members if m["snapshot_id"] in printed}
+            members = [m for m in members if m["volume_id"] not in doubled or m["snapshot_id"] in printed]
             member_ids = {m["snapshot_id"] for m in members}
             refused = sorted({m["snapshot_id"] for m in outcome.snapshots} - member_ids |
                              {s["SnapshotId"] for s in by_set.get(set_id, [])} - member_ids)

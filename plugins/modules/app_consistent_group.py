@@ -312,6 +312,14 @@ results:
           the filesystems were unmounted, from the instance's own timestamps.
       type: float
       returned: when an instance was stopped and started, or its filesystems unmounted and mounted again
+    duplicates_deleted:
+      description:
+        - AWS - CreateSnapshots has no idempotency token, so a call retried after a lost answer can make a second batch
+          under the same set id; the batch the answer did not name is deleted and its ids listed here (the set is one
+          snapshot per volume).
+      type: list
+      elements: str
+      returned: when a retried CreateSnapshots had made such a batch
     refused_snapshots:
       description:
         - AWS Linux, O(initiator=instance) - snapshots the instance reported that are not of its own volumes under

@@ -97,3 +97,24 @@ def test_a_freeze_given_up_on_is_cancelled_and_never_freezes_after_the_task(twin
     freeze_id = entry["command_ids"][0]
     (invocation,) = ssm.list_command_invocations(CommandId=freeze_id)["CommandInvocations"]
     assert invocation["Status"] == "Cancelled"
+
+
+def test_a_retried_create_snapshots_leaves_one_member_per_volume(twin_factory, run_tasks):
+    # The first CreateSnapshots takes effect but its answer is lost (HTTP 500): the SDK sends it again, with the
+    # same tags, and there is no ClientToken to tell EC2 it is the same request.
+    fleet = {"instances": [{"provider": "aws", "name": "db", "platform": "linux", "volumes": VOLUMES}]}
+    twins = twin_factory(fleet, alicloud=False, faults={"api_errors": [
+        {"provider": "aws", "action": "CreateSnapshots", "code": "InternalError", "after": True, "count": 1}]})
+    db = twins.endpoints["aws"]["instances"]["db"]
+    twins.stats.reset()
+    run = run_tasks([{ACG: {"provider": "aws", "consistency": "filesystem", "instance_ids": [db], "mounts": ["/data"],
+                            "exclude_boot_disk": True}, "register": "group"}], twins.endpoints)
+    entry = run["group"]["results"][0]
+    assert twins.stats.counts("aws")["CreateSnapshots"] == 2  # the lost answer was retried
+    ec2 = twins.aws_client("ec2")
+    members = ec2.describe_snapshots(OwnerIds=["self"], Filters=[
+        {"Name": "tag:appconsistent:set-id", "Values": [entry["set_id"]]}])["Snapshots"]
+    assert [s["VolumeId"] for s in members] == [data_volume(twins, db)], members
+    assert [s["SnapshotId"] for s in members] == [m["snapshot_id"] for m in entry["snapshots"]]
+    assert entry["consistency"] == "filesystem" and not run["group"].get("failed"), entry
+    assert len(entry["duplicates_deleted"]) == 1

@@ -5,6 +5,7 @@ A spec is a dict; every key is optional::
     api_errors:                       # errors returned instead of the API's answer
       - {action: CreateSnapshots, code: SnapshotCreationPerVolumeRateExceeded, rate: 0.2}
       - {provider: aws, action: "*", code: RequestLimitExceeded, count: 3}     # the next 3 calls
+      - {action: CreateSnapshots, code: InternalError, after: true}            # answered after it took effect
     throttle_rate: 0.05               # shorthand: every API call throttled at this rate
     instances:                        # per-instance faults, keyed by instance id or name
       web-1: {vss_writer_failure: true}
@@ -84,11 +85,14 @@ class Faults:
         with self._lock:
             return self._rng.random() < float(rate)
 
-    def api_error(self, provider: str, action: str) -> Optional[str]:
-        """The error code to return for this call instead of its answer, or None."""
+    def api_error(self, provider: str, action: str, after: bool = False) -> Optional[str]:
+        """The error code to return for this call instead of its answer, or None.
+
+        ``after``: the rules marked ``after: true``, whose error is answered once the call has taken effect (an answer
+        lost on its way back, after which an SDK retries a call that already did its work)."""
         with self._lock:
             for rule in self._rules:
-                if rule.get("provider") not in (None, provider):
+                if rule.get("provider") not in (None, provider) or bool(rule.get("after")) != after:
                     continue
                 if rule["action"] not in ("*", action):
                     continue
@@ -101,6 +105,8 @@ class Faults:
                 if self._rng.random() < float(rule["rate"]):
                     return code
             self._rules = [r for r in self._rules if "count" not in r or r["count"] > 0]
+            if after:
+                return None
             rate = float(self._spec.get("throttle_rate") or 0)
             if rate and self._rng.random() < rate:
                 return DEFAULT_THROTTLE_CODES.get(provider, "Throttling")
