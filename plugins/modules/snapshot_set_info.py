@@ -56,7 +56,7 @@ options:
     description:
       - Return only the newest set of each instance, among the sets that pass the other filters (with
         O(min_consistency=application), the newest application-consistent set of each instance). A safety set
-        (RV(sets[].safety_for)) is never an instance's newest: it holds the data a restore replaced.
+        (RV(sets[].safety_for)) is never an instance's newest, as it holds the data a restore replaced.
     type: bool
     default: false
 extends_documentation_fragment:
@@ -176,7 +176,7 @@ sets:
       description:
         - The set a safety set was taken for - the snapshot-consistent group M(appconsistent.snapshots.restore_volumes)
           takes on Alibaba Cloud of the disks it is about to reset (tag C(appconsistent:safety-for)); V(null) for
-          every other set. A safety set is V(offline)-consistent data of before that restore: it is never an
+          every other set. A safety set is V(offline)-consistent data of before that restore; it is never an
           instance's newest set (O(newest_only)), nor the set O(appconsistent.snapshots.snapshot_set_prune#module:protect_newest_application)
           keeps; restore it by its set id.
       type: str

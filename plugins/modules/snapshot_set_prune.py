@@ -63,7 +63,7 @@ options:
     description:
       - Keep each instance's newest application- (or offline-) consistent set even when a rule selects it.
       - A safety set (the group M(appconsistent.snapshots.restore_volumes) takes before C(ResetDisk), tagged
-        C(appconsistent:safety-for)) is never that set: it holds the data the restore replaced.
+        C(appconsistent:safety-for)) is never that set, as it holds the data the restore replaced.
       - With V(false), the rules alone decide, and an instance can be left without any application-consistent set.
     type: bool
     default: true
