@@ -163,7 +163,7 @@ class AwsTwinApp:
             payload = payload.replace(closing, f"<nextToken>{token}</nextToken>".encode() + closing)
         if action in SNAPSHOT_ACTIONS and captured["status"].startswith("200"):
             payload = self._snapshot_details(payload, ext)
-        lost = self.cloud.faults.api_error(PROVIDER, action, after=True) if captured["status"].startswith("200") else None
+        lost = self.cloud.faults.api_error_after(PROVIDER, action) if captured["status"].startswith("200") else None
         if lost:  # the call took effect, its answer is an error (a 500 the SDKs retry)
             payload = _xml_error(service, lost, f"Injected fault after the call took effect: {lost}")
             captured["status"], captured["headers"] = "500 Internal Server Error", [("Content-Type", "text/xml")]

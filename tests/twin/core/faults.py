@@ -112,6 +112,10 @@ class Faults:
                 return DEFAULT_THROTTLE_CODES.get(provider, "Throttling")
         return None
 
+    def api_error_after(self, provider: str, action: str) -> Optional[str]:
+        """The error code to answer once this call has taken effect (rules with ``after: true``), or None."""
+        return Faults.api_error(self, provider, action, after=True)  # not a test's stand-in for api_error
+
     def for_instance(self, instance: Any) -> Dict[str, Any]:
         """Faults of one instance: its fleet ``faults`` merged with runtime ones (by id, then by name)."""
         merged = dict(getattr(instance, "faults", None) or {})
