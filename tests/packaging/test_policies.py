@@ -143,3 +143,21 @@ def test_every_policy_document_is_compared_and_listed():
     readme = (POLICIES / "README.md").read_text(encoding="utf-8")
     for name in compared | agents:
         assert f"`{name}`" in readme, f"docs/policies/README.md does not say what {name} is for"
+
+
+def test_parliament_finds_nothing_above_low_that_the_readme_does_not_explain():
+    """parliament (an IAM policy linter) on every AWS document: each finding above LOW is named in the README."""
+    import warnings  # pylint: disable=import-outside-toplevel
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # parliament 1.6 imports pkg_resources
+        import parliament  # pylint: disable=import-outside-toplevel
+    readme = (POLICIES / "README.md").read_text(encoding="utf-8")
+    explained = set(re.findall(r"^\| `([a-z0-9-]+\.json)` \| [A-Z]+ `([A-Z_]+)`", readme, re.M))
+    found = set()
+    for path in sorted(POLICIES.glob("aws-*.json")):
+        for finding in parliament.analyze_policy_string(path.read_text(encoding="utf-8")).findings:
+            finding = parliament.enhance_finding(finding)
+            if finding.severity not in ("LOW", "INFO"):
+                found.add((path.name, finding.issue))
+    assert sorted(found - explained) == [], "findings above LOW that docs/policies/README.md does not explain"
+    assert sorted(explained - found) == [], "docs/policies/README.md explains findings parliament no longer makes"
