@@ -22,8 +22,8 @@ from botocore.exceptions import ClientError
 from twin.aws.testing import wait_command
 
 FLEET = {"instances": [
-    {"provider": "aws", "name": "lin-1", "platform": "linux", "volumes": [{"device": "/dev/xvda", "size": 8, "boot": True},
-                                                                         {"device": "/dev/xvdf", "size": 10}]},
+    {"provider": "aws", "name": "lin-1", "platform": "linux",
+     "volumes": [{"device": "/dev/xvda", "size": 8, "boot": True}, {"device": "/dev/xvdf", "size": 10}]},
     {"provider": "aws", "name": "win-1", "platform": "windows", "volumes": [{"device": "/dev/sda1", "size": 30, "boot": True}]},
 ]}
 CALLS = {"ec2": "describe_instances", "ssm": "describe_instance_information", "sts": "get_caller_identity",
