@@ -184,6 +184,8 @@ def report_text(report):
     table = [[labels[k] for k in keys]] + [[_cell_text(k, row) for k in keys] for row in report["hosts"]]
     widths = [max(len(line[i]) for line in table) for i in range(len(keys))]
     lines = ["  ".join(cell.ljust(widths[i]) for i, cell in enumerate(line)).rstrip() for line in table]
+    if report.get("error"):  # the run failed as a whole (a target that matches no host)
+        lines.insert(0, f"FAILED: {report['error']}")
     summary = report["summary"]
     lines.append(f"{summary['hosts']} hosts: {summary['ok']} ok, {summary['warning']} with warnings, "
                  f"{summary['failed']} failed" + (f", {summary['planned']} planned (check mode)" if summary["planned"] else ""))
@@ -198,7 +200,7 @@ text-align:left;vertical-align:top} th{background:#eef1f5} tr.failed td{backgrou
 tr.warning td{background:#fff6e0} tr.ok td.status{color:#17692c;font-weight:600}
 tr.failed td.status{color:#a4161a;font-weight:600} tr.warning td.status{color:#8a5a00;font-weight:600}
 .summary span{display:inline-block;margin-right:1.2rem} code{font-size:.85rem}
-ul{margin:0;padding-left:1.1rem} td.host,td.instance_id,td.set_id,td.snapshots code{white-space:nowrap}
+p.error{color:#a4161a;font-weight:600} ul{margin:0;padding-left:1.1rem} td.host,td.instance_id,td.set_id,td.snapshots code{white-space:nowrap}
 """
 
 
@@ -236,7 +238,9 @@ def report_html(report):
     return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
             f"<title>{html.escape(title)}</title><style>{_CSS}</style></head><body>"
             f"<h1>{html.escape(title)}</h1><div class=\"meta\">{meta}</div>"
-            f"<div class=\"summary\">{''.join(spans)}</div>"
+            + (f"<p class=\"error\" id=\"run-error\">FAILED: {html.escape(str(report['error']))}</p>"
+               if report.get("error") else "")
+            + f"<div class=\"summary\">{''.join(spans)}</div>"
             f"<table id=\"hosts\"><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
             "</body></html>\n")
 

@@ -43,6 +43,11 @@ CREDENTIAL_ERROR_CODES = (
     "InvalidClientTokenId",
     "UnrecognizedClientException",
     "SignatureDoesNotMatch",
+    "InvalidSignatureException",  # SSM and the other JSON-protocol APIs: the secret does not match the key
+    "IncompleteSignature",
+    "IncompleteSignatureException",
+    "MissingAuthenticationToken",
+    "MissingAuthenticationTokenException",
     "InvalidAccessKeyId",
     "ExpiredToken",
     "ExpiredTokenException",

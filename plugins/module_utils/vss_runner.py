@@ -79,6 +79,8 @@ class VssSnapshotRun:
         self.ssm = None
         self.results = {}
         self.instances = {}
+        # Instances that targets matched but that are not Windows: left out, not failed.
+        self.skipped = []
         self.install = bool(self.params.get("install_vss_components"))
         self.required = "application" if self.params.get("writers", True) else "filesystem"
 
@@ -195,8 +197,15 @@ class VssSnapshotRun:
                                                              self.params.get("targets"))
             except ValueError as exc:
                 self.module.fail_json(msg=str(exc))
+            self._leave_out_other_platforms()
+            if not self.instances and self.skipped:
+                named = ", ".join(s["instance_id"] for s in self.skipped[:5]) + (" ..." if len(self.skipped) > 5 else "")
+                self.module.fail_json(msg=f"no Windows instance matches targets: the {len(self.skipped)} instances it "
+                                          f"matches are not Windows ({named}); use app_consistent_group for them",
+                                      results=[], failed_instances=[], skipped_instances=self.skipped)
             if not self.instances:
-                self.module.fail_json(msg="no instance matches targets", results=[], failed_instances=[])
+                self.module.fail_json(msg="no instance matches targets", results=[], failed_instances=[],
+                                      skipped_instances=[])
             existing = [i for i, d in self.instances.items() if d is not None]
             agents = aws_fleet.agent_status(self.ssm, existing)
         ready = []
@@ -211,6 +220,26 @@ class VssSnapshotRun:
             result.volumes = aws_fleet.attached_volumes(instance)
             ready.append(instance_id)
         return ready
+
+    def _leave_out_other_platforms(self):
+        """Leave out the instances that only a tag of targets selected and that are not Windows.
+
+        A tag such as backup=daily usually spans Linux instances too: they are app_consistent_group's, not a
+        failure of this task. Instances named by id (instance_ids, or InstanceIds in targets) are kept, so that
+        the preflight refuses a named Linux instance with its hint.
+        """
+        if not self.params.get("targets"):
+            return
+        named = set(self.params.get("instance_ids") or []) | set(aws_fleet.targets_to_filters(self.params["targets"])[1])
+        for instance_id, instance in list(self.instances.items()):
+            if instance_id in named or instance is None:
+                continue
+            platform = aws_fleet.platform_of(instance)
+            if platform != "windows":
+                del self.instances[instance_id]
+                self.skipped.append(dict(instance_id=instance_id, platform=platform,
+                                         reason=f"instance {instance_id} is {platform.capitalize()}, not Windows: "
+                                                "left out of this VSS task; use app_consistent_group for it"))
 
     def _skip_existing(self, ready):
         run_id = self.params.get("run_id")
@@ -383,5 +412,5 @@ class VssSnapshotRun:
             else:
                 failed.append(dict(instance_id=instance_id, consistency=result.consistency, reason=reason))
         changed = any(r.changed for r in self.results.values())
-        return dict(changed=changed, results=results, failed_instances=failed, warnings=warnings,
-                    command_ids=sorted({r.command_id for r in self.results.values() if r.command_id}))
+        return dict(changed=changed, results=results, failed_instances=failed, skipped_instances=self.skipped,
+                    warnings=warnings, command_ids=sorted({r.command_id for r in self.results.values() if r.command_id}))

@@ -221,7 +221,7 @@ EXAMPLES = r"""
     provider: alicloud
     instance_ids: [i-bp1example000000001, i-bp1example000000002]
     ram_role_name: AppSnapshotRole
-    run_id: "{{ tower_job_id | default('manual') }}"
+    run_id: "{{ awx_job_id | default('manual') }}"
     delete_after: 7d
 
 - name: Filesystem-consistent sets of AWS Linux instances, data volumes only

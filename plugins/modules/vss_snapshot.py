@@ -15,6 +15,9 @@ description:
     carries the provider's C(AppConsistent) evidence; otherwise it is reported (and tagged) as what it is.
   - Each instance is checked before anything is sent (it exists, runs, is Windows, and its SSM agent is
     Online). An instance that fails the check gets its own error and is not sent the command; the others are.
+  - Instances that a tag in O(targets) selects but that are not Windows are left out and listed in
+    RV(skipped_instances), not failed; a Linux instance named by id is refused with the hint to use
+    M(appconsistent.snapshots.app_consistent_group).
   - The document is sent to at most 50 instances per SendCommand, and each batch is followed with one
     C(ListCommandInvocations) listing, not one call per instance.
   - Runs on the controller; the instances need the VSS components and an instance profile that allows
@@ -223,6 +226,27 @@ failed_instances:
   type: list
   elements: dict
   sample: [{"instance_id": "i-0123456789abcdef0", "consistency": "none", "reason": "..."}]
+skipped_instances:
+  description:
+    - Instances that a tag in O(targets) matched but that are not Windows, left out of the task instead of failed
+      (a tag such as C(backup=daily) often spans Linux instances too; app_consistent_group snapshots them).
+    - Instances named by id (O(instance_ids), or C(InstanceIds) in O(targets)) are never skipped; one that is
+      not Windows fails with the hint to use app_consistent_group.
+  returned: always
+  type: list
+  elements: dict
+  contains:
+    instance_id:
+      description: The instance.
+      type: str
+    platform:
+      description: Its platform (C(linux)).
+      type: str
+    reason:
+      description: Why it was left out.
+      type: str
+  sample: [{"instance_id": "i-0123456789abcdef1", "platform": "linux",
+            "reason": "instance i-0123456789abcdef1 is Linux, not Windows: left out of this VSS task; use app_consistent_group for it"}]
 command_ids:
   description: The SSM commands sent (one per batch of up to 50 instances).
   returned: always

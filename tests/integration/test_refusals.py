@@ -184,6 +184,29 @@ def test_rejected_alibaba_credentials_are_said_first_and_on_one_line(twin_factor
     assert "rejected the credentials" in run.stdout.split("[ERROR]")[1].splitlines()[0]
 
 
+def test_rejected_aws_credentials_are_said_in_one_sentence(twin_factory, run_tasks):
+    """Issue 19.6: the AWS twin verifies SigV4, so a wrong secret is rejected as EC2 and SSM reject it."""
+    twins = twin_factory(alicloud=False)
+    set_id, _snapshots = aws_set(twins, "web-1")
+    iid = aws_instance(twins, "web-1")
+    twins.stats.reset()
+    run = run_tasks([
+        {INFO: {"provider": "aws", "instance_ids": [iid], "secret_key": "not-the-secret"}, "register": "bad_secret"},
+        {INFO: {"provider": "aws", "instance_ids": [iid], "access_key": "AKIDNOTAKEY", "secret_key": "x"},
+         "register": "bad_key"},
+        {RESTORE: {"set_id": set_id, "mode": "volumes", "secret_key": "not-the-secret"}, "register": "restore"},
+        {ACG: {"provider": "aws", "instance_ids": [iid], "consistency": "crash", "secret_key": "not-the-secret"},
+         "register": "backup"},
+        {VSS: {"instance_ids": [iid], "secret_key": "not-the-secret"}, "register": "vss"},
+    ], twins.endpoints)
+    for name, result in run.results.items():
+        assert result.get("failed"), name
+        assert result["msg"] == ("AWS rejected the credentials (AuthFailure): check access_key, secret_key, "
+                                 "session_token or the profile in use."), (name, result["msg"])
+    assert "rejected the credentials" in run.stdout.split("[ERROR]")[1].splitlines()[0]
+    assert not any(action.startswith(("Create", "Delete", "Send", "Stop")) for action in twins.stats.counts("aws"))
+
+
 def test_restore_volumes_without_aws_credentials_says_so(twin_factory, run_tasks, monkeypatch, tmp_path):
     twins = twin_factory(alicloud=False)
     set_id, _snapshots = aws_set(twins, "web-1")

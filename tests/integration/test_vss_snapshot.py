@@ -1,5 +1,6 @@
 """vss_snapshot against the AWS twin: real ansible-playbook runs, results checked as an operator would."""
 
+import os
 import re
 
 import pytest
@@ -8,6 +9,7 @@ import yaml
 from ansible_collections.appconsistent.snapshots.plugins.modules import vss_snapshot
 
 VSS = "appconsistent.snapshots.vss_snapshot"
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 WINDOWS = {"provider": "aws", "platform": "windows", "state": "running",
            "volumes": [{"device": "/dev/sda1", "size": 30, "boot": True}, {"device": "xvdf", "size": 100}]}
 
@@ -233,3 +235,44 @@ def test_the_module_examples_run(twin_factory, run_tasks):
         result = run[f"example{number}"]
         assert not result.get("failed"), (tasks[number]["name"], result.get("msg"))
         assert {r["consistency"] for r in result["results"]} == {"application"}
+
+
+def readme_vss_example():
+    """The README's vss_snapshot task ("every Windows instance tagged backup=daily")."""
+    with open(os.path.join(REPO_ROOT, "README.md"), encoding="utf-8") as handle:
+        text = handle.read()
+    for block in re.findall(r"```yaml\n(.*?)```", text, re.S):
+        for task in yaml.safe_load(block) or []:
+            if isinstance(task, dict) and VSS in task and "targets" in task[VSS]:
+                return task
+    raise AssertionError("the README has no vss_snapshot example with targets")
+
+
+def test_a_tag_that_also_matches_linux_instances_skips_them_and_snapshots_the_windows_ones(twin_factory, run_tasks):
+    """Issue 19.4: the README example over a tag that spans Windows and Linux instances."""
+    linux = {"platform": "linux", "volumes": [{"device": "/dev/xvda", "size": 8, "boot": True}]}
+    twins = twin_factory(fleet({"name": "sql-a", "tags": {"backup": "daily"}},
+                               dict(linux, name="web-a", tags={"backup": "daily"}),
+                               dict(linux, name="web-b", tags={"backup": "weekly"})), alicloud=False)
+    sql_a, web_a, web_b = ids(twins, "sql-a", "web-a", "web-b")
+    task = dict(readme_vss_example(), register="readme")
+    run = run_tasks([task,
+                     {VSS: {"targets": [{"key": "tag:backup", "values": ["weekly"]}]}, "register": "only_linux"},
+                     {VSS: {"instance_ids": [web_a]}, "register": "named"},
+                     {VSS: {"targets": [{"key": "InstanceIds", "values": [web_b]}]}, "register": "named_in_targets"}],
+                    twins.endpoints)
+    readme = run["readme"]
+    assert not readme.get("failed"), readme.get("msg")
+    assert [(r["instance_id"], r["consistency"]) for r in readme["results"]] == [(sql_a, "application")]
+    assert readme["failed_instances"] == []
+    assert [(s["instance_id"], s["platform"]) for s in readme["skipped_instances"]] == [(web_a, "linux")]
+    assert "use app_consistent_group" in readme["skipped_instances"][0]["reason"]
+    # A tag of Linux instances only: nothing to do is a failure that says why.
+    assert run["only_linux"]["failed"] and run["only_linux"]["msg"].startswith("no Windows instance matches targets")
+    assert [s["instance_id"] for s in run["only_linux"]["skipped_instances"]] == [web_b]
+    # Linux instances named by id are still refused, with the hint.
+    for name, iid in (("named", web_a), ("named_in_targets", web_b)):
+        result = run[name]
+        assert result["failed"] and result["skipped_instances"] == [], (name, result)
+        (failed,) = result["failed_instances"]
+        assert failed["instance_id"] == iid and "use app_consistent_group for Linux instances" in failed["reason"]

@@ -95,9 +95,9 @@ class PlaybookResult:
 
 @pytest.fixture
 def run_playbook(tmp_path):
-    """run_playbook(name, inventory=None, extra_vars=None, check=False) -> PlaybookResult."""
+    """run_playbook(name, inventory=None, extra_vars=None, check=False, extra_args=()) -> PlaybookResult."""
 
-    def run(name, inventory=None, extra_vars=None, check=False, cwd=None):
+    def run(name, inventory=None, extra_vars=None, check=False, cwd=None, extra_args=()):
         cmd = [os.path.join(os.path.dirname(sys.executable), "ansible-playbook"), f"appconsistent.snapshots.{name}"]
         if inventory is not None:
             cmd += ["-i", str(inventory)]
@@ -105,6 +105,7 @@ def run_playbook(tmp_path):
             cmd += ["-e", json.dumps(extra_vars)]
         if check:
             cmd.append("--check")
+        cmd += list(extra_args)
         proc = subprocess.run(cmd, env=playbook_env(), capture_output=True, text=True, timeout=600, check=False,
                               cwd=str(cwd or tmp_path))
         return PlaybookResult(proc)

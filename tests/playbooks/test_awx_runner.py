@@ -11,7 +11,7 @@ import sys
 import ansible_runner
 import yaml
 
-from playbooks.conftest import MIXED_FLEET, REPO_ROOT_DIR, fleet_inventory, instance_ids, playbook_env, playbook_vars
+from playbooks.conftest import MIXED_FLEET, REPO_ROOT_DIR, ROLE, fleet_inventory, instance_ids, playbook_env, playbook_vars
 
 AWX_DIR = os.path.join(REPO_ROOT_DIR, "docs", "awx")
 
@@ -47,9 +47,11 @@ def test_fleet_backup_job_with_survey_answers(twin_factory, tmp_path, monkeypatc
     reports = tmp_path / "reports"
     # What the job template adds to the survey's answers: the job id, and connection settings that
     # would come from the job's credentials on a real controller.
+    # The Alibaba instances' RAM role comes from the survey alone (issue 19), not from appconsistent_backup_options.
+    connection = {k: v for k, v in playbook_vars(twins, reports).items() if k != "appconsistent_backup_options"}
     extravars = dict(survey_answers("Fleet backup (application-consistent snapshots)",
-                                    {"target": "backup_daily", "retention": "2d"}),
-                     awx_job_id=4711, tower_job_id=4711, **playbook_vars(twins, reports))
+                                    {"target": "backup_daily", "retention": "2d", "ram_role_name": ROLE}),
+                     awx_job_id=4711, tower_job_id=4711, **connection)
     env = {k: v for k, v in playbook_env().items() if k.startswith("ANSIBLE_")}
     runner = ansible_runner.run(private_data_dir=str(private), playbook="fleet_backup.yml", extravars=extravars,
                                 envvars=env, quiet=True, ident="job-4711", timeout=600)

@@ -31,21 +31,37 @@ def _path(value: str) -> str:
     return os.path.join(REPO_ROOT, value)
 
 
-def _args(argv):
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m twin", description="Run the twin clouds in the foreground.")
-    parser.add_argument("--fleet", default=os.environ.get("TWIN_FLEET") or os.path.join(HERE, "fleets", "demo.yml"))
-    parser.add_argument("--host", default=os.environ.get("TWIN_HOST", "127.0.0.1"))
-    parser.add_argument("--aws-port", type=int, default=int(os.environ.get("TWIN_AWS_PORT", "18080")))
-    parser.add_argument("--alicloud-port", type=int, default=int(os.environ.get("TWIN_ALICLOUD_PORT", "18081")))
-    parser.add_argument("--endpoints", default=os.environ.get("TWIN_ENDPOINTS", "build/twin/endpoints.json"))
-    parser.add_argument("--blockstore", default=os.environ.get("TWIN_BLOCKSTORE", "build/twin/blocks"))
+    parser.add_argument("--fleet", default=os.environ.get("TWIN_FLEET") or os.path.join(HERE, "fleets", "demo.yml"),
+                        help="fleet file: the instances, their volumes (and where those are mounted), the credentials "
+                             "the twins accept (env TWIN_FLEET; default: the demo fleet, fleets/demo.yml)")
+    parser.add_argument("--host", default=os.environ.get("TWIN_HOST", "127.0.0.1"),
+                        help="address both twins listen on (env TWIN_HOST; default: %(default)s)")
+    parser.add_argument("--aws-port", type=int, default=int(os.environ.get("TWIN_AWS_PORT", "18080")),
+                        help="port of the AWS twin (EC2, SSM, IAM, STS on one endpoint; env TWIN_AWS_PORT; "
+                             "0 picks a free one; default: %(default)s)")
+    parser.add_argument("--alicloud-port", type=int, default=int(os.environ.get("TWIN_ALICLOUD_PORT", "18081")),
+                        help="port of the Alibaba Cloud twin (ECS and Cloud Assistant; env TWIN_ALICLOUD_PORT; "
+                             "0 picks a free one; default: %(default)s)")
+    parser.add_argument("--endpoints", default=os.environ.get("TWIN_ENDPOINTS", "build/twin/endpoints.json"),
+                        help="where to write the endpoints, credentials and instance ids of the running twins as "
+                             "JSON, removed on exit (env TWIN_ENDPOINTS; default: %(default)s)")
+    parser.add_argument("--blockstore", default=os.environ.get("TWIN_BLOCKSTORE", "build/twin/blocks"),
+                        help="directory for the real block data of volumes and snapshots (env TWIN_BLOCKSTORE; "
+                             "default: %(default)s)")
     parser.add_argument("--latency", default=os.environ.get("TWIN_LATENCY"),
-                        help="zero or realistic (default: the fleet file's setting)")
+                        help="per-call latency model: zero or realistic (env TWIN_LATENCY; default: the fleet "
+                             "file's setting)")
     parser.add_argument("--limits", default=os.environ.get("TWIN_LIMITS"), type=_limits,
-                        help="request limits: none, published or a JSON mapping such as "
+                        help="request limits (env TWIN_LIMITS): none, published or a JSON mapping such as "
                              "'{\"CreateSnapshots\": {\"capacity\": 5, \"refill\": 1}}' "
                              "(default: the fleet file's setting, else published with realistic latency)")
-    return parser.parse_args(argv)
+    return parser
+
+
+def _args(argv):
+    return _parser().parse_args(argv)
 
 
 def _limits(value: str):

@@ -27,6 +27,7 @@ from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_ba
 
 from twin.aws.cloud import AwsCloud
 from twin.aws.documents import DocumentError
+from twin.aws.signing import SignatureRejected, verify as verify_signature
 from twin.aws.ec2 import REQUEST
 from twin.aws.ssm import SsmService
 from twin.core.control import ControlApp, is_control
@@ -111,6 +112,10 @@ class AwsTwinApp:
         service = _service_of(environ)
         target = environ.get("HTTP_X_AMZ_TARGET", "")
         region = _region_of(environ)
+        try:
+            verify_signature(environ, body, self.secrets)
+        except SignatureRejected as exc:
+            return self._rejected(exc, service, target, start_response)
         if service == "ssm" and target.startswith("AmazonSSM."):
             return self._ssm(target.split(".", 1)[1], body, region, start_response)
         params = urllib.parse.parse_qs(body.decode("utf-8", errors="replace"), keep_blank_values=True)
@@ -170,6 +175,27 @@ class AwsTwinApp:
         headers = [(k, v) for k, v in captured["headers"] if k.lower() != "content-length"]
         headers.append(("Content-Length", str(len(payload))))
         start_response(captured["status"], headers)
+        return [payload]
+
+    @property
+    def secrets(self) -> Dict[str, str]:
+        """The access keys of the account (the fleet's credentials, which its instances' roles use too)."""
+        return {self.cloud.access_key_id: self.cloud.secret_access_key or ""} if self.cloud.access_key_id else {}
+
+    @staticmethod
+    def _rejected(exc: SignatureRejected, service: str, target: str, start_response):
+        """A request AWS would not authenticate, answered in the protocol of its service."""
+        if target:  # the JSON protocol (SSM, KMS) names the operation in X-Amz-Target
+            code, status, message = exc.answer("json")
+            payload = json.dumps({"__type": code, "message": message}).encode()
+            headers = [("Content-Type", "application/x-amz-json-1.1"), ("x-amzn-RequestId", str(uuid.uuid4()))]
+        else:
+            code, status, message = exc.answer("ec2" if service == "ec2" else "query")
+            payload = _xml_error(service, code, message)
+            headers = [("Content-Type", "text/xml")]
+        LOG.debug("rejected %s request: %s", service, exc)
+        reason = {400: "Bad Request", 401: "Unauthorized", 403: "Forbidden"}[status]
+        start_response(f"{status} {reason}", headers + [("Content-Length", str(len(payload)))])
         return [payload]
 
     @staticmethod

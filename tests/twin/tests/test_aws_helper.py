@@ -4,6 +4,7 @@ Commands are built by the collection's own code, so the twin is tested against w
 """
 
 import json
+import os
 import time
 import types
 
@@ -14,7 +15,9 @@ from ansible_collections.appconsistent.snapshots.plugins.module_utils.group_aws 
 from ansible_collections.appconsistent.snapshots.plugins.module_utils.unmount import remount_command, unmount_command
 from twin.aws.ssm import parse_create_snapshots
 from twin.aws.testing import tags_of, wait_command
+from twin.core.fleet import load_fleet
 from twin.core.freeze_helper import parse
+from twin.launcher import start_twins
 
 HELPER = "/usr/local/lib/appconsistent/appconsistent-freeze"
 VOLUMES = [{"device": "/dev/xvda", "size": 8, "boot": True}, {"device": "/dev/xvdf", "size": 10},
@@ -267,3 +270,22 @@ def test_app_consistent_group_completes_on_simulated_linux_instances(twin_factor
         assert results[iid]["consistency"] == "application", results[iid]
         assert len(results[iid]["snapshots"]) == 2  # boot and data volume
     assert results[ids[2]]["consistency"] == "none" and not results[ids[2]]["snapshots"]
+
+
+def test_the_make_twin_fleet_refuses_a_path_that_is_not_mounted_as_the_tests_do():
+    """Issue 19.6: the demo fleet (what `make twin` starts) records its mounts, so the helper knows them."""
+    demo = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "fleets", "demo.yml")
+    fleet = load_fleet(demo)
+    unrecorded = [(i.name, v.device) for i in fleet.instances if i.platform == "linux"
+                  for v in i.volumes if not v.boot and not v.mount]
+    assert unrecorded == [], "Linux data volumes of the demo fleet without mount"
+    twins = start_twins(demo, alicloud=False)
+    try:
+        ssm, web = twins.aws_client("ssm"), twins.aws.instances["web-1"]
+        inv, got, refused = send(ssm, web, freeze_cmd("r-unmounted", mounts=("/srv/not-mounted",)))
+        assert (inv["Status"], got["ResponseCode"], refused["status"]) == ("Failed", 207, "refused")
+        _inv, got, frozen = send(ssm, web, freeze_cmd("r-data", mounts=("auto",)))
+        assert got["ResponseCode"] == 0 and [m["canonical"] for m in frozen["mounts"]] == ["/data"]
+        assert send(ssm, web, thaw_cmd("r-data"))[1]["ResponseCode"] == 0
+    finally:
+        twins.stop()

@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -80,6 +81,26 @@ def test_make_twin_defaults_and_environment(monkeypatch):
         {"CreateSnapshots": {"capacity": 5, "refill": 1}}
     with pytest.raises(SystemExit):
         twin_main._args(["--limits", "fast"])
+
+
+def test_python_dash_m_twin_help_describes_every_option():
+    """Issue 19: `python -m twin --help` says what each option is, and which environment variable sets it."""
+    help_text = subprocess.run([sys.executable, "-m", "twin", "--help"], cwd=TESTS_DIR, capture_output=True, text=True,
+                               check=True).stdout
+    options = re.findall(r"\[(--[a-z-]+)", help_text.split("\n\n")[0])
+    assert len(options) == 8, options
+    described, current = {}, None
+    for line in help_text.split("options:", 1)[1].splitlines():
+        match = re.match(r"^  (-[-a-z, ]+?)(?: [A-Z_]+)?(?:  +(.*))?$", line)
+        if match and line.startswith("  -"):
+            current = match.group(1).split(", ")[-1]
+            described[current] = match.group(2) or ""
+        elif current:
+            described[current] += " " + line.strip()
+    for option in options:
+        text = " ".join(described.get(option, "").split())
+        env = "TWIN_" + option[2:].upper().replace("-", "_")
+        assert len(text) > 20 and env in text, f"{option}: {text!r} does not say what it is and that {env} sets it"
 
 
 @pytest.mark.timeout(120)

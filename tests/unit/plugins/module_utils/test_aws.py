@@ -238,6 +238,9 @@ def test_cancel_command(ssm):
     (botocore.exceptions.EndpointConnectionError(endpoint_url="http://127.0.0.1:9"), "Cannot reach the AWS endpoint"),
     (botocore.exceptions.ClientError({"Error": {"Code": "AuthFailure", "Message": "x"}}, "DescribeInstances"),
      "AWS rejected the credentials (AuthFailure)"),
+    # SSM (a JSON-protocol API) answers a wrong secret so, not with EC2's AuthFailure
+    (botocore.exceptions.ClientError({"Error": {"Code": "InvalidSignatureException", "Message": "x"}}, "SendCommand"),
+     "AWS rejected the credentials (InvalidSignatureException)"),
 ])
 def test_connection_failures_have_one_plain_sentence(exc, words):
     assert words in aws.describe_aws_failure(exc)
