@@ -193,6 +193,30 @@ def test_watchdog_thaws_at_deadline_and_runs_postscript(fs_factory, freeze_helpe
     assert pid_gone(frozen.doc["watchdog_pid"])
 
 
+def test_watchdog_deadline_does_not_follow_the_wall_clock_back(fs_factory, freeze_helper):
+    mount = fs_factory.create()
+    frozen = freeze_helper("freeze", mounts=[mount], run_id="clock-step", timeout=3)
+    assert frozen.rc == 0, frozen.doc
+    # The wall clock is stepped back one hour (NTP, an operator): to a watchdog that reads the wall clock, the deadline
+    # it recorded now lies an hour ahead. Stepping the machine's clock would disturb everything else on it, so the
+    # record is moved instead, which is what the step does to the comparison.
+    record = freeze_helper.state_dir / "runs" / "clock-step" / "record"
+    lines = record.read_text().splitlines()
+    lines = [f"deadline_ms={int(line.split('=', 1)[1]) + 3_600_000}" if line.startswith("deadline_ms=") else line
+             for line in lines]
+    staged = record.with_name("record.tmp.test")
+    staged.write_text("\n".join(lines) + "\n")
+    os.chmod(staged, 0o600)
+    os.replace(staged, record)
+
+    # Before: the watchdog compared the wall clock with that deadline and left the filesystem frozen for the hour.
+    writer = fs_factory.start_write(mount.mountpoint)
+    limit = frozen.doc["t_frozen"] + 3 + 3 - time.time()
+    assert writer.done_within(max(limit, 0.1)), "the watchdog did not thaw at its deadline after a clock step"
+    status = freeze_helper.wait_state("clock-step", ("auto_thawed",))
+    assert status["auto_thaw_reason"] == "deadline"
+
+
 def test_watchdog_thaws_when_caller_is_killed(fs_factory, freeze_helper, scripts, monkeypatch):
     mount = fs_factory.create()
     set_probe(monkeypatch, mount.mountpoint)
