@@ -78,7 +78,8 @@ for m in "${mounts[@]}"; do
     named=$(printf '%%s\n' "${options//,/$'\n'}" | sed -n 's/^subvol=//p' | tail -n 1)
   fi
   if [ "$fsroot" != "$named" ]; then
-    report unmount 207 "$m is a bind mount of $fsroot on $source, which could not be mounted again from the device: give the mount point of the filesystem itself, or take the set with the instance stopped"
+    report unmount 207 "$m is a bind mount of $fsroot on $source, which could not be mounted again from the device:"\
+" give the mount point of the filesystem itself, or take the set with the instance stopped"
   fi
   others=""
   while IFS=' ' read -r target id; do
@@ -89,7 +90,8 @@ for m in "${mounts[@]}"; do
     [ "$given" = 1 ] || others="$others $target"
   done < <(findmnt -n -r -o TARGET,MAJ:MIN)
   if [ -n "$others" ]; then
-    report unmount 207 "the filesystem of $m ($source) is also mounted at$others, so unmounting $m would not take it offline: give all of its mount points, or take the set with the instance stopped"
+    report unmount 207 "the filesystem of $m ($source) is also mounted at$others, so unmounting $m would not take it"\
+" offline: give all of its mount points, or take the set with the instance stopped"
   fi
 done
 busy=""

@@ -548,7 +548,7 @@ class BtrfsRoot:
             self.holder.wait(timeout=10)
         if self.device:
             subprocess.run(["losetup", "-d", self.device], check=False, capture_output=True, timeout=60)
-        attached = subprocess.run(["losetup", "-a"], capture_output=True, text=True, timeout=60).stdout
+        attached = subprocess.run(["losetup", "-a"], capture_output=True, text=True, timeout=60, check=False).stdout
         assert str(self.image) not in attached, f"{self.device} still attached"
 
 
