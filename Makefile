@@ -43,8 +43,9 @@ MOLECULE_HOME := $(BUILD)/molecule
 # Debian packages the tests need: fsfreeze and losetup (util-linux), the file systems the
 # e2e tests and the twin's block store create. Stages that need more append to these.
 DEB_PACKAGES := util-linux e2fsprogs xfsprogs
-# The roles are tested against real database servers (tests/roles).
-DEB_PACKAGES_E2E := $(DEB_PACKAGES) mariadb-server mariadb-client postgresql shellcheck
+# The roles are tested against real database servers (tests/roles); the freeze helper and the
+# unmount path also on btrfs subvolumes (btrfs-progs).
+DEB_PACKAGES_E2E := $(DEB_PACKAGES) btrfs-progs mariadb-server mariadb-client postgresql shellcheck
 # Without shellcheck, ansible-test skips its shellcheck test instead of failing.
 DEB_PACKAGES_SANITY := shellcheck
 # The consistency_scripts scenario runs the database profiles' scripts, which call the clients.

@@ -23,7 +23,7 @@ EXIT_REFUSED = 207
 EXIT_BUSY = 3
 EXIT_FAILED = 209
 EXIT_MESSAGES = {
-    EXIT_REFUSED: "a mount was refused (/, /boot, or not a mount point)",
+    EXIT_REFUSED: "a mount was refused (/, /boot, not a mount point, a bind mount, or a filesystem also mounted elsewhere)",
     EXIT_BUSY: "a filesystem is in use, so it was not unmounted",
     EXIT_FAILED: "unmounting or mounting failed",
 }
@@ -65,6 +65,35 @@ for m in "${mounts[@]}"; do
   real=$(readlink -f -- "$m")
   case "$real" in /|/boot|/boot/*) report unmount 207 "$m resolves to $real, which is never unmounted" ;; esac
 done
+# What mounting again needs, checked before anything is unmounted: the device without
+# findmnt's [/fsroot] (-v), and a directory of the filesystem that the options can name
+# again. A btrfs subvolume is named by its subvol= option; any other filesystem must be
+# mounted from its root: a bind mount of a directory cannot be mounted from the device.
+# A filesystem also mounted elsewhere (another btrfs subvolume, a bind mount) stays
+# mounted, so it is not offline unless every mount point of it is given.
+for m in "${mounts[@]}"; do
+  IFS=' ' read -r _ source fstype options fsroot majmin < <(findmnt -n -r -v -o TARGET,SOURCE,FSTYPE,OPTIONS,FSROOT,MAJ:MIN --mountpoint "$m" | tail -n 1)
+  named=/
+  if [ "$fstype" = btrfs ]; then
+    named=$(printf '%%s\n' "${options//,/$'\n'}" | sed -n 's/^subvol=//p' | tail -n 1)
+  fi
+  if [ "$fsroot" != "$named" ]; then
+    report unmount 207 "$m is a bind mount of $fsroot on $source, which could not be mounted again from the device:"\
+" give the mount point of the filesystem itself, or take the set with the instance stopped"
+  fi
+  others=""
+  while IFS=' ' read -r target id; do
+    [ "$id" = "$majmin" ] || continue
+    target=$(printf '%%b' "$target")  # findmnt -r writes a space as \x20
+    given=0
+    for g in "${mounts[@]}"; do [ "$(readlink -f -- "$g")" = "$target" ] && given=1; done
+    [ "$given" = 1 ] || others="$others $target"
+  done < <(findmnt -n -r -o TARGET,MAJ:MIN)
+  if [ -n "$others" ]; then
+    report unmount 207 "the filesystem of $m ($source) is also mounted at$others, so unmounting $m would not take it"\
+" offline: give all of its mount points, or take the set with the instance stopped"
+  fi
+done
 busy=""
 for m in "${mounts[@]}"; do
   pids=$(fuser -m "$m" 2>/dev/null | tr -cs '0-9' ' ')
@@ -76,7 +105,7 @@ done
 [ -n "$busy" ] && report unmount 3 "in use, not unmounted:$busy stop these processes or take the set with the instance stopped"
 : > "$rec"
 for m in "${mounts[@]}"; do
-  findmnt -n -r -o TARGET,SOURCE,FSTYPE,OPTIONS --mountpoint "$m" | awk '{ printf "%%s\t%%s\t%%s\t%%s\n", $1, $2, $3, $4 }' >> "$rec"
+  findmnt -n -r -v -o TARGET,SOURCE,FSTYPE,OPTIONS --mountpoint "$m" | tail -n 1 | awk '{ printf "%%s\t%%s\t%%s\t%%s\n", $1, $2, $3, $4 }' >> "$rec"
 done
 # The remount is armed before anything is unmounted.
 setsid bash -c 'sleep "$1"; exec bash "$2"' _ "$deadline" "$state/$run_id.remount" </dev/null >/dev/null 2>&1 &
@@ -84,11 +113,13 @@ echo $! > "$state/$run_id.watchdog"
 sync
 for m in $(printf '%%s\n' "${mounts[@]}" | awk '{ print length($0) "\t" $0 }' | sort -rn | cut -f2-); do
   if ! umount -- "$m"; then
-    remount_all
-    rm -f "$rec"
     disarm "$(cat "$state/$run_id.watchdog")"
     rm -f "$state/$run_id.watchdog"
-    report unmount 209 "could not unmount $m; everything was mounted again"
+    if remount_all; then
+      rm -f "$rec"
+      report unmount 209 "could not unmount $m; everything was mounted again"
+    fi
+    report unmount 209 "could not unmount $m, and mounting again failed: check the instance now (the record is $rec)"
   fi
 done
 report unmount 0 "unmounted: ${mounts[*]}"

@@ -16,7 +16,8 @@ description:
     safe level for a root volume, and the strongest. The downtime is reported.
   - On B(Linux), on both providers, O(consistency=offline) with a list in O(mounts) unmounts those data filesystems
     through the agent (SSM on AWS, Cloud Assistant on Alibaba Cloud) instead of stopping the instance (refusing C(/),
-    C(/boot) and a filesystem in use, whose processes are named), snapshots only the disks or volumes given in
+    C(/boot), a filesystem in use, whose processes are named, a bind mount of a directory, and a filesystem also
+    mounted at a path not given, such as another btrfs subvolume of it), snapshots only the disks or volumes given in
     O(disk_ids) (CreateSnapshots on AWS, CreateSnapshotGroup on Alibaba Cloud) and mounts them again; a detached
     remount on the instance brings them back after at most max(O(freeze_timeout), 60) seconds whatever happens to the
     controller. Each instance is snapshotted as soon as it reports its filesystems unmounted, never once its remount
@@ -135,7 +136,8 @@ options:
   mounts:
     description:
       - AWS Linux - the data mount points to freeze, or V(auto) for every data filesystem on an EBS volume of the
-        instance. C(/) and C(/boot) are never frozen.
+        instance. C(/) and C(/boot) are never frozen, nor a btrfs subvolume or bind mount of their filesystems (the
+        freeze helper compares filesystems, not paths).
       - Linux, both providers, with O(consistency=offline) - a list of absolute paths unmounts those data filesystems
         instead of stopping the instance; O(disk_ids) must then name the disks (Alibaba C(d-...)) or volumes (AWS
         C(vol-...)) behind them, and the system disk must not be among them on Alibaba Cloud.

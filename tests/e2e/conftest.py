@@ -1,6 +1,6 @@
 """Fixtures for end-to-end tests on real filesystems.
 
-``fs_factory`` creates loop-device filesystems (ext4, xfs), tmpfs and bind mounts in the
+``fs_factory`` creates loop-device filesystems (ext4, xfs, btrfs and its subvolumes), tmpfs and bind mounts in the
 test's temporary directory and always removes them at teardown, also when the test fails:
 every filesystem is thawed (``fsfreeze -u``, errors ignored) before it is unmounted
 (``umount``, ``umount -l`` as a last resort) and its loop device detached. Writers that a
@@ -32,9 +32,9 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 HELPER = Path(os.environ.get("APPCONSISTENT_FREEZE_HELPER",
                              REPO_ROOT / "roles" / "consistency_scripts" / "files" / "appconsistent-freeze"))
 
-# mkfs.xfs refuses filesystems smaller than 300 MiB; the images are sparse.
-IMAGE_MB = {"ext4": 32, "xfs": 320}
-MKFS = {"ext4": ["mkfs.ext4", "-q", "-F"], "xfs": ["mkfs.xfs", "-q", "-f"]}
+# mkfs.xfs refuses filesystems smaller than 300 MiB, mkfs.btrfs those under about 110 MiB; the images are sparse.
+IMAGE_MB = {"ext4": 32, "xfs": 320, "btrfs": 128}
+MKFS = {"ext4": ["mkfs.ext4", "-q", "-F"], "xfs": ["mkfs.xfs", "-q", "-f"], "btrfs": ["mkfs.btrfs", "-q", "-f"]}
 COMMAND_TIMEOUT = 60
 
 
@@ -113,6 +113,21 @@ class FilesystemFactory:
         # Registered before mounting, so a failed mount still gets its device detached.
         self.mounts.append(mount)
         _run(["mount", "-t", fstype, device, str(target)])
+        return mount
+
+    def subvolume(self, parent: Mount, name: str, mountpoint: Path | str | None = None) -> Mount:
+        """Creates btrfs subvolume ``name`` at the top of ``parent`` (a btrfs that fs_factory created) and mounts it
+        on its own, as SLES and openSUSE mount /srv, /var and /home."""
+        if parent.fstype != "btrfs" or parent.device is None:
+            raise ValueError("subvolumes are made on a btrfs created by fs_factory")
+        _run(["btrfs", "subvolume", "create", str(parent.mountpoint / name)])
+        self._images += 1
+        target = Path(mountpoint) if mountpoint else self.base / f"mnt{self._images}-{name}"
+        target.mkdir(parents=True, exist_ok=True)
+        # No device of its own: the loop device is the parent's, detached with it.
+        mount = Mount(target, "btrfs")
+        self.mounts.append(mount)
+        _run(["mount", "-t", "btrfs", "-o", f"subvol={name}", parent.device, str(target)])
         return mount
 
     def tmpfs(self, mountpoint: Path | str) -> Mount:

@@ -193,6 +193,30 @@ def test_watchdog_thaws_at_deadline_and_runs_postscript(fs_factory, freeze_helpe
     assert pid_gone(frozen.doc["watchdog_pid"])
 
 
+def test_watchdog_deadline_does_not_follow_the_wall_clock_back(fs_factory, freeze_helper):
+    mount = fs_factory.create()
+    frozen = freeze_helper("freeze", mounts=[mount], run_id="clock-step", timeout=3)
+    assert frozen.rc == 0, frozen.doc
+    # The wall clock is stepped back one hour (NTP, an operator): to a watchdog that reads the wall clock, the deadline
+    # it recorded now lies an hour ahead. Stepping the machine's clock would disturb everything else on it, so the
+    # record is moved instead, which is what the step does to the comparison.
+    record = freeze_helper.state_dir / "runs" / "clock-step" / "record"
+    lines = record.read_text().splitlines()
+    lines = [f"deadline_ms={int(line.split('=', 1)[1]) + 3_600_000}" if line.startswith("deadline_ms=") else line
+             for line in lines]
+    staged = record.with_name("record.tmp.test")
+    staged.write_text("\n".join(lines) + "\n")
+    os.chmod(staged, 0o600)
+    os.replace(staged, record)
+
+    # Before: the watchdog compared the wall clock with that deadline and left the filesystem frozen for the hour.
+    writer = fs_factory.start_write(mount.mountpoint)
+    limit = frozen.doc["t_frozen"] + 3 + 3 - time.time()
+    assert writer.done_within(max(limit, 0.1)), "the watchdog did not thaw at its deadline after a clock step"
+    status = freeze_helper.wait_state("clock-step", ("auto_thawed",))
+    assert status["auto_thaw_reason"] == "deadline"
+
+
 def test_watchdog_thaws_when_caller_is_killed(fs_factory, freeze_helper, scripts, monkeypatch):
     mount = fs_factory.create()
     set_probe(monkeypatch, mount.mountpoint)
@@ -328,6 +352,245 @@ def test_bind_mount_of_same_filesystem_is_frozen_once(fs_factory, freeze_helper,
     assert fs_factory.writable(bound.mountpoint)
 
 
+# --------------------------------------------------------------------------------- btrfs
+# Every subvolume of a btrfs has a device number of its own (stat), but they are one filesystem: one freeze holds them
+# all. The helper must judge by the filesystem (its MAJ:MIN in /proc/self/mountinfo), as SLES and openSUSE mount /srv,
+# /var and /home as subvolumes of the root filesystem.
+
+def test_btrfs_subvolume_is_frozen_and_thawed(fs_factory, freeze_helper):
+    top = fs_factory.create("btrfs")
+    data = fs_factory.subvolume(top, "@data")
+
+    frozen = freeze_helper("freeze", mounts=[data], run_id="btrfs-one")
+    try:
+        assert frozen.rc == 0, frozen.doc
+        assert frozen.doc["mounts"][0]["fstype"] == "btrfs" and frozen.doc["mounts"][0]["source"] == top.device
+        assert not fs_factory.writable(data.mountpoint, within=0.5)
+    finally:
+        thawed = freeze_helper("thaw", run_id="btrfs-one")
+    assert thawed.rc == 0, thawed.doc
+    assert thawed.doc["mounts"][0]["status"] == "thawed"
+    assert fs_factory.writable(data.mountpoint) and fs_factory.writable(top.mountpoint)
+
+
+def test_two_btrfs_subvolumes_of_one_filesystem_are_frozen_once(fs_factory, freeze_helper):
+    top = fs_factory.create("btrfs")
+    first = fs_factory.subvolume(top, "@a")
+    second = fs_factory.subvolume(top, "@b")
+
+    frozen = freeze_helper("freeze", mounts=[first, second], run_id="btrfs-two")
+    try:
+        assert frozen.rc == 0, frozen.doc
+        statuses = {m["path"]: m for m in frozen.doc["mounts"]}
+        assert statuses[str(first)]["status"] == "frozen"
+        assert statuses[str(second)]["status"] == "duplicate"
+        assert statuses[str(second)]["error"] == f"same filesystem as {first} ({top.device}); frozen once, through {first}"
+        # One freeze holds the whole filesystem: neither subvolume (nor the top) takes a write.
+        assert not fs_factory.writable(second.mountpoint, within=0.5)
+        assert not fs_factory.writable(top.mountpoint, within=0.5)
+    finally:
+        thawed = freeze_helper("thaw", run_id="btrfs-two")
+    assert thawed.rc == 0, thawed.doc
+    assert fs_factory.writable(first.mountpoint) and fs_factory.writable(second.mountpoint)
+
+
+def test_btrfs_subvolume_beside_the_state_directory_is_refused(fs_factory, freeze_helper, parse_helper_output):
+    top = fs_factory.create("btrfs")
+    state = fs_factory.subvolume(top, "@state")
+    data = fs_factory.subvolume(top, "@data")
+    freeze_helper.state_dir = state.mountpoint / "appconsistent"
+
+    # Before: the freeze went through and the helper then blocked writing its record to the frozen filesystem (and its
+    # watchdog with it), so the test thaws by hand before it fails.
+    proc = freeze_helper.start("freeze", mounts=[data], run_id="btrfs-state")
+    try:
+        stdout, stderr = proc.communicate(timeout=20)
+    except subprocess.TimeoutExpired:
+        subprocess.run(["fsfreeze", "-u", str(data)], check=False, timeout=30)
+        pytest.fail("the helper blocked: it froze the filesystem that holds its state directory")
+    result = parse_helper_output(proc.returncode, stdout, stderr)
+
+    assert result.rc == 207, result.doc
+    entry = result.doc["mounts"][0]
+    assert entry["status"] == "refused"
+    assert entry["error"] == ("is on the filesystem that holds the helper's state directory "
+                              f"{freeze_helper.state_dir}, which must stay writable")
+    assert fs_factory.writable(data.mountpoint) and fs_factory.writable(state.mountpoint)
+    assert freeze_helper("status", run_id="btrfs-state").doc["state"] is None
+
+
+def test_a_second_run_on_a_sibling_subvolume_is_already_frozen(fs_factory, freeze_helper):
+    top = fs_factory.create("btrfs")
+    first = fs_factory.subvolume(top, "@a")
+    second = fs_factory.subvolume(top, "@b")
+    assert freeze_helper("freeze", mounts=[first], run_id="sibling-1").rc == 0
+    try:
+        other = freeze_helper("freeze", mounts=[second], run_id="sibling-2")
+        assert other.rc == 204, other.doc
+        assert other.doc["mounts"][0]["status"] == "already_frozen"
+        assert "sibling-1" in other.doc["message"]
+    finally:
+        assert freeze_helper("thaw", run_id="sibling-1").rc == 0
+    assert fs_factory.writable(second.mountpoint)
+
+
+class BtrfsRoot:
+    """A btrfs laid out as SLES lays out its root filesystem (subvolumes @ for /, @srv, @var), made the root of a
+    chroot inside a private mount namespace, so that the helper can be shown a btrfs / without the machine's own / ever
+    being in reach: the namespace sees the machine's filesystems only through read-only binds of /usr and /etc, which
+    no test names. Commands run in it through nsenter and chroot; teardown thaws the btrfs, stops every process left in
+    the namespace, ends the namespace and detaches the loop device, also when the test failed."""
+
+    SUBVOLUMES = ("@", "@srv", "@var")
+
+    def __init__(self, base: Path):
+        self.base = base
+        self.image = base / "root.img"
+        self.root = base / "root"
+        self.device = None
+        self.holder = None
+        self._writers: list[subprocess.Popen] = []
+
+    def run(self, argv, timeout=60, check=True):
+        """Runs argv in the namespace (not in the chroot)."""
+        return subprocess.run(["nsenter", f"--target={self.holder.pid}", "--mount", "--"] + list(argv),
+                              capture_output=True, text=True, timeout=timeout, check=check)
+
+    def start(self, argv):
+        """Starts argv in the chroot, in a session of its own."""
+        return subprocess.Popen(["nsenter", f"--target={self.holder.pid}", "--mount", "--", "chroot", str(self.root)]
+                                + list(argv), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                text=True, start_new_session=True)
+
+    def setup(self, helper: Path):
+        with open(self.image, "wb") as handle:
+            handle.truncate(128 * 1024 * 1024)
+        subprocess.run(["mkfs.btrfs", "-q", "-f", str(self.image)], check=True, capture_output=True, timeout=60)
+        self.device = subprocess.run(["losetup", "--find", "--show", str(self.image)], check=True, capture_output=True,
+                                     text=True, timeout=60).stdout.strip()
+        self.root.mkdir()
+        # A mount namespace of its own whose mounts never propagate to the machine's.
+        self.holder = subprocess.Popen(["unshare", "--mount", "--propagation", "private", "sleep", "600"],
+                                       stdin=subprocess.DEVNULL)
+        deadline = time.monotonic() + 10
+        while os.readlink(f"/proc/{self.holder.pid}/ns/mnt") == os.readlink("/proc/self/ns/mnt"):
+            assert time.monotonic() < deadline, "unshare did not make a mount namespace"
+            time.sleep(0.05)
+        top = self.base / "top"
+        top.mkdir()
+        self.run(["mount", "-t", "btrfs", self.device, str(top)])
+        for name in self.SUBVOLUMES:
+            self.run(["btrfs", "subvolume", "create", str(top / name)])
+        self.run(["umount", str(top)])
+        root = str(self.root)
+        self.run(["mount", "-t", "btrfs", "-o", "subvol=@,noatime", self.device, root])
+        # The btrfs is mounted only in the namespace: what goes on it is made from there.
+        self.run(["mkdir"] + [f"{root}/{d}" for d in ("usr", "etc", "proc", "dev", "run", "srv", "var", "helper")])
+        for link in ("bin", "sbin", "lib", "lib64"):
+            if os.path.islink(f"/{link}"):
+                self.run(["ln", "-s", os.readlink(f"/{link}"), f"{root}/{link}"])
+            elif os.path.isdir(f"/{link}"):
+                self.run(["mkdir", f"{root}/{link}"])
+                self._bind_read_only(f"/{link}", f"{root}/{link}")
+        self._bind_read_only("/usr", f"{root}/usr")
+        self._bind_read_only("/etc", f"{root}/etc")
+        self.run(["mount", "--bind", "/dev", f"{root}/dev"])
+        self.run(["mount", "-t", "proc", "proc", f"{root}/proc"])
+        self.run(["mount", "-t", "tmpfs", "-o", "size=8m,mode=0755", "tmpfs", f"{root}/run"])
+        self.run(["mount", "-t", "btrfs", "-o", "subvol=@srv", self.device, f"{root}/srv"])
+        self.run(["mount", "-t", "btrfs", "-o", "subvol=@var", self.device, f"{root}/var"])
+        self.run(["cp", str(helper), f"{root}/helper/appconsistent-freeze"])
+
+    def _bind_read_only(self, source, target):
+        self.run(["mount", "--bind", source, target])
+        self.run(["mount", "-o", "remount,bind,ro", target])
+
+    def writable(self, path, within=5.0):
+        """True if a write to path (in the chroot) completes within the given time."""
+        proc = self.start(["sh", "-c", 'printf x >> "$1"', "sh", f"{path}/probe"])
+        try:
+            proc.communicate(timeout=within)
+            return proc.returncode == 0
+        except subprocess.TimeoutExpired:
+            return False
+        finally:
+            self._writers.append(proc)
+
+    def namespace_pids(self):
+        mine = os.readlink(f"/proc/{self.holder.pid}/ns/mnt")
+        pids = []
+        for entry in os.listdir("/proc"):
+            if entry.isdigit() and int(entry) != self.holder.pid:
+                try:
+                    if os.readlink(f"/proc/{entry}/ns/mnt") == mine:
+                        pids.append(int(entry))
+                except OSError:
+                    pass
+        return pids
+
+    def cleanup(self):
+        if self.holder is not None:
+            for path in ("srv", "var", ""):
+                self.run(["fsfreeze", "-u", f"{self.root}/{path}".rstrip("/")], check=False)
+            for sig in (signal.SIGTERM, signal.SIGKILL):
+                for pid in self.namespace_pids():
+                    try:
+                        os.kill(pid, sig)
+                    except ProcessLookupError:
+                        pass
+                deadline = time.monotonic() + 10
+                while self.namespace_pids() and time.monotonic() < deadline:
+                    time.sleep(0.1)
+            for proc in self._writers:
+                proc.communicate(timeout=10)
+            self.run(["umount", "-R", str(self.root)], check=False)
+            self.holder.kill()
+            self.holder.wait(timeout=10)
+        if self.device:
+            subprocess.run(["losetup", "-d", self.device], check=False, capture_output=True, timeout=60)
+        attached = subprocess.run(["losetup", "-a"], capture_output=True, text=True, timeout=60, check=False).stdout
+        assert str(self.image) not in attached, f"{self.device} still attached"
+
+
+@pytest.fixture
+def btrfs_root(tmp_path, helper_path):
+    for tool in ("mkfs.btrfs", "btrfs", "unshare", "nsenter", "chroot", "losetup"):
+        if shutil.which(tool) is None:
+            pytest.skip(f"{tool} is not installed")
+    if os.geteuid() != 0:
+        pytest.skip("needs root")
+    root = BtrfsRoot(tmp_path)
+    try:
+        root.setup(helper_path)
+        yield root
+    finally:
+        root.cleanup()
+
+
+@pytest.mark.parametrize("mounts, state_dir", [(["/srv"], "/run/appconsistent"),
+                                               (["/var"], "/run/appconsistent"),
+                                               (["/srv", "/var"], "/run/appconsistent")],
+                         ids=["srv", "var", "srv-and-var"])
+def test_a_btrfs_subvolume_of_the_root_filesystem_is_refused(btrfs_root, parse_helper_output, mounts, state_dir):
+    argv = ["/helper/appconsistent-freeze", "freeze", "--run-id", "root-subvolume", "--timeout", "10",
+            "--state-dir", state_dir, "--prescript", "/helper/none.sh", "--postscript", "/helper/none.sh"]
+    for mount in mounts:
+        argv += ["--mount", mount]
+
+    proc = btrfs_root.start(argv)
+    stdout, stderr = proc.communicate(timeout=60)
+    result = parse_helper_output(proc.returncode, stdout, stderr)
+
+    # Before: stat's device numbers differ per subvolume, so /srv passed and the root filesystem was frozen.
+    assert result.rc == 207, result.doc
+    for entry in result.doc["mounts"]:
+        assert entry["status"] == "refused"
+        assert entry["error"] == (f"is on the filesystem of / (a btrfs subvolume or a bind mount of it, "
+                                  f"{btrfs_root.device}); / is never frozen")
+    assert result.doc["message"].startswith("refused: ")
+    assert btrfs_root.writable("/") and btrfs_root.writable("/srv") and btrfs_root.writable("/var")
+
+
 def test_symlink_to_a_mount_point_is_frozen_by_its_real_path(fs_factory, freeze_helper, tmp_path):
     mount = fs_factory.create()
     link = tmp_path / "link"
@@ -372,6 +635,51 @@ def test_already_frozen(fs_factory, freeze_helper):
     finally:
         assert freeze_helper("thaw", run_id="first").rc == 0
     assert freeze_helper("thaw", run_id="second").rc == 205
+
+
+def test_a_freeze_left_by_a_killed_watchdog_says_how_to_thaw(fs_factory, freeze_helper, helper_path):
+    mount = fs_factory.create()
+    first = freeze_helper("freeze", mounts=[mount], run_id="lost-watchdog", timeout=60)
+    assert first.rc == 0, first.doc
+    # The watchdog dies (the OOM killer, an operator's kill -9): nothing thaws this run any more.
+    os.kill(first.doc["watchdog_pid"], signal.SIGKILL)
+    assert pid_gone(first.doc["watchdog_pid"])
+
+    again = freeze_helper("freeze", mounts=[mount], run_id="next")
+
+    assert again.rc == 204, again.doc
+    how = (f"run lost-watchdog of this helper left it frozen and its watchdog is gone: thaw it with "
+           f"'{helper_path} thaw --state-dir {freeze_helper.state_dir} --run-id lost-watchdog'")
+    assert again.doc["message"].endswith(how), again.doc["message"]
+    assert not fs_factory.writable(mount.mountpoint, within=0.5)
+    # The command it names works.
+    thawed = freeze_helper("thaw", run_id="lost-watchdog")
+    assert thawed.rc == 0, thawed.doc
+    assert fs_factory.writable(mount.mountpoint)
+
+
+def test_a_filesystem_frozen_by_another_tool_says_how_to_thaw(fs_factory, freeze_helper):
+    mount = fs_factory.create()
+    subprocess.run(["fsfreeze", "-f", str(mount)], check=True, timeout=30)
+    try:
+        result = freeze_helper("freeze", mounts=[mount], run_id="foreign")
+        assert result.rc == 204, result.doc
+        assert result.doc["message"].endswith(
+            f"if no snapshot is being taken of it, thaw it with 'fsfreeze -u {mount}'"), result.doc["message"]
+    finally:
+        subprocess.run(["fsfreeze", "-u", str(mount)], check=False, timeout=30)
+
+
+def test_a_run_still_holding_the_filesystem_is_named_with_its_thaw(fs_factory, freeze_helper, helper_path):
+    mount = fs_factory.create()
+    assert freeze_helper("freeze", mounts=[mount], run_id="holder").rc == 0
+    try:
+        other = freeze_helper("freeze", mounts=[mount], run_id="late")
+        assert other.rc == 204, other.doc
+        assert (f"'{helper_path} thaw --state-dir {freeze_helper.state_dir} --run-id holder'"
+                in other.doc["message"]), other.doc["message"]
+    finally:
+        assert freeze_helper("thaw", run_id="holder").rc == 0
 
 
 def test_thaw_without_freeze(freeze_helper):
