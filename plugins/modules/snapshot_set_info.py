@@ -188,8 +188,8 @@ sets:
           sample: "2026-12-23T06:00:00Z"
         state:
           description:
-            - The weakest phase among the locked members (V(governance), V(compliance-cooloff) - still in its
-              cooling-off period, V(compliance) - can only be extended).
+            - The weakest phase among the locked members, V(governance), V(compliance-cooloff) (still in its
+              cooling-off period) or V(compliance) (can only be extended).
           type: str
         locked_members:
           description: How many members are locked.
@@ -258,7 +258,7 @@ sets:
         lock:
           description:
             - The member's lock (C(state), C(mode), C(until), C(duration_days), C(cool_off_hours), C(cool_off_until)),
-              null when it has none, C({"state": "unknown"}) when the locks cannot be read.
+              null when it has none, and a C(state) of V(unknown) when the locks cannot be read.
           type: dict
 """
 

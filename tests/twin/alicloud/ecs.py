@@ -1045,6 +1045,7 @@ class Ecs:
 
 for _action in ("DescribeInstances", "DescribeInstanceRamRole", "StopInstance", "StartInstance", "DescribeDisks", "CreateDisk",
                 "DeleteDisk", "AttachDisk", "DetachDisk", "DescribeSnapshots", "DeleteSnapshot", "CopySnapshot",
-                "CreateSnapshotGroup", "DescribeSnapshotGroups",
-                "DeleteSnapshotGroup", "LockSnapshot", "UnlockSnapshot", "DescribeLockedSnapshots", "ResetDisk", "ResetDisks", "TagResources", "UntagResources", "ListTagResources"):
+                "CreateSnapshotGroup", "DescribeSnapshotGroups", "DeleteSnapshotGroup",
+                "LockSnapshot", "UnlockSnapshot", "DescribeLockedSnapshots", "ResetDisk", "ResetDisks", "TagResources",
+                "UntagResources", "ListTagResources"):
     Ecs.ACTIONS[_action] = getattr(Ecs, _action)
