@@ -190,7 +190,12 @@ def test_prune_keeps_a_locked_set_and_says_until_when(twin_factory, run_tasks, p
     # Only the free set's members were ever asked to go: none of the locked set's.
     deletes = writes(twins, provider)
     assert deletes == ({"DeleteSnapshot": len(free_members)} if provider == "aws" else {"DeleteSnapshotGroup": 1})
+    # The cloud itself refuses to delete a locked member too.
     if provider == "aws":
-        with pytest.raises(ClientError) as refused:  # the cloud itself refuses too
+        with pytest.raises(ClientError) as refused:
             twins.aws_client("ec2").delete_snapshot(SnapshotId=locked_members[0])
         assert refused.value.response["Error"]["Code"] == "SnapshotLocked"
+    else:
+        with pytest.raises(Exception) as refused:
+            twins.ecs_client().delete_snapshot(ecs_models.DeleteSnapshotRequest(snapshot_id=locked_members[0], force=True))
+        assert "OperationDenied.SnapshotLocked" in str(refused.value)
