@@ -426,6 +426,31 @@ class AlibabaCloud:
     def delete_snapshot(self, snapshot_id, force=False):
         self.call("DeleteSnapshot", self.models.DeleteSnapshotRequest(snapshot_id=snapshot_id, force=force))
 
+    def describe_locked_snapshots(self, snapshot_ids=None):
+        """The lock of each snapshot named (100 a request), or of every snapshot of the Region that has one."""
+        requests = [dict(snapshot_ids=list(chunk)) for chunk in chunks(snapshot_ids, SNAPSHOT_IDS_MAX)] \
+            if snapshot_ids else [{}]
+        result = []
+        for fields in requests:
+            token = None
+            while True:
+                body = self.call("DescribeLockedSnapshots", self.models.DescribeLockedSnapshotsRequest(
+                    region_id=self.region, max_results=SNAPSHOT_IDS_MAX, next_token=token, **fields))
+                result.extend(body.get("LockedSnapshotsInfo") or [])
+                token = body.get("NextToken")
+                if not token:
+                    break
+        return result
+
+    def lock_snapshot(self, snapshot_id, duration_days, cool_off_hours=0):
+        """LockSnapshot in compliance mode, the only mode Alibaba Cloud has; CoolOffPeriod 0 locks at once."""
+        return self.call("LockSnapshot", self.models.LockSnapshotRequest(
+            region_id=self.region, snapshot_id=snapshot_id, lock_mode="compliance", lock_duration=int(duration_days),
+            cool_off_period=int(cool_off_hours or 0)))
+
+    def unlock_snapshot(self, snapshot_id):
+        self.call("UnlockSnapshot", self.models.UnlockSnapshotRequest(region_id=self.region, snapshot_id=snapshot_id))
+
     def delete_snapshot_group(self, group_id):
         """DeleteSnapshotGroup; the answer names each member's outcome."""
         return self.call("DeleteSnapshotGroup", self.models.DeleteSnapshotGroupRequest(

@@ -308,6 +308,43 @@ def delete_snapshot(client, snapshot_id):
     return True
 
 
+# --- snapshot locks (EBS snapshot lock) ----------------------------------------------------
+
+# The lock states of a snapshot that cannot be deleted; "expired" is a lock that no longer holds.
+ACTIVE_LOCK_STATES = ("governance", "compliance-cooloff", "compliance")
+
+
+@EC2ErrorHandler.list_error_handler("describe locked snapshots", default_value=[])
+def describe_locked_snapshots(client, snapshot_ids=None, lock_states=ACTIVE_LOCK_STATES):
+    """The lock of each snapshot named, or of every locked snapshot of the Region (one paginated listing)."""
+    params = {}
+    if snapshot_ids:
+        params["SnapshotIds"] = list(snapshot_ids)
+    else:
+        params["MaxResults"] = DESCRIBE_PAGE
+    if lock_states:
+        params["Filters"] = [{"Name": "lock-state", "Values": list(lock_states)}]
+    return paginate(client, "DescribeLockedSnapshots", "Snapshots", **params)
+
+
+@EC2ErrorHandler.common_error_handler("lock snapshot")
+def lock_snapshot(client, snapshot_id, mode, duration_days=None, expiration_date=None, cool_off_hours=None):
+    """LockSnapshot: a new lock, or a change of the snapshot's lock (AWS decides what its phase allows)."""
+    params = {"SnapshotId": snapshot_id, "LockMode": mode}
+    if duration_days is not None:
+        params["LockDuration"] = int(duration_days)
+    else:
+        params["ExpirationDate"] = expiration_date
+    if cool_off_hours:
+        params["CoolOffPeriod"] = int(cool_off_hours)
+    return call(client, "LockSnapshot", **params)
+
+
+@EC2ErrorHandler.common_error_handler("unlock snapshot")
+def unlock_snapshot(client, snapshot_id):
+    return call(client, "UnlockSnapshot", SnapshotId=snapshot_id)
+
+
 @EC2ErrorHandler.deletion_error_handler("detach volume {volume_id}")
 def detach_volume(client, volume_id, instance_id=None, force=False, device=None):
     """True when detached; False when the volume is already gone."""

@@ -28,6 +28,8 @@ from ansible_collections.appconsistent.snapshots.plugins.module_utils.aws import
 from ansible_collections.appconsistent.snapshots.plugins.module_utils.aws_fleet import snapshot_member
 from ansible_collections.appconsistent.snapshots.plugins.module_utils.concurrency import chunks
 from ansible_collections.appconsistent.snapshots.plugins.module_utils.restore import TAG_SAFETY_FOR
+from ansible_collections.appconsistent.snapshots.plugins.module_utils.snapshot_lock import attach_locks
+from ansible_collections.appconsistent.snapshots.plugins.module_utils.snapshot_lock import is_locked
 
 PROVIDERS = ("aws", "alicloud")
 # An EC2 filter takes at most 200 values.
@@ -47,6 +49,7 @@ KEPT_WITHIN_KEEP = "within_keep"
 KEPT_NEWEST_APPLICATION = "newest_application"
 KEPT_IN_USE_BY_IMAGE = "in_use_by_image"
 KEPT_UNTAGGED_MEMBERS = "untagged_members"
+KEPT_LOCKED = "locked"
 
 
 def _instant(value):
@@ -405,8 +408,9 @@ def find_sets(module, provider, instance_ids=None, run_id=None, set_ids=None, no
     else:
         sets = find_alicloud_sets(module.alicloud, instance_ids=instance_ids, run_id=run_id, set_ids=set_ids, now=now)
     # Only the sets named: the lookups filter on tag values, and prune acts on what is returned here.
-    return [item for item in sets if (not instance_ids or item["instance_id"] in instance_ids)
+    sets = [item for item in sets if (not instance_ids or item["instance_id"] in instance_ids)
             and (not set_ids or item["set_id"] in set_ids) and (not run_id or item["run_id"] == run_id)]
+    return attach_locks(module, provider, sets, now=now)
 
 
 def summary(item):
@@ -480,6 +484,28 @@ def _why_kept(item, expired, keep, position):
     return KEPT_NO_DELETE_AFTER, "it has no appconsistent:delete-after tag"
 
 
+# --- snapshot locks (begin): a locked member is never deleted, so its set is kept whole ---------
+
+
+def member_locked(member, now=None):
+    """Whether the member's snapshot lock (read by find_sets) still forbids deleting it."""
+    return is_locked(member.get("lock"), now)
+
+
+def locked_blocker(item, now=None):
+    """(KEPT_LOCKED, reason, until) when any member is locked, else None; ``until`` is when the last lock ends."""
+    held = [m for m in item["members"] if member_locked(m, now)]
+    if not held:
+        return None
+    until = max((m["lock"].get("until") or "" for m in held), default="") or None
+    modes = sorted({m["lock"].get("mode") or "?" for m in held})
+    scope = "every member" if len(held) == len(item["members"]) else f"{len(held)} of {len(item['members'])} members"
+    return KEPT_LOCKED, (f"locked ({', '.join(modes)} mode): {scope} cannot be deleted until "
+                         f"{until or 'the lock is removed'}"), until
+
+# --- snapshot locks (end) ---------------------------------------------------------------------------
+
+
 def blockers(provider, item, images_by_snapshot=None):
     """Why a set cannot be deleted whole, as (reason code, reason), or None."""
     if item["untagged_snapshot_ids"]:
@@ -535,8 +561,11 @@ class SetPrune:
             images = aws_images_by_snapshot(self.module.aws_client("ec2"))
         to_delete = []
         for item, reasons in candidates:
+            locked = locked_blocker(item, self.now)
             blocked = blockers(self.provider, item, images)
-            if blocked:
+            if locked:
+                kept.append(dict(summary(item), reason_code=locked[0], reason=locked[1], locked_until=locked[2]))
+            elif blocked:
                 kept.append(dict(summary(item), reason_code=blocked[0], reason=blocked[1]))
             else:
                 to_delete.append((item, reasons))
@@ -577,7 +606,7 @@ def keep_zero_warning(kept, protect, check_mode):
         protected = [f"{k['set_id']} of {k['instance_id']}" for k in kept if k["reason_code"] == KEPT_NEWEST_APPLICATION]
         text = (f"keep is 0: every set in scope {verb} deleted but each instance's newest application-consistent set, "
                 f"which protect_newest_application keeps ({', '.join(protected) or 'none in scope'})")
-    others = sum(1 for k in kept if k["reason_code"] in (KEPT_IN_USE_BY_IMAGE, KEPT_UNTAGGED_MEMBERS))
+    others = sum(1 for k in kept if k["reason_code"] in (KEPT_IN_USE_BY_IMAGE, KEPT_UNTAGGED_MEMBERS, KEPT_LOCKED))
     if others:
         text += f", and {others} set{'s' if others > 1 else ''} that cannot be deleted (see kept)"
     return text + "."

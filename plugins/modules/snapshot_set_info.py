@@ -19,6 +19,7 @@ description:
     or instance, up to 10, else one listing of the region), and the group members those listings do not give with
     C(DescribeSnapshots) by id (100 snapshots per request). Groups that are not sets are not listed, and a group's
     snapshots are listed in the group's set only.
+  - Each set's snapshot lock is read with one C(DescribeLockedSnapshots) listing of the Region's locked snapshots.
   - Never changes anything. Returns an empty list when nothing matches.
 author:
   - appconsistent.snapshots contributors (@appconsistent)
@@ -167,6 +168,33 @@ sets:
           (AWS and Alibaba Cloud C(FullSnapshotSizeInBytes)); null otherwise.
       type: int
       sample: 1073741824
+    lock:
+      description:
+        - The set's snapshot lock, from C(DescribeLockedSnapshots) (one listing of the Region's locked snapshots).
+          A set is locked only when every member is; see M(appconsistent.snapshots.snapshot_set_lock).
+        - C(locked) is null when the credentials may not read locks (the task then warns).
+      type: dict
+      contains:
+        locked:
+          description: Whether every member is locked.
+          type: bool
+          sample: true
+        mode:
+          description: The locked members' mode (V(governance), V(compliance), or V(mixed)); null when none is locked.
+          type: str
+          sample: compliance
+        until:
+          description: When the first member's lock ends (UTC); null when none is locked.
+          type: str
+          sample: "2026-12-23T06:00:00Z"
+        state:
+          description:
+            - The weakest phase among the locked members, V(governance), V(compliance-cooloff) (still in its
+              cooling-off period) or V(compliance) (can only be extended).
+          type: str
+        locked_members:
+          description: How many members are locked.
+          type: int
     group_status:
       description: The snapshot-consistent group's own status (V(progressing), V(accomplished), V(failed)).
       type: str
@@ -237,6 +265,11 @@ sets:
           returned: for Alibaba Cloud sets
         tags:
           description: The snapshot's tags as a dict.
+          type: dict
+        lock:
+          description:
+            - The member's lock (C(state), C(mode), C(until), C(duration_days), C(cool_off_hours), C(cool_off_until)),
+              null when it has none, and a C(state) of V(unknown) when the locks cannot be read.
           type: dict
 """
 

@@ -17,6 +17,9 @@ description:
   - A set is removed whole or not at all. Before anything is deleted, every member is checked; a set with a member in
     use by an image (an AWS AMI, an Alibaba Cloud custom image) or, on Alibaba Cloud, a group that holds a snapshot
     without the set's tag, is kept and reported with the reason.
+  - A set with any member whose snapshot lock has not expired (see M(appconsistent.snapshots.snapshot_set_lock)) is
+    never deleted, whatever the rules say; it is reported in RV(kept) with V(locked) and the time the last member's
+    lock ends. The locks are read with C(DescribeLockedSnapshots) before anything is deleted.
   - On AWS each member is deleted with C(DeleteSnapshot); a member that is already gone is no change. On Alibaba
     Cloud C(DeleteSnapshotGroup) deletes the group and its snapshots. A set of snapshots in no group (a copy made by
     M(appconsistent.snapshots.snapshot_set_copy)) is deleted with C(DeleteSnapshot) of each member and nothing else,
@@ -185,12 +188,18 @@ kept:
     reason_code:
       description:
         - V(not_expired), V(no_delete_after), V(within_keep), V(newest_application) (protected by
-          O(protect_newest_application)), V(in_use_by_image), V(untagged_members).
+          O(protect_newest_application)), V(in_use_by_image), V(untagged_members), V(locked) (a member's snapshot
+          lock has not expired).
       type: str
       sample: newest_application
     reason:
       description: The reason as a sentence.
       type: str
+    locked_until:
+      description: When the last locked member's lock ends (UTC); the set cannot be deleted before.
+      type: str
+      returned: when RV(kept[].reason_code) is V(locked)
+      sample: "2026-12-23T06:00:00Z"
 failed_sets:
   description:
     - Sets the provider refused to delete completely. The task fails when there is any.

@@ -11,6 +11,7 @@ import time
 from typing import Any, Callable, Dict, Optional, Tuple
 
 from .api import AliError, Params, invalid, match_tags, missing, paginate, tag_list
+from ..core.snapshot_locks import COMPLIANCE, COOLOFF, EXPIRED, LockBook, LockRefused
 from .model import (CATEGORIES, ESSD_FAMILY, Deferred, Disk, EcsInstance, Snapshot, SnapshotGroup, iso,
                     iso_minutes, new_id, region_infix)
 
@@ -28,6 +29,8 @@ DEFAULT_FAULT_CODES = {
 }
 # The copy limit answer; the twin and the collection share this reading (README, "CopySnapshot").
 DEFAULT_COPY_LIMIT_CODE = "InvalidOperation.DiskHasUnfinishedSnapshotCopy"
+# The ECS API reference names no error code for DeleteSnapshot on a locked snapshot; the twin's choice (README).
+LOCKED_DELETE_CODE = "OperationDenied.SnapshotLocked"
 RESOURCE_TYPES = ("instance", "disk", "snapshot", "image", "securitygroup", "volume", "eni", "ddh", "ddhcluster", "keypair",
                   "launchtemplate", "reservedinstance", "snapshotpolicy", "elasticityassurance", "capacityreservation",
                   "command", "invocation", "activation", "managedinstance")
@@ -82,6 +85,7 @@ class Ecs:
         self.disks: Dict[str, Disk] = {}
         self.snapshots: Dict[str, Snapshot] = {}
         self.groups: Dict[str, SnapshotGroup] = {}
+        self.locks = LockBook()  # snapshot locks (snapshot ids are unique across Regions)
         self.other_tags: Dict[tuple, Dict[str, str]] = {}  # (resource type, id) -> tags, for command/invocation
         self.gates: Dict[str, threading.Event] = {}  # action -> event that holds the action until set (tests)
         self.gate_waiting: Dict[str, threading.Event] = {}
@@ -568,18 +572,73 @@ class Ecs:
         with self.lock:
             self.deferred.settle()
             snap = self.snapshot(p.get("SnapshotId"), region=region)
+            if self.locks.blocks_delete(snap.id):
+                raise self._locked_error(snap)
             if any(d.source_snapshot_id == snap.id for d in self.disks.values()) and not p.bool("Force"):
                 raise AliError("SnapshotCreatedDisk", "The snapshot has been used to create disks; use Force to delete it.", 403)
             self._delete_snapshot(snap)
         return {}
 
+    def _locked_error(self, snap: Snapshot) -> AliError:
+        return AliError(LOCKED_DELETE_CODE, f"The snapshot {snap.id} is locked ({self.locks.state(snap.id)}) and cannot "
+                        "be deleted until its lock expires.", 403)
+
     def _delete_snapshot(self, snap: Snapshot) -> None:
+        self.locks.forget(snap.id)
         self.snapshots.pop(snap.id, None)
         group = self.groups.get(snap.group_id or "")
         if group is not None and snap.id in group.snapshot_ids:
             group.snapshot_ids.remove(snap.id)
         if snap.image and self.blockstore is not None:
             self.blockstore.delete(snap.image)
+
+    # ------------------------------------------------------------------ snapshot locks
+    def _lock_target(self, p: Params) -> Snapshot:
+        region = self.region_check(p)
+        snap = self.snapshot(p.get("SnapshotId"), region=region)
+        self.dry_run(p)
+        return snap
+
+    def render_lock(self, lock: Any) -> Dict[str, Any]:
+        now = self.locks.now()
+        return {"SnapshotId": lock.snapshot_id, "LockMode": lock.mode, "LockStatus": lock.state(now),
+                "LockDuration": lock.duration_days, "CoolOffPeriod": lock.cool_off_hours or 0,
+                "CoolOffPeriodExpiredTime": iso(lock.cool_off_expires) if lock.cool_off_expires else "",
+                "LockCreationTime": iso(lock.created), "LockDurationStartTime": iso(lock.duration_start),
+                "LockExpiredTime": iso(lock.expires)}
+
+    def LockSnapshot(self, p: Params) -> Dict[str, Any]:
+        with self.lock:
+            snap = self._lock_target(p)
+            try:
+                lock = self.locks.alicloud_lock(snap.id, p.get("LockMode"), p.int("LockDuration"), p.int("CoolOffPeriod"))
+            except LockRefused as exc:
+                raise AliError(exc.code, exc.message, exc.status) from None
+            return {"LockedSnapshotInfo": self.render_lock(lock)}
+
+    def UnlockSnapshot(self, p: Params) -> Dict[str, Any]:
+        with self.lock:
+            snap = self._lock_target(p)
+            try:
+                self.locks.alicloud_unlock(snap.id)
+            except LockRefused as exc:
+                raise AliError(exc.code, exc.message, exc.status) from None
+        return {}
+
+    def DescribeLockedSnapshots(self, p: Params) -> Dict[str, Any]:
+        region = self.region_check(p)
+        ids = p.indexed("SnapshotIds") or p.json_list("SnapshotIds")
+        if len(ids) > 100:
+            raise invalid("SnapshotIds", "At most 100 snapshot IDs can be specified.")
+        status = p.get("LockStatus")
+        if status is not None and status not in (COOLOFF, COMPLIANCE, EXPIRED):
+            raise invalid("LockStatus")
+        self.dry_run(p)
+        with self.lock:
+            locks = [lock for lock in self.locks.listed(snapshot_ids=ids or None, states=[status] if status else None)
+                     if lock.snapshot_id in self.snapshots and self.snapshots[lock.snapshot_id].region == region]
+            rows, paging = paginate(p, locks, self.render_lock, token_max=100, page_max=100, pages=False)
+        return {"LockedSnapshotsInfo": rows, "NextToken": paging["NextToken"]}
 
     # ------------------------------------------------------------------ copies to other regions
     def _copy_limit(self, destination: str) -> Optional[int]:
@@ -783,12 +842,19 @@ class Ecs:
             if group is None or group.region != region:
                 raise AliError("InvalidSnapshotGroupId.NotFound", f"The specified snapshot-consistent group {group_id} does not exist.", 404)
             progress = []
+            kept = False
             for snap_id in list(group.snapshot_ids):
                 snap = self.snapshots.get(snap_id)
+                if snap is not None and self.locks.blocks_delete(snap_id):
+                    # A locked member stays, and so does its group; the others go (per-member outcomes).
+                    progress.append(self._progress_item("SnapshotId", snap_id, self._locked_error(snap)))
+                    kept = True
+                    continue
                 if snap is not None:
                     self._delete_snapshot(snap)
                 progress.append(self._progress_item("SnapshotId", snap_id))
-            self.groups.pop(group_id, None)
+            if not kept:
+                self.groups.pop(group_id, None)
         return {"OperationProgressSet": {"OperationProgress": progress}}
 
     # ------------------------------------------------------------------ rollback
@@ -979,6 +1045,7 @@ class Ecs:
 
 for _action in ("DescribeInstances", "DescribeInstanceRamRole", "StopInstance", "StartInstance", "DescribeDisks", "CreateDisk",
                 "DeleteDisk", "AttachDisk", "DetachDisk", "DescribeSnapshots", "DeleteSnapshot", "CopySnapshot",
-                "CreateSnapshotGroup", "DescribeSnapshotGroups",
-                "DeleteSnapshotGroup", "ResetDisk", "ResetDisks", "TagResources", "UntagResources", "ListTagResources"):
+                "CreateSnapshotGroup", "DescribeSnapshotGroups", "DeleteSnapshotGroup",
+                "LockSnapshot", "UnlockSnapshot", "DescribeLockedSnapshots", "ResetDisk", "ResetDisks", "TagResources",
+                "UntagResources", "ListTagResources"):
     Ecs.ACTIONS[_action] = getattr(Ecs, _action)

@@ -20,6 +20,8 @@ from moto.ec2.models.elastic_block_store import Snapshot, Volume
 from moto.ec2.models.instances import Instance
 from moto.ec2.utils import EC2_PREFIX_TO_RESOURCE, get_prefix
 
+from ..core.snapshot_locks import LockBook, LockRefused, iso, parse_iso
+
 # one request is served per thread; the wrapped backend methods read its raw parameters here
 REQUEST = threading.local()
 # EBS quotas (Amazon EBS user guide, "Amazon EBS quotas"): pending snapshots per volume by type (5 for the
@@ -134,6 +136,17 @@ def raw_param(name: str) -> List[str]:
     return out
 
 
+# moto lacks the EBS snapshot lock actions; the twin answers them (rules in core/snapshot_locks.py).
+LOCK_ACTIONS = ("LockSnapshot", "UnlockSnapshot", "DescribeLockedSnapshots")
+# The EC2 API Reference names no error code for DeleteSnapshot on a locked snapshot; the twin's choice.
+LOCKED_DELETE_CODE = "SnapshotLocked"
+
+
+def _ec2_answer(action: str, body: str) -> bytes:
+    return (f'<?xml version="1.0" encoding="UTF-8"?>\n<{action}Response xmlns="http://ec2.amazonaws.com/doc/2016-11-15/">'
+            f"<requestId>twin</requestId>{body}</{action}Response>").encode()
+
+
 class Ec2Extension:
     """Installs the twin's behaviour on one moto EC2 backend."""
 
@@ -145,6 +158,7 @@ class Ec2Extension:
         self.snapshot_images: Dict[str, str] = {}
         self._pending: Dict[str, List[Snapshot]] = {}  # volume id -> its snapshots not yet completed
         self._orig: Dict[str, Any] = {}
+        self.locks = LockBook()  # EBS snapshot locks, which moto does not know
         for name in ("copy_snapshot", "create_volume", "attach_volume", "detach_volume", "delete_volume", "create_snapshot",
                      "create_snapshots", "delete_snapshot", "stop_instances", "start_instances", "describe_snapshots",
                      "describe_volumes", "register_image", "create_image", "describe_images"):
@@ -393,7 +407,9 @@ class Ec2Extension:
         return snapshot
 
     def intercept(self, action: str) -> Optional[bytes]:
-        """Answer a request moto misreads, or None to let moto answer it."""
+        """Answer a request moto misreads or lacks, or None to let moto answer it."""
+        if action in LOCK_ACTIONS:
+            return getattr(self, "_" + action)()
         if action == "ModifySnapshotAttribute":
             changes = {op: raw_struct_list(f"CreateVolumePermission.{op}") for op in ("Add", "Remove")}
             if not any(changes.values()):
@@ -410,6 +426,73 @@ class Ec2Extension:
                     b'xmlns="http://ec2.amazonaws.com/doc/2016-11-15/"><requestId>twin</requestId>'
                     b'<return>true</return></ModifySnapshotAttributeResponse>')
         return None
+
+    # -- snapshot locks (LockSnapshot, UnlockSnapshot, DescribeLockedSnapshots) ---------------------
+    def _lock_target(self) -> str:
+        snapshot_id = (raw_param("SnapshotId") or [""])[0]
+        if not snapshot_id:
+            raise EC2ClientError("MissingParameter", "The request must contain the parameter SnapshotId.")
+        self.backend.get_snapshot(snapshot_id)  # InvalidSnapshot.NotFound
+        if (raw_param("DryRun") or ["false"])[0].lower() == "true":
+            raise EC2ClientError("DryRunOperation", "Request would have succeeded, but DryRun flag is set.")
+        return snapshot_id
+
+    @staticmethod
+    def _int_param(name: str) -> Optional[int]:
+        value = (raw_param(name) or [None])[0]
+        if value in (None, ""):
+            return None
+        try:
+            return int(value)
+        except ValueError:
+            raise EC2ClientError("InvalidParameterValue", f"Value ({value}) for parameter {name} is invalid.") from None
+
+    def _lock_fields(self, lock) -> str:
+        now = self.locks.now()
+        fields = [("lockState", lock.state(now)), ("lockDuration", lock.duration_days),
+                  ("coolOffPeriod", lock.cool_off_hours), ("coolOffPeriodExpiresOn", iso(lock.cool_off_expires)),
+                  ("lockCreatedOn", iso(lock.created)), ("lockExpiresOn", iso(lock.expires)),
+                  ("lockDurationStartTime", iso(lock.duration_start))]
+        return "".join(f"<{k}>{v}</{k}>" for k, v in fields if v is not None)
+
+    def _LockSnapshot(self) -> bytes:
+        snapshot_id = self._lock_target()
+        expiration = (raw_param("ExpirationDate") or [None])[0]
+        try:
+            lock = self.locks.aws_lock(snapshot_id, (raw_param("LockMode") or [None])[0], self._int_param("LockDuration"),
+                                       parse_iso(expiration) if expiration else None, self._int_param("CoolOffPeriod"))
+        except LockRefused as exc:
+            raise EC2ClientError(exc.code, exc.message) from None
+        except ValueError:
+            raise EC2ClientError("InvalidParameterValue", f"Value ({expiration}) for parameter ExpirationDate is invalid.") from None
+        return _ec2_answer("LockSnapshot", f"<snapshotId>{snapshot_id}</snapshotId>{self._lock_fields(lock)}")
+
+    def _UnlockSnapshot(self) -> bytes:
+        snapshot_id = self._lock_target()
+        try:
+            self.locks.aws_unlock(snapshot_id)
+        except LockRefused as exc:
+            raise EC2ClientError(exc.code, exc.message) from None
+        return _ec2_answer("UnlockSnapshot", f"<snapshotId>{snapshot_id}</snapshotId>")
+
+    def _DescribeLockedSnapshots(self) -> bytes:
+        ids = raw_param("SnapshotId")
+        states = [value for item in raw_struct_list("Filter") if item.get("Name") == "lock-state"
+                  for key, value in item.items() if key.startswith("Value.")]
+        locks = self.locks.listed(snapshot_ids=ids or None, states=states or None)
+        if ids:
+            for snapshot_id in ids:
+                self.backend.get_snapshot(snapshot_id)  # InvalidSnapshot.NotFound
+        start = int((raw_param("NextToken") or ["0"])[0] or 0)
+        size = self._int_param("MaxResults") or 1000
+        if not 5 <= size <= 1000:
+            raise EC2ClientError("InvalidParameterValue", f"Value ({size}) for parameter MaxResults is invalid. "
+                                 "It must be between 5 and 1000.")
+        page = locks[start:start + size]
+        items = "".join(f"<item><ownerId>{self.cloud.account_id}</ownerId><snapshotId>{lock.snapshot_id}</snapshotId>"
+                        f"{self._lock_fields(lock)}</item>" for lock in page)
+        token = f"<nextToken>{start + size}</nextToken>" if start + size < len(locks) else ""
+        return _ec2_answer("DescribeLockedSnapshots", f"<snapshotSet>{items}</snapshotSet>{token}")
 
     def volumes_of(self, instance) -> List[tuple]:
         """(device, volume id) of the instance's attached volumes, in device order."""
@@ -493,7 +576,12 @@ class Ec2Extension:
         return self._paginate(volumes, 5, 500)
 
     def delete_snapshot(self, snapshot_id: str):
+        if self.locks.blocks_delete(snapshot_id):
+            state = self.locks.state(snapshot_id)
+            raise EC2ClientError(LOCKED_DELETE_CODE, f"The snapshot '{snapshot_id}' is locked ({state}) and cannot be "
+                                 "deleted until its lock expires or is removed.")
         snapshot = self._orig["delete_snapshot"](snapshot_id)
+        self.locks.forget(snapshot_id)
         image = self.snapshot_images.pop(snapshot_id, None)
         if image and self.cloud.blockstore:
             self.cloud.blockstore.delete(image)

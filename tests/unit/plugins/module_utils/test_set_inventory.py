@@ -504,9 +504,16 @@ class FakeModule:
         return self.client
 
 
-def _listing(stub, snapshots):
+def _listing(stub, snapshots, locks=()):
     stub.add_response("describe_snapshots", {"Snapshots": snapshots}, {
         "OwnerIds": ["self"], "MaxResults": 1000, "Filters": [{"Name": "tag-key", "Values": [ss.TAG_SET_ID]}]})
+    _locks(stub, locks)
+
+
+def _locks(stub, locks=()):
+    """The one listing of the Region's locked snapshots that every set search ends with."""
+    stub.add_response("describe_locked_snapshots", {"Snapshots": list(locks)}, {
+        "MaxResults": 1000, "Filters": [{"Name": "lock-state", "Values": ["governance", "compliance-cooloff", "compliance"]}]})
 
 
 def test_check_mode_lists_what_would_go_and_deletes_nothing(ec2):
@@ -527,6 +534,7 @@ def test_prune_never_deletes_a_set_of_an_instance_it_was_not_given(ec2):
     stub.add_response("describe_snapshots", {"Snapshots": [
         _snapshot("snap-1", "acs-a", instance_id="i-1", consistency="crash", delete_after=PAST),
         _snapshot("snap-2", "acs-b", instance_id="i-10", consistency="crash", delete_after=PAST)]})
+    _locks(stub)
     stub.add_response("describe_images", {"Images": []}, {"Owners": ["self"], "IncludeDisabled": True, "MaxResults": 1000})
     result = inv.SetPrune(FakeModule(client, check_mode=True, instance_ids=["i-1"]), now=NOW).run()
     assert [e["set_id"] for e in result["deleted"]] == ["acs-a"]
@@ -546,6 +554,20 @@ def test_a_set_in_use_by_an_image_is_kept_and_nothing_of_it_deleted(ec2):
     assert kept["reason_code"] == "in_use_by_image" and "ami-7" in kept["reason"]
 
 
+def test_a_set_with_a_locked_member_is_kept_whole_until_its_lock_ends(ec2):
+    client, stub = ec2
+    until = datetime.datetime(2026, 12, 1, tzinfo=datetime.timezone.utc)
+    _listing(stub, [_snapshot("snap-1", "acs-a", consistency="crash", delete_after=PAST),
+                    _snapshot("snap-2", "acs-a", volume_id="vol-2", consistency="crash", delete_after=PAST)],
+             locks=[{"SnapshotId": "snap-2", "LockState": "compliance", "LockDuration": 30, "LockExpiresOn": until}])
+    stub.add_response("describe_images", {"Images": []}, {"Owners": ["self"], "IncludeDisabled": True, "MaxResults": 1000})
+    result = inv.SetPrune(FakeModule(client), now=NOW).run()  # no delete_snapshot stubbed: none may be sent
+    assert result["changed"] is False and result["deleted"] == [] and result["failed_sets"] == []
+    (kept,) = result["kept"]
+    assert kept["reason_code"] == "locked" and kept["locked_until"] == "2026-12-01T00:00:00Z"
+    assert "1 of 2 members" in kept["reason"] and "compliance" in kept["reason"]
+
+
 def test_nothing_to_prune_by_is_refused_before_any_call(ec2):
     client, _stub = ec2
     with pytest.raises(ValueError, match="Nothing to prune by"):
@@ -562,6 +584,7 @@ def test_info_run_filters_server_side_then_selects(ec2):
         _snapshot("snap-3", "acs-c", minute=3, consistency="filesystem", run_id="R1")]}, {
         "OwnerIds": ["self"], "MaxResults": 1000, "Filters": [
             {"Name": "tag-key", "Values": [ss.TAG_SET_ID]}, {"Name": "tag:" + ss.TAG_RUN_ID, "Values": ["R1"]}]})
+    _locks(stub)
     module = FakeModule(client, run_id="R1", set_ids=None, min_consistency="filesystem", newest_only=True)
     assert [s["set_id"] for s in inv.SetInfo(module, now=NOW).run()] == ["acs-c"]
 
