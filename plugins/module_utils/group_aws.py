@@ -258,9 +258,9 @@ class AwsGroupRun:
             raise GroupInputError(f"{label} {path!r} is refused: give an absolute path of letters, digits and _ . / @ + : -, "
                                   "without spaces, quotes or '..'")
 
-    def _set_tags(self, set_id, instance_id, consistency):
+    def _set_tags(self, set_id, instance_id, consistency, members=None):
         tags = dict(self.params.get("tags") or {})
-        tags.update(ss.set_tags(set_id, instance_id, consistency, run_id=self.params.get("run_id"),
+        tags.update(ss.set_tags(set_id, instance_id, consistency, run_id=self.params.get("run_id"), members=members,
                                 delete_after=ss.delete_after_instant(self.params["delete_after"])
                                 if self.params.get("delete_after") else None))
         return tags
@@ -372,11 +372,18 @@ class AwsGroupRun:
             snapshots = aws_api.create_snapshots(
                 self.ec2, instance_id, exclude_boot_volume=outcome.exclude_boot,
                 exclude_data_volume_ids=outcome.exclude_data, description=self.params.get("description"),
-                tags=self._set_tags(set_id, instance_id, consistency), copy_tags_from_source=True)
+                tags=self._set_tags(set_id, instance_id, consistency, members=len(outcome.volumes)),
+                copy_tags_from_source=True)
         devices = {v["volume_id"]: v["device"] for v in outcome.volumes}
         members = [aws_fleet.snapshot_member(s, devices.get(s.get("VolumeId"))) for s in snapshots]
         for member in members:
             member["state"] = member["state"] or "pending"
+        if members and len(members) != len(outcome.volumes):
+            # A volume attached or detached since the instance was read: the set is what CreateSnapshots made.
+            count = {ss.TAG_MEMBERS: ss.members_value(len(members))}
+            aws_api.create_tags(self.ec2, [m["snapshot_id"] for m in members], count)
+            for member in members:
+                member["tags"].update(count)
         return set_id, members
 
     def _snapshot_many(self, instance_ids, consistency, pool=None):
@@ -637,7 +644,7 @@ class AwsGroupRun:
 
     def _initiator_command(self, outcome, run_id):
         p = self.params
-        tags = self._set_tags("@@SET_ID@@", "@@INSTANCE_ID@@", "crash")
+        tags = self._set_tags("@@SET_ID@@", "@@INSTANCE_ID@@", "crash", members=len(outcome.volumes))
         tag_spec = json.dumps([{"ResourceType": "snapshot", "Tags": aws_api.tag_list(tags)}])
         spec = {"InstanceId": "@@INSTANCE_ID@@", "ExcludeBootVolume": bool(outcome.exclude_boot)}
         if outcome.exclude_data:
