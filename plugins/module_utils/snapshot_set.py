@@ -40,6 +40,9 @@ PROVIDER_OWNED_TAGS = ("AppConsistent", "APPConsistent", "FsConsistent", "Device
 # they fail the host even with a good set, and they are reported over an earlier error. PluginExit12 is the
 # Alibaba plug-in's "I/O could not be resumed", the counterpart of the AWS freeze helper's Thaw211.
 URGENT_ERRORS = ("RemountFailed", "Thaw211", "PluginExit12", "StartTimeout", "StartFailed", "StillStopping")
+# Errors that say the set lacks a member it was to have: the host fails whatever on_fallback says, since a set that
+# cannot bring the instance back whole is not a weaker fallback but no backup of it.
+INCOMPLETE_ERRORS = ("IncompleteSet",)
 
 # Matched whole (fullmatch): "7d\n" is not a duration.
 _DURATION = re.compile(r" *([0-9]+) *([smhdw]) *")

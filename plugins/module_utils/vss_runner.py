@@ -387,7 +387,7 @@ class VssSnapshotRun:
             results.append(data)
             if result.status in ("WouldRun", "InProgress") and not result.error:
                 continue
-            incomplete = (result.error or {}).get("code") == "IncompleteSet"
+            incomplete = (result.error or {}).get("code") in ss.INCOMPLETE_ERRORS
             if result.consistency != "none" and ss.at_least(result.consistency, self.required) and not incomplete:
                 if result.error:  # usable set, but something to know (e.g. completion still running)
                     warnings.append(f"{instance_id}: {result.error['message']}")

@@ -208,7 +208,8 @@ def test_check_mode_plans_without_sending(stubbed):
     assert [v["volume_id"] for v in plan["volumes"]] == ["vol-01b"]
 
 
-def test_a_set_missing_a_captured_volume_is_not_application_and_fails_as_incomplete(stubbed):
+@pytest.mark.parametrize("on_fallback", ["fail", "warn"])
+def test_a_set_missing_a_captured_volume_is_not_application_and_fails_as_incomplete(stubbed, on_fallback):
     # Issue 18 line 6: the VSS run was to capture both volumes, only one snapshot appeared within the evidence wait.
     ec2_stub, ssm_stub = stubbed.ec2_stub, stubbed.ssm_stub
     ec2_stub.add_response("describe_instances", {"Reservations": [{"Instances": [_instance("i-01")]}]}, None)
@@ -227,7 +228,7 @@ def test_a_set_missing_a_captured_volume_is_not_application_and_fails_as_incompl
     ec2_stub.add_response("create_tags", {}, {"Resources": ["snap-1"], "Tags": ANY})
     ec2_stub.add_response("create_tags", {}, {"Resources": ["snap-1"], "Tags": [{"Key": "appconsistent:device",
                                                                                  "Value": "/dev/sda1"}]})
-    module = FakeModule(_params(instance_ids=["i-01"]), {"ec2": stubbed.ec2, "ssm": stubbed.ssm})
+    module = FakeModule(_params(instance_ids=["i-01"], on_fallback=on_fallback), {"ec2": stubbed.ec2, "ssm": stubbed.ssm})
     outcome = VssSnapshotRun(module, sleep=sleep, clock=lambda: now[0]).run()
     result = outcome["results"][0]
     assert result["consistency"] == "crash"
