@@ -330,6 +330,8 @@ class AlicloudGroupRun:
             outcome.set_id = found.set_id
             outcome.consistency = found.consistency or "none"
             outcome.snapshots = found.members
+            if ss.existing_set_error(found):
+                outcome.fail(*ss.existing_set_error(found))
         return remaining
 
     def _member(self, snapshot, device=None):

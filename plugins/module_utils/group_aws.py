@@ -359,6 +359,8 @@ class AwsGroupRun:
             outcome = self.outcomes[instance_id]
             outcome.status, outcome.set_id = "Existing", found.set_id
             outcome.consistency, outcome.snapshots = found.consistency, found.members
+            if ss.existing_set_error(found):
+                outcome.fail(*ss.existing_set_error(found))
         return remaining
 
     # --- CreateSnapshots ---------------------------------------------------------------------------------

@@ -142,7 +142,7 @@ def check_set(selected, params):
     if unusable or reason:
         names = ", ".join(f"{m.snapshot_id} ({m.state})" for m in unusable)
         # Snapshots that are missing never arrive: only unfinished ones are worth waiting for.
-        missing = reason is not None and not reason.endswith("have not completed") and not reason.startswith("its snapshot group")
+        missing = selected.whole and ss.missing_reason(m.tags for m in selected.members) is not None
         what = "; ".join(t for t in (reason if missing else None, names or reason) if t)
         if not params.get("allow_incomplete"):
             raise RestoreRefused(f"snapshot set {selected.set_id} is incomplete: {what}; "

@@ -52,6 +52,19 @@ DURATION_MAX_DAYS = 36500
 _RUN_ID = re.compile(r"[A-Za-z0-9._:/=+@-]{1,128}")
 
 
+def existing_set_error(found):
+    """(code, message) when a set found by its run id proves itself incomplete, else None.
+
+    Such a set is not taken again under the same run id (a rerun never makes a second set), but it is no backup
+    of the instance, and the host fails saying so.
+    """
+    reason = found.missing_reason
+    if reason is None:
+        return None
+    return ("IncompleteSet", f"set {found.set_id}, made earlier with this run_id, is incomplete ({reason}): it "
+                             "cannot bring the instance back whole; take a new set with another run_id")
+
+
 def merge_error(current, code, message):
     """The error an instance reports: the first is the cause, unless a later one needs the operator now."""
     if current is None:
@@ -185,15 +198,12 @@ def declared_members(member_tags):
     return int(text), None
 
 
-def incomplete_reason(member_tags, states):
-    """Why a set is not complete, or None when it is: the one judgement of completeness for every module.
+def missing_reason(member_tags):
+    """Why the snapshots found are not the whole set their appconsistent:members tag names, or None.
 
-    ``member_tags`` and ``states`` are the tags and provider states of the snapshots found with the set's id. A set
-    is complete when every snapshot has completed and, when its snapshots say how many the set has
-    (appconsistent:members), exactly that many are there. A set made before that tag existed is judged by the
-    states alone, as it always was.
+    Unlike an unfinished snapshot, this never resolves by waiting.
     """
-    member_tags, states = list(member_tags), list(states)
+    member_tags = list(member_tags)
     if not member_tags:
         return "it has no snapshots"
     expected, problem = declared_members(member_tags)
@@ -203,6 +213,21 @@ def incomplete_reason(member_tags, states):
         return f"only {len(member_tags)} of its {expected} snapshots exist"
     if expected is not None and len(member_tags) > expected:
         return f"it holds {len(member_tags)} snapshots but its {TAG_MEMBERS} tag says {expected}"
+    return None
+
+
+def incomplete_reason(member_tags, states):
+    """Why a set is not complete, or None when it is: the one judgement of completeness for every module.
+
+    ``member_tags`` and ``states`` are the tags and provider states of the snapshots found with the set's id. A set
+    is complete when every snapshot has completed and, when its snapshots say how many the set has
+    (appconsistent:members), exactly that many are there. A set made before that tag existed is judged by the
+    states alone, as it always was.
+    """
+    member_tags, states = list(member_tags), list(states)
+    missing = missing_reason(member_tags)
+    if missing:
+        return missing
     unfinished = [s for s in states if str(s or "").lower() not in SnapshotSet.COMPLETE_STATES]
     if unfinished:
         return f"{len(unfinished)} of its {len(states)} snapshots have not completed"
@@ -282,6 +307,10 @@ class SnapshotSet:
     @property
     def consistency(self):
         return weakest(m["tags"].get(TAG_CONSISTENCY) for m in self.members)
+
+    @property
+    def missing_reason(self):
+        return missing_reason(m["tags"] for m in self.members)
 
     @property
     def incomplete_reason(self):

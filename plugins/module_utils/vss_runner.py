@@ -231,6 +231,8 @@ class VssSnapshotRun:
             if found.instance_id == instance_id and found.consistency:
                 result.set_id = found.set_id
                 result.consistency = found.consistency
+                if ss.existing_set_error(found):
+                    result.fail(*ss.existing_set_error(found))
             else:
                 # A run that stopped before it tagged its set: finish the tagging now.
                 self._finish_set(result, found.members, True, tags)

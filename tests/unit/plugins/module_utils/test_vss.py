@@ -238,3 +238,22 @@ def test_a_set_missing_a_captured_volume_is_not_application_and_fails_as_incompl
     written = result["snapshots"][0]["tags"]
     assert written["appconsistent:consistency"] == "crash"
     assert written["appconsistent:members"] == "2"
+
+
+def test_a_rerun_that_finds_an_incomplete_set_of_its_run_id_fails_instead_of_reporting_it_as_a_backup(stubbed):
+    ec2_stub, ssm_stub = stubbed.ec2_stub, stubbed.ssm_stub
+    ec2_stub.add_response("describe_instances", {"Reservations": [{"Instances": [_instance("i-01")]}]}, None)
+    ssm_stub.add_response("describe_instance_information",
+                          {"InstanceInformationList": [{"InstanceId": "i-01", "PingStatus": "Online"}]}, None)
+    earlier = _snapshot("snap-1", "vol-01a")
+    earlier["Tags"] = [{"Key": k, "Value": v} for k, v in {
+        "appconsistent:set-id": "acs-20261123t060000-1a2b3c4d", "appconsistent:instance-id": "i-01",
+        "appconsistent:consistency": "crash", "appconsistent:run-id": "CHG-7", "appconsistent:members": "2"}.items()]
+    ec2_stub.add_response("describe_snapshots", {"Snapshots": [earlier]}, None)
+    module = FakeModule(_params(instance_ids=["i-01"], run_id="CHG-7", on_fallback="warn"),
+                        {"ec2": stubbed.ec2, "ssm": stubbed.ssm})
+    outcome = VssSnapshotRun(module, sleep=lambda s: None).run()
+    result = outcome["results"][0]
+    assert result["status"] == "Existing" and result["error"]["code"] == "IncompleteSet"
+    assert "only 1 of its 2 snapshots exist" in result["error"]["message"]
+    assert [f["instance_id"] for f in outcome["failed_instances"]] == ["i-01"]
