@@ -380,12 +380,6 @@ class AwsGroupRun:
         members = [aws_fleet.snapshot_member(s, devices.get(s.get("VolumeId"))) for s in snapshots]
         for member in members:
             member["state"] = member["state"] or "pending"
-        if members and len(members) != len(outcome.volumes):
-            # A volume attached or detached since the instance was read: the set is what CreateSnapshots made.
-            count = {ss.TAG_MEMBERS: ss.members_value(len(members))}
-            aws_api.create_tags(self.ec2, [m["snapshot_id"] for m in members], count)
-            for member in members:
-                member["tags"].update(count)
         return set_id, members
 
     def _snapshot_many(self, instance_ids, consistency, pool=None):
@@ -408,9 +402,17 @@ class AwsGroupRun:
         return [i for i in instance_ids if done.get(i)]
 
     def _tag_devices(self, instance_ids):
+        """The device tags, after the thaw; and the member count of a set that holds more or fewer snapshots than the
+        volumes read before (one attached or detached meanwhile): the set is what CreateSnapshots made."""
         batch = aws_api.TagBatch()
         for instance_id in instance_ids:
-            for member in self.outcomes[instance_id].snapshots:
+            snapshots = self.outcomes[instance_id].snapshots
+            count = ss.members_value(len(snapshots)) if snapshots else None
+            if any(m["tags"].get(ss.TAG_MEMBERS) not in (None, count) for m in snapshots):
+                batch.add([m["snapshot_id"] for m in snapshots], {ss.TAG_MEMBERS: count})
+                for member in snapshots:
+                    member["tags"][ss.TAG_MEMBERS] = count
+            for member in snapshots:
                 if member["device"]:
                     batch.add([member["snapshot_id"]], {ss.TAG_DEVICE: member["device"]})
                     member["tags"][ss.TAG_DEVICE] = member["device"]
