@@ -159,9 +159,9 @@ class AlicloudGroupRun:
     def group_name(self):
         return self.params.get("name") or "appconsistent-" + ss.utcnow().strftime("%Y%m%dT%H%M%S")
 
-    def _set_tags(self, set_id, instance_id, consistency):
+    def _set_tags(self, set_id, instance_id, consistency, members=None):
         tags = dict(self.params.get("tags") or {})
-        tags.update(ss.set_tags(set_id, instance_id, consistency, run_id=self.params.get("run_id"),
+        tags.update(ss.set_tags(set_id, instance_id, consistency, run_id=self.params.get("run_id"), members=members,
                                 delete_after=ss.delete_after_instant(self.params["delete_after"])
                                 if self.params.get("delete_after") else None))
         return tags
@@ -330,6 +330,8 @@ class AlicloudGroupRun:
             outcome.set_id = found.set_id
             outcome.consistency = found.consistency or "none"
             outcome.snapshots = found.members
+            if ss.existing_set_error(found):
+                outcome.fail(*ss.existing_set_error(found))
         return remaining
 
     def _member(self, snapshot, device=None):
@@ -367,7 +369,8 @@ class AlicloudGroupRun:
                                                "taken: raise freeze_timeout")
                 continue
             group_tags = dict(self.params.get("tags") or {})
-            group_tags.update({ss.TAG_INSTANCE_ID: instance_id, ss.TAG_CONSISTENCY: level})
+            group_tags.update({ss.TAG_INSTANCE_ID: instance_id, ss.TAG_CONSISTENCY: level,
+                               ss.TAG_MEMBERS: ss.members_value(len(outcome.disks))})
             try:
                 group_id = self.api.create_snapshot_group(
                     instance_id, disk_ids=[d["disk_id"] for d in outcome.disks], name=name,
@@ -716,7 +719,8 @@ class AlicloudGroupRun:
             if not outcome.snapshots:
                 continue
             level = outcome.consistency if outcome.consistency != "none" else "crash"
-            tags = self._set_tags(group_id, instance_id, level)
+            # The group's own listing says how many snapshots the set has (CreateSnapshotGroup makes them at once).
+            tags = self._set_tags(group_id, instance_id, level, members=len(outcome.snapshots))
             for member in outcome.snapshots:
                 written[member["snapshot_id"]] = dict(tags, **{ss.TAG_DEVICE: member["device"]}) if member["device"] else tags
             if len(outcome.snapshots) == 1:

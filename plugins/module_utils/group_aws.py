@@ -270,9 +270,9 @@ class AwsGroupRun:
             raise GroupInputError(f"{label} {path!r} is refused: give an absolute path of letters, digits and _ . / @ + : -, "
                                   "without spaces, quotes or '..'")
 
-    def _set_tags(self, set_id, instance_id, consistency):
+    def _set_tags(self, set_id, instance_id, consistency, members=None):
         tags = dict(self.params.get("tags") or {})
-        tags.update(ss.set_tags(set_id, instance_id, consistency, run_id=self.params.get("run_id"),
+        tags.update(ss.set_tags(set_id, instance_id, consistency, run_id=self.params.get("run_id"), members=members,
                                 delete_after=ss.delete_after_instant(self.params["delete_after"])
                                 if self.params.get("delete_after") else None))
         return tags
@@ -375,6 +375,8 @@ class AwsGroupRun:
             outcome = self.outcomes[instance_id]
             outcome.status, outcome.set_id = "Existing", found.set_id
             outcome.consistency, outcome.snapshots = found.consistency, found.members
+            if ss.existing_set_error(found):
+                outcome.fail(*ss.existing_set_error(found))
         return remaining
 
     # --- CreateSnapshots ---------------------------------------------------------------------------------
@@ -389,7 +391,8 @@ class AwsGroupRun:
             snapshots = aws_api.create_snapshots(
                 self.ec2, instance_id, exclude_boot_volume=outcome.exclude_boot,
                 exclude_data_volume_ids=outcome.exclude_data, description=self.params.get("description"),
-                tags=self._set_tags(set_id, instance_id, consistency), copy_tags_from_source=True)
+                tags=self._set_tags(set_id, instance_id, consistency, members=len(outcome.volumes)),
+                copy_tags_from_source=True)
         if self._attempts.sent > 1:
             self._drop_duplicates(outcome, set_id, {s["SnapshotId"] for s in snapshots})
         devices = {v["volume_id"]: v["device"] for v in outcome.volumes}
@@ -440,9 +443,17 @@ class AwsGroupRun:
         return [i for i in instance_ids if done.get(i)]
 
     def _tag_devices(self, instance_ids):
+        """The device tags, after the thaw; and the member count of a set that holds more or fewer snapshots than the
+        volumes read before (one attached or detached meanwhile): the set is what CreateSnapshots made."""
         batch = aws_api.TagBatch()
         for instance_id in instance_ids:
-            for member in self.outcomes[instance_id].snapshots:
+            snapshots = self.outcomes[instance_id].snapshots
+            count = ss.members_value(len(snapshots)) if snapshots else None
+            if any(m["tags"].get(ss.TAG_MEMBERS) not in (None, count) for m in snapshots):
+                batch.add([m["snapshot_id"] for m in snapshots], {ss.TAG_MEMBERS: count})
+                for member in snapshots:
+                    member["tags"][ss.TAG_MEMBERS] = count
+            for member in snapshots:
                 if member["device"]:
                     batch.add([member["snapshot_id"]], {ss.TAG_DEVICE: member["device"]})
                     member["tags"][ss.TAG_DEVICE] = member["device"]
@@ -758,7 +769,7 @@ class AwsGroupRun:
 
     def _initiator_command(self, outcome, run_id):
         p = self.params
-        tags = self._set_tags("@@SET_ID@@", "@@INSTANCE_ID@@", "crash")
+        tags = self._set_tags("@@SET_ID@@", "@@INSTANCE_ID@@", "crash", members=len(outcome.volumes))
         tag_spec = json.dumps([{"ResourceType": "snapshot", "Tags": aws_api.tag_list(tags)}])
         spec = {"InstanceId": "@@INSTANCE_ID@@", "ExcludeBootVolume": bool(outcome.exclude_boot)}
         if outcome.exclude_data:

@@ -80,21 +80,28 @@ class Member:
 class SelectedSet:
     """The set chosen for the restore (``set_id`` is None for loose snapshot ids)."""
 
-    def __init__(self, set_id, members, source_instance_id=None, group_status=None):
+    def __init__(self, set_id, members, source_instance_id=None, group_status=None, whole=True):
         self.set_id = set_id
         self.members = list(members)
         self.source_instance_id = source_instance_id
         self.group_status = group_status
+        # False for snapshots named one by one: the user chose them, so the rest of their set is not missing.
+        self.whole = whole
 
     @property
     def consistency(self):
         return ss.weakest(m.tags.get(ss.TAG_CONSISTENCY) for m in self.members)
 
     @property
-    def complete(self):
+    def incomplete_reason(self):
         if self.group_status is not None and self.group_status != "accomplished":
-            return False
-        return bool(self.members) and all(m.complete for m in self.members)
+            return f"its snapshot group is {self.group_status}"
+        tags = [m.tags for m in self.members] if self.whole else [{} for _m in self.members]
+        return ss.incomplete_reason(tags, [m.state for m in self.members])
+
+    @property
+    def complete(self):
+        return self.incomplete_reason is None
 
     @property
     def created(self):
@@ -133,15 +140,23 @@ def check_set(selected, params):
             raise RestoreRefused(text + ": set allow_lower_consistency to restore it anyway, or lower min_consistency")
         warnings.append(text + "; restoring it because allow_lower_consistency is set")
     unusable = [m for m in selected.members if not m.complete]
-    if unusable or not selected.complete:
-        names = ", ".join(f"{m.snapshot_id} ({m.state})" for m in unusable) or f"group status {selected.group_status}"
+    reason = selected.incomplete_reason
+    if unusable or reason:
+        names = ", ".join(f"{m.snapshot_id} ({m.state})" for m in unusable)
+        # Snapshots that are missing never arrive: only unfinished ones are worth waiting for.
+        missing = selected.whole and ss.missing_reason(m.tags for m in selected.members) is not None
+        what = "; ".join(t for t in (reason if missing else None, names or reason) if t)
         if not params.get("allow_incomplete"):
-            raise RestoreRefused(f"snapshot set {selected.set_id} is incomplete: {names}; wait until its snapshots "
-                                 "have completed, or set allow_incomplete to restore only the completed ones")
+            raise RestoreRefused(f"snapshot set {selected.set_id} is incomplete: {what}; "
+                                 + ("it will not become complete: restore another set, or set allow_incomplete to "
+                                    "restore the snapshots it has" if missing else
+                                    "wait until its snapshots have completed, or set allow_incomplete to restore only "
+                                    "the completed ones"))
         selected.members = [m for m in selected.members if m.complete]
         if not selected.members:
-            raise RestoreRefused(f"snapshot set {selected.set_id} has no completed snapshot to restore ({names})")
-        warnings.append(f"snapshot set {selected.set_id} is incomplete; skipped {names}")
+            raise RestoreRefused(f"snapshot set {selected.set_id} has no completed snapshot to restore ({what})")
+        warnings.append(f"snapshot set {selected.set_id} is incomplete ({what}); restoring the completed snapshots "
+                        "it has" + (f", skipped {names}" if names else ""))
     return warnings
 
 

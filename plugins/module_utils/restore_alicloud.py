@@ -106,7 +106,7 @@ class AlicloudRestoreApi:
         set_ids = {m.tags.get(ss.TAG_SET_ID) for m in members} - {None}
         instances = {m.tags.get(ss.TAG_INSTANCE_ID) for m in members} - {None}
         return restore.SelectedSet(set_ids.pop() if len(set_ids) == 1 else None, members,
-                                   instances.pop() if len(instances) == 1 else None)
+                                   instances.pop() if len(instances) == 1 else None, whole=False)
 
     def latest_set(self, instance_id, min_consistency):
         """The newest qualifying set of the instance: its groups, and sets of tagged snapshots in no group (copies).

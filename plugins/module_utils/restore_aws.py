@@ -96,7 +96,8 @@ class AwsRestoreApi:
         missing = sorted(set(snapshot_ids) - {m.snapshot_id for m in members})
         if missing:
             raise restore.RestoreRefused(f"snapshots not found: {', '.join(missing)}")
-        return restore.SelectedSet(_common(members, ss.TAG_SET_ID), members, _common(members, ss.TAG_INSTANCE_ID))
+        return restore.SelectedSet(_common(members, ss.TAG_SET_ID), members, _common(members, ss.TAG_INSTANCE_ID),
+                                   whole=False)
 
     def latest_set(self, instance_id, min_consistency):
         snapshots = self._call(aws_api.describe_snapshots, filters=[{"Name": "tag:" + ss.TAG_INSTANCE_ID, "Values": [instance_id]}])

@@ -66,7 +66,7 @@ class CopyFailed(Exception):
 
 
 def copy_tags(member_tags, copy_set_id, source_set_id, source_region, source_snapshot_id, delete_after=None,
-              extra=None):
+              extra=None, members=None):
     """The tags of one copied member: the source's own, the new set id, and where it came from.
 
     The providers' evidence tags are left behind: they describe the source
@@ -81,6 +81,9 @@ def copy_tags(member_tags, copy_set_id, source_set_id, source_region, source_sna
         tags[ss.TAG_DEVICE] = device
     tags.update(extra or {})
     tags[ss.TAG_SET_ID] = copy_set_id
+    if members is not None:
+        # The copy set is whole only once every source member has its copy: a copy cut short proves itself partial.
+        tags[ss.TAG_MEMBERS] = ss.members_value(members)
     tags[TAG_COPIED_FROM] = source_set_id
     tags[TAG_SOURCE_REGION] = source_region
     tags[TAG_SOURCE_SNAPSHOT] = source_snapshot_id
@@ -309,6 +312,10 @@ class SetCopy:
         if pending:
             raise CopyRefused(f"set {set_id} is not complete yet ({', '.join(pending)} not finished): only completed "
                               "snapshots can be copied; run again once the set is complete")
+        missing = ss.incomplete_reason([m["tags"] for m in members], [m["state"] for m in members])
+        if missing:
+            raise CopyRefused(f"set {set_id} is incomplete in {self.api.source_region} ({missing}): a copy of it would "
+                              "not be a whole set; copy another set (snapshot_set_info says which are complete)")
         return sorted(members, key=lambda m: (m.get("device") or "", m["snapshot_id"]))
 
     def plan(self):
@@ -333,7 +340,8 @@ class SetCopy:
 
     def _tags(self, member, delete_after):
         tags = copy_tags(member["tags"], self.copy_set_id, self.params["set_id"], self.api.source_region,
-                         member["snapshot_id"], delete_after=delete_after, extra=self.params.get("tags"))
+                         member["snapshot_id"], delete_after=delete_after, extra=self.params.get("tags"),
+                         members=len(self.source))
         if len(tags) > self.api.TAGS_MAX:
             raise CopyRefused(f"snapshot {member['snapshot_id']} would carry {len(tags)} tags on its copy, more than the "
                               f"{self.api.TAGS_MAX} the provider allows: remove some of its own tags or of O(tags)")

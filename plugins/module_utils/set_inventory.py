@@ -101,6 +101,9 @@ def build_set(provider, set_id, members, group=None, now=None):
     sizes = [m.get("size_gib") for m in members]
     full_sizes = [m.get("full_snapshot_size_bytes") for m in members]
     untagged = [m["snapshot_id"] for m in members if m["tags"].get(ss.TAG_SET_ID) != set_id]
+    # A group made by CreateSnapshotGroup carries the member count from its creation; its members get it when tagged.
+    member_tags = [dict({k: v for k, v in group_tags.items() if k == ss.TAG_MEMBERS}, **m["tags"]) for m in members]
+    incomplete = ss.incomplete_reason(member_tags, [m.get("state") for m in members])
     result = dict(
         provider=provider,
         set_id=set_id,
@@ -108,8 +111,9 @@ def build_set(provider, set_id, members, group=None, now=None):
         run_id=_common(tag(m, ss.TAG_RUN_ID) for m in members),
         created=ss.format_instant(created) if created else None,
         consistency=ss.weakest(levels) if levels and all(levels) else None,
-        complete=bool(members) and all(str(m.get("state") or "").lower() in ss.SnapshotSet.COMPLETE_STATES
-                                       for m in members),
+        complete=incomplete is None,
+        members_expected=ss.declared_members(member_tags)[0],
+        incomplete_reason=incomplete,
         delete_after=delete_after,
         expired=delete_moment is not None and delete_moment <= (now or ss.utcnow()),
         size_gib=sum(sizes) if members and all(s is not None for s in sizes) else None,

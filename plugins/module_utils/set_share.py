@@ -129,6 +129,11 @@ class SetShare:
                                     ss.TAG_SET_ID, [self.params["set_id"]])
         if not snapshots:
             raise ShareRefused(f"no snapshot carries {ss.TAG_SET_ID}={self.params['set_id']} in this region")
+        incomplete = ss.incomplete_reason([tags_of(s) for s in snapshots], [s.get("State") for s in snapshots])
+        if present and incomplete:
+            # Permissions are per snapshot: sharing what there is harms nothing, but the receiver must know it is partial.
+            self.warnings.append(f"set {self.params['set_id']} is incomplete ({incomplete}): only the snapshots it "
+                                 "has are shared")
         plans = []
         for snap in snapshots:
             users, groups = describe_create_volume_permissions(self.ec2, snap["SnapshotId"])

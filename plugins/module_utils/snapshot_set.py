@@ -23,7 +23,10 @@ TAG_DEVICE = TAG_PREFIX + "device"
 TAG_CONSISTENCY = TAG_PREFIX + "consistency"
 TAG_RUN_ID = TAG_PREFIX + "run-id"
 TAG_DELETE_AFTER = TAG_PREFIX + "delete-after"
-SET_TAG_KEYS = (TAG_SET_ID, TAG_INSTANCE_ID, TAG_DEVICE, TAG_CONSISTENCY, TAG_RUN_ID, TAG_DELETE_AFTER)
+# How many snapshots the whole set has, written on every member when the set is made (and kept by a copy): a set
+# that holds fewer (a copy cut short, a VSS run that missed a volume) proves itself incomplete.
+TAG_MEMBERS = TAG_PREFIX + "members"
+SET_TAG_KEYS = (TAG_SET_ID, TAG_INSTANCE_ID, TAG_DEVICE, TAG_CONSISTENCY, TAG_RUN_ID, TAG_DELETE_AFTER, TAG_MEMBERS)
 
 # Weakest first. "offline" (instance stopped or volumes unmounted) is the strongest.
 CONSISTENCY_LEVELS = ("crash", "filesystem", "application", "offline")
@@ -37,6 +40,9 @@ PROVIDER_OWNED_TAGS = ("AppConsistent", "APPConsistent", "FsConsistent", "Device
 # they fail the host even with a good set, and they are reported over an earlier error. PluginExit12 is the
 # Alibaba plug-in's "I/O could not be resumed", the counterpart of the AWS freeze helper's Thaw211.
 URGENT_ERRORS = ("RemountFailed", "Thaw211", "PluginExit12", "StartTimeout", "StartFailed", "StillStopping")
+# Errors that say the set lacks a member it was to have: the host fails whatever on_fallback says, since a set that
+# cannot bring the instance back whole is not a weaker fallback but no backup of it.
+INCOMPLETE_ERRORS = ("IncompleteSet",)
 
 # Matched whole (fullmatch): "7d\n" is not a duration.
 _DURATION = re.compile(r" *([0-9]+) *([smhdw]) *")
@@ -44,6 +50,19 @@ _DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 # The longest retention: a hundred years. Beyond a few thousand years the instant no longer fits a date at all.
 DURATION_MAX_DAYS = 36500
 _RUN_ID = re.compile(r"[A-Za-z0-9._:/=+@-]{1,128}")
+
+
+def existing_set_error(found):
+    """(code, message) when a set found by its run id proves itself incomplete, else None.
+
+    Such a set is not taken again under the same run id (a rerun never makes a second set), but it is no backup
+    of the instance, and the host fails saying so.
+    """
+    reason = found.missing_reason
+    if reason is None:
+        return None
+    return ("IncompleteSet", f"set {found.set_id}, made earlier with this run_id, is incomplete ({reason}): it "
+                             "cannot bring the instance back whole; take a new set with another run_id")
 
 
 def merge_error(current, code, message):
@@ -133,11 +152,16 @@ def new_set_id(now=None):
     return f"acs-{stamp}-{secrets.token_hex(4)}"
 
 
-def set_tags(set_id, instance_id, consistency, device=None, run_id=None, delete_after=None):
-    """The tags every member of a set carries (delete_after is the already formatted instant)."""
+def set_tags(set_id, instance_id, consistency, device=None, run_id=None, delete_after=None, members=None):
+    """The tags every member of a set carries (delete_after is the already formatted instant).
+
+    ``members`` is the number of snapshots the set is made of; every set made by this collection carries it.
+    """
     if consistency not in CONSISTENCY_LEVELS:
         raise ValueError(f"unknown consistency {consistency!r}")
     tags = {TAG_SET_ID: set_id, TAG_INSTANCE_ID: instance_id, TAG_CONSISTENCY: consistency}
+    if members is not None:
+        tags[TAG_MEMBERS] = members_value(members)
     if device:
         tags[TAG_DEVICE] = device
     if run_id:
@@ -145,6 +169,69 @@ def set_tags(set_id, instance_id, consistency, device=None, run_id=None, delete_
     if delete_after:
         tags[TAG_DELETE_AFTER] = delete_after
     return tags
+
+
+def members_value(count):
+    """The appconsistent:members value of a set of ``count`` snapshots."""
+    if isinstance(count, bool) or not isinstance(count, int) or count < 1:
+        raise ValueError(f"a set has at least one member, not {count!r}")
+    return str(count)
+
+
+def declared_members(member_tags):
+    """The number of members a set's snapshots say it has.
+
+    Returns (count, problem): (None, None) when no member carries appconsistent:members (a set made before the
+    tag existed), (n, None) when the members that carry it say n, and (None, reason) when they disagree or the
+    value is not a positive number: such a set cannot prove it is whole. A member without the tag does not
+    weaken the others' word (a copy begun by an older version and finished by this one).
+    """
+    present = [(tags or {}).get(TAG_MEMBERS) for tags in member_tags]
+    present = [v for v in present if v is not None]
+    if not present:
+        return None, None
+    if len(set(present)) > 1:
+        return None, f"its snapshots disagree on {TAG_MEMBERS} ({', '.join(sorted(set(map(str, present))))})"
+    text = str(present[0]).strip()
+    if not text.isdigit() or int(text) < 1:
+        return None, f"{TAG_MEMBERS} is {present[0]!r}, not a number of snapshots"
+    return int(text), None
+
+
+def missing_reason(member_tags):
+    """Why the snapshots found are not the whole set their appconsistent:members tag names, or None.
+
+    Unlike an unfinished snapshot, this never resolves by waiting.
+    """
+    member_tags = list(member_tags)
+    if not member_tags:
+        return "it has no snapshots"
+    expected, problem = declared_members(member_tags)
+    if problem:
+        return problem
+    if expected is not None and len(member_tags) < expected:
+        return f"only {len(member_tags)} of its {expected} snapshots exist"
+    if expected is not None and len(member_tags) > expected:
+        return f"it holds {len(member_tags)} snapshots but its {TAG_MEMBERS} tag says {expected}"
+    return None
+
+
+def incomplete_reason(member_tags, states):
+    """Why a set is not complete, or None when it is: the one judgement of completeness for every module.
+
+    ``member_tags`` and ``states`` are the tags and provider states of the snapshots found with the set's id. A set
+    is complete when every snapshot has completed and, when its snapshots say how many the set has
+    (appconsistent:members), exactly that many are there. A set made before that tag existed is judged by the
+    states alone, as it always was.
+    """
+    member_tags, states = list(member_tags), list(states)
+    missing = missing_reason(member_tags)
+    if missing:
+        return missing
+    unfinished = [s for s in states if str(s or "").lower() not in SnapshotSet.COMPLETE_STATES]
+    if unfinished:
+        return f"{len(unfinished)} of its {len(states)} snapshots have not completed"
+    return None
 
 
 def _truthy(value):
@@ -222,8 +309,16 @@ class SnapshotSet:
         return weakest(m["tags"].get(TAG_CONSISTENCY) for m in self.members)
 
     @property
+    def missing_reason(self):
+        return missing_reason(m["tags"] for m in self.members)
+
+    @property
+    def incomplete_reason(self):
+        return incomplete_reason([m["tags"] for m in self.members], [m.get("state") for m in self.members])
+
+    @property
     def complete(self):
-        return bool(self.members) and all(str(m.get("state", "")).lower() in self.COMPLETE_STATES for m in self.members)
+        return self.incomplete_reason is None
 
     @property
     def created(self):

@@ -260,6 +260,8 @@ class VssSnapshotRun:
             if found.instance_id == instance_id and found.consistency:
                 result.set_id = found.set_id
                 result.consistency = found.consistency
+                if ss.existing_set_error(found):
+                    result.fail(*ss.existing_set_error(found))
             else:
                 # A run that stopped before it tagged its set: finish the tagging now.
                 self._finish_set(result, found.members, True, tags)
@@ -363,6 +365,17 @@ class VssSnapshotRun:
         level = ss.classify([m["tags"] for m in members], scripts_succeeded=scripts_ok, ceiling=ceiling)
         set_id = ss.new_set_id()
         tags = {ss.TAG_SET_ID: set_id, ss.TAG_INSTANCE_ID: result.instance_id, ss.TAG_CONSISTENCY: level}
+        missing = []
+        if not self.params.get("create_ami"):
+            # The document was asked for a snapshot of every captured volume: the set says how many that is, so a
+            # set that lacks one proves itself incomplete wherever it is judged.
+            captured = self._captured_volumes(result.instance_id)
+            found = {m["volume_id"] for m in members}
+            missing = [v for v in captured if v["volume_id"] not in found]
+            tags[ss.TAG_MEMBERS] = ss.members_value(max(len(captured), len(members)))
+            if missing:
+                # Without all its volumes the application cannot be brought back from this set as it was.
+                tags[ss.TAG_CONSISTENCY] = level = "crash"
         batch.add([m["snapshot_id"] for m in members], tags)
         for member in members:
             member["tags"].update(tags)
@@ -373,6 +386,11 @@ class VssSnapshotRun:
         result.snapshots = members
         result.consistency = level
         result.changed = True
+        if missing:
+            names = ", ".join(f"{v['volume_id']} ({v['device']})" for v in missing)
+            result.fail("IncompleteSet", f"the VSS run left {len(missing)} of the {len(members) + len(missing)} "
+                                         f"volumes it was to capture without a snapshot ({names}): the set "
+                                         f"{set_id} is incomplete and labelled crash; take a new one")
         if any(str(m.get("state")).lower() == "error" for m in members):
             result.consistency = "none"
             bad = ", ".join(m["snapshot_id"] for m in members if str(m.get("state")).lower() == "error")
@@ -400,13 +418,14 @@ class VssSnapshotRun:
             results.append(data)
             if result.status in ("WouldRun", "InProgress") and not result.error:
                 continue
-            if result.consistency != "none" and ss.at_least(result.consistency, self.required):
+            incomplete = (result.error or {}).get("code") in ss.INCOMPLETE_ERRORS
+            if result.consistency != "none" and ss.at_least(result.consistency, self.required) and not incomplete:
                 if result.error:  # usable set, but something to know (e.g. completion still running)
                     warnings.append(f"{instance_id}: {result.error['message']}")
                 continue
             reason = result.error["message"] if result.error else \
                 f"the set is {result.consistency}-consistent, not {self.required}-consistent"
-            if result.consistency != "none" and self.params.get("on_fallback") == "warn":
+            if result.consistency != "none" and self.params.get("on_fallback") == "warn" and not incomplete:
                 warnings.append(f"{instance_id}: only {result.consistency}-consistent ({reason}); kept because "
                                 "on_fallback is warn")
             else:

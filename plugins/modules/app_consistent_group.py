@@ -402,7 +402,7 @@ def summarize(outcomes, requested, on_fallback):
         results.append(outcome.to_dict())
         if outcome.status in ("WouldRun", "InProgress") and not outcome.error:
             continue
-        urgent = bool(outcome.error) and outcome.error.get("code") in ss.URGENT_ERRORS
+        urgent = bool(outcome.error) and outcome.error.get("code") in ss.URGENT_ERRORS + ss.INCOMPLETE_ERRORS
         if not urgent and outcome.consistency != "none" and ss.at_least(outcome.consistency, requested):
             if outcome.error:
                 warnings.append(f"{instance_id}: {outcome.error['message']}")

@@ -12,7 +12,9 @@ description:
   - The set is chosen by O(set_id), by O(snapshot_ids), by O(snapshot_group_id) (Alibaba Cloud) or as the newest
     set of O(instance_id) with O(latest=true) that is complete and at least O(min_consistency). A set that is
     incomplete or less consistent than O(min_consistency) is refused unless O(allow_incomplete) or
-    O(allow_lower_consistency) says otherwise.
+    O(allow_lower_consistency) says otherwise. A set is incomplete while a snapshot has not completed, and for good
+    when it holds fewer snapshots than its C(appconsistent:members) tag says it has (a copy cut short); snapshots
+    named in O(snapshot_ids) are judged one by one.
   - O(mode=replace) puts the set's data back at the devices recorded in the set. On AWS the module creates one
     volume per snapshot in the instance's zone (type, size, IOPS, throughput, encryption and KMS key of the volume
     it replaces unless overridden), stops the instance if it runs, detaches the current volumes, attaches the new

@@ -19,7 +19,9 @@ description:
   - Idempotent by source set. When copies of O(set_id) already exist in the destination region, nothing is copied
     again; a copy cut short (a timeout, a controller that went away) is completed by running the task again, and a
     copy that ended in an error state is deleted and made anew.
-  - Only a complete set is copied; a set still being taken is refused.
+  - Only a complete set is copied; a set still being taken, or one missing snapshots (its C(appconsistent:members) tag
+    says how many it has), is refused. Every copied snapshot carries C(appconsistent:members), the number of snapshots
+    of the source set, so that a copy cut short is known as incomplete in the destination until it is completed.
   - At most O(max_concurrent_copies) copies run at once; the others wait in a queue. When the provider refuses a copy
     because too many are running in the destination region (AWS C(ResourceLimitExceeded); Alibaba Cloud
     C(InvalidOperation.DiskHasUnfinishedSnapshotCopy)), the copy goes back into the queue instead of failing the task.

@@ -147,9 +147,22 @@ sets:
       type: str
       sample: application
     complete:
-      description: Whether every member snapshot has completed (AWS V(completed), Alibaba Cloud V(accomplished)).
+      description:
+        - Whether every member snapshot has completed (AWS V(completed), Alibaba Cloud V(accomplished)) and none is
+          missing. Every set made by this collection says on each member how many snapshots it has
+          (C(appconsistent:members)); a set holding fewer, such as a copy cut short, is not complete. A set made by an
+          earlier version, without that tag, is judged by the states of its snapshots alone.
       type: bool
       sample: true
+    members_expected:
+      description:
+        - How many snapshots the set has, as its C(appconsistent:members) tag says; null for a set made before the tag.
+      type: int
+      sample: 2
+    incomplete_reason:
+      description: Why the set is not complete (missing or unfinished snapshots), or null when it is.
+      type: str
+      sample: only 1 of its 2 snapshots exist
     delete_after:
       description: The C(appconsistent:delete-after) instant, or null when the set has no expiry.
       type: str

@@ -13,7 +13,8 @@ description:
   - Only sets are touched, found from their tags as M(appconsistent.snapshots.snapshot_set_info) finds them; a snapshot
     without the C(appconsistent:set-id) tag is never deleted.
   - Each instance's newest application-consistent (or offline) set is kept, whatever the rules say, unless
-    O(protect_newest_application=false). A complete set is preferred to one still in progress.
+    O(protect_newest_application=false). A complete set is preferred to one still in progress or missing
+    snapshots (a copy cut short, see C(appconsistent:members) in snapshot_set_info).
   - A set is removed whole or not at all. Before anything is deleted, every member is checked; a set with a member in
     use by an image (an AWS AMI, an Alibaba Cloud custom image) or, on Alibaba Cloud, a group that holds a snapshot
     without the set's tag, is kept and reported with the reason.

@@ -13,6 +13,11 @@ description:
     finds the resulting snapshots by tag and reports, per instance, whether the set is application-consistent.
   - An instance's set is V(application)-consistent only when the command succeeded and every snapshot
     carries the provider's C(AppConsistent) evidence; otherwise it is reported (and tagged) as what it is.
+  - A set must hold a snapshot of every volume the document was asked to capture (every attached volume, the boot
+    volume aside with O(exclude_boot_volume)). A set that lacks one after the wait for the evidence is tagged
+    V(crash), carries the number of snapshots it should have (C(appconsistent:members)), so that every module sees it
+    as incomplete, and its instance fails with C(IncompleteSet) naming the missing volumes, whatever O(on_fallback)
+    says.
   - Each instance is checked before anything is sent (it exists, runs, is Windows, and its SSM agent is
     Online). An instance that fails the check gets its own error and is not sent the command; the others are.
   - Instances that a tag in O(targets) selects but that are not Windows are left out and listed in

@@ -121,7 +121,8 @@ def test_250_instances_take_three_run_commands(twin_factory, run_tasks):
         assert found.pop("appconsistent:delete-after").endswith("Z")
         assert found == {"appconsistent:set-id": entry["set_id"], "appconsistent:instance-id": entry["instance_id"],
                          "appconsistent:consistency": "application", "appconsistent:device": snap["device"],
-                         "appconsistent:run-id": "CHG-250", "team": "dba", "AppConsistent": "True"}, snap
+                         "appconsistent:run-id": "CHG-250", "team": "dba", "AppConsistent": "True",
+                         "appconsistent:members": str(len(entry["snapshots"]))}, snap
         assert snap["tags"] == tags[snap["snapshot_id"]]
     # The set tags name the set, so each set takes one TagResources; the device tags are shared across sets and
     # go 50 snapshots a call: 250 + 2 * 5, where one call per set and one per snapshot made 750.

@@ -56,6 +56,8 @@ def test_crash_set_of_the_selected_volumes(twin_factory, run_tasks, platform):
     assert tags["appconsistent:consistency"] == "crash" and tags["appconsistent:device"] == "/dev/xvdf"
     assert tags["appconsistent:instance-id"] == iid and tags["team"] == "web" and tags["appconsistent:run-id"] == "CHG-5"
     assert "AppConsistent" not in tags
+    # The set says how many snapshots it has, from its creation on (issue 18 line 4).
+    assert tags["appconsistent:members"] == "1"
 
 
 def test_crash_needs_no_agent_and_works_on_a_stopped_instance(twin_factory, run_tasks):
@@ -83,6 +85,7 @@ def test_windows_goes_through_vss(twin_factory, run_tasks, consistency, writers_
     assert len(entry["command_ids"]) == 1
     snaps = set_snapshots(twins, entry["set_id"])
     assert {s["Tags"]["appconsistent:consistency"] for s in snaps} == {writers_tag}
+    assert {s["Tags"]["appconsistent:members"] for s in snaps} == {str(len(VOLUMES))} and len(snaps) == len(VOLUMES)
 
 
 def test_windows_disk_selection_is_refused_per_instance(twin_factory, run_tasks):

@@ -409,3 +409,89 @@ def test_alicloud_copy_is_a_set_in_the_destination_that_info_restore_and_prune_u
     assert {d["id"] for d in new_disks} <= {d["id"] for d in ali_state(twins)["volumes"]}
     assert read_marker(data_disk["image"], len(b"data of ali-db-1-dev-xvdb")) == b"data of ali-db-1-dev-xvdb"
     assert not again.get("failed") and again["changed"] is False and again["deleted"] == []
+
+
+def aws_offline_task(name):
+    """A set of db-2 as the collection takes it: app_consistent_group with the instance stopped."""
+    return {"name": name, GROUP: {"provider": "aws", "consistency": "offline", "instance_ids": ["{{ db2 }}"],
+                                  "wait_for_completion": True}, "register": name}
+
+
+def test_aws_copy_cut_short_is_incomplete_for_info_restore_latest_and_prune(twin_factory, run_tasks):
+    # Issue 18 line 4: a copy that stopped part-way must not look like a whole set in the destination Region.
+    twins = twin_factory(FLEET, alicloud=False, latency={"profile": "zero", "transitions": {"snapshot_complete": 2.0}})
+    db2 = twins.aws.instances["db-2"]
+    older = run_tasks([{"ansible.builtin.set_fact": {"db2": db2}}, aws_offline_task("older"),
+                       copy_task("whole", "{{ older.results[0].set_id }}", delete_after="1s")], twins.endpoints)
+    assert not older["older"].get("failed") and not older["whole"].get("failed"), json.dumps(older)[:3000]
+    assert older["whole"]["complete"] is True and len(older["whole"]["members"]) == 2
+    # The newer set's copy stops after its first member: one copy at a time, and less time than a copy takes.
+    newer = run_tasks([{"ansible.builtin.set_fact": {"db2": db2}}, aws_offline_task("newer"),
+                       copy_task("cut", "{{ newer.results[0].set_id }}", delete_after="1s", max_concurrent_copies=1,
+                                 wait_timeout=1)], twins.endpoints)
+    cut = newer["cut"]
+    assert cut.get("failed") and "did not finish within wait_timeout" in cut["msg"], json.dumps(cut)[:3000]
+    partial_ids = [m["snapshot_id"] for m in cut["members"] if m["snapshot_id"]]
+    assert len(partial_ids) == 1
+    dest = _client(twins, DESTINATION)
+    deadline = time.monotonic() + 30
+    while dest.describe_snapshots(SnapshotIds=partial_ids)["Snapshots"][0]["State"] != "completed":
+        assert time.monotonic() < deadline, "the copied member did not complete"
+        time.sleep(0.2)
+    time.sleep(1)  # both copies' delete_after (1s) has passed
+    judged = run_tasks([
+        {"name": "info", INFO: {"provider": "aws", "region": DESTINATION, "instance_ids": [db2]}, "register": "info"},
+        {"name": "latest", RESTORE: {"provider": "aws", "region": DESTINATION, "instance_id": db2, "latest": True,
+                                     "mode": "volumes", "zone": DESTINATION + "a"}, "register": "latest"},
+        {"name": "prune", PRUNE: {"provider": "aws", "region": DESTINATION, "instance_ids": [db2]}, "register": "prune"},
+    ], twins.endpoints, check=True)
+    sets = {s["set_id"]: s for s in judged["info"]["sets"]}
+    assert sorted(sets) == sorted([older["whole"]["set_id"], cut["set_id"]])
+    whole, partial = sets[older["whole"]["set_id"]], sets[cut["set_id"]]
+    assert not judged["latest"].get("failed"), json.dumps(judged["latest"])[:3000]
+    prune = judged["prune"]
+    seen = dict(partial_complete=partial["complete"], whole_complete=whole["complete"],
+                latest="whole" if judged["latest"]["set"]["set_id"] == whole["set_id"] else "partial",
+                protected=["whole" if k["set_id"] == whole["set_id"] else "partial"
+                           for k in prune["kept"] if k["reason_code"] == "newest_application"],
+                pruned=["whole" if d["set_id"] == whole["set_id"] else "partial" for d in prune["deleted"]])
+    assert seen == dict(partial_complete=False, whole_complete=True, latest="whole", protected=["whole"],
+                        pruned=["partial"])
+    assert partial["members_expected"] == 2 and partial["incomplete_reason"] == "only 1 of its 2 snapshots exist"
+
+
+def test_alicloud_copy_cut_short_is_incomplete_for_info_and_restore_latest(twin_factory, run_tasks):
+    # Issue 18 line 4 on Alibaba Cloud: the group is made at once, but its copy to another region is per snapshot.
+    twins = twin_factory(FLEET, latency={"profile": "zero", "transitions": {"snapshot_complete": 2.0}})
+    taken = run_tasks([ali_group_task("older", "DR-1"), ali_group_task("newer", "DR-2")], twins.endpoints)
+    assert not taken["older"].get("failed") and not taken["newer"].get("failed"), json.dumps(taken)[:3000]
+    copy = {"provider": "alicloud", "destination_region": ALI_DESTINATION}
+    run = run_tasks([
+        {"name": "whole", COPY: dict(copy, set_id=taken["older"]["results"][0]["set_id"]), "register": "whole"},
+        {"name": "cut", COPY: dict(copy, set_id=taken["newer"]["results"][0]["set_id"], max_concurrent_copies=1,
+                                   wait_timeout=1), "register": "cut"}], twins.endpoints)
+    whole, cut = run["whole"], run["cut"]
+    assert not whole.get("failed") and whole["complete"] is True, json.dumps(whole)[:3000]
+    assert cut.get("failed") and "did not finish within wait_timeout" in cut["msg"], json.dumps(cut)[:3000]
+    partial_ids = [m["snapshot_id"] for m in cut["members"] if m["snapshot_id"]]
+    assert len(partial_ids) == 1
+    deadline = time.monotonic() + 30
+    while ali_snapshots_in(twins, ALI_DESTINATION)[partial_ids[0]]["status"] != "accomplished":
+        assert time.monotonic() < deadline, "the copied member did not complete"
+        time.sleep(0.2)
+    dest = {"provider": "alicloud", "alicloud_region": ALI_DESTINATION}
+    judged = run_tasks([
+        {"name": "info", INFO: dict(dest, instance_ids=[ALI_INSTANCE]), "register": "info"},
+        {"name": "latest", RESTORE: dict(dest, instance_id=ALI_INSTANCE, latest=True, mode="volumes",
+                                         zone=ALI_DESTINATION + "-b", min_consistency="crash"), "register": "latest"},
+    ], twins.endpoints, check=True)
+    assert not judged["latest"].get("failed"), json.dumps(judged["latest"])[:3000]
+    sets = {s["set_id"]: s for s in judged["info"]["sets"]}
+    seen = dict(partial_complete=sets[cut["set_id"]]["complete"], whole_complete=sets[whole["set_id"]]["complete"],
+                latest="whole" if judged["latest"]["set"]["set_id"] == whole["set_id"] else "partial")
+    assert seen == dict(partial_complete=False, whole_complete=True, latest="whole")
+    assert sets[cut["set_id"]]["incomplete_reason"] == "only 1 of its 2 snapshots exist"
+    # The groups say how many snapshots they hold from the moment they are tagged as sets.
+    members = {s["tags"].get("appconsistent:members") for name in ("older", "newer")
+               for s in taken[name]["results"][0]["snapshots"]}
+    assert members == {"2"}

@@ -32,7 +32,7 @@ def _builder(requested="application", mounts=("/data",), timeout=30, region="us-
     fake = types.SimpleNamespace(params=params, requested=requested, module=types.SimpleNamespace(region=region),
                                  _set_stamp="20260101t000000", _set_nonce="00112233aabbccdd")
     fake._helper_command = lambda action, run_id: AwsGroupRun._helper_command(fake, action, run_id)
-    fake._set_tags = lambda set_id, iid, level: AwsGroupRun._set_tags(fake, set_id, iid, level)
+    fake._set_tags = lambda set_id, iid, level, members=None: AwsGroupRun._set_tags(fake, set_id, iid, level, members)
     return fake
 
 
@@ -47,7 +47,9 @@ def thaw_cmd(run_id):
 
 def initiator_cmd(run_id, exclude_boot=True, **kw):
     fake = _builder(**kw)
-    outcome = types.SimpleNamespace(exclude_boot=exclude_boot, exclude_data=[])
+    # the volumes of VOLUMES that CreateSnapshots takes
+    volumes = [dict(device=v["device"], boot=v.get("boot", False)) for v in VOLUMES if not (exclude_boot and v.get("boot"))]
+    outcome = types.SimpleNamespace(exclude_boot=exclude_boot, exclude_data=[], volumes=volumes)
     return AwsGroupRun._initiator_command(fake, outcome, run_id)
 
 
@@ -199,7 +201,7 @@ def test_run_snapshots_the_instance_while_frozen(sim):
         tags = tags_of(snap)
         assert tags["team"] == "db" and tags["appconsistent:instance-id"] == iid
         assert tags["appconsistent:set-id"].startswith("acs-") and "@@" not in tags["appconsistent:set-id"]
-        assert tags["appconsistent:consistency"] == "crash"
+        assert tags["appconsistent:consistency"] == "crash" and tags["appconsistent:members"] == "2"
     assert len({tags_of(s)["appconsistent:set-id"] for s in snaps}) == 1
 
 

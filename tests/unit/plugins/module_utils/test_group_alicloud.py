@@ -150,6 +150,8 @@ class FakeApi:
         group_id = f"ssg-{len(self.groups) + 1}"
         self.groups[group_id] = (instance_id, list(disk_ids))
         assert tags["appconsistent:consistency"] == "offline"
+        # The group says from its creation how many snapshots it holds.
+        assert tags["appconsistent:members"] == str(len(disk_ids))
         return group_id
 
     def describe_snapshot_groups(self, snapshot_group_ids=None):
@@ -181,6 +183,7 @@ def test_unmounted_instances_are_grouped_and_mounted_again():
     assert sorted(f["instance_id"] for f in result["failed_instances"]) == ["i-busy", "i-stuck", "i-win"]
     tags = {k: v for _t, _ids, t in api.tagged for k, v in t.items()}
     assert tags["appconsistent:consistency"] == "offline"
+    assert tags["appconsistent:members"] == "1"
 
 
 def test_check_mode_sends_nothing():
@@ -249,10 +252,13 @@ def _tagging_run(api, disks):
     return run, groups
 
 
+MEMBER_COUNTS = {"i-1": "2", "i-2": "2", "i-3": "1"}
+
+
 def _expected(instance_id, device):
     return {"appconsistent:set-id": f"ssg-{instance_id}", "appconsistent:instance-id": instance_id,
             "appconsistent:consistency": "crash", "appconsistent:run-id": "CHG-7", "team": "dba",
-            "appconsistent:device": device}
+            "appconsistent:device": device, "appconsistent:members": MEMBER_COUNTS[instance_id]}
 
 
 def test_sets_take_one_call_each_and_share_the_device_calls():

@@ -11,6 +11,7 @@ from ansible_collections.appconsistent.snapshots.plugins.module_utils.group_aws 
 from ansible_collections.appconsistent.snapshots.plugins.module_utils.group_aws import GroupInputError
 from ansible_collections.appconsistent.snapshots.plugins.module_utils.group_aws import Outcome
 from ansible_collections.appconsistent.snapshots.plugins.modules.app_consistent_group import argument_spec
+from ansible_collections.appconsistent.snapshots.plugins.modules.app_consistent_group import summarize
 
 
 class FakeRun:
@@ -167,3 +168,28 @@ def test_initiator_instance_without_mounts_is_refused_before_either_part_starts(
     with pytest.raises(GroupInputError, match="mounts listed explicitly"):
         run._agent_parts(["i-win"], ["i-1"])
     assert started == []
+
+
+@pytest.mark.parametrize("on_fallback", ["fail", "warn"])
+def test_a_set_missing_a_volume_fails_its_host_whatever_on_fallback_says(on_fallback):
+    outcome = Outcome("i-1", "application")
+    outcome.status, outcome.consistency = "Success", "crash"
+    outcome.fail("IncompleteSet", "the VSS run left 1 of the 2 volumes it was to capture without a snapshot")
+    result, warnings = summarize({"i-1": outcome}, "application", on_fallback)
+    assert [f["instance_id"] for f in result["failed_instances"]] == ["i-1"] and warnings == []
+
+
+def test_a_set_that_differs_from_the_volumes_read_before_is_recounted_after_the_thaw(monkeypatch):
+    # A volume attached between DescribeInstances and CreateSnapshots: the set is the three snapshots made.
+    run = _run()
+    written = []
+    monkeypatch.setattr(group_aws.aws_api, "create_tags", lambda client, ids, tags: written.append((list(ids), tags)))
+    outcome = run.outcomes["i-1"]
+    outcome.snapshots = [dict(snapshot_id=f"snap-{n}", device=None, tags={"appconsistent:members": "2"})
+                         for n in range(3)]
+    run._tag_devices(["i-1"])
+    assert written == [(["snap-0", "snap-1", "snap-2"], {"appconsistent:members": "3"})]
+    assert {m["tags"]["appconsistent:members"] for m in outcome.snapshots} == {"3"}
+    written.clear()
+    run._tag_devices(["i-1"])  # a set whose count is right costs no call
+    assert written == []

@@ -742,3 +742,27 @@ def test_a_safety_group_that_fails_resets_nothing():
 def test_in_place_does_not_apply_to_another_instance():
     engine = restore_alicloud.ResetRestore(FakeEcs(), params(), sleep=lambda s: None)
     assert not engine.applies(ecs_set(), "i-2")
+
+
+def counted(snapshot_id, device, count, **kwargs):
+    found = member(snapshot_id, device, **kwargs)
+    found.tags["appconsistent:members"] = str(count)
+    return found
+
+
+def test_latest_never_picks_a_set_that_proves_itself_partial():
+    # Issue 18 line 4: a copy cut short after one of two members, newer than the whole set.
+    whole = restore.SelectedSet("acs-whole", [counted("snap-1", "/dev/xvdf", 2, created="2026-11-20T00:00:00"),
+                                              counted("snap-2", "/dev/xvdg", 2, created="2026-11-20T00:00:00")])
+    partial = restore.SelectedSet("acs-partial", [counted("snap-3", "/dev/xvdf", 2, created="2026-11-22T00:00:00")])
+    assert partial.complete is False and whole.complete is True
+    assert restore.newest_qualifying([whole, partial], "application")[0].set_id == "acs-whole"
+    with pytest.raises(restore.RestoreRefused, match="only 1 of its 2 snapshots exist; it will not become complete"):
+        restore.check_set(partial, params())
+    warnings = restore.check_set(partial, params(allow_incomplete=True))
+    assert [m.snapshot_id for m in partial.members] == ["snap-3"] and "only 1 of its 2" in warnings[0]
+
+
+def test_snapshots_named_one_by_one_are_not_judged_by_their_set_size():
+    chosen = restore.SelectedSet("acs-whole", [counted("snap-1", "/dev/xvdf", 2)], whole=False)
+    assert chosen.complete is True and restore.check_set(chosen, params()) == []

@@ -460,3 +460,22 @@ def test_only_members_of_the_set_named_are_copied():
     _copier, result, _clock = run_copy(api)
     assert [started[0] for started in api.started] == ["snap-1"]
     assert result["changed"] is True
+
+
+def test_every_copy_says_how_many_members_the_set_has_so_a_copy_cut_short_is_incomplete():
+    # Issue 18 line 4: a copy that stopped part-way must prove itself partial in the destination.
+    api = FakeCopyApi(MEMBERS[:3], polls_to_complete=10 ** 6)
+    with pytest.raises(set_copy.CopyFailed):
+        run_copy(api, max_concurrent_copies=1, wait_timeout=60)
+    assert len(api.tags) == 1
+    copied = list(api.tags.values())
+    assert {tags[ss.TAG_MEMBERS] for tags in copied} == {"3"}
+    assert ss.incomplete_reason(copied, ["completed"]) == "only 1 of its 3 snapshots exist"
+
+
+def test_a_source_set_that_proves_itself_incomplete_is_not_copied():
+    partial = [dict(m, tags=dict(m["tags"], **{ss.TAG_MEMBERS: "3"})) for m in MEMBERS[:2]]
+    api = FakeCopyApi(partial)
+    with pytest.raises(set_copy.CopyRefused, match="incomplete in us-east-1 \\(only 2 of its 3 snapshots exist\\)"):
+        run_copy(api)
+    assert api.started == []

@@ -593,3 +593,28 @@ def test_info_refuses_a_bad_run_id_before_any_call(ec2):
     client, _stub = ec2
     with pytest.raises(ValueError, match="invalid run_id"):
         inv.SetInfo(FakeModule(client, run_id="a b", set_ids=None, min_consistency=None, newest_only=False)).run()
+
+
+def _partial_copy(set_id, day, delete_after=PAST):
+    """A copy in the destination that stopped after one of the source's two members (issue 18 line 4)."""
+    item = _set(set_id, day=day, delete_after=delete_after)
+    item["members"][0]["tags"][ss.TAG_MEMBERS] = "2"
+    return inv.build_set("aws", set_id, item["members"], now=NOW)
+
+
+def test_a_partly_copied_set_is_incomplete_and_never_protected_over_a_whole_one():
+    whole = _set("whole", day=1, delete_after=PAST)
+    partial = _partial_copy("partial", day=2)
+    assert whole["complete"] is True and whole["members_expected"] is None and whole["incomplete_reason"] is None
+    assert partial["complete"] is False and partial["members_expected"] == 2
+    assert partial["incomplete_reason"] == "only 1 of its 2 snapshots exist"
+    assert inv.protected_sets([whole, partial]) == {"i-1": "whole"}
+    assert _decide([whole, partial]) == (["partial"], {"whole": "newest_application"})
+
+
+def test_an_alibaba_group_counts_its_members_from_the_group_tag_when_its_members_lack_it():
+    member = dict(snapshot_id="s-1", disk_id="d-1", device="/dev/xvdb", size_gib=20, state="accomplished",
+                  start_time="2026-11-01T00:00:00+00:00", tags=ss.set_tags("ssg-1", "i-1", "application"))
+    group = dict(tags={ss.TAG_MEMBERS: "2"}, instance_id="i-1", created="2026-11-01T00:00:00Z", status="accomplished")
+    item = inv.build_set("alicloud", "ssg-1", [member], group=group, now=NOW)
+    assert item["complete"] is False and item["members_expected"] == 2

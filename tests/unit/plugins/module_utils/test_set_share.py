@@ -246,3 +246,17 @@ def test_revoking_from_encrypted_members_needs_no_key_check(ec2):
     expect_permissions(stub, "snap-1", users=[ACCOUNT])
     expect_modify(stub, "snap-1", "remove", users=[ACCOUNT])
     assert share(client, state="absent")["changed"] is True
+
+
+def test_sharing_a_set_that_proves_itself_incomplete_says_so(ec2):
+    # Issue 18 line 4: a copy cut short, shared as if it were the whole set.
+    client, stub = ec2
+    partial = snapshot("snap-1")
+    partial["Tags"].append({"Key": ss.TAG_MEMBERS, "Value": "2"})
+    expect_members(stub, partial)
+    expect_permissions(stub, "snap-1")
+    expect_modify(stub, "snap-1", "add", users=[ACCOUNT])
+    result = share(client)
+    assert result["changed"] is True
+    assert result["warnings"] == ["set acs-1 is incomplete (only 1 of its 2 snapshots exist): only the snapshots it "
+                                  "has are shared"]

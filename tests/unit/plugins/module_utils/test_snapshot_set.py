@@ -131,3 +131,29 @@ def test_the_first_error_stays_unless_a_later_one_is_urgent():
     assert urgent["code"] == "RemountFailed"
     assert urgent["message"] == "not mounted again: check it now (before that: the snapshot call failed)"
     assert ss.merge_error(urgent, "StartTimeout", "not running") == urgent  # the first urgent one stays
+
+
+def test_a_set_says_how_many_members_it_has_and_is_judged_by_it():
+    tags = ss.set_tags("acs-1", "i-1", "application", members=2)
+    assert tags[ss.TAG_MEMBERS] == "2"
+    assert ss.TAG_MEMBERS in ss.SET_TAG_KEYS and ss.user_tags_conflicts({ss.TAG_MEMBERS: "9"}) == [ss.TAG_MEMBERS]
+    assert ss.incomplete_reason([tags, tags], ["completed", "completed"]) is None
+    assert ss.incomplete_reason([tags], ["completed"]) == "only 1 of its 2 snapshots exist"
+    assert "says 2" in ss.incomplete_reason([tags] * 3, ["completed"] * 3)
+    assert "have not completed" in ss.incomplete_reason([tags, tags], ["completed", "pending"])
+    other = dict(tags, **{ss.TAG_MEMBERS: "3"})
+    assert "disagree" in ss.incomplete_reason([tags, other], ["completed"] * 2)
+    assert "not a number" in ss.incomplete_reason([dict(tags, **{ss.TAG_MEMBERS: "two"})], ["completed"])
+    # A set made before the tag existed is judged by its states, as it always was.
+    legacy = ss.set_tags("acs-1", "i-1", "application")
+    assert ss.incomplete_reason([legacy], ["completed"]) is None
+    # A member without the tag (a copy begun by an older version) does not weaken the others' word.
+    assert ss.incomplete_reason([legacy, tags], ["completed"] * 2) is None
+    with pytest.raises(ValueError):
+        ss.set_tags("acs-1", "i-1", "application", members=0)
+
+
+def test_snapshot_set_complete_reads_the_member_count():
+    members = [_member("snap-1", "acs-1", **{ss.TAG_MEMBERS: "2"})]
+    found = ss.group_into_sets(members)[0]
+    assert found.complete is False and found.incomplete_reason == "only 1 of its 2 snapshots exist"

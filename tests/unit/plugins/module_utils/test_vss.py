@@ -206,3 +206,54 @@ def test_check_mode_plans_without_sending(stubbed):
     assert outcome["changed"] is True
     assert plan["parameters"]["ExcludeBootVolume"] == ["True"]
     assert [v["volume_id"] for v in plan["volumes"]] == ["vol-01b"]
+
+
+@pytest.mark.parametrize("on_fallback", ["fail", "warn"])
+def test_a_set_missing_a_captured_volume_is_not_application_and_fails_as_incomplete(stubbed, on_fallback):
+    # Issue 18 line 6: the VSS run was to capture both volumes, only one snapshot appeared within the evidence wait.
+    ec2_stub, ssm_stub = stubbed.ec2_stub, stubbed.ssm_stub
+    ec2_stub.add_response("describe_instances", {"Reservations": [{"Instances": [_instance("i-01")]}]}, None)
+    ssm_stub.add_response("describe_instance_information",
+                          {"InstanceInformationList": [{"InstanceId": "i-01", "PingStatus": "Online"}]}, None)
+    ssm_stub.add_response("send_command", {"Command": {"CommandId": CMD}}, None)
+    ssm_stub.add_response("list_command_invocations", {"CommandInvocations": [
+        {"InstanceId": "i-01", "Status": "Success", "CommandPlugins": [{"ResponseCode": 0}]}]}, None)
+    now = [0.0]
+
+    def sleep(seconds):
+        now[0] += seconds
+    # Re-read until the evidence wait has passed: 1 + 2 + 4 + 8 + 10 * 8 seconds of sleeps, then a last read.
+    for _read in range(13):
+        ec2_stub.add_response("describe_snapshots", {"Snapshots": [_snapshot("snap-1", "vol-01a")]}, None)
+    ec2_stub.add_response("create_tags", {}, {"Resources": ["snap-1"], "Tags": ANY})
+    ec2_stub.add_response("create_tags", {}, {"Resources": ["snap-1"], "Tags": [{"Key": "appconsistent:device",
+                                                                                 "Value": "/dev/sda1"}]})
+    module = FakeModule(_params(instance_ids=["i-01"], on_fallback=on_fallback), {"ec2": stubbed.ec2, "ssm": stubbed.ssm})
+    outcome = VssSnapshotRun(module, sleep=sleep, clock=lambda: now[0]).run()
+    result = outcome["results"][0]
+    assert result["consistency"] == "crash"
+    assert result["error"]["code"] == "IncompleteSet"
+    assert "vol-01b" in result["error"]["message"]
+    assert [f["instance_id"] for f in outcome["failed_instances"]] == ["i-01"]
+    written = result["snapshots"][0]["tags"]
+    assert written["appconsistent:consistency"] == "crash"
+    assert written["appconsistent:members"] == "2"
+
+
+def test_a_rerun_that_finds_an_incomplete_set_of_its_run_id_fails_instead_of_reporting_it_as_a_backup(stubbed):
+    ec2_stub, ssm_stub = stubbed.ec2_stub, stubbed.ssm_stub
+    ec2_stub.add_response("describe_instances", {"Reservations": [{"Instances": [_instance("i-01")]}]}, None)
+    ssm_stub.add_response("describe_instance_information",
+                          {"InstanceInformationList": [{"InstanceId": "i-01", "PingStatus": "Online"}]}, None)
+    earlier = _snapshot("snap-1", "vol-01a")
+    earlier["Tags"] = [{"Key": k, "Value": v} for k, v in {
+        "appconsistent:set-id": "acs-20261123t060000-1a2b3c4d", "appconsistent:instance-id": "i-01",
+        "appconsistent:consistency": "crash", "appconsistent:run-id": "CHG-7", "appconsistent:members": "2"}.items()]
+    ec2_stub.add_response("describe_snapshots", {"Snapshots": [earlier]}, None)
+    module = FakeModule(_params(instance_ids=["i-01"], run_id="CHG-7", on_fallback="warn"),
+                        {"ec2": stubbed.ec2, "ssm": stubbed.ssm})
+    outcome = VssSnapshotRun(module, sleep=lambda s: None).run()
+    result = outcome["results"][0]
+    assert result["status"] == "Existing" and result["error"]["code"] == "IncompleteSet"
+    assert "only 1 of its 2 snapshots exist" in result["error"]["message"]
+    assert [f["instance_id"] for f in outcome["failed_instances"]] == ["i-01"]
