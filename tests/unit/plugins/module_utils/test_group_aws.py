@@ -2,6 +2,7 @@
 
 import json
 import threading
+import time
 import types
 
 import pytest
@@ -56,12 +57,21 @@ class FakeClock:
         return self.now
 
 
-def _run(**overrides):
+class YieldingClock(FakeClock):
+    """A fake clock whose sleeps also give the run's other threads real time: a loop that polls while those
+    threads work must not spend its whole fake wait_timeout before they are scheduled on a loaded machine."""
+
+    def sleep(self, seconds):
+        self.now += seconds
+        time.sleep(0.001)
+
+
+def _run(clock=None, **overrides):
     params = {name: spec.get("default") for name, spec in argument_spec().items()}
     params.update(provider="aws", instance_ids=["i-1"], mounts=["/data"])
     params.update(overrides)
     module = types.SimpleNamespace(params=params, check_mode=False, region="us-east-1")
-    run = AwsGroupRun(module, sleep=lambda seconds: None, clock=FakeClock())
+    run = AwsGroupRun(module, sleep=clock.sleep if clock else lambda seconds: None, clock=clock or FakeClock())
     outcome = run.outcomes["i-1"] = Outcome("i-1", params["consistency"])
     outcome.platform = "linux"
     outcome.volumes = [dict(volume_id="vol-0123456789abcdef0", device="/dev/xvdf", boot=False)]
@@ -102,16 +112,19 @@ def test_the_next_wave_is_frozen_while_the_controller_snapshots_the_one_before(m
     monkeypatch.setattr(group_aws, "CommandRun", WaveRun)
     batch = group_aws.aws_api.SSM_INSTANCE_BATCH
     ids = [f"i-{n:03d}" for n in range(2 * batch)]
-    run = _run(instance_ids=ids)
+    run = _run(instance_ids=ids, clock=YieldingClock())
     for instance_id in ids:
         outcome = run.outcomes[instance_id] = Outcome(instance_id, "application")
         outcome.platform = "linux"
         outcome.volumes = [dict(volume_id="vol-0123456789abcdef0", device="/dev/xvdf", boot=False)]
     overlapped = []
+    # One deadline for all the first wave's calls: generous for a loaded machine, yet a run where the
+    # second wave never goes out meanwhile still ends within it.
+    deadline = time.monotonic() + 30
 
     def create_set(instance_id, consistency):
         if instance_id in ids[:batch]:  # the first wave's calls: does the second wave go out meanwhile?
-            overlapped.append(WaveRun.second_wave.wait(timeout=3))
+            overlapped.append(WaveRun.second_wave.wait(timeout=max(0.0, deadline - time.monotonic())))
         return f"acs-{instance_id}", [dict(snapshot_id=f"snap-{instance_id}", device="/dev/xvdf", state="pending",
                                            tags={})]
 
