@@ -42,6 +42,7 @@ if TESTS_DIR not in sys.path:
 import yaml  # noqa: E402  pylint: disable=wrong-import-position
 
 from twin.launcher import start_twins  # noqa: E402  pylint: disable=wrong-import-position
+from bench import operations  # noqa: E402  pylint: disable=wrong-import-position
 
 ACG = "appconsistent.snapshots.app_consistent_group"
 RESTORE = "appconsistent.snapshots.restore_volumes"
@@ -447,6 +448,9 @@ def run(args: argparse.Namespace) -> Dict[str, Any]:
                 write_report(report, args.out, started)
         if "restore" in args.scenarios:
             report["restore"] = restore(bench)
+            write_report(report, args.out, started)
+        if "prune" in args.scenarios:
+            report["prune"] = operations.prune_scenario(bench, args.prune_sizes, args.compare_limits)
     write_report(report, args.out, started)
     return report
 
@@ -530,6 +534,7 @@ def summary(report: Dict[str, Any]) -> str:
             lines.append(f"| {n} | {m['wall_s']} | {m['api_calls']['controller_total']} | {m['cpu_s']} | {m['peak_rss_mib']} |")
         lines += ["", f"- 8 volumes / 1 volume: {rest['ratio']}x as measured, {rest['ratio_without_ansible_overhead']}x without the "
                       f"{rest['ansible_overhead_wall_s']} s an empty playbook takes (goal <= {RESTORE_GOAL:g}x): {_yes(rest['goal_met'])}.", ""]
+    lines += operations.summary(report)
     return "\n".join(lines) + "\n"
 
 
@@ -553,7 +558,12 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser.add_argument("--freeze-paths", nargs="+", default=list(FREEZE_PATHS), choices=list(FREEZE_PATHS),
                         help="which freeze paths to measure")
     parser.add_argument("--forks", type=int, default=5, help="ansible forks")
-    parser.add_argument("--scenarios", nargs="+", default=["fleet", "freeze", "restore"], choices=["fleet", "freeze", "restore"])
+    parser.add_argument("--prune-sizes", type=int, nargs="+", default=[1000],
+                        help="snapshots pruned (two per set) in the prune scenario")
+    parser.add_argument("--compare-limits", action="store_true",
+                        help="run the prune and copy scenarios also on twins without request limits, in the same run")
+    parser.add_argument("--scenarios", nargs="+", default=["fleet", "freeze", "restore"],
+                        choices=["fleet", "freeze", "restore", "prune"])
     return parser.parse_args(argv)
 
 
