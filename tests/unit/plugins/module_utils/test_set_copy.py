@@ -460,3 +460,15 @@ def test_only_members_of_the_set_named_are_copied():
     _copier, result, _clock = run_copy(api)
     assert [started[0] for started in api.started] == ["snap-1"]
     assert result["changed"] is True
+
+
+def test_the_alibaba_destination_regions_calls_are_paced_by_that_regions_buckets():
+    # ECS throttles per account and region: the destination's reads of the copies spend the destination's tokens.
+    from ansible_collections.appconsistent.snapshots.plugins.module_utils import pacing  # pylint: disable=import-outside-toplevel
+    pacer = pacing.Pacer(sleep=lambda seconds: None)
+    module = mock.Mock(params=dict(alicloud_region="cn-hangzhou"), check_mode=False, pacer=pacer)
+    destination = set_copy._RegionParams(module, "cn-shanghai")  # pylint: disable=protected-access
+    assert destination.params["alicloud_region"] == "cn-shanghai"
+    destination.pacer.before_call("ecs", "DescribeSnapshots")
+    assert pacer.bucket("ecs", "DescribeSnapshots", "cn-shanghai").tokens == 99
+    assert pacer.bucket("ecs", "DescribeSnapshots").tokens == 100
