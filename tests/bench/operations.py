@@ -88,7 +88,8 @@ def prune(bench, snapshots: int, limits: str, raised: bool = False) -> Dict[str,
         run = bench.play(twins, [dict(task, name="Prune the expired sets")], results=["prune"])
         result = run["results"]["prune"]
         deleted = sum(len(e.get("deleted_snapshot_ids") or []) for e in result.get("deleted") or [])
-        out = dict({k: v for k, v in run.items() if k not in ("results", "throttled")}, snapshots=2 * len(made), sets=len(made), limits=limits, deleted_snapshots=deleted,
+        measured = {k: v for k, v in run.items() if k not in ("results", "throttled")}
+        out = dict(measured, snapshots=2 * len(made), sets=len(made), limits=limits, deleted_snapshots=deleted,
                    failed_sets=len(result.get("failed_sets") or []), failed=bool(result.get("failed")),
                    throttled=len(run["throttled"]), api_pacing=result.get("api_pacing"))
         return out
@@ -115,6 +116,56 @@ def prune_scenario(bench, sizes: Sequence[int], compare: bool) -> Dict[str, Any]
                      f"{SMALL_PRUNE} snapshots"}
 
 
+RESTORE = "appconsistent.snapshots.restore_volumes"
+
+
+def _restorable_sets(twins) -> Dict[str, str]:
+    """{instance name: set id}: a crash set of each instance's data volume, tagged as the collection tags it."""
+    out = {}
+    ec2 = twins.aws_client("ec2")
+    for name, instance_id in sorted(twins.endpoints["aws"]["instances"].items()):
+        set_id = f"acs-20200101t000000-{len(out):08x}"
+        tags = {TAG + "set-id": set_id, TAG + "instance-id": instance_id, TAG + "consistency": "crash"}
+        made = ec2.create_snapshots(InstanceSpecification={"InstanceId": instance_id, "ExcludeBootVolume": True},
+                                    TagSpecifications=[{"ResourceType": "snapshot",
+                                                        "Tags": [{"Key": k, "Value": v} for k, v in tags.items()]}])
+        for snapshot in made["Snapshots"]:
+            ec2.create_tags(Resources=[snapshot["SnapshotId"]], Tags=[{"Key": TAG + "device", "Value": "/dev/xvdf"}])
+        out[name] = set_id
+    return out
+
+
+def restore_many(bench, instances: int) -> Dict[str, Any]:
+    """restore_volumes (mode replace) of one instance, then of ``instances`` instances side by side, one task each
+    (one host each, every fork at once), as a play restores a fleet today."""
+    from twin.launcher import start_twins  # pylint: disable=import-outside-toplevel
+
+    fleet = {"instances": [{"provider": "aws", "name": f"r-{n:03d}", "platform": "linux", "volumes": DATA_VOLUMES}
+                           for n in range(instances)]}
+    twins = start_twins(fleet, latency=bench.latency, aws=True, alicloud=False, limits=bench.limits)
+    try:
+        sets = _setup(twins, lambda: _restorable_sets(twins))
+        task = {"name": "Restore", RESTORE: {"set_id": "{{ restore_sets[inventory_hostname] }}", "mode": "replace",
+                                             "min_consistency": "crash", "force": True},
+                "vars": {"restore_sets": sets}, "register": "restored"}
+        names = sorted(sets)
+        one = bench.play(twins, [task], results=["restored"], hosts=names[:1])
+        many = bench.play(twins, [task], results=["restored"], hosts=names[1:] + names[:1])
+        rows = many["results"]["restored"]
+        start_capacity, start_refill = published("ec2", "StartInstances")
+        floor = one["wall_s"] + max(0.0, (instances - start_capacity) / start_refill)
+        failed = {h: (r.get("msg") or "")[:200] for h, r in rows.items() if (r or {}).get("failed")}
+        throttled: Dict[str, int] = {}
+        for entry in many["throttled"]:
+            throttled[entry["action"]] = throttled.get(entry["action"], 0) + 1
+        return {"instances": instances, "one_wall_s": one["wall_s"], "wall_s": many["wall_s"], "floor_s": round(floor, 1),
+                "ratio": round(many["wall_s"] / floor, 3), "failed": len(failed), "failures": dict(list(failed.items())[:5]),
+                "throttled": throttled, "api_calls": many["api_calls"]["by_operation"],
+                "floor": "one instance's restore + (N - 5) / 2 s of StartInstances (5 tokens refilling 2 a second)"}
+    finally:
+        twins.stop()
+
+
 def summary(report: Dict[str, Any]) -> List[str]:
     lines: List[str] = []
     prune_report = report.get("prune")
@@ -132,4 +183,10 @@ def summary(report: Dict[str, Any]) -> List[str]:
                                  f"{m['deleted_snapshots']} | {m['failed_sets']} | {m['throttled']} | "
                                  f"{pacing.get('waited_for_tokens_s')} |")
         lines.append("")
+    many = report.get("restore_many")
+    if many:
+        lines += ["## Restore of many instances side by side", "", f"Floor: {many['floor']}.", "",
+                  "| instances | one instance s | wall s | floor s | x floor | failed | throttled |", "|---|---|---|---|---|---|---|",
+                  f"| {many['instances']} | {many['one_wall_s']} | {many['wall_s']} | {many['floor_s']} | {many['ratio']} | "
+                  f"{many['failed']} | {many['throttled']} |", ""]
     return lines
