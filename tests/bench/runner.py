@@ -15,6 +15,8 @@ Scenarios:
 - ``freeze``: the freeze window on Linux for AWS initiator ``controller``, AWS initiator
   ``instance`` and the Alibaba Cloud plug-in, as ratios to the floor the latency model allows.
 - ``restore``: ``restore_volumes`` of an instance with 8 volumes against one with a single volume.
+- ``prune`` and ``restore-many`` (tests/bench/operations.py): a prune of many snapshots and a restore of many
+  instances side by side, as ratios to the floor the account's published request limits put under them.
 
 Run ``python tests/bench/runner.py --help``; results go to ``results.json`` and ``summary.md``.
 """
