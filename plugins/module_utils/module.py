@@ -97,8 +97,12 @@ class AppConsistentModule(AnsibleAWSModule):
 
         Its requests are retried as often as the task's aws_max_attempts says, where the module has that option.
         """
-        if region:
-            return with_max_attempts(self.client(service, region=region), self.params.get("aws_max_attempts"))
+        if region and region != self.region:
+            # Another Region (a copy's destination) has buckets of its own, spent by this client's calls.
+            if (service, region) not in self._aws_clients:
+                client = with_max_attempts(self.client(service, region=region), self.params.get("aws_max_attempts"))
+                self._aws_clients[(service, region)] = pacing.attach(client, self.pacer.in_region(region))
+            return self._aws_clients[(service, region)]
         if service not in self._aws_clients:
             if not HAS_BOTO3:
                 self.fail_json(msg=missing_required_lib("boto3 and botocore"))

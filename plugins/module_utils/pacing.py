@@ -124,7 +124,8 @@ class TokenBucket:
         self.tokens = float(capacity)
         # One token (a tenth of a small bucket) is never counted on: calls paced exactly at the refill rate reach the
         # cloud a little bunched (threads, network), and the cloud's bucket would have nothing to spare for them.
-        self.cushion = min(1.0, self.capacity / 10.0) if cushion is None else cushion
+        # At least a tenth of a second of refill, as arrivals are bunched in time, whatever the bucket's size.
+        self.cushion = max(min(1.0, self.capacity / 10.0), self.refill * 0.1) if cushion is None else cushion
         self.reserved = 0
         self.due = []  # [(when, count)]: promised calls that instances make themselves, spent at the latest then
         self.stamp = clock()
@@ -148,20 +149,32 @@ class TokenBucket:
         self._refill_to(now)
 
     def take(self, count=1):
-        """Spend count tokens now; the seconds to wait until they have really refilled (after the reserved ones)."""
+        """Spend count tokens when the call is sent; the seconds to wait until then (after the reserved ones).
+
+        The call waits until the bucket holds it, the reserved tokens and the cushion. Its tokens are spent at the
+        instant it is sent, not when it asks: a full bucket does not refill meanwhile, so spending them early would
+        let the model run ahead of the cloud by the wait (all of the cushion of a bucket of one token).
+        """
         self._update()
+        now = self.clock()
+        send = max(now, self.stamp) + max(0.0, (count + self.reserved + self.cushion - self.tokens) / self.refill)
+        self._refill_to(send)
         self.tokens -= count
-        return max(0.0, (self.reserved + self.cushion - self.tokens) / self.refill)
+        return max(0.0, send - now)
+
+    def _level_now(self):
+        """Tokens held now, counting as spent the calls still waiting to be sent (the model's stamp ahead of now)."""
+        return self.tokens - max(0.0, self.stamp - self.clock()) * self.refill
 
     def seconds_until(self, count=1):
         """Seconds until count more tokens could be spent without waiting (0 when they can now)."""
         self._update()
-        return max(0.0, (count + self.reserved + self.cushion - self.tokens) / self.refill)
+        return max(0.0, (count + self.reserved + self.cushion - self._level_now()) / self.refill)
 
     def available_within(self, seconds):
         """How many tokens can be promised, to be spent without a wait longer than seconds from now."""
         self._update()
-        return max(0, int(self.tokens - self.reserved - self.cushion + seconds * self.refill + 1e-9))
+        return max(0, int(self._level_now() - self.reserved - self.cushion + seconds * self.refill + 1e-9))
 
     def reserve(self, count, spent_by=None):
         """Promise count calls; spent_by: the instant by which calls that the model does not see are made."""
@@ -256,8 +269,9 @@ class Pacer:
             return named[operation]
         return read if operation.startswith(READ_PREFIXES) else mutating
 
-    def bucket(self, service, name):
-        key = (service, name)
+    def bucket(self, service, name, region=None):
+        """The bucket of one API; region None is the run's own Region, another Region has buckets of its own."""
+        key = (service, name, region)
         with self._lock:
             if key not in self._buckets:
                 capacity, refill = self._stated(service, name)
@@ -266,18 +280,19 @@ class Pacer:
 
     # --- what callers use -----------------------------------------------------------------------------------
 
-    def before_call(self, service, operation, name=None):
-        """Wait for the call's token (none when the engine reserved it beforehand); name is its bucket."""
+    def before_call(self, service, operation, name=None, region=None):
+        """Wait for the call's token (none when the engine reserved it beforehand); name is its bucket, region the
+        Region of a client made for another Region than the run's (a copy's destination)."""
         name = name or operation
-        credits = getattr(self._prepaid, "credits", None)
+        credits = getattr(self._prepaid, "credits", None) if region is None else None
         with self._lock:
             self.calls[operation] = self.calls.get(operation, 0) + 1
             prepaid = bool(credits and credits.get((service, name), 0) > 0)
             if prepaid:
                 credits[(service, name)] -= 1  # counted when it was reserved
             else:
-                self.bucket_calls[(service, name)] = self.bucket_calls.get((service, name), 0) + 1
-        bucket = self.bucket(service, name)
+                self.bucket_calls[(service, name, region)] = self.bucket_calls.get((service, name, region), 0) + 1
+        bucket = self.bucket(service, name, region)
         with self._lock:
             if prepaid:
                 bucket.settle()
@@ -288,8 +303,8 @@ class Pacer:
             self.sleep(delay)
         return delay
 
-    def after_call(self, service, operation, name=None, error_code=None):
-        bucket = self.bucket(service, name or operation)
+    def after_call(self, service, operation, name=None, error_code=None, region=None):
+        bucket = self.bucket(service, name or operation, region)
         with self._lock:
             if error_code in THROTTLING_CODES:
                 self.throttled_calls[operation] = self.throttled_calls.get(operation, 0) + 1
@@ -309,7 +324,8 @@ class Pacer:
             count = min(wanted, bucket.available_within(within))
             if count > 0:
                 bucket.reserve(count, None if made_within is None else self.clock() + made_within)
-                self.bucket_calls[(service, operation)] = self.bucket_calls.get((service, operation), 0) + count
+                key = (service, operation, None)
+                self.bucket_calls[key] = self.bucket_calls.get(key, 0) + count
             return count
 
     def refund(self, service, operation, count):
@@ -318,7 +334,8 @@ class Pacer:
             bucket = self.bucket(service, operation)
             with self._lock:
                 bucket.release(count)
-                self.bucket_calls[(service, operation)] = self.bucket_calls.get((service, operation), 0) - count
+                key = (service, operation, None)
+                self.bucket_calls[key] = self.bucket_calls.get(key, 0) - count
 
     def settle(self, service, operation, count):
         """Calls promised with made_within that are known to be made (their command ended): spent now."""
@@ -350,23 +367,42 @@ class Pacer:
         capacity, refill = self._stated(service, operation)
         return max(0.0, (count - capacity * self.share) / (refill * self.share))  # the cloud's floor, without cushion
 
-    def plan(self, service, operation, count):
+    def plan(self, service, operation, count, region=None):
         """Count calls a check-mode run would make, for its estimate of the time the limits impose."""
         with self._lock:
-            key = (service, operation)
+            key = (service, operation, region)
             self.planned[key] = self.planned.get(key, 0) + count
+
+    def in_region(self, region):
+        """This run's buckets of another Region, for a client of that Region (a copy's destination)."""
+        return RegionPacer(self, region)
 
     def summary(self):
         """What the run spent on pacing, for the module result: its calls, the floor the buckets put under them
         (the slowest API's calls beyond a full bucket, at the stated refill rate), the waits and the throttling."""
         with self._lock:
-            floor = max([self.floor(service, name, count) for (service, name), count in self.bucket_calls.items()]
+            floor = max([self.floor(service, name, count) for (service, name, _region), count in self.bucket_calls.items()]
                         or [0.0])
             summary = dict(calls=dict(sorted(self.calls.items())), throttled_calls=dict(sorted(self.throttled_calls.items())),
                            waited_for_tokens_s=round(self.waited, 3), rate_floor_s=round(floor, 1), share=self.share)
             if self.planned:
-                summary["estimated_floor_s"] = round(max(self.floor(s, o, n) for (s, o), n in self.planned.items()), 1)
+                summary["estimated_floor_s"] = round(max(self.floor(s, o, n) for (s, o, _r), n in self.planned.items()), 1)
             return summary
+
+
+class RegionPacer:
+    """A Pacer's buckets of one other Region: EC2 throttles per account and Region, so the calls of a client made
+    for another Region (CopySnapshot and the describes of a copy's destination) spend that Region's tokens."""
+
+    def __init__(self, pacer, region):
+        self.pacer = pacer
+        self.region = region
+
+    def before_call(self, service, operation, name=None):
+        return self.pacer.before_call(service, operation, name, region=self.region)
+
+    def after_call(self, service, operation, name=None, error_code=None):
+        self.pacer.after_call(service, operation, name, error_code=error_code, region=self.region)
 
 
 def admitted_batches(pacer, service, operation, items, size, sleep, made_within, finished=None):
@@ -408,7 +444,8 @@ _CONTEXT_KEY = "appconsistent_pacing"
 
 
 def attach(client, pacer):
-    """Pace every request attempt of a boto3 client, botocore's own retries included, with pacer."""
+    """Pace every request attempt of a boto3 client, botocore's own retries included, with pacer (a Pacer, or its
+    :meth:`Pacer.in_region` for a client of another Region)."""
     service = client.meta.service_model.service_id.hyphenize()
     events = client.meta.events
 

@@ -177,6 +177,9 @@ class _RegionParams:
         self._module = module
         self.params = dict(module.params, alicloud_region=region)
         self.check_mode = module.check_mode
+        # The destination Region's ECS buckets are its own: its calls are paced apart from the source's.
+        pacer = getattr(module, "pacer", None)
+        self.pacer = pacer.in_region(region) if pacer is not None else None
 
     def fail_json(self, **kwargs):
         self._module.fail_json(**kwargs)

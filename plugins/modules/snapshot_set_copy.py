@@ -84,8 +84,12 @@ options:
     type: str
   max_concurrent_copies:
     description:
-      - How many copies may run at once. AWS allows few concurrent copies per destination region (5 by default);
-        raise this only with a raised quota.
+      - How many copies of this task may run at once. AWS allows 20 concurrent snapshot copies per destination
+        region for the whole account (an EBS quota that cannot be raised), so the default leaves room for other
+        copies; a copy refused because of that quota waits in the queue. Alibaba Cloud allows one unfinished copy
+        per disk and destination region.
+      - Every call is also paced by the request token buckets of the region it goes to (on AWS, CopySnapshot and the
+        reads of the copies go to the destination region, which has buckets of its own; see O(api_rate_limits)).
     type: int
     default: 5
   wait:

@@ -28,7 +28,11 @@ description:
     M(appconsistent.snapshots.restore_volumes)) are kept but can no longer be re-initialised. Should the provider
     still refuse a member at that point, the set is reported in RV(failed_sets) with the snapshots deleted and those
     left, and the task fails.
-  - In check mode, lists what would be deleted and kept, and deletes nothing.
+  - In check mode, lists what would be deleted and kept, and deletes nothing. C(estimated_floor_s) in
+    RV(api_pacing) says how long the deletes take at least at the account's request limits. EC2's published
+    C(DeleteSnapshot) bucket holds 100 tokens refilling 5 a second, so 10,000 snapshots are more than half an hour of
+    calls ((snapshots - 100) / 5 seconds). The deletes wait for their tokens on the controller instead of being
+    throttled.
 author:
   - appconsistent.snapshots contributors (@appconsistent)
 options:

@@ -15,6 +15,8 @@ Scenarios:
 - ``freeze``: the freeze window on Linux for AWS initiator ``controller``, AWS initiator
   ``instance`` and the Alibaba Cloud plug-in, as ratios to the floor the latency model allows.
 - ``restore``: ``restore_volumes`` of an instance with 8 volumes against one with a single volume.
+- ``prune`` and ``restore-many`` (tests/bench/operations.py): a prune of many snapshots and a restore of many
+  instances side by side, as ratios to the floor the account's published request limits put under them.
 
 Run ``python tests/bench/runner.py --help``; results go to ``results.json`` and ``summary.md``.
 """
@@ -42,6 +44,7 @@ if TESTS_DIR not in sys.path:
 import yaml  # noqa: E402  pylint: disable=wrong-import-position
 
 from twin.launcher import start_twins  # noqa: E402  pylint: disable=wrong-import-position
+from bench import operations  # noqa: E402  pylint: disable=wrong-import-position
 
 ACG = "appconsistent.snapshots.app_consistent_group"
 RESTORE = "appconsistent.snapshots.restore_volumes"
@@ -129,8 +132,13 @@ class Bench:
     def start(self, fleet: Dict[str, Any], aws: bool = True, alicloud: bool = False):
         return start_twins(fleet, latency=self.latency, aws=aws, alicloud=alicloud, limits=self.limits)
 
-    def play(self, twins, tasks: List[Dict[str, Any]], results: Sequence[str] = ()) -> Dict[str, Any]:
-        """Run ``tasks`` in one play on localhost; returns the measurements and the registered results."""
+    def play(self, twins, tasks: List[Dict[str, Any]], results: Sequence[str] = (),
+             hosts: Optional[Sequence[str]] = None) -> Dict[str, Any]:
+        """Run ``tasks`` in one play on localhost; returns the measurements and the registered results.
+
+        hosts: run the play on these inventory names instead (each a local connection, all forks at once); each
+        registered result then comes back as {host: result}.
+        """
         self.count += 1
         out = os.path.join(self.workdir, f"results-{self.count}.json")
         usage_file = os.path.join(self.workdir, f"usage-{self.count}.json")
@@ -138,19 +146,25 @@ class Bench:
         # The measured run ends with the tasks measured: the bench's own step that saves the registered results
         # (seconds at N = 1000, where the results are large) is not something an operator's playbook does.
         keep = "{{ {" + ", ".join(f"'{n}': {n}" for n in results) + "} | to_json }}"
+        if hosts:
+            keep = "{{ {" + ", ".join(f"'{n}': dict(ansible_play_hosts_all | zip(ansible_play_hosts_all | "
+                                      f"map('extract', hostvars, '{n}')))" for n in results) + "} | to_json }}"
         collect = [{"name": "Mark the end of the measured tasks", "ansible.builtin.copy": {
             "dest": mark, "mode": "0600", "content": "{{ now(utc=true).timestamp() }}"}},
             {"name": "Keep the results", "ansible.builtin.copy": {"dest": out, "mode": "0600", "content": keep}}]
-        play = [{"name": "bench", "hosts": "localhost", "gather_facts": False,
+        if hosts:
+            for step in collect:
+                step["run_once"] = True
+        play = [{"name": "bench", "hosts": "all" if hosts else "localhost", "gather_facts": False,
                  "module_defaults": module_defaults(twins.endpoints), "tasks": list(tasks) + (collect if results else [])}]
         path = os.path.join(self.workdir, f"play-{self.count}.yml")
         with open(path, "w", encoding="utf-8") as fh:
             yaml.safe_dump(play, fh, sort_keys=False)
         env = dict(os.environ, ANSIBLE_COLLECTIONS_PATH=self.collections, ANSIBLE_LOCALHOST_WARNING="false",
-                   ANSIBLE_INVENTORY_UNPARSED_WARNING="false", ANSIBLE_NOCOLOR="1", ANSIBLE_FORKS=str(self.forks),
+                   ANSIBLE_INVENTORY_UNPARSED_WARNING="false", ANSIBLE_NOCOLOR="1", ANSIBLE_FORKS=str(max(self.forks, len(hosts or ()))),
                    ANSIBLE_PYTHON_INTERPRETER=sys.executable, ANSIBLE_DEPRECATION_WARNINGS="false")
         playbook = os.path.join(os.path.dirname(sys.executable), "ansible-playbook")
-        cmd = [sys.executable, "-c", _WRAPPER, usage_file, playbook, "-i", "localhost,", "-c", "local", path]
+        cmd = [sys.executable, "-c", _WRAPPER, usage_file, playbook, "-i", ",".join(hosts or ["localhost"]) + ",", "-c", "local", path]
         twins.stats.reset()
         started, started_at, twin_cpu = time.monotonic(), time.time(), time.process_time()
         proc = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False, timeout=7200)
@@ -447,6 +461,12 @@ def run(args: argparse.Namespace) -> Dict[str, Any]:
                 write_report(report, args.out, started)
         if "restore" in args.scenarios:
             report["restore"] = restore(bench)
+            write_report(report, args.out, started)
+        if "restore-many" in args.scenarios:
+            report["restore_many"] = operations.restore_many(bench, args.restore_instances)
+            write_report(report, args.out, started)
+        if "prune" in args.scenarios:
+            report["prune"] = operations.prune_scenario(bench, args.prune_sizes, args.compare_limits)
     write_report(report, args.out, started)
     return report
 
@@ -530,6 +550,7 @@ def summary(report: Dict[str, Any]) -> str:
             lines.append(f"| {n} | {m['wall_s']} | {m['api_calls']['controller_total']} | {m['cpu_s']} | {m['peak_rss_mib']} |")
         lines += ["", f"- 8 volumes / 1 volume: {rest['ratio']}x as measured, {rest['ratio_without_ansible_overhead']}x without the "
                       f"{rest['ansible_overhead_wall_s']} s an empty playbook takes (goal <= {RESTORE_GOAL:g}x): {_yes(rest['goal_met'])}.", ""]
+    lines += operations.summary(report)
     return "\n".join(lines) + "\n"
 
 
@@ -553,7 +574,14 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser.add_argument("--freeze-paths", nargs="+", default=list(FREEZE_PATHS), choices=list(FREEZE_PATHS),
                         help="which freeze paths to measure")
     parser.add_argument("--forks", type=int, default=5, help="ansible forks")
-    parser.add_argument("--scenarios", nargs="+", default=["fleet", "freeze", "restore"], choices=["fleet", "freeze", "restore"])
+    parser.add_argument("--prune-sizes", type=int, nargs="+", default=[1000],
+                        help="snapshots pruned (two per set) in the prune scenario")
+    parser.add_argument("--compare-limits", action="store_true",
+                        help="run the prune and copy scenarios also on twins without request limits, in the same run")
+    parser.add_argument("--scenarios", nargs="+", default=["fleet", "freeze", "restore"],
+                        choices=["fleet", "freeze", "restore", "prune", "restore-many"])
+    parser.add_argument("--restore-instances", type=int, default=50,
+                        help="instances restored side by side in the restore-many scenario")
     return parser.parse_args(argv)
 
 

@@ -53,3 +53,28 @@ def test_bench_runs_end_to_end_and_writes_its_results(tmp_path):
     text = (out / "summary.md").read_text()
     for heading in ("## Fleet backup", "Within the account's request limits", "## Freeze window on Linux", "## Restore"):
         assert heading in text
+
+
+@pytest.mark.timeout(900)
+def test_prune_and_restore_many_scenarios_run_end_to_end(tmp_path):
+    out = tmp_path / "bench"
+    args = runner.parse_args(["--out", str(out), "--profile", "zero", "--limits", "published", "--scenarios", "prune",
+                              "restore-many", "--prune-sizes", "8", "--compare-limits", "--restore-instances", "2"])
+    runner.run(args)
+
+    report = json.loads((out / "results.json").read_text())
+    prune = report["prune"]
+    assert prune["fixed_snapshots"] == 20
+    (entry,) = prune["sizes"]
+    for key in ("published", "none", "none, raised"):
+        measured = entry[key]
+        assert measured["snapshots"] == measured["deleted_snapshots"] == 8, measured
+        assert measured["failed_sets"] == 0 and measured["throttled"] == 0
+    assert entry["published"]["api_pacing"]["calls"]["DeleteSnapshot"] == 8
+    # within the bucket: the floor is the fixed part alone
+    assert entry["published"]["floor_s"] == round(prune["fixed_wall_s"], 1)
+    many = report["restore_many"]
+    assert many["instances"] == 2 and many["failed"] == 0
+    assert many["api_calls"]["aws"]["StartInstances"] == 2
+    text = (out / "summary.md").read_text()
+    assert "## Prune" in text and "## Restore of many instances side by side" in text

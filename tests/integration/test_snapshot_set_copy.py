@@ -495,3 +495,23 @@ def test_alicloud_copy_cut_short_is_incomplete_for_info_and_restore_latest(twin_
     members = {s["tags"].get("appconsistent:members") for name in ("older", "newer")
                for s in taken[name]["results"][0]["snapshots"]}
     assert members == {"2"}
+
+
+def test_copies_are_paced_by_the_destination_regions_copy_bucket(twin_factory, run_tasks):
+    # EC2 throttles per account and Region: CopySnapshot is called on the destination Region, whose bucket here holds
+    # one token refilling 2 a second. A client made for the destination must be paced by that Region's buckets, or
+    # the second copy of the set is answered RequestLimitExceeded.
+    tight = {"CopySnapshot": {"capacity": 1, "refill": 2}}
+    twins = twin_factory(copy.deepcopy(FLEET), alicloud=False, limits=tight,
+                         latency={"profile": "zero", "transitions": {"snapshot_complete": 0.3}})
+    set_id, source = take_aws_set(twins, twins.aws.instances["db-1"])
+    twins.stats.reset()
+    result = run_tasks([copy_task("copied", set_id, api_rate_limits=tight)], twins.endpoints)["copied"]
+    assert not result.get("failed"), result
+    assert result["complete"] is True and len(result["members"]) == len(source) == 2
+    assert twins.stats.throttled("aws") == {}, twins.stats.throttle_log("aws")
+    assert twins.stats.counts("aws")["CopySnapshot"] == 2
+    pacing = result["api_pacing"]
+    assert pacing["throttled_calls"] == {} and pacing["calls"]["CopySnapshot"] == 2
+    # two copies from the destination's bucket of one token refilling 2 a second: at least half a second of calls
+    assert pacing["rate_floor_s"] == 0.5

@@ -239,3 +239,27 @@ def test_sets_made_by_app_consistent_group_are_listed_and_pruned_on_both_provide
         pruned = run[f"{provider}_prune"]
         assert ids(pruned["deleted"]) == [made["set_id"]], pruned
         assert kept_reasons(pruned) == {run[f"{provider}_r2"]["results"][0]["set_id"]: "within_keep"}
+
+
+def test_aws_prune_under_a_tight_delete_bucket_is_paced_and_says_how_long_it_takes(twin_factory, run_tasks):
+    # The account's DeleteSnapshot bucket holds 2 tokens and refills 4 a second (published: 100 and 5, so 10,000
+    # snapshots are over half an hour of calls). Check mode estimates the time from the limits; the prune waits for
+    # its tokens instead of being answered RequestLimitExceeded, and deletes every set.
+    tight = {"DeleteSnapshot": {"capacity": 2, "refill": 4}}
+    twins = twin_factory(alicloud=False, limits=tight)
+    made = [aws_set(twins, name, delete_after=PAST) for name in ("web-1", "db-1", "web-1", "db-1")]
+    snapshots = sorted(s for _set_id, members in made for s in members)
+    task = {PRUNE: {"provider": "aws", "protect_newest_application": False, "api_rate_limits": tight}}
+    plan = run_tasks([dict(task, register="plan")], twins.endpoints, check=True)["plan"]
+    assert not plan.get("failed"), plan
+    assert plan["api_pacing"]["estimated_floor_s"] == round((len(snapshots) - 2) / 4, 1)
+    assert aws_snapshot_ids(twins) >= set(snapshots)
+    twins.stats.reset()
+    result = run_tasks([dict(task, register="prune")], twins.endpoints)["prune"]
+    assert not result.get("failed") and result["failed_sets"] == [], result
+    assert sorted(s for e in result["deleted"] for s in e["deleted_snapshot_ids"]) == snapshots
+    assert twins.stats.throttled("aws") == {}, twins.stats.throttle_log("aws")
+    assert twins.stats.counts("aws")["DeleteSnapshot"] == len(snapshots)
+    pacing = result["api_pacing"]
+    assert pacing["throttled_calls"] == {} and pacing["calls"]["DeleteSnapshot"] == len(snapshots)
+    assert pacing["rate_floor_s"] == round((len(snapshots) - 2) / 4, 1)

@@ -129,3 +129,19 @@ def test_alicloud_sharing_fails_with_the_reason(twin_factory, run_tasks):
                        twins.endpoints)["grant"]
     assert result["failed"] and "not supported on Alibaba Cloud" in result["msg"]
     assert twins.stats.counts("alicloud") == {}
+
+
+def test_sharing_is_paced_by_the_modify_snapshot_attribute_bucket(twin_factory, run_tasks):
+    # ModifySnapshotAttribute has a bucket of its own (published: 100 refilling 5 a second), here one token refilling
+    # 2 a second: every member's permission change waits for its token instead of being throttled.
+    tight = {"ModifySnapshotAttribute": {"capacity": 1, "refill": 2}}
+    twins = twin_factory(FLEET, alicloud=False, limits=tight)
+    set_id, members = take_set(twins, "app-1")
+    twins.stats.reset()
+    result = run_tasks([share("shared", set_id, account_ids=[PARTNER], api_rate_limits=tight)], twins.endpoints)["shared"]
+    assert not result.get("failed"), result
+    assert all(permissions(twins, m) == [PARTNER] for m in members)
+    assert twins.stats.throttled("aws") == {}, twins.stats.throttle_log("aws")
+    assert twins.stats.counts("aws")["ModifySnapshotAttribute"] == len(members) == 2
+    assert result["api_pacing"]["throttled_calls"] == {}
+    assert result["api_pacing"]["calls"]["ModifySnapshotAttribute"] == 2

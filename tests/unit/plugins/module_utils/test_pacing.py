@@ -300,3 +300,40 @@ def test_refunded_promises_of_instance_calls_are_forgotten(clock):
     clock.sleep(1800)
     pacer.seconds_until("ec2", "CreateSnapshots")
     assert pacer.bucket("ec2", "CreateSnapshots").reserved == 2  # the one sent is spent; the 2 promised later wait
+
+
+def test_another_region_has_buckets_of_its_own(clock):
+    # EC2 throttles per account and Region: a copy's destination client spends the destination's CopySnapshot tokens,
+    # not the source Region's, and is paced by them.
+    pacer = _pacer(clock, limits={"CopySnapshot": {"capacity": 2, "refill": 1}})
+    destination = pacer.in_region("eu-west-1")
+    for _call in range(2):
+        destination.before_call("ec2", "CopySnapshot")
+    assert clock.slept == []
+    pacer.before_call("ec2", "CopySnapshot")  # the run's own Region: a full bucket
+    assert clock.slept == []
+    destination.before_call("ec2", "CopySnapshot")
+    assert clock.slept == pytest.approx([1.0])
+    assert pacer.bucket("ec2", "CopySnapshot", "eu-west-1") is not pacer.bucket("ec2", "CopySnapshot")
+    summary = pacer.summary()
+    assert summary["calls"] == {"CopySnapshot": 4}
+    assert summary["rate_floor_s"] == pytest.approx(1.0)  # three calls of one Region's bucket of 2 refilling 1 a second
+
+
+def test_a_client_of_another_region_is_paced_by_that_regions_buckets(clock):
+    pacer = _pacer(clock, limits={"CreateTags": {"capacity": 1, "refill": 1}})
+    sent = []
+    home = pacing.attach(_client_answering([(200, TAGGED)], sent), pacer)
+    other = pacing.attach(_client_answering([(200, TAGGED)] * 2, sent), pacer.in_region("eu-west-1"))
+    home.create_tags(Resources=["snap-0123456789abcdef0"], Tags=[{"Key": "a", "Value": "b"}])
+    other.create_tags(Resources=["snap-0123456789abcdef0"], Tags=[{"Key": "a", "Value": "b"}])
+    assert clock.slept == []
+    other.create_tags(Resources=["snap-0123456789abcdef0"], Tags=[{"Key": "a", "Value": "b"}])
+    assert clock.slept == pytest.approx([1.0])
+
+
+def test_check_mode_plans_count_per_region(clock):
+    pacer = _pacer(clock)
+    pacer.plan("ec2", "DeleteSnapshot", 10_000)
+    # 10,000 DeleteSnapshot calls from the published bucket of 100 refilling 5 a second: 1980 s, over half an hour.
+    assert pacer.summary()["estimated_floor_s"] == pytest.approx(1980.0)

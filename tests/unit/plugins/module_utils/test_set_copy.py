@@ -479,3 +479,15 @@ def test_a_source_set_that_proves_itself_incomplete_is_not_copied():
     with pytest.raises(set_copy.CopyRefused, match="incomplete in us-east-1 \\(only 2 of its 3 snapshots exist\\)"):
         run_copy(api)
     assert api.started == []
+
+
+def test_the_alibaba_destination_regions_calls_are_paced_by_that_regions_buckets():
+    # ECS throttles per account and region: the destination's reads of the copies spend the destination's tokens.
+    from ansible_collections.appconsistent.snapshots.plugins.module_utils import pacing  # pylint: disable=import-outside-toplevel
+    pacer = pacing.Pacer(sleep=lambda seconds: None)
+    module = mock.Mock(params=dict(alicloud_region="cn-hangzhou"), check_mode=False, pacer=pacer)
+    destination = set_copy._RegionParams(module, "cn-shanghai")  # pylint: disable=protected-access
+    assert destination.params["alicloud_region"] == "cn-shanghai"
+    destination.pacer.before_call("ecs", "DescribeSnapshots")
+    assert pacer.bucket("ecs", "DescribeSnapshots", "cn-shanghai").tokens == 99
+    assert pacer.bucket("ecs", "DescribeSnapshots").tokens == 100

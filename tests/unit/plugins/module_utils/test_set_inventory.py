@@ -12,6 +12,7 @@ from botocore.stub import Stubber
 from Tea.exceptions import TeaException
 
 from ansible_collections.appconsistent.snapshots.plugins.module_utils import alicloud
+from ansible_collections.appconsistent.snapshots.plugins.module_utils import pacing
 from ansible_collections.appconsistent.snapshots.plugins.module_utils import set_inventory as inv
 from ansible_collections.appconsistent.snapshots.plugins.module_utils import snapshot_set as ss
 
@@ -618,3 +619,19 @@ def test_an_alibaba_group_counts_its_members_from_the_group_tag_when_its_members
     group = dict(tags={ss.TAG_MEMBERS: "2"}, instance_id="i-1", created="2026-11-01T00:00:00Z", status="accomplished")
     item = inv.build_set("alicloud", "ssg-1", [member], group=group, now=NOW)
     assert item["complete"] is False and item["members_expected"] == 2
+
+
+def test_check_mode_counts_the_delete_calls_a_prune_would_make():
+    def item(set_id, members):
+        return dict(set_id=set_id, members=[dict(snapshot_id=f"{set_id}-{n}") for n in range(members)])
+
+    aws = types.SimpleNamespace(pacer=pacing.Pacer())
+    inv.plan_deletes(aws, "aws", [item("acs-1", 2)] * 5000)
+    # 10,000 DeleteSnapshot calls from the published bucket of 100 refilling 5 a second: 1980 s, over half an hour.
+    assert aws.pacer.planned == {("ec2", "DeleteSnapshot", None): 10000}
+    assert aws.pacer.summary()["estimated_floor_s"] == 1980.0
+    ali = types.SimpleNamespace(pacer=pacing.Pacer())
+    inv.plan_deletes(ali, "alicloud", [item("ssg-1", 3), item("ssg-2", 2), item("acs-copy", 2)])
+    # a group goes with one DeleteSnapshotGroup, a copy (in no group) member by member
+    assert ali.pacer.planned == {("ecs", "DeleteSnapshotGroup", None): 2, ("ecs", "DeleteSnapshot", None): 2}
+    inv.plan_deletes(types.SimpleNamespace(), "aws", [item("acs-1", 2)])  # a stand-in module without a pacer
