@@ -15,7 +15,6 @@ deletes any of them, and a set that cannot go whole is kept with the reason.
 
 from __future__ import annotations
 
-import datetime
 
 from ansible_collections.appconsistent.snapshots.plugins.module_utils import snapshot_set as ss
 from ansible_collections.appconsistent.snapshots.plugins.module_utils.alicloud import AlibabaCloudError
@@ -52,27 +51,6 @@ KEPT_UNTAGGED_MEMBERS = "untagged_members"
 KEPT_LOCKED = "locked"
 
 
-def _instant(value):
-    """A datetime (UTC) from a datetime or an ISO-8601 string; None when there is none."""
-    if value is None or value == "":
-        return None
-    if isinstance(value, datetime.datetime):
-        return value if value.tzinfo else value.replace(tzinfo=datetime.timezone.utc)
-    return ss.parse_instant(value)
-
-
-def _format(value):
-    moment = _instant(value)
-    return ss.format_instant(moment) if moment else None
-
-
-def _int_or_none(value):
-    try:
-        return int(value)
-    except (TypeError, ValueError):
-        return None
-
-
 def _common(values):
     values = {v for v in values if v}
     return values.pop() if len(values) == 1 else None
@@ -92,8 +70,8 @@ def build_set(provider, set_id, members, group=None, now=None):
         return member["tags"].get(key) or group_tags.get(key)
 
     members = sorted(members, key=lambda m: (m.get("device") or "", m["snapshot_id"]))
-    created_times = [t for t in (_instant(m.get("start_time")) for m in members) if t]
-    created = _instant(group.get("created")) or (min(created_times) if created_times else None)
+    created_times = [t for t in (ss.instant(m.get("start_time")) for m in members) if t]
+    created = ss.instant(group.get("created")) or (min(created_times) if created_times else None)
     # Only the members' own word counts for consistency: a group tag may name what was asked for.
     levels = [m["tags"].get(ss.TAG_CONSISTENCY) for m in members]
     delete_after = _common(tag(m, ss.TAG_DELETE_AFTER) for m in members) or group_tags.get(ss.TAG_DELETE_AFTER)
@@ -131,7 +109,7 @@ def build_set(provider, set_id, members, group=None, now=None):
 def order_sets(sets):
     """Sets by instance, newest first; a set without a creation time counts as the newest."""
     def key(item):
-        moment = _instant(item.get("created"))
+        moment = ss.instant(item.get("created"))
         return (item.get("instance_id") or "", -(moment.timestamp() if moment else float("inf")), item["set_id"])
     return sorted(sets, key=key)
 
@@ -256,12 +234,12 @@ def alicloud_member(listed, detail):
         snapshot_id=listed["SnapshotId"],
         disk_id=listed.get("SourceDiskId") or detail.get("SourceDiskId"),
         device=tags.get(ss.TAG_DEVICE),
-        size_gib=_int_or_none(detail.get("SourceDiskSize")),
+        size_gib=ss.int_or_none(detail.get("SourceDiskSize")),
         state=detail.get("Status") or ("accomplished" if listed.get("Progress") == "100%" else "progressing"),
         progress=detail.get("Progress") or listed.get("Progress"),
-        start_time=_format(detail.get("CreationTime")),
+        start_time=ss.format_instant_or_none(detail.get("CreationTime")),
         storage_tier=detail.get("Category"),
-        full_snapshot_size_bytes=_int_or_none(detail.get("FullSnapshotSizeInBytes")),
+        full_snapshot_size_bytes=ss.int_or_none(detail.get("FullSnapshotSizeInBytes")),
         usage=detail.get("Usage"),
         tags=tags,
     )

@@ -74,10 +74,6 @@ def check_options(params, now=None):
     return until
 
 
-def _instant(value):
-    return ss.parse_instant(value) if isinstance(value, str) else value
-
-
 def decide(lock, params, until, now):
     """(action, refusal) for one member's current lock; refusal is a sentence when the provider forbids the change."""
     held = sl.is_locked(lock, now)
@@ -91,14 +87,14 @@ def decide(lock, params, until, now):
     if not held:
         return LOCK, None
     same_span = (days is not None and lock.get("duration_days") == days) or (
-        until is not None and lock.get("until") and abs((_instant(lock["until"]) - until).total_seconds()) < 1)
+        until is not None and lock.get("until") and abs((ss.instant(lock["until"]) - until).total_seconds()) < 1)
     if lock["mode"] == mode and same_span:
         return UNCHANGED, None
     if lock["state"] != sl.COMPLIANCE:
         return LOCK, None  # governance, or compliance within its cooling-off period: any change is allowed
     if mode != sl.COMPLIANCE:
         return None, f"locked in compliance mode until {lock.get('until')}: its mode can no longer be changed"
-    current = _instant(lock.get("until"))
+    current = ss.instant(lock.get("until"))
     wanted = until
     if days is not None:
         start = current - datetime.timedelta(days=lock["duration_days"]) if lock.get("duration_days") else now
@@ -172,7 +168,7 @@ class SetLock:
         params = self.params
         days = params.get("duration_days")
         if action == EXTEND:
-            current = _instant(lock["until"])
+            current = ss.instant(lock["until"])
             start = current - datetime.timedelta(days=lock["duration_days"]) if lock.get("duration_days") else self.now
             end = until or start + datetime.timedelta(days=days)
             return dict(lock, until=ss.format_instant(end), duration_days=days)

@@ -12,7 +12,6 @@ whose lock has not expired cannot be deleted by anyone, so prune keeps every set
 
 from __future__ import annotations
 
-import datetime
 
 from ansible_collections.appconsistent.snapshots.plugins.module_utils import snapshot_set as ss
 from ansible_collections.appconsistent.snapshots.plugins.module_utils.alicloud import AlibabaCloudError
@@ -31,39 +30,23 @@ ACCESS_DENIED_CODES = ("UnauthorizedOperation", "AccessDenied", "AccessDeniedExc
                        "Forbidden", "NoPermission")
 
 
-def _instant(value):
-    if value is None or value == "":
-        return None
-    if isinstance(value, datetime.datetime):
-        return value if value.tzinfo else value.replace(tzinfo=datetime.timezone.utc)
-    return ss.parse_instant(value)
-
-
-def _format(value):
-    moment = _instant(value)
-    return ss.format_instant(moment) if moment else None
-
-
-def _int(value):
-    try:
-        return int(value)
-    except (TypeError, ValueError):
-        return None
-
-
 def aws_lock(item):
     """A DescribeLockedSnapshots / LockSnapshot answer of EC2 in the collection's form."""
     state = item.get("LockState")
-    return dict(state=state, mode=GOVERNANCE if state == GOVERNANCE else COMPLIANCE, until=_format(item.get("LockExpiresOn")),
-                duration_days=_int(item.get("LockDuration")), cool_off_hours=_int(item.get("CoolOffPeriod")),
-                cool_off_until=_format(item.get("CoolOffPeriodExpiresOn")))
+    return dict(state=state, mode=GOVERNANCE if state == GOVERNANCE else COMPLIANCE,
+                until=ss.format_instant_or_none(item.get("LockExpiresOn")),
+                duration_days=ss.int_or_none(item.get("LockDuration")),
+                cool_off_hours=ss.int_or_none(item.get("CoolOffPeriod")),
+                cool_off_until=ss.format_instant_or_none(item.get("CoolOffPeriodExpiresOn")))
 
 
 def alicloud_lock(item):
     """A DescribeLockedSnapshots / LockSnapshot answer of ECS in the collection's form."""
     return dict(state=item.get("LockStatus"), mode=item.get("LockMode") or COMPLIANCE,
-                until=_format(item.get("LockExpiredTime")), duration_days=_int(item.get("LockDuration")),
-                cool_off_hours=_int(item.get("CoolOffPeriod")), cool_off_until=_format(item.get("CoolOffPeriodExpiredTime")))
+                until=ss.format_instant_or_none(item.get("LockExpiredTime")),
+                duration_days=ss.int_or_none(item.get("LockDuration")),
+                cool_off_hours=ss.int_or_none(item.get("CoolOffPeriod")),
+                cool_off_until=ss.format_instant_or_none(item.get("CoolOffPeriodExpiredTime")))
 
 
 def read_locks(module, provider, snapshot_ids=None):
@@ -82,7 +65,7 @@ def is_locked(lock, now=None):
     """Whether a lock (the collection's form, or None) still stops its snapshot from being deleted."""
     if not lock or lock.get("state") not in ACTIVE_STATES:
         return False
-    until = _instant(lock.get("until"))
+    until = ss.instant(lock.get("until"))
     return until is None or until > (now or ss.utcnow())
 
 
@@ -99,7 +82,7 @@ def set_lock(members, now=None):
     locked = bool(held) and len(held) == len(locks)
     modes = {lock["mode"] for lock in held}
     states = {lock["state"] for lock in held}
-    untils = [u for u in (_instant(lock.get("until")) for lock in held) if u]
+    untils = [u for u in (ss.instant(lock.get("until")) for lock in held) if u]
     return dict(locked=locked,
                 mode=(modes.pop() if len(modes) == 1 else "mixed") if held else None,
                 until=ss.format_instant(min(untils)) if untils else None,

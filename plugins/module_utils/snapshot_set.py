@@ -133,6 +133,29 @@ def parse_instant(text):
     return moment
 
 
+def instant(value):
+    """A datetime (UTC) from a datetime (naive ones are UTC, as boto3 and the SDKs give them) or an ISO-8601
+    string; None when there is none."""
+    if value is None or value == "":
+        return None
+    if isinstance(value, datetime.datetime):
+        return value if value.tzinfo else value.replace(tzinfo=datetime.timezone.utc)
+    return parse_instant(value)
+
+
+def format_instant_or_none(value):
+    """format_instant of what instant() reads from value, or None."""
+    moment = instant(value)
+    return format_instant(moment) if moment else None
+
+
+def int_or_none(value):
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return None
+
+
 def delete_after_instant(duration, now=None):
     """The appconsistent:delete-after value for a retention such as '7d'."""
     return format_instant((now or utcnow()) + parse_duration(duration))
