@@ -353,11 +353,13 @@ class AlicloudGroupRun:
         groups = self._create_groups(ready, name, level)
         self._adopt_groups(groups, scripts_ok=False, fixed_level=None if level == "crash" else level)
 
-    def _create_groups(self, ready, name, level, expires=None):
+    def _create_groups(self, ready, name, level, expires=None, in_time=None):
         """CreateSnapshotGroup for each instance, of its chosen disks; returns {group id: instance id}.
 
-        ``expires``: the controller's clock after which the instances' filesystems may be back in use; an
-        instance reached later gets no group.
+        ``level``: the consistency the group's own tags state, None when it is known only later (its members'
+        tags say it then). ``expires``: the controller's clock after which the instances' filesystems may be back
+        in use; an instance reached later gets no group, and ``in_time`` says for each instance whether its call
+        returned before then (a group made later may postdate the remount).
         """
         groups = {}
         for instance_id in ready:
@@ -369,8 +371,9 @@ class AlicloudGroupRun:
                                                "taken: raise freeze_timeout")
                 continue
             group_tags = dict(self.params.get("tags") or {})
-            group_tags.update({ss.TAG_INSTANCE_ID: instance_id, ss.TAG_CONSISTENCY: level,
-                               ss.TAG_MEMBERS: ss.members_value(len(outcome.disks))})
+            group_tags.update({ss.TAG_INSTANCE_ID: instance_id, ss.TAG_MEMBERS: ss.members_value(len(outcome.disks))})
+            if level:
+                group_tags[ss.TAG_CONSISTENCY] = level
             try:
                 group_id = self.api.create_snapshot_group(
                     instance_id, disk_ids=[d["disk_id"] for d in outcome.disks], name=name,
@@ -381,6 +384,12 @@ class AlicloudGroupRun:
                 continue
             outcome.status, outcome.changed, outcome.set_id = "Created", True, group_id
             groups[group_id] = instance_id
+            if in_time is not None:
+                in_time[instance_id] = self.clock() < expires
+                if not in_time[instance_id]:
+                    outcome.fail("UnmountExpired", f"CreateSnapshotGroup for {instance_id} returned after its watchdog "
+                                                   "may have mounted the filesystems again, so the set is labelled "
+                                                   "crash, not offline: raise freeze_timeout")
         return groups
 
     # --- offline: stopped instances -----------------------------------------------------------------------
@@ -457,6 +466,8 @@ class AlicloudGroupRun:
         sent = self._send(unmount, ready, "unmount")
         reports = {}
         groups = {}
+        in_time = {}
+        confirmed = set()
         try:
             # Each instance is grouped as soon as it reports its filesystems unmounted; waiting past the
             # watchdog's deadline would be pointless.
@@ -469,7 +480,7 @@ class AlicloudGroupRun:
                 if finished:
                     pending = [i for i in pending if i not in finished]
                     offline = [i for i in finished if self._read_unmount(unmount, i, reports)]
-                    groups.update(self._create_groups(offline, name, "offline", expires=expires))
+                    groups.update(self._create_groups(offline, name, None, expires=expires, in_time=in_time))
                     continue
                 if self.clock() >= stop_at:
                     break
@@ -479,8 +490,9 @@ class AlicloudGroupRun:
                 self._read_unmount(unmount, instance_id, reports)
         finally:
             if sent:
-                self._remount(remount, sent, reports, deadline)
-        self._adopt_groups(groups, scripts_ok=False, fixed_level="offline")
+                confirmed = self._remount(remount, sent, reports, deadline, in_time)
+        # Offline only where the group was made in time and the remount found the filesystems still unmounted.
+        self._adopt_groups(groups, scripts_ok=False, fixed_level="offline", only=confirmed)
 
     def _send(self, run, instance_ids, what):
         """RunCommand per 100 instances; the instances of a batch that could not be sent fail, the others go on."""
@@ -526,8 +538,12 @@ class AlicloudGroupRun:
             outcome.fail(result["error_code"] or result["status"], f"the unmount did not run on {instance_id}: {advice}")
         return False
 
-    def _remount(self, run, sent, reports, deadline):
-        """Mount again on every instance the unmount was sent to; the downtime is measured on the instance."""
+    def _remount(self, run, sent, reports, deadline, in_time):
+        """Mount again on every instance the unmount was sent to; the downtime is measured on the instance.
+
+        Returns the instances whose group the remount confirms offline: made in time, and the remount found this
+        run's filesystems still unmounted. 205 means the watchdog had mounted them again before the remount came:
+        nothing shows the group was made before that, so it stays crash and the instance says why."""
         later = f"they are mounted again at the latest {deadline} s after the unmount"
         remounting = self._send(run, sent, "remount")
         for instance_id in sent:
@@ -535,6 +551,7 @@ class AlicloudGroupRun:
                 self.outcomes[instance_id].fail("RemountFailed", f"the remount could not be sent: check {instance_id} "
                                                                  f"now; {later}")
         run.wait(max(30.0, self.params["wait_timeout"]))
+        confirmed = set()
         for _invoke_id, chunk in run.invocations:
             for instance_id in chunk:
                 outcome = self.outcomes[instance_id]
@@ -542,12 +559,20 @@ class AlicloudGroupRun:
                 report = parse_report(result["output"]) or {}
                 unmounted = reports.get(instance_id) or {}
                 code = report.get("exit_code")
+                if in_time.get(instance_id) and code in (0, 209):  # 209: the record was found, some mount failed
+                    confirmed.add(instance_id)
+                if code == 205 and instance_id in in_time:
+                    outcome.fail("RemountedByWatchdog", f"the watchdog of {instance_id} had already mounted the "
+                                                        "filesystems again before the remount came, so the set may "
+                                                        "have been taken while they were in use: it is labelled crash, "
+                                                        "not offline; raise freeze_timeout")
                 if code == 0 and unmounted.get("t"):
                     outcome.downtime = round(float(report["t"]) - float(unmounted["t"]), 3)
                 elif code != 205:  # 205: nothing of this run was unmounted
                     outcome.fail("RemountFailed", f"the filesystems were not mounted again on {instance_id} "
                                                   f"({report.get('message') or result['advice'] or result['status']}): "
                                                   f"check it now; {later}")
+        return confirmed
 
     def _restart(self, running, late, stop_requested):
         p = self.params
@@ -663,8 +688,10 @@ class AlicloudGroupRun:
         elif outcome.exit_code == 0:
             outcome.fail("NoGroupId", "the plug-in reported success but its output names no snapshot group")
 
-    def _adopt_groups(self, groups, scripts_ok, fixed_level=None):
-        """Read the groups' snapshots, classify each instance from their tags, and tag them as a set."""
+    def _adopt_groups(self, groups, scripts_ok, fixed_level=None, only=None):
+        """Read the groups' snapshots, classify each instance from their tags, and tag them as a set.
+
+        ``fixed_level`` is the level of the groups of the instances in ``only`` (of every group when only is None)."""
         if not groups:
             return
         deadline = self.clock() + EVIDENCE_WAIT
@@ -697,8 +724,8 @@ class AlicloudGroupRun:
             level = ss.classify([m["tags"] for m in members], scripts_succeeded=True, ceiling=self.requested)
             if not ok:
                 level = ss.weakest([level, "crash"])
-            if fixed_level:  # taken while the instance was stopped: the strongest level, whatever the tags say
-                level = fixed_level
+            if fixed_level and (only is None or instance_id in only):
+                level = fixed_level  # taken while stopped or unmounted: the strongest level, whatever the tags say
             if str(group.get("Status")).lower() == "failed":
                 outcome.fail("GroupFailed", f"snapshot group {group_id} failed: it cannot be restored")
             outcome.consistency = level if str(group.get("Status")).lower() != "failed" else "none"

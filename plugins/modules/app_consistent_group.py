@@ -21,9 +21,9 @@ description:
     O(disk_ids) (CreateSnapshots on AWS, CreateSnapshotGroup on Alibaba Cloud) and mounts them again; a detached
     remount on the instance brings them back after at most max(O(freeze_timeout), 60) seconds whatever happens to the
     controller. Each instance is snapshotted as soon as it reports its filesystems unmounted, never once its remount
-    may have fired. On AWS no CreateSnapshots is made within 5 seconds of that deadline, a set is written V(crash) and
-    raised to V(offline) only when the call returned before the deadline and the remount found the filesystems
-    still unmounted (a remount answering that the watchdog had already mounted them again leaves it V(crash), error
+    may have fired. No CreateSnapshots or CreateSnapshotGroup is made within 5 seconds of that deadline, and a set
+    is V(offline) only when the call returned before the deadline and the remount found the filesystems
+    still unmounted, V(crash) otherwise (a remount answering that the watchdog had already mounted them again leaves it V(crash), error
     C(RemountedByWatchdog)). An unmount or freeze command the controller gives up on (O(wait_timeout)) is cancelled
     (SSM CancelCommand), so that a late delivery does not run it afterwards.
     The downtime reported is the time the filesystems were unmounted, and a host whose filesystems could

@@ -149,7 +149,9 @@ class FakeApi:
     def create_snapshot_group(self, instance_id, disk_ids=None, name=None, description=None, tags=None):
         group_id = f"ssg-{len(self.groups) + 1}"
         self.groups[group_id] = (instance_id, list(disk_ids))
-        assert tags["appconsistent:consistency"] == "offline"
+        # Whether the group is offline is known only once the remount finds the filesystems still unmounted:
+        # its members' tags say it then.
+        assert "appconsistent:consistency" not in tags
         # The group says from its creation how many snapshots it holds.
         assert tags["appconsistent:members"] == str(len(disk_ids))
         return group_id
@@ -216,6 +218,37 @@ def test_no_group_is_started_once_the_watchdog_may_have_remounted():
     assert api.groups == {}
     assert outcome.error["code"] == "UnmountExpired" and outcome.consistency == "none"
     assert [c[2] for c in api.commands] == ["appconsistent-unmount", "appconsistent-remount"]
+
+
+def test_a_group_whose_filesystems_the_watchdog_remounted_first_is_crash_not_offline():
+    # Issue 18 line 2 on Alibaba Cloud: a remount answered 205 means the watchdog had mounted the filesystems
+    # again first, so nothing shows the group was made while they were unmounted.
+    api = FakeApi({"i-ok": "linux", "i-late": "linux"}, unmounts={"i-ok": 0, "i-late": 0}, remounts={"i-late": 205})
+    ids = ["i-ok", "i-late"]
+    outcomes = _run(api, instance_ids=ids, mounts=["/data"], disk_ids=["d-data0", "d-data1"]).run()
+    ok, late = outcomes["i-ok"], outcomes["i-late"]
+    assert ok.consistency == "offline" and ok.error is None
+    assert late.consistency == "crash" and late.error["code"] == "RemountedByWatchdog"
+    written = {tuple(ids): tags["appconsistent:consistency"] for _t, ids, tags in api.tagged
+               if "appconsistent:consistency" in tags}
+    assert written == {(f"s-{ok.set_id}-d-data0",): "offline", (f"s-{late.set_id}-d-data1",): "crash"}
+
+
+def test_a_group_call_that_returned_after_the_watchdog_may_have_fired_is_crash_not_offline():
+    api = FakeApi({"i-ok": "linux"}, unmounts={"i-ok": 0})
+    run = _run(api, instance_ids=["i-ok"], mounts=["/data"], disk_ids=["d-data0"])
+    run.clock.now = 0.0
+    real_create = api.create_snapshot_group
+
+    def slow(*args, **kwargs):
+        group_id = real_create(*args, **kwargs)
+        run.clock.now += 120.0  # the call returned past max(freeze_timeout, 60)
+        return group_id
+
+    api.create_snapshot_group = slow
+    outcome = run.run()["i-ok"]
+    assert list(api.groups) == [outcome.set_id]
+    assert outcome.consistency == "crash" and outcome.error["code"] == "UnmountExpired"
 
 
 # --- tagging the sets -------------------------------------------------------------------------------
