@@ -16,6 +16,8 @@ options:
   wait_timeout:
     description:
       - How many seconds to wait for the agent command to finish on every instance.
+      - On AWS, a command that has not reached its instance by then is cancelled (SSM CancelCommand), so that a late
+        delivery does not quiesce the instance after the task has given up on it.
     type: int
     default: 900
   wait_for_completion:

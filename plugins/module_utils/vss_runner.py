@@ -167,13 +167,21 @@ class VssSnapshotRun:
             if result.status != "Success":
                 result.output = dict(stdout=outcome["stdout"][-2000:], stderr=outcome["stderr"][-2000:])
         if not finished:
+            # A command not yet delivered would take its shadow copy and snapshots after the task has given up on it,
+            # so it is cancelled; one already running is left to end (cancelling it mid-snapshot helps nobody).
+            undelivered = [i for i in sent if self.results[i].status in ("Pending", "Delayed")]
+            refused = command.cancel(undelivered) if undelivered else {}
             for instance_id in sent:
-                if self.results[instance_id].status not in ("Success",) and \
-                        self.results[instance_id].status in ("Pending", "InProgress", "Delayed"):
-                    self.results[instance_id].fail(
-                        "WaitTimeout", f"the VSS command did not finish within wait_timeout "
-                                       f"({self.params.get('wait_timeout')} s); it may still be running "
-                                       f"(command {self.results[instance_id].command_id})")
+                result = self.results[instance_id]
+                if result.status not in ("Pending", "InProgress", "Delayed"):
+                    continue
+                if instance_id in undelivered:
+                    fate = (f"it could not be cancelled ({refused[instance_id]}) and may still run" if instance_id in refused
+                            else "it had not reached the instance and was cancelled")
+                else:
+                    fate = "it may still be running"
+                result.fail("WaitTimeout", f"the VSS command did not finish within wait_timeout "
+                                           f"({self.params.get('wait_timeout')} s); {fate} (command {result.command_id})")
         self._collect(batch_id, sent)
         if self.params.get("wait_for_completion"):
             self._wait_for_completion(sent)

@@ -2,6 +2,7 @@
 
 import os
 import re
+import time
 
 import pytest
 import yaml
@@ -276,3 +277,19 @@ def test_a_tag_that_also_matches_linux_instances_skips_them_and_snapshots_the_wi
         assert result["failed"] and result["skipped_instances"] == [], (name, result)
         (failed,) = result["failed_instances"]
         assert failed["instance_id"] == iid and "use app_consistent_group for Linux instances" in failed["reason"]
+
+
+def test_a_vss_command_given_up_on_before_delivery_is_cancelled_and_takes_no_snapshot(twin_factory, run_tasks):
+    # The command reaches the instance 6 s after it was sent; the task gives up on it after 3 s. Left alone, SSM
+    # would deliver it later and the instance would take a shadow copy and snapshots nobody waits for.
+    twins = twin_factory(fleet({"name": "sql-1", "faults": {"hold_commands": {"appconsistent": 6}}}), alicloud=False)
+    (iid,) = ids(twins, "sql-1")
+    started = time.time()
+    result = run_tasks([{VSS: {"instance_ids": [iid], "wait_timeout": 3}, "register": "vss"}], twins.endpoints)["vss"]
+    (entry,) = result["results"]
+    time.sleep(max(0.0, started + 18 - time.time()))
+    assert twins.aws_client("ec2").describe_snapshots(OwnerIds=["self"])["Snapshots"] == []
+    ssm = twins.aws_client("ssm")
+    (invocation,) = ssm.list_command_invocations(CommandId=entry["command_id"])["CommandInvocations"]
+    assert invocation["Status"] == "Cancelled"
+    assert entry["error"]["code"] == "WaitTimeout" and "was cancelled" in entry["error"]["message"], entry["error"]
