@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import pathlib
+import signal
 import subprocess
 import sys
 import tempfile
@@ -41,7 +42,9 @@ def test_hygiene_finds_what_a_run_left_and_nothing_else(tmp_path: pathlib.Path) 
     # pylint: disable-next=consider-using-with
     process = subprocess.Popen(["sleep", "60"], cwd=root)
     # pylint: disable-next=consider-using-with
-    server = subprocess.Popen(["sh", "-c", "sleep 60", str(left / "server")], cwd=tmp_path)
+    # A session of its own: the shell may fork sleep rather than exec it, and the kill below must reach both, or
+    # a sleep outlives the test and the run's own hygiene check finds it.
+    server = subprocess.Popen(["sh", "-c", "sleep 60", str(left / "server")], cwd=tmp_path, start_new_session=True)
     try:
         result = hygiene("check", snapshot, root, home)
         assert result.returncode == 1, result.stdout + result.stderr
@@ -51,8 +54,9 @@ def test_hygiene_finds_what_a_run_left_and_nothing_else(tmp_path: pathlib.Path) 
         assert f"FOUND process {server.pid} " in result.stdout
         assert "not judged: " + str(tmp_path / "watched" / "other-work") in result.stdout
     finally:
+        process.kill()
+        os.killpg(server.pid, signal.SIGKILL)
         for proc in (process, server):
-            proc.kill()
             proc.wait()
         left.rmdir()
 

@@ -206,8 +206,11 @@ def test_send_command_refuses_more_than_50_instances(ssm):
         aws.send_command(client, "AWS-RunShellScript", {"commands": ["true"]}, instance_ids=[f"i-{n}" for n in range(51)])
 
 
-def test_describe_instance_information_chunks_the_filter(ssm):
+def test_describe_instance_information_chunks_the_filter(ssm, monkeypatch):
     client, stub = ssm
+    # The Stubber answers in the order it was given; chunks read side by side would ask in any order
+    # (in_chunks' own test covers the side by side reading).
+    monkeypatch.setattr(aws, "READ_WORKERS", 1)
     ids = [f"i-{n:017x}" for n in range(60)]
     stub.add_response("describe_instance_information", {"InstanceInformationList": [{"InstanceId": ids[0], "PingStatus": "Online"}]},
                       {"Filters": [{"Key": "InstanceIds", "Values": ids[:50]}]})
