@@ -31,6 +31,7 @@ from ansible_collections.appconsistent.snapshots.plugins.module_utils.cloud_assi
 from ansible_collections.appconsistent.snapshots.plugins.module_utils.cloud_assistant import RUN_COMMAND_BATCH
 from ansible_collections.appconsistent.snapshots.plugins.module_utils.concurrency import chunks
 from ansible_collections.appconsistent.snapshots.plugins.module_utils.polling import wait_for_all
+from ansible_collections.appconsistent.snapshots.plugins.module_utils import unmount as unmounting
 from ansible_collections.appconsistent.snapshots.plugins.module_utils.unmount import EXIT_MESSAGES as UNMOUNT_EXIT
 from ansible_collections.appconsistent.snapshots.plugins.module_utils.unmount import parse_report
 from ansible_collections.appconsistent.snapshots.plugins.module_utils.unmount import refused_mount
@@ -41,8 +42,6 @@ ESSD_CATEGORIES = ("cloud_essd", "cloud_auto", "cloud_essd_entry")
 GROUP_IDS_PER_CALL = 10
 EVIDENCE_WAIT = 60
 UNMOUNT_POLL = 0.5
-# Seconds before the remount watchdog's deadline after which no snapshot group is started.
-UNMOUNT_MARGIN = 5
 
 
 # Added to a stop timeout message: what the operator can do about it.
@@ -366,9 +365,7 @@ class AlicloudGroupRun:
             outcome = self.outcomes[instance_id]
             if expires is not None and self.clock() >= expires:
                 outcome.status = "Failed"
-                outcome.fail("UnmountExpired", f"the filesystems of {instance_id} may already be mounted again by its "
-                                               "watchdog (max(freeze_timeout, 60) s after the unmount), so no set was "
-                                               "taken: raise freeze_timeout")
+                outcome.fail("UnmountExpired", unmounting.expired_before_call(instance_id))
                 continue
             group_tags = dict(self.params.get("tags") or {})
             group_tags.update({ss.TAG_INSTANCE_ID: instance_id, ss.TAG_MEMBERS: ss.members_value(len(outcome.disks))})
@@ -387,9 +384,7 @@ class AlicloudGroupRun:
             if in_time is not None:
                 in_time[instance_id] = self.clock() < expires
                 if not in_time[instance_id]:
-                    outcome.fail("UnmountExpired", f"CreateSnapshotGroup for {instance_id} returned after its watchdog "
-                                                   "may have mounted the filesystems again, so the set is labelled "
-                                                   "crash, not offline: raise freeze_timeout")
+                    outcome.fail("UnmountExpired", unmounting.returned_late("CreateSnapshotGroup", instance_id))
         return groups
 
     # --- offline: stopped instances -----------------------------------------------------------------------
@@ -462,7 +457,7 @@ class AlicloudGroupRun:
                                 **common)
         remount = InvocationRun(self.api, remount_command(run_id), name="appconsistent-remount", **common)
         # The watchdog cannot fire before this: it is armed on the instance after the command was sent.
-        expires = self.clock() + deadline - UNMOUNT_MARGIN
+        expires = self.clock() + deadline - unmounting.UNMOUNT_MARGIN
         sent = self._send(unmount, ready, "unmount")
         reports = {}
         groups = {}
@@ -562,10 +557,7 @@ class AlicloudGroupRun:
                 if in_time.get(instance_id) and code in (0, 209):  # 209: the record was found, some mount failed
                     confirmed.add(instance_id)
                 if code == 205 and instance_id in in_time:
-                    outcome.fail("RemountedByWatchdog", f"the watchdog of {instance_id} had already mounted the "
-                                                        "filesystems again before the remount came, so the set may "
-                                                        "have been taken while they were in use: it is labelled crash, "
-                                                        "not offline; raise freeze_timeout")
+                    outcome.fail("RemountedByWatchdog", unmounting.remounted_by_watchdog(instance_id))
                 if code == 0 and unmounted.get("t"):
                     outcome.downtime = round(float(report["t"]) - float(unmounted["t"]), 3)
                 elif code != 205:  # 205: nothing of this run was unmounted

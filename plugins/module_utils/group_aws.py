@@ -37,6 +37,7 @@ from ansible_collections.appconsistent.snapshots.plugins.module_utils.polling im
 from ansible_collections.appconsistent.snapshots.plugins.module_utils.ssm import CommandRun
 from ansible_collections.appconsistent.snapshots.plugins.module_utils.ssm import STATUS_MESSAGES
 from ansible_collections.appconsistent.snapshots.plugins.module_utils.ssm import is_terminal
+from ansible_collections.appconsistent.snapshots.plugins.module_utils import unmount as unmounting
 from ansible_collections.appconsistent.snapshots.plugins.module_utils.unmount import EXIT_MESSAGES as UNMOUNT_EXIT
 from ansible_collections.appconsistent.snapshots.plugins.module_utils.unmount import parse_report as parse_helper_output
 from ansible_collections.appconsistent.snapshots.plugins.module_utils.unmount import remount_command
@@ -54,8 +55,6 @@ FREEZE_IN_FLIGHT = 200
 WAVE_SPACING = 1.0
 # Waves whose snapshots and thaw are under way at once, while the controller goes on polling and sending freezes.
 WAVE_WORKERS = 4
-# Seconds before the remount watchdog's deadline after which no CreateSnapshots is started for an unmounted instance.
-UNMOUNT_MARGIN = 5
 _MOUNT = re.compile(r"/[A-Za-z0-9_./@+:\-]*")
 _VOLUME = re.compile(r"vol-[0-9a-f]{8,32}")
 
@@ -559,7 +558,7 @@ class AwsGroupRun:
                              comment=f"appconsistent.snapshots remount {run_id}", **common)
         # The watchdog is armed on the instance after the command was sent, so it cannot fire before this instant
         # of the controller's clock; a snapshot call must have returned by then to hold the filesystems unmounted.
-        expires = self.clock() + deadline - UNMOUNT_MARGIN
+        expires = self.clock() + deadline - unmounting.UNMOUNT_MARGIN
         sent = self._send(unmount, ready)
         made = {}  # instance id -> True when its CreateSnapshots returned before expires
         try:
@@ -616,18 +615,14 @@ class AwsGroupRun:
         soon = self.clock() + self.pacer.seconds_until("ec2", "CreateSnapshots", len(instance_ids))
         late = [i for i in instance_ids if soon >= expires]
         for instance_id in late:
-            self.outcomes[instance_id].fail(
-                "UnmountExpired", f"the filesystems of {instance_id} may already be mounted again by its watchdog "
-                                  "(max(freeze_timeout, 60) s after the unmount), so no set was taken: raise freeze_timeout")
+            self.outcomes[instance_id].fail("UnmountExpired", unmounting.expired_before_call(instance_id))
         made = {}
         for instance_id in self._snapshot_many([i for i in instance_ids if i not in late], "crash"):
             outcome = self.outcomes[instance_id]
             outcome.consistency = "crash"
             made[instance_id] = self.clock() < expires
             if not made[instance_id]:
-                outcome.fail("UnmountExpired", f"CreateSnapshots for {instance_id} returned after its watchdog may have "
-                                               "mounted the filesystems again, so the set is labelled crash, not "
-                                               "offline: raise freeze_timeout")
+                outcome.fail("UnmountExpired", unmounting.returned_late("CreateSnapshots", instance_id))
         return made
 
     def _remount(self, run, sent, made, deadline):
@@ -653,10 +648,7 @@ class AwsGroupRun:
                 outcome.downtime = round(float(report["t"]) - float(outcome.freeze["t"]), 3)
             if code == 205 and outcome.freeze and outcome.freeze.get("exit_code") == 0:
                 if outcome.snapshots:
-                    outcome.fail("RemountedByWatchdog", f"the watchdog of {instance_id} had already mounted the "
-                                                        "filesystems again before the remount came, so the set may "
-                                                        "have been taken while they were in use: it is labelled crash, "
-                                                        "not offline; raise freeze_timeout")
+                    outcome.fail("RemountedByWatchdog", unmounting.remounted_by_watchdog(instance_id))
                 continue
             if code not in (0, 205):
                 outcome.fail("RemountFailed", f"the filesystems were not mounted again on {instance_id} "

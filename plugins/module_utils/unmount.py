@@ -28,6 +28,28 @@ EXIT_MESSAGES = {
     EXIT_FAILED: "unmounting or mounting failed",
 }
 
+# Seconds before the remount watchdog's deadline after which no snapshot call is started for an unmounted instance.
+UNMOUNT_MARGIN = 5
+
+
+def expired_before_call(instance_id):
+    """Why an unmounted instance got no set: its watchdog may fire before the call could return."""
+    return (f"the filesystems of {instance_id} may already be mounted again by its watchdog (max(freeze_timeout, 60) "
+            "s after the unmount), so no set was taken: raise freeze_timeout")
+
+
+def returned_late(call, instance_id):
+    """Why a set of an unmounted instance is crash: its call returned after the watchdog may have fired."""
+    return (f"{call} for {instance_id} returned after its watchdog may have mounted the filesystems again, so the set "
+            "is labelled crash, not offline: raise freeze_timeout")
+
+
+def remounted_by_watchdog(instance_id):
+    """Why a set of an unmounted instance is crash: the remount answered that the watchdog had been first (205)."""
+    return (f"the watchdog of {instance_id} had already mounted the filesystems again before the remount came, so the "
+            "set may have been taken while they were in use: it is labelled crash, not offline; raise freeze_timeout")
+
+
 _MOUNT = re.compile(r"/[A-Za-z0-9_./@+:\-]*")
 
 _COMMON = r"""
