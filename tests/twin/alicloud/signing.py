@@ -16,6 +16,8 @@ from dataclasses import dataclass
 from typing import Dict, List, Mapping, Optional
 from urllib.parse import quote, quote_plus
 
+from twin.core.authorization import authorization_fields
+
 from .api import AliError
 
 V3_ALGORITHM = "ACS3-HMAC-SHA256"
@@ -62,16 +64,6 @@ def _canonical_query(query: Mapping[str, str]) -> str:
     return "&".join(f"{k}={quote(query[k], safe='~', encoding='utf-8')}" for k in sorted(query))
 
 
-def _parse_authorization(value: str) -> Dict[str, str]:
-    algorithm, _sep, rest = value.strip().partition(" ")
-    fields = {"algorithm": algorithm}
-    for part in rest.split(","):
-        name, sep, val = part.strip().partition("=")
-        if sep:
-            fields[name] = val
-    return fields
-
-
 def _check_key(ring: KeyRing, access_key_id: Optional[str], token: Optional[str]) -> Key:
     if not access_key_id:
         raise AliError("MissingAccessKeyId", "AccessKeyId is mandatory for this action.", 400)
@@ -106,7 +98,7 @@ def _mismatch(string_to_sign: str) -> AliError:
 
 def verify_v3(ring: KeyRing, method: str, path: str, query: Mapping[str, str], headers: Mapping[str, List[str]], body: bytes) -> Key:
     """Check an ``Authorization: ACS3-HMAC-SHA256 ...`` request; headers are lower-cased names to values."""
-    fields = _parse_authorization(headers["authorization"][0])
+    fields = authorization_fields(headers["authorization"][0])
     if fields["algorithm"] != V3_ALGORITHM:
         raise AliError("InvalidSignatureMethod", f"The signature algorithm {fields['algorithm']} is not supported.", 400)
     for name in ("Credential", "SignedHeaders", "Signature"):

@@ -15,6 +15,8 @@ import time
 from typing import Dict, Mapping, Optional, Tuple
 from urllib.parse import quote, unquote
 
+from twin.core.authorization import authorization_fields
+
 ALGORITHM = "AWS4-HMAC-SHA256"
 # The request time may differ from the service's clock by at most this much (RequestExpired).
 CLOCK_SKEW = 15 * 60
@@ -58,16 +60,6 @@ class SignatureRejected(Exception):
         return ANSWERS[protocol][self.kind]
 
 
-def _fields(authorization: str) -> Dict[str, str]:
-    algorithm, _sep, rest = authorization.strip().partition(" ")
-    fields = {"algorithm": algorithm}
-    for part in rest.split(","):
-        name, sep, value = part.strip().partition("=")
-        if sep:
-            fields[name] = value
-    return fields
-
-
 def _header(environ: Mapping[str, str], name: str) -> Optional[str]:
     if name == "content-type":
         return environ.get("CONTENT_TYPE")
@@ -105,7 +97,7 @@ def verify(environ: Mapping[str, str], body: bytes, secrets: Mapping[str, str], 
     authorization = environ.get("HTTP_AUTHORIZATION") or ""
     if not authorization:
         raise SignatureRejected("missing", "no Authorization header")
-    fields = _fields(authorization)
+    fields = authorization_fields(authorization)
     if fields["algorithm"] != ALGORITHM or not all(k in fields for k in ("Credential", "SignedHeaders", "Signature")):
         raise SignatureRejected("incomplete", f"unsupported Authorization {fields['algorithm']!r}")
     scope = fields["Credential"].split("/")
