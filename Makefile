@@ -77,13 +77,13 @@ COVERAGE := --cov=plugins --cov-report=term-missing:skip-covered --cov-report=xm
 is_venv = $(1) -c 'import os, sys; sys.exit(os.path.realpath(sys.prefix) != os.path.realpath("$(2)"))' 2>/dev/null
 
 # TEST_BESIDE stages run in the background beside the first stages of TEST_STAGES
-# (tests/tools/make_test.sh says which); they must share no state with them. sanity and lint
+# (tests/tools/make_test.sh says which); they must share no state with them. sanity, lint and docs-lint
 # start no twin and change nothing as root: they run beside unit, unit-min and twin-test, whose
 # waits are generous, and are done before the integration and e2e tests' real timeouts start.
-TEST_BESIDE := sanity lint
+TEST_BESIDE := sanity lint docs-lint
 TEST_STAGES := unit unit-min twin-test integration molecule e2e changelog-lint
 
-.PHONY: help test check setup venv venv-min deb collections sanity sanity-ignores lint unit unit-min twin-test \
+.PHONY: help test check setup venv venv-min deb collections sanity sanity-ignores lint docs-lint unit unit-min twin-test \
 	integration e2e molecule changelog-lint twin demo bench clean
 
 help:
@@ -91,6 +91,7 @@ help:
 	@echo "make check           the quick loop: sanity of the changed files, unit, integration of the changed modules"
 	@echo "make sanity          ansible-test sanity (no ignore entries allowed)"
 	@echo "make lint            ansible-lint --profile production"
+	@echo "make docs-lint       antsibull-docs lint-collection-docs: module, filter and role documentation"
 	@echo "make unit            unit and packaging tests, with coverage of plugins/"
 	@echo "make unit-min        unit tests on the oldest supported ansible-core ($(VENV_MIN))"
 	@echo "make twin-test       tests of the twin clouds"
@@ -174,6 +175,15 @@ sanity: venv sanity-ignores
 
 lint: venv collections
 	cd $(ROOT) && ANSIBLE_COLLECTIONS_PATH=$(COLLECTIONS) PATH="$(VENV)/bin:$$PATH" $(VENV)/bin/ansible-lint --profile production --offline --nocolor
+
+# The documentation as a docsite renders it: schemas, markup and references of every module, filter and role.
+# antsibull-docs copies each collection it needs with `git ls-files` when the collection lies in a Git work
+# tree; the ceiling keeps Git from taking the venv's amazon.aws for part of this repository (where it is ignored,
+# so nothing of it would be copied).
+docs-lint: venv collections
+	cd $(COLLECTIONS)/ansible_collections/appconsistent/snapshots && GIT_CEILING_DIRECTORIES=$(VENV) \
+		ANSIBLE_COLLECTIONS_PATH=$(COLLECTIONS) PATH="$(VENV)/bin:$$PATH" $(VENV)/bin/antsibull-docs lint-collection-docs \
+		--plugin-docs --validate-collection-refs=dependent --disallow-unknown-collection-refs .
 
 unit: venv collections deb
 	cd $(ROOT) && $(PYTEST_ENV) PATH="$(VENV)/bin:$$PATH" $(TOOLS)/pytest_stage.sh $(PY) unit \
