@@ -145,6 +145,9 @@ MYSQL_VARIANTS = {
     "default": {},
     "credentials": {"consistency_scripts_mysql_user": "backup", "consistency_scripts_mysql_password": "pw-5e6f7a8b9c"},
     "short_lock_wait": {"consistency_scripts_mysql_lock_wait_timeout": 2},
+    "flush_tables": {"consistency_scripts_mysql_quiesce": "flush_tables"},
+    "short_lock_wait_flush_tables": {"consistency_scripts_mysql_lock_wait_timeout": 2,
+                                     "consistency_scripts_mysql_quiesce": "flush_tables"},
     "short_bound": {"consistency_scripts_hold_max_seconds": 2},
     "no_server": {"consistency_scripts_mysql_socket": "/nonexistent/mysqld.sock"},
 }
@@ -190,13 +193,18 @@ def insert_blocked(server, value):
     return True
 
 
-def test_mysql_lock_holds_writes_until_the_postscript(mysql_scripts, mariadb_server):
-    pre, post = mysql_scripts()
+# auto takes BACKUP STAGE on the MariaDB of these tests (10.4 and later); flush_tables is what MySQL gets.
+@pytest.mark.parametrize("variant, lock", [("default", "BACKUP STAGE BLOCK_COMMIT held by session"),
+                                           ("flush_tables", "FLUSH TABLES WITH READ LOCK held by session")])
+def test_mysql_lock_holds_writes_until_the_postscript(mysql_scripts, mariadb_server, variant, lock):
+    pre, post = mysql_scripts(variant)
     state = pre.parent.parent / "state"
+    mariadb_server.sql("DELETE FROM app.t WHERE i BETWEEN 10 AND 19")
     assert not insert_blocked(mariadb_server, 10)
 
     result = run_script(pre, "pre-script")
     assert result.returncode == 0, result.stderr
+    assert lock in result.stderr and "-MariaDB" in result.stderr, result.stderr  # says which lock, on which server
     assert insert_blocked(mariadb_server, 11)
     assert mariadb_server.sql("SELECT COUNT(*) FROM app.t WHERE i IN (1, 10)").stdout.strip() == "2"  # reads work
     time.sleep(1.5)
@@ -240,21 +248,46 @@ def test_mysql_server_down_is_application_not_ready(mysql_scripts):
     assert not (prescript.parent.parent / "state" / "mysql" / "session.pid").exists()
 
 
-def test_mysql_lock_wait_timeout_gives_up_without_stalling_writers(mysql_scripts, mariadb_server):
-    pre, _post = mysql_scripts("short_lock_wait")
-    # A long write keeps FLUSH TABLES WITH READ LOCK waiting (running reads no longer do on MariaDB).
-    long_query = mariadb_server.sql_async("INSERT INTO app.t SELECT 39 FROM (SELECT SLEEP(90)) AS s")
+# A long write keeps FLUSH TABLES WITH READ LOCK waiting (running reads no longer do on MariaDB); BACKUP
+# STAGE waits at BLOCK_DDL only for writes to non-transactional tables (MyISAM, Aria), which hold no
+# transaction a crash could roll back.
+@pytest.mark.parametrize("variant, table, lock", [("short_lock_wait_flush_tables", "app.t", "FLUSH TABLES WITH READ LOCK"),
+                                                  ("short_lock_wait", "app.m", "BACKUP STAGE BLOCK_COMMIT")])
+def test_mysql_lock_wait_timeout_gives_up_without_stalling_writers(mysql_scripts, mariadb_server, variant, table, lock):
+    pre, _post = mysql_scripts(variant)
+    mariadb_server.sql("CREATE TABLE IF NOT EXISTS app.m (i INT) ENGINE=MyISAM")
+    long_query = mariadb_server.sql_async(f"INSERT INTO {table} SELECT 39 FROM (SELECT SLEEP(90)) AS s")
     try:
         time.sleep(0.5)
         result = run_script(pre, "pre-script")
         assert result.returncode == 1, result.stderr
-        assert "FLUSH TABLES WITH READ LOCK" in result.stderr
+        assert f"{lock} not granted" in result.stderr or f"{lock} failed" in result.stderr, result.stderr
         # The long query still runs, but the abandoned FLUSH no longer blocks anyone.
         assert long_query.poll() is None
         assert not insert_blocked(mariadb_server, 30)
     finally:
         long_query.kill()
         long_query.wait(timeout=10)
+
+
+def test_mysql_backup_stage_lets_a_running_transaction_go_on_until_it_commits(mysql_scripts, mariadb_server):
+    """What BACKUP STAGE buys over FLUSH TABLES WITH READ LOCK: a long InnoDB write in progress does not keep
+    the lock waiting (and every writer queued behind it); it only waits at its commit until the postscript."""
+    pre, post = mysql_scripts("short_lock_wait")
+    long_write = mariadb_server.sql_async("INSERT INTO app.t SELECT 80 FROM (SELECT SLEEP(3)) AS s")
+    try:
+        time.sleep(0.5)
+        result = run_script(pre, "pre-script")
+        assert result.returncode == 0, result.stderr  # FLUSH TABLES WITH READ LOCK gives up here (test above)
+        assert "BACKUP STAGE BLOCK_COMMIT held" in result.stderr, result.stderr
+        assert insert_blocked(mariadb_server, 81)
+        time.sleep(3)
+        assert long_write.poll() is None  # its commit waits for the postscript
+        assert mariadb_server.sql("SELECT COUNT(*) FROM app.t WHERE i = 80").stdout.strip() == "0"
+    finally:
+        assert run_script(post, "post-script").returncode == 0
+    assert long_write.wait(timeout=30) == 0
+    assert mariadb_server.sql("SELECT COUNT(*) FROM app.t WHERE i = 80").stdout.strip() == "1"
 
 
 def test_mysql_lock_ends_by_itself_at_the_hard_bound(mysql_scripts, mariadb_server):
