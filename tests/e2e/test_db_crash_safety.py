@@ -1,4 +1,4 @@
-"""Crash safety with a real database lock: MariaDB's FLUSH TABLES WITH READ LOCK, held by the
+"""Crash safety with a real database lock: MariaDB's BACKUP STAGE lock, held by the
 mysql profile's prescript, on a filesystem that the freeze helper freezes on a local AWS twin
 instance.
 
