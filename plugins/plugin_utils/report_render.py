@@ -92,6 +92,8 @@ def prune_sentence(row, names=False):
     """What a prune did (or would do, in check mode) to one host's sets; with names, which sets it deletes."""
     deleted, kept = row.get("deleted") or [], row.get("kept") or []
     planned = row.get("status") == "planned"
+    if row.get("status") == "failed" and not deleted and not kept:
+        return "Nothing was pruned."
     if not deleted:
         first = "Would delete no set" if planned else "Deleted no set"
     else:
@@ -165,7 +167,9 @@ def _freeze(row):
 
 
 def _summary_line(report):
-    return " \N{MIDDLE DOT} ".join(f"{label}: {value}" for label, value in totals(report))
+    (_hosts, outcome), *rest = totals(report)
+    outcome = f"{_plural(report['summary']['hosts'], 'host')}: {outcome.split(': ', 1)[1]}"  # 5 hosts: 2 failed, 3 ok
+    return " \N{MIDDLE DOT} ".join([outcome] + [f"{label}: {value}" for label, value in rest])
 
 
 def text(report):
@@ -211,6 +215,7 @@ td.status{font-weight:600} tr.ok td.status{color:#17692c} tr.failed td.status{co
 tr.warning td.status{color:#8a5a00} td.reason{border-top:none;padding-left:1.2rem}
 td.reason b{color:#a4161a} tr.warning td.reason b{color:#8a5a00} small{color:#555;display:block}
 code{font-size:.78rem} td table{font-size:.8rem} td table td,td table th{padding:.1rem .3rem}
+td table td{overflow-wrap:anywhere}
 ul{margin:0;padding:0;list-style:none} li+li{margin-top:.2rem} li code,td.restore code{display:block}
 p.error{color:#a4161a;font-weight:600} .none{color:#888}
 """
@@ -222,11 +227,11 @@ COLUMNS = {
                ("snapshots", "Snapshots", 17), ("freeze_window", "Freeze window", 6.5), ("start", "Start", 7.5),
                ("end", "End", 7.5), ("delete_after", "Expiry", 7.5), ("restore", "Restore with", 11)],
     "restore": [("host", "Host / instance", 13), ("target", "Cloud", 8), ("status", "Status", 7),
-                ("sentence", "What happened", 27), ("volumes", "Volumes", 45)],
+                ("sentence", "What happened", 22), ("volumes", "Volumes", 50)],
     "verify": [("host", "Host / instance", 13), ("target", "Cloud", 8), ("status", "Status", 7),
                ("sentence", "What happened", 24), ("checks", "Checks", 20), ("volumes", "Volumes", 28)],
     "prune": [("host", "Host / instance", 14), ("target", "Cloud", 8), ("status", "Status", 8),
-              ("sentence", "What happened", 25), ("sets", "Sets", 45)],
+              ("sentence", "What happened", 20), ("sets", "Sets", 50)],
 }
 LOCK_COLUMN = ("lock", "Lock", 8)  # its room comes from the snapshots' and the restore variables' columns
 

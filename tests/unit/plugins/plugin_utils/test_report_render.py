@@ -43,6 +43,8 @@ def test_a_prune_that_deleted_says_deleted_with_the_modules_own_reason_and_the_l
     assert "<td>acs-1</td><td>deleted</td>" in page
     assert "a member is locked (until 2026-12-23 06:00:00Z)" in page
     assert report_render.prune_sentence(dict(report["hosts"][0], deleted=[])) == "Deleted no set; kept 1 set."
+    assert report_render.prune_sentence({"status": "failed", "deleted": [], "kept": []}) == "Nothing was pruned."
+    assert report_filter.report_text(report).splitlines()[-1] == "1 host: 0 failed, 1 ok \N{MIDDLE DOT} Duration: n/a"
 
 
 def test_restore_reads_as_a_sentence_with_a_table_of_volumes():
