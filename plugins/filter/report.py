@@ -6,35 +6,25 @@
 
 The playbooks call a module once per provider for the whole fleet; these filters give every host
 its own row again, so that the JSON report, the HTML report and the summary printed at the end all
-say the same thing per host.
+say the same thing per host. How a report reads (text and HTML) is plugin_utils/report_render.py.
 """
 
 from __future__ import annotations
 
-import html
+import shlex
+from datetime import datetime, timezone
 
 from ansible.errors import AnsibleFilterError
 
-STATUS_LABEL = {"ok": "OK", "warning": "WARNING", "failed": "FAILED", "planned": "CHECK MODE"}
-
-COLUMNS = {
-    "backup": [("host", "Host"), ("instance_id", "Instance"), ("target", "Cloud / platform"), ("status", "Status"),
-               ("consistency_requested", "Requested"), ("consistency", "Achieved"), ("set_id", "Set"),
-               ("snapshots", "Snapshots"), ("duration", "Cloud call (s)"), ("freeze_window", "Freeze window (s)"),
-               ("error", "Error")],
-    "restore": [("host", "Host"), ("instance_id", "Instance"), ("target", "Cloud"), ("status", "Status"),
-                ("set_id", "Set"), ("consistency", "Set consistency"), ("volumes", "Volumes"),
-                ("duration", "Duration (s)"), ("error", "Error")],
-    "verify": [("host", "Host"), ("instance_id", "Instance"), ("target", "Cloud"), ("status", "Status"),
-               ("set_id", "Set"), ("consistency", "Set consistency"), ("checks", "Checks"),
-               ("duration", "Duration (s)"), ("error", "Error")],
-    "prune": [("host", "Host"), ("instance_id", "Instance"), ("target", "Cloud"), ("status", "Status"),
-              ("deleted", "Deleted sets"), ("kept", "Kept sets"), ("error", "Error")],
-}
-
+from ansible_collections.appconsistent.snapshots.plugins.plugin_utils import report_render
 
 # What a report keeps of a restored volume (restore_volumes' device_map has much more).
 VOLUME_KEYS = ("device", "snapshot_id", "volume_id", "original_volume_id", "outcome")
+KINDS = ("backup", "restore", "verify", "prune")
+# Failed hosts first: they are what an operator opens the report for.
+STATUS_ORDER = {"failed": 0, "warning": 1, "planned": 2, "ok": 3}
+TAG_DELETE_AFTER = "appconsistent:delete-after"
+RESTORE_PLAYBOOK = "appconsistent.snapshots.restore"
 
 
 def _error_text(error):
@@ -52,30 +42,85 @@ def _round(value):
     return round(float(value), 3) if isinstance(value, (int, float)) else None
 
 
+def _instant(value):
+    """An instant (epoch seconds or ISO 8601) as a UTC datetime, or None."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return datetime.fromtimestamp(float(value), tz=timezone.utc)
+    if isinstance(value, str) and value:
+        try:
+            parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+        except ValueError:
+            return None
+        return parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)
+    return None
+
+
+def _iso(instant):
+    return instant.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ") if instant else None
+
+
 def _snapshot_rows(snapshots):
     rows = []
     for snap in snapshots or []:
+        size = snap.get("volume_size") if snap.get("volume_size") is not None else snap.get("size")
         rows.append({"snapshot_id": snap.get("snapshot_id"), "device": snap.get("device"),
-                     "volume_id": snap.get("volume_id") or snap.get("disk_id"), "state": snap.get("state")})
+                     "volume_id": snap.get("volume_id") or snap.get("disk_id"), "state": snap.get("state"),
+                     "size_gib": size if isinstance(size, (int, float)) else None})
     return rows
+
+
+def _host_times(entry, call):
+    """When the host's own work began and ended, from its freeze helper and snapshots, else from its cloud call."""
+    helper = entry.get("helper") or {}
+    starts = [_instant((helper.get("freeze") or {}).get("t_start"))]
+    starts += [_instant(snap.get("start_time")) for snap in entry.get("snapshots") or []]
+    starts = [s for s in starts if s] or [_instant(call.get("started"))]
+    ends = [_instant((helper.get("thaw") or {}).get("t_thawed")), _instant(call.get("finished"))]
+    ends = [e for e in ends if e]
+    start = min((s for s in starts if s), default=None)
+    # The call returns when the host's set is taken (and complete, with wait): the host's result is no older.
+    end = max(ends, default=None)
+    return _iso(start), _iso(end)
+
+
+def _delete_after(snapshots):
+    for snap in snapshots or []:
+        value = (snap.get("tags") or {}).get(TAG_DELETE_AFTER)
+        if value:
+            return value
+    return None
+
+
+def restore_hint(host, set_id, inventory=None):
+    """How to restore one set: the restore playbook, its variables and the command line."""
+    sources = [s for s in (inventory or []) if isinstance(s, str) and s]
+    command = ["ansible-playbook", RESTORE_PLAYBOOK]
+    for source in sources:
+        command += ["-i", source]
+    command += ["-e", f"target={host}", "-e", f"set_id={set_id}"]
+    return {"playbook": RESTORE_PLAYBOOK, "vars": {"target": host, "set_id": set_id},
+            "command": " ".join(shlex.quote(part) for part in command) + " --check"}
 
 
 def backup_report(calls, hosts, meta=None):
     """The report of one backup run.
 
-    ``calls``: one dict per module call, ``{"provider", "result", "duration"}`` with the registered result of
-    app_consistent_group. ``hosts``: ``{"host", "instance_id", "provider", "platform"}`` per inventory host.
-    ``meta``: anything to keep at the top of the report (run id, times, playbook).
+    ``calls``: one dict per module call, ``{"provider", "result", "duration", "summary"}`` with the registered
+    result of app_consistent_group (``summary`` may carry the call's ``started`` and ``finished``). ``hosts``:
+    ``{"host", "instance_id", "provider", "platform"}`` per inventory host. ``meta``: anything to keep at the top
+    of the report (run id, times, playbook, ``inventory``: the inventory sources, for the restore commands).
     """
     if not isinstance(calls, list) or not isinstance(hosts, list):
         raise AnsibleFilterError("backup_report expects a list of module calls and a list of hosts")
-    entries, failures, call_errors, durations = {}, {}, {}, {}
+    meta = dict(meta or {})
+    entries, failures, call_errors, durations, call_times = {}, {}, {}, {}, {}
     for call in calls:
         if not isinstance(call, dict) or not call.get("provider"):
             continue
         provider = call["provider"]
         result = call.get("result") or {}
         durations[provider] = _round(call.get("duration"))
+        call_times[provider] = call.get("summary") or {}
         for entry in result.get("results") or []:
             entries[(provider, entry.get("instance_id"))] = entry
         for failed in result.get("failed_instances") or []:
@@ -90,20 +135,30 @@ def backup_report(calls, hosts, meta=None):
     for host in hosts:
         provider, instance_id = host.get("provider"), host.get("instance_id")
         entry = entries.get((provider, instance_id))
+        # duration is the cloud call's, shared by every host of that cloud (kept for the JSON's readers).
         row = {"host": host.get("host"), "instance_id": instance_id, "provider": provider,
                "platform": (entry or {}).get("platform") or host.get("platform"),
-               "consistency_requested": (entry or {}).get("consistency_requested") or (meta or {}).get("consistency"),
+               "consistency_requested": (entry or {}).get("consistency_requested") or meta.get("consistency"),
                "consistency": "none", "set_id": None, "snapshots": [], "duration": durations.get(provider),
-               "freeze_window": None, "downtime": None, "agent_status": None, "error": None}
+               "freeze_window": None, "downtime": None, "agent_status": None, "error": None,
+               "start": None, "end": None, "delete_after": None, "size_gib": None, "lock": None, "restore": None}
         if host.get("error"):
             row.update(status="failed", error=host["error"])
         elif entry is None:
             reason = call_errors.get(provider) or f"no result for {instance_id} from the {provider} backup"
             row.update(status="failed", error=reason)
         else:
+            snapshots = _snapshot_rows(entry.get("snapshots"))
+            sizes = [s["size_gib"] for s in snapshots if s["size_gib"] is not None]
+            start, end = _host_times(entry, call_times.get(provider) or {})
             row.update(consistency=entry.get("consistency") or "none", set_id=entry.get("set_id"),
-                       snapshots=_snapshot_rows(entry.get("snapshots")), freeze_window=_round(entry.get("freeze_window")),
-                       downtime=_round(entry.get("downtime")), agent_status=entry.get("status"))
+                       snapshots=snapshots, freeze_window=_round(entry.get("freeze_window")),
+                       downtime=_round(entry.get("downtime")), agent_status=entry.get("status"),
+                       start=start, end=end, delete_after=_delete_after(entry.get("snapshots")),
+                       size_gib=sum(sizes) if sizes else None,
+                       lock=entry.get("lock") if isinstance(entry.get("lock"), dict) else None)
+            if row["set_id"] and row["consistency"] != "none":
+                row["restore"] = restore_hint(row["host"], row["set_id"], meta.get("inventory"))
             if (provider, instance_id) in failures:
                 row.update(status="failed", error=failures[(provider, instance_id)] or _error_text(entry.get("error")))
             elif entry.get("status") == "WouldRun":
@@ -113,20 +168,23 @@ def backup_report(calls, hosts, meta=None):
             else:
                 row.update(status="ok")
         rows.append(row)
-    return _finish(dict(meta or {}, kind="backup"), rows)
+    return _finish(dict(meta, kind="backup"), rows)
 
 
 def _finish(report, rows):
-    counts = {}
+    rows = sorted(rows, key=lambda row: STATUS_ORDER.get(row["status"], len(STATUS_ORDER)))
+    counts, achieved = {}, {}
     for row in rows:
         counts[row["status"]] = counts.get(row["status"], 0) + 1
-    achieved = {}
-    for row in rows:
         if "consistency" in row:
             achieved[row["consistency"]] = achieved.get(row["consistency"], 0) + 1
+    snapshots = [s for row in rows for s in row.get("snapshots") or [] if isinstance(s, dict)]
+    sizes = [s["size_gib"] for s in snapshots if s.get("size_gib") is not None]
+    started, finished = _instant(report.get("started")), _instant(report.get("finished"))
     report["summary"] = {"hosts": len(rows), "ok": counts.get("ok", 0), "warning": counts.get("warning", 0),
                          "failed": counts.get("failed", 0), "planned": counts.get("planned", 0),
-                         "by_consistency": achieved}
+                         "by_consistency": achieved, "snapshots": len(snapshots), "size_gib": sum(sizes),
+                         "duration": (finished - started).total_seconds() if started and finished else None}
     report["hosts"] = rows
     report["failed_hosts"] = [row["host"] for row in rows if row["status"] == "failed"]
     return report
@@ -137,8 +195,8 @@ def restore_report(rows, meta=None):
     if not isinstance(rows, list):
         raise AnsibleFilterError("restore_report expects a list of rows")
     kind = (meta or {}).get("kind", "restore")
-    if kind not in COLUMNS:
-        raise AnsibleFilterError(f"unknown report kind {kind!r}; expected one of {', '.join(sorted(COLUMNS))}")
+    if kind not in KINDS:
+        raise AnsibleFilterError(f"unknown report kind {kind!r}; expected one of {', '.join(sorted(KINDS))}")
     clean = []
     for row in rows:
         row = dict(row)
@@ -151,98 +209,18 @@ def restore_report(rows, meta=None):
     return _finish(dict(meta or {}, kind=kind), clean)
 
 
-def _cell_text(key, row):
-    value = row.get(key)
-    if key == "target":
-        return " / ".join(str(v) for v in (row.get("provider"), row.get("platform")) if v)
-    if key == "status":
-        return STATUS_LABEL.get(value, str(value).upper())
-    if key == "snapshots":
-        return ", ".join(f"{s.get('device') or '?'}={s.get('snapshot_id')}" for s in value or [])
-    if key in ("volumes", "checks", "deleted", "kept"):
-        if isinstance(value, list):
-            return ", ".join(_item_text(v) for v in value)
-    if value is None:
-        return ""
-    return str(value)
-
-
-def _item_text(item):
-    if isinstance(item, dict):
-        if "name" in item and "result" in item:
-            return f"{item['name']}: {item['result']}"
-        return " ".join(f"{k}={v}" for k, v in item.items() if v is not None)
-    return str(item)
-
-
 def report_text(report):
-    """A plain-text table of the report's hosts, one line per host, for the end of a run."""
+    """A plain-text account of the report, for the end of a run."""
     if not isinstance(report, dict) or "hosts" not in report:
         raise AnsibleFilterError("report_text expects a report made by backup_report or restore_report")
-    keys = [k for k, _label in COLUMNS[report.get("kind", "backup")] if k not in ("snapshots", "duration")]
-    labels = dict(COLUMNS[report.get("kind", "backup")])
-    table = [[labels[k] for k in keys]] + [[_cell_text(k, row) for k in keys] for row in report["hosts"]]
-    widths = [max(len(line[i]) for line in table) for i in range(len(keys))]
-    lines = ["  ".join(cell.ljust(widths[i]) for i, cell in enumerate(line)).rstrip() for line in table]
-    if report.get("error"):  # the run failed as a whole (a target that matches no host)
-        lines.insert(0, f"FAILED: {report['error']}")
-    summary = report["summary"]
-    lines.append(f"{summary['hosts']} hosts: {summary['ok']} ok, {summary['warning']} with warnings, "
-                 f"{summary['failed']} failed" + (f", {summary['planned']} planned (check mode)" if summary["planned"] else ""))
-    return "\n".join(lines)
-
-
-_CSS = """
-body{font-family:system-ui,-apple-system,"Segoe UI",sans-serif;margin:2rem;color:#1d2329}
-h1{font-size:1.4rem;margin-bottom:.2rem} .meta{color:#555;margin-bottom:1rem}
-table{border-collapse:collapse;width:100%;font-size:.9rem} th,td{border:1px solid #ccd;padding:.35rem .5rem;
-text-align:left;vertical-align:top} th{background:#eef1f5} tr.failed td{background:#fdecea}
-tr.warning td{background:#fff6e0} tr.ok td.status{color:#17692c;font-weight:600}
-tr.failed td.status{color:#a4161a;font-weight:600} tr.warning td.status{color:#8a5a00;font-weight:600}
-.summary span{display:inline-block;margin-right:1.2rem} code{font-size:.85rem}
-p.error{color:#a4161a;font-weight:600} ul{margin:0;padding-left:1.1rem} td.host,td.instance_id,td.set_id,td.snapshots code{white-space:nowrap}
-"""
-
-
-def _cell_html(key, row):
-    value = row.get(key)
-    if key == "snapshots" and value:
-        items = "".join(f"<li><code>{html.escape(str(s.get('snapshot_id')))}</code> "
-                        f"{html.escape(str(s.get('device') or ''))}</li>" for s in value)
-        return f"<ul>{items}</ul>"
-    if key in ("volumes", "checks", "deleted", "kept") and isinstance(value, list) and value:
-        return "<ul>" + "".join(f"<li>{html.escape(_item_text(v))}</li>" for v in value) + "</ul>"
-    return html.escape(_cell_text(key, row))
+    return report_render.text(report)
 
 
 def report_html(report):
     """The report as one self-contained HTML page (no scripts, no external assets, every value escaped)."""
     if not isinstance(report, dict) or "hosts" not in report:
         raise AnsibleFilterError("report_html expects a report made by backup_report or restore_report")
-    kind = report.get("kind", "backup")
-    columns = COLUMNS[kind]
-    title = report.get("title") or f"appconsistent.snapshots {kind} report"
-    meta_keys = [k for k in ("playbook", "run_id", "consistency", "started", "finished", "target") if report.get(k)]
-    meta = " &middot; ".join(f"{html.escape(k.replace('_', ' '))}: <code>{html.escape(str(report[k]))}</code>"
-                             for k in meta_keys)
-    summary = report["summary"]
-    spans = [f"<span>hosts: <b>{summary['hosts']}</b></span>", f"<span>ok: <b>{summary['ok']}</b></span>",
-             f"<span>warnings: <b>{summary['warning']}</b></span>", f"<span>failed: <b>{summary['failed']}</b></span>"]
-    spans += [f"<span>{html.escape(str(k))}: <b>{v}</b></span>" for k, v in sorted(summary["by_consistency"].items())]
-    head = "".join(f"<th>{html.escape(label)}</th>" for _key, label in columns)
-    body = []
-    for row in report["hosts"]:
-        cells = "".join(f'<td class="{key}" data-field="{key}">{_cell_html(key, row)}</td>' for key, _label in columns)
-        body.append(f'<tr class="{html.escape(str(row.get("status")))}" data-host="{html.escape(str(row.get("host")))}">'
-                    f"{cells}</tr>")
-    return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
-            f"<title>{html.escape(title)}</title><style>{_CSS}</style></head><body>"
-            f"<h1>{html.escape(title)}</h1><div class=\"meta\">{meta}</div>"
-            + (f"<p class=\"error\" id=\"run-error\">FAILED: {html.escape(str(report['error']))}</p>"
-               if report.get("error") else "")
-            + f"<div class=\"summary\">{''.join(spans)}</div>"
-            f"<table id=\"hosts\"><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
-            "</body></html>\n")
+    return report_render.page(report)
 
 
 class FilterModule:

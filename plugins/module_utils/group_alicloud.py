@@ -708,8 +708,11 @@ class AlicloudGroupRun:
                     outcome.fail("GroupNotFound", f"snapshot group {group_id} has no snapshots")
                 continue
             devices = {d["disk_id"]: d["device"] for d in outcome.disks}
+            # DescribeSnapshotGroups gives no size: the disk's, from DescribeDisks, as _member gives it.
+            sizes = {d["disk_id"]: d.get("size") for d in outcome.disks}
             members = [dict(snapshot_id=s["SnapshotId"], disk_id=s.get("SourceDiskId"),
-                            device=devices.get(s.get("SourceDiskId")), state=group.get("Status"),
+                            device=devices.get(s.get("SourceDiskId")), size=sizes.get(s.get("SourceDiskId")),
+                            state=group.get("Status"),
                             progress=s.get("Progress"), start_time=group.get("CreationTime"),
                             tags=tags_to_dict(s.get("Tags"))) for s in snapshots]
             ok = scripts_ok and outcome.exit_code == 0
