@@ -193,6 +193,41 @@ def test_watchdog_thaws_at_deadline_and_runs_postscript(fs_factory, freeze_helpe
     assert pid_gone(frozen.doc["watchdog_pid"])
 
 
+def may_lower_oom_score_adj():
+    """True when this process has CAP_SYS_RESOURCE, which lowering an oom_score_adj needs."""
+    status = Path("/proc/self/status").read_text()
+    effective = int(next(line.split()[1] for line in status.splitlines() if line.startswith("CapEff:")), 16)
+    return bool(effective & (1 << 24))  # CAP_SYS_RESOURCE
+
+
+def test_watchdog_is_protected_from_the_oom_killer_and_its_scripts_are_not(fs_factory, freeze_helper, script_dir,
+                                                                           write_script):
+    """While a filesystem is frozen the watchdog has oom_score_adj -1000; the scripts keep the caller's value."""
+    mount = fs_factory.create()
+    log = script_dir / "oom"
+    record = f'echo "$1 $(cat /proc/self/oom_score_adj)" >> "{log}"\n'
+    pre = write_script(script_dir / "pre.sh", record)
+    post = write_script(script_dir / "post.sh", record)
+    caller = Path("/proc/self/oom_score_adj").read_text().strip()
+
+    frozen = freeze_helper("freeze", mounts=[mount], run_id="oom-1", timeout=3, prescript=pre, postscript=post)
+
+    assert frozen.rc == 0, frozen.stderr
+    watchdog = frozen.doc["watchdog_pid"]
+    got = Path(f"/proc/{watchdog}/oom_score_adj").read_text().strip()
+    assert frozen.doc["watchdog_oom_score_adj"] == int(got)
+    if may_lower_oom_score_adj():
+        assert got == "-1000"
+    else:  # root without CAP_SYS_RESOURCE (a container): the watchdog says what it could not do
+        assert got == caller
+        assert "could not be set to -1000" in (freeze_helper.state_dir / "runs" / "oom-1" / "watchdog.log").read_text()
+    # Nobody thaws: the watchdog runs the postscript, which must not inherit its protection.
+    status = freeze_helper.wait_state("oom-1", ("auto_thawed",))
+    assert status["auto_thaw_reason"] == "deadline"
+    assert log.read_text().splitlines() == [f"pre-script {caller}", f"post-script {caller}"]
+    assert pid_gone(watchdog)
+
+
 def test_watchdog_deadline_does_not_follow_the_wall_clock_back(fs_factory, freeze_helper):
     mount = fs_factory.create()
     frozen = freeze_helper("freeze", mounts=[mount], run_id="clock-step", timeout=3)
