@@ -109,6 +109,7 @@ class FakeApi:
         self.commands = []  # (content, instance ids)
         self.groups = {}  # group id -> (instance id, disk ids)
         self.tagged = []
+        self.stopped = []  # (invoke id, instance ids) of StopInvocation
 
     def describe_instances(self, ids):
         return [dict(InstanceId=i, Status="Running", OSType=self.instances[i]) for i in ids if i in self.instances]
@@ -134,6 +135,10 @@ class FakeApi:
         command, ids, name = self.commands[int(invoke_id[2:]) - 1]
         results = []
         for instance_id in ids:
+            if name == "appconsistent-unmount" and self.unmounts[instance_id] is None:  # not started yet
+                stopped = any(instance_id in ids for i, ids in self.stopped if i == invoke_id)
+                results.append(dict(InstanceId=instance_id, InvocationStatus="Cancelled" if stopped else "Pending"))
+                continue
             if name == "appconsistent-unmount":
                 code, t = self.unmounts[instance_id], 100.0
                 message = "in use, not unmounted: /data: sleep (pid 42);" if code == 3 else "unmounted: /data"
@@ -145,6 +150,9 @@ class FakeApi:
             results.append(dict(InstanceId=instance_id, InvocationStatus="Success" if code == 0 else "Failed",
                                 ExitCode=code, Output=_encoded(dict(action=name, exit_code=code, message=message, t=t))))
         return results
+
+    def stop_invocation(self, invoke_id, instance_ids):
+        self.stopped.append((invoke_id, list(instance_ids)))
 
     def create_snapshot_group(self, instance_id, disk_ids=None, name=None, description=None, tags=None):
         group_id = f"ssg-{len(self.groups) + 1}"
@@ -186,6 +194,19 @@ def test_unmounted_instances_are_grouped_and_mounted_again():
     tags = {k: v for _t, _ids, t in api.tagged for k, v in t.items()}
     assert tags["appconsistent:consistency"] == "offline"
     assert tags["appconsistent:members"] == "1"
+
+
+def test_an_unmount_not_started_when_the_wait_ends_is_cancelled_before_the_remount():
+    # Left alone, the unmount would run after the remount and keep /data unmounted until its watchdog fires.
+    api = FakeApi({"i-ok": "linux", "i-late": "linux"}, unmounts={"i-ok": 0, "i-late": None}, remounts={"i-late": 205})
+    outcomes = _run(api, instance_ids=["i-ok", "i-late"], mounts=["/data"], disk_ids=["d-data0", "d-data1"],
+                    wait_timeout=1).run()
+    assert api.stopped == [("t-1", ["i-late"])]
+    assert [c[2] for c in api.commands] == ["appconsistent-unmount", "appconsistent-remount"]
+    late = outcomes["i-late"]
+    assert late.status == "Cancelled" and late.error["code"] == "WaitTimeout"
+    assert late.error["message"].endswith("it had not started and StopInvocation cancelled it; a remount was sent")
+    assert [g[0] for g in api.groups.values()] == ["i-ok"] and outcomes["i-ok"].consistency == "offline"
 
 
 def test_check_mode_sends_nothing():
