@@ -146,6 +146,12 @@ options:
       - AWS Linux - the data mount points to freeze, or V(auto) for every data filesystem on an EBS volume of the
         instance. C(/) and C(/boot) are never frozen, nor a btrfs subvolume or bind mount of their filesystems (the
         freeze helper compares filesystems, not paths).
+      - V(auto) leaves out a filesystem that holds the SSM or Cloud Assistant agent's state, the freeze helper's state
+        directory, C(/tmp), C(/var/tmp) or C(/var/log), and any filesystem mounted under C(/var/log) (a CIS layout's
+        C(/var), C(/var/log), C(/var/log/audit) and C(/tmp)): frozen, they would stop the agent that delivers the thaw,
+        or logging, for the whole O(freeze_timeout). The result's C(helper.freeze.auto_left_out) names each one left
+        out and why; their volumes are not quiesced. A list given explicitly may name them. Needs the freeze helper
+        1.2.0 or later (the C(consistency_scripts) role installs it).
       - Linux, both providers, with O(consistency=offline) - a list of absolute paths unmounts those data filesystems
         instead of stopping the instance; O(disk_ids) must then name the disks (Alibaba C(d-...)) or volumes (AWS
         C(vol-...)) behind them, and the system disk must not be among them on Alibaba Cloud.

@@ -117,6 +117,12 @@ def test_auto_mounts_discovery_never_lists_root():
     assert "auto_mounts" in command and "/|/boot|/boot/*) continue" in command
 
 
+def test_auto_mounts_reach_the_helper_as_auto_mount_so_that_it_may_leave_some_out():
+    # The helper leaves out what holds the agents' state, logs or temporary files; an explicit --mount it freezes.
+    command = _aws_run()._helper_command("freeze", "r1")
+    assert 'mounts+=(--auto-mount "$m")' in command and "--mount " not in command
+
+
 def test_helper_report_is_the_last_json_line():
     assert parse_helper_output('noise\n{"exit_code": 0, "status": "frozen"}\n') == {"exit_code": 0, "status": "frozen"}
     assert parse_helper_output('{"exit_code": 0, "status": "fro') is None
