@@ -26,7 +26,7 @@ description:
     still unmounted, V(crash) otherwise (a remount answering that the watchdog had already mounted them again leaves it V(crash), error
     C(RemountedByWatchdog)). An unmount or freeze command the controller gives up on (O(wait_timeout)) is cancelled
     (SSM CancelCommand; Cloud Assistant StopInvocation on Alibaba Cloud), so that a late delivery does not run it
-    afterwards. StopInvocation cancels only a run that has not started: one already started goes on to its end,
+    afterwards. StopInvocation cancels only a run that has not started; one already started goes on to its end,
     and the result says which it was.
     The downtime reported is the time the filesystems were unmounted, and a host whose filesystems could
     not be mounted again fails even with a set. Windows instances are refused.
@@ -84,7 +84,7 @@ options:
   exclude_disk_ids:
     description:
       - All disks of the instances but these.
-      - On Alibaba Cloud with O(consistency=application) or O(consistency=filesystem), at most one: the plug-in takes
+      - On Alibaba Cloud with O(consistency=application) or O(consistency=filesystem), at most one, as the plug-in takes
         one disk id in its C(-ExcludeDiskId) parameter.
     type: list
     elements: str
@@ -148,7 +148,7 @@ options:
         freeze helper compares filesystems, not paths).
       - V(auto) leaves out a filesystem that holds the SSM or Cloud Assistant agent's state, the freeze helper's state
         directory, C(/tmp), C(/var/tmp) or C(/var/log), and any filesystem mounted under C(/var/log) (a CIS layout's
-        C(/var), C(/var/log), C(/var/log/audit) and C(/tmp)): frozen, they would stop the agent that delivers the thaw,
+        C(/var), C(/var/log), C(/var/log/audit) and C(/tmp)), as frozen they would stop the agent that delivers the thaw,
         or logging, for the whole O(freeze_timeout). The result's C(helper.freeze.auto_left_out) names each one left
         out and why; their volumes are not quiesced. A list given explicitly may name them. Needs the freeze helper
         1.2.0 or later (the C(consistency_scripts) role installs it).
