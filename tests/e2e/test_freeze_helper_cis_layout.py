@@ -9,14 +9,12 @@ inside a private mount namespace, so that the machine's own /var, /var/log and /
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import signal
 import subprocess
-import time
 from pathlib import Path
 
 import pytest
+
+from e2e.chroot_namespace import ChrootNamespace, chroot_for
 
 STATE = "/run/appconsistent"
 # mount point in the chroot -> image size in MiB (ext4; the images are sparse)
@@ -24,27 +22,13 @@ LAYOUT = {"": 64, "/var": 32, "/var/log": 32, "/var/log/audit": 32, "/tmp": 32, 
 AUTO = ["/data", "/var", "/var/log", "/var/log/audit", "/tmp"]  # what the controller's discovery lists on such a host
 
 
-class CisRoot:
-    """The chroot and its namespace; teardown thaws every filesystem, stops every process left in the namespace,
-    ends it and detaches the loop devices, also when the test failed."""
+class CisRoot(ChrootNamespace):
+    """The CIS layout: an ext4 / with ext4 filesystems of their own at /var, /var/log, /var/log/audit, /tmp and /data,
+    and the SSM agent's state directory on /var."""
 
     def __init__(self, base: Path):
-        self.base = base
-        self.root = base / "root"
-        self.devices: list[str] = []
-        self.holder = None
-        self._writers: list[subprocess.Popen] = []
-
-    def run(self, argv, timeout=60, check=True):
-        """Runs argv in the namespace (not in the chroot)."""
-        return subprocess.run(["nsenter", f"--target={self.holder.pid}", "--mount", "--"] + list(argv),
-                              capture_output=True, text=True, timeout=timeout, check=check)
-
-    def start(self, argv):
-        """Starts argv in the chroot, in a session of its own."""
-        return subprocess.Popen(["nsenter", f"--target={self.holder.pid}", "--mount", "--", "chroot", str(self.root)]
-                                + list(argv), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                text=True, start_new_session=True)
+        super().__init__(base)
+        self.frozen_candidates = list(LAYOUT)
 
     def helper(self, *args):
         """Runs the helper in the chroot; (exit code, its JSON report)."""
@@ -55,105 +39,25 @@ class CisRoot:
         return proc.returncode, json.loads(lines[-1])
 
     def setup(self, helper: Path):
-        self.root.mkdir()
-        self.holder = subprocess.Popen(["unshare", "--mount", "--propagation", "private", "sleep", "600"],
-                                       stdin=subprocess.DEVNULL)
-        deadline = time.monotonic() + 10
-        while os.readlink(f"/proc/{self.holder.pid}/ns/mnt") == os.readlink("/proc/self/ns/mnt"):
-            assert time.monotonic() < deadline, "unshare did not make a mount namespace"
-            time.sleep(0.05)
+        self.enter()
         root = str(self.root)
         for mountpoint, size in LAYOUT.items():
             image = self.base / f"{mountpoint.strip('/').replace('/', '-') or 'root'}.img"
             with open(image, "wb") as handle:
                 handle.truncate(size * 1024 * 1024)
             subprocess.run(["mkfs.ext4", "-q", "-F", str(image)], check=True, capture_output=True, timeout=60)
-            device = subprocess.run(["losetup", "--find", "--show", str(image)], check=True, capture_output=True,
-                                    text=True, timeout=60).stdout.strip()
-            self.devices.append(device)
+            device = self.attach(image)
             self.run(["mkdir", "-p", root + mountpoint])
             self.run(["mount", "-t", "ext4", device, root + mountpoint])
-            if not mountpoint:  # the root filesystem: what the chroot needs to run the helper
-                self.run(["mkdir"] + [f"{root}/{d}" for d in ("usr", "etc", "proc", "dev", "run", "helper")])
-                for link in ("bin", "sbin", "lib", "lib64"):
-                    if os.path.islink(f"/{link}"):
-                        self.run(["ln", "-s", os.readlink(f"/{link}"), f"{root}/{link}"])
-                    elif os.path.isdir(f"/{link}"):
-                        self.run(["mkdir", f"{root}/{link}"])
-                        self._bind_read_only(f"/{link}", f"{root}/{link}")
-                self._bind_read_only("/usr", f"{root}/usr")
-                self._bind_read_only("/etc", f"{root}/etc")
-                self.run(["mount", "--bind", "/dev", f"{root}/dev"])
-                self.run(["mount", "-t", "proc", "proc", f"{root}/proc"])
-                self.run(["mount", "-t", "tmpfs", "-o", "size=8m,mode=0755", "tmpfs", f"{root}/run"])
-                self.run(["cp", str(helper), f"{root}/helper/appconsistent-freeze"])
+            if not mountpoint:  # the root filesystem is mounted: what the chroot needs to run the helper
+                self.furnish(helper)
         self.run(["chmod", "1777", f"{root}/tmp"])
         self.run(["mkdir", "-p", f"{root}/var/lib/amazon/ssm"])  # the SSM agent's state, on /var
-
-    def _bind_read_only(self, source, target):
-        self.run(["mount", "--bind", source, target])
-        self.run(["mount", "-o", "remount,bind,ro", target])
-
-    def writable(self, path, within=5.0):
-        """True if a write to path (in the chroot) completes within the given time."""
-        proc = self.start(["sh", "-c", 'printf x >> "$1"', "sh", f"{path}/probe"])
-        try:
-            proc.communicate(timeout=within)
-            return proc.returncode == 0
-        except subprocess.TimeoutExpired:
-            return False
-        finally:
-            self._writers.append(proc)
-
-    def namespace_pids(self):
-        mine = os.readlink(f"/proc/{self.holder.pid}/ns/mnt")
-        pids = []
-        for entry in os.listdir("/proc"):
-            if entry.isdigit() and int(entry) != self.holder.pid:
-                try:
-                    if os.readlink(f"/proc/{entry}/ns/mnt") == mine:
-                        pids.append(int(entry))
-                except OSError:
-                    pass
-        return pids
-
-    def cleanup(self):
-        if self.holder is not None:
-            for mountpoint in LAYOUT:
-                self.run(["fsfreeze", "-u", f"{self.root}{mountpoint}"], check=False)
-            for sig in (signal.SIGTERM, signal.SIGKILL):
-                for pid in self.namespace_pids():
-                    try:
-                        os.kill(pid, sig)
-                    except ProcessLookupError:
-                        pass
-                deadline = time.monotonic() + 10
-                while self.namespace_pids() and time.monotonic() < deadline:
-                    time.sleep(0.1)
-            for proc in self._writers:
-                proc.communicate(timeout=10)
-            self.run(["umount", "-R", str(self.root)], check=False)
-            self.holder.kill()
-            self.holder.wait(timeout=10)
-        for device in self.devices:
-            subprocess.run(["losetup", "-d", device], check=False, capture_output=True, timeout=60)
-        attached = subprocess.run(["losetup", "-a"], capture_output=True, text=True, timeout=60, check=False).stdout
-        assert str(self.base) not in attached, "a loop device of the test is still attached"
 
 
 @pytest.fixture
 def cis_root(tmp_path, helper_path):
-    for tool in ("mkfs.ext4", "unshare", "nsenter", "chroot", "losetup", "fsfreeze"):
-        if shutil.which(tool) is None:
-            pytest.skip(f"{tool} is not installed")
-    if os.geteuid() != 0:
-        pytest.skip("needs root")
-    root = CisRoot(tmp_path)
-    try:
-        root.setup(helper_path)
-        yield root
-    finally:
-        root.cleanup()
+    yield from chroot_for(CisRoot, tmp_path, helper_path, ("mkfs.ext4", "fsfreeze"))
 
 
 def test_auto_leaves_out_var_logs_and_tmp_and_says_why(cis_root):
