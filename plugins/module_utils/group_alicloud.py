@@ -617,7 +617,8 @@ class AlicloudGroupRun:
             outcome = self.outcomes[instance_id]
             content = app_plugin.command_line(
                 outcome.platform, p["ram_role_name"], name, description=p.get("description"),
-                exclude_disk_ids=self._left_out(instance_id, outcome.disks), freeze=p.get("freeze", True) or self.requested == "filesystem",
+                exclude_disk_ids=self._left_out(instance_id, outcome.disks),
+                freeze=p.get("freeze", True) or self.requested == "filesystem",
                 freeze_timeout=p["freeze_timeout"], script_timeout=p["script_timeout"],
                 pre_script_path=p["pre_script_path"] if self.requested == "application" else None,
                 post_script_path=p["post_script_path"] if self.requested == "application" else None,
@@ -681,8 +682,11 @@ class AlicloudGroupRun:
         output = result["output"]
         group_id = app_plugin.group_id_from(output)
         if outcome.status not in ("Success", "Failed") and result["stopped"]:
+            # A started plug-in run cannot be taken back; its own freeze timeout bounds the freeze.
+            started = "" if outcome.status in TERMINAL else (f"; if it froze, the plug-in thaws by itself after "
+                                                             f"freeze_timeout ({self.params['freeze_timeout']} s)")
             outcome.fail("WaitTimeout", f"the plug-in did not finish on {instance_id} within wait_timeout "
-                                        f"({self.params['wait_timeout']} s): {result['stopped']}")
+                                        f"({self.params['wait_timeout']} s): {result['stopped']}{started}")
             return
         if outcome.status not in ("Success", "Failed"):
             advice = result["advice"] or result["error_info"] or f"the command ended {outcome.status}"

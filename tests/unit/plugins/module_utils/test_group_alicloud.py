@@ -209,6 +209,37 @@ def test_an_unmount_not_started_when_the_wait_ends_is_cancelled_before_the_remou
     assert [g[0] for g in api.groups.values()] == ["i-ok"] and outcomes["i-ok"].consistency == "offline"
 
 
+class PluginApi(FakeApi):
+    """A plug-in run per instance that stays as ``plugin`` says (Pending or Running); StopInvocation cancels Pending."""
+
+    def __init__(self, plugin):
+        super().__init__({i: "linux" for i in plugin}, unmounts={})
+        self.plugin = dict(plugin)
+
+    def describe_instance_ram_roles(self, ids):
+        return {i: "AppSnapshotRole" for i in ids}
+
+    def describe_invocation_results(self, invoke_id):
+        return [dict(InstanceId=i, InvocationStatus=s) for i, s in self.plugin.items()]
+
+    def stop_invocation(self, invoke_id, instance_ids):
+        super().stop_invocation(invoke_id, instance_ids)
+        self.plugin.update((i, "Cancelled") for i in instance_ids if self.plugin[i] == "Pending")
+
+
+def test_a_plug_in_run_given_up_on_is_stopped_and_the_result_says_what_goes_on():
+    api = PluginApi({"i-wait": "Pending", "i-busy": "Running"})
+    outcomes = _run(api, consistency="application", instance_ids=["i-wait", "i-busy"], ram_role_name="AppSnapshotRole",
+                    wait_timeout=1, exclude_boot_disk=True).run()
+    assert sorted(i for _invoke_id, ids in api.stopped for i in ids) == ["i-busy", "i-wait"]
+    wait, busy = outcomes["i-wait"], outcomes["i-busy"]
+    assert wait.status == "Cancelled" and wait.error["code"] == "WaitTimeout"
+    assert wait.error["message"].endswith("it had not started and StopInvocation cancelled it")
+    assert busy.status == "Running" and busy.error["code"] == "WaitTimeout"
+    assert "StopInvocation does not interrupt a started run" in busy.error["message"]
+    assert busy.error["message"].endswith("the plug-in thaws by itself after freeze_timeout (30 s)")
+
+
 def test_check_mode_sends_nothing():
     api = FakeApi({"i-ok": "linux"}, unmounts={"i-ok": 0})
     outcome = _run(api, check_mode=True, instance_ids=["i-ok"], mounts=["/data"], disk_ids=["d-data0"]).run()["i-ok"]
