@@ -354,6 +354,11 @@ class AlibabaCloud:
             if not token:
                 return result
 
+    def stop_invocation(self, invoke_id, instance_ids):
+        """StopInvocation for up to 50 instances of one invocation (InstanceId.N, N 1-50)."""
+        self.call("StopInvocation", self.models.StopInvocationRequest(
+            region_id=self.region, invoke_id=invoke_id, instance_id=list(instance_ids)))
+
     def detach_disk(self, disk_id, instance_id):
         self.call("DetachDisk", self.models.DetachDiskRequest(instance_id=instance_id, disk_id=disk_id))
 

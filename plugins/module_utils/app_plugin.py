@@ -6,7 +6,8 @@
 
 Every value placed on the command line is validated against a narrow
 pattern and quoted, so that no value can add a plug-in parameter (a comma
-followed by ``-Key=``) or reach a shell.
+followed by ``-Key=``) or reach a shell; no value holds a comma, which
+separates the plug-in's parameters.
 """
 
 from __future__ import annotations
@@ -94,6 +95,24 @@ def check_disk_id(disk_id):
     return disk_id
 
 
+def check_exclusions(disk_ids, instance_id=None):
+    """The disks the plug-in leaves out: at most one.
+
+    acs-plugin-manager hands the plug-in each comma-separated piece of --params as its own argument, and the
+    quotes around a value are the shell's, gone before it splits: a second disk id after a comma would reach
+    the plug-in as a stray argument, not as part of -ExcludeDiskId, so a list of disks cannot be passed.
+    """
+    disk_ids = [check_disk_id(d) for d in disk_ids or []]
+    if len(disk_ids) > 1:
+        where = f" of instance {instance_id}" if instance_id else ""
+        raise PluginParameterError(
+            f"the plug-in would have to leave out {len(disk_ids)} disks{where} ({', '.join(disk_ids)}), but its "
+            "-ExcludeDiskId parameter carries one disk id (the plug-in's parameters are separated by commas): "
+            "select all of the instance's disks but at most one, or take consistency crash or offline, which "
+            "exclude any number of disks")
+    return disk_ids
+
+
 def command_line(platform, ram_role_name, name, description=None, exclude_disk_ids=None, freeze=True,
                  freeze_timeout=30, script_timeout=1800, pre_script_path=None, post_script_path=None,
                  enable_writers=True):
@@ -110,7 +129,7 @@ def command_line(platform, ram_role_name, name, description=None, exclude_disk_i
         if post_script_path:
             params.append(f'-PostScriptPath="{check_path("post_script_path", post_script_path)}"')
     if exclude_disk_ids:
-        params.append(f'-ExcludeDiskId="{",".join(check_disk_id(d) for d in exclude_disk_ids)}"')
+        params.append(f'-ExcludeDiskId="{check_exclusions(exclude_disk_ids)[0]}"')
     params.append(f'-Name="{check_name(name)}"')
     if description:
         params.append(f'-Description="{check_description(description)}"')

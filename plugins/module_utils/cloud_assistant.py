@@ -2,17 +2,20 @@
 # Copyright: Contributors to the appconsistent.snapshots collection
 # GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
 
-"""Running one Cloud Assistant command on many instances: 100 per RunCommand, one listing per invocation to follow them."""
+"""Running one Cloud Assistant command on many instances: 100 per RunCommand, one listing per invocation to follow them,
+StopInvocation for those the run gives up on."""
 
 from __future__ import annotations
 
 import time
 
+from ansible_collections.appconsistent.snapshots.plugins.module_utils.alicloud import AlibabaCloudError
 from ansible_collections.appconsistent.snapshots.plugins.module_utils.app_plugin import decode_output
 from ansible_collections.appconsistent.snapshots.plugins.module_utils.concurrency import chunks
 from ansible_collections.appconsistent.snapshots.plugins.module_utils.polling import poll_until
 
 RUN_COMMAND_BATCH = 100
+STOP_INVOCATION_BATCH = 50
 
 # Per-instance InvocationStatus values after which nothing more happens.
 TERMINAL = ("Success", "Failed", "Error", "Timeout", "Cancelled", "Terminated", "Invalid", "Aborted")
@@ -49,6 +52,7 @@ class InvocationRun:
         self.clock = clock
         self.invocations = []  # (invoke_id, [instance ids])
         self.results = {}  # instance id -> last InvocationResult seen
+        self.stopped = {}  # instance id -> what StopInvocation did there, as a sentence
 
     def send(self, instance_ids):
         sent = []
@@ -82,6 +86,45 @@ class InvocationRun:
         """Poll until every instance has finished or ``timeout`` seconds passed; True when all finished."""
         return poll_until(self.poll, timeout, self.sleep, self.clock, first_interval, max_interval)
 
+    def stop(self, instance_ids=None):
+        """StopInvocation for the instances (all sent when None) whose invocation has not ended, then one poll to
+        read what it did; returns {instance id: sentence} for each instance it was sent for.
+
+        Alibaba documents that stopping a one-time invocation cancels it on the instances where it has not started,
+        and that a run already started goes on to its end. A Cloud Assistant command the agent has not picked up
+        yet is cancelled; one already running (the plug-in past its freeze, an unmount under way) is not.
+        """
+        wanted = set(self.sent() if instance_ids is None else instance_ids)
+        asked = []
+        for invoke_id, chunk in self.invocations:
+            open_ids = [i for i in chunk if i in wanted and not self._finished([i])]
+            for batch in chunks(open_ids, STOP_INVOCATION_BATCH):
+                try:
+                    self.api.stop_invocation(invoke_id, batch)
+                except AlibabaCloudError as exc:
+                    self.stopped.update((i, f"it could not be stopped ({exc.code}): {exc.message}") for i in batch)
+                    continue
+                asked.extend(batch)
+        if not asked:
+            return {i: self.stopped[i] for i in wanted if i in self.stopped}
+        self.poll()
+        for instance_id in asked:
+            status = self.results.get(instance_id, {}).get("InvocationStatus") or "Pending"
+            if status == "Cancelled":
+                self.stopped[instance_id] = "it had not started and StopInvocation cancelled it"
+            elif status in TERMINAL:
+                self.stopped[instance_id] = f"it ended {status} as StopInvocation was sent"
+            elif status == "Pending":
+                self.stopped[instance_id] = ("StopInvocation was sent before it started; it still showed Pending "
+                                             "when last read")
+            else:
+                self.stopped[instance_id] = (f"it had started ({status}) and goes on to its end: StopInvocation "
+                                             "does not interrupt a started run")
+        return {i: self.stopped[i] for i in wanted if i in self.stopped}
+
+    def sent(self):
+        return [i for _invoke_id, chunk in self.invocations for i in chunk]
+
     def result(self, instance_id):
         raw = self.results.get(instance_id) or {}
         invoke_id = next((i for i, ids in self.invocations if instance_id in ids), None)
@@ -90,4 +133,4 @@ class InvocationRun:
         status = raw.get("InvocationStatus") or "Pending"
         return dict(invoke_id=invoke_id, status=status, exit_code=exit_code if status in ("Success", "Failed") else None,
                     output=decode_output(raw.get("Output")), error_code=code, error_info=raw.get("ErrorInfo"),
-                    advice=ERROR_ADVICE.get(code))
+                    advice=ERROR_ADVICE.get(code), stopped=self.stopped.get(instance_id))

@@ -116,6 +116,8 @@ class AlicloudGroupRun:
         app_plugin.check_description(p.get("description"))
         for disk_id in (p.get("disk_ids") or []) + (p.get("exclude_disk_ids") or []):
             app_plugin.check_disk_id(disk_id)
+        if self.requested in ("application", "filesystem"):
+            app_plugin.check_exclusions(p.get("exclude_disk_ids"))
         for label in ("pre_script_path", "post_script_path"):
             app_plugin.check_path(label, p[label])
         for label in ("freeze_timeout", "script_timeout"):
@@ -254,6 +256,13 @@ class AlicloudGroupRun:
                 outcome.fail(*problem)
                 continue
             outcome.disks = selected
+            if needs_role:
+                try:
+                    app_plugin.check_exclusions(self._left_out(instance_id, selected), instance_id)
+                except app_plugin.PluginParameterError as exc:
+                    outcome.status = "NotSent"
+                    outcome.fail("TooManyExcludedDisks", str(exc))
+                    continue
             system = [d["disk_id"] for d in selected if d["boot"]]
             if self.unmounts and system:
                 outcome.status = "NotSent"
@@ -304,6 +313,11 @@ class AlicloudGroupRun:
                                              "enabled, which snapshot-consistent groups refuse: exclude them")
         return [dict(disk_id=d["DiskId"], device=d.get("Device"), size=d.get("Size"), category=d.get("Category"),
                      boot=str(d.get("Type")).lower() == "system") for d in chosen], None
+
+    def _left_out(self, instance_id, selected):
+        """The attached disks of an instance that its set leaves out."""
+        chosen = {d["disk_id"] for d in selected}
+        return sorted(d["DiskId"] for d in self._attached.get(instance_id, []) if d["DiskId"] not in chosen)
 
     def _skip_existing(self, ready):
         run_id = self.params.get("run_id")
@@ -481,6 +495,9 @@ class AlicloudGroupRun:
                     break
                 self.sleep(min(interval, max(0.0, stop_at - self.clock())))
                 interval = min(interval * 1.5, 2.0)
+            # An unmount still on its way would run after the remount: it is stopped first.
+            if pending:
+                unmount.stop(pending)
             for instance_id in pending:
                 self._read_unmount(unmount, instance_id, reports)
         finally:
@@ -521,10 +538,10 @@ class AlicloudGroupRun:
         if code is not None:
             outcome.fail(f"Unmount{code}", f"{UNMOUNT_EXIT.get(code, 'the unmount did not complete')}: "
                                            f"{report.get('message') or result['status']}")
-        elif result["status"] not in TERMINAL:
+        elif result["status"] not in TERMINAL or result["stopped"]:
             outcome.fail("WaitTimeout", f"the unmount did not finish on {instance_id} within wait_timeout "
-                                        f"({self.params['wait_timeout']} s) or before its watchdog's deadline; a "
-                                        "remount was sent")
+                                        f"({self.params['wait_timeout']} s) or before its watchdog's deadline"
+                                        f"{': ' + result['stopped'] if result['stopped'] else ''}; a remount was sent")
         elif result["status"] in ("Success", "Failed"):
             outcome.fail("UnmountNoReport", f"the unmount on {instance_id} gave no report (exit code "
                                             f"{result['exit_code']}): the instance needs bash, findmnt, mountpoint and fuser")
@@ -598,11 +615,10 @@ class AlicloudGroupRun:
         commands = {}
         for instance_id in ready:
             outcome = self.outcomes[instance_id]
-            attached = [d["DiskId"] for d in self._attached.get(instance_id, [])]
-            excluded = sorted(d for d in attached if d not in {x["disk_id"] for x in outcome.disks})
             content = app_plugin.command_line(
                 outcome.platform, p["ram_role_name"], name, description=p.get("description"),
-                exclude_disk_ids=excluded, freeze=p.get("freeze", True) or self.requested == "filesystem",
+                exclude_disk_ids=self._left_out(instance_id, outcome.disks),
+                freeze=p.get("freeze", True) or self.requested == "filesystem",
                 freeze_timeout=p["freeze_timeout"], script_timeout=p["script_timeout"],
                 pre_script_path=p["pre_script_path"] if self.requested == "application" else None,
                 post_script_path=p["post_script_path"] if self.requested == "application" else None,
@@ -651,6 +667,8 @@ class AlicloudGroupRun:
         groups = {}
         for run in runs:
             run.wait(max(0.0, deadline - self.clock()))
+            # A plug-in run not started yet would freeze and snapshot after the task has given up on it.
+            run.stop()
             for _invoke_id, chunk in run.invocations:
                 for instance_id in chunk:
                     self._read_plugin_result(run, instance_id, groups)
@@ -663,6 +681,13 @@ class AlicloudGroupRun:
         outcome.exit_code = result["exit_code"]
         output = result["output"]
         group_id = app_plugin.group_id_from(output)
+        if outcome.status not in ("Success", "Failed") and result["stopped"]:
+            # A started plug-in run cannot be taken back; its own freeze timeout bounds the freeze.
+            started = "" if outcome.status in TERMINAL else (f"; if it froze, the plug-in thaws by itself after "
+                                                             f"freeze_timeout ({self.params['freeze_timeout']} s)")
+            outcome.fail("WaitTimeout", f"the plug-in did not finish on {instance_id} within wait_timeout "
+                                        f"({self.params['wait_timeout']} s): {result['stopped']}{started}")
+            return
         if outcome.status not in ("Success", "Failed"):
             advice = result["advice"] or result["error_info"] or f"the command ended {outcome.status}"
             outcome.fail(result["error_code"] or outcome.status, f"the plug-in did not run on {instance_id}: {advice}")

@@ -199,7 +199,7 @@ def _brief(report):
     if not report:
         return None
     keys = ("exit_code", "status", "message", "scripts", "t_start", "t_frozen", "t_thawed", "auto_thawed",
-            "auto_thaw_reason")
+            "auto_thaw_reason", "auto_left_out")
     brief = {k: report.get(k) for k in keys if k in report}
     if isinstance(brief.get("scripts"), dict):
         brief["scripts"] = {k: brief["scripts"].get(k) for k in ("status", "reason")}
@@ -748,7 +748,7 @@ class AwsGroupRun:
         quoted = " ".join(shlex.quote(a) for a in args)
         mounts = p.get("mounts") or ["auto"]
         if mounts == ["auto"]:
-            return (AUTO_MOUNTS + "\nset -u\nmounts=()\nwhile read -r m; do mounts+=(--mount \"$m\"); done < <(auto_mounts)\n"
+            return (AUTO_MOUNTS + "\nset -u\nmounts=()\nwhile read -r m; do mounts+=(--auto-mount \"$m\"); done < <(auto_mounts)\n"
                     "if [ ${#mounts[@]} -eq 0 ]; then echo 'no data filesystem on an EBS volume was found: "
                     "set mounts explicitly' >&2; exit 207; fi\n"
                     f"{helper} freeze {quoted} \"${{mounts[@]}}\"")

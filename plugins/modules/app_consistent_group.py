@@ -25,13 +25,19 @@ description:
     is V(offline) only when the call returned before the deadline and the remount found the filesystems
     still unmounted, V(crash) otherwise (a remount answering that the watchdog had already mounted them again leaves it V(crash), error
     C(RemountedByWatchdog)). An unmount or freeze command the controller gives up on (O(wait_timeout)) is cancelled
-    (SSM CancelCommand), so that a late delivery does not run it afterwards.
+    (SSM CancelCommand; Cloud Assistant StopInvocation on Alibaba Cloud), so that a late delivery does not run it
+    afterwards. StopInvocation cancels only a run that has not started; one already started goes on to its end,
+    and the result says which it was.
     The downtime reported is the time the filesystems were unmounted, and a host whose filesystems could
     not be mounted again fails even with a set. Windows instances are refused.
   - On B(Alibaba Cloud), V(application) and V(filesystem) run the Cloud Assistant C(app-snapshot-plugin)
     (C(app-snapshot-plugin-win) on Windows) with one RunCommand per 100 instances that share a command line;
     the plug-in's exit code is mapped to its meaning, the group id read from its output, and the consistency
     from the snapshots' C(AppConsistent)/C(FsConsistent) tags. V(crash) calls CreateSnapshotGroup directly.
+    A plug-in run not started when O(wait_timeout) ends is cancelled (StopInvocation); one already started
+    goes on, and thaws by itself after O(freeze_timeout). The plug-in's parameters are separated by commas, so it
+    can leave out at most one disk of an instance; an instance whose set would leave out more is refused before
+    any command (error C(TooManyExcludedDisks)).
   - On B(AWS Linux), the freeze helper (installed by the C(consistency_scripts) role) runs the prescript and freezes
     the data filesystems through SSM; the controller calls CreateSnapshots as soon as an instance is frozen, and
     the thaw follows at once. With initiator V(controller) the freezes go out in waves of 50 instances (one
@@ -78,6 +84,8 @@ options:
   exclude_disk_ids:
     description:
       - All disks of the instances but these.
+      - On Alibaba Cloud with O(consistency=application) or O(consistency=filesystem), at most one, as the plug-in takes
+        one disk id in its C(-ExcludeDiskId) parameter.
     type: list
     elements: str
   exclude_boot_disk:
@@ -138,6 +146,12 @@ options:
       - AWS Linux - the data mount points to freeze, or V(auto) for every data filesystem on an EBS volume of the
         instance. C(/) and C(/boot) are never frozen, nor a btrfs subvolume or bind mount of their filesystems (the
         freeze helper compares filesystems, not paths).
+      - V(auto) leaves out a filesystem that holds the SSM or Cloud Assistant agent's state, the freeze helper's state
+        directory, C(/tmp), C(/var/tmp) or C(/var/log), and any filesystem mounted under C(/var/log) (a CIS layout's
+        C(/var), C(/var/log), C(/var/log/audit) and C(/tmp)), as frozen they would stop the agent that delivers the thaw,
+        or logging, for the whole O(freeze_timeout). The result's C(helper.freeze.auto_left_out) names each one left
+        out and why; their volumes are not quiesced. A list given explicitly may name them. Needs the freeze helper
+        1.2.0 or later (the C(consistency_scripts) role installs it).
       - Linux, both providers, with O(consistency=offline) - a list of absolute paths unmounts those data filesystems
         instead of stopping the instance; O(disk_ids) must then name the disks (Alibaba C(d-...)) or volumes (AWS
         C(vol-...)) behind them, and the system disk must not be among them on Alibaba Cloud.

@@ -15,6 +15,8 @@ from pathlib import Path
 
 import pytest
 
+from e2e.chroot_namespace import ChrootNamespace, chroot_for
+
 TIMESTAMPS = ("t_start", "t_prescript_done", "t_frozen", "t_thaw_start", "t_thawed", "t_postscript_done")
 REQUIRED_FIELDS = ("action", "run_id", "exit_code", "status", "message", "mounts", "scripts", "auto_thawed",
                    "watchdog_deadline") + TIMESTAMPS
@@ -191,6 +193,41 @@ def test_watchdog_thaws_at_deadline_and_runs_postscript(fs_factory, freeze_helpe
     assert late.rc == 203 and late.doc["status"] == "auto_thawed" and late.doc["auto_thawed"] is True
     assert late.doc["scripts"]["postscript"]["exit_code"] == 0
     assert pid_gone(frozen.doc["watchdog_pid"])
+
+
+def may_lower_oom_score_adj():
+    """True when this process has CAP_SYS_RESOURCE, which lowering an oom_score_adj needs."""
+    status = Path("/proc/self/status").read_text()
+    effective = int(next(line.split()[1] for line in status.splitlines() if line.startswith("CapEff:")), 16)
+    return bool(effective & (1 << 24))  # CAP_SYS_RESOURCE
+
+
+def test_watchdog_is_protected_from_the_oom_killer_and_its_scripts_are_not(fs_factory, freeze_helper, script_dir,
+                                                                           write_script):
+    """While a filesystem is frozen the watchdog has oom_score_adj -1000; the scripts keep the caller's value."""
+    mount = fs_factory.create()
+    log = script_dir / "oom"
+    record = f'echo "$1 $(cat /proc/self/oom_score_adj)" >> "{log}"\n'
+    pre = write_script(script_dir / "pre.sh", record)
+    post = write_script(script_dir / "post.sh", record)
+    caller = Path("/proc/self/oom_score_adj").read_text().strip()
+
+    frozen = freeze_helper("freeze", mounts=[mount], run_id="oom-1", timeout=3, prescript=pre, postscript=post)
+
+    assert frozen.rc == 0, frozen.stderr
+    watchdog = frozen.doc["watchdog_pid"]
+    got = Path(f"/proc/{watchdog}/oom_score_adj").read_text().strip()
+    assert frozen.doc["watchdog_oom_score_adj"] == int(got)
+    if may_lower_oom_score_adj():
+        assert got == "-1000"
+    else:  # root without CAP_SYS_RESOURCE (a container): the watchdog says what it could not do
+        assert got == caller
+        assert "could not be set to -1000" in (freeze_helper.state_dir / "runs" / "oom-1" / "watchdog.log").read_text()
+    # Nobody thaws: the watchdog runs the postscript, which must not inherit its protection.
+    status = freeze_helper.wait_state("oom-1", ("auto_thawed",))
+    assert status["auto_thaw_reason"] == "deadline"
+    assert log.read_text().splitlines() == [f"pre-script {caller}", f"post-script {caller}"]
+    assert pid_gone(watchdog)
 
 
 def test_watchdog_deadline_does_not_follow_the_wall_clock_back(fs_factory, freeze_helper):
@@ -434,48 +471,25 @@ def test_a_second_run_on_a_sibling_subvolume_is_already_frozen(fs_factory, freez
     assert fs_factory.writable(second.mountpoint)
 
 
-class BtrfsRoot:
+class BtrfsRoot(ChrootNamespace):
     """A btrfs laid out as SLES lays out its root filesystem (subvolumes @ for /, @srv, @var), made the root of a
     chroot inside a private mount namespace, so that the helper can be shown a btrfs / without the machine's own / ever
-    being in reach: the namespace sees the machine's filesystems only through read-only binds of /usr and /etc, which
-    no test names. Commands run in it through nsenter and chroot; teardown thaws the btrfs, stops every process left in
-    the namespace, ends the namespace and detaches the loop device, also when the test failed."""
+    being in reach."""
 
     SUBVOLUMES = ("@", "@srv", "@var")
 
     def __init__(self, base: Path):
-        self.base = base
+        super().__init__(base)
         self.image = base / "root.img"
-        self.root = base / "root"
         self.device = None
-        self.holder = None
-        self._writers: list[subprocess.Popen] = []
-
-    def run(self, argv, timeout=60, check=True):
-        """Runs argv in the namespace (not in the chroot)."""
-        return subprocess.run(["nsenter", f"--target={self.holder.pid}", "--mount", "--"] + list(argv),
-                              capture_output=True, text=True, timeout=timeout, check=check)
-
-    def start(self, argv):
-        """Starts argv in the chroot, in a session of its own."""
-        return subprocess.Popen(["nsenter", f"--target={self.holder.pid}", "--mount", "--", "chroot", str(self.root)]
-                                + list(argv), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                text=True, start_new_session=True)
+        self.frozen_candidates = ["/srv", "/var", ""]
 
     def setup(self, helper: Path):
         with open(self.image, "wb") as handle:
             handle.truncate(128 * 1024 * 1024)
         subprocess.run(["mkfs.btrfs", "-q", "-f", str(self.image)], check=True, capture_output=True, timeout=60)
-        self.device = subprocess.run(["losetup", "--find", "--show", str(self.image)], check=True, capture_output=True,
-                                     text=True, timeout=60).stdout.strip()
-        self.root.mkdir()
-        # A mount namespace of its own whose mounts never propagate to the machine's.
-        self.holder = subprocess.Popen(["unshare", "--mount", "--propagation", "private", "sleep", "600"],
-                                       stdin=subprocess.DEVNULL)
-        deadline = time.monotonic() + 10
-        while os.readlink(f"/proc/{self.holder.pid}/ns/mnt") == os.readlink("/proc/self/ns/mnt"):
-            assert time.monotonic() < deadline, "unshare did not make a mount namespace"
-            time.sleep(0.05)
+        self.device = self.attach(self.image)
+        self.enter()
         top = self.base / "top"
         top.mkdir()
         self.run(["mount", "-t", "btrfs", self.device, str(top)])
@@ -485,86 +499,14 @@ class BtrfsRoot:
         root = str(self.root)
         self.run(["mount", "-t", "btrfs", "-o", "subvol=@,noatime", self.device, root])
         # The btrfs is mounted only in the namespace: what goes on it is made from there.
-        self.run(["mkdir"] + [f"{root}/{d}" for d in ("usr", "etc", "proc", "dev", "run", "srv", "var", "helper")])
-        for link in ("bin", "sbin", "lib", "lib64"):
-            if os.path.islink(f"/{link}"):
-                self.run(["ln", "-s", os.readlink(f"/{link}"), f"{root}/{link}"])
-            elif os.path.isdir(f"/{link}"):
-                self.run(["mkdir", f"{root}/{link}"])
-                self._bind_read_only(f"/{link}", f"{root}/{link}")
-        self._bind_read_only("/usr", f"{root}/usr")
-        self._bind_read_only("/etc", f"{root}/etc")
-        self.run(["mount", "--bind", "/dev", f"{root}/dev"])
-        self.run(["mount", "-t", "proc", "proc", f"{root}/proc"])
-        self.run(["mount", "-t", "tmpfs", "-o", "size=8m,mode=0755", "tmpfs", f"{root}/run"])
+        self.furnish(helper, dirs=("srv", "var"))
         self.run(["mount", "-t", "btrfs", "-o", "subvol=@srv", self.device, f"{root}/srv"])
         self.run(["mount", "-t", "btrfs", "-o", "subvol=@var", self.device, f"{root}/var"])
-        self.run(["cp", str(helper), f"{root}/helper/appconsistent-freeze"])
-
-    def _bind_read_only(self, source, target):
-        self.run(["mount", "--bind", source, target])
-        self.run(["mount", "-o", "remount,bind,ro", target])
-
-    def writable(self, path, within=5.0):
-        """True if a write to path (in the chroot) completes within the given time."""
-        proc = self.start(["sh", "-c", 'printf x >> "$1"', "sh", f"{path}/probe"])
-        try:
-            proc.communicate(timeout=within)
-            return proc.returncode == 0
-        except subprocess.TimeoutExpired:
-            return False
-        finally:
-            self._writers.append(proc)
-
-    def namespace_pids(self):
-        mine = os.readlink(f"/proc/{self.holder.pid}/ns/mnt")
-        pids = []
-        for entry in os.listdir("/proc"):
-            if entry.isdigit() and int(entry) != self.holder.pid:
-                try:
-                    if os.readlink(f"/proc/{entry}/ns/mnt") == mine:
-                        pids.append(int(entry))
-                except OSError:
-                    pass
-        return pids
-
-    def cleanup(self):
-        if self.holder is not None:
-            for path in ("srv", "var", ""):
-                self.run(["fsfreeze", "-u", f"{self.root}/{path}".rstrip("/")], check=False)
-            for sig in (signal.SIGTERM, signal.SIGKILL):
-                for pid in self.namespace_pids():
-                    try:
-                        os.kill(pid, sig)
-                    except ProcessLookupError:
-                        pass
-                deadline = time.monotonic() + 10
-                while self.namespace_pids() and time.monotonic() < deadline:
-                    time.sleep(0.1)
-            for proc in self._writers:
-                proc.communicate(timeout=10)
-            self.run(["umount", "-R", str(self.root)], check=False)
-            self.holder.kill()
-            self.holder.wait(timeout=10)
-        if self.device:
-            subprocess.run(["losetup", "-d", self.device], check=False, capture_output=True, timeout=60)
-        attached = subprocess.run(["losetup", "-a"], capture_output=True, text=True, timeout=60, check=False).stdout
-        assert str(self.image) not in attached, f"{self.device} still attached"
 
 
 @pytest.fixture
 def btrfs_root(tmp_path, helper_path):
-    for tool in ("mkfs.btrfs", "btrfs", "unshare", "nsenter", "chroot", "losetup"):
-        if shutil.which(tool) is None:
-            pytest.skip(f"{tool} is not installed")
-    if os.geteuid() != 0:
-        pytest.skip("needs root")
-    root = BtrfsRoot(tmp_path)
-    try:
-        root.setup(helper_path)
-        yield root
-    finally:
-        root.cleanup()
+    yield from chroot_for(BtrfsRoot, tmp_path, helper_path, ("mkfs.btrfs", "btrfs"))
 
 
 @pytest.mark.parametrize("mounts, state_dir", [(["/srv"], "/run/appconsistent"),

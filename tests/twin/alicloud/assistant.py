@@ -20,6 +20,7 @@ from .model import EcsInstance, Invocation, InvokeInstance, iso, new_id
 from .plugin import PluginRun, parse_plugin_command
 
 OUTPUT_LIMIT = 24 * 1024
+STOP_INVOCATION_INSTANCES = 50  # InstanceId.N of StopInvocation, N 1-50
 COMMAND_TYPES = {"RunShellScript": "linux", "RunBatScript": "windows", "RunPowerShellScript": "windows"}
 FINAL = ("Success", "Failed", "Invalid", "Aborted", "Error", "Timeout", "Cancelled", "Terminated")
 FAILED = ("Failed", "Invalid", "Aborted", "Error", "Timeout")
@@ -261,21 +262,18 @@ class Assistant:
         self.ecs.region_check(p)
         invoke_id = p.require("InvokeId")
         only = p.indexed("InstanceId")
+        if len(only) > STOP_INVOCATION_INSTANCES:
+            raise AliError("InstanceIds.ExceedLimit", "The number of instance IDs exceeds the upper limit.", 403)
         with self.lock:
             invocation = self._invocation(invoke_id)
             for instance_id, record in invocation.instances.items():
                 if only and instance_id not in only:
                     continue
+                # Alibaba documents that stopping a one-time invocation cancels it where it has not started and
+                # that a run already started goes on to its end: a Running record is left as it is.
                 if record.status == "Pending":
                     self._finish(record, "Cancelled", None, "", "")
                     record.stop = time.time()
-                elif record.status == "Running":
-                    record.status = "Stopping"
-                    record.stop = time.time()
-                    run = self.running.get(f"{invoke_id}/{instance_id}")
-                    if run is not None:
-                        run.stop_requested = True
-                    self._kill(record)
         return {}
 
     def _invocation(self, invoke_id: str) -> Invocation:

@@ -169,21 +169,43 @@ def test_timeout_kills_a_local_command(ali, tmp_path):
     assert not os.path.exists(f"/proc/{pid_file.read_text().strip()}")
 
 
-def test_stop_invocation_terminates_a_running_local_command(ali, tmp_path):
+def test_stop_invocation_leaves_a_started_run_to_its_end(ali, tmp_path):
+    """Alibaba documents that stopping a one-time invocation does not interrupt a run that has started."""
     client = ali.client()
     pid_file = tmp_path / "pid"
-    invoke_id = run_command(client, ali.region, [ali.instances["local-1"]], f"echo $$ > {pid_file}; sleep 120")
+    go_on = tmp_path / "go-on"
+    invoke_id = run_command(client, ali.region, [ali.instances["local-1"]],
+                            f"echo $$ > {pid_file}; while [ ! -e {go_on} ]; do sleep 0.05; done; echo finished")
     deadline = time.monotonic() + 20
     while not (pid_file.exists() and pid_file.read_text().strip()):
         assert time.monotonic() < deadline
         time.sleep(0.02)
     client.stop_invocation(m.StopInvocationRequest(region_id=ali.region, invoke_id=invoke_id))
+    assert os.path.exists(f"/proc/{pid_file.read_text().strip()}")
+    go_on.touch()
     (result,) = wait_results(client, ali.region, invoke_id)
-    assert (result.invocation_status, result.invoke_record_status) == ("Terminated", "Stopped")
-    assert not os.path.exists(f"/proc/{pid_file.read_text().strip()}")
+    assert (result.invocation_status, result.exit_code) == ("Success", 0)
+    assert decoded_output(result).strip() == "finished"
     with pytest.raises(ClientException) as info:
         client.stop_invocation(m.StopInvocationRequest(region_id=ali.region, invoke_id="t-nothere"))
     assert info.value.code == "InvalidInvokeId.NotFound"
+
+
+def test_stop_invocation_cancels_a_run_not_started(start_twin, tmp_path):
+    ali = start_twin({"instances": [inst("local-1", execution="local")]}, latency={"profile": "zero", "delivery": 3})
+    client = ali.client()
+    marker = tmp_path / "ran"
+    invoke_id = run_command(client, ali.region, [ali.instances["local-1"]], f"touch {marker}")
+    client.stop_invocation(m.StopInvocationRequest(region_id=ali.region, invoke_id=invoke_id,
+                                                   instance_id=[ali.instances["local-1"]]))
+    (result,) = wait_results(client, ali.region, invoke_id)
+    assert (result.invocation_status, result.invoke_record_status) == ("Cancelled", "Stopped")
+    time.sleep(4)  # past the delivery latency: a cancelled run never starts
+    assert not marker.exists()
+    too_many = [f"i-{n:020d}" for n in range(51)]
+    with pytest.raises(ClientException) as info:
+        client.stop_invocation(m.StopInvocationRequest(region_id=ali.region, invoke_id=invoke_id, instance_id=too_many))
+    assert info.value.code == "InstanceIds.ExceedLimit"
 
 
 def test_results_become_visible_after_delivery_and_report(start_twin):

@@ -541,10 +541,13 @@ def test_local_exit_9_prescript_fails_and_nothing_is_frozen(start_twin, local_fs
     assert not twin.state()["snapshot_groups"]
 
 
-def test_stop_invocation_ends_a_running_prescript(start_twin, local_fs, tmp_path):
+def test_stop_invocation_does_not_stop_a_plug_in_run_that_has_started(start_twin, local_fs, tmp_path):
+    # Alibaba documents that a one-time run already started goes on to its end: a caller cannot take back a
+    # plug-in run once its prescript runs, and the group is still made.
     image, mount = local_fs
     pid_file = tmp_path / "prescript.pid"
-    pre, post = _scripts(tmp_path, f"echo $$ > {pid_file}; sleep 120", "true")
+    go_on = tmp_path / "go-on"
+    pre, post = _scripts(tmp_path, f"echo $$ > {pid_file}; while [ ! -e {go_on} ]; do sleep 0.05; done", "true")
     twin = start_twin([local_instance(image, mount)])
     client = twin.client()
     iid = twin.instances["db-1"]
@@ -554,11 +557,12 @@ def test_stop_invocation_ends_a_running_prescript(start_twin, local_fs, tmp_path
         assert time.monotonic() < deadline
         time.sleep(0.02)
     client.stop_invocation(ecs_models.StopInvocationRequest(region_id=twin.region, invoke_id=invoke_id))
+    assert os.path.exists(f"/proc/{pid_file.read_text().strip()}")
+    go_on.touch()
     (result,) = wait_results(client, twin.region, invoke_id)
-    assert result.invocation_status == "Terminated"
-    assert not os.path.exists(f"/proc/{pid_file.read_text().strip()}")
-    assert "frozen" not in steps_of(twin, invoke_id, iid)
-    assert not twin.state()["snapshot_groups"]
+    assert (result.invocation_status, result.exit_code) == ("Success", 0)
+    assert "frozen" in steps_of(twin, invoke_id, iid)
+    assert len(twin.state()["snapshot_groups"]) == 1
 
 
 def test_local_exit_10_postscript_fails_after_the_thaw(start_twin, local_fs, tmp_path):

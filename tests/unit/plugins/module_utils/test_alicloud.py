@@ -130,6 +130,14 @@ def test_run_command_request_model():
                                 "ContentEncoding": "PlainText", "InstanceId": ["i-1", "i-2"], "Timeout": 600}
 
 
+def test_stop_invocation_request_model():
+    api, client = _api({"stop_invocation_with_options": {}})
+    api.stop_invocation("t-1", ["i-1", "i-2"])
+    name, request = client.requests[0]
+    assert name == "stop_invocation_with_options" and isinstance(request, ecs_models.StopInvocationRequest)
+    assert request.to_map() == {"RegionId": "cn-hangzhou", "InvokeId": "t-1", "InstanceId": ["i-1", "i-2"]}
+
+
 def test_describe_snapshot_groups_follows_next_token():
     pages = [{"SnapshotGroups": {"SnapshotGroup": [{"SnapshotGroupId": "ssg-1"}]}, "NextToken": "n1"},
              {"SnapshotGroups": {"SnapshotGroup": [{"SnapshotGroupId": "ssg-2"}]}}]

@@ -15,11 +15,22 @@ from ansible_collections.appconsistent.snapshots.plugins.modules.app_consistent_
 
 def test_linux_command_line_matches_the_documented_form():
     line = app_plugin.command_line("linux", "AppSnapshotRole", "LinuxApp1", pre_script_path="/usr/local/lib/a/pre.sh",
-                                   post_script_path="/usr/local/lib/a/post.sh", exclude_disk_ids=["d-1", "d-2"])
+                                   post_script_path="/usr/local/lib/a/post.sh", exclude_disk_ids=["d-1"])
     assert line == ('acs-plugin-manager --exec --plugin app-snapshot-plugin --params=-RamRoleName="AppSnapshotRole",'
                     '-EnableFsFreeze=true,-TimeoutInSeconds=30,-ScriptTimeoutInSeconds=1800,'
                     '-PreScriptPath="/usr/local/lib/a/pre.sh",-PostScriptPath="/usr/local/lib/a/post.sh",'
-                    '-ExcludeDiskId="d-1,d-2",-Name="LinuxApp1"')
+                    '-ExcludeDiskId="d-1",-Name="LinuxApp1"')
+
+
+@pytest.mark.parametrize("platform", ["linux", "windows"])
+def test_two_excluded_disks_are_refused_as_the_plug_in_syntax_cannot_carry_a_comma(platform):
+    # --params is split at every comma into the plug-in's arguments (the quotes are the shell's): "d-1,d-2"
+    # would reach the plug-in as -ExcludeDiskId=d-1 and a stray argument d-2.
+    with pytest.raises(app_plugin.PluginParameterError, match="-ExcludeDiskId parameter carries one disk id"):
+        app_plugin.command_line(platform, "Role", "name", exclude_disk_ids=["d-1", "d-2"])
+    with pytest.raises(app_plugin.PluginParameterError, match="leave out 3 disks of instance i-1 .d-1, d-2, d-3."):
+        app_plugin.check_exclusions(["d-1", "d-2", "d-3"], "i-1")
+    assert app_plugin.check_exclusions(["d-1"]) == ["d-1"] and app_plugin.check_exclusions(None) == []
 
 
 def test_windows_command_line():
@@ -104,6 +115,12 @@ def test_dangerous_mounts_are_refused(mounts):
 def test_auto_mounts_discovery_never_lists_root():
     command = _aws_run()._helper_command("freeze", "r1")
     assert "auto_mounts" in command and "/|/boot|/boot/*) continue" in command
+
+
+def test_auto_mounts_reach_the_helper_as_auto_mount_so_that_it_may_leave_some_out():
+    # The helper leaves out what holds the agents' state, logs or temporary files; an explicit --mount it freezes.
+    command = _aws_run()._helper_command("freeze", "r1")
+    assert 'mounts+=(--auto-mount "$m")' in command and "--mount " not in command
 
 
 def test_helper_report_is_the_last_json_line():

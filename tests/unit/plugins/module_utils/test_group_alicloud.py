@@ -109,6 +109,7 @@ class FakeApi:
         self.commands = []  # (content, instance ids)
         self.groups = {}  # group id -> (instance id, disk ids)
         self.tagged = []
+        self.stopped = []  # (invoke id, instance ids) of StopInvocation
 
     def describe_instances(self, ids):
         return [dict(InstanceId=i, Status="Running", OSType=self.instances[i]) for i in ids if i in self.instances]
@@ -134,6 +135,10 @@ class FakeApi:
         command, ids, name = self.commands[int(invoke_id[2:]) - 1]
         results = []
         for instance_id in ids:
+            if name == "appconsistent-unmount" and self.unmounts[instance_id] is None:  # not started yet
+                stopped = any(instance_id in ids for i, ids in self.stopped if i == invoke_id)
+                results.append(dict(InstanceId=instance_id, InvocationStatus="Cancelled" if stopped else "Pending"))
+                continue
             if name == "appconsistent-unmount":
                 code, t = self.unmounts[instance_id], 100.0
                 message = "in use, not unmounted: /data: sleep (pid 42);" if code == 3 else "unmounted: /data"
@@ -145,6 +150,9 @@ class FakeApi:
             results.append(dict(InstanceId=instance_id, InvocationStatus="Success" if code == 0 else "Failed",
                                 ExitCode=code, Output=_encoded(dict(action=name, exit_code=code, message=message, t=t))))
         return results
+
+    def stop_invocation(self, invoke_id, instance_ids):
+        self.stopped.append((invoke_id, list(instance_ids)))
 
     def create_snapshot_group(self, instance_id, disk_ids=None, name=None, description=None, tags=None):
         group_id = f"ssg-{len(self.groups) + 1}"
@@ -186,6 +194,50 @@ def test_unmounted_instances_are_grouped_and_mounted_again():
     tags = {k: v for _t, _ids, t in api.tagged for k, v in t.items()}
     assert tags["appconsistent:consistency"] == "offline"
     assert tags["appconsistent:members"] == "1"
+
+
+def test_an_unmount_not_started_when_the_wait_ends_is_cancelled_before_the_remount():
+    # Left alone, the unmount would run after the remount and keep /data unmounted until its watchdog fires.
+    api = FakeApi({"i-ok": "linux", "i-late": "linux"}, unmounts={"i-ok": 0, "i-late": None}, remounts={"i-late": 205})
+    outcomes = _run(api, instance_ids=["i-ok", "i-late"], mounts=["/data"], disk_ids=["d-data0", "d-data1"],
+                    wait_timeout=1).run()
+    assert api.stopped == [("t-1", ["i-late"])]
+    assert [c[2] for c in api.commands] == ["appconsistent-unmount", "appconsistent-remount"]
+    late = outcomes["i-late"]
+    assert late.status == "Cancelled" and late.error["code"] == "WaitTimeout"
+    assert late.error["message"].endswith("it had not started and StopInvocation cancelled it; a remount was sent")
+    assert [g[0] for g in api.groups.values()] == ["i-ok"] and outcomes["i-ok"].consistency == "offline"
+
+
+class PluginApi(FakeApi):
+    """A plug-in run per instance that stays as ``plugin`` says (Pending or Running); StopInvocation cancels Pending."""
+
+    def __init__(self, plugin):
+        super().__init__({i: "linux" for i in plugin}, unmounts={})
+        self.plugin = dict(plugin)
+
+    def describe_instance_ram_roles(self, ids):
+        return {i: "AppSnapshotRole" for i in ids}
+
+    def describe_invocation_results(self, invoke_id):
+        return [dict(InstanceId=i, InvocationStatus=s) for i, s in self.plugin.items()]
+
+    def stop_invocation(self, invoke_id, instance_ids):
+        super().stop_invocation(invoke_id, instance_ids)
+        self.plugin.update((i, "Cancelled") for i in instance_ids if self.plugin[i] == "Pending")
+
+
+def test_a_plug_in_run_given_up_on_is_stopped_and_the_result_says_what_goes_on():
+    api = PluginApi({"i-wait": "Pending", "i-busy": "Running"})
+    outcomes = _run(api, consistency="application", instance_ids=["i-wait", "i-busy"], ram_role_name="AppSnapshotRole",
+                    wait_timeout=1, exclude_boot_disk=True).run()
+    assert sorted(i for _invoke_id, ids in api.stopped for i in ids) == ["i-busy", "i-wait"]
+    wait, busy = outcomes["i-wait"], outcomes["i-busy"]
+    assert wait.status == "Cancelled" and wait.error["code"] == "WaitTimeout"
+    assert wait.error["message"].endswith("it had not started and StopInvocation cancelled it")
+    assert busy.status == "Running" and busy.error["code"] == "WaitTimeout"
+    assert "StopInvocation does not interrupt a started run" in busy.error["message"]
+    assert busy.error["message"].endswith("the plug-in thaws by itself after freeze_timeout (30 s)")
 
 
 def test_check_mode_sends_nothing():
