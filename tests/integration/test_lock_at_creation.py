@@ -4,11 +4,13 @@ Sets made locked (AWS governance and compliance, Alibaba Cloud compliance), bad 
 freeze, a lock the provider refuses reported with the set not locked, and check mode making no call.
 """
 
+import copy
+
 import pytest
 
 from test_snapshot_set_copy import DESTINATION
+from test_snapshot_set_copy import FLEET
 from test_snapshot_set_copy import take_aws_set
-from test_snapshot_set_copy import twins as copy_twins  # noqa: F401  (the fixture, under its own name here)
 
 ACG = "appconsistent.snapshots.app_consistent_group"
 VSS = "appconsistent.snapshots.vss_snapshot"
@@ -122,7 +124,7 @@ def test_bad_lock_options_are_refused_before_any_freeze(twin_factory, run_tasks,
 
 def test_bad_lock_options_are_refused_before_vss_and_copy(twin_factory, run_tasks):
     twins = make_twins(twin_factory, "aws", platform="windows")
-    set_id, _ = take_aws_set(twins, instance_id(twins, "aws"), wait=False)
+    set_id = take_aws_set(twins, instance_id(twins, "aws"), wait=False)[0]
     twins.stats.reset()
     bad = {"mode": "compliance", "duration_days": 7}
     run = run_tasks([{VSS: {"instance_ids": [instance_id(twins, "aws")], "lock": bad}, "register": "vss"},
@@ -179,10 +181,16 @@ def test_vss_sets_are_made_locked(twin_factory, run_tasks):
     assert entry["lock"]["locked_members"] == len(entry["snapshots"]) == 2
 
 
-def test_a_copy_is_locked_in_its_destination_region(copy_twins, run_tasks):  # noqa: F811
+@pytest.fixture
+def copy_twins(twin_factory):
+    """The copy tests' fleet, snapshots completing a moment after they are made."""
+    return twin_factory(copy.deepcopy(FLEET), latency={"profile": "zero", "transitions": {"snapshot_complete": 0.3}})
+
+
+def test_a_copy_is_locked_in_its_destination_region(copy_twins, run_tasks):
     twins = copy_twins
     source = twins.endpoints["aws"]["instances"]["db-2"]
-    set_id, _ = take_aws_set(twins, source, wait=False)
+    set_id = take_aws_set(twins, source, wait=False)[0]
     task = {COPY: {"provider": "aws", "set_id": set_id, "destination_region": DESTINATION, "lock": COMPLIANCE}}
     check = run_tasks([dict(task, register="check")], twins.endpoints, check=True)["check"]
     assert check["lock"]["locked"] is None and not calls(twins, "aws", "LockSnapshot", "CopySnapshot")
