@@ -13,7 +13,8 @@ options:
         set) against deletion, with the providers' snapshot lock, as M(appconsistent.snapshots.snapshot_set_lock)
         does. Unset, nothing is locked.
       - The options are checked before anything is frozen, stopped or created; a bad one fails the task with nothing
-        done.
+        done. M(appconsistent.snapshots.app_consistent_group) and M(appconsistent.snapshots.vss_snapshot) need
+        O(wait=true) with it, as they return before the sets exist otherwise.
       - AWS locks a snapshot that is pending or completed, so its members are locked as soon as the set is made (a
         lock for a number of days starts when the snapshot completes). Alibaba Cloud members are locked once they are
         accomplished; the task waits for that at most O(lock.wait_timeout) seconds.

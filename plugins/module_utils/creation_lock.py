@@ -43,11 +43,18 @@ def lock_argument_spec():
     )))
 
 
-def check_lock(params, provider, now=None):
-    """Refuse bad lock options in one sentence, before any freeze or change; the lock's until-instant or None."""
+def check_lock(params, provider, now=None, needs_wait=True):
+    """Refuse bad lock options in one sentence, before any freeze or change; the lock's until-instant or None.
+
+    ``needs_wait``: the module returns without its sets under ``wait: false`` (app_consistent_group, vss_snapshot),
+    so that it could not lock them.
+    """
     options = params.get("lock")
     if not options:
         return None
+    if needs_wait and params.get("wait") is False:
+        raise ValueError("lock needs wait: true: with wait: false the task returns before its sets exist and could "
+                         "not lock them; lock them afterwards with appconsistent.snapshots.snapshot_set_lock.")
     if options.get("wait_timeout") is not None and options["wait_timeout"] < 0:
         raise ValueError(f"{PREFIX}wait_timeout must be 0 or more seconds, got {options['wait_timeout']}.")
     return set_lock.check_lock_options(provider, options, now, asked="lock", prefix=PREFIX)

@@ -294,7 +294,7 @@ def _finish(module, result):
 def main():
     module = AppConsistentModule(argument_spec=argument_spec(), supports_check_mode=True)
     try:
-        until = creation_lock.check_lock(module.params, module.params["provider"])
+        until = creation_lock.check_lock(module.params, module.params["provider"], needs_wait=False)
     except ValueError as exc:
         module.fail_json(msg=str(exc))
     try:

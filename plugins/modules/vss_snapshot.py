@@ -228,10 +228,8 @@ results:
       returned: when the command did not succeed
     lock:
       description:
-        - The set's lock after the task (see O(lock)) - C(locked) (true only when every member is), C(mode),
-          C(until), C(state), C(locked_members), and C(members) (each member's C(snapshot_id) and C(lock)).
-        - C(error) names what stopped a member from being locked and the task that locks the set.
-        - In check mode, C(locked) is null and C(planned) holds the lock options.
+        - The set's lock (see O(lock)), in the form RV(appconsistent.snapshots.app_consistent_group#module:results[].lock)
+          has; C(locked) is true only when every member is, and C(error) says why a set was left unlocked.
       type: dict
       returned: with O(lock), for each instance with a set that is kept
     plan:

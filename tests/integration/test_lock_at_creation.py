@@ -135,6 +135,15 @@ def test_bad_lock_options_are_refused_before_vss_and_copy(twin_factory, run_task
     assert calls(twins, "aws", *CHANGES) == {}
 
 
+@pytest.mark.parametrize("provider", ["aws", "alicloud"])
+def test_a_lock_without_waiting_for_the_sets_is_refused_before_any_freeze(twin_factory, run_tasks, provider):
+    twins = make_twins(twin_factory, provider)
+    twins.stats.reset()
+    run = run_tasks([{ACG: group_task(twins, provider, COMPLIANCE, wait=False), "register": "group"}], twins.endpoints)
+    assert run["group"]["failed"] is True and "lock needs wait: true" in run["group"]["msg"], run["group"]["msg"]
+    assert calls(twins, provider, *CHANGES) == {}
+
+
 @pytest.mark.parametrize("provider, code", [("aws", "UnauthorizedOperation"), ("alicloud", "Forbidden.RAM")])
 def test_a_lock_the_provider_refuses_fails_the_instance_and_the_set_is_not_reported_locked(
         twin_factory, run_tasks, provider, code):
