@@ -8,8 +8,11 @@ import copy
 
 import pytest
 
+from test_snapshot_set_copy import ALI_DESTINATION
+from test_snapshot_set_copy import ALI_INSTANCE
 from test_snapshot_set_copy import DESTINATION
 from test_snapshot_set_copy import FLEET
+from test_snapshot_set_copy import take_ali_set
 from test_snapshot_set_copy import take_aws_set
 
 ACG = "appconsistent.snapshots.app_consistent_group"
@@ -213,3 +216,21 @@ def test_a_copy_is_locked_in_its_destination_region(copy_twins, run_tasks):
     assert run["again"]["changed"] is False and run["again"]["lock"]["locked"] is True
     assert calls(twins, "aws", "LockSnapshot") == {"LockSnapshot": len(copied["members"])}
     assert run["info"]["sets"][0]["lock"]["locked"] is True
+
+
+def test_an_alicloud_copy_returned_before_completion_is_locked_once_accomplished(copy_twins, run_tasks):
+    twins = copy_twins
+    group_id = take_ali_set(twins, ALI_INSTANCE)[0]
+    task = {COPY: {"provider": "alicloud", "set_id": group_id, "destination_region": ALI_DESTINATION, "wait": False,
+                   "lock": {"mode": "compliance", "duration_days": 30, "acknowledge_no_cool_off": True}}}
+    run = run_tasks([dict(task, register="copy"),
+                     {INFO: {"provider": "alicloud", "alicloud_region": ALI_DESTINATION, "set_ids": ["{{ copy.set_id }}"]},
+                      "register": "info"}], twins.endpoints)
+    copied = run["copy"]
+    assert not copied.get("failed"), copied.get("msg")
+    assert copied["lock"]["locked"] is True and copied["lock"]["state"] == "compliance"
+    assert copied["lock"]["locked_members"] == len(copied["members"]) == 2
+    assert {m["state"] for m in copied["members"]} == {"progressing"}  # returned before the copies completed
+    assert twins.stats.counts("alicloud").get("DescribeSnapshots")
+    (shown,) = run["info"]["sets"]
+    assert shown["lock"]["locked"] is True and shown["lock"]["mode"] == "compliance"
