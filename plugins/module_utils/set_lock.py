@@ -43,34 +43,46 @@ def check_options(params, now=None):
         if given:
             raise ValueError(f"{', '.join(given)} only apply to state=locked; state=unlocked removes the locks.")
         return None
-    mode, days, expires_at, cool_off = (params.get(k) for k in LOCK_OPTIONS)
+    return check_lock_options(provider, params, now)
+
+
+def check_lock_options(provider, options, now=None, asked="state=locked", prefix=""):
+    """The lock options' own rules (a lock asked by snapshot_set_lock, or at creation); the until-instant or None.
+
+    ``asked`` names what asked for a lock and ``prefix`` the options' parent (``lock.`` at creation), for the messages.
+    """
+    mode, days, expires_at, cool_off = (options.get(k) for k in LOCK_OPTIONS)
     if mode is None:
-        raise ValueError("state=locked needs mode: governance (AWS only) or compliance.")
+        raise ValueError(f"{asked} needs {prefix}mode: governance (AWS only) or compliance.")
     if provider == "alicloud" and mode != sl.COMPLIANCE:
-        raise ValueError("Alibaba Cloud locks snapshots in compliance mode only: set mode: compliance.")
+        raise ValueError(f"Alibaba Cloud locks snapshots in compliance mode only: set {prefix}mode: compliance.")
     if (days is None) == (expires_at is None):
-        raise ValueError("state=locked needs exactly one of duration_days (1 to 36500) and expires_at (a UTC instant).")
+        raise ValueError(f"{asked} needs exactly one of {prefix}duration_days (1 to 36500) and {prefix}expires_at "
+                         "(a UTC instant).")
     until = None
     if days is not None and not 1 <= days <= DURATION_DAYS_MAX:
-        raise ValueError(f"duration_days must be between 1 and {DURATION_DAYS_MAX}, got {days}.")
+        raise ValueError(f"{prefix}duration_days must be between 1 and {DURATION_DAYS_MAX}, got {days}.")
     if expires_at is not None:
         if provider == "alicloud":
-            raise ValueError("Alibaba Cloud locks for a number of days: use duration_days instead of expires_at.")
+            raise ValueError(f"Alibaba Cloud locks for a number of days: use {prefix}duration_days instead of "
+                             f"{prefix}expires_at.")
         until = ss.parse_instant(expires_at)
         if until is None:
-            raise ValueError(f"expires_at must be an ISO 8601 UTC instant such as 2027-01-31T00:00:00Z, got {expires_at!r}.")
+            raise ValueError(f"{prefix}expires_at must be an ISO 8601 UTC instant such as 2027-01-31T00:00:00Z, "
+                             f"got {expires_at!r}.")
         moment = now or ss.utcnow()
         if not moment < until <= moment + datetime.timedelta(days=DURATION_DAYS_MAX):
-            raise ValueError(f"expires_at must be in the future and at most {DURATION_DAYS_MAX} days away, got {expires_at}.")
+            raise ValueError(f"{prefix}expires_at must be in the future and at most {DURATION_DAYS_MAX} days away, "
+                             f"got {expires_at}.")
     if cool_off is not None and not 0 <= cool_off <= COOL_OFF_HOURS_MAX:
-        raise ValueError(f"cool_off_hours must be between 0 and {COOL_OFF_HOURS_MAX}, got {cool_off}.")
+        raise ValueError(f"{prefix}cool_off_hours must be between 0 and {COOL_OFF_HOURS_MAX}, got {cool_off}.")
     if cool_off and mode != sl.COMPLIANCE:
-        raise ValueError("cool_off_hours applies to compliance mode only; a governance lock holds at once and can "
-                         "be removed by anyone allowed to.")
-    if mode == sl.COMPLIANCE and not cool_off and not params.get(ACK_OPTION):
+        raise ValueError(f"{prefix}cool_off_hours applies to compliance mode only; a governance lock holds at once and "
+                         "can be removed by anyone allowed to.")
+    if mode == sl.COMPLIANCE and not cool_off and not options.get(ACK_OPTION):
         raise ValueError("A compliance lock without a cooling-off period cannot be shortened or removed by anyone, "
-                         f"the account's root user included, until it expires: set cool_off_hours, or {ACK_OPTION}: "
-                         "true to confirm.")
+                         f"the account's root user included, until it expires: set {prefix}cool_off_hours, or "
+                         f"{prefix}{ACK_OPTION}: true to confirm.")
     return until
 
 
@@ -180,20 +192,26 @@ class SetLock:
                     if cool_off else None)
 
     def _apply(self, snapshot_id, action, until):
-        params = self.params
-        extend = action == EXTEND
-        cool_off = None if extend else params.get("cool_off_hours")
-        if self.provider == "aws":
-            client = self.module.aws_client("ec2")
-            if action == UNLOCK:
-                aws_unlock_snapshot(client, snapshot_id)
-                return None
-            answer = aws_lock_snapshot(client, snapshot_id, params["mode"], duration_days=params.get("duration_days"),
-                                       expiration_date=until, cool_off_hours=cool_off)
-            return sl.aws_lock(answer)
-        api = self.module.alicloud
+        api = self.module.aws_client("ec2") if self.provider == "aws" else self.module.alicloud
+        return apply_lock(self.provider, api, snapshot_id, action, self.params, until)
+
+
+def apply_lock(provider, api, snapshot_id, action, options, until):
+    """Lock, extend or unlock one snapshot; its lock afterwards (None once unlocked).
+
+    ``api`` is the EC2 client (AWS) or the ECS access object (Alibaba Cloud) of the snapshot's Region.
+    """
+    extend = action == EXTEND
+    cool_off = None if extend else options.get("cool_off_hours")
+    if provider == "aws":
         if action == UNLOCK:
-            api.unlock_snapshot(snapshot_id)
+            aws_unlock_snapshot(api, snapshot_id)
             return None
-        answer = api.lock_snapshot(snapshot_id, params["duration_days"], cool_off_hours=cool_off or 0)
-        return sl.alicloud_lock(answer.get("LockedSnapshotInfo") or {})
+        answer = aws_lock_snapshot(api, snapshot_id, options["mode"], duration_days=options.get("duration_days"),
+                                   expiration_date=until, cool_off_hours=cool_off)
+        return sl.aws_lock(answer)
+    if action == UNLOCK:
+        api.unlock_snapshot(snapshot_id)
+        return None
+    answer = api.lock_snapshot(snapshot_id, options["duration_days"], cool_off_hours=cool_off or 0)
+    return sl.alicloud_lock(answer.get("LockedSnapshotInfo") or {})

@@ -49,15 +49,16 @@ def alicloud_lock(item):
                 cool_off_until=ss.format_instant_or_none(item.get("CoolOffPeriodExpiredTime")))
 
 
-def read_locks(module, provider, snapshot_ids=None):
+def read_locks(module, provider, snapshot_ids=None, api=None):
     """{snapshot_id: lock} of the snapshots named (or of every locked snapshot of the Region).
 
+    ``api`` is the EC2 client or ECS access object of another Region (a copy's destination); None is the task's.
     A snapshot without an entry has no lock. Raises the provider's error, access denied included.
     """
     if provider == "aws":
-        items = describe_locked_snapshots(module.aws_client("ec2"), snapshot_ids=snapshot_ids)
+        items = describe_locked_snapshots(api or module.aws_client("ec2"), snapshot_ids=snapshot_ids)
         return {item["SnapshotId"]: aws_lock(item) for item in items}
-    items = module.alicloud.describe_locked_snapshots(snapshot_ids=snapshot_ids)
+    items = (api or module.alicloud).describe_locked_snapshots(snapshot_ids=snapshot_ids)
     return {item["SnapshotId"]: alicloud_lock(item) for item in items}
 
 

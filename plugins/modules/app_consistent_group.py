@@ -213,6 +213,7 @@ options:
     default: false
 extends_documentation_fragment:
   - appconsistent.snapshots.snapshot_set
+  - appconsistent.snapshots.snapshot_lock
   - appconsistent.snapshots.wait
   - appconsistent.snapshots.alicloud
   - appconsistent.snapshots.api_limits
@@ -247,6 +248,16 @@ EXAMPLES = r"""
     instance_ids: [i-0123456789abcdef0]
     exclude_boot_disk: true
     mounts: [/data]
+
+- name: Application-consistent sets locked in compliance mode for 30 days, with a day to change one's mind
+  appconsistent.snapshots.app_consistent_group:
+    provider: aws
+    instance_ids: [i-0123456789abcdef0]
+    run_id: "{{ awx_job_id | default('manual') }}"
+    lock:
+      mode: compliance
+      duration_days: 30
+      cool_off_hours: 24
 
 - name: Crash-consistent group, no agent involved, a warning instead of a failure
   appconsistent.snapshots.app_consistent_group:
@@ -347,6 +358,16 @@ results:
       description: What went wrong (C(code), C(message)) and what to do about it.
       type: dict
       returned: on failure or fallback
+    lock:
+      description:
+        - The set's lock after the task (see O(lock)) - C(locked) (true only when every member is), C(mode),
+          C(until), C(state), C(locked_members), and C(members) (each member's C(snapshot_id) and C(lock)).
+        - C(error) names what stopped a member from being locked and the task that locks the set.
+        - In check mode, C(locked) is null and C(planned) holds the lock options.
+      type: dict
+      returned: with O(lock), for each instance with a set that is kept
+      sample: {"locked": true, "mode": "compliance", "until": "2027-01-06T06:00:00Z", "state": "compliance-cooloff",
+               "locked_members": 2, "members": [{"snapshot_id": "snap-0123456789abcdef0", "lock": {"state": "compliance-cooloff"}}]}
     plan:
       description: What would be done.
       type: dict
@@ -358,6 +379,7 @@ failed_instances:
   elements: dict
 """
 
+from ansible_collections.appconsistent.snapshots.plugins.module_utils import creation_lock
 from ansible_collections.appconsistent.snapshots.plugins.module_utils import snapshot_set as ss
 from ansible_collections.appconsistent.snapshots.plugins.module_utils.alicloud import AlibabaCloudError
 from ansible_collections.appconsistent.snapshots.plugins.module_utils.aws import AppConsistentAWSError
@@ -407,6 +429,7 @@ def argument_spec():
         stop_timeout=dict(type="int", default=600),
         start_timeout=dict(type="int", default=600),
         force_stop=dict(type="bool", default=False),
+        **creation_lock.lock_argument_spec(),
     )
 
 
@@ -441,6 +464,10 @@ def main():
     )
     provider = module.params["provider"]
     module.refuse_other_cloud_options(provider, CLOUD_OPTIONS)
+    try:
+        until = creation_lock.check_lock(module.params, provider)
+    except ValueError as exc:
+        module.fail_json(msg=str(exc))
     runner = AlicloudGroupRun(module) if provider == "alicloud" else AwsGroupRun(module)
     try:
         outcomes = runner.run()
@@ -454,6 +481,8 @@ def main():
     result, warnings = summarize(outcomes, requested, module.params["on_fallback"])
     for warning in warnings:
         module.warn(warning)
+    if module.params["lock"]:
+        creation_lock.lock_kept_sets(module, provider, until, result)
     if result["failed_instances"]:
         failed = result["failed_instances"]
         names = "; ".join(f"{f['instance_id']}: {f['reason']}" for f in failed[:5])

@@ -106,6 +106,7 @@ options:
     type: int
     default: 14400
 extends_documentation_fragment:
+  - appconsistent.snapshots.snapshot_lock
   - appconsistent.snapshots.alicloud
   - appconsistent.snapshots.api_limits
   - amazon.aws.common.modules
@@ -143,6 +144,17 @@ EXAMPLES = r"""
     set_id: "{{ dr_copy.set_id }}"
     mode: volumes
     zone: eu-central-1a
+
+- name: Copy a set to the disaster-recovery region and lock the copy there for 90 days
+  appconsistent.snapshots.snapshot_set_copy:
+    provider: aws
+    region: eu-west-1
+    set_id: "{{ backup.sets[0].set_id }}"
+    destination_region: eu-central-1
+    lock:
+      mode: compliance
+      duration_days: 90
+      cool_off_hours: 24
 
 - name: Start copying an Alibaba Cloud set and return without waiting for completion
   appconsistent.snapshots.snapshot_set_copy:
@@ -234,8 +246,16 @@ limit_waits:
   description: How often the provider's concurrent-copy limit sent a copy back into the queue.
   returned: always
   type: int
+lock:
+  description:
+    - The copy set's lock in the destination region (see O(lock)); a lock on the source set is not copied. C(locked) is
+      true only when every member is; C(members) holds each member's C(snapshot_id) and C(lock), C(error) what stopped
+      a member from being locked. In check mode, C(locked) is null and C(planned) holds the lock options.
+  returned: with O(lock), once the copies exist
+  type: dict
 """
 
+from ansible_collections.appconsistent.snapshots.plugins.module_utils import creation_lock
 from ansible_collections.appconsistent.snapshots.plugins.module_utils.module import AppConsistentModule
 from ansible_collections.appconsistent.snapshots.plugins.module_utils.alicloud import AlibabaCloudError
 from ansible_collections.appconsistent.snapshots.plugins.module_utils.aws import AppConsistentAWSError
@@ -257,6 +277,7 @@ def argument_spec():
         max_concurrent_copies=dict(type="int", default=5),
         wait=dict(type="bool", default=True),
         wait_timeout=dict(type="int", default=14400),
+        **creation_lock.lock_argument_spec(),
     )
 
 
@@ -273,8 +294,18 @@ def _finish(module, result):
 def main():
     module = AppConsistentModule(argument_spec=argument_spec(), supports_check_mode=True)
     try:
-        run = SetCopy(copy_api(module), module.params, check_mode=module.check_mode)
+        until = creation_lock.check_lock(module.params, module.params["provider"], needs_wait=False)
+    except ValueError as exc:
+        module.fail_json(msg=str(exc))
+    try:
+        api = copy_api(module)
+        run = SetCopy(api, module.params, check_mode=module.check_mode)
         result = run.run()
+        if module.params["lock"]:
+            destination = api.destination if module.params["provider"] == "aws" else api.destination_api
+            lock_error = creation_lock.lock_copy(module, until, result, destination)
+            if lock_error:
+                module.fail_json(msg=lock_error[0].upper() + lock_error[1:] + ".", **_finish(module, result))
     except CopyRefused as exc:
         module.fail_json(msg=str(exc))
     except CopyFailed as exc:

@@ -87,6 +87,7 @@ options:
 extends_documentation_fragment:
   - appconsistent.snapshots.ssm_command
   - appconsistent.snapshots.snapshot_set
+  - appconsistent.snapshots.snapshot_lock
   - appconsistent.snapshots.wait
   - appconsistent.snapshots.alicloud
   - appconsistent.snapshots.api_limits
@@ -129,6 +130,13 @@ EXAMPLES = r"""
         values: [daily]
     on_fallback: warn
     max_concurrency: "10"
+
+- name: SQL Server sets kept a year in governance mode, which an administrator allowed to may still remove
+  appconsistent.snapshots.vss_snapshot:
+    instance_ids: [i-0123456789abcdef0]
+    lock:
+      mode: governance
+      duration_days: 365
 
 - name: Install the VSS components on the way and wait until the snapshots complete
   appconsistent.snapshots.vss_snapshot:
@@ -218,6 +226,12 @@ results:
       description: The tail of the document's standard output and error, for diagnostics.
       type: dict
       returned: when the command did not succeed
+    lock:
+      description:
+        - The set's lock (see O(lock)), in the form RV(appconsistent.snapshots.app_consistent_group#module:results[].lock)
+          has; C(locked) is true only when every member is, and C(error) says why a set was left unlocked.
+      type: dict
+      returned: with O(lock), for each instance with a set that is kept
     plan:
       description: What would be run (C(document), C(parameters), C(volumes)).
       type: dict
@@ -259,6 +273,7 @@ command_ids:
   elements: str
 """
 
+from ansible_collections.appconsistent.snapshots.plugins.module_utils import creation_lock
 from ansible_collections.appconsistent.snapshots.plugins.module_utils.module import AppConsistentModule
 from ansible_collections.appconsistent.snapshots.plugins.module_utils.vss import VssParameterError
 from ansible_collections.appconsistent.snapshots.plugins.module_utils.aws import AppConsistentAWSError
@@ -288,6 +303,7 @@ def argument_spec():
         wait_timeout=dict(type="int", default=900),
         wait_for_completion=dict(type="bool", default=False),
         completion_timeout=dict(type="int", default=14400),
+        **creation_lock.lock_argument_spec(),
     )
 
 
@@ -301,6 +317,9 @@ def main():
         supports_check_mode=True,
     )
     try:
+        until = creation_lock.check_lock(module.params, "aws")
+        if module.params["lock"] and module.params["create_ami"]:
+            raise ValueError("lock applies to snapshot sets; an AMI made with create_ami is not locked by this module.")
         outcome = VssSnapshotRun(module).run()
     except (VssParameterError, ValueError) as exc:
         module.fail_json(msg=str(exc))
@@ -308,6 +327,8 @@ def main():
         module.fail_aws(exc)
     for warning in outcome.pop("warnings"):
         module.warn(warning)
+    if module.params["lock"]:
+        creation_lock.lock_kept_sets(module, "aws", until, outcome)
     if outcome["failed_instances"]:
         failed = outcome["failed_instances"]
         names = "; ".join(f"{f['instance_id']}: {f['reason']}" for f in failed[:5])
