@@ -59,6 +59,12 @@ def time_text(value):
 def lock_text(lock):
     if not isinstance(lock, dict):
         return "n/a"
+    planned = lock.get("planned")
+    if isinstance(planned, dict):  # check mode: what a run would lock
+        mode = planned.get("mode")
+        span = (f" until {time_text(planned['expires_at'])}" if planned.get("expires_at") else
+                f" for {planned['duration_days']} days" if planned.get("duration_days") else "")
+        return "would be locked" + (f" ({mode})" if mode else "") + span
     if lock.get("locked") is None and not lock.get("state"):
         return "unknown (the locks could not be read)"
     if lock.get("locked") or lock.get("state") in ("governance", "compliance", "compliance-cooloff", "locked"):

@@ -136,3 +136,13 @@ def test_a_lock_the_result_carries_is_shown():
 def test_device_names_read_in_one_form():
     assert [report_render.device_name(d) for d in ("xvdf", "/dev/xvdf", "sda1", "nvme1n1", "xvdb", None, "C:")] == \
         ["/dev/xvdf", "/dev/xvdf", "/dev/sda1", "/dev/nvme1n1", "/dev/xvdb", None, "C:"]
+
+
+def test_a_lock_check_mode_plans_reads_as_what_a_run_would_lock():
+    # app_consistent_group, vss_snapshot and snapshot_set_copy give {locked: None, planned: {...}} in check mode.
+    planned = {"locked": None, "planned": {"mode": "governance", "duration_days": 30, "expires_at": None,
+                                           "cool_off_hours": None}}
+    assert report_render.lock_text(planned) == "would be locked (governance) for 30 days"
+    until = {"locked": None, "planned": {"mode": "compliance", "expires_at": "2027-01-07T00:00:00Z"}}
+    assert report_render.lock_text(until) == "would be locked (compliance) until 2027-01-07 00:00:00Z"
+    assert report_render.lock_text({"locked": None, "state": None}) == "unknown (the locks could not be read)"
