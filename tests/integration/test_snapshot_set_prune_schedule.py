@@ -185,3 +185,18 @@ def test_a_400_day_history_keeps_exactly_the_schedule_and_a_locked_set(provider,
     # Counted sets only: no crash or filesystem set is kept, though some are the newest of their day.
     assert {by_id[s]["consistency"] for s in expected} == {"application"}
     assert run["again"]["changed"] is False and run["again"]["deleted"] == []
+
+
+def test_a_schedule_that_means_nothing_is_refused_before_any_call(twin_factory, run_tasks):
+    twins = twin_factory(alicloud=False)
+    twins.stats.reset()
+    asked = {"negative": {"keep_weekly": -2}, "empty": {"keep_daily": 0, "keep_yearly": 0},
+             "alone": {"min_consistency": "filesystem"}, "contradiction": {"keep_daily": 7, "expired": False}}
+    run = run_tasks([{PRUNE: dict(provider="aws", **options), "register": name} for name, options in asked.items()],
+                    twins.endpoints)
+    assert run["negative"]["msg"] == "keep_weekly must be 0 or more, got -2."
+    assert run["empty"]["msg"].startswith("The retention schedule keeps nothing (keep_daily: 0, keep_yearly: 0)")
+    assert run["alone"]["msg"].startswith("min_consistency chooses the sets a retention schedule counts")
+    assert run["contradiction"]["msg"].startswith("expired: false has no meaning with a retention schedule")
+    assert all(run[name]["failed"] is True for name in asked)
+    assert twins.stats.counts("aws") == {}
