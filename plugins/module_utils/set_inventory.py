@@ -52,6 +52,7 @@ KEPT_UNTAGGED_MEMBERS = "untagged_members"
 KEPT_LOCKED = "locked"
 KEPT_SCHEDULE = "schedule"
 KEPT_IN_PROGRESS = "in_progress"
+KEPT_NEWEST_VERIFIED = "newest_verified"
 
 
 def _common(values):
@@ -477,7 +478,8 @@ def plan_prune(sets, now, expired=True, keep=None, protect_newest_application=Tr
         if not reasons:
             kept.append((item, code, keeps[0], keeps + guards))
         elif guards:
-            kept.append((item, KEPT_NEWEST_APPLICATION, guards[0], guards))
+            code = KEPT_NEWEST_APPLICATION if protected.get(item["instance_id"]) == item["set_id"] else KEPT_NEWEST_VERIFIED
+            kept.append((item, code, guards[0], guards))
         else:
             delete.append((item, reasons))
     return delete, kept

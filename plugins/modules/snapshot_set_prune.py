@@ -267,8 +267,9 @@ kept:
       description:
         - V(not_expired), V(no_delete_after), V(within_keep), V(schedule) (a generation of the retention schedule
           keeps it), V(in_progress) (still being taken, under a schedule), V(newest_application) (protected by
-          O(protect_newest_application)), V(in_use_by_image), V(untagged_members), V(locked) (a member's snapshot
-          lock has not expired).
+          O(protect_newest_application)), V(newest_verified) (likewise, the newest set whose restore was verified,
+          once verification is recorded on sets), V(in_use_by_image), V(untagged_members), V(locked) (a member's
+          snapshot lock has not expired).
         - The first reason when several keep the set; RV(kept[].reasons) has them all.
       type: str
       sample: newest_application

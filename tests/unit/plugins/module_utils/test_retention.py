@@ -62,8 +62,8 @@ def test_days_without_a_set_are_skipped_not_spent():
 
 def test_sets_below_the_chosen_consistency_are_not_counted():
     sets = [_set("app", "2026-12-06T06:00:00"), _set("crash-later", "2026-12-06T18:00:00", consistency="crash"),
-            _set("fs", "2026-12-05T06:00:00", consistency="filesystem"), _set("offline", "2026-12-04T06:00:00",
-                                                                               consistency="offline")]
+            _set("fs", "2026-12-05T06:00:00", consistency="filesystem"),
+            _set("offline", "2026-12-04T06:00:00", consistency="offline")]
     assert kept_by(sets, {"daily": 3}) == {"app": ["daily 2026-12-06"], "offline": ["daily 2026-12-04"]}
     assert kept_by(sets, {"daily": 3}, "crash") == {"crash-later": ["daily 2026-12-06"], "fs": ["daily 2026-12-05"],
                                                     "offline": ["daily 2026-12-04"]}
@@ -147,7 +147,8 @@ def test_the_newest_verified_set_is_protected_through_its_one_seam():
     assert _plan(sets, schedule={"daily": 1})[0] == {"verified": ["kept by no rule of the schedule (daily 1)"]}
     with mock.patch.object(retention, "newest_verified_sets", return_value={"i-1": "verified"}):
         delete, kept = _plan(sets, schedule={"daily": 1})
-    assert delete == {} and kept["verified"][1] == ["the newest verified set of i-1 (protect_newest_application)"]
+    assert delete == {} and kept["verified"] == ("newest_verified",
+                                                 ["the newest verified set of i-1 (protect_newest_application)"])
 
 
 @pytest.mark.parametrize("params, words", [
