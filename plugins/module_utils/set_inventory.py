@@ -16,6 +16,7 @@ deletes any of them, and a set that cannot go whole is kept with the reason.
 from __future__ import annotations
 
 
+from ansible_collections.appconsistent.snapshots.plugins.module_utils import retention
 from ansible_collections.appconsistent.snapshots.plugins.module_utils import snapshot_set as ss
 from ansible_collections.appconsistent.snapshots.plugins.module_utils.alicloud import AlibabaCloudError
 from ansible_collections.appconsistent.snapshots.plugins.module_utils.alicloud import tags_to_dict
@@ -49,6 +50,9 @@ KEPT_NEWEST_APPLICATION = "newest_application"
 KEPT_IN_USE_BY_IMAGE = "in_use_by_image"
 KEPT_UNTAGGED_MEMBERS = "untagged_members"
 KEPT_LOCKED = "locked"
+KEPT_SCHEDULE = "schedule"
+KEPT_IN_PROGRESS = "in_progress"
+KEPT_NEWEST_VERIFIED = "newest_verified"
 
 
 def _common(values):
@@ -423,14 +427,22 @@ def protected_sets(sets):
     return {instance: item["set_id"] for instance, item in best.items()}
 
 
-def plan_prune(sets, now, expired=True, keep=None, protect_newest_application=True, run_id=None):
+def plan_prune(sets, now, expired=True, keep=None, protect_newest_application=True, run_id=None, schedule=None,
+               min_consistency=None):
     """Decide, for every set, whether the rules delete it.
 
-    ``sets`` are all the sets of the instances concerned: ranks and protection
-    are worked out over all of them, while ``run_id`` limits which may be deleted.
-    Returns (delete, kept): lists of (set, reasons) and (set, reason code, reason).
+    ``sets`` are all the sets of the instances concerned: ranks, the schedule and protection are worked out over
+    all of them, while ``run_id`` limits which may be deleted. Without a ``schedule`` a set goes when any rule
+    selects it (expired, beyond the ``keep`` newest); with one ({generation: count}, see retention.py) a set goes
+    when no rule keeps it (a generation, the ``keep`` newest, a delete-after not yet passed), as restic's forget.
+    Returns (delete, kept): lists of (set, reasons) and (set, reason code, reason, reasons), where a kept set's
+    reasons are every rule that keeps it.
     """
     protected = protected_sets(sets) if protect_newest_application else {}
+    # The newest verified set is protected as the newest application-consistent one is (none is recorded yet).
+    verified = retention.newest_verified_sets(sets) if protect_newest_application else {}
+    by_schedule = retention.schedule_reasons(sets, schedule, min_consistency or retention.DEFAULT_MIN_CONSISTENCY) \
+        if schedule else {}
     rank = {}
     counts = {}
     for item in order_sets(sets):
@@ -441,29 +453,64 @@ def plan_prune(sets, now, expired=True, keep=None, protect_newest_application=Tr
     for item in order_sets(sets):
         if run_id and item["run_id"] != run_id:
             continue
-        reasons = []
-        if expired and item["delete_after"] and ss.parse_instant(item["delete_after"]) is not None \
-                and ss.parse_instant(item["delete_after"]) <= now:
-            reasons.append(f"expired at {item['delete_after']}")
-        if keep is not None and rank[item["set_id"]] >= keep:
-            reasons.append(f"older than the {keep} newest sets of its instance")
+        position = rank[item["set_id"]]
+        passed = ss.parse_instant(item["delete_after"]) if item["delete_after"] else None
+        passed = passed is not None and passed <= now
+        if schedule:
+            code, keeps = _schedule_keeps(item, by_schedule.get(item["set_id"], []), keep, position, passed)
+            reasons = [] if keeps else [f"kept by no rule of the schedule ({_schedule_text(schedule)})"
+                                        + (f" nor among the {keep} newest sets of its instance" if keep else "")]
+            if passed and reasons:
+                reasons.append(f"expired at {item['delete_after']}")
+        else:
+            reasons = []
+            if expired and passed:
+                reasons.append(f"expired at {item['delete_after']}")
+            if keep is not None and position >= keep:
+                reasons.append(f"older than the {keep} newest sets of its instance")
+            code, keeps = (None, []) if reasons else _why_kept(item, expired, keep, position)
+        guards = []
+        if protected.get(item["instance_id"]) == item["set_id"]:
+            guards.append(f"the newest {item['consistency']}-consistent set of {item['instance_id']} "
+                          "(protect_newest_application)")
+        if verified.get(item["instance_id"]) == item["set_id"]:
+            guards.append(f"the newest verified set of {item['instance_id']} (protect_newest_application)")
         if not reasons:
-            kept.append((item,) + _why_kept(item, expired, keep, rank[item["set_id"]]))
-        elif protected.get(item["instance_id"]) == item["set_id"]:
-            kept.append((item, KEPT_NEWEST_APPLICATION,
-                         f"the newest {item['consistency']}-consistent set of {item['instance_id']} "
-                         "(protect_newest_application)"))
+            kept.append((item, code, keeps[0], keeps + guards))
+        elif guards:
+            code = KEPT_NEWEST_APPLICATION if protected.get(item["instance_id"]) == item["set_id"] else KEPT_NEWEST_VERIFIED
+            kept.append((item, code, guards[0], guards))
         else:
             delete.append((item, reasons))
     return delete, kept
 
 
+def _schedule_text(schedule):
+    return ", ".join(f"{name} {count}" for name, count in schedule.items())
+
+
+def _schedule_keeps(item, generations, keep, position, passed):
+    """(reason code, reasons) of the rules that keep a set under a schedule; reasons are empty when none does."""
+    keeps = list(generations)
+    codes = [KEPT_SCHEDULE] if generations else []
+    if keep is not None and position < keep:
+        keeps.append(f"one of the {keep} newest sets of {item['instance_id']}")
+        codes.append(KEPT_WITHIN_KEEP)
+    if item["delete_after"] and not passed:
+        keeps.append(f"delete-after {item['delete_after']} not reached")
+        codes.append(KEPT_NOT_EXPIRED)
+    if retention.in_progress(item):
+        keeps.append("still being taken")
+        codes.append(KEPT_IN_PROGRESS)
+    return (codes[0] if codes else None), keeps
+
+
 def _why_kept(item, expired, keep, position):
     if keep is not None and position < keep:
-        return KEPT_WITHIN_KEEP, f"one of the {keep} newest sets of {item['instance_id']}"
+        return KEPT_WITHIN_KEEP, [f"one of the {keep} newest sets of {item['instance_id']}"]
     if expired and item["delete_after"]:
-        return KEPT_NOT_EXPIRED, f"expires at {item['delete_after']}"
-    return KEPT_NO_DELETE_AFTER, "it has no appconsistent:delete-after tag"
+        return KEPT_NOT_EXPIRED, [f"expires at {item['delete_after']}"]
+    return KEPT_NO_DELETE_AFTER, ["it has no appconsistent:delete-after tag"]
 
 
 # --- snapshot locks (begin): a locked member is never deleted, so its set is kept whole ---------
@@ -527,17 +574,30 @@ class SetPrune:
 
     def run(self):
         params = self.params
-        if not params["expired"] and params.get("keep") is None:
-            raise ValueError("Nothing to prune by: set expired: true and/or keep: N (the number of sets to keep "
-                             "per instance).")
+        refusal = retention.check_schedule(params)
+        if refusal:
+            raise ValueError(refusal)
+        schedule = retention.schedule_of(params)
+        if not schedule and not params["expired"] and params.get("keep") is None:
+            raise ValueError("Nothing to prune by: set expired: true, keep: N (the number of sets to keep per "
+                             "instance) and/or a retention schedule (keep_daily, keep_weekly, keep_monthly, keep_yearly).")
         if params.get("keep") is not None and params["keep"] < 0:
             raise ValueError(f"keep must be 0 or more, got {params['keep']}.")
         ss.validate_run_id(params.get("run_id"))
         sets = self._sets()
         candidates, kept_plan = plan_prune(sets, self.now, expired=params["expired"], keep=params.get("keep"),
                                            protect_newest_application=params["protect_newest_application"],
-                                           run_id=params.get("run_id"))
-        kept = [dict(summary(item), reason_code=code, reason=reason) for item, code, reason in kept_plan]
+                                           run_id=params.get("run_id"), schedule=schedule,
+                                           min_consistency=params.get("min_consistency"))
+        kept = []
+        for item, code, reason, reasons in kept_plan:
+            entry = dict(summary(item), reason_code=code, reason=reason, reasons=reasons)
+            locked = locked_blocker(item, self.now)
+            if locked:
+                # Kept by the rules anyway; the lock says how long it stays whatever they become.
+                entry.update(reasons=reasons + [f"locked until {locked[2] or 'the lock is removed'}"],
+                             locked_until=locked[2])
+            kept.append(entry)
         images = None
         if self.provider == "aws" and any(not item["untagged_snapshot_ids"] for item, _reasons in candidates):
             images = aws_images_by_snapshot(self.module.aws_client("ec2"))
@@ -546,9 +606,10 @@ class SetPrune:
             locked = locked_blocker(item, self.now)
             blocked = blockers(self.provider, item, images)
             if locked:
-                kept.append(dict(summary(item), reason_code=locked[0], reason=locked[1], locked_until=locked[2]))
+                kept.append(dict(summary(item), reason_code=locked[0], reason=locked[1], locked_until=locked[2],
+                                 reasons=[f"locked until {locked[2] or 'the lock is removed'}"]))
             elif blocked:
-                kept.append(dict(summary(item), reason_code=blocked[0], reason=blocked[1]))
+                kept.append(dict(summary(item), reason_code=blocked[0], reason=blocked[1], reasons=[blocked[1]]))
             else:
                 to_delete.append((item, reasons))
         if self.module.check_mode:
@@ -575,7 +636,9 @@ class SetPrune:
         result = dict(changed=changed, deleted=deleted, kept=kept, failed_sets=failed,
                       diff=dict(before=dict(set_ids=in_scope), after=dict(set_ids=[s for s in in_scope if s not in gone])),
                       warnings=[])
-        if params.get("keep") == 0 and to_delete:
+        if self.module.check_mode:
+            result["would_delete"] = [entry["set_id"] for entry in deleted]
+        if params.get("keep") == 0 and to_delete and not schedule:
             result["warnings"].append(keep_zero_warning(kept, params["protect_newest_application"], self.module.check_mode))
         return result
 

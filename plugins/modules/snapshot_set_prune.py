@@ -5,11 +5,16 @@
 
 DOCUMENTATION = r"""
 module: snapshot_set_prune
-short_description: Delete expired or surplus snapshot sets, whole sets at a time
+short_description: Delete expired or surplus snapshot sets, whole sets at a time, or keep a retention schedule
 version_added: 0.1.0
 description:
   - Deletes the snapshot sets whose C(appconsistent:delete-after) instant has passed (O(expired=true)) and/or the sets
     beyond the O(keep) newest of each instance. A set goes when any rule that is turned on selects it.
+  - With a retention schedule (any of O(keep_daily), O(keep_weekly), O(keep_monthly), O(keep_yearly)) the rules keep
+    instead, as restic's C(forget) does; a set is kept when any rule keeps it, and goes when none does. The rules
+    that keep are the generations, the O(keep) newest sets of the instance, and the set's own
+    C(appconsistent:delete-after) while it has not passed. A set without that tag and outside the schedule goes.
+    Every kept set lists in RV(kept[].reasons) each rule that keeps it.
   - Only sets are touched, found from their tags as M(appconsistent.snapshots.snapshot_set_info) finds them; a snapshot
     without the C(appconsistent:set-id) tag is never deleted.
   - Each instance's newest application-consistent (or offline) set is kept, whatever the rules say, unless
@@ -57,19 +62,61 @@ options:
     description:
       - Delete the sets whose C(appconsistent:delete-after) instant has passed.
       - Sets without the tag never expire.
+      - With a retention schedule, a set is deleted when no rule keeps it, and a set whose delete-after has not
+        passed is kept; V(false) means nothing there and is refused.
     type: bool
     default: true
   keep:
     description:
       - Delete the sets of each instance beyond the O(keep) newest, whatever their expiry.
+      - With a retention schedule, keeps the O(keep) newest sets of each instance, of any consistency, beside those
+        the schedule keeps (restic's C(keep-last)).
       - O(keep) limits how many sets an instance keeps; it does not stop O(expired=true) from deleting an expired set
         among the newest. The set that O(protect_newest_application) protects is kept in any case.
       - V(0) deletes every set in scope but the protected ones; the task then warns, in check mode too, naming the sets
         that are left.
     type: int
+  keep_daily:
+    description:
+      - Keep the newest set of each of the O(keep_daily) most recent UTC days that have a set, per instance.
+      - Only the sets O(min_consistency) counts fill a day; a day without one is skipped, not spent (so with a
+        missed backup the schedule reaches one day further back).
+      - Turns the retention schedule on (see the description); V(0) keeps no daily set.
+    type: int
+  keep_weekly:
+    description:
+      - Keep the newest set of each of the O(keep_weekly) most recent ISO 8601 weeks that have a set, per instance.
+      - Weeks run Monday to Sunday in UTC and belong to their ISO year; 2026-12-31 and 2027-01-01 are both in
+        2026-W53.
+      - Turns the retention schedule on; V(0) keeps no weekly set.
+    type: int
+  keep_monthly:
+    description:
+      - Keep the newest set of each of the O(keep_monthly) most recent UTC calendar months that have a set, per
+        instance.
+      - Turns the retention schedule on; V(0) keeps no monthly set.
+    type: int
+  keep_yearly:
+    description:
+      - Keep the newest set of each of the O(keep_yearly) most recent UTC calendar years that have a set, per instance.
+      - Turns the retention schedule on; V(0) keeps no yearly set.
+    type: int
+  min_consistency:
+    description:
+      - The sets the retention schedule counts, of at least this consistency; with a schedule and no value,
+        V(application) (which V(offline) also meets).
+      - The default is V(application) because a period's place should go to a set that restores into a working
+        application; counting crash- or filesystem-consistent sets would let one of them take a day, week, month
+        or year and push out the application-consistent set of that period.
+      - Sets below it, sets missing members and restore safety sets fill no period; they are kept only by
+        O(keep), their delete-after or a lock. A set still being taken is kept.
+      - Only with a retention schedule; given alone, the task is refused.
+    type: str
+    choices: [crash, filesystem, application, offline]
   protect_newest_application:
     description:
-      - Keep each instance's newest application- (or offline-) consistent set even when a rule selects it.
+      - Keep each instance's newest application- (or offline-) consistent set even when a rule selects it, and
+        when no rule of a retention schedule keeps it.
       - A safety set (the group M(appconsistent.snapshots.restore_volumes) takes before C(ResetDisk), tagged
         C(appconsistent:safety-for)) is never that set, as it holds the data the restore replaced.
       - With V(false), the rules alone decide, and an instance can be left without any application-consistent set.
@@ -116,6 +163,32 @@ EXAMPLES = r"""
 - name: Show what was kept and why
   ansible.builtin.debug:
     msg: "{{ pruned.kept | map(attribute='reason') | list }}"
+
+- name: See what 7 daily, 4 weekly, 12 monthly and 3 yearly application-consistent sets per instance would delete
+  appconsistent.snapshots.snapshot_set_prune:
+    provider: aws
+    keep_daily: 7
+    keep_weekly: 4
+    keep_monthly: 12
+    keep_yearly: 3
+  check_mode: true
+  register: planned
+
+- name: List the sets that would go, and why each kept set stays
+  ansible.builtin.debug:
+    msg:
+      would_delete: "{{ planned.would_delete }}"
+      kept: "{{ planned.kept | items2dict(key_name='set_id', value_name='reasons') }}"
+
+- name: Keep that schedule, counting filesystem-consistent sets too, and the two newest sets whatever they are
+  appconsistent.snapshots.snapshot_set_prune:
+    provider: alicloud
+    keep_daily: 7
+    keep_weekly: 4
+    keep_monthly: 12
+    keep_yearly: 3
+    min_consistency: filesystem
+    keep: 2
 """
 
 RETURN = r"""
@@ -192,19 +265,37 @@ kept:
       elements: str
     reason_code:
       description:
-        - V(not_expired), V(no_delete_after), V(within_keep), V(newest_application) (protected by
-          O(protect_newest_application)), V(in_use_by_image), V(untagged_members), V(locked) (a member's snapshot
-          lock has not expired).
+        - V(not_expired), V(no_delete_after), V(within_keep), V(schedule) (a generation of the retention schedule
+          keeps it), V(in_progress) (still being taken, under a schedule), V(newest_application) (protected by
+          O(protect_newest_application)), V(newest_verified) (likewise, the newest set whose restore was verified,
+          once verification is recorded on sets), V(in_use_by_image), V(untagged_members), V(locked) (a member's
+          snapshot lock has not expired).
+        - The first reason when several keep the set; RV(kept[].reasons) has them all.
       type: str
       sample: newest_application
     reason:
       description: The reason as a sentence.
       type: str
+    reasons:
+      description:
+        - Every reason the set is kept, the rules first, then the protections. A generation of the schedule is
+          written with its period (C(daily 2026-12-06), C(weekly 2026-W49), C(monthly 2026-12), C(yearly 2026));
+          a lock as C(locked until) its end.
+      type: list
+      elements: str
+      sample: ["daily 2026-12-06", "weekly 2026-W49", "locked until 2026-12-23T06:00:00Z",
+               "the newest application-consistent set of i-0abc (protect_newest_application)"]
     locked_until:
       description: When the last locked member's lock ends (UTC); the set cannot be deleted before.
       type: str
-      returned: when RV(kept[].reason_code) is V(locked)
+      returned: when a member is locked
       sample: "2026-12-23T06:00:00Z"
+would_delete:
+  description: In check mode, the ids of the sets that would be deleted (the sets of RV(deleted)).
+  returned: in check mode
+  type: list
+  elements: str
+  sample: ["acs-20261123t060000-1a2b3c4d"]
 failed_sets:
   description:
     - Sets the provider refused to delete completely. The task fails when there is any.
@@ -241,6 +332,11 @@ def argument_spec():
         run_id=dict(type="str"),
         expired=dict(type="bool", default=True),
         keep=dict(type="int"),
+        keep_daily=dict(type="int"),
+        keep_weekly=dict(type="int"),
+        keep_monthly=dict(type="int"),
+        keep_yearly=dict(type="int"),
+        min_consistency=dict(type="str", choices=["crash", "filesystem", "application", "offline"]),
         protect_newest_application=dict(type="bool", default=True),
     )
 

@@ -405,7 +405,7 @@ def _set(set_id, instance_id="i-1", consistency="application", day=1, delete_aft
 
 def _decide(sets, **kwargs):
     delete, kept = inv.plan_prune(sets, NOW, **kwargs)
-    return sorted(item["set_id"] for item, _reasons in delete), {item["set_id"]: code for item, code, _reason in kept}
+    return sorted(item["set_id"] for item, _reasons in delete), {item["set_id"]: code for item, code, *_reasons in kept}
 
 
 def test_expired_rule_deletes_only_passed_delete_after():
