@@ -22,7 +22,8 @@ KEPT_REASON = {"not_expired": "not expired yet", "no_delete_after": "has no dele
                "within_keep": "one of the newest sets that keep asks to keep",
                "newest_application": "the newest application-consistent set, which is always kept",
                "in_use_by_image": "an image uses its snapshots", "untagged_members": "some snapshots lack the set tags",
-               "locked": "a snapshot lock has not expired"}
+               "locked": "a snapshot lock has not expired", "schedule": "the retention schedule keeps it",
+               "in_progress": "it is still being taken", "newest_verified": "the newest verified set, which is always kept"}
 # A bare device name (xvdf, as Windows instances report it) and /dev/xvdf are the same device.
 BARE_DEVICE = re.compile(r"^(?:[sx]?vd|sd|hd|nvme)[a-z0-9]+$")
 
@@ -115,8 +116,10 @@ def prune_sets(row):
     sets = [(str(s), "would delete" if planned else "deleted", "expired or beyond keep") for s in row.get("deleted") or []]
     for kept in row.get("kept") or []:
         kept = kept if isinstance(kept, dict) else {"set_id": kept}
-        why = kept.get("reason") or KEPT_REASON.get(kept.get("reason_code"), kept.get("reason_code") or "")
-        if kept.get("locked_until"):
+        reasons = kept.get("reasons") if isinstance(kept.get("reasons"), list) else []
+        why = ("; ".join(str(r) for r in reasons) or kept.get("reason")
+               or KEPT_REASON.get(kept.get("reason_code"), kept.get("reason_code") or ""))
+        if kept.get("locked_until") and "until" not in why:
             why += f" (until {time_text(kept['locked_until'])})"
         sets.append((str(kept.get("set_id")), "would keep" if planned else "kept", why))
     return sets

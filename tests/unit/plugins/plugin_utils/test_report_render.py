@@ -146,3 +146,13 @@ def test_a_lock_check_mode_plans_reads_as_what_a_run_would_lock():
     until = {"locked": None, "planned": {"mode": "compliance", "expires_at": "2027-01-07T00:00:00Z"}}
     assert report_render.lock_text(until) == "would be locked (compliance) until 2027-01-07 00:00:00Z"
     assert report_render.lock_text({"locked": None, "state": None}) == "unknown (the locks could not be read)"
+
+
+def test_a_prune_under_a_schedule_says_which_generations_keep_each_set():
+    rows = [{"host": "scope", "provider": "aws", "status": "planned", "deleted": ["set-old"],
+             "kept": [{"set_id": "set-a", "reason_code": "schedule", "reasons": ["daily 2026-12-06", "weekly 2026-W49"]},
+                      {"set_id": "set-b", "reason_code": "locked", "reasons": ["locked until 2027-01-07T00:00:00Z"],
+                       "locked_until": "2027-01-07T00:00:00Z"}]}]
+    page = report_filter.report_html(report_filter.restore_report(rows, {"kind": "prune", "check_mode": True}))
+    assert "daily 2026-12-06; weekly 2026-W49" in page
+    assert page.count("2027-01-07") == 1  # the lock's end once, not again after the reason that names it
