@@ -81,3 +81,21 @@ def test_one_boto3_minimum(package, documented):
     """The modules document amazon.aws's minimum (their requirements: boto3 >= ...); the EE installs the same."""
     requirements = (ROOT / "meta/ee-requirements.txt").read_text(encoding="utf-8")
     assert _minimum(requirements, package) == documented
+
+
+def test_the_performance_page_sizes_a_run_before_it_tells_its_history():
+    """docs/performance.md is for sizing and scheduling: every operation's floor first, the history short, last."""
+    text = (ROOT / "docs/performance.md").read_text(encoding="utf-8")
+    titles = re.findall(r"^## (.+)$", text, re.M)
+    assert titles[:3] == ["What bounds a run", "How long a run takes", "Before a run: ask check mode"], titles
+    assert titles[-1] == "Measurement history", titles
+    sizing = section("docs/performance.md", "How long a run takes")
+    for operation in ("backup", "prune", "copy", "share", "restore"):
+        assert re.search(r"\| " + operation + r"\b[^|]*\|[^|]*/ \d", sizing), f"no floor formula for {operation}"
+    # The options and results the page names exist in the collection's documentation.
+    documented = "".join(path.read_text(encoding="utf-8") for folder in ("plugins/modules", "plugins/doc_fragments")
+                         for path in (ROOT / folder).glob("*.py"))
+    for name in set(re.findall(r"`(api_[a-z_]+)(?:\.[a-z_]+)?`", text)):
+        assert re.search(r"^\s*" + name + r":", documented, re.M), f"{name} is not an option or result of any module"
+    history = text.split("## Measurement history", 1)[1]
+    assert len(history.splitlines()) <= len(text.splitlines()) // 3, "the history outweighs the guide"
