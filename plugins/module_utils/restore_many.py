@@ -192,6 +192,10 @@ class RestoreMany:
                               [e for e in entries if e["error"] is None]))
         return self._result(entries)
 
+    def failure_details(self):
+        """What to return with a refusal of the whole task: the mode (no instance was looked at)."""
+        return dict(mode=self.params.get("mode"))
+
     def _prepare(self, entry):
         try:
             entry["warnings"] = entry["run"].prepare()

@@ -109,6 +109,16 @@ def choose_copy_set(existing):
     return chosen, groups[chosen], sorted(k for k in groups if k != chosen)
 
 
+def newest_set_id(restore_api, instance_id, min_consistency):
+    """The newest complete set of the instance in the source region that is at least min_consistency, chosen as
+    restore_volumes chooses it with latest (CopyRefused when there is none)."""
+    from ansible_collections.appconsistent.snapshots.plugins.module_utils import restore
+    try:
+        return restore_api.latest_set(instance_id, min_consistency).set_id
+    except (restore.RestoreRefused, restore.StepFailed) as exc:
+        raise CopyRefused(str(exc)) from None
+
+
 # --- AWS ------------------------------------------------------------------------------
 
 
@@ -165,6 +175,10 @@ class AwsCopyApi:
 
     def discard(self, snapshot_id):
         delete_snapshot(self.destination, snapshot_id)
+
+    def latest_set_id(self, instance_id, min_consistency):
+        from ansible_collections.appconsistent.snapshots.plugins.module_utils.restore_aws import AwsRestoreApi
+        return newest_set_id(AwsRestoreApi(self.source), instance_id, min_consistency)
 
 
 # --- Alibaba Cloud ------------------------------------------------------------------------
@@ -244,6 +258,10 @@ class AlicloudCopyApi:
     def discard(self, snapshot_id):
         self.destination_api.delete_snapshot(snapshot_id)
 
+    def latest_set_id(self, instance_id, min_consistency):
+        from ansible_collections.appconsistent.snapshots.plugins.module_utils.restore_alicloud import AlicloudRestoreApi
+        return newest_set_id(AlicloudRestoreApi(self.source_api), instance_id, min_consistency)
+
 
 # --- the copy, for both providers ---------------------------------------------------------------
 
@@ -258,6 +276,8 @@ def validate(params, source_region):
                           "snapshots only to another region.")
     if params.get("kms_key_id") and params.get("encrypted") is False:
         raise CopyRefused("kms_key_id encrypts the copies: drop encrypted: false (or the key).")
+    if params.get("latest") and params.get("instance_ids") is None:
+        raise CopyRefused("latest selects the newest set of each of instance_ids: give instance_ids, or drop latest.")
     if params["max_concurrent_copies"] < 1:
         raise CopyRefused("max_concurrent_copies must be 1 or more.")
     if params["wait_timeout"] <= 0:

@@ -2,7 +2,8 @@
 # Copyright: Contributors to the appconsistent.snapshots collection
 # GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
 
-"""snapshot_set_copy over many sets in one task (set_ids): one queue of copies, one limit per destination Region.
+"""snapshot_set_copy over many sets in one task (set_ids, or instance_ids with latest): one queue of copies, one
+limit per destination Region.
 
 Every set is the copy of one set of set_copy (its plan, its copy set id, its tags, its idempotency); what is
 shared is the destination Region's concurrent-copy limit (20 copies per destination Region on AWS, not
@@ -41,6 +42,7 @@ class Entry:
         self.delete_after = None
         self.error = None
         self.result = None
+        self.instance_id = None  # the instance it was chosen for, with instance_ids
 
     @property
     def set_id(self):
@@ -56,15 +58,32 @@ class ManyCopy:
         self.check_mode = check_mode
         self.sleep = sleep
         self.clock = clock
-        set_ids = params["set_ids"]
-        if not set_ids:
-            raise CopyRefused("set_ids is empty: name at least one set.")
-        twice = sorted({s for s in set_ids if set_ids.count(s) > 1})
+        option = "instance_ids" if params.get("instance_ids") is not None else "set_ids"
+        chosen = params[option]
+        if not chosen:
+            raise CopyRefused(f"{option} is empty: name at least one.")
+        twice = sorted({s for s in chosen if chosen.count(s) > 1})
         if twice:
-            raise CopyRefused(f"set_ids names {', '.join(twice)} more than once.")
-        self.entries = [Entry(SetCopy(api, dict(params, set_id=set_id, set_ids=None), check_mode=check_mode, sleep=sleep,
-                                      clock=clock, now=now)) for set_id in set_ids]
+            raise CopyRefused(f"{option} names {', '.join(twice)} more than once.")
+        if (option == "instance_ids") != bool(params.get("latest")):
+            raise CopyRefused("instance_ids selects each instance's newest set: give it with latest: true."
+                              if option == "instance_ids" else "latest selects the newest set of each of instance_ids.")
         self.stopped = False
+        self.entries = []
+        for item in chosen:
+            set_id, error = item, None
+            if option == "instance_ids":
+                set_id = None
+                try:
+                    set_id = api.latest_set_id(item, params.get("min_consistency") or "application")
+                except CopyRefused as exc:
+                    error = f"instance {item}: {exc}"
+            entry = Entry(SetCopy(api, dict(params, set_id=set_id, set_ids=None), check_mode=check_mode, sleep=sleep,
+                                  clock=clock, now=now))
+            entry.instance_id = item if option == "instance_ids" else None
+            if error:
+                self._fail(entry, error)
+            self.entries.append(entry)
 
     def _fail(self, entry, message):
         entry.error = message
@@ -73,6 +92,8 @@ class ManyCopy:
 
     def run(self):
         for entry in self.entries:
+            if entry.error is not None:
+                continue
             if self.stopped:
                 entry.error = NOT_STARTED
                 continue
@@ -194,7 +215,8 @@ class ManyCopy:
             elif run.source:
                 row = run._result(bool(entry.todo or run.discarded), entry.todo if self.check_mode else [])  # pylint: disable=protected-access
             else:
-                row = dict(changed=False, source_set_id=entry.set_id, set_id=None, complete=False, members=[])
+                row = dict(changed=False, source_set_id=entry.set_id, set_id=None, complete=False, members=[],
+                           instance_id=entry.instance_id)
             if entry.error is None and self.stopped and not run.started and entry.todo and not self.check_mode:
                 entry.error = NOT_STARTED
             row = dict(row, failed=entry.error is not None)
@@ -209,8 +231,8 @@ class ManyCopy:
             row.pop("diff", None)
         return dict(changed=any(r["changed"] for r in copies), provider=self.api.provider,
                     source_region=self.api.source_region, destination_region=self.api.destination_region,
-                    copies=copies, failed_sets=[r["source_set_id"] for r in failed], warnings=warnings, diff=diff,
-                    failed=bool(failed),
+                    copies=copies, failed_sets=[r["source_set_id"] or r["instance_id"] for r in failed], warnings=warnings,
+                    diff=diff, failed=bool(failed),
                     msg=(f"{len(failed)} of {len(copies)} set copies failed: "
-                         + "; ".join(f"{r['source_set_id']}: {r['msg']}" for r in failed)) if failed
+                         + "; ".join(f"{r['source_set_id'] or r['instance_id']}: {r['msg']}" for r in failed)) if failed
                     else f"{len(copies)} sets copied to {self.api.destination_region}")

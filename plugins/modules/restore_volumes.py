@@ -436,9 +436,9 @@ def main():
         mutually_exclusive=[selectors],
         supports_check_mode=True,
     )
-    if module.params.get("set_ids") is not None or module.params.get("instance_ids") is not None:
-        restore_many(module)
-    run = RestoreRun(module)
+    # set_ids or instance_ids: every instance's restore in one task, which fails when any of them failed
+    many = module.params.get("set_ids") is not None or module.params.get("instance_ids") is not None
+    run = RestoreMany(module) if many else RestoreRun(module)
     try:
         result = run.run()
     except RestoreRefused as exc:
@@ -450,21 +450,7 @@ def main():
     diff = result.pop("diff")
     if module._diff:
         result["diff"] = diff
-    module.exit_json(**result)
-
-
-def restore_many(module):
-    """set_ids or instance_ids: every instance's restore in one task; fails when any of them failed."""
-    try:
-        result = RestoreMany(module).run()
-    except RestoreRefused as exc:
-        module.fail_json(msg=str(exc))
-    for warning in result.pop("warnings"):
-        module.warn(warning)
-    diff = result.pop("diff")
-    if module._diff:
-        result["diff"] = diff
-    if result.pop("failed"):
+    if result.pop("failed", False):
         module.fail_json(**result)
     module.exit_json(**result)
 

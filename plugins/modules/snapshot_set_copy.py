@@ -50,8 +50,8 @@ options:
     type: str
   set_ids:
     description:
-      - Sets to copy in one task, each in the same form as O(set_id); exactly one of O(set_id) and O(set_ids) is
-        required.
+      - Sets to copy in one task, each in the same form as O(set_id); exactly one of O(set_id), O(set_ids) and
+        O(instance_ids) is required.
       - Every set is copied as O(set_id) copies one, into a copy set of its own. Their copies share one queue, so
         O(max_concurrent_copies) counts the copies of all the sets together (copies still running from an earlier
         run of the task included), and they are read with one listing call per round.
@@ -60,9 +60,30 @@ options:
         destination (see C(appconsistent:members)) until a rerun completes it.
     type: list
     elements: str
+  instance_ids:
+    description:
+      - With O(latest=true), copy the newest complete set of each of these instances in the source region that is at
+        least O(min_consistency), as O(set_ids) copies sets (the set is chosen as
+        M(appconsistent.snapshots.restore_volumes) chooses it with
+        O(appconsistent.snapshots.restore_volumes#module:latest)). An instance without such a set is reported in its
+        RV(copies) entry and fails the task; the others are copied.
+    type: list
+    elements: str
+  latest:
+    description:
+      - Select the newest qualifying set of each of O(instance_ids); required with O(instance_ids).
+    type: bool
+    default: false
+  min_consistency:
+    description:
+      - With O(instance_ids), the least consistency the chosen sets have (C(crash) < C(filesystem) < C(application) <
+        C(offline)).
+    type: str
+    choices: [crash, filesystem, application, offline]
+    default: application
   stop_on_failure:
     description:
-      - With O(set_ids), start no further copy once the copy of one set failed or was refused. Copies already
+      - With O(set_ids) or O(instance_ids), start no further copy once the copy of one set failed or was refused. Copies already
         running are waited for (with O(wait)).
     type: bool
     default: false
@@ -264,15 +285,17 @@ limit_waits:
   type: int
 copies:
   description:
-    - With O(set_ids), one entry per set, in the order given, with the keys a copy of one set returns (RV(set_id),
-      RV(source_set_id), RV(complete), RV(members), RV(started_snapshot_ids)...), C(failed) and, when it failed,
-      C(msg).
-  returned: with set_ids
+    - With O(set_ids) or O(instance_ids), one entry per set or instance, in the order given, with the keys a copy of
+      one set returns (RV(set_id), RV(source_set_id), RV(instance_id), RV(complete), RV(members),
+      RV(started_snapshot_ids)...), C(failed) and, when it failed, C(msg).
+  returned: with set_ids or instance_ids
   type: list
   elements: dict
 failed_sets:
-  description: With O(set_ids), the source sets whose copy failed, was refused or was not started.
-  returned: with set_ids
+  description:
+    - With O(set_ids) or O(instance_ids), the source sets whose copy failed, was refused or was not started (the
+      instance, for an instance without a qualifying set).
+  returned: with set_ids or instance_ids
   type: list
   elements: str
 """
@@ -287,11 +310,17 @@ from ansible_collections.appconsistent.snapshots.plugins.module_utils.set_copy i
 from ansible_collections.appconsistent.snapshots.plugins.module_utils.set_copy_many import ManyCopy
 
 
+SELECTORS = ["set_id", "set_ids", "instance_ids"]
+
+
 def argument_spec():
     return dict(
         provider=dict(type="str", required=True, choices=["aws", "alicloud"]),
         set_id=dict(type="str"),
         set_ids=dict(type="list", elements="str"),
+        instance_ids=dict(type="list", elements="str"),
+        latest=dict(type="bool", default=False),
+        min_consistency=dict(type="str", default="application", choices=["crash", "filesystem", "application", "offline"]),
         stop_on_failure=dict(type="bool", default=False),
         destination_region=dict(type="str", required=True),
         encrypted=dict(type="bool"),
@@ -316,12 +345,11 @@ def _finish(module, result):
 
 def main():
     module = AppConsistentModule(argument_spec=argument_spec(), supports_check_mode=True,
-                                 required_one_of=[["set_id", "set_ids"]], mutually_exclusive=[["set_id", "set_ids"]])
-    if module.params.get("set_ids") is not None:
-        copy_many(module)
+                                 required_one_of=[SELECTORS], mutually_exclusive=[SELECTORS])
     try:
-        run = SetCopy(copy_api(module), module.params, check_mode=module.check_mode)
-        result = run.run()
+        # set_ids or instance_ids: every set's copy in one task, which fails when any of them failed
+        copier = SetCopy if module.params.get("set_id") is not None else ManyCopy
+        result = copier(copy_api(module), module.params, check_mode=module.check_mode).run()
     except CopyRefused as exc:
         module.fail_json(msg=str(exc))
     except CopyFailed as exc:
@@ -330,21 +358,8 @@ def main():
         module.fail_aws(exc)
     except AlibabaCloudError as exc:
         module.fail_alicloud(exc)
-    module.exit_json(**_finish(module, result))
-
-
-def copy_many(module):
-    """set_ids: every set's copy in one task; fails when any of them failed."""
-    try:
-        result = ManyCopy(copy_api(module), module.params, check_mode=module.check_mode).run()
-    except CopyRefused as exc:
-        module.fail_json(msg=str(exc))
-    except AppConsistentAWSError as exc:
-        module.fail_aws(exc)
-    except AlibabaCloudError as exc:
-        module.fail_alicloud(exc)
     result = _finish(module, result)
-    if result.pop("failed"):
+    if result.pop("failed", False):
         module.fail_json(**result)
     module.exit_json(**result)
 

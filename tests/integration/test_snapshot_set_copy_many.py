@@ -99,6 +99,24 @@ def test_aws_stop_on_failure_copies_nothing_after_a_refused_set(twin_factory, ru
     assert destination_snapshots(twins) == []
 
 
+def test_aws_instance_ids_with_latest_copy_each_instances_newest_set(twin_factory, run_tasks):
+    twins = twin_factory(fleet(), alicloud=False, latency={"profile": "zero", "transitions": {"snapshot_complete": 0.3}})
+    ids = twins.endpoints["aws"]["instances"]
+    take_aws_set(twins, ids[NAMES[0]])
+    newest = take_aws_set(twins, ids[NAMES[0]])[0]
+    other = take_aws_set(twins, ids[NAMES[1]])[0]
+    chosen = [ids[NAMES[0]], ids[NAMES[2]], ids[NAMES[1]]]  # the second has no set at all
+    task = {COPY: {"provider": "aws", "instance_ids": chosen, "latest": True, "destination_region": DESTINATION},
+            "register": "copied"}
+    result = run_tasks([task], twins.endpoints)["copied"]
+    assert result["failed_sets"] == [ids[NAMES[2]]], result["msg"]
+    assert "no snapshot set of this instance was found" in result["copies"][1]["msg"]
+    assert [r["source_set_id"] for r in result["copies"]] == [newest, None, other]
+    assert [r["instance_id"] for r in result["copies"]] == chosen
+    assert result["copies"][0]["complete"] and result["copies"][2]["complete"]
+    assert len(destination_snapshots(twins)) == 4
+
+
 def test_set_ids_refusals_come_before_any_call(twin_factory, run_tasks):
     twins = twin_factory(copy.deepcopy(fleet()), alicloud=False)
     twins.stats.reset()
@@ -109,10 +127,14 @@ def test_set_ids_refusals_come_before_any_call(twin_factory, run_tasks):
         {COPY: dict(base, set_ids=["acs-20261123t060000-1a2b3c4d"], set_id="acs-20261123t060000-1a2b3c4d"),
          "register": "both"},
         {COPY: dict(base, set_ids=["acs-*"]), "register": "wildcard"},
+        {COPY: dict(base, instance_ids=["i-0123456789abcdef0"]), "register": "no_latest"},
+        {COPY: dict(base, set_id="acs-20261123t060000-1a2b3c4d", latest=True), "register": "latest_alone"},
     ]
     run = run_tasks(tasks, twins.endpoints)
     assert "set_ids is empty" in run["empty"]["msg"]
     assert "more than once" in run["twice"]["msg"]
     assert "mutually exclusive" in run["both"]["msg"]
     assert run["wildcard"].get("failed") and "acs-*" in run["wildcard"]["msg"]
+    assert "give it with latest: true" in run["no_latest"]["msg"]
+    assert "give instance_ids, or drop latest" in run["latest_alone"]["msg"]
     assert twins.stats.counts("aws") == {}
