@@ -15,6 +15,7 @@ stop_on_failure; a set cut short keeps its appconsistent:members tag and so stay
 
 from __future__ import annotations
 
+import concurrent.futures
 import time
 
 from ansible_collections.appconsistent.snapshots.plugins.module_utils.alicloud import AlibabaCloudError
@@ -27,6 +28,8 @@ from ansible_collections.appconsistent.snapshots.plugins.module_utils.set_copy i
 
 NOT_STARTED = "not copied: stop_on_failure is set and the copy of another set failed"
 PROVIDER_ERRORS = (AppConsistentAWSError, AlibabaCloudError)
+# Sets planned at once: their reads are paced by the account's buckets, this only keeps their answers coming.
+PREPARE_WORKERS = 8
 
 
 def provider_message(exc):
@@ -68,21 +71,14 @@ class ManyCopy:
         if (option == "instance_ids") != bool(params.get("latest")):
             raise CopyRefused("instance_ids selects each instance's newest set: give it with latest: true."
                               if option == "instance_ids" else "latest selects the newest set of each of instance_ids.")
+        self.option = option
         self.stopped = False
         self.entries = []
         for item in chosen:
-            set_id, error = item, None
-            if option == "instance_ids":
-                set_id = None
-                try:
-                    set_id = api.latest_set_id(item, params.get("min_consistency") or "application")
-                except CopyRefused as exc:
-                    error = f"instance {item}: {exc}"
+            set_id = item if option == "set_ids" else None
             entry = Entry(SetCopy(api, dict(params, set_id=set_id, set_ids=None), check_mode=check_mode, sleep=sleep,
                                   clock=clock, now=now))
             entry.instance_id = item if option == "instance_ids" else None
-            if error:
-                self._fail(entry, error)
             self.entries.append(entry)
 
     def _fail(self, entry, message):
@@ -91,21 +87,33 @@ class ManyCopy:
             self.stopped = True
 
     def run(self):
-        for entry in self.entries:
-            if entry.error is not None:
-                continue
-            if self.stopped:
-                entry.error = NOT_STARTED
-                continue
-            try:
-                entry.todo, entry.delete_after = entry.run.prepare()
-            except CopyRefused as exc:
-                self._fail(entry, str(exc))
-            except PROVIDER_ERRORS as exc:
-                self._fail(entry, provider_message(exc))
+        # Every set's plan is read-only calls (and the deletion of copies in an error state): read side by side,
+        # as the source's and the destination's describes are what the task waits for before its first copy.
+        workers = min(PREPARE_WORKERS, len(self.entries))
+        with concurrent.futures.ThreadPoolExecutor(max_workers=workers) as pool:
+            list(pool.map(self._prepare, self.entries))
+        if self.params.get("stop_on_failure") and any(e.error for e in self.entries):
+            self.stopped = True
+            for entry in self.entries:
+                if entry.error is None:
+                    entry.error = NOT_STARTED
         if not self.check_mode and not self.stopped:
             self._copy()
         return self._result()
+
+    def _prepare(self, entry):
+        try:
+            if entry.instance_id:
+                try:
+                    entry.run.params["set_id"] = self.api.latest_set_id(entry.instance_id,
+                                                                        self.params.get("min_consistency") or "application")
+                except CopyRefused as exc:
+                    raise CopyRefused(f"instance {entry.instance_id}: {exc}") from None
+            entry.todo, entry.delete_after = entry.run.prepare()
+        except CopyRefused as exc:
+            entry.error = str(exc)
+        except PROVIDER_ERRORS as exc:
+            entry.error = provider_message(exc)
 
     # --- one queue for every set ------------------------------------------------------------------------
 
