@@ -60,6 +60,8 @@ class SharedReads:
                     found, error = {}, exc
                 finally:
                     self.cond.acquire()
+                for key in batch:
+                    self.results.pop(key, None)  # an id this round did not find is not found, whatever it was before
                 self.results.update(found)
                 if error is not None:
                     self.errors[number] = error
@@ -224,7 +226,7 @@ class RestoreMany:
         except restore.RestoreFailed as exc:
             entry["error"] = str(exc)
             entry["details"] = exc.details
-        except restore.StepFailed as exc:
+        except (restore.StepFailed, restore.RestoreRefused) as exc:
             entry["error"] = str(exc)
         if entry["error"] is not None and stopped is not None:
             stopped.set()

@@ -9,8 +9,8 @@ from ansible_collections.appconsistent.snapshots.plugins.module_utils import res
 RESTORE = "appconsistent.snapshots.restore_volumes"
 NAMES = [f"many-{n}" for n in range(6)]
 # Tighter than the account's published buckets (StartInstances 5 refilling 2 a second, CreateVolume 100 and 5,
-# the other mutating actions 50 and 5, reads 100 and 20): a task that does not pace its calls, or whose instances
-# each poll on their own, is answered RequestLimitExceeded.
+# the other mutating actions 50 and 5, reads 100 and 20): calls that the task does not pace are answered
+# RequestLimitExceeded.
 TIGHT = {"StartInstances": {"capacity": 1, "refill": 2}, "StopInstances": {"capacity": 2, "refill": 4},
          "CreateVolume": {"capacity": 4, "refill": 4}, "AttachVolume": {"capacity": 4, "refill": 4},
          "DetachVolume": {"capacity": 4, "refill": 4}, "DescribeVolumes": {"capacity": 3, "refill": 3},
