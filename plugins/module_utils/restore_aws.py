@@ -39,6 +39,13 @@ def _detach_volume(client, volume_id, instance_id, device):
         raise restore.StepFailed(f"Failed to detach volume {volume_id} from {instance_id}: InvalidVolume.NotFound")
 
 
+def _normalise_instance(found):
+    return dict(id=found["InstanceId"], state=(found.get("State") or {}).get("Name"),
+                zone=(found.get("Placement") or {}).get("AvailabilityZone"), root_device=found.get("RootDeviceName"),
+                platform=aws_fleet.platform_of(found),
+                devices={v["device"]: v["volume_id"] for v in aws_fleet.attached_volumes(found)})
+
+
 def member_of(snapshot):
     tags = aws_api.tags_of(snapshot)
     start = snapshot.get("StartTime")
@@ -116,12 +123,16 @@ class AwsRestoreApi:
 
     def instance(self, instance_id):
         found = self._call(_describe_instance, instance_id, what=f"describe instance {instance_id}")
-        if found is None:
-            return None
-        return dict(id=instance_id, state=(found.get("State") or {}).get("Name"),
-                    zone=(found.get("Placement") or {}).get("AvailabilityZone"), root_device=found.get("RootDeviceName"),
-                    platform=aws_fleet.platform_of(found),
-                    devices={v["device"]: v["volume_id"] for v in aws_fleet.attached_volumes(found)})
+        return None if found is None else _normalise_instance(found)
+
+    def instances(self, instance_ids):
+        """{id: instance} of those that exist, with one filtered listing per chunk (the waits of many restores)."""
+        found = {}
+        for chunk in chunks(instance_ids, FILTER_VALUES_MAX):
+            for item in self._call(aws_api.describe_instances, filters=[{"Name": "instance-id", "Values": chunk}],
+                                   what=f"describe instances {', '.join(chunk)}"):
+                found[item["InstanceId"]] = _normalise_instance(item)
+        return found
 
     def volumes(self, volume_ids):
         found = {}

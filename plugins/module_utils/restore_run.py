@@ -126,13 +126,17 @@ class RestoreRun:
         self.provider = None
         self.selected = None
         self.restorer = None
+        # A restore of many instances gives every instance's adapter the task's shared reads (restore_many).
+        self.wrap_api = None
 
     def api(self):
         if self.provider == "aws":
             from ansible_collections.appconsistent.snapshots.plugins.module_utils.restore_aws import AwsRestoreApi
-            return AwsRestoreApi(self.module.aws_client("ec2"))
-        from ansible_collections.appconsistent.snapshots.plugins.module_utils.restore_alicloud import AlicloudRestoreApi
-        return AlicloudRestoreApi(self.module.alicloud)
+            api = AwsRestoreApi(self.module.aws_client("ec2"))
+        else:
+            from ansible_collections.appconsistent.snapshots.plugins.module_utils.restore_alicloud import AlicloudRestoreApi
+            api = AlicloudRestoreApi(self.module.alicloud)
+        return self.wrap_api(api) if self.wrap_api else api
 
     def select(self, api):
         p = self.params
@@ -146,6 +150,14 @@ class RestoreRun:
 
     def run(self):
         """The task's result dict; raises RestoreRefused before any change, RestoreFailed after a rollback."""
+        warnings = self.prepare()
+        return self.execute(warnings)
+
+    def prepare(self):
+        """Pick the provider and the set, check it and plan (read-only calls); the warnings so far.
+
+        RestoreRefused when the restore cannot start; nothing was changed.
+        """
         validate(self.params)
         self.provider = infer_provider(self.params)
         check_tags(self.params, self.provider)
@@ -179,6 +191,17 @@ class RestoreRun:
             raise restore.RestoreRefused(str(exc)) from None
         except restore.StepFailed as exc:
             raise restore.RestoreRefused(f"cannot plan the restore: {exc}") from None
+        return warnings
+
+    @property
+    def target(self):
+        """The instance restored onto, once prepared (None with mode volumes and no instance)."""
+        return self.params.get("target_instance_id") or (self.selected.source_instance_id if self.selected else None)
+
+    def execute(self, warnings):
+        """Run the planned restore; RestoreFailed after a rollback."""
+        mode = self.params["mode"]
+        target = self.target
         result = self.restorer.run(self.selected)
         result["warnings"] = warnings + result.get("warnings", [])
         result.update(provider=self.provider, mode=mode, instance_id=target, set=self.selected.to_dict(),

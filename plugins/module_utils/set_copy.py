@@ -109,6 +109,16 @@ def choose_copy_set(existing):
     return chosen, groups[chosen], sorted(k for k in groups if k != chosen)
 
 
+def newest_set_id(restore_api, instance_id, min_consistency):
+    """The newest complete set of the instance in the source region that is at least min_consistency, chosen as
+    restore_volumes chooses it with latest (CopyRefused when there is none)."""
+    from ansible_collections.appconsistent.snapshots.plugins.module_utils import restore
+    try:
+        return restore_api.latest_set(instance_id, min_consistency).set_id
+    except (restore.RestoreRefused, restore.StepFailed) as exc:
+        raise CopyRefused(str(exc)) from None
+
+
 # --- AWS ------------------------------------------------------------------------------
 
 
@@ -165,6 +175,10 @@ class AwsCopyApi:
 
     def discard(self, snapshot_id):
         delete_snapshot(self.destination, snapshot_id)
+
+    def latest_set_id(self, instance_id, min_consistency):
+        from ansible_collections.appconsistent.snapshots.plugins.module_utils.restore_aws import AwsRestoreApi
+        return newest_set_id(AwsRestoreApi(self.source), instance_id, min_consistency)
 
 
 # --- Alibaba Cloud ------------------------------------------------------------------------
@@ -244,6 +258,10 @@ class AlicloudCopyApi:
     def discard(self, snapshot_id):
         self.destination_api.delete_snapshot(snapshot_id)
 
+    def latest_set_id(self, instance_id, min_consistency):
+        from ansible_collections.appconsistent.snapshots.plugins.module_utils.restore_alicloud import AlicloudRestoreApi
+        return newest_set_id(AlicloudRestoreApi(self.source_api), instance_id, min_consistency)
+
 
 # --- the copy, for both providers ---------------------------------------------------------------
 
@@ -258,6 +276,8 @@ def validate(params, source_region):
                           "snapshots only to another region.")
     if params.get("kms_key_id") and params.get("encrypted") is False:
         raise CopyRefused("kms_key_id encrypts the copies: drop encrypted: false (or the key).")
+    if params.get("latest") and params.get("instance_ids") is None:
+        raise CopyRefused("latest selects the newest set of each of instance_ids: give instance_ids, or drop latest.")
     if params["max_concurrent_copies"] < 1:
         raise CopyRefused("max_concurrent_copies must be 1 or more.")
     if params["wait_timeout"] <= 0:
@@ -353,6 +373,18 @@ class SetCopy:
     # --- run ----------------------------------------------------------------------------------
 
     def run(self):
+        todo, delete_after = self.prepare()
+        changed = bool(todo)
+        if self.check_mode:
+            return self._result(changed, todo)
+        self._copy(todo, delete_after)
+        return self._result(changed, [])
+
+    def prepare(self):
+        """Plan, name the copy set and refuse oversized tags; (the members to copy, the copies' delete-after).
+
+        Outside check mode a copy that ended in an error state is deleted here, to be made anew.
+        """
         todo = self.plan()
         new_set = self.copy_set_id is None
         if new_set and todo:
@@ -364,11 +396,33 @@ class SetCopy:
                 self._tags(member, delete_after)  # refuse oversized tag sets before the first copy
             for snapshot_id in self.discarded:
                 self.api.discard(snapshot_id)
-        changed = bool(todo)
-        if self.check_mode:
-            return self._result(changed, todo)
-        self._copy(todo, delete_after)
-        return self._result(changed, [])
+        return todo, delete_after
+
+    def start_copy(self, member, delete_after):
+        """Start the copy of one source member and record it; the new copy's id (CopyLimited: not now)."""
+        params = self.params
+        description = f"Copy of {member['snapshot_id']} (set {params['set_id']}) from {self.api.source_region}"
+        tags = self._tags(member, delete_after)
+        new_id = self.api.start(member, tags, description, params.get("encrypted") or bool(params.get("kms_key_id")),
+                                params.get("kms_key_id"), client_token(self.copy_set_id, member["snapshot_id"]))
+        self.started.append(new_id)
+        self.copies[member["snapshot_id"]] = dict(snapshot_id=new_id, state="pending", progress="0%",
+                                                  device=member.get("device"), tags=tags)
+        return new_id
+
+    def unsettled(self):
+        """{copy id: source snapshot id} of the copies neither complete nor failed."""
+        return {m["snapshot_id"]: origin for origin, m in self.copies.items()
+                if m["state"] not in self.api.COMPLETE + self.api.FAILED}
+
+    def failed_copies(self):
+        """The message for copies that ended in an error state, or None."""
+        failed = [(origin, m) for origin, m in self.copies.items() if m["state"] in self.api.FAILED]
+        if not failed:
+            return None
+        text = ", ".join(f"{m['snapshot_id']} (copy of {origin})" for origin, m in failed)
+        return (f"{len(failed)} copies of set {self.params['set_id']} ended in state {failed[0][1]['state']}: {text}. "
+                "Run the task again to copy them anew.")
 
     def _copy(self, todo, delete_after):
         """Start every copy, at most max_concurrent_copies in flight; with wait, also wait for them to complete."""
@@ -376,27 +430,19 @@ class SetCopy:
         limit = params["max_concurrent_copies"]
         deadline = self.clock() + params["wait_timeout"]
         queue = list(todo)
-        in_flight = {m["snapshot_id"]: origin for origin, m in self.copies.items()
-                     if m["state"] not in self.api.COMPLETE + self.api.FAILED}
+        in_flight = self.unsettled()
         poll = FIRST_POLL
         while queue or (params["wait"] and in_flight):
             limited = False
             while queue and len(in_flight) < limit:
                 member = queue[0]
-                description = (f"Copy of {member['snapshot_id']} (set {params['set_id']}) from {self.api.source_region}")
                 try:
-                    new_id = self.api.start(member, self._tags(member, delete_after), description,
-                                            params.get("encrypted") or bool(params.get("kms_key_id")),
-                                            params.get("kms_key_id"), client_token(self.copy_set_id, member["snapshot_id"]))
+                    new_id = self.start_copy(member, delete_after)
                 except CopyLimited:
                     limited = True
                     self.limit_waits += 1
                     break
                 queue.pop(0)
-                self.started.append(new_id)
-                self.copies[member["snapshot_id"]] = dict(snapshot_id=new_id, state="pending", progress="0%",
-                                                          device=member.get("device"),
-                                                          tags=self._tags(member, delete_after))
                 in_flight[new_id] = member["snapshot_id"]
                 poll = FIRST_POLL
             if not queue and not params["wait"]:
@@ -407,16 +453,12 @@ class SetCopy:
             poll = min(poll * 2, MAX_POLL) if limited or in_flight else poll
             if in_flight:
                 self._refresh(in_flight)
-        unsettled = {m["snapshot_id"]: origin for origin, m in self.copies.items()
-                     if m["state"] not in self.api.COMPLETE + self.api.FAILED}
+        unsettled = self.unsettled()
         if unsettled:
             self._refresh(unsettled, drop=False)
-        failed = [(origin, m) for origin, m in self.copies.items() if m["state"] in self.api.FAILED]
+        failed = self.failed_copies()
         if failed:
-            text = ", ".join(f"{m['snapshot_id']} (copy of {origin})" for origin, m in failed)
-            raise CopyFailed(f"{len(failed)} copies of set {params['set_id']} ended in state "
-                             f"{failed[0][1]['state']}: {text}. Run the task again to copy them anew.",
-                             self._result(True, []))
+            raise CopyFailed(failed, self._result(True, []))
 
     def _refresh(self, in_flight, drop=True):
         found = self.api.describe(list(in_flight))

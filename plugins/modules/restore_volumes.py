@@ -34,6 +34,12 @@ description:
     from the safety group) and the instance is started if it was running. The error says what happened to each
     device. New volumes of a failed restore are kept, tagged C(appconsistent:restore-failed).
   - This module never deletes a volume, a disk or a snapshot.
+  - O(set_ids), or O(instance_ids) with O(latest=true), restore the sets of many instances in one task, each onto its
+    own instance, with every rule above applied to each (its checks, its plan, its rollback). They share the task's
+    pacing of the account's API limits and its polling; the volumes and instances waited for are read with one
+    listing call per round for all of them. Every instance is planned, with read-only calls, before any is changed.
+    One instance's failure (a refusal or a rolled-back restore) is reported in its RV(restores) entry and does not
+    stop the others, unless O(stop_on_failure=true); the task fails when any instance failed.
   - Options of one cloud only are refused, before any change, when the set is on the other cloud, instead of being
     ignored. They are O(iops), O(throughput) and O(aws_max_attempts) for AWS, and O(safety_snapshot) and
     O(safety_snapshot_delete_after) for Alibaba Cloud. Their defaults do not count, only a value the task (or its
@@ -59,10 +65,37 @@ options:
     description:
       - The set to restore, the value of its C(appconsistent:set-id) tag (on Alibaba Cloud the C(ssg-) group id, or
         the C(acs-) id of a copy made by M(appconsistent.snapshots.snapshot_set_copy)).
-      - One of O(set_id), O(snapshot_ids), O(snapshot_group_id) and O(instance_id) is required.
+      - One of O(set_id), O(set_ids), O(snapshot_ids), O(snapshot_group_id), O(instance_id) and O(instance_ids) is
+        required.
       - Every id option is checked against the provider's id form before anything is read; a wildcard such as
         C(acs-*) is refused.
     type: str
+  set_ids:
+    description:
+      - Sets of several instances to restore in one task, each onto the instance it was taken of (its
+        C(appconsistent:instance-id) tag), in the same form as O(set_id).
+      - Two sets of the same instance are refused (with O(mode=replace) or O(mode=attach)), as is
+        O(target_instance_id).
+    type: list
+    elements: str
+  instance_ids:
+    description:
+      - With O(latest=true), restore the newest complete set, at least O(min_consistency), of each of these instances
+        in one task, as O(instance_id) does for one.
+    type: list
+    elements: str
+  stop_on_failure:
+    description:
+      - With O(set_ids) or O(instance_ids), start no further restore once one has failed, and change nothing when one
+        is refused while planning. Restores already running go on to their end (or their rollback).
+    type: bool
+    default: false
+  max_concurrent_instances:
+    description:
+      - With O(set_ids) or O(instance_ids), how many instances are planned and restored at once. The account's API
+        limits, not this number, set the pace (see O(api_rate_limits)).
+    type: int
+    default: 50
   snapshot_ids:
     description:
       - Snapshots to restore. With O(mode=replace) each needs a device tag (C(appconsistent:device) or C(Device)).
@@ -80,7 +113,7 @@ options:
     type: str
   latest:
     description:
-      - Select the newest qualifying set of O(instance_id).
+      - Select the newest qualifying set of O(instance_id) (or of each of O(instance_ids)).
     type: bool
     default: false
   min_consistency:
@@ -199,6 +232,8 @@ attributes:
     support: full
     details:
       - Returns the plan (the device map with the volumes that would be created) and changes nothing.
+      - With O(set_ids) or O(instance_ids) on AWS, RV(api_pacing) has C(estimated_floor_s), the least time the
+        restores' calls take at the account's limits.
   diff_mode:
     support: full
     details:
@@ -239,6 +274,12 @@ EXAMPLES = r"""
     mode: volumes
     zone: cn-shanghai-b
 
+- name: Put back the newest application-consistent set of three instances in one task
+  appconsistent.snapshots.restore_volumes:
+    instance_ids: [i-0123456789abcdef0, i-0123456789abcdef1, i-0123456789abcdef2]
+    latest: true
+  register: restored_fleet
+
 - name: Only create the volumes of a crash-consistent set in another zone
   appconsistent.snapshots.restore_volumes:
     set_id: acs-20261123t060000-1a2b3c4d
@@ -261,7 +302,7 @@ api_pacing:
            "rate_floor_s": 30.0, "share": 1.0}
 provider:
   description: The cloud of the set.
-  returned: always
+  returned: with one set
   type: str
   sample: aws
 mode:
@@ -271,16 +312,16 @@ mode:
   sample: replace
 instance_id:
   description: The instance restored onto (none with O(mode=volumes) and no instance).
-  returned: always
+  returned: with one set
   type: str
   sample: i-0123456789abcdef0
 set:
   description: The set restored (C(set_id), C(source_instance_id), C(consistency), C(complete), C(members)).
-  returned: always
+  returned: with one set
   type: dict
 device_map:
   description: One entry per restored snapshot.
-  returned: always
+  returned: with one set
   type: list
   elements: dict
   contains:
@@ -323,18 +364,34 @@ safety_snapshot_group_id:
 timings:
   description: Seconds spent per step (C(create_seconds), C(attach_seconds), C(stop_seconds), C(swap_seconds),
     C(safety_snapshot_seconds), C(reset_seconds), C(start_seconds), C(total_seconds)).
-  returned: always
+  returned: with one set
   type: dict
 rollback_problems:
   description: What the rollback could not undo, per device, after a failure.
   returned: on failure part-way
   type: list
   elements: str
+restores:
+  description:
+    - With O(set_ids) or O(instance_ids), one entry per set or instance, in the order given. Each has the keys a
+      restore of one set returns (RV(provider), RV(instance_id), RV(set), RV(device_map), RV(instance_state),
+      RV(timings)...) as far as that restore got, C(set_id), C(failed), C(changed) and, when it failed, C(msg) (and
+      RV(rollback_problems) after a failure part-way).
+  returned: with set_ids or instance_ids
+  type: list
+  elements: dict
+failed_instances:
+  description: With O(set_ids) or O(instance_ids), the instances (or, when not known, the sets) whose restore failed.
+  returned: with set_ids or instance_ids
+  type: list
+  elements: str
+  sample: [i-0123456789abcdef1]
 """
 
 from ansible_collections.appconsistent.snapshots.plugins.module_utils.module import AppConsistentModule
 from ansible_collections.appconsistent.snapshots.plugins.module_utils.restore import RestoreFailed
 from ansible_collections.appconsistent.snapshots.plugins.module_utils.restore import RestoreRefused
+from ansible_collections.appconsistent.snapshots.plugins.module_utils.restore_many import RestoreMany
 from ansible_collections.appconsistent.snapshots.plugins.module_utils.restore_run import RestoreRun
 
 
@@ -364,18 +421,24 @@ def argument_spec():
         volume_timeout=dict(type="int", default=600),
         instance_timeout=dict(type="int", default=600),
         aws_max_attempts=dict(type="int", default=10),
+        set_ids=dict(type="list", elements="str"),
+        instance_ids=dict(type="list", elements="str"),
+        stop_on_failure=dict(type="bool", default=False),
+        max_concurrent_instances=dict(type="int", default=50),
     )
 
 
 def main():
-    selectors = ["set_id", "snapshot_ids", "snapshot_group_id", "instance_id"]
+    selectors = ["set_id", "set_ids", "snapshot_ids", "snapshot_group_id", "instance_id", "instance_ids"]
     module = AppConsistentModule(
         argument_spec=argument_spec(),
         required_one_of=[selectors],
         mutually_exclusive=[selectors],
         supports_check_mode=True,
     )
-    run = RestoreRun(module)
+    # set_ids or instance_ids: every instance's restore in one task, which fails when any of them failed
+    many = module.params.get("set_ids") is not None or module.params.get("instance_ids") is not None
+    run = RestoreMany(module) if many else RestoreRun(module)
     try:
         result = run.run()
     except RestoreRefused as exc:
@@ -387,6 +450,8 @@ def main():
     diff = result.pop("diff")
     if module._diff:
         result["diff"] = diff
+    if result.pop("failed", False):
+        module.fail_json(**result)
     module.exit_json(**result)
 
 

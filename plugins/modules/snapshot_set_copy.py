@@ -48,7 +48,45 @@ options:
         C(acs-) id of a copy).
       - An id that is not exactly a set id (a wildcard such as C(acs-*), a trailing newline) is refused.
     type: str
-    required: true
+  set_ids:
+    description:
+      - Sets to copy in one task, each in the same form as O(set_id); exactly one of O(set_id), O(set_ids) and
+        O(instance_ids) is required.
+      - Every set is copied as O(set_id) copies one, into a copy set of its own. Their copies share one queue, so
+        O(max_concurrent_copies) counts the copies of all the sets together (copies still running from an earlier
+        run of the task included), and they are read with one listing call per round.
+      - A set that is refused, or whose copy fails, is reported in its RV(copies) entry and the others go on, unless
+        O(stop_on_failure=true); the task fails when any set failed. A set cut short stays incomplete in the
+        destination (see C(appconsistent:members)) until a rerun completes it.
+    type: list
+    elements: str
+  instance_ids:
+    description:
+      - With O(latest=true), copy the newest complete set of each of these instances in the source region that is at
+        least O(min_consistency), as O(set_ids) copies sets (the set is chosen as
+        M(appconsistent.snapshots.restore_volumes) chooses it with
+        O(appconsistent.snapshots.restore_volumes#module:latest)). An instance without such a set is reported in its
+        RV(copies) entry and fails the task; the others are copied.
+    type: list
+    elements: str
+  latest:
+    description:
+      - Select the newest qualifying set of each of O(instance_ids); required with O(instance_ids).
+    type: bool
+    default: false
+  min_consistency:
+    description:
+      - With O(instance_ids), the least consistency the chosen sets have (C(crash) < C(filesystem) < C(application) <
+        C(offline)).
+    type: str
+    choices: [crash, filesystem, application, offline]
+    default: application
+  stop_on_failure:
+    description:
+      - With O(set_ids) or O(instance_ids), start no further copy once the copy of one set failed or was refused. Copies already
+        running are waited for (with O(wait)).
+    type: bool
+    default: false
   destination_region:
     description:
       - The region to copy the set to.
@@ -84,10 +122,12 @@ options:
     type: str
   max_concurrent_copies:
     description:
-      - How many copies of this task may run at once. AWS allows 20 concurrent snapshot copies per destination
-        region for the whole account (an EBS quota that cannot be raised), so the default leaves room for other
-        copies; a copy refused because of that quota waits in the queue. Alibaba Cloud allows one unfinished copy
-        per disk and destination region.
+      - How many copies of this task may run at once, of all the sets of O(set_ids) together. AWS allows 20
+        concurrent snapshot copies per destination region for the whole account (an EBS quota that cannot be
+        raised), so the default leaves room for other copies, and a task that copies many sets is fastest with 20
+        when nothing else copies into that region; a copy refused because of that quota waits in the queue. Alibaba
+        Cloud allows one unfinished copy per disk and destination region; a copy refused for that waits while the
+        copies of other disks go on.
       - Every call is also paced by the request token buckets of the region it goes to (on AWS, CopySnapshot and the
         reads of the copies go to the destination region, which has buckets of its own; see O(api_rate_limits)).
     type: int
@@ -137,6 +177,15 @@ EXAMPLES = r"""
     delete_after: 30d
   register: dr_copy
 
+- name: Copy the newest set of every instance of a backup run in one task, within the region's copy quota
+  appconsistent.snapshots.snapshot_set_copy:
+    provider: aws
+    region: eu-west-1
+    set_ids: "{{ backup.sets | map(attribute='set_id') | list }}"
+    destination_region: eu-central-1
+    max_concurrent_copies: 20
+  register: dr_copies
+
 - name: Restore the copy in the destination region
   appconsistent.snapshots.restore_volumes:
     provider: aws
@@ -179,12 +228,12 @@ api_pacing:
            "rate_floor_s": 30.0, "share": 1.0}
 set_id:
   description: The id of the copy set in the destination region (null in check mode when it does not exist yet).
-  returned: always
+  returned: with set_id
   type: str
   sample: acs-20261123t061500-9f8e7d6c
 source_set_id:
   description: The set that was copied.
-  returned: always
+  returned: with set_id
   type: str
 source_region:
   description: The region of the source set.
@@ -200,20 +249,20 @@ provider:
   type: str
 instance_id:
   description: The instance the source set was taken of.
-  returned: always
+  returned: with set_id
   type: str
 consistency:
   description: The consistency of the set, as recorded in its C(appconsistent:consistency) tags.
-  returned: always
+  returned: with set_id
   type: str
   sample: application
 complete:
   description: Whether every copy has completed.
-  returned: always
+  returned: with set_id
   type: bool
 members:
   description: One entry per member of the source set.
-  returned: always
+  returned: with set_id
   type: list
   elements: dict
   contains:
@@ -234,17 +283,17 @@ members:
       type: str
 started_snapshot_ids:
   description: The copies started by this run.
-  returned: always
+  returned: with set_id
   type: list
   elements: str
 discarded_snapshot_ids:
   description: Copies from an earlier run that had ended in an error state and were deleted to be made anew.
-  returned: always
+  returned: with set_id
   type: list
   elements: str
 limit_waits:
   description: How often the provider's concurrent-copy limit sent a copy back into the queue.
-  returned: always
+  returned: with set_id
   type: int
 lock:
   description:
@@ -253,6 +302,21 @@ lock:
       a member from being locked. In check mode, C(locked) is null and C(planned) holds the lock options.
   returned: with O(lock), once the copies exist
   type: dict
+copies:
+  description:
+    - With O(set_ids) or O(instance_ids), one entry per set or instance, in the order given, with the keys a copy of
+      one set returns (RV(set_id), RV(source_set_id), RV(instance_id), RV(complete), RV(members),
+      RV(started_snapshot_ids)...), C(failed) and, when it failed, C(msg).
+  returned: with set_ids or instance_ids
+  type: list
+  elements: dict
+failed_sets:
+  description:
+    - With O(set_ids) or O(instance_ids), the source sets whose copy failed, was refused or was not started (the
+      instance, for an instance without a qualifying set).
+  returned: with set_ids or instance_ids
+  type: list
+  elements: str
 """
 
 from ansible_collections.appconsistent.snapshots.plugins.module_utils import creation_lock
@@ -263,12 +327,21 @@ from ansible_collections.appconsistent.snapshots.plugins.module_utils.set_copy i
 from ansible_collections.appconsistent.snapshots.plugins.module_utils.set_copy import CopyRefused
 from ansible_collections.appconsistent.snapshots.plugins.module_utils.set_copy import SetCopy
 from ansible_collections.appconsistent.snapshots.plugins.module_utils.set_copy import copy_api
+from ansible_collections.appconsistent.snapshots.plugins.module_utils.set_copy_many import ManyCopy
+
+
+SELECTORS = ["set_id", "set_ids", "instance_ids"]
 
 
 def argument_spec():
     return dict(
         provider=dict(type="str", required=True, choices=["aws", "alicloud"]),
-        set_id=dict(type="str", required=True),
+        set_id=dict(type="str"),
+        set_ids=dict(type="list", elements="str"),
+        instance_ids=dict(type="list", elements="str"),
+        latest=dict(type="bool", default=False),
+        min_consistency=dict(type="str", default="application", choices=["crash", "filesystem", "application", "offline"]),
+        stop_on_failure=dict(type="bool", default=False),
         destination_region=dict(type="str", required=True),
         encrypted=dict(type="bool"),
         kms_key_id=dict(type="str", no_log=False),
@@ -291,21 +364,44 @@ def _finish(module, result):
     return result
 
 
+def _lock_copies(module, until, result, destination):
+    """Lock each set a many-set copy made; a set left unlocked fails as its copy would have."""
+    unlocked = []
+    for entry in result["copies"]:
+        if entry.get("failed") or not entry.get("set_id"):
+            continue
+        entry.setdefault("changed", False)
+        lock_error = creation_lock.lock_copy(module, until, entry, destination)
+        result["changed"] = result.get("changed") or entry["changed"]
+        if lock_error:
+            entry.update(failed=True, msg=lock_error[0].upper() + lock_error[1:] + ".")
+            result.setdefault("failed_sets", []).append(entry.get("source_set_id") or entry["set_id"])
+            unlocked.append(lock_error)
+    if unlocked:
+        result["failed"] = True
+        result["msg"] = "; ".join(([result["msg"]] if result.get("msg") else []) + unlocked)
+
+
 def main():
-    module = AppConsistentModule(argument_spec=argument_spec(), supports_check_mode=True)
+    module = AppConsistentModule(argument_spec=argument_spec(), supports_check_mode=True,
+                                 required_one_of=[SELECTORS], mutually_exclusive=[SELECTORS])
     try:
         until = creation_lock.check_lock(module.params, module.params["provider"], needs_wait=False)
     except ValueError as exc:
         module.fail_json(msg=str(exc))
     try:
         api = copy_api(module)
-        run = SetCopy(api, module.params, check_mode=module.check_mode)
-        result = run.run()
+        # set_ids or instance_ids: every set's copy in one task, which fails when any of them failed
+        copier = SetCopy if module.params.get("set_id") is not None else ManyCopy
+        result = copier(api, module.params, check_mode=module.check_mode).run()
         if module.params["lock"]:
             destination = api.destination if module.params["provider"] == "aws" else api.destination_api
-            lock_error = creation_lock.lock_copy(module, until, result, destination)
-            if lock_error:
-                module.fail_json(msg=lock_error[0].upper() + lock_error[1:] + ".", **_finish(module, result))
+            if copier is SetCopy:
+                lock_error = creation_lock.lock_copy(module, until, result, destination)
+                if lock_error:
+                    module.fail_json(msg=lock_error[0].upper() + lock_error[1:] + ".", **_finish(module, result))
+            else:
+                _lock_copies(module, until, result, destination)
     except CopyRefused as exc:
         module.fail_json(msg=str(exc))
     except CopyFailed as exc:
@@ -314,7 +410,10 @@ def main():
         module.fail_aws(exc)
     except AlibabaCloudError as exc:
         module.fail_alicloud(exc)
-    module.exit_json(**_finish(module, result))
+    result = _finish(module, result)
+    if result.pop("failed", False):
+        module.fail_json(**result)
+    module.exit_json(**result)
 
 
 if __name__ == "__main__":

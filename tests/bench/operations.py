@@ -1,4 +1,4 @@
-"""Benchmarks of the operations a fleet runs after its backups (prune, copy), within the account's request limits.
+"""Benchmarks of the operations a fleet runs after its backups (prune, restore, copy), within the account's request limits.
 
 Each measures one task against the twins with the realistic latency model, as a ratio to the floor that the
 account's published limits put under it, and (``compare``) the same task on twins without request limits, in the
@@ -135,9 +135,9 @@ def _restorable_sets(twins) -> Dict[str, str]:
     return out
 
 
-def restore_many(bench, instances: int) -> Dict[str, Any]:
-    """restore_volumes (mode replace) of one instance, then of ``instances`` instances side by side, one task each
-    (one host each, every fork at once), as a play restores a fleet today."""
+def restore_many(bench, instances: int, as_tasks: bool = False) -> Dict[str, Any]:
+    """restore_volumes (mode replace) of one instance, then of ``instances`` instances: in one task (set_ids), or
+    (``as_tasks``) side by side, one task each (one host each, every fork at once), for comparison."""
     from twin.launcher import start_twins  # pylint: disable=import-outside-toplevel
 
     fleet = {"instances": [{"provider": "aws", "name": f"r-{n:03d}", "platform": "linux", "volumes": DATA_VOLUMES}
@@ -145,23 +145,97 @@ def restore_many(bench, instances: int) -> Dict[str, Any]:
     twins = start_twins(fleet, latency=bench.latency, aws=True, alicloud=False, limits=bench.limits)
     try:
         sets = _setup(twins, lambda: _restorable_sets(twins))
-        task = {"name": "Restore", RESTORE: {"set_id": "{{ restore_sets[inventory_hostname] }}", "mode": "replace",
-                                             "min_consistency": "crash", "force": True},
-                "vars": {"restore_sets": sets}, "register": "restored"}
         names = sorted(sets)
-        one = bench.play(twins, [task], results=["restored"], hosts=names[:1])
-        many = bench.play(twins, [task], results=["restored"], hosts=names[1:] + names[:1])
-        rows = many["results"]["restored"]
-        start_capacity, start_refill = published("ec2", "StartInstances")
-        floor = one["wall_s"] + max(0.0, (instances - start_capacity) / start_refill)
-        failed = {h: (r.get("msg") or "")[:200] for h, r in rows.items() if (r or {}).get("failed")}
+        args = {"mode": "replace", "min_consistency": "crash", "force": True}
+        one = bench.play(twins, [{"name": "Restore one", RESTORE: dict(args, set_ids=[sets[names[0]]]),
+                                  "register": "restored"}], results=["restored"])
+        if as_tasks:
+            task = {"name": "Restore", RESTORE: dict(args, set_id="{{ restore_sets[inventory_hostname] }}"),
+                    "vars": {"restore_sets": sets}, "register": "restored"}
+            many = bench.play(twins, [task], results=["restored"], hosts=names[1:] + names[:1])
+            rows = many["results"]["restored"]
+            failed = {h: (r.get("msg") or "")[:200] for h, r in rows.items() if (r or {}).get("failed")}
+            pacing = None
+        else:
+            task = {"name": "Restore all", RESTORE: dict(args, set_ids=[sets[n] for n in names]), "register": "restored"}
+            many = bench.play(twins, [task], results=["restored"])
+            result = many["results"]["restored"]
+            failed = {r.get("instance_id") or r.get("set_id"): (r.get("msg") or "")[:200]
+                      for r in result.get("restores") or [] if r.get("failed")}
+            if result.get("failed") and not failed:
+                failed = {"task": (result.get("msg") or "")[:200]}
+            pacing = result.get("api_pacing")
+        floor = one["wall_s"] + restore_floor(instances) - restore_floor(1)
         throttled: Dict[str, int] = {}
         for entry in many["throttled"]:
             throttled[entry["action"]] = throttled.get(entry["action"], 0) + 1
-        return {"instances": instances, "one_wall_s": one["wall_s"], "wall_s": many["wall_s"], "floor_s": round(floor, 1),
-                "ratio": round(many["wall_s"] / floor, 3), "failed": len(failed), "failures": dict(list(failed.items())[:5]),
-                "throttled": throttled, "api_calls": many["api_calls"]["by_operation"],
-                "floor": "one instance's restore + (N - 5) / 2 s of StartInstances (5 tokens refilling 2 a second)"}
+        return {"instances": instances, "one_task": not as_tasks, "one_wall_s": one["wall_s"], "wall_s": many["wall_s"],
+                "floor_s": round(floor, 1), "ratio": round(many["wall_s"] / floor, 3), "failed": len(failed),
+                "failures": dict(list(failed.items())[:5]), "throttled": throttled,
+                "api_calls": many["api_calls"]["by_operation"], "api_pacing": pacing,
+                "floor": "one instance's restore + max over its APIs of (N - capacity) / refill beyond the one "
+                         "instance's own calls; StartInstances (5 tokens refilling 2 a second) is the slowest: "
+                         "(N - 5) / 2 s"}
+    finally:
+        twins.stop()
+
+
+def restore_floor(instances: int) -> float:
+    """Seconds the published buckets put under the calls of a replace restore of ``instances`` instances with one
+    data volume each and running: CreateVolume, StopInstances, DetachVolume, AttachVolume, StartInstances, one each
+    per instance; the slowest bucket decides."""
+    return max(max(0.0, (instances - capacity) / refill) for capacity, refill in
+               (published("ec2", api) for api in ("CreateVolume", "StopInstances", "DetachVolume", "AttachVolume",
+                                                  "StartInstances")))
+
+
+COPY_SECONDS = "snapshot_complete"  # the latency model's time a copy takes to complete
+
+
+def copy_floor(copies: int, seconds: float, quota: int = COPIES_PER_REGION) -> float:
+    """Seconds ``copies`` copies of ``seconds`` each take at least with ``quota`` in flight per destination Region,
+    or the CopySnapshot calls of the destination's bucket, whichever is longer."""
+    capacity, refill = published("ec2", "CopySnapshot")
+    waves = -(-copies // quota)
+    return max(waves * seconds, 0.0, (copies - capacity) / refill)
+
+
+def copy_many(bench, sets: int) -> Dict[str, Any]:
+    """snapshot_set_copy of one set, then of ``sets`` sets in one task (set_ids) to another Region, with as many
+    copies in flight as the destination's quota allows."""
+    from twin.core.latency import LatencyModel  # pylint: disable=import-outside-toplevel
+    from twin.launcher import start_twins  # pylint: disable=import-outside-toplevel
+
+    per_instance = max(1, sets // 100)
+    instances = max(1, sets // per_instance)
+    twins = start_twins(_fleet(instances), latency=bench.latency, aws=True, alicloud=False, limits=bench.limits)
+    try:
+        made = _setup(twins, lambda: _sets(twins, per_instance, delete_after="2999-01-01T00:00:00Z"))[:sets]
+        members = 2 * len(made)  # every set holds both volumes of its instance
+        args = {"provider": "aws", "destination_region": COPY_DESTINATION, "max_concurrent_copies": COPIES_PER_REGION}
+        one = bench.play(twins, [{"name": "Copy one set", COPY: dict(args, set_ids=made[:1]), "register": "copied"}],
+                         results=["copied"])
+        task = {"name": "Copy the sets", COPY: dict(args, set_ids=made[1:]), "register": "copied"}
+        many = bench.play(twins, [task], results=["copied"])
+        result = many["results"]["copied"]
+        failed = {r["source_set_id"]: (r.get("msg") or "")[:200] for r in result.get("copies") or [] if r.get("failed")}
+        if result.get("failed") and not failed:
+            failed = {"task": (result.get("msg") or "")[:200]}
+        seconds = LatencyModel(bench.latency).transition(COPY_SECONDS)
+        floor = one["wall_s"] + copy_floor(members - 2, seconds)
+        throttled: Dict[str, int] = {}
+        for entry in many["throttled"]:
+            throttled[entry["action"]] = throttled.get(entry["action"], 0) + 1
+        complete = sum(1 for r in result.get("copies") or [] if r.get("complete"))
+        return {"sets": len(made), "copies": members, "copy_s": seconds, "one_wall_s": one["wall_s"],
+                "wall_s": many["wall_s"], "floor_s": round(floor, 1), "ratio": round(many["wall_s"] / floor, 3),
+                "complete_sets": complete + (1 if one["results"]["copied"].get("copies", [{}])[0].get("complete") else 0),
+                "failed": len(failed), "failures": dict(list(failed.items())[:5]), "throttled": throttled,
+                "limit_waits": sum(r.get("limit_waits") or 0 for r in result.get("copies") or []),
+                "api_calls": many["api_calls"]["by_operation"], "api_pacing": result.get("api_pacing"),
+                "floor": "one set's copy + max(ceil(C / 20) x the time of one copy, (C - 50) / 5 s of CopySnapshot) "
+                         "for the other sets' C copies: 20 copies in flight per destination Region (EBS quota), the "
+                         "destination's CopySnapshot bucket 50 refilling 5 a second"}
     finally:
         twins.stop()
 
@@ -185,8 +259,17 @@ def summary(report: Dict[str, Any]) -> List[str]:
         lines.append("")
     many = report.get("restore_many")
     if many:
-        lines += ["## Restore of many instances side by side", "", f"Floor: {many['floor']}.", "",
+        how = "in one task" if many.get("one_task") else "side by side, one task each"
+        lines += [f"## Restore of many instances {how}", "", f"Floor: {many['floor']}.", "",
                   "| instances | one instance s | wall s | floor s | x floor | failed | throttled |", "|---|---|---|---|---|---|---|",
                   f"| {many['instances']} | {many['one_wall_s']} | {many['wall_s']} | {many['floor_s']} | {many['ratio']} | "
                   f"{many['failed']} | {many['throttled']} |", ""]
+    copies = report.get("copy_many")
+    if copies:
+        lines += ["## Copy of many sets in one task", "", f"Floor: {copies['floor']}.", "",
+                  "| sets | copies | one set s | wall s | floor s | x floor | complete sets | failed | throttled | quota refusals |",
+                  "|---|---|---|---|---|---|---|---|---|---|",
+                  f"| {copies['sets']} | {copies['copies']} | {copies['one_wall_s']} | {copies['wall_s']} | {copies['floor_s']} | "
+                  f"{copies['ratio']} | {copies['complete_sets']} | {copies['failed']} | {copies['throttled']} | "
+                  f"{copies['limit_waits']} |", ""]
     return lines

@@ -15,8 +15,9 @@ Scenarios:
 - ``freeze``: the freeze window on Linux for AWS initiator ``controller``, AWS initiator
   ``instance`` and the Alibaba Cloud plug-in, as ratios to the floor the latency model allows.
 - ``restore``: ``restore_volumes`` of an instance with 8 volumes against one with a single volume.
-- ``prune`` and ``restore-many`` (tests/bench/operations.py): a prune of many snapshots and a restore of many
-  instances side by side, as ratios to the floor the account's published request limits put under them.
+- ``prune``, ``restore-many`` and ``copy-many`` (tests/bench/operations.py): a prune of many snapshots, a restore
+  of many instances and a copy of many sets to another Region, each in one task, as ratios to the floor the
+  account's published request limits (and the destination Region's copy quota) put under them.
 
 Run ``python tests/bench/runner.py --help``; results go to ``results.json`` and ``summary.md``.
 """
@@ -463,7 +464,10 @@ def run(args: argparse.Namespace) -> Dict[str, Any]:
             report["restore"] = restore(bench)
             write_report(report, args.out, started)
         if "restore-many" in args.scenarios:
-            report["restore_many"] = operations.restore_many(bench, args.restore_instances)
+            report["restore_many"] = operations.restore_many(bench, args.restore_instances, args.restore_as_tasks)
+            write_report(report, args.out, started)
+        if "copy-many" in args.scenarios:
+            report["copy_many"] = operations.copy_many(bench, args.copy_sets)
             write_report(report, args.out, started)
         if "prune" in args.scenarios:
             report["prune"] = operations.prune_scenario(bench, args.prune_sizes, args.compare_limits)
@@ -579,9 +583,13 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser.add_argument("--compare-limits", action="store_true",
                         help="run the prune and copy scenarios also on twins without request limits, in the same run")
     parser.add_argument("--scenarios", nargs="+", default=["fleet", "freeze", "restore"],
-                        choices=["fleet", "freeze", "restore", "prune", "restore-many"])
+                        choices=["fleet", "freeze", "restore", "prune", "restore-many", "copy-many"])
     parser.add_argument("--restore-instances", type=int, default=50,
-                        help="instances restored side by side in the restore-many scenario")
+                        help="instances restored in the restore-many scenario")
+    parser.add_argument("--restore-as-tasks", action="store_true",
+                        help="restore-many: one task per instance, side by side, instead of one task for all")
+    parser.add_argument("--copy-sets", type=int, default=200,
+                        help="sets (two snapshots each) copied to another Region in one task in the copy-many scenario")
     return parser.parse_args(argv)
 
 

@@ -56,10 +56,11 @@ def test_bench_runs_end_to_end_and_writes_its_results(tmp_path):
 
 
 @pytest.mark.timeout(900)
-def test_prune_and_restore_many_scenarios_run_end_to_end(tmp_path):
+def test_prune_restore_many_and_copy_many_scenarios_run_end_to_end(tmp_path):
     out = tmp_path / "bench"
     args = runner.parse_args(["--out", str(out), "--profile", "zero", "--limits", "published", "--scenarios", "prune",
-                              "restore-many", "--prune-sizes", "8", "--compare-limits", "--restore-instances", "2"])
+                              "restore-many", "copy-many", "--prune-sizes", "8", "--compare-limits",
+                              "--restore-instances", "2", "--copy-sets", "3"])
     runner.run(args)
 
     report = json.loads((out / "results.json").read_text())
@@ -74,7 +75,11 @@ def test_prune_and_restore_many_scenarios_run_end_to_end(tmp_path):
     # within the bucket: the floor is the fixed part alone
     assert entry["published"]["floor_s"] == round(prune["fixed_wall_s"], 1)
     many = report["restore_many"]
-    assert many["instances"] == 2 and many["failed"] == 0
+    assert many["instances"] == 2 and many["failed"] == 0 and many["one_task"] is True
     assert many["api_calls"]["aws"]["StartInstances"] == 2
+    copies = report["copy_many"]
+    assert (copies["sets"], copies["copies"], copies["complete_sets"], copies["failed"]) == (3, 6, 3, 0)
+    assert copies["api_calls"]["aws"]["CopySnapshot"] == 4  # the two sets after the first, two snapshots each
     text = (out / "summary.md").read_text()
-    assert "## Prune" in text and "## Restore of many instances side by side" in text
+    assert "## Prune" in text and "## Restore of many instances in one task" in text
+    assert "## Copy of many sets in one task" in text

@@ -218,6 +218,18 @@ def test_a_copy_is_locked_in_its_destination_region(copy_twins, run_tasks):
     assert run["info"]["sets"][0]["lock"]["locked"] is True
 
 
+def test_every_set_of_a_many_set_copy_is_locked_in_its_destination_region(copy_twins, run_tasks):
+    twins = copy_twins
+    set_ids = [take_aws_set(twins, twins.endpoints["aws"]["instances"][name], wait=False)[0] for name in ("db-1", "db-2")]
+    task = {COPY: {"provider": "aws", "set_ids": set_ids, "destination_region": DESTINATION, "lock": COMPLIANCE}}
+    copied = run_tasks([dict(task, register="copy")], twins.endpoints)["copy"]
+    assert not copied.get("failed"), copied.get("msg")
+    assert [c["source_set_id"] for c in copied["copies"]] == set_ids
+    for copy in copied["copies"]:
+        assert copy["lock"]["locked"] is True, copy
+        assert sorted(m["snapshot_id"] for m in copy["lock"]["members"]) == sorted(m["snapshot_id"] for m in copy["members"])
+
+
 def test_an_alicloud_copy_returned_before_completion_is_locked_once_accomplished(copy_twins, run_tasks):
     twins = copy_twins
     group_id = take_ali_set(twins, ALI_INSTANCE)[0]
