@@ -15,6 +15,7 @@ SPEC.loader.exec_module(changed_tests)
 def test_a_changed_module_runs_its_integration_tests() -> None:
     tests = changed_tests.integration_tests(["plugins/modules/app_consistent_group.py"])
     assert tests == ["tests/integration/test_app_consistent_group_alicloud.py",
+                     "tests/integration/test_app_consistent_group_alicloud_plugin_limits.py",
                      "tests/integration/test_app_consistent_group_aws.py",
                      "tests/integration/test_app_consistent_group_aws_safety.py"]
 
