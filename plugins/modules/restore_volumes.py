@@ -279,7 +279,7 @@ set:
     - The set restored (C(set_id), C(source_instance_id), C(consistency), C(complete), C(members), each member with
       its own C(consistency)). C(consistency) is the set's level, which O(min_consistency) is compared with.
     - C(below_set_level) lists the restored snapshots labelled below the set's level, such as the root volume of a set
-      that froze only C(/data): their volumes come back crash-consistent.
+      that froze only C(/data), whose volumes come back crash-consistent.
   returned: always
   type: dict
 device_map:

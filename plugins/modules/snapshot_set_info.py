@@ -142,7 +142,7 @@ sets:
       sample: "2026-11-23T06:00:00Z"
     consistency:
       description:
-        - The set's level (V(crash), V(filesystem), V(application) or V(offline)): the weakest
+        - The set's level (V(crash), V(filesystem), V(application) or V(offline)), which is the weakest
           C(appconsistent:set-consistency) tag of its members, that is the weakest level over the volumes that were to
           be quiesced. For a set made before that tag existed, the weakest member's C(appconsistent:consistency) tag.
           Null when a member has no consistency tag. O(min_consistency) selects by this level.
