@@ -79,8 +79,7 @@ class Outcome:
 
     def to_dict(self):
         for member in self.snapshots:  # the plug-in quiesces the whole instance: every member is, or none
-            member.setdefault("quiesced", ss.consistency_rank(member["tags"].get(ss.TAG_CONSISTENCY)) >
-                              ss.consistency_rank("crash"))
+            member.setdefault("quiesced", ss.was_quiesced(member["tags"]))
         data = dict(instance_id=self.instance_id, provider=self.provider, platform=self.platform, status=self.status,
                     consistency_requested=self.requested, consistency=self.consistency, set_id=self.set_id,
                     snapshots=self.snapshots, changed=self.changed)

@@ -184,9 +184,8 @@ class Outcome:
         self.error = ss.merge_error(self.error, code, message)
 
     def to_dict(self):
-        for member in self.snapshots:  # quiesced: the member's own label is above crash
-            member.setdefault("quiesced", ss.consistency_rank(member["tags"].get(ss.TAG_CONSISTENCY)) >
-                              ss.consistency_rank("crash"))
+        for member in self.snapshots:
+            member.setdefault("quiesced", ss.was_quiesced(member["tags"]))
         data = dict(instance_id=self.instance_id, provider="aws", platform=self.platform, status=self.status,
                     consistency_requested=self.requested, consistency=self.consistency, set_id=self.set_id,
                     snapshots=self.snapshots, command_ids=self.command_ids, changed=self.changed)

@@ -112,6 +112,11 @@ def consistency_tags(member_level, set_level=None):
     return {TAG_CONSISTENCY: member_level, TAG_SET_CONSISTENCY: set_level or member_level}
 
 
+def was_quiesced(member_tags):
+    """Whether a member was quiesced: its own label is above crash."""
+    return consistency_rank((member_tags or {}).get(TAG_CONSISTENCY)) > consistency_rank("crash")
+
+
 def set_consistency(member_tags):
     """The level of a set from its members' tags: the weakest appconsistent:set-consistency its members carry, or,
     for a set made before that tag existed, the weakest appconsistent:consistency (every member carried the set's)."""
