@@ -106,8 +106,8 @@ def _fake_dev_link(sysfs, device, target):
     link.symlink_to(target)
 
 
-def test_freeze_names_the_ebs_volume_beneath_a_filesystem_by_its_nvme_serial(fs_factory, freeze_helper, tmp_path,
-                                                                          monkeypatch):
+def test_freeze_names_the_ebs_volume_beneath_a_filesystem_by_its_nvme_serial(
+        fs_factory, freeze_helper, tmp_path, monkeypatch):
     mount = fs_factory.create("ext4")
     sysfs = tmp_path / "sys"
     disk = _fake_disk(sysfs, "devices/pci0000:00/nvme/nvme1/nvme1n1", serial="vol0123456789abcdef0")

@@ -35,7 +35,7 @@ def labels(twins, set_id):
 @pytest.mark.parametrize("hypervisor, data_device", [("nitro", "/dev/xvdf"), ("xen", "/dev/sdf"), ("xen", "/dev/xvdf")])
 @pytest.mark.parametrize("initiator", ["controller", "instance"])
 def test_the_readme_example_labels_the_root_volume_crash_in_an_application_set(twin_factory, run_tasks, hypervisor,
-                                                                                data_device, initiator):
+                                                                               data_device, initiator):
     fleet = {"instances": [instance("db", [ROOT, {"device": data_device, "size": 20, "mount": "/data"}], hypervisor)]}
     twins = twin_factory(fleet, alicloud=False)
     iid = twins.endpoints["aws"]["instances"]["db"]

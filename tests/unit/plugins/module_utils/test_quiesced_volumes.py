@@ -46,7 +46,7 @@ def report(*mounts):
 
 def test_the_volumes_beneath_every_frozen_filesystem():
     frozen = report(("/data", "frozen", [{"name": "nvme1n1", "serial": "vol0bbbbbbbbbbbbbbb2"},
-                                          {"name": "nvme2n1", "serial": "vol0ccccccccccccccc3"}]),
+                                         {"name": "nvme2n1", "serial": "vol0ccccccccccccccc3"}]),
                     ("/data/again", "duplicate", []))
     assert quiesced_volumes(frozen, NITRO) == ({DATA, LOGS}, None)
 
