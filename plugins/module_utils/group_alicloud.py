@@ -78,6 +78,8 @@ class Outcome:
         self.error = ss.merge_error(self.error, code, message)
 
     def to_dict(self):
+        for member in self.snapshots:  # the plug-in quiesces the whole instance: every member is, or none
+            member.setdefault("quiesced", ss.was_quiesced(member["tags"]))
         data = dict(instance_id=self.instance_id, provider=self.provider, platform=self.platform, status=self.status,
                     consistency_requested=self.requested, consistency=self.consistency, set_id=self.set_id,
                     snapshots=self.snapshots, changed=self.changed)

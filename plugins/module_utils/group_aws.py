@@ -30,6 +30,7 @@ from ansible_collections.appconsistent.snapshots.plugins.module_utils import aws
 from ansible_collections.appconsistent.snapshots.plugins.module_utils import aws_fleet
 from ansible_collections.appconsistent.snapshots.plugins.module_utils import pacing
 from ansible_collections.appconsistent.snapshots.plugins.module_utils import snapshot_set as ss
+from ansible_collections.appconsistent.snapshots.plugins.module_utils.quiesced_volumes import quiesced_volumes
 from ansible_collections.appconsistent.snapshots.plugins.module_utils import validate
 from ansible_collections.appconsistent.snapshots.plugins.module_utils.concurrency import chunks
 from ansible_collections.appconsistent.snapshots.plugins.module_utils.concurrency import concurrently
@@ -183,6 +184,8 @@ class Outcome:
         self.error = ss.merge_error(self.error, code, message)
 
     def to_dict(self):
+        for member in self.snapshots:
+            member.setdefault("quiesced", ss.was_quiesced(member["tags"]))
         data = dict(instance_id=self.instance_id, provider="aws", platform=self.platform, status=self.status,
                     consistency_requested=self.requested, consistency=self.consistency, set_id=self.set_id,
                     snapshots=self.snapshots, command_ids=self.command_ids, changed=self.changed)
@@ -934,16 +937,37 @@ class AwsGroupRun:
         return level
 
     def _raise_consistency(self, confirmed):
-        """Sets are written crash-consistent; raise them to what the instances confirmed, one call per level."""
+        """Sets are written crash-consistent; raise each member to what it achieved and the set to what its quiesce
+        scope achieved, one call per distinct pair of levels. A freeze raises only the volumes beneath the frozen
+        filesystems; an offline set (the instance stopped, or every member's filesystems unmounted) raises them all."""
         batch = aws_api.TagBatch()
         for level, ids in confirmed.items():
-            if level == "crash":
-                continue
             for instance_id in ids:
-                for member in self.outcomes[instance_id].snapshots:
-                    batch.add([member["snapshot_id"]], {ss.TAG_CONSISTENCY: level})
-                    member["tags"][ss.TAG_CONSISTENCY] = level
+                outcome = self.outcomes[instance_id]
+                quiesced = {m["volume_id"] for m in outcome.snapshots}
+                if level not in ("crash", "offline"):
+                    quiesced, level = self._quiesced(outcome, level)
+                for member in outcome.snapshots:
+                    member["quiesced"] = level != "crash" and member["volume_id"] in quiesced
+                    tags = ss.consistency_tags(level if member["quiesced"] else "crash", level)
+                    if level != "crash":
+                        batch.add([member["snapshot_id"]], tags)
+                    member["tags"].update(tags)
         batch.flush(self.ec2)
+
+    def _quiesced(self, outcome, level):
+        """(volume ids of the set that the freeze quiesced, the set's level): the level confirmed when the disks beneath
+        every frozen filesystem map to the instance's volumes and the set holds at least one of them, else crash."""
+        volumes, problem = quiesced_volumes(outcome.freeze, self.instances[outcome.instance_id].get("BlockDeviceMappings"))
+        members = {m["volume_id"] for m in outcome.snapshots}
+        if problem is None and not volumes & members:
+            problem = "none of the volumes beneath the frozen filesystems is in the set"
+        if problem:
+            outcome.fail("QuiescedVolumesUnknown", f"cannot tell which volumes the freeze quiesced ({problem}), so no "
+                                                   "member is labelled above crash")
+            outcome.consistency = "crash"
+            return set(), "crash"
+        return volumes & members, level
 
     def _linux(self, instance_ids):
         if self.params.get("initiator") == "instance":

@@ -74,7 +74,7 @@ class Member:
 
     def to_dict(self):
         return dict(snapshot_id=self.snapshot_id, device=self.device, size=self.size, state=self.state,
-                    source_volume_id=self.source_volume_id)
+                    source_volume_id=self.source_volume_id, consistency=self.tags.get(ss.TAG_CONSISTENCY))
 
 
 class SelectedSet:
@@ -90,7 +90,17 @@ class SelectedSet:
 
     @property
     def consistency(self):
+        """A whole set's own level (appconsistent:set-consistency); snapshots named one by one, their weakest."""
+        if self.whole:
+            return ss.set_consistency(m.tags for m in self.members)
         return ss.weakest(m.tags.get(ss.TAG_CONSISTENCY) for m in self.members)
+
+    @property
+    def below_set_level(self):
+        """The members labelled below the set's level: volumes that were not quiesced (a root volume, say)."""
+        level = self.consistency
+        return [m.snapshot_id for m in self.members
+                if ss.consistency_rank(m.tags.get(ss.TAG_CONSISTENCY)) < ss.consistency_rank(level)]
 
     @property
     def incomplete_reason(self):
@@ -110,7 +120,8 @@ class SelectedSet:
 
     def to_dict(self):
         return dict(set_id=self.set_id, source_instance_id=self.source_instance_id, consistency=self.consistency,
-                    complete=self.complete, members=[m.to_dict() for m in self.members])
+                    complete=self.complete, members=[m.to_dict() for m in self.members],
+                    below_set_level=self.below_set_level)
 
 
 def newest_qualifying(sets, min_consistency):

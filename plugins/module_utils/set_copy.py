@@ -505,7 +505,7 @@ class SetCopy:
             changed=changed, provider=self.api.provider, source_set_id=self.params["set_id"],
             source_region=self.api.source_region, destination_region=self.api.destination_region,
             set_id=self.copy_set_id, instance_id=source_tags.get(ss.TAG_INSTANCE_ID),
-            consistency=ss.weakest(m["tags"].get(ss.TAG_CONSISTENCY) for m in self.source) if self.source else None,
+            consistency=ss.set_consistency(m["tags"] for m in self.source) if self.source else None,
             complete=complete, members=members, started_snapshot_ids=list(self.started),
             discarded_snapshot_ids=list(self.discarded), limit_waits=self.limit_waits, warnings=list(self.warnings),
             diff=dict(before=dict(set_id=self.copy_set_id if before else None, copies=before),

@@ -92,7 +92,9 @@ def build_set(provider, set_id, members, group=None, now=None):
         instance_id=_common(tag(m, ss.TAG_INSTANCE_ID) for m in members) or group.get("instance_id"),
         run_id=_common(tag(m, ss.TAG_RUN_ID) for m in members),
         created=ss.format_instant(created) if created else None,
-        consistency=ss.weakest(levels) if levels and all(levels) else None,
+        # The set's level (appconsistent:set-consistency; a set made before it, its weakest member's); each member's
+        # own level is in its consistency field.
+        consistency=ss.set_consistency(m["tags"] for m in members) if levels and all(levels) else None,
         complete=incomplete is None,
         members_expected=ss.declared_members(member_tags)[0],
         incomplete_reason=incomplete,
@@ -103,7 +105,7 @@ def build_set(provider, set_id, members, group=None, now=None):
         untagged_snapshot_ids=untagged,
         # A safety set (restore_volumes' copy of the disks it was about to reset) names the set it made room for.
         safety_for=_common(tag(m, TAG_SAFETY_FOR) for m in members) or group_tags.get(TAG_SAFETY_FOR),
-        members=members,
+        members=[dict(m, consistency=m["tags"].get(ss.TAG_CONSISTENCY)) for m in members],
     )
     if group.get("status") is not None:
         result["group_status"] = group["status"]

@@ -26,7 +26,13 @@ TAG_DELETE_AFTER = TAG_PREFIX + "delete-after"
 # How many snapshots the whole set has, written on every member when the set is made (and kept by a copy): a set
 # that holds fewer (a copy cut short, a VSS run that missed a volume) proves itself incomplete.
 TAG_MEMBERS = TAG_PREFIX + "members"
-SET_TAG_KEYS = (TAG_SET_ID, TAG_INSTANCE_ID, TAG_DEVICE, TAG_CONSISTENCY, TAG_RUN_ID, TAG_DELETE_AFTER, TAG_MEMBERS)
+# The set's own level, on every member: the weakest level over the members in the quiesce scope (those backing the
+# filesystems that were to be frozen). appconsistent:consistency is what each member itself achieved, so the root
+# volume of a set that froze /data is crash while the set is application. Sets made before this tag existed carry
+# only appconsistent:consistency, the same on every member, and are read as they always were.
+TAG_SET_CONSISTENCY = TAG_PREFIX + "set-consistency"
+SET_TAG_KEYS = (TAG_SET_ID, TAG_INSTANCE_ID, TAG_DEVICE, TAG_CONSISTENCY, TAG_RUN_ID, TAG_DELETE_AFTER, TAG_MEMBERS,
+                TAG_SET_CONSISTENCY)
 
 # Weakest first. "offline" (instance stopped or volumes unmounted) is the strongest.
 CONSISTENCY_LEVELS = ("crash", "filesystem", "application", "offline")
@@ -96,6 +102,29 @@ def weakest(levels):
     if not levels:
         return None
     return min(levels, key=consistency_rank)
+
+
+def consistency_tags(member_level, set_level=None):
+    """The two consistency tags of one member: what it achieved and what its set achieved (the same by default)."""
+    for level in (member_level, set_level):
+        if level is not None and level not in CONSISTENCY_LEVELS:
+            raise ValueError(f"unknown consistency {level!r}")
+    return {TAG_CONSISTENCY: member_level, TAG_SET_CONSISTENCY: set_level or member_level}
+
+
+def was_quiesced(member_tags):
+    """Whether a member was quiesced: its own label is above crash."""
+    return consistency_rank((member_tags or {}).get(TAG_CONSISTENCY)) > consistency_rank("crash")
+
+
+def set_consistency(member_tags):
+    """The level of a set from its members' tags: the weakest appconsistent:set-consistency its members carry, or,
+    for a set made before that tag existed, the weakest appconsistent:consistency (every member carried the set's)."""
+    member_tags = [tags or {} for tags in member_tags]
+    stated = [tags.get(TAG_SET_CONSISTENCY) for tags in member_tags if tags.get(TAG_SET_CONSISTENCY) is not None]
+    if stated:
+        return weakest(stated)
+    return weakest(tags.get(TAG_CONSISTENCY) for tags in member_tags)
 
 
 def parse_duration(text, option="delete_after"):
@@ -182,7 +211,8 @@ def set_tags(set_id, instance_id, consistency, device=None, run_id=None, delete_
     """
     if consistency not in CONSISTENCY_LEVELS:
         raise ValueError(f"unknown consistency {consistency!r}")
-    tags = {TAG_SET_ID: set_id, TAG_INSTANCE_ID: instance_id, TAG_CONSISTENCY: consistency}
+    tags = {TAG_SET_ID: set_id, TAG_INSTANCE_ID: instance_id}
+    tags.update(consistency_tags(consistency))
     if members is not None:
         tags[TAG_MEMBERS] = members_value(members)
     if device:
@@ -329,7 +359,15 @@ class SnapshotSet:
 
     @property
     def consistency(self):
-        return weakest(m["tags"].get(TAG_CONSISTENCY) for m in self.members)
+        """The set's level (see set_consistency); each member's own is in its appconsistent:consistency tag."""
+        return set_consistency(m["tags"] for m in self.members)
+
+    @property
+    def below_set_level(self):
+        """The members whose own level is below the set's (volumes outside what was quiesced), by snapshot id."""
+        level = self.consistency
+        return [m.get("snapshot_id") for m in self.members
+                if consistency_rank(m["tags"].get(TAG_CONSISTENCY)) < consistency_rank(level)]
 
     @property
     def missing_reason(self):
@@ -358,9 +396,10 @@ class SnapshotSet:
         return values.pop() if len(values) == 1 else None
 
     def to_dict(self):
+        members = [dict(m, consistency=m["tags"].get(TAG_CONSISTENCY)) for m in self.members]
         return dict(set_id=self.set_id, instance_id=self.instance_id, run_id=self.run_id, created=self.created,
                     consistency=self.consistency, complete=self.complete, delete_after=self.delete_after,
-                    members=self.members)
+                    members=members)
 
 
 def group_into_sets(members):

@@ -372,7 +372,9 @@ class VssSnapshotRun:
         ceiling = self.required
         level = ss.classify([m["tags"] for m in members], scripts_succeeded=scripts_ok, ceiling=ceiling)
         set_id = ss.new_set_id()
-        tags = {ss.TAG_SET_ID: set_id, ss.TAG_INSTANCE_ID: result.instance_id, ss.TAG_CONSISTENCY: level}
+        # VSS quiesces every volume it captures: each member achieved the set's level.
+        tags = {ss.TAG_SET_ID: set_id, ss.TAG_INSTANCE_ID: result.instance_id}
+        tags.update(ss.consistency_tags(level))
         missing = []
         if not self.params.get("create_ami"):
             # The document was asked for a snapshot of every captured volume: the set says how many that is, so a
@@ -383,7 +385,8 @@ class VssSnapshotRun:
             tags[ss.TAG_MEMBERS] = ss.members_value(max(len(captured), len(members)))
             if missing:
                 # Without all its volumes the application cannot be brought back from this set as it was.
-                tags[ss.TAG_CONSISTENCY] = level = "crash"
+                level = "crash"
+                tags.update(ss.consistency_tags(level))
         batch.add([m["snapshot_id"] for m in members], tags)
         for member in members:
             member["tags"].update(tags)

@@ -310,7 +310,12 @@ results:
       description: What the set achieved (C(application), C(filesystem), C(crash)), or C(none) without a usable set.
       type: str
     snapshots:
-      description: The snapshots of the set (id, disk or volume id, device, state, tags).
+      description:
+        - The snapshots of the set (id, disk or volume id, device, state, tags), each with C(quiesced), whether that
+          member was quiesced. On AWS Linux only the volumes beneath the frozen filesystems are (the root volume of a
+          set that froze C(/data) is not); VSS and the Alibaba Cloud plug-in quiesce every member. A member that was
+          not is labelled V(crash) in its C(appconsistent:consistency) tag; the set's level is in every member's
+          C(appconsistent:set-consistency) tag and in RV(results[].consistency).
       type: list
       elements: dict
     exit_code:

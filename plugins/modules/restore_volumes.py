@@ -316,7 +316,11 @@ instance_id:
   type: str
   sample: i-0123456789abcdef0
 set:
-  description: The set restored (C(set_id), C(source_instance_id), C(consistency), C(complete), C(members)).
+  description:
+    - The set restored (C(set_id), C(source_instance_id), C(consistency), C(complete), C(members), each member with
+      its own C(consistency)). C(consistency) is the set's level, which O(min_consistency) is compared with.
+    - C(below_set_level) lists the restored snapshots labelled below the set's level, such as the root volume of a set
+      that froze only C(/data), whose volumes come back crash-consistent.
   returned: with one set
   type: dict
 device_map:

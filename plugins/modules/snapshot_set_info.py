@@ -142,8 +142,10 @@ sets:
       sample: "2026-11-23T06:00:00Z"
     consistency:
       description:
-        - The weakest member's C(appconsistent:consistency) tag (V(crash), V(filesystem), V(application) or V(offline)),
-          or null when a member has none.
+        - The set's level (V(crash), V(filesystem), V(application) or V(offline)), which is the weakest
+          C(appconsistent:set-consistency) tag of its members, that is the weakest level over the volumes that were to
+          be quiesced. For a set made before that tag existed, the weakest member's C(appconsistent:consistency) tag.
+          Null when a member has no consistency tag. O(min_consistency) selects by this level.
       type: str
       sample: application
     complete:
@@ -251,6 +253,12 @@ sets:
           description: The device the volume was attached at (C(appconsistent:device), or AWS VSS's C(Device) tag).
           type: str
           sample: /dev/xvdf
+        consistency:
+          description:
+            - What this member achieved (its C(appconsistent:consistency) tag). A volume beneath none of the frozen
+              filesystems, such as the root volume of a set that froze C(/data), is V(crash) in an V(application) set.
+          type: str
+          sample: application
         size_gib:
           description: Size of the source volume or disk in GiB.
           type: int

@@ -88,6 +88,83 @@ def set_probe(monkeypatch, path):
 
 # --------------------------------------------------------------------------- freeze/thaw
 
+# --------------------------------------------------------------------------- the disks beneath a filesystem
+
+def _fake_disk(sysfs, path, serial=None):
+    """A block device directory of a fake sysfs tree; a whole disk gets device/serial, as an NVMe namespace has."""
+    path = sysfs / path
+    (path / "slaves").mkdir(parents=True)
+    if serial is not None:
+        (path / "device").mkdir()
+        (path / "device" / "serial").write_text(f"{serial:<20}\n")  # NVMe pads the serial with spaces
+    return path
+
+
+def _fake_dev_link(sysfs, device, target):
+    """/sys/dev/block/MAJ:MIN of a real block device, pointing into the fake tree."""
+    rdev = os.stat(device).st_rdev
+    link = sysfs / "dev" / "block" / f"{os.major(rdev)}:{os.minor(rdev)}"
+    link.parent.mkdir(parents=True, exist_ok=True)
+    link.symlink_to(target)
+
+
+def test_freeze_names_the_ebs_volume_beneath_a_filesystem_by_its_nvme_serial(
+        fs_factory, freeze_helper, tmp_path, monkeypatch):
+    mount = fs_factory.create("ext4")
+    sysfs = tmp_path / "sys"
+    disk = _fake_disk(sysfs, "devices/pci0000:00/nvme/nvme1/nvme1n1", serial="vol0123456789abcdef0")
+    _fake_dev_link(sysfs, mount.device, disk)
+    monkeypatch.setenv("APPCONSISTENT_SYSFS_ROOT", str(sysfs))
+
+    frozen = freeze_helper("freeze", mounts=[mount], run_id="disks-1", timeout=30)
+    thawed = freeze_helper("thaw", run_id="disks-1")
+
+    assert frozen.rc == 0 and thawed.rc == 0, (frozen.stderr, thawed.stderr)
+    assert frozen.doc["helper_version"] == "1.2.0"
+    assert frozen.doc["mounts"][0]["disks"] == [{"name": "nvme1n1", "serial": "vol0123456789abcdef0"}]
+    # The thaw reads the run's record: the same disks.
+    assert thawed.doc["mounts"][0]["disks"] == frozen.doc["mounts"][0]["disks"]
+
+
+def test_freeze_follows_slaves_and_partitions_down_to_the_whole_disks(fs_factory, freeze_helper, tmp_path,
+                                                                      monkeypatch):
+    """A logical volume over a partition of one volume and the whole of another (LVM, md and dm-crypt alike)."""
+    mount = fs_factory.create("xfs")
+    sysfs = tmp_path / "sys"
+    one = _fake_disk(sysfs, "devices/pci0000:00/nvme/nvme1/nvme1n1", serial="vol0aaaaaaaaaaaaaaaa1")
+    part = one / "nvme1n1p1"
+    part.mkdir()
+    (part / "partition").write_text("1\n")
+    two = _fake_disk(sysfs, "devices/pci0000:00/nvme/nvme2/nvme2n1", serial="vol0bbbbbbbbbbbbbbbb2")
+    crypt = _fake_disk(sysfs, "devices/virtual/block/dm-1")
+    (crypt / "slaves" / "nvme2n1").symlink_to(two)
+    lvm = _fake_disk(sysfs, "devices/virtual/block/dm-0")
+    (lvm / "slaves" / "nvme1n1p1").symlink_to(part)
+    (lvm / "slaves" / "dm-1").symlink_to(crypt)
+    _fake_dev_link(sysfs, mount.device, lvm)
+    monkeypatch.setenv("APPCONSISTENT_SYSFS_ROOT", str(sysfs))
+
+    frozen = freeze_helper("freeze", mounts=[mount], run_id="disks-2", timeout=30)
+    freeze_helper("thaw", run_id="disks-2")
+
+    assert frozen.rc == 0, frozen.stderr
+    assert sorted(frozen.doc["mounts"][0]["disks"], key=lambda d: d["name"]) == [
+        {"name": "nvme1n1", "serial": "vol0aaaaaaaaaaaaaaaa1"}, {"name": "nvme2n1", "serial": "vol0bbbbbbbbbbbbbbbb2"}]
+
+
+def test_disks_that_cannot_be_told_are_reported_as_none(fs_factory, freeze_helper, tmp_path, monkeypatch):
+    """A sysfs without the device: the freeze goes on, and the report says no disk could be named."""
+    mount = fs_factory.create("ext4")
+    (tmp_path / "sys" / "dev" / "block").mkdir(parents=True)
+    monkeypatch.setenv("APPCONSISTENT_SYSFS_ROOT", str(tmp_path / "sys"))
+
+    frozen = freeze_helper("freeze", mounts=[mount], run_id="disks-3", timeout=30)
+    freeze_helper("thaw", run_id="disks-3")
+
+    assert frozen.rc == 0, frozen.stderr
+    assert frozen.doc["mounts"][0]["disks"] == []
+
+
 @pytest.mark.parametrize("fstype", ["ext4", "xfs"])
 def test_freeze_blocks_writes_until_thaw(fs_factory, freeze_helper, fstype):
     mount = fs_factory.create(fstype)
@@ -101,7 +178,7 @@ def test_freeze_blocks_writes_until_thaw(fs_factory, freeze_helper, fstype):
     assert doc["action"] == "freeze" and doc["status"] == "frozen" and doc["run_id"] == "basic-1"
     assert doc["mounts"] == [{
         "path": str(mount), "canonical": str(mount), "fstype": fstype, "source": mount.device,
-        "freeze_order": 0, "status": "frozen", "error": "",
+        "disks": [{"name": Path(mount.device).name, "serial": None}], "freeze_order": 0, "status": "frozen", "error": "",
         "t_frozen": doc["mounts"][0]["t_frozen"], "t_thawed": None}]
     assert doc["scripts"]["status"] == "absent"
     assert doc["auto_thawed"] is False

@@ -391,3 +391,28 @@ def test_plugin_runs_under_a_tight_bucket_are_sent_only_as_fast_as_the_groups_ca
     assert {r["consistency"] for r in result["results"]} == {"application"}
     assert twins.stats.throttled() == {}, twins.stats.throttle_log()
     assert result["api_pacing"]["throttled_calls"] == {}
+
+
+def test_the_plugin_quiesces_every_member_so_each_carries_the_set_level(twin_factory, run_tasks):
+    """Seed 004: the plug-in freezes every filesystem of the instance (EnableFsFreeze) and -ExcludeDiskId only leaves
+    disks out of the group, so every member of the set was quiesced: each is labelled with the set's level."""
+    import json
+    from alibabacloud_ecs20140526 import models
+    volumes = LINUX["volumes"] + [{"device": "/dev/xvdc", "size": 100, "type": "cloud_essd"}]
+    twins = twin_factory(fleet({"name": "db", "volumes": volumes}), aws=False)
+    (iid,) = ids(twins, "db")
+    disks = twins.ecs_client().describe_disks(models.DescribeDisksRequest(
+        region_id=twins.endpoints["alicloud"]["region"], instance_id=iid)).body.to_map()["Disks"]["Disk"]
+    excluded = next(d["DiskId"] for d in disks if d["Device"] == "/dev/xvdc")
+    run = run_tasks([{ACG: {"provider": "alicloud", "instance_ids": [iid], "ram_role_name": ROLE,
+                            "exclude_disk_ids": [excluded]}, "register": "group"}], twins.endpoints)
+    result = run["group"]
+    assert not result.get("failed"), result.get("msg")
+    entry = result["results"][0]
+    assert entry["consistency"] == "application"
+    assert sorted(s["device"] for s in entry["snapshots"]) == ["/dev/xvda", "/dev/xvdb"]
+    assert all(s["quiesced"] for s in entry["snapshots"])
+    tags = snapshot_tags(twins, [s["snapshot_id"] for s in entry["snapshots"]])
+    assert {(t["appconsistent:consistency"], t["appconsistent:set-consistency"]) for t in tags.values()} == \
+        {("application", "application")}
+    assert json.dumps(excluded) not in json.dumps(entry["snapshots"])

@@ -139,7 +139,7 @@ class AwsCloud:
             zone = fleet_inst.zone if fleet_inst.zone in zones else default_zone
             reservation = ec2.run_instances(
                 WINDOWS_AMI if fleet_inst.platform == "windows" else LINUX_AMI, 1, None, [],
-                instance_type="t3.medium", is_instance_type_default=True, placement=zone,
+                instance_type="t2.medium" if fleet_inst.hypervisor == "xen" else "t3.medium", is_instance_type_default=True, placement=zone,
                 region_name=self.region, block_device_mappings=[], tags={})
             inst = reservation.instances[0]
             inst.__class__ = TwinInstance

@@ -24,6 +24,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Dict, List, Optional, Tuple
 
 from twin.aws.documents import DocumentError, DocumentStore, resolve_parameters, substitute
+from twin.aws.instance_disks import InstanceDisks
 from twin.aws.vss import DEFAULT_VSS_VERSION, run_vss
 from twin.core.freeze_helper import HelperSimulator, Outcome
 from twin.core.runner import run_local
@@ -241,12 +242,14 @@ class SsmService:
         # instances' commands behind a hundred sleeping Windows agents.
         self.vss_pool = ThreadPoolExecutor(max_workers=1024, thread_name_prefix="aws-twin-vss")
         self.helper = HelperSimulator(cloud.latency)
+        self.disks = InstanceDisks()
         self._api_clients: Dict[str, Any] = {}
         self.lock = threading.RLock()
 
     def close(self) -> None:
         self.pool.shutdown(wait=False, cancel_futures=True)
         self.vss_pool.shutdown(wait=False, cancel_futures=True)
+        self.disks.close()
 
     # -- dispatch -----------------------------------------------------------------------------
     def handles(self, action: str) -> bool:
@@ -542,7 +545,9 @@ class SsmService:
         return {"TWIN_INSTANCE_ID": instance_id, "TWIN_PROVIDER": "aws", "AWS_ENDPOINT_URL": cloud.endpoint_url or "",
                 "AWS_SSM_INSTANCE_ID": instance_id, "AWS_SSM_REGION_NAME": cloud.region,
                 "AWS_ACCESS_KEY_ID": cloud.access_key_id or "", "AWS_SECRET_ACCESS_KEY": cloud.secret_access_key or "",
-                "AWS_DEFAULT_REGION": cloud.region, "AWS_REGION": cloud.region}
+                "AWS_DEFAULT_REGION": cloud.region, "AWS_REGION": cloud.region,
+                # the freeze helper sees the instance's EBS volumes by their NVMe serials, as on a Nitro instance
+                "APPCONSISTENT_SYSFS_ROOT": self.disks.sysfs_root(instance_id, cloud.fleet_instance(instance_id).volumes)}
 
     def _run(self, command: Command, inv: Invocation) -> Optional[Tuple[str, str, int, float]]:
         """Execute the document on one instance; returns (status, details, exit code, extra seconds before done)."""
@@ -595,7 +600,7 @@ class SsmService:
     def _mounts(self, instance_id: str) -> Tuple[List[str], Optional[List[str]]]:
         """(what ``mounts: auto`` finds, the instance's only mount points or None when the fleet names none)."""
         data = [v for v in self.cloud.fleet_instance(instance_id).volumes if not v.boot]
-        named = [v.mount for v in data if v.mount]
+        named = list(dict.fromkeys(v.mount for v in data if v.mount))
         if named:
             return named, named
         return [f"/mnt/{v.device.rsplit('/', 1)[-1]}" for v in data], None
@@ -624,7 +629,32 @@ class SsmService:
 
         auto, known = self._mounts(inv.instance_id)
         return self.helper.execute(inv.instance_id, script, faults, auto, known,
-                                   lambda argv: self._instance_api_call(argv, inv.instance_id), defer, done)
+                                   lambda argv: self._instance_api_call(argv, inv.instance_id), defer, done,
+                                   mount_disks=self._mount_disks(inv.instance_id))
+
+    def _mount_disks(self, instance_id: str) -> Dict[str, List[Dict[str, Any]]]:
+        """The disks beneath each mount point, named as EC2 documents them: on a Nitro instance an NVMe namespace
+        (nvme<N>n1, in attachment order) whose controller serial is the volume id without its dash; on a Xen
+        instance the block device mapping's name with xvd for sd (/dev/sdf and /dev/xvdf are both xvdf), no serial.
+        Volumes given the same mount are one filesystem over them (LVM). An instance whose fleet entry names no mount
+        accepts any path (see _mounts): every path is then over all its data volumes ("*")."""
+        fleet_inst = self.cloud.fleet_instance(instance_id)
+        auto, known = self._mounts(instance_id)
+        data = [v for v in fleet_inst.volumes if not v.boot]
+        disks: Dict[str, List[Dict[str, Any]]] = {}
+        for index, vol in enumerate(fleet_inst.volumes):
+            if vol.boot:
+                continue
+            mount = vol.mount or auto[data.index(vol)]
+            if fleet_inst.hypervisor == "xen":
+                name = vol.device.rsplit("/", 1)[-1].rstrip("0123456789")
+                disk = {"name": "xvd" + name[2:] if name.startswith("sd") else name, "serial": None}
+            else:
+                disk = {"name": f"nvme{index}n1", "serial": (vol.id or "").replace("-", "")}
+            disks.setdefault(mount, []).append(disk)
+        if known is None:
+            disks["*"] = [d for ds in disks.values() for d in ds]
+        return disks
 
     def _api_client(self, region: str):
         """The instance's own EC2 client (its role's credentials), calling the twin like the CLI would."""

@@ -19,6 +19,7 @@ A fleet file is YAML::
         zone: us-east-1a
         role: AppSnapshotRole         # AWS instance profile / Alibaba RAM role name, or null
         execution: simulated          # local | simulated
+        hypervisor: nitro             # aws: nitro (EBS volumes are NVMe devices) | xen (xvd* devices)
         agent: {status: online, vss_components: true, version: 3.3.1000.0}
         faults: {vss_writer_failure: true}
         volumes:
@@ -43,6 +44,7 @@ PROVIDERS = ("aws", "alicloud")
 PLATFORMS = ("linux", "windows")
 AGENT_STATUSES = ("online", "connection_lost", "not_installed")
 EXECUTIONS = ("local", "simulated")
+HYPERVISORS = ("nitro", "xen")
 
 DEFAULT_CREDENTIALS = {
     "aws": {"access_key_id": "AKIDTWINEXAMPLE", "secret_access_key": "twin-secret-key", "region": "us-east-1"},
@@ -93,6 +95,8 @@ class Instance:
     agent: Agent = field(default_factory=Agent)
     faults: Dict[str, Any] = field(default_factory=dict)
     volumes: List[Volume] = field(default_factory=list)
+    # AWS: how the instance's EBS volumes appear to it (nitro: NVMe devices whose serial is the volume id; xen: xvd*)
+    hypervisor: str = "nitro"
 
 
 @dataclass
@@ -119,6 +123,8 @@ def _instance(data: Dict[str, Any], base_dir: str, where: str) -> Instance:
         raise FleetError(f"{where}: platform must be linux or windows")
     if data.get("execution", "simulated") not in EXECUTIONS:
         raise FleetError(f"{where}: execution must be local or simulated")
+    if data.get("hypervisor", "nitro") not in HYPERVISORS:
+        raise FleetError(f"{where}: hypervisor must be nitro or xen")
     agent = Agent(**(data.pop("agent", None) or {}))
     if agent.status not in AGENT_STATUSES:
         raise FleetError(f"{where}: agent.status must be one of {', '.join(AGENT_STATUSES)}")

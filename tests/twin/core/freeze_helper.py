@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
 HELPER_NAME = "appconsistent-freeze"
-HELPER_VERSION = "1.1.0"
+HELPER_VERSION = "1.2.0"
 DEFAULT_PRESCRIPT = "/usr/local/lib/appconsistent/prescript.sh"
 DEFAULT_POSTSCRIPT = "/usr/local/lib/appconsistent/postscript.sh"
 RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:@+\-]{0,127}$")
@@ -341,6 +341,8 @@ class HelperSimulator:
         self.lock = threading.RLock()
         self.runs: Dict[str, Dict[str, Run]] = {}
         self.offline: Dict[str, Dict[str, Dict[str, Any]]] = {}
+        # per instance, the disks beneath each mount point as the helper names them ({name, serial})
+        self.disks: Dict[str, Dict[str, List[Dict[str, Any]]]] = {}
 
     @staticmethod
     def recognises(script: str) -> bool:
@@ -349,13 +351,18 @@ class HelperSimulator:
     # -- entry point ----------------------------------------------------------------------------
     def execute(self, instance_id: str, script: str, faults: Dict[str, Any], data_mounts: List[str],
                 known_mounts: Optional[List[str]], run_command: Callable[[List[str]], CommandResult],
-                defer: Callable[[float, Callable[[], None]], None], done: Callable[[Outcome], None]) -> bool:
+                defer: Callable[[float, Callable[[], None]], None], done: Callable[[Outcome], None],
+                mount_disks: Optional[Dict[str, List[Dict[str, Any]]]] = None) -> bool:
         """Answer ``script`` on ``instance_id``; False when it is not a helper command (the caller simulates it).
 
         ``data_mounts`` is what ``mounts: auto`` finds on the instance; ``known_mounts`` (if given) are
         its only mount points. ``run_command`` runs the command of ``run`` (the snapshot call) while
         frozen. ``done`` receives the outcome, at once or, for ``run``, later through ``defer``.
+        ``mount_disks`` names the disks beneath each mount point, as the helper reports them.
         """
+        if mount_disks is not None:
+            with self.lock:
+                self.disks[instance_id] = mount_disks
         set_id = f"acs-{_dt.datetime.now(_dt.timezone.utc).strftime('%Y%m%dt%H%M%S')}-{random.getrandbits(32):08x}"
         # The collection's instance-initiated script derives its set id from the run and the instance id, as bash would.
         derived = SET_ID_DERIVED.search(_unwrap(script))
@@ -460,8 +467,14 @@ class HelperSimulator:
             canonical = os.path.normpath(path)
             status = "duplicate" if canonical in seen else "ok"
             seen.setdefault(canonical, len(mounts))
+            known = self.disks.get(instance_id, {})
+            disks = [] if status == "duplicate" else [dict(d) for d in known.get(canonical, known.get("*", []))]
+            if faults.get("unmapped_disk") and status != "duplicate":
+                # an instance store NVMe disk in the same volume group: its serial is no EBS volume id
+                disks.append({"name": "nvme9n1", "serial": "AWS1B2C3D4E5F6A7B8C9"})
             mounts.append({"path": path, "canonical": canonical, "fstype": "xfs",
-                           "source": f"/dev/nvme{len(mounts) + 1}n1", "freeze_order": len(mounts), "status": status,
+                           "source": f"/dev/nvme{len(mounts) + 1}n1", "disks": disks, "freeze_order": len(mounts),
+                           "status": status,
                            "error": "", "t_frozen": None, "t_thawed": None})
         existing = runs.get(run_id)
         if existing is not None and existing.state_now(now) in ACTIVE:

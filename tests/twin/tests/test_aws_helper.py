@@ -291,3 +291,24 @@ def test_the_make_twin_fleet_refuses_a_path_that_is_not_mounted_as_the_tests_do(
         assert send(ssm, web, thaw_cmd("r-data"))[1]["ResponseCode"] == 0
     finally:
         twins.stop()
+
+
+@pytest.mark.parametrize("hypervisor", ["nitro", "xen"])
+def test_the_disks_beneath_each_mount_are_named_as_ec2_documents_them(twin_factory, hypervisor):
+    """Nitro: an NVMe namespace whose controller serial is the volume id without its dash; Xen: the mapping's name
+    with xvd for sd. Volumes given one mount are one filesystem over both (LVM)."""
+    twins = twin_factory({"instances": [{"provider": "aws", "name": "lvm", "platform": "linux", "hypervisor": hypervisor,
+                                         "volumes": [VOLUMES[0], dict(VOLUMES[1], device="/dev/sdf", mount="/data"),
+                                                     dict(VOLUMES[2], mount="/data")]}]}, alicloud=False)
+    ssm, iid = twins.aws_client("ssm"), twins.aws.instances["lvm"]
+    mapping = twins.aws_client("ec2").describe_instances(InstanceIds=[iid])["Reservations"][0]["Instances"][0]
+    volumes = {m["DeviceName"]: m["Ebs"]["VolumeId"] for m in mapping["BlockDeviceMappings"]}
+    _inv, _got, report = send(ssm, iid, freeze_cmd("disks-1"))
+    send(ssm, iid, thaw_cmd("disks-1"))
+    (mount,) = report["mounts"]
+    if hypervisor == "nitro":
+        assert sorted(d["serial"] for d in mount["disks"]) == sorted(volumes[d].replace("-", "")
+                                                                     for d in ("/dev/sdf", "/dev/xvdg"))
+        assert all(d["name"].startswith("nvme") for d in mount["disks"])
+    else:
+        assert mount["disks"] == [{"name": "xvdf", "serial": None}, {"name": "xvdg", "serial": None}]

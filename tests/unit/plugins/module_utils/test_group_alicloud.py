@@ -342,7 +342,8 @@ MEMBER_COUNTS = {"i-1": "2", "i-2": "2", "i-3": "1"}
 
 def _expected(instance_id, device):
     return {"appconsistent:set-id": f"ssg-{instance_id}", "appconsistent:instance-id": instance_id,
-            "appconsistent:consistency": "crash", "appconsistent:run-id": "CHG-7", "team": "dba",
+            "appconsistent:consistency": "crash", "appconsistent:set-consistency": "crash",
+            "appconsistent:run-id": "CHG-7", "team": "dba",
             "appconsistent:device": device, "appconsistent:members": MEMBER_COUNTS[instance_id]}
 
 

@@ -284,6 +284,13 @@ def test_copy_tags_keep_the_set_drop_provider_evidence_and_say_where_from():
     assert not {"AppConsistent", "Device", "aws:backup:source"} & set(tags)
 
 
+def test_a_copy_keeps_each_members_own_level_and_the_sets_level():
+    """A root volume labelled crash in an application set stays so in the copy (issue 18 line 12)."""
+    source = source_member("snap-0", "/dev/xvda", **ss.consistency_tags("crash", "application"))
+    tags = set_copy.copy_tags(source["tags"], "acs-new", "acs-src", "us-east-1", "snap-0")
+    assert (tags[ss.TAG_CONSISTENCY], tags[ss.TAG_SET_CONSISTENCY]) == ("crash", "application")
+
+
 def test_device_from_the_vss_tag_when_ours_is_missing():
     tags = set_copy.copy_tags({"Device": "xvdf", ss.TAG_SET_ID: "acs-src"}, "acs-new", "acs-src", "us-east-1", "snap-0")
     assert tags[ss.TAG_DEVICE] == "xvdf" and "Device" not in tags

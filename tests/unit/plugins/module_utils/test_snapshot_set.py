@@ -37,8 +37,9 @@ def test_set_ids_are_unique_and_sortable():
 def test_set_tags_schema():
     tags = ss.set_tags("acs-1", "i-1", "application", device="/dev/sdf", run_id="CHG-1", delete_after="2026-11-30T06:00:00Z")
     assert tags == {"appconsistent:set-id": "acs-1", "appconsistent:instance-id": "i-1",
-                    "appconsistent:consistency": "application", "appconsistent:device": "/dev/sdf",
-                    "appconsistent:run-id": "CHG-1", "appconsistent:delete-after": "2026-11-30T06:00:00Z"}
+                    "appconsistent:consistency": "application", "appconsistent:set-consistency": "application",
+                    "appconsistent:device": "/dev/sdf", "appconsistent:run-id": "CHG-1",
+                    "appconsistent:delete-after": "2026-11-30T06:00:00Z"}
     with pytest.raises(ValueError):
         ss.set_tags("acs-1", "i-1", "app-ish")
 
@@ -157,3 +158,40 @@ def test_snapshot_set_complete_reads_the_member_count():
     members = [_member("snap-1", "acs-1", **{ss.TAG_MEMBERS: "2"})]
     found = ss.group_into_sets(members)[0]
     assert found.complete is False and found.incomplete_reason == "only 1 of its 2 snapshots exist"
+
+
+# --- the set's level and each member's (issue 18 line 12) ----------------------------------------------------------
+
+def _labelled(snapshot_id, level, set_level=None):
+    tags = {ss.TAG_SET_ID: "acs-1", ss.TAG_CONSISTENCY: level}
+    if set_level:
+        tags[ss.TAG_SET_CONSISTENCY] = set_level
+    return dict(snapshot_id=snapshot_id, state="completed", tags=tags)
+
+
+def test_a_set_with_the_set_tag_is_read_by_it_and_names_the_members_below_it():
+    found = ss.SnapshotSet("acs-1", [_labelled("snap-root", "crash", "application"),
+                                     _labelled("snap-data", "application", "application")])
+    assert found.consistency == "application"
+    assert found.below_set_level == ["snap-root"]
+    assert {m["snapshot_id"]: m["consistency"] for m in found.to_dict()["members"]} == \
+        {"snap-root": "crash", "snap-data": "application"}
+
+
+def test_a_set_made_before_the_set_tag_keeps_its_weakest_member_reading():
+    found = ss.SnapshotSet("acs-1", [_labelled("snap-root", "crash"), _labelled("snap-data", "application")])
+    assert found.consistency == "crash" and found.below_set_level == []
+
+
+def test_members_that_disagree_on_the_set_level_give_the_weakest():
+    """A raise cut short leaves some members with the new set level and some with crash: the set is crash."""
+    found = ss.SnapshotSet("acs-1", [_labelled("a", "application", "application"), _labelled("b", "crash", "crash")])
+    assert found.consistency == "crash"
+
+
+def test_new_sets_carry_both_tags_and_the_set_tag_is_reserved():
+    tags = ss.set_tags("acs-1", "i-1", "offline")
+    assert (tags[ss.TAG_CONSISTENCY], tags[ss.TAG_SET_CONSISTENCY]) == ("offline", "offline")
+    assert ss.user_tags_conflicts({"appconsistent:set-consistency": "x"}) == ["appconsistent:set-consistency"]
+    with pytest.raises(ValueError):
+        ss.consistency_tags("crash", "perfect")
