@@ -77,11 +77,13 @@ COVERAGE := --cov=plugins --cov-report=term-missing:skip-covered --cov-report=xm
 is_venv = $(1) -c 'import os, sys; sys.exit(os.path.realpath(sys.prefix) != os.path.realpath("$(2)"))' 2>/dev/null
 
 # TEST_BESIDE stages run in the background beside the first stages of TEST_STAGES
-# (tests/tools/make_test.sh says which); they must share no state with them. sanity, lint and docs-lint
-# start no twin and change nothing as root: they run beside unit, unit-min and twin-test, whose
-# waits are generous, and are done before the integration and e2e tests' real timeouts start.
-TEST_BESIDE := sanity lint docs-lint
-TEST_STAGES := unit unit-min twin-test integration molecule e2e changelog-lint
+# (tests/tools/make_test.sh says which); they must share no state with them. sanity, lint and
+# docs-lint start no twin and change nothing as root; molecule starts its twins on ephemeral ports,
+# keeps its files in its own directories (MOLECULE_HOME, /run/appconsistent-molecule-*) and uses no
+# loop device. They run beside unit, unit-min and twin-test, whose waits are generous, and are
+# done before the integration and e2e tests' real timeouts start.
+TEST_BESIDE := sanity lint docs-lint molecule
+TEST_STAGES := unit unit-min twin-test integration e2e changelog-lint
 
 .PHONY: help test check setup venv venv-min deb collections sanity sanity-ignores lint docs-lint unit unit-min twin-test \
 	integration e2e molecule changelog-lint twin demo bench clean

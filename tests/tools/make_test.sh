@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The order of `make test`: set-up, the stages (some side by side), the hygiene check, the times.
 #   make_test.sh ROOT PYTHON "BESIDE..." "STAGE..."
-# BESIDE stages (sanity, lint: no twins, no root state) run in the background while the first
+# BESIDE stages (sanity, lint, molecule: nothing shared with the tests) run in the background while the first
 # STAGES that are not timing-sensitive run; their output is kept in build/stages/ and printed
 # when they are done. Every stage runs as `make STAGE`; the run fails when any of them fails,
 # and the hygiene check runs at the end in every case, also after a failure or Ctrl-C.
