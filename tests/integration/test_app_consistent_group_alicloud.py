@@ -120,7 +120,8 @@ def test_250_instances_take_three_run_commands(twin_factory, run_tasks):
         found = dict(tags[snap["snapshot_id"]])
         assert found.pop("appconsistent:delete-after").endswith("Z")
         assert found == {"appconsistent:set-id": entry["set_id"], "appconsistent:instance-id": entry["instance_id"],
-                         "appconsistent:consistency": "application", "appconsistent:device": snap["device"],
+                         "appconsistent:consistency": "application", "appconsistent:set-consistency": "application",
+                         "appconsistent:device": snap["device"],
                          "appconsistent:run-id": "CHG-250", "team": "dba", "AppConsistent": "True",
                          "appconsistent:members": str(len(entry["snapshots"]))}, snap
         assert snap["tags"] == tags[snap["snapshot_id"]]
