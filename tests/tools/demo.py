@@ -75,6 +75,9 @@ def demo_fleet(data_image, data_mount):
             {"provider": "aws", "name": "legacy-1", "platform": "linux", "zone": "us-east-1a",
              "tags": {"env": "demo", "app": "legacy"}, "agent": {"status": "connection_lost"},
              "volumes": [{"device": "/dev/xvda", "size": 8, "boot": True}, {"device": "/dev/xvdf", "size": 10}]},
+            # A scratch instance in web-1's zone for verify_restore, which never verifies on the production instance.
+            {"provider": "aws", "name": "verify-1", "platform": "linux", "zone": "us-east-1a", "execution": "local",
+             "tags": {"env": "demo", "app": "verification"}, "volumes": [{"device": "/dev/xvda", "size": 8, "boot": True}]},
             {"provider": "alicloud", "id": "i-bp1demo0000000000b1", "name": "ali-web-1", "platform": "linux",
              "zone": "cn-hangzhou-h", "role": ROLE, "tags": {"env": "demo", "app": "shop"},
              "volumes": [{"device": "/dev/xvda", "size": 40, "type": "cloud_essd", "boot": True},
@@ -278,9 +281,9 @@ def main():
         seed = demo.prepare()
         step("Starting the twin clouds (AWS: moto + SSM + VSS; Alibaba Cloud: ECS + Cloud Assistant)")
         demo.start(seed)
-        say("    5 instances: web-1 (AWS Linux, real ext4 volume), sql-1 (AWS Windows, VSS), legacy-1 (AWS Linux, "
+        say("    6 instances: web-1 (AWS Linux, real ext4 volume), sql-1 (AWS Windows, VSS), legacy-1 (AWS Linux, "
             "SSM agent offline),\n    ali-web-1 (Alibaba Linux) and ali-sql-1 (Alibaba Windows), both with the "
-            "app-snapshot plug-in")
+            "app-snapshot plug-in,\n    and verify-1, a scratch AWS instance for the verification")
         orders = demo.fill_database(1000)
         say(f"    web-1's shop database holds {orders} orders")
         inventory = demo.inventory()
@@ -321,7 +324,7 @@ def main():
                        "{{ appconsistent_volume.device | basename }}")
         rc, verify = demo.playbook(
             "verify_restore", inventory, target="web-1",
-            verify_instance_id=demo.twins.endpoints["aws"]["instances"]["web-1"], verify_host="localhost",
+            verify_instance_id=demo.twins.endpoints["aws"]["instances"]["verify-1"], verify_host="localhost",
             verify_profile="command", verify_command=integrity, verify_device_path=device_path,
             appconsistent_twin_store=demo.twins.blockstore.root)
         row = verify["hosts"][0]
