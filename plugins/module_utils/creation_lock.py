@@ -77,6 +77,7 @@ class CreationLock:
         self.sleep = sleep
         self.clock = clock
         self.applied = 0  # LockSnapshot calls that succeeded
+        self.applied_sets = set()  # the sets with at least one of them
 
     def lock_sets(self, sets, existing=()):
         """Lock ``sets`` ({set_id: [member dicts with snapshot_id and state]}); {set_id: the set's lock entry}.
@@ -132,6 +133,7 @@ class CreationLock:
                                                          member.get("action", set_lock.LOCK), self.options, self.until)
                     member["done"] = True
                     self.applied += 1
+                    self.applied_sets.add(member["set_id"])
                 except (AppConsistentAWSError, AlibabaCloudError) as exc:
                     member["error"] = f"LockSnapshot was refused ({self.reason(exc)})"
         return all(m["done"] or m["error"] for m in members.values())
@@ -158,10 +160,15 @@ class CreationLock:
         entry = dict(sl.set_lock(member_locks, now), members=member_locks)
         if problems:
             entry["locked"] = False
-            entry["error"] = (f"set {set_id} was made but is not locked ({'; '.join(problems[:3])}"
-                              f"{f' and {len(problems) - 3} more' if len(problems) > 3 else ''}); lock it with "
-                              f"appconsistent.snapshots.snapshot_set_lock, set_ids: [{set_id}] and the same lock options")
+            more = f" and {len(problems) - 3} more" if len(problems) > 3 else ""
+            entry["error"] = not_locked(set_id, "; ".join(problems[:3]) + more)
         return entry
+
+
+def not_locked(set_id, reason):
+    """Why a set a task made is not locked, and how to lock it."""
+    return (f"set {set_id} was made but is not locked ({reason}); lock it with appconsistent.snapshots.snapshot_set_lock, "
+            f"set_ids: [{set_id}] and the same lock options")
 
 
 def lock_kept_sets(module, provider, until, result):
@@ -184,9 +191,7 @@ def lock_kept_sets(module, provider, until, result):
         locks = run.lock_sets({r["set_id"]: r["snapshots"] for r in kept},
                               existing={r["set_id"] for r in kept if r.get("status") == "Existing"})
     except (AppConsistentAWSError, AlibabaCloudError) as exc:
-        locks = {r["set_id"]: dict(locked=False, error=f"set {r['set_id']} was made but is not locked "
-                                   f"({CreationLock.reason(exc)}); lock it with appconsistent.snapshots.snapshot_set_lock, "
-                                   f"set_ids: [{r['set_id']}] and the same lock options") for r in kept}
+        locks = {r["set_id"]: dict(locked=False, error=not_locked(r["set_id"], CreationLock.reason(exc))) for r in kept}
     result["changed"] = result["changed"] or run.applied > 0
     for entry in kept:
         entry["lock"] = locks[entry["set_id"]]
@@ -195,26 +200,29 @@ def lock_kept_sets(module, provider, until, result):
                                                    reason=entry["lock"]["error"]))
 
 
-def lock_copy(module, until, result, destination_api):
-    """Lock the members of a copied set (``result`` of snapshot_set_copy) in its destination Region.
+def lock_copies(module, until, results, destination_api):
+    """Lock the members of copied sets (each a ``result`` of snapshot_set_copy) in their destination Region.
 
-    The copies of a rerun that were made earlier (not in ``started_snapshot_ids``) have their locks read first.
+    One run serves every set, so a task that copied many sets waits and reads once for all of them. The copies of
+    a rerun that were made earlier (not in ``started_snapshot_ids``) have their locks read first. Each result gets
+    its ``lock``; returns {set_id: why it is not locked} for the sets left unlocked.
     """
     if module.check_mode:
-        result["lock"] = planned_lock(module.params["lock"])
-        return None
-    members = [m for m in result["members"] if m.get("snapshot_id")]
-    set_id = result["set_id"]
-    if not set_id or not members:
-        return None
+        for result in results:
+            result["lock"] = planned_lock(module.params["lock"])
+        return {}
+    copied = {r["set_id"]: (r, [m for m in r["members"] if m.get("snapshot_id")]) for r in results if r.get("set_id")}
+    copied = {set_id: item for set_id, item in copied.items() if item[1]}
+    if not copied:
+        return {}
     run = CreationLock(module, module.params["provider"], destination_api, until)
-    started = set(result.get("started_snapshot_ids") or ())
+    earlier = {m["snapshot_id"] for r, members in copied.values() for m in members
+               if m["snapshot_id"] not in set(r.get("started_snapshot_ids") or ())}
     try:
-        entry = run.lock_sets({set_id: members}, existing={m["snapshot_id"] for m in members
-                                                           if m["snapshot_id"] not in started})[set_id]
+        locks = run.lock_sets({set_id: members for set_id, (_r, members) in copied.items()}, existing=earlier)
     except (AppConsistentAWSError, AlibabaCloudError) as exc:
-        entry = dict(locked=False, error=f"set {set_id} was made but is not locked ({CreationLock.reason(exc)}); lock "
-                     f"it with appconsistent.snapshots.snapshot_set_lock, set_ids: [{set_id}] and the same lock options")
-    result["changed"] = result["changed"] or run.applied > 0
-    result["lock"] = entry
-    return entry.get("error")
+        locks = {set_id: dict(locked=False, error=not_locked(set_id, CreationLock.reason(exc))) for set_id in copied}
+    for set_id, (result, _members) in copied.items():
+        result["changed"] = result.get("changed") or set_id in run.applied_sets
+        result["lock"] = locks[set_id]
+    return {set_id: lock["error"] for set_id, lock in locks.items() if lock.get("error")}

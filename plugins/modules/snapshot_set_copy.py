@@ -366,20 +366,19 @@ def _finish(module, result):
 
 def _lock_copies(module, until, result, destination):
     """Lock each set a many-set copy made; a set left unlocked fails as its copy would have."""
-    unlocked = []
-    for entry in result["copies"]:
-        if entry.get("failed") or not entry.get("set_id"):
-            continue
+    made = [entry for entry in result["copies"] if not entry.get("failed") and entry.get("set_id")]
+    for entry in made:
         entry.setdefault("changed", False)
-        lock_error = creation_lock.lock_copy(module, until, entry, destination)
-        result["changed"] = result.get("changed") or entry["changed"]
-        if lock_error:
-            entry.update(failed=True, msg=lock_error[0].upper() + lock_error[1:] + ".")
+    unlocked = creation_lock.lock_copies(module, until, made, destination)
+    result["changed"] = result.get("changed") or any(entry["changed"] for entry in made)
+    for entry in made:
+        if entry["set_id"] in unlocked:
+            error = unlocked[entry["set_id"]]
+            entry.update(failed=True, msg=error[0].upper() + error[1:] + ".")
             result.setdefault("failed_sets", []).append(entry.get("source_set_id") or entry["set_id"])
-            unlocked.append(lock_error)
     if unlocked:
         result["failed"] = True
-        result["msg"] = "; ".join(([result["msg"]] if result.get("msg") else []) + unlocked)
+        result["msg"] = "; ".join(([result["msg"]] if result.get("msg") else []) + list(unlocked.values()))
 
 
 def main():
@@ -397,7 +396,7 @@ def main():
         if module.params["lock"]:
             destination = api.destination if module.params["provider"] == "aws" else api.destination_api
             if copier is SetCopy:
-                lock_error = creation_lock.lock_copy(module, until, result, destination)
+                lock_error = creation_lock.lock_copies(module, until, [result], destination).get(result["set_id"])
                 if lock_error:
                     module.fail_json(msg=lock_error[0].upper() + lock_error[1:] + ".", **_finish(module, result))
             else:

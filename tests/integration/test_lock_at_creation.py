@@ -228,6 +228,12 @@ def test_every_set_of_a_many_set_copy_is_locked_in_its_destination_region(copy_t
     for copy in copied["copies"]:
         assert copy["lock"]["locked"] is True, copy
         assert sorted(m["snapshot_id"] for m in copy["lock"]["members"]) == sorted(m["snapshot_id"] for m in copy["members"])
+    # A rerun finds every copy made and locked: one read of the existing locks serves all its sets.
+    twins.stats.reset()
+    again = run_tasks([dict(task, register="again")], twins.endpoints)["again"]
+    assert not again.get("failed"), again.get("msg")
+    assert [c["lock"]["locked"] for c in again["copies"]] == [True, True]
+    assert calls(twins, "aws", "DescribeLockedSnapshots", "LockSnapshot") == {"DescribeLockedSnapshots": 1}
 
 
 def test_an_alicloud_copy_returned_before_completion_is_locked_once_accomplished(copy_twins, run_tasks):
