@@ -24,8 +24,9 @@ PLAYBOOKS = {
 
 
 def inventory(path):
-    doc = {"all": {"children": {"backup_daily": {"hosts": {"web-1": {"instance_id": "i-0123456789abcdef0",
-                                                                     "platform": "linux"}}}}}}
+    doc = {"all": {"children": {
+        "backup_daily": {"hosts": {"web-1": {"instance_id": "i-0123456789abcdef0", "platform": "linux"}}},
+        "databases": {"hosts": {"db-1": {"instance_id": "i-0fedcba9876543210", "platform": "linux"}}}}}}
     path.write_text(yaml.safe_dump(doc))
     return path
 
@@ -46,20 +47,12 @@ def test_a_target_that_matches_no_host_fails_and_writes_its_report(run_playbook,
     assert f"FAILED: {html.escape(sentence)}" in (reports / f"{name}.html").read_text()
 
 
-def inventory_of_two_groups(path):
-    doc = {"all": {"children": {
-        "backup_daily": {"hosts": {"web-1": {"instance_id": "i-0123456789abcdef0", "platform": "linux"}}},
-        "databases": {"hosts": {"db-1": {"instance_id": "i-0fedcba9876543210", "platform": "linux"}}}}}}
-    path.write_text(yaml.safe_dump(doc))
-    return path
-
-
 @pytest.mark.parametrize("name", sorted(PLAYBOOKS))
 def test_a_limit_that_leaves_out_every_target_host_fails_and_writes_its_report(run_playbook, tmp_path, name):
     # --limit db-1 leaves out localhost and every host of target: Ansible skips every play and exits 0.
     kind, extra = PLAYBOOKS[name]
     reports = tmp_path / "reports"
-    run = run_playbook(name, inventory_of_two_groups(tmp_path / "hosts.yml"),
+    run = run_playbook(name, inventory(tmp_path / "hosts.yml"),
                        dict(extra, target="backup_daily", appconsistent_report_dir=str(reports)),
                        extra_args=["--limit", "db-1"])
     assert run.rc != 0, run
@@ -76,7 +69,7 @@ def test_a_mistyped_target_is_refused_also_when_the_limit_leaves_out_localhost(r
     # --limit web-1 leaves out localhost, where the request used to be checked.
     kind, extra = PLAYBOOKS[name]
     reports = tmp_path / "reports"
-    run = run_playbook(name, inventory_of_two_groups(tmp_path / "hosts.yml"),
+    run = run_playbook(name, inventory(tmp_path / "hosts.yml"),
                        dict(extra, target="backup_dialy", appconsistent_report_dir=str(reports)),
                        extra_args=["--limit", "web-1"])
     assert run.rc != 0, run
