@@ -68,6 +68,10 @@ INTEGRATION_WORKERS ?= 4
 # crash-consistent ones only a comparison. `make e2e E2E_DB_SETS=3 E2E_DB_CRASH_SETS=3` for a quick run.
 E2E_DB_SETS ?= 20
 E2E_DB_CRASH_SETS ?= 10
+# Runs of the kill soak (tests/e2e/test_db_soak.py) in make test; `make soak` runs SOAK_RUNS of them.
+E2E_SOAK_RUNS ?= 3
+SOAK_RUNS ?= 100
+SOAK_SEED ?= 20261207
 PYTEST_ENV := ANSIBLE_COLLECTIONS_PATH=$(COLLECTIONS) COVERAGE_FILE=$(BUILD)/.coverage
 COVERAGE := --cov=plugins --cov-report=term-missing:skip-covered --cov-report=xml:$(BUILD)/coverage.xml
 
@@ -86,7 +90,7 @@ TEST_BESIDE := sanity lint docs-lint molecule
 TEST_STAGES := unit unit-min twin-test integration e2e changelog-lint
 
 .PHONY: help test check setup venv venv-min deb collections sanity sanity-ignores lint docs-lint unit unit-min twin-test \
-	integration e2e molecule changelog-lint twin demo bench clean
+	integration e2e molecule soak changelog-lint twin demo bench clean
 
 help:
 	@echo "make test            every stage below: $(TEST_BESIDE) beside $(TEST_STAGES); then the hygiene check"
@@ -100,6 +104,7 @@ help:
 	@echo "make integration     integration and playbook tests against the twin clouds"
 	@echo "make molecule        every molecule scenario of the roles"
 	@echo "make e2e             end-to-end and role tests on loop devices and real databases (needs root)"
+	@echo "make soak            the kill soak of the freeze path (SOAK_RUNS=$(SOAK_RUNS), SOAK_SEED=...); figures in build/soak"
 	@echo "make changelog-lint  antsibull-changelog lint"
 	@echo "make twin            run the twin clouds (ARGS=... are passed on)"
 	@echo "make bench           the benchmarks (BENCH_ARGS=... are passed on); results in build/bench"
@@ -212,8 +217,16 @@ e2e: venv collections
 		exit 1; \
 	fi; \
 	$(TOOLS)/ensure_deb.sh $(DEB_PACKAGES_E2E); \
-	cd $(ROOT) && $(PYTEST_ENV) APPCONSISTENT_DB_SETS=$(E2E_DB_SETS) APPCONSISTENT_DB_CRASH_SETS=$(E2E_DB_CRASH_SETS) PATH="$(VENV)/bin:$$PATH" $(TOOLS)/pytest_stage.sh $(PY) e2e \
+	cd $(ROOT) && $(PYTEST_ENV) APPCONSISTENT_DB_SETS=$(E2E_DB_SETS) APPCONSISTENT_DB_CRASH_SETS=$(E2E_DB_CRASH_SETS) \
+		APPCONSISTENT_SOAK_RUNS=$(E2E_SOAK_RUNS) PATH="$(VENV)/bin:$$PATH" $(TOOLS)/pytest_stage.sh $(PY) e2e \
 		--timeout=$(PYTEST_TIMEOUT) --junitxml=$(RESULTS)/e2e.xml -- tests/e2e tests/roles
+
+# The kill soak alone, with its own count and seed; the outcome of every run goes to build/soak/soak-SEED.json.
+soak: venv collections
+	@if [ "$$(id -u)" -ne 0 ]; then echo "make soak must run as root: it freezes loop-mounted file systems." >&2; exit 1; fi
+	@$(TOOLS)/ensure_deb.sh $(DEB_PACKAGES_E2E)
+	cd $(ROOT) && $(PYTEST_ENV) APPCONSISTENT_SOAK_RUNS=$(SOAK_RUNS) APPCONSISTENT_SOAK_SEED=$(SOAK_SEED) PATH="$(VENV)/bin:$$PATH" \
+		$(PY) -m pytest -p no:cacheprovider --timeout=$(PYTEST_TIMEOUT) tests/e2e/test_db_soak.py
 
 molecule: venv collections
 	@$(TOOLS)/ensure_deb.sh $(DEB_PACKAGES_MOLECULE)

@@ -120,7 +120,7 @@ def test_freeze_names_the_ebs_volume_beneath_a_filesystem_by_its_nvme_serial(
     thawed = freeze_helper("thaw", run_id="disks-1")
 
     assert frozen.rc == 0 and thawed.rc == 0, (frozen.stderr, thawed.stderr)
-    assert frozen.doc["helper_version"] == "1.2.0"
+    assert frozen.doc["helper_version"] == "1.2.1"
     assert frozen.doc["mounts"][0]["disks"] == [{"name": "nvme1n1", "serial": "vol0123456789abcdef0"}]
     # The thaw reads the run's record: the same disks.
     assert thawed.doc["mounts"][0]["disks"] == frozen.doc["mounts"][0]["disks"]
@@ -479,6 +479,8 @@ def test_btrfs_subvolume_is_frozen_and_thawed(fs_factory, freeze_helper):
     try:
         assert frozen.rc == 0, frozen.doc
         assert frozen.doc["mounts"][0]["fstype"] == "btrfs" and frozen.doc["mounts"][0]["source"] == top.device
+        # A btrfs's MAJ:MIN is an anonymous device (0:N): the disk is found through the filesystem's devices.
+        assert frozen.doc["mounts"][0]["disks"] == [{"name": Path(top.device).name, "serial": None}]
         assert not fs_factory.writable(data.mountpoint, within=0.5)
     finally:
         thawed = freeze_helper("thaw", run_id="btrfs-one")

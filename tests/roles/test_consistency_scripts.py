@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import stat
 import subprocess
 import time
@@ -324,6 +325,74 @@ def test_mysql_second_prescript_is_refused_while_locked(mysql_scripts, mariadb_s
     finally:
         assert run_script(post, "post-script").returncode == 0
     assert not insert_blocked(mariadb_server, 60)
+
+
+# --- a prescript that does not finish must not leave its lock session behind --------------------
+
+
+def blocked_backup_stage(server):
+    """A MyISAM write in progress: BACKUP STAGE waits at BLOCK_DDL behind it (and takes the lock, blocking
+    every writer, once it ends)."""
+    server.sql("CREATE TABLE IF NOT EXISTS app.m (i INT) ENGINE=MyISAM")
+    blocker = server.sql_async("INSERT INTO app.m SELECT 90 FROM (SELECT SLEEP(120)) AS s")
+    time.sleep(0.5)
+    return blocker
+
+
+def end_blocker(server, blocker):
+    ids = server.sql("SELECT id FROM information_schema.PROCESSLIST WHERE info LIKE '%SLEEP(120)%' "
+                     "AND info NOT LIKE '%PROCESSLIST%'").stdout.split()
+    for thread in ids:
+        server.sql(f"KILL {thread}", check=False)
+    blocker.kill()
+    blocker.wait(timeout=10)
+
+
+def assert_no_lock_left(server, pre, post, first_value):
+    """Once the writer that kept the lock waiting is gone, nothing holds the lock: writes go through within a
+    few seconds and the next prescript is not refused as 'a lock session is still active' (204)."""
+    deadline = time.monotonic() + 15
+    value = first_value
+    while insert_blocked(server, value) and time.monotonic() < deadline:
+        value += 1
+    assert not insert_blocked(server, value + 1), "a lock session outlived its prescript and holds the lock"
+    again = run_script(pre, "pre-script")
+    assert again.returncode == 0, again.stderr
+    assert run_script(post, "post-script").returncode == 0
+
+
+def test_mysql_prescript_timed_out_by_the_freeze_helper_leaves_no_lock_session(mysql_scripts, mariadb_server):
+    pre, post = mysql_scripts()
+    blocker = blocked_backup_stage(mariadb_server)
+    try:
+        proc = subprocess.run([str(pre.parent / "appconsistent-freeze"), "run", "--no-freeze", "--prescript", str(pre),
+                               "--postscript", str(post), "--state-dir", str(pre.parent.parent / "helper-state"),
+                               "--timeout", "60", "--script-timeout", "2", "--", "true"],
+                              capture_output=True, text=True, timeout=120, check=False)
+        assert proc.returncode == 201, proc.stdout + proc.stderr
+        assert "prescript timed out" in json.loads(proc.stdout)["message"]
+    finally:
+        end_blocker(mariadb_server, blocker)
+    assert_no_lock_left(mariadb_server, pre, post, 100)
+
+
+def test_mysql_prescript_killed_outright_leaves_no_lock_session(mysql_scripts, mariadb_server):
+    """SIGKILL gives the prescript no chance to clean up: its session notices that it is gone."""
+    pre, post = mysql_scripts()
+    out = pre.parent.parent / "state" / "mysql" / "session.out"
+    blocker = blocked_backup_stage(mariadb_server)
+    try:
+        prescript = subprocess.Popen([str(pre), "pre-script"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                     start_new_session=True)
+        deadline = time.monotonic() + 30
+        while not (out.exists() and "APPCONSISTENT_CONNECTION" in out.read_text()) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert "APPCONSISTENT_CONNECTION" in out.read_text()
+        os.killpg(prescript.pid, signal.SIGKILL)
+        prescript.wait(timeout=10)
+    finally:
+        end_blocker(mariadb_server, blocker)
+    assert_no_lock_left(mariadb_server, pre, post, 110)
 
 
 def test_mysql_scripts_through_the_freeze_helper(mysql_scripts, mariadb_server):

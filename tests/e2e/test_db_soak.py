@@ -1,0 +1,320 @@
+"""A soak of the quiescing paths: app_consistent_group runs on a local AWS twin instance, each killed at a
+random instant.
+
+The freeze path (both initiators), with a real database lock: killed after the mysql profile's prescript
+took MariaDB's BACKUP STAGE lock: the controller's process group, the freeze helper itself, or its watchdog.
+
+After each kill, within the watchdog's deadline: nothing is frozen, the database takes writes again, no
+lock session is left (on the server or in the scripts' state), and every set the run made is labelled no
+higher than what the helper's own records show was achieved (application only when a snapshot was taken
+between the freeze and the thaw of a run whose scripts both succeeded and that the watchdog did not end).
+
+The unmount path (``consistency: offline`` with ``mounts``), killed after the data filesystem went away: the
+controller's process group or the remount watchdog. Within the watchdog's deadline the filesystem is mounted
+again with its data, and a set is labelled offline only when its snapshots started while a sampler saw the
+filesystem unmounted.
+
+``APPCONSISTENT_SOAK_RUNS`` runs of each path (3 in ``make test``; ``make soak SOAK_RUNS=100``), drawn from
+``APPCONSISTENT_SOAK_SEED``; every kill, its instant and the outcome go to build/soak/soak-SEED.json.
+The six fixed kill points are in ``test_db_crash_safety.py``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import threading
+import time
+from datetime import datetime
+from pathlib import Path
+
+import pytest
+
+from e2e import db
+from e2e.conftest import FilesystemFactory, e2e_unavailable_reason
+from e2e.test_db_crash_safety import (ACG, FREEZE_TIMEOUT, Playbook, frozen, group, lock_session, marker_lines,
+                                      snapshot_tags, wait_until)
+
+REASON = e2e_unavailable_reason() or db.unavailable_reason()
+pytestmark = [pytest.mark.skipif(REASON is not None, reason=str(REASON)), pytest.mark.timeout(600)]
+
+RUNS = int(os.environ.get("APPCONSISTENT_SOAK_RUNS", "3"))
+SEED = int(os.environ.get("APPCONSISTENT_SOAK_SEED", "20261207"))
+OUT = Path(__file__).resolve().parents[2] / "build" / "soak"
+# The helper's default state directory, where the lab's helper keeps its run records.
+HELPER_RUNS = Path("/run/appconsistent/runs")
+# From the kill: the watchdog's deadline (freeze_timeout after the freeze), its thaw and the postscript.
+BOUND = FREEZE_TIMEOUT + 4
+RANK = {"none": 0, "crash": 1, "filesystem": 2, "application": 3, "offline": 3}
+# The unmount path's watchdog mounts the filesystems again after max(freeze_timeout, 60) seconds.
+REMOUNT_BOUND = 60 + 10
+
+
+@pytest.fixture(scope="module")
+def lab(tmp_path_factory):
+    workdir = tmp_path_factory.mktemp("dbsoak")
+    the_lab = db.DbLab(workdir, FilesystemFactory, databases=("mariadb",), marker=workdir / "prescript-done")
+    try:
+        the_lab.setup()
+        the_lab.start_writers()
+        yield the_lab
+    finally:
+        problems = the_lab.teardown()
+    assert not problems, problems
+
+
+@pytest.fixture(scope="module")
+def soak_log():
+    entries: list[dict] = []
+    yield entries
+    OUT.mkdir(parents=True, exist_ok=True)
+    outcomes: dict = {}
+    for entry in entries:
+        key = f"{entry['path']}/{entry['target']}"
+        outcomes.setdefault(key, {}).setdefault(entry["outcome"], 0)
+        outcomes[key][entry["outcome"]] += 1
+    summary = {"seed": SEED, "runs": len(entries), "outcomes": outcomes, "entries": entries}
+    (OUT / f"soak-{SEED}.json").write_text(json.dumps(summary, indent=1))
+
+
+def plan(run: int) -> tuple[str, str, float]:
+    """(initiator, what is killed, seconds after the prescript took the lock) for one run of the soak."""
+    rng = random.Random(f"{SEED}:{run}")
+    return rng.choice(("controller", "instance")), rng.choice(("controller", "helper", "watchdog")), \
+        round(rng.uniform(0.0, 3.0), 2)
+
+
+def helper_processes(lab, watchdog: bool) -> list[int]:
+    """The freeze helper's processes (its freeze, run or thaw action, or its watchdog)."""
+    pids = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            args = Path(f"/proc/{entry}/cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if str(lab.helper).encode() in args and (b"_watchdog" in args) == watchdog:
+            pids.append(int(entry))
+    return pids
+
+
+def kill(lab, book: Playbook, target: str) -> int:
+    """Kills the target now; the number of processes (or process groups) it hit."""
+    if target == "controller":
+        book.kill()
+        return 1
+    pids = helper_processes(lab, watchdog=target == "watchdog")
+    for pid in pids:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    return len(pids)
+
+
+def helper_records(since: float, mount: Path) -> list[dict]:
+    """The helper's records of runs on ``mount`` started after ``since`` (wall clock), as key/value dicts."""
+    records = []
+    for path in HELPER_RUNS.glob("*/record"):
+        try:
+            fields = dict(line.split("=", 1) for line in path.read_text().splitlines() if "=" in line)
+        except OSError:
+            continue
+        on_mount = any(key.startswith("m.") and key.endswith(".path") and value == str(mount.resolve())
+                       for key, value in fields.items())
+        if on_mount and float(fields.get("t_start") or 0) >= since:
+            records.append(fields)
+    return records
+
+
+def achieved(start_time: datetime, records: list[dict]) -> str:
+    """The most a snapshot started at start_time can claim, from the helper's records: application when a
+    run whose prescript and postscript both succeeded and that the watchdog did not end had every
+    filesystem frozen at that instant."""
+    instant = start_time.timestamp()
+    best = "crash"
+    for rec in records:
+        frozen_at, thaw_started = rec.get("t_frozen"), rec.get("t_thaw_start")
+        if not frozen_at or not thaw_started or rec.get("auto_thawed") == "1":
+            continue
+        if not float(frozen_at) <= instant <= float(thaw_started):
+            continue
+        scripts_ok = rec.get("pre.rc") == "0" and rec.get("post.rc") == "0"
+        best = max(best, "application" if scripts_ok else "filesystem", key=RANK.get)
+    return best
+
+
+def assert_nothing_left(lab, killed: float):
+    """Within BOUND of the kill: thawed, writes taken, no lock session on the server or in the state."""
+    mount = lab.mounts["mariadb"].mountpoint
+    server = lab.servers["mariadb"]
+    wait_until(lambda: not frozen(mount), BOUND, "the filesystem was not thawed", step=0.1)
+    remaining = max(1.0, BOUND - (time.monotonic() - killed))
+    probe = db.run(server.client("app", "-e", "SET SESSION lock_wait_timeout = 1; "
+                                              "INSERT INTO seq (n) SELECT -COUNT(*) - 1 FROM seq WHERE n < 0"),
+                   check=False, timeout=remaining + 5)
+    deadline = time.monotonic() + remaining
+    while probe.returncode != 0 and time.monotonic() < deadline:
+        time.sleep(0.2)
+        probe = db.run(server.client("app", "-e", "SET SESSION lock_wait_timeout = 1; "
+                                                  "INSERT INTO seq (n) SELECT -COUNT(*) - 1 FROM seq WHERE n < 0"),
+                       check=False, timeout=30)
+    assert probe.returncode == 0, f"the database did not take writes {BOUND}s after the kill: {probe.stderr}"
+    wait_until(lambda: not (lab.state_dir / "mysql" / "session.pid").exists(), 10,
+               "the lock session's state was not cleared")
+    locks = server.sql("SELECT COUNT(*) FROM information_schema.METADATA_LOCK_INFO "
+                       "WHERE LOCK_TYPE LIKE 'Backup%' OR LOCK_MODE LIKE 'MDL_BACKUP%'", check=False)
+    if locks.returncode == 0:  # the metadata_lock_info plugin may be absent
+        assert locks.stdout.strip() == "0", "a backup lock is still held on the server"
+
+
+@pytest.mark.parametrize("run", range(RUNS))
+def test_a_run_killed_at_a_random_instant_leaves_nothing_quiesced(lab, run, tmp_path, soak_log):
+    initiator, target, delay = plan(run)
+    lab.twins.latency.update({"profile": "zero", "api": {"CreateSnapshots": 1.0}})
+    lab.twins.faults.reset()
+    existing = set(snapshot_tags(lab))
+    started = time.time()
+    before = marker_lines(lab)
+    entry = {"run": run, "path": f"freeze-{initiator}", "target": target, "delay_s": delay}
+    book = Playbook(tmp_path, [group(lab, initiator)], lab.twins.endpoints)
+    try:
+        wait_until(lambda: marker_lines(lab) > before or book.proc.poll() is not None, 180, "the prescript did not run")
+        assert marker_lines(lab) > before, book.output()[-3000:]
+        connection = lock_session(lab)
+        time.sleep(delay)
+        entry["frozen_at_kill"] = frozen(lab.mounts["mariadb"].mountpoint)
+        entry["hit"] = kill(lab, book, target)
+        killed = time.monotonic()
+        assert_nothing_left(lab, killed)
+        entry["released_s"] = round(time.monotonic() - killed, 2)
+    finally:
+        output = book.output(timeout=300)  # a run that was not killed goes on to its end
+    entry["playbook_rc"] = book.proc.returncode
+    assert connection is not None
+    left = lab.servers["mariadb"].sql(f"SELECT COUNT(*) FROM information_schema.PROCESSLIST WHERE ID = {connection}")
+    assert left.stdout.strip() == "0", f"the lock session {connection} is still on the server"
+    assert_nothing_left(lab, time.monotonic())
+
+    ec2 = lab.twins.aws_client("ec2")
+    made = [s for s in ec2.describe_snapshots(OwnerIds=["self"], Filters=[
+        {"Name": "tag:appconsistent:instance-id", "Values": [lab.aws_instance]}])["Snapshots"] if s["SnapshotId"] not in existing]
+    records = helper_records(started - 1, lab.mounts["mariadb"].mountpoint)
+    entry["helper_records"] = len(records)
+    labels = []
+    for snap in made:
+        tags = {t["Key"]: t["Value"] for t in snap.get("Tags", [])}
+        label, most = tags.get("appconsistent:consistency", "none"), achieved(snap["StartTime"], records)
+        labels.append(label)
+        assert RANK.get(label, 9) <= RANK[most], (f"{snap['SnapshotId']} is labelled {label} but the helper's records "
+                                                  f"show at most {most}", output[-2000:])
+    entry["labels"] = sorted(set(labels))
+    entry["outcome"] = f"set {'/'.join(entry['labels'])}" if labels else "no set"
+    soak_log.append(entry)
+
+
+# --- the unmount path ----------------------------------------------------------------------------------
+
+
+class MountSampler:
+    """Samples every 20 ms whether a path is a mount point; the intervals it was not, in wall-clock time."""
+
+    def __init__(self, path: Path):
+        self.path = str(path)
+        self.gaps: list[list[float]] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+        self._thread.start()
+
+    def _loop(self):
+        while not self._stop.is_set():
+            now, mounted = time.time(), os.path.ismount(self.path)
+            if not mounted and (not self.gaps or self.gaps[-1][1] is not None):
+                self.gaps.append([now, None])
+            elif mounted and self.gaps and self.gaps[-1][1] is None:
+                self.gaps[-1][1] = now
+            time.sleep(0.02)
+
+    def unmounted_at(self, instant: float) -> bool:
+        # A gap opens up to one step after the unmount and closes up to one step after the remount; a snapshot
+        # call cannot follow the unmount within one step (the controller learns of it through the agent).
+        return any(start <= instant <= (end if end is not None else time.time()) for start, end in self.gaps)
+
+    def stop(self):
+        self._stop.set()
+        self._thread.join(timeout=5)
+
+
+def remount_watchdogs() -> list[int]:
+    """Process groups of the unmount path's remount watchdogs (their pid files)."""
+    pids = []
+    for path in Path("/run/appconsistent/offline").glob("*.watchdog"):
+        try:
+            pids.append(int(path.read_text().strip()))
+        except (OSError, ValueError):
+            continue
+    return pids
+
+
+@pytest.mark.parametrize("run", range(RUNS))
+def test_an_offline_run_killed_at_a_random_instant_mounts_everything_again(run, tmp_path, request, soak_log):
+    rng = random.Random(f"{SEED}:offline:{run}")
+    target, delay = rng.choice(("controller", "watchdog")), round(rng.uniform(0.0, 2.0), 2)
+    fs = request.getfixturevalue("fs_factory")
+    mount = fs.create("ext4")
+    (mount.mountpoint / "keep.txt").write_text("data")
+    twins = request.getfixturevalue("twin_factory")(
+        {"instances": [{"provider": "aws", "name": "app-1", "platform": "linux", "execution": "local",
+                        "volumes": [{"device": "/dev/xvda", "size": 8, "boot": True},
+                                    {"device": "/dev/xvdf", "size": 1, "mount": str(mount.mountpoint)}]}]},
+        alicloud=False)
+    twins.latency.update({"profile": "zero", "api": {"CreateSnapshots": 1.0}})
+    iid = twins.endpoints["aws"]["instances"]["app-1"]
+    ec2 = twins.aws_client("ec2")
+    instance = ec2.describe_instances(InstanceIds=[iid])["Reservations"][0]["Instances"][0]
+    data = next(m["Ebs"]["VolumeId"] for m in instance["BlockDeviceMappings"] if m["DeviceName"] == "/dev/xvdf")
+    entry = {"run": run, "path": "offline", "target": target, "delay_s": delay}
+    sampler = MountSampler(mount.mountpoint)
+    book = Playbook(tmp_path, [{ACG: {"provider": "aws", "consistency": "offline", "instance_ids": [iid],
+                                      "mounts": [str(mount.mountpoint)], "disk_ids": [data], "delete_after": "1d"}}],
+                    twins.endpoints)
+    try:
+        wait_until(lambda: sampler.gaps or book.proc.poll() is not None, 180, "the filesystem was never unmounted")
+        assert sampler.gaps, book.output()[-3000:]
+        time.sleep(delay)
+        entry["unmounted_at_kill"] = not os.path.ismount(str(mount.mountpoint))
+        if target == "controller":
+            book.kill()
+            entry["hit"] = 1
+        else:
+            groups = remount_watchdogs()
+            for pgid in groups:
+                try:
+                    os.killpg(pgid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+            entry["hit"] = len(groups)
+        killed = time.monotonic()
+        wait_until(lambda: os.path.ismount(str(mount.mountpoint)), REMOUNT_BOUND, "the filesystem was not mounted again",
+                   step=0.2)
+        entry["mounted_again_s"] = round(time.monotonic() - killed, 2)
+    finally:
+        output = book.output(timeout=300)
+        sampler.stop()
+    entry["playbook_rc"] = book.proc.returncode
+    assert os.path.ismount(str(mount.mountpoint)) and (mount.mountpoint / "keep.txt").read_text() == "data"
+    labels = []
+    for snap in ec2.describe_snapshots(OwnerIds=["self"], Filters=[
+            {"Name": "tag:appconsistent:instance-id", "Values": [iid]}])["Snapshots"]:
+        tags = {t["Key"]: t["Value"] for t in snap.get("Tags", [])}
+        label = tags.get("appconsistent:consistency", "none")
+        labels.append(label)
+        if label == "offline":
+            assert sampler.unmounted_at(snap["StartTime"].timestamp()), (
+                f"{snap['SnapshotId']} is labelled offline but started while the filesystem was mounted", output[-2000:])
+    entry["labels"] = sorted(set(labels))
+    entry["outcome"] = f"set {'/'.join(entry['labels'])}" if labels else "no set"
+    soak_log.append(entry)
