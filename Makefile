@@ -68,9 +68,9 @@ INTEGRATION_WORKERS ?= 4
 # crash-consistent ones only a comparison. `make e2e E2E_DB_SETS=3 E2E_DB_CRASH_SETS=3` for a quick run.
 E2E_DB_SETS ?= 20
 E2E_DB_CRASH_SETS ?= 10
-# Runs of the kill soak (tests/e2e/test_db_soak.py) in make test; `make soak` runs SOAK_RUNS of them.
-E2E_SOAK_RUNS ?= 3
-SOAK_RUNS ?= 100
+# Runs of the kill soak (tests/e2e/test_db_soak.py) in make test; `make soak` runs SOAK_RUNS of each path.
+E2E_SOAK_RUNS ?= 2
+SOAK_RUNS ?= 50
 SOAK_SEED ?= 20261207
 PYTEST_ENV := ANSIBLE_COLLECTIONS_PATH=$(COLLECTIONS) COVERAGE_FILE=$(BUILD)/.coverage
 COVERAGE := --cov=plugins --cov-report=term-missing:skip-covered --cov-report=xml:$(BUILD)/coverage.xml
@@ -104,7 +104,7 @@ help:
 	@echo "make integration     integration and playbook tests against the twin clouds"
 	@echo "make molecule        every molecule scenario of the roles"
 	@echo "make e2e             end-to-end and role tests on loop devices and real databases (needs root)"
-	@echo "make soak            the kill soak of the freeze path (SOAK_RUNS=$(SOAK_RUNS), SOAK_SEED=...); figures in build/soak"
+	@echo "make soak            runs of the freeze and unmount paths killed at random instants (SOAK_RUNS=$(SOAK_RUNS) of each); build/soak"
 	@echo "make changelog-lint  antsibull-changelog lint"
 	@echo "make twin            run the twin clouds (ARGS=... are passed on)"
 	@echo "make bench           the benchmarks (BENCH_ARGS=... are passed on); results in build/bench"
