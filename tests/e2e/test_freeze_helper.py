@@ -272,6 +272,70 @@ def test_watchdog_thaws_at_deadline_and_runs_postscript(fs_factory, freeze_helpe
     assert pid_gone(frozen.doc["watchdog_pid"])
 
 
+def _set_record(state_dir, run_id, **fields):
+    """Rewrites fields of a run's record as the helper does (a whole new file put in place)."""
+    record = state_dir / "runs" / run_id / "record"
+    lines = [line for line in record.read_text().splitlines() if line.split("=", 1)[0] not in fields]
+    lines += [f"{key}={value}" for key, value in fields.items()]
+    staged = record.with_name("record.tmp.test")
+    staged.write_text("\n".join(lines) + "\n")
+    os.chmod(staged, 0o600)
+    os.replace(staged, record)
+
+
+def test_a_thaw_completes_an_auto_thaw_whose_watchdog_died(fs_factory, freeze_helper, scripts, monkeypatch):
+    """The watchdog claimed the run for its auto-thaw and died before thawing (killed, or the OOM killer's choice
+    where it cannot protect itself): the thaw that comes next finishes its work."""
+    mount = fs_factory.create()
+    set_probe(monkeypatch, mount.mountpoint)
+    frozen = freeze_helper("freeze", mounts=[mount], run_id="orphaned", timeout=60,
+                           prescript=scripts.prescript, postscript=scripts.postscript)
+    assert frozen.rc == 0, frozen.stderr
+    # What a watchdog leaves when it dies right after its claim. A watchdog that reads this state ends, as the run is
+    # no longer its to guard: from here on it is as dead as one that was killed.
+    _set_record(freeze_helper.state_dir, "orphaned", state="auto_thawing", auto_thawed=1, auto_thaw_reason="deadline")
+    assert pid_gone(frozen.doc["watchdog_pid"])
+    assert not fs_factory.writable(mount.mountpoint, within=0.5)
+
+    thawed = freeze_helper("thaw", run_id="orphaned")
+    # Before: 203 "auto-thaw (deadline) is thawing this run", the filesystem still frozen, the postscript never run.
+    assert thawed.rc == 203, thawed.doc
+    assert "this thaw completed it" in thawed.doc["message"], thawed.doc["message"]
+    assert fs_factory.writable(mount.mountpoint)
+    assert scripts.lines()[-1] == "post writable post-script post-script orphaned auto=0"
+    assert freeze_helper("status", run_id="orphaned").doc["state"] == "auto_thawed"
+
+
+def test_the_caller_completes_an_auto_thaw_whose_watchdog_died_in_the_postscript(fs_factory, freeze_helper, script_dir,
+                                                                                 write_script, parse_helper_output):
+    """The watchdog thawed at the deadline and died while its postscript ran (the one that ends the application's
+    lock): the run waiting for it lets that postscript finish and records the run as auto-thawed, instead of waiting
+    script_timeout + 20 s and reporting a run still being auto-thawed."""
+    mount = fs_factory.create()
+    log = script_dir / "log"
+    pre = write_script(script_dir / "prescript.sh", f'echo pre >> "{log}"\n')
+    post = write_script(script_dir / "postscript.sh", f'echo post-start >> "{log}"\nsleep 3\necho post-end >> "{log}"\n')
+    # The command outlives the deadline by 2 s (it ignores the stop), so that the watchdog's auto-thaw comes first.
+    proc = freeze_helper.start("run", mounts=[mount], run_id="orphaned-post", timeout=2, prescript=pre,
+                               postscript=post, script_timeout=10,
+                               command=["bash", "-c", "trap '' TERM; sleep 30"])
+    deadline = time.monotonic() + 60
+    while "post-start" not in (log.read_text() if log.exists() else "") and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert "post-start" in log.read_text()
+    for pid in freeze_helper.watchdog_pids():
+        os.kill(pid, signal.SIGKILL)
+    out, err = proc.communicate(timeout=120)
+    result = parse_helper_output(proc.returncode, out, err)
+
+    # The command was stopped at the deadline (137), after the auto-thaw had claimed the run.
+    assert result.rc == 210 and "the auto-thaw fired first" in result.doc["message"], (result.doc, err)
+    assert log.read_text().splitlines() == ["pre", "post-start", "post-end"]
+    # Before: the run waited 30 s and reported state auto_thawing.
+    assert result.doc["state"] == "auto_thawed", result.doc
+    assert fs_factory.writable(mount.mountpoint)
+
+
 def may_lower_oom_score_adj():
     """True when this process has CAP_SYS_RESOURCE, which lowering an oom_score_adj needs."""
     status = Path("/proc/self/status").read_text()
