@@ -33,9 +33,11 @@ from pathlib import Path
 import pytest
 
 from e2e import db
-from e2e.conftest import FilesystemFactory, e2e_unavailable_reason
-from e2e.test_db_crash_safety import (ACG, FREEZE_TIMEOUT, Playbook, frozen, group, lock_session, marker_lines,
-                                      snapshot_tags, wait_until)
+from e2e.conftest import e2e_unavailable_reason
+# The crash-safety tests' lab fixture (a MariaDB on a volume of one local AWS instance): this module gets its own.
+# pylint: disable=redefined-outer-name
+from e2e.test_db_crash_safety import (  # noqa: F401  pylint: disable=unused-import
+    ACG, FREEZE_TIMEOUT, Playbook, frozen, group, lab, lock_session, marker_lines, snapshot_tags, wait_until)
 
 REASON = e2e_unavailable_reason() or db.unavailable_reason()
 pytestmark = [pytest.mark.skipif(REASON is not None, reason=str(REASON)), pytest.mark.timeout(600)]
@@ -50,19 +52,6 @@ BOUND = FREEZE_TIMEOUT + 4
 RANK = {"none": 0, "crash": 1, "filesystem": 2, "application": 3, "offline": 3}
 # The unmount path's watchdog mounts the filesystems again after max(freeze_timeout, 60) seconds.
 REMOUNT_BOUND = 60 + 10
-
-
-@pytest.fixture(scope="module")
-def lab(tmp_path_factory):
-    workdir = tmp_path_factory.mktemp("dbsoak")
-    the_lab = db.DbLab(workdir, FilesystemFactory, databases=("mariadb",), marker=workdir / "prescript-done")
-    try:
-        the_lab.setup()
-        the_lab.start_writers()
-        yield the_lab
-    finally:
-        problems = the_lab.teardown()
-    assert not problems, problems
 
 
 @pytest.fixture(scope="module")
