@@ -119,8 +119,7 @@ def test_many_instance_options_are_refused_before_any_call(twin_factory, run_tas
     assert twins.stats.counts("aws") == {}
 
 
-def test_aws_sets_of_one_instance_are_attached_and_created_in_one_task_while_replace_still_refuses(twin_factory,
-                                                                                                     run_tasks):
+def test_aws_sets_of_one_instance_attach_and_create_in_one_task_and_replace_still_refuses(twin_factory, run_tasks):
     twins = twin_factory({"instances": [aws_instance_spec("one")]}, latency=TRANSITIONS, alicloud=False)
     instance = instance_ids(twins)["one"]
     ec2 = twins.aws_client("ec2")
