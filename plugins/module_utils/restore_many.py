@@ -179,7 +179,7 @@ class RestoreMany:
         # Read-only first: every instance is planned before any is changed, so a refusal costs nothing.
         with concurrent.futures.ThreadPoolExecutor(max_workers=workers) as pool:
             list(pool.map(self._prepare, entries))
-        self._refuse_shared_targets(entries)
+        self._share_targets(entries)
         stop = self.params.get("stop_on_failure")
         if stop and any(e["error"] for e in entries):
             for entry in entries:
@@ -189,9 +189,9 @@ class RestoreMany:
             if self.module.check_mode:
                 self._plan_calls([e for e in entries if e["error"] is None])
             stopped = threading.Event()
-            with concurrent.futures.ThreadPoolExecutor(max_workers=workers) as pool:
-                list(pool.map(lambda e: self._execute(e, stopped if stop else None),
-                              [e for e in entries if e["error"] is None]))
+            chains = self._chains([e for e in entries if e["error"] is None])
+            with concurrent.futures.ThreadPoolExecutor(max_workers=min(workers, max(len(chains), 1))) as pool:
+                list(pool.map(lambda chain: [self._execute(e, stopped if stop else None) for e in chain], chains))
         return self._result(entries)
 
     def failure_details(self):
@@ -204,18 +204,62 @@ class RestoreMany:
         except restore.RestoreRefused as exc:
             entry["error"] = str(exc)
 
-    def _refuse_shared_targets(self, entries):
-        """Two sets restored onto the same instance in one task would race: both are refused."""
+    def _same_target(self, entries):
+        """{instance: [entries]} of the instances that more than one prepared set of this task is restored onto."""
         by_target = {}
         for entry in entries:
-            if entry["error"] is None and self.params["mode"] != "volumes" and entry["run"].target:
+            if entry["error"] is None and entry["run"].target:
                 by_target.setdefault(entry["run"].target, []).append(entry)
-        for target, same in by_target.items():
-            if len(same) > 1:
-                names = ", ".join(e["run"].selected.set_id or "?" for e in same)
+        return {target: same for target, same in by_target.items() if len(same) > 1}
+
+    def _share_targets(self, entries):
+        """Several sets of one instance: refused with replace (they would swap the same devices), given device
+        names of their own with attach (each set's plan picked the same free ones), left as they are with volumes."""
+        mode = self.params["mode"]
+        if mode == "volumes":
+            return
+        for target, same in self._same_target(entries).items():
+            names = ", ".join(e["run"].selected.set_id or "?" for e in same)
+            if mode == "replace":
+                refusal = (f"the sets {names} are all of instance {target}: with mode replace restore one of them per "
+                           "task (instance_ids with latest picks the newest), or use mode attach or volumes")
+            else:
+                refusal = self._share_free_devices(same)
+            if refusal:
                 for entry in same:
-                    entry["error"] = (f"the sets {names} are all of instance {target}: restore one of them per task "
-                                      "(instance_ids with latest picks the newest)")
+                    entry["error"] = refusal
+
+    @staticmethod
+    def _share_free_devices(same):
+        """The free device names of the instance, dealt out over the sets attached to it; a refusal or None."""
+        wanted = [item for e in same for item in e["run"].restorer.todo]
+        restorer = same[0]["run"].restorer
+        try:
+            free = restorer.api.free_devices(restorer.instance, len(wanted))
+        except restore.RestoreRefused as exc:
+            return f"{exc} (the sets {', '.join(e['run'].selected.set_id or '?' for e in same)} are attached together)"
+        except restore.StepFailed as exc:
+            return f"cannot plan the restore: {exc}"
+        for item, device in zip(wanted, free):
+            item.device = device
+        return None
+
+    def _chains(self, entries):
+        """The entries in runs that may go side by side: the sets attached to one instance go one after another,
+        so that no two attach calls for one instance are in flight at once."""
+        if self.params["mode"] != "attach":
+            return [[entry] for entry in entries]
+        chains, by_target = [], {}
+        for entry in entries:
+            target = entry["run"].target
+            if target in by_target:
+                by_target[target].append(entry)
+                continue
+            chain = [entry]
+            chains.append(chain)
+            if target:
+                by_target[target] = chain
+        return chains
 
     def _execute(self, entry, stopped):
         if stopped is not None and stopped.is_set():
@@ -281,8 +325,9 @@ class RestoreMany:
         for entry in entries:
             if entry["result"] is not None and entry["run"].target:
                 restorer_diff = entry["run"].restorer.diff()
-                diff["before"][entry["run"].target] = restorer_diff["before"]
-                diff["after"][entry["run"].target] = restorer_diff["after"]
+                diff["before"].setdefault(entry["run"].target, restorer_diff["before"])
+                # several sets attached to one instance: the new devices of each
+                diff["after"].setdefault(entry["run"].target, {}).update(restorer_diff["after"])
         return dict(changed=any(r.get("changed") for r in restores), mode=self.params["mode"], restores=restores,
                     failed_instances=[r["instance_id"] or r["set_id"] for r in failed], warnings=warnings, diff=diff,
                     failed=bool(failed),

@@ -74,8 +74,9 @@ options:
     description:
       - Sets of several instances to restore in one task, each onto the instance it was taken of (its
         C(appconsistent:instance-id) tag), in the same form as O(set_id).
-      - Two sets of the same instance are refused (with O(mode=replace) or O(mode=attach)), as is
-        O(target_instance_id).
+      - Several sets of the same instance are refused with O(mode=replace), as is O(target_instance_id). With
+        O(mode=attach) they are attached one set after another, each at free device names of its own; with
+        O(mode=volumes) their volumes are created side by side.
     type: list
     elements: str
   instance_ids:

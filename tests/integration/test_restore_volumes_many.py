@@ -2,6 +2,7 @@
 
 from test_restore_volumes import aws_devices
 from test_restore_volumes import aws_instance_spec
+from test_restore_volumes import tags
 from test_restore_volumes import take_aws_set
 
 from ansible_collections.appconsistent.snapshots.plugins.module_utils import restore
@@ -116,3 +117,45 @@ def test_many_instance_options_are_refused_before_any_call(twin_factory, run_tas
     assert "target_instance_id restores one set onto one instance" in run["target"]["msg"]
     assert run["wildcard"].get("failed") and "acs-*" in run["wildcard"]["msg"]
     assert twins.stats.counts("aws") == {}
+
+
+def test_aws_sets_of_one_instance_attach_and_create_in_one_task_and_replace_still_refuses(twin_factory, run_tasks):
+    twins = twin_factory({"instances": [aws_instance_spec("one")]}, latency=TRANSITIONS, alicloud=False)
+    instance = instance_ids(twins)["one"]
+    ec2 = twins.aws_client("ec2")
+    set_ids = [take_aws_set(twins, instance)[0], take_aws_set(twins, instance)[0]]
+    before = aws_devices(ec2, instance)
+
+    # Two sets replacing the same devices would race: both are refused, before any change.
+    twins.stats.reset()
+    replace = run_tasks([{RESTORE: {"set_ids": set_ids, "mode": "replace"}, "register": "replace"}],
+                        twins.endpoints)["replace"]
+    assert replace.get("failed") and replace["failed_instances"] == [instance, instance], replace.get("msg")
+    assert all("are all of instance" in r["msg"] and not r["changed"] for r in replace["restores"]), replace["restores"]
+    assert "CreateVolume" not in twins.stats.counts("aws")
+    assert aws_devices(ec2, instance) == before
+
+    # Modes that replace nothing take both sets in one task: volumes side by side, attach at free device names.
+    run = run_tasks([{RESTORE: {"set_ids": set_ids, "mode": "volumes"}, "register": "volumes"},
+                     {RESTORE: {"set_ids": set_ids, "mode": "attach"}, "diff": True, "register": "attach"}],
+                    twins.endpoints)
+    for mode in ("volumes", "attach"):
+        result = run[mode]
+        assert not result.get("failed") and result["msg"] == "2 restores done", result.get("msg")
+        assert [r["set_id"] for r in result["restores"]] == set_ids
+        assert all(r["changed"] and r["instance_id"] == instance for r in result["restores"]), result["restores"]
+        for row in result["restores"]:
+            assert len(row["device_map"]) == len(before) - 1  # the boot volume is not in the sets
+            for entry in row["device_map"]:
+                volume = ec2.describe_volumes(VolumeIds=[entry["volume_id"]])["Volumes"][0]
+                assert tags(volume)[restore.TAG_RESTORED_FROM_SET] == row["set_id"]
+                assert volume["SnapshotId"] == entry["snapshot_id"]
+                if mode == "volumes":
+                    assert entry["device"] is None and volume["State"] == "available" and not volume["Attachments"]
+                else:
+                    assert entry["outcome"] == "attached"
+                    assert volume["Attachments"][0]["InstanceId"] == instance
+    attached = {e["device"]: e["volume_id"] for r in run["attach"]["restores"] for e in r["device_map"]}
+    assert len(attached) == 2 * (len(before) - 1) and not set(attached) & set(before), attached
+    assert aws_devices(ec2, instance) == dict(before, **attached)  # the originals stay where they were
+    assert set(run["attach"]["diff"]["after"][instance]) == set(before) | set(attached)
