@@ -265,7 +265,7 @@ def per_volume_copies(lab: WorkloadLab, count: int, gap: float) -> list[list[str
     volumes = sorted((m["DeviceName"], m["Ebs"]["VolumeId"]) for m in instance["BlockDeviceMappings"]
                      if m["DeviceName"] != root)
     sets = []
-    for _ in range(count):
+    for _number in range(count):
         snapshots = []
         for index, (_device, volume_id) in enumerate(volumes):
             if index:

@@ -119,13 +119,17 @@ def test_application_consistent_sets_keep_every_invariant(lab, run_tasks):
     base = baseline(lab)
     seen = len(lab.windows())
     entries, _run = take_sets(lab, run_tasks, "application")
-    assert [e.get("consistency") for e in entries] == ["application"] * SETS, [e.get("error") for e in entries][:3]
+    made = [e for e in entries if e.get("consistency") == "application"]
     windows = lab.windows()[seen:]
-    assert len(windows) == SETS, windows
     during = [(to_monotonic(w["pre-start"]), to_monotonic(w["post-end"])) for w in windows]
-    freeze = [e["freeze_window"] for e in entries]
-    figures = check_and_record(lab, "aws-application", restore_sets(lab, run_tasks, entries, "application"),
+    freeze = [e["freeze_window"] for e in made]
+    # The sets that were made are checked and their figures kept before the verdict on the others.
+    figures = check_and_record(lab, "aws-application", restore_sets(lab, run_tasks, made, "application"),
                                during, windows, freeze, base)
+    figures["set_errors"] = [e.get("error") for e in entries if e.get("consistency") != "application"]
+    write_figures()
+    assert len(made) == SETS, figures["set_errors"]
+    assert len(windows) == SETS, windows
     for workload, counts in figures["workloads"].items():
         assert counts["passed"] == SETS, (workload, counts)
     # The probe saw the sets: writes were measured inside the quiesce windows.
