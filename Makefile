@@ -72,6 +72,11 @@ E2E_DB_CRASH_SETS ?= 10
 E2E_SOAK_RUNS ?= 2
 SOAK_RUNS ?= 50
 SOAK_SEED ?= 20261207
+# The workloads that break crash-consistent copies (tests/e2e/test_db_workloads.py): a reduced run in
+# `make e2e`, the full proof in `make consistency-proof` (sets per path, seconds of latency baseline).
+E2E_DB_WORKLOAD_SETS ?= 2
+PROOF_SETS ?= 20
+PROOF_BASELINE ?= 60
 PYTEST_ENV := ANSIBLE_COLLECTIONS_PATH=$(COLLECTIONS) COVERAGE_FILE=$(BUILD)/.coverage
 COVERAGE := --cov=plugins --cov-report=term-missing:skip-covered --cov-report=xml:$(BUILD)/coverage.xml
 
@@ -90,7 +95,7 @@ TEST_BESIDE := sanity lint docs-lint molecule
 TEST_STAGES := unit unit-min twin-test integration e2e changelog-lint
 
 .PHONY: help test check setup venv venv-min deb collections sanity sanity-ignores lint docs-lint unit unit-min twin-test \
-	integration e2e molecule soak changelog-lint twin demo bench clean
+	integration e2e molecule soak changelog-lint twin demo bench consistency-proof clean
 
 help:
 	@echo "make test            every stage below: $(TEST_BESIDE) beside $(TEST_STAGES); then the hygiene check"
@@ -105,6 +110,7 @@ help:
 	@echo "make molecule        every molecule scenario of the roles"
 	@echo "make e2e             end-to-end and role tests on loop devices and real databases (needs root)"
 	@echo "make soak            runs of the freeze and unmount paths killed at random instants (SOAK_RUNS=$(SOAK_RUNS) of each); build/soak"
+	@echo "make consistency-proof  $(PROOF_SETS) sets per path on the workloads that break crash consistency; figures in build/test-results/db_workloads.json"
 	@echo "make changelog-lint  antsibull-changelog lint"
 	@echo "make twin            run the twin clouds (ARGS=... are passed on)"
 	@echo "make bench           the benchmarks (BENCH_ARGS=... are passed on); results in build/bench"
@@ -218,7 +224,8 @@ e2e: venv collections
 	fi; \
 	$(TOOLS)/ensure_deb.sh $(DEB_PACKAGES_E2E); \
 	cd $(ROOT) && $(PYTEST_ENV) APPCONSISTENT_DB_SETS=$(E2E_DB_SETS) APPCONSISTENT_DB_CRASH_SETS=$(E2E_DB_CRASH_SETS) \
-		APPCONSISTENT_SOAK_RUNS=$(E2E_SOAK_RUNS) PATH="$(VENV)/bin:$$PATH" $(TOOLS)/pytest_stage.sh $(PY) e2e \
+		APPCONSISTENT_SOAK_RUNS=$(E2E_SOAK_RUNS) APPCONSISTENT_DB_WORKLOAD_SETS=$(E2E_DB_WORKLOAD_SETS) \
+		PATH="$(VENV)/bin:$$PATH" $(TOOLS)/pytest_stage.sh $(PY) e2e \
 		--timeout=$(PYTEST_TIMEOUT) --junitxml=$(RESULTS)/e2e.xml -- tests/e2e tests/roles
 
 # The kill soak alone, with its own count and seed; the outcome of every run goes to build/soak/soak-SEED.json.
@@ -227,6 +234,15 @@ soak: venv collections
 	@$(TOOLS)/ensure_deb.sh $(DEB_PACKAGES_E2E)
 	cd $(ROOT) && $(PYTEST_ENV) APPCONSISTENT_SOAK_RUNS=$(SOAK_RUNS) APPCONSISTENT_SOAK_SEED=$(SOAK_SEED) PATH="$(VENV)/bin:$$PATH" \
 		$(PY) -m pytest -p no:cacheprovider --timeout=$(PYTEST_TIMEOUT) tests/e2e/test_db_soak.py
+
+# The full consistency proof: application against crash-consistent sets on the workloads that break the
+# latter, with the latency the quiescing costs (docs/consistency.md holds the figures of a run).
+consistency-proof: venv collections
+	@if [ "$$(id -u)" -ne 0 ]; then echo "make consistency-proof must run as root: it creates loop devices, freezes file systems and starts database servers." >&2; exit 1; fi
+	@$(TOOLS)/ensure_deb.sh $(DEB_PACKAGES_E2E)
+	cd $(ROOT) && $(PYTEST_ENV) APPCONSISTENT_DB_WORKLOAD_SETS=$(PROOF_SETS) APPCONSISTENT_DB_BASELINE=$(PROOF_BASELINE) \
+		PATH="$(VENV)/bin:$$PATH" $(TOOLS)/pytest_stage.sh $(PY) consistency-proof -s \
+		--junitxml=$(RESULTS)/consistency-proof.xml -- tests/e2e/test_db_workloads.py
 
 molecule: venv collections
 	@$(TOOLS)/ensure_deb.sh $(DEB_PACKAGES_MOLECULE)

@@ -377,7 +377,8 @@ def _invariants(result: CheckResult, query):
     result.gap = not (count == top and low == 1)
 
 
-def check_mariadb(datadir: Path, result: CheckResult):
+def check_mariadb(datadir: Path, result: CheckResult, extra=None):
+    """``extra(result, query)``, if given, checks a workload's own invariants on the running copy."""
     rundir = private_dir("mysql", "appconsistent-check-mariadb-")
     server = MariaDB(datadir, rundir)
     try:
@@ -393,8 +394,10 @@ def check_mariadb(datadir: Path, result: CheckResult):
                and "note" not in line.lower()]
         result.integrity_ok = check.returncode == 0 and not bad
         if not result.integrity_ok:
-            result.errors.append(f"mariadb-check rc {check.returncode}: {check.stdout[-1000:]} {check.stderr[-500:]}")
+            result.errors.append(f"mariadb-check rc {check.returncode}: {' | '.join(bad)[-1000:]} {check.stderr[-500:]}")
         _invariants(result, lambda q: server.sql(q, database="app").stdout)
+        if extra is not None:
+            extra(result, lambda q: server.sql(q, database="app").stdout)
     except (subprocess.SubprocessError, ValueError) as exc:
         result.errors.append(f"{type(exc).__name__}: {exc}")
     finally:
@@ -403,7 +406,8 @@ def check_mariadb(datadir: Path, result: CheckResult):
         shutil.rmtree(rundir, ignore_errors=True)
 
 
-def check_postgresql(datadir: Path, result: CheckResult):
+def check_postgresql(datadir: Path, result: CheckResult, extra=None):
+    """``extra(result, query)``, if given, checks a workload's own invariants on the running copy."""
     rundir = private_dir("postgres", "appconsistent-check-pg-")
     server = PostgreSQL(datadir, rundir)
     # The copy holds the primary's lock file, whose process is alive on this machine: a server
@@ -423,6 +427,8 @@ def check_postgresql(datadir: Path, result: CheckResult):
         if not result.integrity_ok:
             result.errors.append(f"pg_amcheck rc {amcheck.returncode}: {amcheck.stdout[-1000:]} {amcheck.stderr[-500:]}")
         _invariants(result, lambda q: server.sql(q).stdout)
+        if extra is not None:
+            extra(result, lambda q: server.sql(q).stdout)
     except (subprocess.SubprocessError, ValueError) as exc:
         result.errors.append(f"{type(exc).__name__}: {exc}")
     finally:
