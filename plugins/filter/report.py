@@ -141,7 +141,8 @@ def backup_report(calls, hosts, meta=None):
                "consistency_requested": (entry or {}).get("consistency_requested") or meta.get("consistency"),
                "consistency": "none", "set_id": None, "snapshots": [], "duration": durations.get(provider),
                "freeze_window": None, "downtime": None, "agent_status": None, "error": None,
-               "start": None, "end": None, "delete_after": None, "size_gib": None, "lock": None, "restore": None}
+               "start": None, "end": None, "delete_after": None, "size_gib": None, "lock": None, "restore": None,
+               "verification": None}
         if host.get("error"):
             row.update(status="failed", error=host["error"])
         elif entry is None:
@@ -156,7 +157,8 @@ def backup_report(calls, hosts, meta=None):
                        downtime=_round(entry.get("downtime")), agent_status=entry.get("status"),
                        start=start, end=end, delete_after=_delete_after(entry.get("snapshots")),
                        size_gib=sum(sizes) if sizes else None,
-                       lock=entry.get("lock") if isinstance(entry.get("lock"), dict) else None)
+                       lock=entry.get("lock") if isinstance(entry.get("lock"), dict) else None,
+                       verification=entry.get("verification") if isinstance(entry.get("verification"), dict) else None)
             if row["set_id"] and row["consistency"] != "none":
                 row["restore"] = restore_hint(row["host"], row["set_id"], meta.get("inventory"))
             if (provider, instance_id) in failures:

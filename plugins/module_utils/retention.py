@@ -15,6 +15,7 @@ from __future__ import annotations
 import datetime
 
 from ansible_collections.appconsistent.snapshots.plugins.module_utils import snapshot_set as ss
+from ansible_collections.appconsistent.snapshots.plugins.module_utils import verification as vf
 
 # Option name -> generation name, shortest period first.
 GENERATIONS = (("keep_daily", "daily"), ("keep_weekly", "weekly"), ("keep_monthly", "monthly"),
@@ -109,11 +110,9 @@ def schedule_reasons(sets, schedule, min_consistency=DEFAULT_MIN_CONSISTENCY):
 
 
 def newest_verified_sets(sets):
-    """{instance_id: set_id} of each instance's newest set whose restore was verified.
+    """{instance_id: set_id} of each instance's newest set whose last restore test passed on every member.
 
-    Restore verification is not recorded on sets yet, so no set is protected as verified; when it is, this is
-    the one place that reads the record, and plan_prune keeps what it returns as it keeps the newest
-    application-consistent set.
+    plan_prune keeps what it returns as it keeps the newest application-consistent set; the record is read in
+    verification.py.
     """
-    del sets
-    return {}
+    return vf.newest_verified(sets)

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from ansible_collections.appconsistent.snapshots.plugins.module_utils import retention
 from ansible_collections.appconsistent.snapshots.plugins.module_utils import snapshot_set as ss
+from ansible_collections.appconsistent.snapshots.plugins.module_utils import verification as vf
 from ansible_collections.appconsistent.snapshots.plugins.module_utils.alicloud import AlibabaCloudError
 from ansible_collections.appconsistent.snapshots.plugins.module_utils.alicloud import tags_to_dict
 from ansible_collections.appconsistent.snapshots.plugins.module_utils.aws import AppConsistentAWSError
@@ -105,6 +106,8 @@ def build_set(provider, set_id, members, group=None, now=None):
         untagged_snapshot_ids=untagged,
         # A safety set (restore_volumes' copy of the disks it was about to reset) names the set it made room for.
         safety_for=_common(tag(m, TAG_SAFETY_FOR) for m in members) or group_tags.get(TAG_SAFETY_FOR),
+        # The last restore test, from the members' own tags only (a group's tags are written once, at creation).
+        verification=vf.set_verification(members),
         members=[dict(m, consistency=m["tags"].get(ss.TAG_CONSISTENCY)) for m in members],
     )
     if group.get("status") is not None:
@@ -120,11 +123,14 @@ def order_sets(sets):
     return sorted(sets, key=key)
 
 
-def select_sets(sets, min_consistency=None, newest_only=False):
-    """The sets at least ``min_consistency``; with ``newest_only``, the newest of them per instance.
+def select_sets(sets, min_consistency=None, newest_only=False, verified=None):
+    """The sets at least ``min_consistency`` (and, with ``verified`` true or false, whose last restore test passed or
+    did not); with ``newest_only``, the newest of them per instance, so that verified and newest_only together are
+    each instance's newest verified set.
 
     A safety set is never an instance's newest: it holds the data a restore replaced, not a backup taken since."""
-    chosen = [s for s in order_sets(sets) if min_consistency is None or ss.at_least(s["consistency"], min_consistency)]
+    chosen = [s for s in order_sets(sets) if (min_consistency is None or ss.at_least(s["consistency"], min_consistency))
+              and (verified is None or vf.is_verified(s) == verified)]
     if not newest_only:
         return chosen
     seen = set()
@@ -430,7 +436,7 @@ def protected_sets(sets):
 
 
 def plan_prune(sets, now, expired=True, keep=None, protect_newest_application=True, run_id=None, schedule=None,
-               min_consistency=None):
+               min_consistency=None, protect_newest_verified=True):
     """Decide, for every set, whether the rules delete it.
 
     ``sets`` are all the sets of the instances concerned: ranks, the schedule and protection are worked out over
@@ -441,8 +447,8 @@ def plan_prune(sets, now, expired=True, keep=None, protect_newest_application=Tr
     reasons are every rule that keeps it.
     """
     protected = protected_sets(sets) if protect_newest_application else {}
-    # The newest verified set is protected as the newest application-consistent one is (none is recorded yet).
-    verified = retention.newest_verified_sets(sets) if protect_newest_application else {}
+    # The newest set whose restore test passed is the one an instance is known to come back from.
+    verified = retention.newest_verified_sets(sets) if protect_newest_verified else {}
     by_schedule = retention.schedule_reasons(sets, schedule, min_consistency or retention.DEFAULT_MIN_CONSISTENCY) \
         if schedule else {}
     rank = {}
@@ -476,7 +482,8 @@ def plan_prune(sets, now, expired=True, keep=None, protect_newest_application=Tr
             guards.append(f"the newest {item['consistency']}-consistent set of {item['instance_id']} "
                           "(protect_newest_application)")
         if verified.get(item["instance_id"]) == item["set_id"]:
-            guards.append(f"the newest verified set of {item['instance_id']} (protect_newest_application)")
+            guards.append(f"the newest verified set of {item['instance_id']}, its restore test passed at "
+                          f"{item['verification']['verified_at']} (protect_newest_verified)")
         if not reasons:
             kept.append((item, code, keeps[0], keeps + guards))
         elif guards:
@@ -589,6 +596,7 @@ class SetPrune:
         sets = self._sets()
         candidates, kept_plan = plan_prune(sets, self.now, expired=params["expired"], keep=params.get("keep"),
                                            protect_newest_application=params["protect_newest_application"],
+                                           protect_newest_verified=params["protect_newest_verified"],
                                            run_id=params.get("run_id"), schedule=schedule,
                                            min_consistency=params.get("min_consistency"))
         kept = []
@@ -690,4 +698,5 @@ class SetInfo:
         ss.validate_run_id(params.get("run_id"))
         sets = find_sets(self.module, params["provider"], instance_ids=params.get("instance_ids") or None,
                          run_id=params.get("run_id"), set_ids=params.get("set_ids") or None, now=self.now)
-        return select_sets(sets, min_consistency=params.get("min_consistency"), newest_only=params["newest_only"])
+        return select_sets(sets, min_consistency=params.get("min_consistency"), newest_only=params["newest_only"],
+                           verified=params.get("verified"))

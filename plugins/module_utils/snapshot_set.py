@@ -31,6 +31,9 @@ TAG_MEMBERS = TAG_PREFIX + "members"
 # volume of a set that froze /data is crash while the set is application. Sets made before this tag existed carry
 # only appconsistent:consistency, the same on every member, and are read as they always were.
 TAG_SET_CONSISTENCY = TAG_PREFIX + "set-consistency"
+# A set's last restore test (verification.py): written after the set is made, so not counted among the tags a
+# set is made with, but no user tag may take its key.
+TAG_VERIFICATION = TAG_PREFIX + "verification"
 SET_TAG_KEYS = (TAG_SET_ID, TAG_INSTANCE_ID, TAG_DEVICE, TAG_CONSISTENCY, TAG_RUN_ID, TAG_DELETE_AFTER, TAG_MEMBERS,
                 TAG_SET_CONSISTENCY)
 
@@ -328,7 +331,7 @@ def classify(member_tags, scripts_succeeded=True, ceiling=None):
 
 def user_tags_conflicts(tags):
     """Keys the user may not set: our schema's and the providers' evidence keys."""
-    reserved = {k.lower() for k in SET_TAG_KEYS + PROVIDER_OWNED_TAGS}
+    reserved = {k.lower() for k in SET_TAG_KEYS + (TAG_VERIFICATION,) + PROVIDER_OWNED_TAGS}
     return sorted(k for k in (tags or {}) if str(k).lower() in reserved or str(k).lower().startswith("aws:"))
 
 

@@ -58,8 +58,16 @@ options:
       - Return only the newest set of each instance, among the sets that pass the other filters (with
         O(min_consistency=application), the newest application-consistent set of each instance). A safety set
         (RV(sets[].safety_for)) is never an instance's newest, as it holds the data a restore replaced.
+      - With O(verified=true), each instance's newest verified set.
     type: bool
     default: false
+  verified:
+    description:
+      - V(true) lists only the sets whose last restore test passed on every member (recorded by
+        M(appconsistent.snapshots.snapshot_set_verification), as the C(verify_restore) playbook does); V(false) only
+        the others (never tested, last test failed, or a record that reached only some members). Unset lists both.
+      - A failed test after a passed one takes the set's verification back.
+    type: bool
 extends_documentation_fragment:
   - appconsistent.snapshots.alicloud
   - appconsistent.snapshots.api_limits
@@ -94,6 +102,14 @@ EXAMPLES = r"""
       - i-bp1abcdefghijklmnop
       - i-bp1qrstuvwxyzabcdef
   register: sets
+
+- name: The newest set of each instance whose restore test passed
+  appconsistent.snapshots.snapshot_set_info:
+    provider: aws
+    instance_ids: "{{ instance_ids }}"
+    verified: true
+    newest_only: true
+  register: verified
 
 - name: Fail when an instance has no complete set
   ansible.builtin.assert:
@@ -225,6 +241,32 @@ sets:
       type: str
       returned: always
       sample: null
+    verification:
+      description:
+        - The set's last restore test, from the C(appconsistent:verification) tag of its members; null when none was
+          recorded.
+      type: dict
+      returned: always
+      contains:
+        verified:
+          description: Whether the last test passed and every member carries its record.
+          type: bool
+        result:
+          description: V(passed), V(failed), or V(partial) (the members carry different records, or only some carry one).
+          type: str
+          sample: passed
+        verified_at:
+          description: When the test ended (UTC).
+          type: str
+          sample: "2026-12-07T06:12:40Z"
+        seconds_to_application:
+          description: Seconds from the start of the restore to a working application; null when it failed.
+          type: float
+          sample: 41.5
+        checks:
+          description: The checks the test ran, such as C(fs:ext4) and C(app:mysql).
+          type: list
+          elements: str
     untagged_snapshot_ids:
       description:
         - Snapshots of the Alibaba Cloud group that do not carry the set's C(appconsistent:set-id) tag.
@@ -308,6 +350,7 @@ def argument_spec():
         set_ids=dict(type="list", elements="str"),
         min_consistency=dict(type="str", choices=["crash", "filesystem", "application", "offline"]),
         newest_only=dict(type="bool", default=False),
+        verified=dict(type="bool"),
     )
 
 

@@ -122,6 +122,14 @@ options:
       - With V(false), the rules alone decide, and an instance can be left without any application-consistent set.
     type: bool
     default: true
+  protect_newest_verified:
+    description:
+      - Keep each instance's newest verified set (its last restore test passed on every member, see
+        O(appconsistent.snapshots.snapshot_set_info#module:verified)) even when a rule selects it, and when no rule of
+        a retention schedule keeps it. Its reason code is V(newest_verified).
+      - A set whose last test failed is never that set; safety sets never are.
+    type: bool
+    default: true
 extends_documentation_fragment:
   - appconsistent.snapshots.alicloud
   - appconsistent.snapshots.api_limits
@@ -267,8 +275,8 @@ kept:
       description:
         - V(not_expired), V(no_delete_after), V(within_keep), V(schedule) (a generation of the retention schedule
           keeps it), V(in_progress) (still being taken, under a schedule), V(newest_application) (protected by
-          O(protect_newest_application)), V(newest_verified) (likewise, the newest set whose restore was verified,
-          once verification is recorded on sets), V(in_use_by_image), V(untagged_members), V(locked) (a member's
+          O(protect_newest_application)), V(newest_verified) (the newest set whose last restore test passed, protected
+          by O(protect_newest_verified)), V(in_use_by_image), V(untagged_members), V(locked) (a member's
           snapshot lock has not expired).
         - The first reason when several keep the set; RV(kept[].reasons) has them all.
       type: str
@@ -338,6 +346,7 @@ def argument_spec():
         keep_yearly=dict(type="int"),
         min_consistency=dict(type="str", choices=["crash", "filesystem", "application", "offline"]),
         protect_newest_application=dict(type="bool", default=True),
+        protect_newest_verified=dict(type="bool", default=True),
     )
 
 

@@ -75,6 +75,20 @@ def lock_text(lock):
     return "not locked"
 
 
+def verification_text(record):
+    """A set's last restore test (snapshot_set_info's verification, or what verify_restore recorded) as words."""
+    if not isinstance(record, dict) or not record.get("result"):
+        return "never tested"
+    when = time_text(record.get("verified_at"))
+    if record["result"] == "partial":
+        return f"record incomplete ({when}): not verified"
+    if record["result"] != "passed":
+        return f"failed at {when}: not verified"
+    seconds = record.get("seconds_to_application")
+    ready = f", application working after {seconds_text(seconds)}" if isinstance(seconds, (int, float)) else ""
+    return f"verified at {when}{ready}"
+
+
 def restore_sentence(row, kind):
     """What happened to one host in a restore or verify run, as a sentence."""
     status, set_id = row.get("status"), row.get("set_id")
@@ -84,9 +98,12 @@ def restore_sentence(row, kind):
         checks = row.get("checks") or []
         if status == "planned":
             return f"Would restore {what} to scratch volumes and check it."
+        recorded = row.get("verification")
+        note = f" Recorded on the set: {verification_text(recorded)}." if isinstance(recorded, dict) else ""
         if status == "failed":
-            return f"{what[0].upper() + what[1:]} did not verify." if set_id else "Nothing was verified."
-        return f"Restored {what} to {volumes} and passed {_plural(len(checks), 'check')}; the scratch volumes are removed."
+            return (f"{what[0].upper() + what[1:]} did not verify." if set_id else "Nothing was verified.") + note
+        return (f"Restored {what} to {volumes} and passed {_plural(len(checks), 'check')}; the scratch volumes are "
+                f"removed.{note}")
     if status == "planned":
         return f"Would restore {what} onto {row.get('instance_id')}: {volumes}."
     if status == "failed":
@@ -243,6 +260,8 @@ COLUMNS = {
               ("sentence", "What happened", 20), ("sets", "Sets", 50)],
 }
 LOCK_COLUMN = ("lock", "Lock", 8)  # its room comes from the snapshots' and the restore variables' columns
+# A set's last restore test, for the rows that carry one (a verify run, or sets listed with snapshot_set_info).
+VERIFICATION_COLUMN = ("verification", "Last restore test", 9)
 
 
 def _esc(value):
@@ -290,6 +309,8 @@ def _cell(key, row, kind):
         return "".join(f'<span class="nw">{_esc(part)}</span> ' for part in time_text(value).split(" ")).strip()
     if key == "lock":
         return _esc(lock_text(value))
+    if key == "verification":
+        return _esc(verification_text(value))
     if key == "restore":
         if not isinstance(value, dict):
             return _na(None)
@@ -325,6 +346,12 @@ def page(report):
         columns = [(key, label, width - LOCK_COLUMN[2] / 2 if key in ("snapshots", "restore") else width)
                    for key, label, width in columns]
         columns.insert([key for key, _l, _w in columns].index("set_id") + 1, LOCK_COLUMN)
+    if any(isinstance(row.get("verification"), dict) for row in report["hosts"]):
+        # Where the results carry a set's last restore test; its room comes from the widest column.
+        widest = max(columns, key=lambda column: column[2])[0]
+        columns = [(key, label, width - VERIFICATION_COLUMN[2] if key == widest else width)
+                   for key, label, width in columns]
+        columns.insert([key for key, _l, _w in columns].index("status") + 1, VERIFICATION_COLUMN)
     title = report.get("title") or f"appconsistent.snapshots {kind} report"
     meta_keys = [k for k in ("playbook", "run_id", "target", "consistency", "retention", "started", "finished")
                  if report.get(k)]

@@ -99,3 +99,16 @@ def test_the_performance_page_sizes_a_run_before_it_tells_its_history():
         assert re.search(r"^\s*" + name + r":", documented, re.M), f"{name} is not an option or result of any module"
     history = text.split("## Measurement history", 1)[1]
     assert len(history.splitlines()) <= len(text.splitlines()) // 3, "the history outweighs the guide"
+
+
+def test_the_restore_test_schedule_runs_the_verify_template_with_variables_the_playbook_reads():
+    config = yaml.safe_load((ROOT / "docs/awx/controller_configuration.yml").read_text(encoding="utf-8"))
+    templates = {t["name"]: t for t in config["controller_templates"]}
+    playbook = (ROOT / "playbooks/verify_restore.yml").read_text(encoding="utf-8")
+    (schedule,) = [s for s in config["controller_schedules"] if s["unified_job_template"] == "Verify a restore"]
+    assert templates["Verify a restore"]["playbook"] == "verify_restore.yml"
+    assert schedule["rrule"].startswith("DTSTART:") and " RRULE:FREQ=" in schedule["rrule"]
+    survey = {q["variable"] for q in templates["Verify a restore"]["survey_spec"]["spec"]}
+    for variable in set(schedule["extra_data"]) | survey:
+        assert variable in playbook or variable in (ROOT / "playbooks/tasks/verify_volume.yml").read_text(
+            encoding="utf-8"), f"{variable} is not read by verify_restore"

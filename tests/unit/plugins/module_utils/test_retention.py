@@ -1,13 +1,13 @@
 """The retention schedule: UTC calendar periods, which set of a period is kept, and how the rules combine in prune."""
 
 import datetime
-from unittest import mock
 
 import pytest
 
 from ansible_collections.appconsistent.snapshots.plugins.module_utils import retention
 from ansible_collections.appconsistent.snapshots.plugins.module_utils import set_inventory as inv
 from ansible_collections.appconsistent.snapshots.plugins.module_utils import snapshot_set as ss
+from ansible_collections.appconsistent.snapshots.plugins.module_utils import verification as vf
 
 UTC = datetime.timezone.utc
 NOW = datetime.datetime(2027, 3, 1, 12, 0, 0, tzinfo=UTC)
@@ -17,10 +17,13 @@ def at(text):
     return datetime.datetime.fromisoformat(text).replace(tzinfo=UTC)
 
 
-def _set(set_id, created, instance_id="i-1", consistency="application", delete_after=None, state="completed"):
+def _set(set_id, created, instance_id="i-1", consistency="application", delete_after=None, state="completed",
+         verification=None):
+    tags = ss.set_tags(set_id, instance_id, consistency, delete_after=delete_after)
+    if verification:
+        tags[vf.TAG_VERIFICATION] = verification
     member = dict(snapshot_id="snap-" + set_id, volume_id="vol-1", device="/dev/xvda", size_gib=8, state=state,
-                  start_time=created, full_snapshot_size_bytes=None,
-                  tags=ss.set_tags(set_id, instance_id, consistency, delete_after=delete_after))
+                  start_time=created, full_snapshot_size_bytes=None, tags=tags)
     return inv.build_set("aws", set_id, [member], now=NOW)
 
 
@@ -142,13 +145,19 @@ def test_a_set_still_being_taken_is_kept_under_a_schedule():
     assert delete == {} and kept["taking"] == ("in_progress", ["still being taken"])
 
 
-def test_the_newest_verified_set_is_protected_through_its_one_seam():
+def test_the_newest_verified_set_is_protected_unless_its_last_test_failed():
     sets = [_set("verified", "2027-01-10T06:00:00", consistency="filesystem"), _set("app", "2027-02-28T06:00:00")]
     assert _plan(sets, schedule={"daily": 1})[0] == {"verified": ["kept by no rule of the schedule (daily 1)"]}
-    with mock.patch.object(retention, "newest_verified_sets", return_value={"i-1": "verified"}):
-        delete, kept = _plan(sets, schedule={"daily": 1})
-    assert delete == {} and kept["verified"] == ("newest_verified",
-                                                 ["the newest verified set of i-1 (protect_newest_application)"])
+    passed = vf.format_record("passed", datetime.datetime(2027, 1, 11, tzinfo=datetime.timezone.utc), 20.0, ["fs:ext4"])
+    sets[0] = _set("verified", "2027-01-10T06:00:00", consistency="filesystem", verification=passed)
+    delete, kept = _plan(sets, schedule={"daily": 1})
+    assert delete == {} and kept["verified"] == ("newest_verified", [
+        "the newest verified set of i-1, its restore test passed at 2027-01-11T00:00:00Z (protect_newest_verified)"])
+    assert _plan(sets, schedule={"daily": 1}, protect_newest_verified=False)[0] == {
+        "verified": ["kept by no rule of the schedule (daily 1)"]}
+    failed = vf.format_record("failed", datetime.datetime(2027, 1, 12, tzinfo=datetime.timezone.utc), None, ["fs:ext4"])
+    sets[0] = _set("verified", "2027-01-10T06:00:00", consistency="filesystem", verification=failed)
+    assert "verified" in _plan(sets, schedule={"daily": 1})[0]
 
 
 @pytest.mark.parametrize("params, words", [

@@ -495,7 +495,7 @@ def test_select_sets_min_consistency_then_newest():
 class FakeModule:
     def __init__(self, client, check_mode=False, **params):
         self.params = dict(provider="aws", instance_ids=None, run_id=None, expired=True, keep=None,
-                           protect_newest_application=True)
+                           protect_newest_application=True, protect_newest_verified=True)
         self.params.update(params)
         self.check_mode = check_mode
         self.client = client

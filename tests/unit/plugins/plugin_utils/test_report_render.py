@@ -156,3 +156,26 @@ def test_a_prune_under_a_schedule_says_which_generations_keep_each_set():
     page = report_filter.report_html(report_filter.restore_report(rows, {"kind": "prune", "check_mode": True}))
     assert "daily 2026-12-06; weekly 2026-W49" in page
     assert page.count("2027-01-07") == 1  # the lock's end once, not again after the reason that names it
+
+
+def test_a_verify_row_shows_what_was_recorded_on_the_set():
+    row = {"host": "db-1", "instance_id": AWS_ID, "provider": "aws", "platform": "linux", "status": "ok",
+           "set_id": "acs-1", "consistency": "application", "checks": [{"name": "/dev/sdf filesystem", "result": "ok"}],
+           "verification": {"result": "passed", "verified_at": "2026-12-07T06:12:40Z", "seconds_to_application": 41.5,
+                            "checks": ["fs:ext4", "app:mysql"], "verified": True}}
+    failed = dict(row, host="db-2", status="failed", error="application check failed",
+                  verification={"result": "failed", "verified_at": "2026-12-07T06:13:00Z", "verified": False})
+    report = report_filter.restore_report([row, failed], {"kind": "verify"})
+    text = report_filter.report_text(report)
+    assert "Recorded on the set: verified at 2026-12-07 06:12:40Z, application working after 41.5 s." in text
+    assert "Recorded on the set: failed at 2026-12-07 06:13:00Z: not verified." in text
+    page = report_filter.report_html(report)
+    assert "<th>Last restore test</th>" in page
+    assert 'data-field="verification">verified at 2026-12-07 06:12:40Z' in page
+    assert 'data-field="verification">never tested' not in page
+
+
+def test_rows_without_a_verification_get_no_column():
+    report = report_filter.restore_report([{"host": "db-1", "instance_id": AWS_ID, "status": "ok", "set_id": "acs-1"}],
+                                          {"kind": "verify"})
+    assert "Last restore test" not in report_filter.report_html(report)
