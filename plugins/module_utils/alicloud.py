@@ -139,19 +139,26 @@ def resolve_credential_source(params):
         "alicloud_ecs_role_name for an instance RAM role, or alicloud_profile for an aliyun CLI profile.")
 
 
-def retry_options(max_attempts=DEFAULT_MAX_ATTEMPTS):
+def retry_options(max_attempts=DEFAULT_MAX_ATTEMPTS, throttling=True):
+    """The SDK's retries; throttling False leaves throttled answers to the caller (a paced run retries them itself,
+    so that every attempt waits for its token and the pacer learns of every throttled answer)."""
+    codes = RETRYABLE_CODES if throttling else [c for c in RETRYABLE_CODES if not is_throttling(c)]
     return sdk()["RetryOptions"]({
         "retryable": True,
         "retryCondition": [{
             "maxAttempts": max_attempts,
-            "errorCode": RETRYABLE_CODES,
-            "exception": RETRYABLE_EXCEPTIONS,
+            "errorCode": codes,
+            "exception": RETRYABLE_EXCEPTIONS if throttling else [],
             "backoff": {"policy": "ExponentialWithEqualJitter", "period": 200, "cap": 20000},
         }],
     })
 
 
-def build_config(params):
+def is_throttling(code):
+    return str(code or "").startswith("Throttling")
+
+
+def build_config(params, retry_throttling=True):
     """The SDK ``Config`` for these options; raises CredentialsMissing."""
     kind, details = resolve_credential_source(params)
     region = params.get("alicloud_region")
@@ -177,7 +184,7 @@ def build_config(params):
         config.credential = cred
     if params.get("alicloud_endpoint"):
         config.endpoint = params["alicloud_endpoint"]
-    config.retry_options = retry_options(params.get("alicloud_max_attempts") or DEFAULT_MAX_ATTEMPTS)
+    config.retry_options = retry_options(params.get("alicloud_max_attempts") or DEFAULT_MAX_ATTEMPTS, retry_throttling)
     return config
 
 
@@ -243,7 +250,8 @@ class AlibabaCloud:
         if self._client is None:
             client_class = self._sdk()["Client"]
             try:
-                self._client = client_class(build_config(self.module.params))
+                paced = getattr(self.module, "pacer", None) is not None
+                self._client = client_class(build_config(self.module.params, retry_throttling=not paced))
             except CredentialsMissing as exc:
                 self.module.fail_json(msg=str(exc))
             except Exception as exc:  # pylint: disable=broad-except
@@ -253,24 +261,31 @@ class AlibabaCloud:
     def call(self, action, request):
         """Send one request model, e.g. call("DescribeDisks", self.models.DescribeDisksRequest(...)).
 
-        Every Alibaba request passes here; the SDK retries it (``retry_options``). Returns the response body
+        Every Alibaba request passes here; the SDK retries it (``retry_options``), except a throttled answer in
+        a paced run: that is retried here, each attempt waiting for its token in the account's ECS buckets as this
+        run models them (module_utils/pacing.py), which the throttled answer has just slowed down. Retried inside
+        the SDK, it would reach the cloud unpaced and the model would never hear of it. Returns the response body
         as the API's PascalCase dict.
         """
         method = getattr(self.client, _snake(action) + "_with_options")
-        # The account's ECS buckets, as this run models them (module_utils/pacing.py): wait for the call's token.
         pacer = getattr(self.module, "pacer", None)
-        if pacer is not None:
-            pacer.before_call("ecs", action)
-        try:
-            response = method(request, sdk()["RuntimeOptions"]())
-        except sdk()["TeaException"] as exc:
-            error = to_alibaba_error(action, exc)
+        attempts = (self.module.params.get("alicloud_max_attempts") or DEFAULT_MAX_ATTEMPTS) if pacer is not None else 1
+        for attempt in range(1, attempts + 1):
             if pacer is not None:
-                pacer.after_call("ecs", action, error_code=error.code)
-            raise error from None
-        if pacer is not None:
-            pacer.after_call("ecs", action)
-        return response.body.to_map() if response.body is not None else {}
+                pacer.before_call("ecs", action)
+            try:
+                response = method(request, sdk()["RuntimeOptions"]())
+            except sdk()["TeaException"] as exc:
+                error = to_alibaba_error(action, exc)
+                if pacer is not None:
+                    pacer.after_call("ecs", action, error_code=error.code)
+                if is_throttling(error.code) and attempt < attempts:
+                    continue
+                raise error from None
+            if pacer is not None:
+                pacer.after_call("ecs", action)
+            return response.body.to_map() if response.body is not None else {}
+        return {}  # not reached: the last attempt returns or raises
 
     # --- thin wrappers, one per action ------------------------------------------------
 

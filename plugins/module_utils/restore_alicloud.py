@@ -233,6 +233,31 @@ class AlicloudRestoreApi:
         self._call(self.api.reset_disk, disk_id, snapshot_id)
 
 
+def planned_calls(restorer, mode, safety_snapshot=True):
+    """The ECS write calls a planned restore will make, {action: count}, for check mode's estimate of its floor."""
+    todo = restorer.todo
+    if not todo:
+        return {}
+    running = (restorer.instance or {}).get("state") == "running"
+    calls = {}
+    if isinstance(restorer, ResetRestore):
+        calls["ResetDisk"] = len(todo)
+        calls["TagResources"] = len(todo)  # restored-from, one disk at a time
+        if safety_snapshot:
+            calls["CreateSnapshotGroup"] = 1
+            calls["TagResources"] += len(todo)  # each safety snapshot's set tags
+    else:
+        calls["CreateDisk"] = len(todo)  # its tags travel with it
+        if mode in ("replace", "attach"):
+            calls["AttachDisk"] = len(todo)
+        if mode == "replace":
+            calls["DetachDisk"] = sum(1 for e in todo if e.original)
+            calls["TagResources"] = calls["DetachDisk"]
+    if mode == "replace" and running:
+        calls.update(StopInstance=1, StartInstance=1)
+    return {name: count for name, count in calls.items() if count}
+
+
 class ResetRestore(restore.VolumeRestore):
     """replace onto the set's own instance: Stop, safety group, ResetDisk per member, Start."""
 

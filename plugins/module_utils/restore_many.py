@@ -18,6 +18,7 @@ import threading
 import time
 
 from ansible_collections.appconsistent.snapshots.plugins.module_utils import restore
+from ansible_collections.appconsistent.snapshots.plugins.module_utils.restore_alicloud import planned_calls
 from ansible_collections.appconsistent.snapshots.plugins.module_utils.restore_run import RestoreRun
 
 MANY_OPTIONS = ("set_ids", "instance_ids")
@@ -276,13 +277,17 @@ class RestoreMany:
             stopped.set()
 
     def _plan_calls(self, entries):
-        """Check mode: count the EC2 calls the restores would make, for api_pacing's estimated_floor_s."""
+        """Check mode: count the EC2 and ECS calls the restores would make, for api_pacing's estimated_floor_s."""
         pacer = getattr(self.module, "pacer", None)
         if pacer is None:
             return
         counts = {}
         for entry in entries:
             run = entry["run"]
+            if run.provider == "alicloud" and run.restorer is not None:
+                for name, count in planned_calls(run.restorer, self.params["mode"],
+                                                 self.params.get("safety_snapshot", True)).items():
+                    pacer.plan("ecs", name, count)
             if run.provider != "aws":
                 continue
             todo = run.restorer.todo

@@ -32,6 +32,16 @@ def instance_ids(twins):
     return twins.endpoints["aws"]["instances"]
 
 
+def rows_when_one_failed(result, failed_id, cause, names, ids):
+    """The result's rows by instance, checked: only failed_id failed (for cause), every one of names changed."""
+    assert result.get("failed") and result["failed_instances"] == [failed_id], result.get("msg")
+    assert f"1 of {len(names) + 1} restores failed" in result["msg"] and cause in result["msg"], result["msg"]
+    by_instance = {r["instance_id"]: r for r in result["restores"]}
+    for name in names:
+        assert by_instance[ids[name]]["changed"] and not by_instance[ids[name]]["failed"], by_instance[ids[name]]
+    return by_instance
+
+
 def test_aws_many_instances_in_one_task_are_paced_and_one_failure_stops_no_other(twin_factory, run_tasks):
     twins = twin_factory(fleet(failing=True), latency=TRANSITIONS, alicloud=False, limits=TIGHT)
     ids = instance_ids(twins)
@@ -51,12 +61,9 @@ def test_aws_many_instances_in_one_task_are_paced_and_one_failure_stops_no_other
 
     twins.stats.reset()
     result = run_tasks([dict(task, register="restore")], twins.endpoints)["restore"]
-    assert result.get("failed") and result["failed_instances"] == [ids["many-fails"]], result.get("msg")
-    assert "1 of 7 restores failed" in result["msg"] and "creating the volumes failed" in result["msg"], result["msg"]
-    by_instance = {r["instance_id"]: r for r in result["restores"]}
+    by_instance = rows_when_one_failed(result, ids["many-fails"], "creating the volumes failed", NAMES, ids)
     for name in NAMES:
         row = by_instance[ids[name]]
-        assert row["changed"] and not row["failed"], row
         now = aws_devices(ec2, ids[name])
         assert len(row["device_map"]) == 2
         for entry in row["device_map"]:
@@ -74,6 +81,15 @@ def test_aws_many_instances_in_one_task_are_paced_and_one_failure_stops_no_other
     assert result["api_pacing"]["calls"]["StartInstances"] == len(NAMES)  # the failed one was never stopped
 
 
+def all_refused_for_the_last(result, chosen):
+    """Checks a stop_on_failure restore whose last instance has only a crash-consistent set: nothing is done."""
+    assert result.get("failed") and not result["changed"], result
+    assert result["failed_instances"] == chosen
+    refused = {r["instance_id"]: r["msg"] for r in result["restores"]}
+    assert "no complete set at least application-consistent" in refused[chosen[-1]]
+    assert all("stop_on_failure" in refused[i] for i in chosen[:-1]), refused
+
+
 def test_aws_instance_ids_with_latest_and_stop_on_failure_changes_nothing_when_one_is_refused(twin_factory, run_tasks):
     twins = twin_factory(fleet(), latency=TRANSITIONS, alicloud=False, limits=TIGHT)
     ids = instance_ids(twins)
@@ -85,12 +101,7 @@ def test_aws_instance_ids_with_latest_and_stop_on_failure_changes_nothing_when_o
     before = {name: aws_devices(ec2, ids[name]) for name in NAMES[:4]}
     task = {RESTORE: {"instance_ids": chosen, "latest": True, "stop_on_failure": True, "api_rate_limits": TIGHT},
             "register": "restore"}
-    result = run_tasks([task], twins.endpoints)["restore"]
-    assert result.get("failed") and not result["changed"], result
-    assert result["failed_instances"] == chosen
-    refused = {r["instance_id"]: r["msg"] for r in result["restores"]}
-    assert "no complete set at least application-consistent" in refused[ids[NAMES[3]]]
-    assert all("stop_on_failure" in refused[i] for i in chosen[:3]), refused
+    all_refused_for_the_last(run_tasks([task], twins.endpoints)["restore"], chosen)
     assert {name: aws_devices(ec2, ids[name]) for name in NAMES[:4]} == before
 
     task[RESTORE].update(stop_on_failure=False)

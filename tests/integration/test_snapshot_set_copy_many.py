@@ -25,18 +25,27 @@ def fleet():
     return {"instances": instances}
 
 
-def in_flight_peak(twins, seen):
-    """Record the destination's pending copies at every CopySnapshot the twin answers."""
-    original = twins.faults.api_error
+def aws_pending_copies(twins):
     dest = twins.aws.cloud.ext_for(DESTINATION)
+    return len([s for s in dest.own_snapshots() if getattr(s, "_twin_copy", False) and s.status == "pending"])
 
-    def api_error(provider, name):
-        if provider == "aws" and name == "CopySnapshot":
-            pending = [s for s in dest.own_snapshots() if getattr(s, "_twin_copy", False) and s.status == "pending"]
-            seen.append(len(pending))
-        return original(provider, name)
+
+def copy_watched(twins, run_tasks, task, provider="aws", pending=aws_pending_copies):
+    """Run the copy task, recording the destination's pending copies at every CopySnapshot: (result, seen)."""
+    original = twins.faults.api_error
+    seen = []
+
+    def api_error(called, name):
+        if called == provider and name == "CopySnapshot":
+            seen.append(pending(twins))
+        return original(called, name)
+    twins.stats.reset()
     twins.faults.api_error = api_error
-    return original
+    try:
+        result = run_tasks([dict(task, register="copied")], twins.endpoints)["copied"]
+    finally:
+        twins.faults.api_error = original
+    return result, seen
 
 
 def test_aws_many_sets_share_the_regions_copy_quota_and_one_refused_set_stops_no_other(twin_factory, run_tasks):
@@ -56,13 +65,7 @@ def test_aws_many_sets_share_the_regions_copy_quota_and_one_refused_set_stops_no
     assert all(r["changed"] and r["set_id"] is None for r in plan["copies"] if r["source_set_id"] != broken)
     assert destination_snapshots(twins) == []
 
-    twins.stats.reset()
-    seen = []
-    original = in_flight_peak(twins, seen)
-    try:
-        result = run_tasks([dict(task, register="copied")], twins.endpoints)["copied"]
-    finally:
-        twins.faults.api_error = original
+    result, seen = copy_watched(twins, run_tasks, task)
     assert result["failed"] and result["failed_sets"] == [broken], result["msg"]
     by_source = {r["source_set_id"]: r for r in result["copies"]}
     for set_id in sets:
@@ -99,6 +102,15 @@ def test_aws_stop_on_failure_copies_nothing_after_a_refused_set(twin_factory, ru
     assert destination_snapshots(twins) == []
 
 
+def newest_copied(result, chosen, sources):
+    """Checks a copy of instance_ids with latest where the second instance has no set and the others have one."""
+    assert result["failed_sets"] == [chosen[1]], result["msg"]
+    assert "no snapshot set of this instance was found" in result["copies"][1]["msg"]
+    assert [r["source_set_id"] for r in result["copies"]] == sources
+    assert [r["instance_id"] for r in result["copies"]] == chosen
+    assert result["copies"][0]["complete"] and result["copies"][2]["complete"]
+
+
 def test_aws_instance_ids_with_latest_copy_each_instances_newest_set(twin_factory, run_tasks):
     twins = twin_factory(fleet(), alicloud=False, latency={"profile": "zero", "transitions": {"snapshot_complete": 0.3}})
     ids = twins.endpoints["aws"]["instances"]
@@ -108,12 +120,7 @@ def test_aws_instance_ids_with_latest_copy_each_instances_newest_set(twin_factor
     chosen = [ids[NAMES[0]], ids[NAMES[2]], ids[NAMES[1]]]  # the second has no set at all
     task = {COPY: {"provider": "aws", "instance_ids": chosen, "latest": True, "destination_region": DESTINATION},
             "register": "copied"}
-    result = run_tasks([task], twins.endpoints)["copied"]
-    assert result["failed_sets"] == [ids[NAMES[2]]], result["msg"]
-    assert "no snapshot set of this instance was found" in result["copies"][1]["msg"]
-    assert [r["source_set_id"] for r in result["copies"]] == [newest, None, other]
-    assert [r["instance_id"] for r in result["copies"]] == chosen
-    assert result["copies"][0]["complete"] and result["copies"][2]["complete"]
+    newest_copied(run_tasks([task], twins.endpoints)["copied"], chosen, [newest, None, other])
     assert len(destination_snapshots(twins)) == 4
 
 
