@@ -290,33 +290,17 @@ class AlibabaCloud:
     # --- thin wrappers, one per action ------------------------------------------------
 
     def describe_instances(self, instance_ids):
-        result = []
-        for chunk in chunks(instance_ids, 100):
-            token = None
-            while True:
-                body = self.call("DescribeInstances", self.models.DescribeInstancesRequest(
-                    region_id=self.region, instance_ids=json.dumps(chunk), max_results=100, next_token=token))
-                result.extend((body.get("Instances") or {}).get("Instance") or [])
-                token = body.get("NextToken")
-                if not token:
-                    break
-        return result
+        return [instance for chunk in chunks(instance_ids, 100) for instance in listing(
+            self.call, "DescribeInstances", lambda token, chunk=chunk: self.models.DescribeInstancesRequest(
+                region_id=self.region, instance_ids=json.dumps(chunk), max_results=100, next_token=token),
+            lambda body: (body.get("Instances") or {}).get("Instance"))]
 
     def describe_disks(self, instance_id=None, disk_ids=None, snapshot_id=None, status=None, tags=None):
-        result = []
-        token = None
-        while True:
-            req = self.models.DescribeDisksRequest(region_id=self.region, instance_id=instance_id, max_results=100,
-                                                   next_token=token, snapshot_id=snapshot_id, status=status)
-            if tags:
-                req.tag = [self.models.DescribeDisksRequestTag(key=k, value=v) for k, v in tags.items()]
-            if disk_ids:
-                req.disk_ids = json.dumps(list(disk_ids))
-            body = self.call("DescribeDisks", req)
-            result.extend((body.get("Disks") or {}).get("Disk") or [])
-            token = body.get("NextToken")
-            if not token:
-                return result
+        return listing(self.call, "DescribeDisks", lambda token: self.models.DescribeDisksRequest(
+            region_id=self.region, instance_id=instance_id, max_results=100, next_token=token, snapshot_id=snapshot_id,
+            status=status, disk_ids=json.dumps(list(disk_ids)) if disk_ids else None,
+            tag=request_tags(self.models.DescribeDisksRequestTag, tags)),
+            lambda body: (body.get("Disks") or {}).get("Disk"))
 
     def describe_cloud_assistant_status(self, instance_ids):
         result = []
@@ -332,23 +316,16 @@ class AlibabaCloud:
             region_id=self.region, instance_id=instance_id, disk_id=list(disk_ids) if disk_ids else None,
             exclude_disk_id=list(exclude_disk_ids) if exclude_disk_ids else None, name=name, description=description,
             client_token=client_token,
-            tag=[self.models.CreateSnapshotGroupRequestTag(key=k, value=v) for k, v in (tags or {}).items()] or None)
+            tag=request_tags(self.models.CreateSnapshotGroupRequestTag, tags))
         return self.call("CreateSnapshotGroup", req)["SnapshotGroupId"]
 
     def describe_snapshot_groups(self, snapshot_group_ids=None, instance_id=None, tags=None):
-        result = []
-        token = None
-        while True:
-            req = self.models.DescribeSnapshotGroupsRequest(
-                region_id=self.region, instance_id=instance_id,
-                snapshot_group_id=list(snapshot_group_ids) if snapshot_group_ids else None, max_results=100,
-                next_token=token,
-                tag=[self.models.DescribeSnapshotGroupsRequestTag(key=k, value=v) for k, v in (tags or {}).items()] or None)
-            body = self.call("DescribeSnapshotGroups", req)
-            result.extend((body.get("SnapshotGroups") or {}).get("SnapshotGroup") or [])
-            token = body.get("NextToken")
-            if not token:
-                return result
+        return listing(self.call, "DescribeSnapshotGroups", lambda token: self.models.DescribeSnapshotGroupsRequest(
+            region_id=self.region, instance_id=instance_id,
+            snapshot_group_id=list(snapshot_group_ids) if snapshot_group_ids else None, max_results=100,
+            next_token=token,
+            tag=request_tags(self.models.DescribeSnapshotGroupsRequestTag, tags)),
+            lambda body: (body.get("SnapshotGroups") or {}).get("SnapshotGroup"))
 
     def run_command(self, instance_ids, command, command_type="RunShellScript", timeout=60, name=None):
         req = self.models.RunCommandRequest(
@@ -358,16 +335,11 @@ class AlibabaCloud:
         return dict(command_id=body.get("CommandId"), invoke_id=body.get("InvokeId"))
 
     def describe_invocation_results(self, invoke_id):
-        result = []
-        token = None
-        while True:
-            body = self.call("DescribeInvocationResults", self.models.DescribeInvocationResultsRequest(
-                region_id=self.region, invoke_id=invoke_id, content_encoding="Base64", max_results=50, next_token=token))
-            invocation = body.get("Invocation") or {}
-            result.extend((invocation.get("InvocationResults") or {}).get("InvocationResult") or [])
-            token = invocation.get("NextToken") or body.get("NextToken")
-            if not token:
-                return result
+        return listing(self.call, "DescribeInvocationResults", lambda token: self.models.DescribeInvocationResultsRequest(
+            region_id=self.region, invoke_id=invoke_id, content_encoding="Base64", max_results=50, next_token=token),
+            lambda body: ((body.get("Invocation") or {}).get("InvocationResults") or {}).get("InvocationResult"),
+            # The token of the next page is inside Invocation.
+            lambda body: (body.get("Invocation") or {}).get("NextToken") or body.get("NextToken"))
 
     def stop_invocation(self, invoke_id, instance_ids):
         """StopInvocation for up to 50 instances of one invocation (InstanceId.N, N 1-50)."""
@@ -389,7 +361,7 @@ class AlibabaCloud:
         for chunk in chunks(resource_ids, TAG_RESOURCES_IDS):
             self.call("TagResources", self.models.TagResourcesRequest(
                 region_id=self.region, resource_type=resource_type, resource_id=chunk,
-                tag=[self.models.TagResourcesRequestTag(key=k, value=v) for k, v in tags.items()]))
+                tag=request_tags(self.models.TagResourcesRequestTag, tags)))
 
     def describe_instance_ram_roles(self, instance_ids):
         """{instance id: RAM role name} (None without a role), 100 instances a request."""
@@ -418,20 +390,12 @@ class AlibabaCloud:
             requests = [dict(snapshot_ids=json.dumps(chunk)) for chunk in chunks(snapshot_ids, SNAPSHOT_IDS_MAX)]
         else:
             requests = [{}]
-        result = []
-        for fields in requests:
-            token = None
-            while True:
-                req = self.models.DescribeSnapshotsRequest(region_id=self.region, max_results=SNAPSHOT_IDS_MAX,
-                                                           next_token=token, **fields)
-                if tags:
-                    req.tag = [self.models.DescribeSnapshotsRequestTag(key=k, value=v) for k, v in tags.items()]
-                body = self.call("DescribeSnapshots", req)
-                result.extend((body.get("Snapshots") or {}).get("Snapshot") or [])
-                token = body.get("NextToken")
-                if not token:
-                    break
-        return result
+
+        return [snapshot for fields in requests for snapshot in listing(
+            self.call, "DescribeSnapshots", lambda token, fields=fields: self.models.DescribeSnapshotsRequest(
+                region_id=self.region, max_results=SNAPSHOT_IDS_MAX, next_token=token,
+                tag=request_tags(self.models.DescribeSnapshotsRequestTag, tags), **fields),
+            lambda body: (body.get("Snapshots") or {}).get("Snapshot"))]
 
     def copy_snapshot(self, snapshot_id, destination_region, name, description, tags=None, encrypted=None,
                       kms_key_id=None, client_token=None):
@@ -440,7 +404,7 @@ class AlibabaCloud:
             region_id=self.region, snapshot_id=snapshot_id, destination_region_id=destination_region,
             destination_snapshot_name=name, destination_snapshot_description=description,
             encrypted=True if encrypted else None, kmskey_id=kms_key_id or None, client_token=client_token,
-            tag=[self.models.CopySnapshotRequestTag(key=k, value=v) for k, v in (tags or {}).items()] or None)
+            tag=request_tags(self.models.CopySnapshotRequestTag, tags))
         return self.call("CopySnapshot", request)["SnapshotId"]
 
     def delete_snapshot(self, snapshot_id, force=False):
@@ -450,17 +414,10 @@ class AlibabaCloud:
         """The lock of each snapshot named (100 a request), or of every snapshot of the Region that has one."""
         requests = [dict(snapshot_ids=list(chunk)) for chunk in chunks(snapshot_ids, SNAPSHOT_IDS_MAX)] \
             if snapshot_ids else [{}]
-        result = []
-        for fields in requests:
-            token = None
-            while True:
-                body = self.call("DescribeLockedSnapshots", self.models.DescribeLockedSnapshotsRequest(
-                    region_id=self.region, max_results=SNAPSHOT_IDS_MAX, next_token=token, **fields))
-                result.extend(body.get("LockedSnapshotsInfo") or [])
-                token = body.get("NextToken")
-                if not token:
-                    break
-        return result
+        return [lock for fields in requests for lock in listing(
+            self.call, "DescribeLockedSnapshots", lambda token, fields=fields: self.models.DescribeLockedSnapshotsRequest(
+                region_id=self.region, max_results=SNAPSHOT_IDS_MAX, next_token=token, **fields),
+            lambda body: body.get("LockedSnapshotsInfo"))]
 
     def lock_snapshot(self, snapshot_id, duration_days, cool_off_hours=0):
         """LockSnapshot in compliance mode, the only mode Alibaba Cloud has; CoolOffPeriod 0 locks at once."""
@@ -481,7 +438,7 @@ class AlibabaCloud:
         req = self.models.CreateDiskRequest(
             region_id=self.region, zone_id=zone, snapshot_id=snapshot_id, disk_category=category, size=size,
             performance_level=performance_level, encrypted=encrypted or None, kmskey_id=kms_key_id,
-            tag=[self.models.CreateDiskRequestTag(key=k, value=v) for k, v in tags.items()] or None)
+            tag=request_tags(self.models.CreateDiskRequestTag, tags))
         return self.call("CreateDisk", req)["DiskId"]
 
     def attach_disk(self, disk_id, instance_id, device=None):
@@ -542,6 +499,24 @@ class TagBatch:
                 api.tag_resources(self.resource_type, [resource_id], tags)
             except AlibabaCloudError as exc:
                 failed.setdefault(resource_id, exc)
+
+
+def request_tags(model, tags):
+    """{key: value} as a request's list of ``model`` (e.g. models.CreateDiskRequestTag); None for no tags."""
+    return [model(key=k, value=v) for k, v in (tags or {}).items()] or None
+
+
+def listing(call, action, request, items, next_token=lambda body: body.get("NextToken")):
+    """Every item of a paged listing sent through ``call`` (AlibabaCloud.call): ``request(token)`` is the request of
+    a page (token None for the first), ``items(body)`` the page's items, ``next_token(body)`` the next page's token."""
+    result = []
+    token = None
+    while True:
+        body = call(action, request(token))
+        result.extend(items(body) or [])
+        token = next_token(body)
+        if not token:
+            return result
 
 
 def _snake(name):

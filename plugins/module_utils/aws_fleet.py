@@ -17,6 +17,7 @@ from ansible_collections.appconsistent.snapshots.plugins.module_utils.aws import
 from ansible_collections.appconsistent.snapshots.plugins.module_utils.aws import in_chunks
 from ansible_collections.appconsistent.snapshots.plugins.module_utils.aws import tags_of
 from ansible_collections.appconsistent.snapshots.plugins.module_utils import snapshot_set as ss
+from ansible_collections.appconsistent.snapshots.plugins.module_utils.polling import poll_until
 
 FILTER_VALUES_MAX = 200
 SNAPSHOT_POLL = 5
@@ -144,8 +145,8 @@ def complete_sets(client, outcomes, timeout, sleep, clock):
     (the data is fixed) and says so in its error.
     """
     pending = {m["snapshot_id"]: m for o in outcomes for m in o.snapshots if m.get("state") not in ("completed", "error")}
-    deadline = clock() + timeout
-    while pending and clock() < deadline:
+
+    def all_settled():
         for snapshot in in_chunks(lambda chunk: describe_snapshots(client, snapshot_ids=chunk), pending, FILTER_VALUES_MAX):
             member = pending.get(snapshot["SnapshotId"])
             if member is None:
@@ -153,8 +154,9 @@ def complete_sets(client, outcomes, timeout, sleep, clock):
             member["state"], member["progress"] = snapshot.get("State"), snapshot.get("Progress")
             if member["state"] in ("completed", "error"):
                 pending.pop(snapshot["SnapshotId"])
-        if pending:
-            sleep(SNAPSHOT_POLL)
+        return not pending
+
+    poll_until(all_settled, timeout, sleep, clock, SNAPSHOT_POLL, SNAPSHOT_POLL)
     for outcome in outcomes:
         errors = [m["snapshot_id"] for m in outcome.snapshots if m.get("state") == "error"]
         if errors:

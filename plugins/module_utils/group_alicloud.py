@@ -28,8 +28,8 @@ from ansible_collections.appconsistent.snapshots.plugins.module_utils.alicloud i
 from ansible_collections.appconsistent.snapshots.plugins.module_utils.cloud_assistant import RUN_COMMAND_BATCH
 from ansible_collections.appconsistent.snapshots.plugins.module_utils.cloud_assistant import TERMINAL
 from ansible_collections.appconsistent.snapshots.plugins.module_utils.cloud_assistant import InvocationRun
-from ansible_collections.appconsistent.snapshots.plugins.module_utils.cloud_assistant import RUN_COMMAND_BATCH
 from ansible_collections.appconsistent.snapshots.plugins.module_utils.concurrency import chunks
+from ansible_collections.appconsistent.snapshots.plugins.module_utils.polling import poll_until
 from ansible_collections.appconsistent.snapshots.plugins.module_utils.polling import wait_for_all
 from ansible_collections.appconsistent.snapshots.plugins.module_utils import unmount as unmounting
 from ansible_collections.appconsistent.snapshots.plugins.module_utils.unmount import EXIT_MESSAGES as UNMOUNT_EXIT
@@ -41,6 +41,8 @@ from ansible_collections.appconsistent.snapshots.plugins.module_utils.unmount im
 ESSD_CATEGORIES = ("cloud_essd", "cloud_auto", "cloud_essd_entry")
 GROUP_IDS_PER_CALL = 10
 EVIDENCE_WAIT = 60
+# Seconds between two readings of the snapshot groups that are not complete yet.
+COMPLETION_POLL = 5
 UNMOUNT_POLL = 0.5
 
 
@@ -713,18 +715,16 @@ class AlicloudGroupRun:
         ``fixed_level`` is the level of the groups of the instances in ``only`` (of every group when only is None)."""
         if not groups:
             return
-        deadline = self.clock() + EVIDENCE_WAIT
-        delay = 1.0
-        while True:
-            found = {}
+        found = {}
+
+        def all_listed():
+            found.clear()
             for chunk in chunks(groups, GROUP_IDS_PER_CALL):
                 for group in self.api.describe_snapshot_groups(snapshot_group_ids=chunk):
                     found[group["SnapshotGroupId"]] = group
-            missing = [g for g in groups if not ((found.get(g) or {}).get("Snapshots") or {}).get("Snapshot")]
-            if not missing or self.clock() >= deadline:
-                break
-            self.sleep(delay)
-            delay = min(delay * 2, 10.0)
+            return all(((found.get(g) or {}).get("Snapshots") or {}).get("Snapshot") for g in groups)
+
+        poll_until(all_listed, EVIDENCE_WAIT, self.sleep, self.clock, max_interval=10.0, growth=2)
         for group_id, instance_id in groups.items():
             outcome = self.outcomes[instance_id]
             group = found.get(group_id)
@@ -795,8 +795,8 @@ class AlicloudGroupRun:
 
     def _wait_for_completion(self):
         pending = {o.set_id: o for o in self.outcomes.values() if o.set_id and o.snapshots and o.status != "Existing"}
-        deadline = self.clock() + self.params["completion_timeout"]
-        while pending and self.clock() < deadline:
+
+        def all_settled():
             for chunk in chunks(pending, GROUP_IDS_PER_CALL):
                 for group in self.api.describe_snapshot_groups(snapshot_group_ids=chunk):
                     status = str(group.get("Status")).lower()
@@ -808,8 +808,10 @@ class AlicloudGroupRun:
                             outcome.consistency = "none"
                             outcome.fail("GroupFailed", f"snapshot group {outcome.set_id} failed: it cannot be restored")
                         pending.pop(group["SnapshotGroupId"])
-            if pending:
-                self.sleep(5)
+            return not pending
+
+        poll_until(all_settled, self.params["completion_timeout"], self.sleep, self.clock, COMPLETION_POLL,
+                   COMPLETION_POLL)
         for outcome in pending.values():
             if not outcome.error:
                 outcome.fail("CompletionTimeout", f"snapshot group {outcome.set_id} did not complete within "

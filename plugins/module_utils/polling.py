@@ -7,8 +7,12 @@
 from __future__ import annotations
 
 
-def poll_until(poll, timeout, sleep, clock, first_interval=1.0, max_interval=5.0):
-    """Call ``poll()`` until it returns True or ``timeout`` seconds passed; True when it did."""
+def poll_until(poll, timeout, sleep, clock, first_interval=1.0, max_interval=5.0, growth=1.5):
+    """Call ``poll()`` until it returns True or ``timeout`` seconds passed; True when it did.
+
+    The pauses start at ``first_interval`` and grow by ``growth`` up to ``max_interval``; the last one ends at the
+    deadline, so that the last look is taken then and not a pause later.
+    """
     deadline = clock() + timeout
     interval = first_interval
     while True:
@@ -17,7 +21,7 @@ def poll_until(poll, timeout, sleep, clock, first_interval=1.0, max_interval=5.0
         if clock() >= deadline:
             return False
         sleep(min(interval, max(0.0, deadline - clock())))
-        interval = min(interval * 1.5, max_interval)
+        interval = min(interval * growth, max_interval)
 
 
 def wait_for_all(read_states, ids, wanted, timeout, sleep, clock, max_interval=10.0):

@@ -17,6 +17,7 @@ from __future__ import annotations
 import time
 
 from ansible_collections.appconsistent.snapshots.plugins.module_utils import snapshot_set as ss
+from ansible_collections.appconsistent.snapshots.plugins.module_utils.polling import poll_until
 
 TAG_RESTORED_FROM = ss.TAG_PREFIX + "restored-from"
 TAG_RESTORED_FROM_SET = ss.TAG_PREFIX + "restored-from-set"
@@ -185,23 +186,23 @@ class Waiter:
 
     def until(self, read, done, failed, timeout, what):
         """Poll ``read()`` (-> {id: item}) until ``done`` holds for every id; ``failed(id, item)`` -> reason or None."""
-        deadline = self.clock() + timeout
-        delay = FIRST_POLL
-        while True:
-            items = read()
-            pending = []
+        items, pending = {}, []
+
+        def all_done():
+            items.clear()
+            items.update(read())
+            pending[:] = []
             for key, item in items.items():
                 reason = failed(key, item)
                 if reason:
                     raise StepFailed(reason)
                 if not done(key, item):
                     pending.append(key)
-            if not pending:
-                return items
-            if self.clock() >= deadline:
-                raise StepFailed(f"{what} did not finish within {timeout} s: {', '.join(sorted(pending))}")
-            self.sleep(delay)
-            delay = min(delay * 1.5, MAX_POLL)
+            return not pending
+
+        if not poll_until(all_done, timeout, self.sleep, self.clock, FIRST_POLL, MAX_POLL):
+            raise StepFailed(f"{what} did not finish within {timeout} s: {', '.join(sorted(pending))}")
+        return items
 
 
 class Entry:

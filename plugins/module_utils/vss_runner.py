@@ -22,6 +22,7 @@ from ansible_collections.appconsistent.snapshots.plugins.module_utils import pac
 from ansible_collections.appconsistent.snapshots.plugins.module_utils import snapshot_set as ss
 from ansible_collections.appconsistent.snapshots.plugins.module_utils import validate
 from ansible_collections.appconsistent.snapshots.plugins.module_utils import vss
+from ansible_collections.appconsistent.snapshots.plugins.module_utils.polling import poll_until
 from ansible_collections.appconsistent.snapshots.plugins.module_utils.ssm import STATUS_MESSAGES
 from ansible_collections.appconsistent.snapshots.plugins.module_utils.ssm import CommandRun
 
@@ -313,19 +314,17 @@ class VssSnapshotRun:
             for volume in self.results[instance_id].volumes:
                 owner[volume["volume_id"]] = (instance_id, volume["device"])
         filters = [{"Name": "tag:" + ss.TAG_SET_ID, "Values": [batch_id]}]
-        deadline = self.clock() + EVIDENCE_WAIT
-        delay = 1.0
-        while True:
-            members = {}
+        members = {}
+
+        def all_evident():
+            members.clear()
             for snapshot in aws_api.describe_snapshots(self.ec2, filters=filters):
                 instance_id, device = owner.get(snapshot.get("VolumeId"), (None, None))
                 if instance_id:
                     members.setdefault(instance_id, []).append(aws_fleet.snapshot_member(snapshot, device))
-            waiting = [i for i in sent if self._evidence_pending(i, members.get(i, []))]
-            if not waiting or self.clock() >= deadline:
-                break
-            self.sleep(delay)
-            delay = min(delay * 2, 10.0)
+            return not any(self._evidence_pending(i, members.get(i, [])) for i in sent)
+
+        poll_until(all_evident, EVIDENCE_WAIT, self.sleep, self.clock, max_interval=10.0, growth=2)
         if self.params.get("create_ami"):
             self._find_ami(batch_id, sent)
         tags = aws_api.TagBatch()

@@ -2,9 +2,9 @@
 
 The actions are derived from the code, not listed by hand: every AWS request goes through ``call`` in
 plugins/module_utils/aws.py (``call``/``pages``/``paginate`` with the operation's name), every Alibaba Cloud
-request through ``AlibabaCloud.call`` in alicloud.py, and an instance that initiates its own snapshots
-(``initiator: instance``) runs the command group_aws.py builds. An operator who applies a policy must not meet
-AccessDenied in a module, nor grant what no module needs.
+request through ``AlibabaCloud.call`` in alicloud.py (``call``, or ``listing`` with ``call``, with the action's
+name), and an instance that initiates its own snapshots (``initiator: instance``) runs the command group_aws.py
+builds. An operator who applies a policy must not meet AccessDenied in a module, nor grant what no module needs.
 """
 
 from __future__ import annotations
@@ -66,7 +66,8 @@ def aws_controller_actions():
 
 
 def alicloud_controller_actions():
-    return {f"ecs:{action}" for action in _string_calls(MODULE_UTILS / "alicloud.py", {"call"}, 0)}
+    return {f"ecs:{action}" for action in _string_calls(MODULE_UTILS / "alicloud.py", {"call"}, 0)
+            | _string_calls(MODULE_UTILS / "alicloud.py", {"listing"}, 1)}
 
 
 def role_actions():
