@@ -83,10 +83,24 @@ class Playbook:
                                      stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
     def kill(self) -> float:
-        try:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
+        """SIGKILL to ansible-playbook and everything it started. Its workers lead sessions of their own (ansible-core
+        detaches them with setsid), so a signal to its process group would leave the module running on."""
+        stopped: set[int] = set()
+        while True:  # stopped first, so that nothing starts a process the kill would miss
+            tree = {self.proc.pid, *descendants(self.proc.pid)} - stopped
+            if not tree:
+                break
+            for pid in tree:
+                try:
+                    os.kill(pid, signal.SIGSTOP)
+                except ProcessLookupError:
+                    pass
+            stopped |= tree
+        for pid in stopped:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
         return time.monotonic()
 
     def output(self, timeout=120) -> str:
@@ -96,6 +110,27 @@ class Playbook:
             self.kill()
             out = self.proc.communicate(timeout=30)[0]
         return out or ""
+
+
+def descendants(pid: int) -> set[int]:
+    """Every process below pid, whatever its session."""
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", encoding="ascii", errors="replace") as handle:
+                parent = int(handle.read().rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            continue
+        children.setdefault(parent, []).append(int(entry))
+    found, todo = set(), [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            if child not in found:
+                found.add(child)
+                todo.append(child)
+    return found
 
 
 def frozen(mount) -> bool:

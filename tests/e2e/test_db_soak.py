@@ -25,7 +25,8 @@ import json
 import os
 import random
 import signal
-import threading
+import subprocess
+import sys
 import time
 from datetime import datetime
 from pathlib import Path
@@ -208,24 +209,42 @@ def test_a_run_killed_at_a_random_instant_leaves_nothing_quiesced(lab, run, tmp_
 # --- the unmount path ----------------------------------------------------------------------------------
 
 
+# The sampler runs as a process of its own: in a thread of this process it would share the interpreter with the
+# twins' servers and could fall a second behind.
+SAMPLER = """
+import os, sys, time
+path, out = sys.argv[1], open(sys.argv[2], "w", buffering=1)
+was = True
+while True:
+    now, mounted = time.time(), os.path.ismount(path)
+    if mounted != was:
+        out.write(f"{'M' if mounted else 'U'} {now}\\n")
+        was = mounted
+    time.sleep(0.02)
+"""
+
+
 class MountSampler:
     """Samples every 20 ms whether a path is a mount point; the intervals it was not, in wall-clock time."""
 
-    def __init__(self, path: Path):
-        self.path = str(path)
-        self.gaps: list[list[float]] = []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._loop, daemon=True)
-        self._thread.start()
+    def __init__(self, path: Path, log: Path):
+        self.log = log
+        self._proc = subprocess.Popen([sys.executable, "-c", SAMPLER, str(path), str(log)])
 
-    def _loop(self):
-        while not self._stop.is_set():
-            now, mounted = time.time(), os.path.ismount(self.path)
-            if not mounted and (not self.gaps or self.gaps[-1][1] is not None):
-                self.gaps.append([now, None])
-            elif mounted and self.gaps and self.gaps[-1][1] is None:
-                self.gaps[-1][1] = now
-            time.sleep(0.02)
+    @property
+    def gaps(self) -> list[list]:
+        gaps: list[list] = []
+        try:
+            lines = self.log.read_text().splitlines()
+        except OSError:
+            return gaps
+        for line in lines:
+            kind, _, stamp = line.partition(" ")
+            if kind == "U":
+                gaps.append([float(stamp), None])
+            elif kind == "M" and gaps and gaps[-1][1] is None:
+                gaps[-1][1] = float(stamp)
+        return gaps
 
     def unmounted_at(self, instant: float) -> bool:
         # A gap opens up to one step after the unmount and closes up to one step after the remount; a snapshot
@@ -233,8 +252,8 @@ class MountSampler:
         return any(start <= instant <= (end if end is not None else time.time()) for start, end in self.gaps)
 
     def stop(self):
-        self._stop.set()
-        self._thread.join(timeout=5)
+        self._proc.kill()
+        self._proc.wait(timeout=10)
 
 
 def remount_watchdogs() -> list[int]:
@@ -266,7 +285,7 @@ def test_an_offline_run_killed_at_a_random_instant_mounts_everything_again(run, 
     instance = ec2.describe_instances(InstanceIds=[iid])["Reservations"][0]["Instances"][0]
     data = next(m["Ebs"]["VolumeId"] for m in instance["BlockDeviceMappings"] if m["DeviceName"] == "/dev/xvdf")
     entry = {"run": run, "path": "offline", "target": target, "delay_s": delay}
-    sampler = MountSampler(mount.mountpoint)
+    sampler = MountSampler(mount.mountpoint, tmp_path / "mounted.log")
     book = Playbook(tmp_path, [{ACG: {"provider": "aws", "consistency": "offline", "instance_ids": [iid],
                                       "mounts": [str(mount.mountpoint)], "disk_ids": [data], "delete_after": "1d"}}],
                     twins.endpoints)
@@ -294,6 +313,8 @@ def test_an_offline_run_killed_at_a_random_instant_mounts_everything_again(run, 
         output = book.output(timeout=300)
         sampler.stop()
     entry["playbook_rc"] = book.proc.returncode
+    entry["calls"] = {name: count for name, count in twins.stats.counts("aws").items()
+                      if name in ("SendCommand", "CreateSnapshots", "CreateTags")}
     assert os.path.ismount(str(mount.mountpoint)) and (mount.mountpoint / "keep.txt").read_text() == "data"
     labels = []
     for snap in ec2.describe_snapshots(OwnerIds=["self"], Filters=[
