@@ -239,7 +239,7 @@ class MountSampler:
         except OSError:
             return gaps
         for line in lines:
-            kind, _, stamp = line.partition(" ")
+            kind, _space, stamp = line.partition(" ")
             if kind == "U":
                 gaps.append([float(stamp), None])
             elif kind == "M" and gaps and gaps[-1][1] is None:

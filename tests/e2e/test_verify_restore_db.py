@@ -48,8 +48,8 @@ class VerifyLab(db.DbLab):
     # XFS keeps the log of a frozen filesystem to be replayed: the check replays it on the scratch copy first.
     ("postgresql", "alicloud", "ali-db-1", "ali-verify-1", "postgresql", "pgdata", "xfs"),
 ])
-def test_a_database_set_is_verified_and_its_record_read_back(tmp_path, run_tasks, run_playbook, database, provider,
-                                                              host, verifier, profile, datadir, fstype):
+def test_a_database_set_is_verified_and_its_record_read_back(
+        tmp_path, run_tasks, run_playbook, database, provider, host, verifier, profile, datadir, fstype):
     lab = VerifyLab(tmp_path / "lab", FilesystemFactory, databases=(database,), fstypes={database: fstype})
     try:
         lab.setup()

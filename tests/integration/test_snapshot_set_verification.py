@@ -94,17 +94,17 @@ def test_failed_application_check_records_a_failure_and_takes_the_verification_b
     item = run["unverified"]["sets"][0]
     assert item["set_id"] == set_id
     # The application never came up: no time to it is recorded.
-    assert item["verification"] == {"result": "failed", "verified_at": "2026-12-02T06:00:00Z",
-                                     "seconds_to_application": None, "checks": ["fs:ext4", "app:mysql"],
-                                     "verified": False}
+    assert item["verification"] == {
+        "result": "failed", "verified_at": "2026-12-02T06:00:00Z", "seconds_to_application": None,
+        "checks": ["fs:ext4", "app:mysql"], "verified": False}
 
 
 @pytest.mark.parametrize("provider", ["aws", "alicloud"])
 def test_newest_verified_per_instance_and_a_partial_record_is_not_verified(twin_factory, run_tasks, provider):
     twins = twin_factory(alicloud=provider == "alicloud", aws=provider == "aws")
-    older, _ = make_set(twins, provider)
+    older = make_set(twins, provider)[0]
     time.sleep(TICK)
-    middle, _ = make_set(twins, provider)
+    middle = make_set(twins, provider)[0]
     time.sleep(TICK)
     newest, newest_members = make_set(twins, provider)
     run = run_tasks([{RECORD: passed(provider, older), "register": "a"},
@@ -124,11 +124,11 @@ def test_newest_verified_per_instance_and_a_partial_record_is_not_verified(twin_
 @pytest.mark.parametrize("provider", ["aws", "alicloud"])
 def test_prune_keeps_the_newest_verified_set_unless_told_not_to(twin_factory, run_tasks, provider):
     twins = twin_factory(alicloud=provider == "alicloud", aws=provider == "aws")
-    verified, _ = make_set(twins, provider)
+    verified = make_set(twins, provider)[0]
     time.sleep(TICK)
-    failed, _ = make_set(twins, provider)
+    failed = make_set(twins, provider)[0]
     time.sleep(TICK)
-    newest, _ = make_set(twins, provider)
+    newest = make_set(twins, provider)[0]
     fail = {"provider": provider, "set_id": failed, "result": "failed", "checks": ["fs:ext4"]}
     prune = {"provider": provider, "keep": 1, "protect_newest_application": False}
     run = run_tasks([{RECORD: passed(provider, verified), "register": "a"}, {RECORD: fail, "register": "b"},

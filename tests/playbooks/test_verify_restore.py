@@ -146,8 +146,8 @@ def member_records(twins, provider, set_id):
 
 
 @pytest.mark.parametrize("provider,host,verifier", [("aws", "web-1", "verifier"), ("alicloud", "ali-web-1", "ali-verifier")])
-def test_a_failed_application_check_is_recorded_as_a_failure(verify_twins, run_playbook, tmp_path, provider, host,
-                                                              verifier):
+def test_a_failed_application_check_is_recorded_as_a_failure(
+        verify_twins, run_playbook, tmp_path, provider, host, verifier):
     twins, spec, _base = verify_twins
     ids = dict(twins.endpoints["aws"]["instances"], **twins.endpoints["alicloud"]["instances"])
     set_id = take_aws_set(twins, ids[host]) if provider == "aws" else take_ali_set(twins, ids[host])
@@ -170,7 +170,7 @@ def test_a_failed_application_check_is_recorded_as_a_failure(verify_twins, run_p
 def test_the_pick_is_the_newest_set_or_a_seeded_draw_within_the_window(verify_twins, run_playbook, tmp_path):
     twins, spec, _base = verify_twins
     ids = twins.endpoints["aws"]["instances"]
-    for _ in range(3):
+    for _take in range(3):
         take_aws_set(twins, ids["web-1"])
     snaps = twins.aws_client("ec2").describe_snapshots(
         Filters=[{"Name": "tag:" + ss.TAG_INSTANCE_ID, "Values": [ids["web-1"]]}])["Snapshots"]
