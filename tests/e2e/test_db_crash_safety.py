@@ -76,8 +76,9 @@ class Playbook:
                  "module_defaults": {"group/appconsistent.snapshots.snapshots": connection_defaults(endpoints)}}]
         path = tmp_path / "killed.yml"
         path.write_text(yaml.safe_dump(play, sort_keys=False))
+        # The module unpacks itself in TMPDIR and a killed one cannot remove what it unpacked: the test's own directory.
         env = dict(os.environ, ANSIBLE_COLLECTIONS_PATH=COLLECTIONS, ANSIBLE_PYTHON_INTERPRETER=sys.executable,
-                   ANSIBLE_NOCOLOR="1")
+                   ANSIBLE_NOCOLOR="1", TMPDIR=str(tmp_path))
         self.proc = subprocess.Popen([str(Path(sys.executable).parent / "ansible-playbook"), "-i", "localhost,", "-c",
                                       "local", str(path)], env=env, start_new_session=True,
                                      stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
