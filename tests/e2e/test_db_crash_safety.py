@@ -294,8 +294,9 @@ def test_lost_thaw_delivery(lab, clean_twins, run_tasks, tmp_path):
     assert_next_run_succeeds(lab, run_tasks)
 
 
-def helper_runs(lab) -> list[int]:
-    """Processes of the freeze helper's ``run`` action (not its watchdog)."""
+def helper_processes(lab, action: bytes | None = None) -> list[int]:
+    """Processes of the lab's freeze helper: those of ``action`` (b"run", b"_watchdog"), or with None every one but
+    its watchdog."""
     pids = []
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
@@ -304,7 +305,10 @@ def helper_runs(lab) -> list[int]:
             args = Path(f"/proc/{entry}/cmdline").read_bytes().split(b"\0")
         except OSError:
             continue
-        if str(lab.helper).encode() in args and b"run" in args and b"_watchdog" not in args:
+        if str(lab.helper).encode() not in args:
+            continue
+        watchdog = b"_watchdog" in args
+        if watchdog if action == b"_watchdog" else not watchdog and (action is None or action in args):
             pids.append(int(entry))
     return pids
 
@@ -317,7 +321,7 @@ def test_killing_the_helper_itself(lab, clean_twins, run_tasks, tmp_path):
     try:
         wait_until(lambda: frozen(mount), 120, "the filesystem was never frozen", step=0.1)
         connection = lock_session(lab)
-        pids = helper_runs(lab)
+        pids = helper_processes(lab, b"run")
         assert pids, "the helper is not running"
         for pid in pids:
             os.kill(pid, signal.SIGKILL)

@@ -38,7 +38,8 @@ from e2e.conftest import e2e_unavailable_reason
 # The crash-safety tests' lab fixture (a MariaDB on a volume of one local AWS instance): this module gets its own.
 # pylint: disable=redefined-outer-name
 from e2e.test_db_crash_safety import (  # noqa: F401  pylint: disable=unused-import
-    ACG, FREEZE_TIMEOUT, Playbook, frozen, group, lab, lock_session, marker_lines, snapshot_tags, wait_until)
+    ACG, FREEZE_TIMEOUT, Playbook, frozen, group, helper_processes, lab, lock_session, marker_lines, snapshot_tags,
+    wait_until)
 
 REASON = e2e_unavailable_reason() or db.unavailable_reason()
 pytestmark = [pytest.mark.skipif(REASON is not None, reason=str(REASON)), pytest.mark.timeout(600)]
@@ -76,27 +77,12 @@ def plan(run: int) -> tuple[str, str, float]:
         round(rng.uniform(0.0, 3.0), 2)
 
 
-def helper_processes(lab, watchdog: bool) -> list[int]:
-    """The freeze helper's processes (its freeze, run or thaw action, or its watchdog)."""
-    pids = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            args = Path(f"/proc/{entry}/cmdline").read_bytes().split(b"\0")
-        except OSError:
-            continue
-        if str(lab.helper).encode() in args and (b"_watchdog" in args) == watchdog:
-            pids.append(int(entry))
-    return pids
-
-
 def kill(lab, book: Playbook, target: str) -> int:
     """Kills the target now; the number of processes (or process groups) it hit."""
     if target == "controller":
         book.kill()
         return 1
-    pids = helper_processes(lab, watchdog=target == "watchdog")
+    pids = helper_processes(lab, b"_watchdog" if target == "watchdog" else None)
     for pid in pids:
         try:
             os.kill(pid, signal.SIGKILL)
