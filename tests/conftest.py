@@ -42,6 +42,8 @@ if _ROOT not in sys.path:
     sys.path.insert(0, _ROOT)
 
 COLLECTIONS = os.path.join(REPO_ROOT, "build", "collections")
+# The test plays' own action (write_test_results), which hands registered results to the test without a module run.
+TEST_ACTION_PLUGINS = os.path.join(TESTS_DIR, "plugins", "action")
 
 try:  # the twin clouds need moto; the oldest-ansible environment runs unit tests without them
     from twin.fixtures import twin, twin_factory  # noqa: F401  pylint: disable=unused-import
@@ -91,9 +93,8 @@ def run_tasks(tmp_path):
         for task in tasks:
             if "register" in task:
                 task.setdefault("ignore_errors", True)
-        collect = {"name": "Collect the registered results", "ansible.builtin.copy": {
-            "dest": str(out), "mode": "0600",
-            "content": "{{ {" + ", ".join(f"'{n}': {n}" for n in names) + "} | to_json }}"},
+        collect = {"name": "Collect the registered results", "write_test_results": {
+            "dest": str(out), "content": "{{ {" + ", ".join(f"'{n}': {n}" for n in names) + "} | to_json }}"},
             "check_mode": False}
         play = [{"name": "integration", "hosts": "localhost", "gather_facts": False,
                  "module_defaults": {"group/appconsistent.snapshots.snapshots": connection_defaults(endpoints)},
@@ -102,7 +103,7 @@ def run_tasks(tmp_path):
         playbook.write_text(yaml.safe_dump(play, sort_keys=False))
         env = dict(os.environ, ANSIBLE_COLLECTIONS_PATH=COLLECTIONS, ANSIBLE_LOCALHOST_WARNING="false",
                    ANSIBLE_INVENTORY_UNPARSED_WARNING="false", ANSIBLE_NOCOLOR="1",
-                   ANSIBLE_PYTHON_INTERPRETER=sys.executable)
+                   ANSIBLE_PYTHON_INTERPRETER=sys.executable, ANSIBLE_ACTION_PLUGINS=TEST_ACTION_PLUGINS)
         cmd = [os.path.join(os.path.dirname(sys.executable), "ansible-playbook"), "-i", "localhost,", "-c", "local",
                str(playbook)]
         if check:

@@ -39,6 +39,8 @@ from typing import Any, Dict, List, Optional, Sequence
 
 TESTS_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 REPO_ROOT = os.path.dirname(TESTS_DIR)
+# The test plays' own action (write_test_results): the results are kept without a module run after the measured tasks.
+TEST_ACTION_PLUGINS = os.path.join(TESTS_DIR, "plugins", "action")
 if TESTS_DIR not in sys.path:
     sys.path.insert(0, TESTS_DIR)
 
@@ -150,9 +152,9 @@ class Bench:
         if hosts:
             keep = "{{ {" + ", ".join(f"'{n}': dict(ansible_play_hosts_all | zip(ansible_play_hosts_all | "
                                       f"map('extract', hostvars, '{n}')))" for n in results) + "} | to_json }}"
-        collect = [{"name": "Mark the end of the measured tasks", "ansible.builtin.copy": {
-            "dest": mark, "mode": "0600", "content": "{{ now(utc=true).timestamp() }}"}},
-            {"name": "Keep the results", "ansible.builtin.copy": {"dest": out, "mode": "0600", "content": keep}}]
+        collect = [{"name": "Mark the end of the measured tasks", "write_test_results": {
+            "dest": mark, "content": "{{ now(utc=true).timestamp() }}"}},
+            {"name": "Keep the results", "write_test_results": {"dest": out, "content": keep}}]
         if hosts:
             for step in collect:
                 step["run_once"] = True
@@ -163,7 +165,7 @@ class Bench:
             yaml.safe_dump(play, fh, sort_keys=False)
         env = dict(os.environ, ANSIBLE_COLLECTIONS_PATH=self.collections, ANSIBLE_LOCALHOST_WARNING="false",
                    ANSIBLE_INVENTORY_UNPARSED_WARNING="false", ANSIBLE_NOCOLOR="1", ANSIBLE_FORKS=str(max(self.forks, len(hosts or ()))),
-                   ANSIBLE_PYTHON_INTERPRETER=sys.executable, ANSIBLE_DEPRECATION_WARNINGS="false")
+                   ANSIBLE_PYTHON_INTERPRETER=sys.executable, ANSIBLE_ACTION_PLUGINS=TEST_ACTION_PLUGINS, ANSIBLE_DEPRECATION_WARNINGS="false")
         playbook = os.path.join(os.path.dirname(sys.executable), "ansible-playbook")
         cmd = [sys.executable, "-c", _WRAPPER, usage_file, playbook, "-i", ",".join(hosts or ["localhost"]) + ",", "-c", "local", path]
         twins.stats.reset()

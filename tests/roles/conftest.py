@@ -28,6 +28,8 @@ import yaml
 REPO_ROOT = Path(__file__).resolve().parents[2]
 COLLECTIONS = REPO_ROOT / "build" / "collections"
 PLAYBOOK = Path(sys.executable).parent / "ansible-playbook"
+# The test plays' own action (write_test_results), which hands results to the test without a module run.
+TEST_ACTION_PLUGINS = str(REPO_ROOT / "tests" / "plugins" / "action")
 PG_BIN = Path("/usr/lib/postgresql")
 
 
@@ -66,9 +68,9 @@ def role_applier(tmp_path):
         facts_file = tmp_path / f"facts-{counter[0]}.json"
         keep_facts = {
             "name": "Keep the role's published facts",
-            "ansible.builtin.copy": {"dest": str(facts_file), "mode": "0600",
-                                     "content": "{{ {'consistency_scripts_result': consistency_scripts_result"
-                                                " | default(None)} | to_json }}"},
+            "write_test_results": {"dest": str(facts_file),
+                                   "content": "{{ {'consistency_scripts_result': consistency_scripts_result"
+                                              " | default(None)} | to_json }}"},
             "check_mode": False, "changed_when": False}
         apply_tasks = [{"name": f"Apply {role}", "ansible.builtin.include_role": {"name": f"appconsistent.snapshots.{role}"},
                         "vars": variant} for variant in (variants or [{}])]
@@ -81,7 +83,7 @@ def role_applier(tmp_path):
         env = dict(os.environ, ANSIBLE_COLLECTIONS_PATH=str(COLLECTIONS), ANSIBLE_LOCALHOST_WARNING="false",
                    ANSIBLE_INVENTORY_UNPARSED_WARNING="false", ANSIBLE_NOCOLOR="1",
                    ANSIBLE_STDOUT_CALLBACK="ansible.builtin.json", ANSIBLE_BECOME_METHOD="su",
-                   ANSIBLE_PYTHON_INTERPRETER=sys.executable)
+                   ANSIBLE_PYTHON_INTERPRETER=sys.executable, ANSIBLE_ACTION_PLUGINS=TEST_ACTION_PLUGINS)
         cmd = [str(PLAYBOOK), "-i", "localhost,", "-c", "local", str(playbook), "-e", f"@{extra}"]
         if check:
             cmd.append("--check")

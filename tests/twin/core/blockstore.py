@@ -39,18 +39,49 @@ def _clone(src: str, dst: str) -> None:
 
 
 def _sparse_copy(src: str, dst: str) -> None:
-    zero = bytes(CHUNK)
+    """Copies only the data extents of ``src`` (found with SEEK_DATA/SEEK_HOLE), so that a mostly empty image of
+    many GiB costs what its data costs, not a read of every zero; where the filesystem cannot tell the holes, reads
+    it all and skips the zero blocks."""
     with open(src, "rb") as fsrc, open(dst, "wb") as fdst:
         size = os.fstat(fsrc.fileno()).st_size
-        while True:
-            block = fsrc.read(CHUNK)
-            if not block:
-                break
-            if block == zero[:len(block)]:
-                fdst.seek(len(block), os.SEEK_CUR)
-            else:
-                fdst.write(block)
         fdst.truncate(size)
+        try:
+            extents = list(_data_extents(fsrc.fileno(), size))
+        except OSError:
+            extents = [(0, size)]
+        for start, end in extents:
+            _copy_range(fsrc, fdst, start, end)
+
+
+def _data_extents(fd: int, size: int):
+    """(start, end) of each data extent of the open file ``fd``."""
+    offset = 0
+    while offset < size:
+        try:
+            start = os.lseek(fd, offset, os.SEEK_DATA)
+        except OSError as exc:
+            if exc.errno == errno.ENXIO:  # no data after offset
+                return
+            raise
+        end = min(os.lseek(fd, start, os.SEEK_HOLE), size)
+        yield start, end
+        offset = end
+
+
+def _copy_range(fsrc, fdst, start: int, end: int) -> None:
+    zero = bytes(CHUNK)
+    fsrc.seek(start)
+    fdst.seek(start)
+    position = start
+    while position < end:
+        block = fsrc.read(min(CHUNK, end - position))
+        if not block:
+            break
+        if block == zero[:len(block)]:
+            fdst.seek(len(block), os.SEEK_CUR)
+        else:
+            fdst.write(block)
+        position += len(block)
 
 
 def _can_reflink(directory: str) -> bool:

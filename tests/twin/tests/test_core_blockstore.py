@@ -8,6 +8,7 @@ import threading
 import pytest
 
 from twin.aws.testing import wait_for
+from twin.core import blockstore
 from twin.core.blockstore import BlockStore, GIB
 
 REGION = 8 * 1024 * 1024  # bytes the writer rewrites as one write() per generation
@@ -84,6 +85,29 @@ def test_create_from_an_outside_source(store, tmp_path):
     outside = str(source)
     store.delete(outside)  # never removes what is not the store's
     assert os.path.exists(outside)
+
+
+def test_a_plain_copy_reads_only_the_data_extents_of_a_sparse_source(tmp_path):
+    """A mostly empty image of many GiB is copied by its data, not by a read of every zero block."""
+    source = tmp_path / "seed.img"
+    with open(source, "wb") as handle:
+        handle.truncate(64 * GIB)
+        handle.seek(GIB)
+        handle.write(b"a" * 10)
+        handle.seek(64 * GIB - 3)
+        handle.write(b"end")
+    with open(source, "rb") as handle:
+        extents = list(blockstore._data_extents(handle.fileno(), 64 * GIB))  # pylint: disable=protected-access
+    assert sum(end - start for start, end in extents) <= 2 * 1024 * 1024, extents
+    copy = tmp_path / "copy.img"
+    blockstore._sparse_copy(str(source), str(copy))  # pylint: disable=protected-access
+    assert os.path.getsize(copy) == 64 * GIB
+    assert os.stat(copy).st_blocks * 512 <= 2 * 1024 * 1024
+    with open(copy, "rb") as handle:
+        handle.seek(GIB)
+        assert handle.read(10) == b"a" * 10
+        handle.seek(64 * GIB - 3)
+        assert handle.read(3) == b"end"
 
 
 def _pattern(generation: int) -> bytes:
