@@ -92,7 +92,10 @@ is_venv = $(1) -c 'import os, sys; sys.exit(os.path.realpath(sys.prefix) != os.p
 # loop device. They run beside unit, unit-min and twin-test, whose waits are generous, and are
 # done before the integration and e2e tests' real timeouts start.
 TEST_BESIDE := sanity lint docs-lint molecule
-TEST_STAGES := unit unit-min twin-test integration e2e changelog-lint
+# integration|e2e: the integration tests run beside the e2e tests at a lower CPU priority. The e2e tests spend most
+# of their time waiting on real deadlines (freeze windows, watchdogs, database servers) and keep the CPU whenever
+# they want it; the integration tests, which wait on nothing real, use the rest.
+TEST_STAGES := unit unit-min twin-test integration|e2e changelog-lint
 
 .PHONY: help test check setup venv venv-min deb collections sanity sanity-ignores lint docs-lint unit unit-min twin-test \
 	integration e2e molecule soak changelog-lint twin demo bench consistency-proof clean
@@ -208,7 +211,7 @@ unit-min: venv-min collections deb
 
 twin-test: venv collections deb
 	cd $(ROOT) && $(PYTEST_ENV) PATH="$(VENV)/bin:$$PATH" $(TOOLS)/pytest_stage.sh $(PY) twin-test \
-		--timeout=$(PYTEST_TIMEOUT) --junitxml=$(RESULTS)/twin-test.xml -- tests/twin/tests
+		-n $(INTEGRATION_WORKERS) --timeout=$(PYTEST_TIMEOUT) --junitxml=$(RESULTS)/twin-test.xml -- tests/twin/tests
 
 integration: venv collections deb
 	@$(TOOLS)/ensure_deb.sh $(DEB_PACKAGES_INTEGRATION)

@@ -67,17 +67,18 @@ def test_hygiene_finds_what_a_run_left_and_nothing_else(tmp_path: pathlib.Path) 
     assert "[hygiene] clean" in result.stdout
 
 
-def make_test(tmp_path: pathlib.Path, failing: str = "") -> subprocess.CompletedProcess:
-    """make_test.sh with a make that only records the stages it was asked for."""
+def make_test(tmp_path: pathlib.Path, failing: str = "", stages: str = "unit twin-test e2e") -> subprocess.CompletedProcess:
+    """make_test.sh with a make that only records the stages it was asked for (and its CPU priority)."""
     fake_make = tmp_path / "make"
-    fake_make.write_text(f'#!/bin/sh\necho "ran $1" >> "{tmp_path}/ran"\n[ "$1" != "{failing}" ]\n', encoding="utf-8")
+    fake_make.write_text(f'#!/bin/sh\necho "ran $1" >> "{tmp_path}/ran"\nnice > "{tmp_path}/nice-$1"\n'
+                         f'[ "$1" != "{failing}" ]\n', encoding="utf-8")
     fake_make.chmod(0o755)
     root = tmp_path / "tree"
     root.mkdir()
     (tmp_path / "watched").mkdir()
     env = {**os.environ, "MAKE": str(fake_make), "HOME": str(tmp_path),
            "APPCONSISTENT_HYGIENE_WATCH": str(tmp_path / "watched")}
-    return run([str(TOOLS / "make_test.sh"), str(root), sys.executable, "sanity lint", "unit twin-test e2e"], env=env)
+    return run([str(TOOLS / "make_test.sh"), str(root), sys.executable, "sanity lint", stages], env=env)
 
 
 def test_every_stage_runs_and_the_times_are_printed(tmp_path: pathlib.Path) -> None:
@@ -101,6 +102,29 @@ def test_a_failing_stage_fails_the_run_before_the_later_stages(tmp_path: pathlib
     assert "ran e2e" not in (tmp_path / "ran").read_text(encoding="utf-8")
     assert "=== stage times" in result.stdout
     assert "=== make hygiene" in result.stdout
+
+
+def test_a_stage_pair_runs_side_by_side_the_first_at_a_lower_priority(tmp_path: pathlib.Path) -> None:
+    result = make_test(tmp_path, stages="unit integration|e2e changelog-lint")
+    assert result.returncode == 0, result.stdout + result.stderr
+    ran = (tmp_path / "ran").read_text(encoding="utf-8").split("\n")
+    assert sorted(ran[1:-1]) == ["ran changelog-lint", "ran e2e", "ran integration", "ran lint", "ran sanity", "ran unit"]
+    assert ran.index("ran changelog-lint") > max(ran.index("ran integration"), ran.index("ran e2e"))
+    base = int((tmp_path / "nice-unit").read_text(encoding="utf-8"))
+    assert int((tmp_path / "nice-integration").read_text(encoding="utf-8")) == base + 10
+    assert int((tmp_path / "nice-e2e").read_text(encoding="utf-8")) == base
+    times = result.stdout.split("=== stage times\n", 1)[1]
+    assert "  integration " in times and "(beside e2e)" in times and "  e2e " in times, result.stdout
+    assert "=== make integration (ran beside e2e)" in result.stdout
+
+
+@pytest.mark.parametrize("failing", ["integration", "e2e"])
+def test_a_failure_on_either_side_of_a_pair_fails_the_run_before_later_stages(tmp_path: pathlib.Path, failing: str) -> None:
+    result = make_test(tmp_path, failing=failing, stages="unit integration|e2e changelog-lint")
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert f"=== make {failing} FAILED" in result.stdout
+    assert "ran changelog-lint" not in (tmp_path / "ran").read_text(encoding="utf-8")
+    assert f"=== failed: {failing}" in result.stdout
 
 
 def test_molecule_keeps_its_collection_and_state_inside_the_tree() -> None:

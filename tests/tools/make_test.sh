@@ -3,8 +3,9 @@
 #   make_test.sh ROOT PYTHON "BESIDE..." "STAGE..."
 # BESIDE stages (sanity, lint, molecule: nothing shared with the tests) run in the background while the first
 # STAGES that are not timing-sensitive run; their output is kept in build/stages/ and printed
-# when they are done. Every stage runs as `make STAGE`; the run fails when any of them fails,
-# and the hygiene check runs at the end in every case, also after a failure or Ctrl-C.
+# when they are done. A stage written FIRST|SECOND runs FIRST in the background at a lower CPU priority
+# beside SECOND (see Makefile: TEST_STAGES). Every stage runs as `make STAGE`; the run fails when any of
+# them fails, and the hygiene check runs at the end in every case, also after a failure or Ctrl-C.
 set -u
 
 if [ "${1:-}" = "--in-background" ]; then  # one background stage: make_test.sh --in-background MAKE STAGE LOGS
@@ -54,31 +55,54 @@ start_beside() {
     local name
     for name in "${beside[@]}"; do
         echo "=== make $name (in the background, output in build/stages/$name.log)"
-        started[$name]=$(date +%s)
-        # A session of its own, so that an interrupted run can stop the stage with all its children.
-        setsid "${BASH_SOURCE[0]}" --in-background "$make" "$name" "$logs" &
-        pids[$name]=$!
+        start_in_background "$name"
     done
 }
 
+start_in_background() {  # start_in_background NAME [nice]: make NAME in a session of its own, output in build/stages
+    local name="$1" niceness="${2:-0}"
+    started[$name]=$(date +%s)
+    # A session of its own, so that an interrupted run can stop the stage with all its children.
+    setsid nice -n "$niceness" "${BASH_SOURCE[0]}" --in-background "$make" "$name" "$logs" &
+    pids[$name]=$!
+}
+
+wait_stage() {  # wait_stage NAME WHERE: waits for a stage started in the background, prints its output and time
+    local name="$1" where="$2" rc took
+    [ -n "${pids[$name]:-}" ] || return 0
+    wait "${pids[$name]}"
+    unset "pids[$name]"
+    echo "=== make $name (ran $where)"
+    cat "$logs/$name.log"
+    rc=$(cat "$logs/$name.rc" 2>/dev/null || echo 1)
+    took=$(( $(cat "$logs/$name.end" 2>/dev/null || date +%s) - ${started[$name]} ))
+    if [ "$rc" = 0 ]; then
+        summary+=$(printf '  %-16s %5ss (%s)' "$name" "$took" "$where")$'\n'
+    else
+        echo "=== make $name FAILED after ${took}s"
+        summary+=$(printf '  %-16s %5ss FAILED (%s)' "$name" "$took" "$where")$'\n'
+        failed+=" $name"
+    fi
+}
+
 wait_beside() {
-    local name rc
+    local name
     for name in "${beside[@]}"; do
-        [ -n "${pids[$name]:-}" ] || continue
-        wait "${pids[$name]}"
-        unset "pids[$name]"
-        echo "=== make $name (ran in the background)"
-        cat "$logs/$name.log"
-        rc=$(cat "$logs/$name.rc" 2>/dev/null || echo 1)
-        local took=$(( $(cat "$logs/$name.end" 2>/dev/null || date +%s) - ${started[$name]} ))
-        if [ "$rc" = 0 ]; then
-            summary+=$(printf '  %-16s %5ss (in the background)' "$name" "$took")$'\n'
-        else
-            echo "=== make $name FAILED after ${took}s"
-            summary+=$(printf '  %-16s %5ss FAILED (in the background)' "$name" "$took")$'\n'
-            failed+=" $name"
-        fi
+        wait_stage "$name" "in the background"
     done
+}
+
+run_side_by_side() {  # run_side_by_side FIRST SECOND
+    # FIRST waits on nothing real (the twins answer at once) and yields the CPU: SECOND's tests wait on real
+    # deadlines (freeze timeouts, watchdogs, database locks) and see the cores as if they ran alone, while
+    # FIRST uses the time SECOND spends waiting.
+    local first="$1" second="$2"
+    echo "=== make $first (beside $second at a lower CPU priority, output in build/stages/$first.log)"
+    start_in_background "$first" 10
+    timed "$second" "$make" "$second"
+    local rc=$?
+    wait_stage "$first" "beside $second"
+    [ "$rc" = 0 ] && [ -z "$failed" ]
 }
 
 stop_beside() {
@@ -113,6 +137,10 @@ timed setup "$make" setup || exit 1
 
 start_beside
 for stage in "${stages[@]}"; do
+    if [[ "$stage" == *"|"* ]]; then
+        run_side_by_side "${stage%%|*}" "${stage#*|}" || exit 1
+        continue
+    fi
     timed "$stage" "$make" "$stage" || exit 1
     if [ "$stage" = "$beside_until" ]; then
         wait_beside
