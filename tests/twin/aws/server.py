@@ -326,7 +326,9 @@ def start(fleet, host: str = "127.0.0.1", port: int = 0, latency=None, faults=No
     actual_port = server.server_address[1]
     url = f"http://{host}:{actual_port}"
     cloud.endpoint_url = url
-    thread = threading.Thread(target=server.serve_forever, name=f"aws-twin-{actual_port}", daemon=True)
+    # A short poll: stop() waits for the serving loop's next look, and every test stops its twins.
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, name=f"aws-twin-{actual_port}",
+                              daemon=True)
     thread.start()
     creds = fleet.credentials.get("aws", {})
     return AwsTwinHandle(url=url, port=actual_port, host=host, region=cloud.region, account_id=cloud.account_id,
