@@ -12,10 +12,9 @@ from urllib.parse import urlencode
 import pytest
 import requests
 from alibabacloud_ecs20140526 import models as m
-from alibabacloud_tea_openapi.exceptions import ClientException
 from alibabacloud_tea_openapi.utils import Utils
 
-from twin.alicloud import server
+from twin.tests.helpers import api_error, wait_for
 
 ROLE = "AppSnapshotRole"
 
@@ -29,41 +28,13 @@ def inst(name, categories=("cloud_essd", "cloud_essd"), sizes=None, **extra):
 
 
 @pytest.fixture
-def start_twin():
-    handles = []
-
-    def factory(doc, **kwargs):
-        handle = server.start(doc, **kwargs)
-        handles.append(handle)
-        return handle
-
-    yield factory
-    for handle in handles:
-        handle.stop()
-
-
-@pytest.fixture
 def ali(start_twin):
     return start_twin({"instances": [inst("web-1"), inst("web-2", categories=("cloud_essd", "cloud_efficiency")),
                                      inst("web-3", categories=("cloud_essd", "cloud_essd"), tags={"env": "prod"})]})
 
 
-def api_error(call, *args, **kwargs):
-    with pytest.raises(ClientException) as info:
-        call(*args, **kwargs)
-    return info.value
-
-
 def disks_of(client, region, iid):
     return {d.device: d for d in client.describe_disks(m.DescribeDisksRequest(region_id=region, instance_id=iid)).body.disks.disk}
-
-
-def wait_for(predicate, limit=20.0):
-    deadline = time.monotonic() + limit
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not reached")
-        time.sleep(0.02)
 
 
 # ---------------------------------------------------------------------------------------------- authentication
