@@ -23,6 +23,7 @@ from ansible.module_utils.basic import missing_required_lib
 from ansible_collections.appconsistent.snapshots.plugins.module_utils.alicloud import AlibabaCloud
 from ansible_collections.appconsistent.snapshots.plugins.module_utils.alicloud import AlibabaCloudError
 from ansible_collections.appconsistent.snapshots.plugins.module_utils.alicloud import alicloud_argument_spec
+from ansible_collections.appconsistent.snapshots.plugins.module_utils.aws import AppConsistentAWSError
 from ansible_collections.appconsistent.snapshots.plugins.module_utils.aws import describe_aws_failure
 from ansible_collections.appconsistent.snapshots.plugins.module_utils.aws import with_max_attempts
 from ansible_collections.appconsistent.snapshots.plugins.module_utils.validate import check_params
@@ -122,6 +123,25 @@ class AppConsistentModule(AnsibleAWSModule):
         self._add_pacing(kwargs)
         super().fail_json(msg=msg, **kwargs)
 
+    def run_or_fail(self, run, refusals=(ValueError,)):
+        """What ``run()`` returns; a refusal (one of ``refusals``) fails the task with its message, an AWS or Alibaba
+        Cloud error as ``fail_aws`` and ``fail_alicloud`` report it."""
+        try:
+            return run()
+        except refusals as exc:
+            self.fail_json(msg=str(exc))
+        except AppConsistentAWSError as exc:
+            self.fail_aws(exc)
+        except AlibabaCloudError as exc:
+            self.fail_alicloud(exc)
+        return None  # not reached: each fail_* above ends the module
+
+    def keep_diff(self, result):
+        """Take ``result["diff"]`` out of the result unless the task runs with --diff."""
+        diff = result.pop("diff")
+        if self._diff:
+            result["diff"] = diff
+
     def _add_pacing(self, result):
         """Every result of a run that called AWS says what the account's limits cost it."""
         pacer = getattr(self, "_pacer", None)  # None while the options are still being read
@@ -154,6 +174,13 @@ class AppConsistentModule(AnsibleAWSModule):
             message = f"{msg}: {exc}" if msg else str(exc)
             self.fail_json(msg=message, error=exc.to_dict(), **kwargs)
         self.fail_json(msg=f"{msg}: {exc}" if msg else str(exc), **kwargs)
+
+
+def list_failed_instances(failed):
+    """The first five of ``failed`` (dicts with instance_id and reason) for a failure message, and how many more."""
+    names = "; ".join(f"{f['instance_id']}: {f['reason']}" for f in failed[:5])
+    more = f" (and {len(failed) - 5} more)" if len(failed) > 5 else ""
+    return names + more
 
 
 CLOUD_NAMES = {"aws": "AWS", "alicloud": "Alibaba Cloud"}

@@ -386,11 +386,10 @@ failed_instances:
 
 from ansible_collections.appconsistent.snapshots.plugins.module_utils import creation_lock
 from ansible_collections.appconsistent.snapshots.plugins.module_utils import snapshot_set as ss
-from ansible_collections.appconsistent.snapshots.plugins.module_utils.alicloud import AlibabaCloudError
-from ansible_collections.appconsistent.snapshots.plugins.module_utils.aws import AppConsistentAWSError
 from ansible_collections.appconsistent.snapshots.plugins.module_utils.group_alicloud import AlicloudGroupRun
 from ansible_collections.appconsistent.snapshots.plugins.module_utils.group_aws import AwsGroupRun
 from ansible_collections.appconsistent.snapshots.plugins.module_utils.module import AppConsistentModule
+from ansible_collections.appconsistent.snapshots.plugins.module_utils.module import list_failed_instances
 
 
 # Options that only one cloud reads: given with the other provider they are refused, not ignored.
@@ -474,14 +473,7 @@ def main():
     except ValueError as exc:
         module.fail_json(msg=str(exc))
     runner = AlicloudGroupRun(module) if provider == "alicloud" else AwsGroupRun(module)
-    try:
-        outcomes = runner.run()
-    except ValueError as exc:
-        module.fail_json(msg=str(exc))
-    except AlibabaCloudError as exc:
-        module.fail_alicloud(exc)
-    except AppConsistentAWSError as exc:
-        module.fail_aws(exc)
+    outcomes = module.run_or_fail(runner.run)
     requested = module.params["consistency"]
     result, warnings = summarize(outcomes, requested, module.params["on_fallback"])
     for warning in warnings:
@@ -490,10 +482,8 @@ def main():
         creation_lock.lock_kept_sets(module, provider, until, result)
     if result["failed_instances"]:
         failed = result["failed_instances"]
-        names = "; ".join(f"{f['instance_id']}: {f['reason']}" for f in failed[:5])
-        more = f" (and {len(failed) - 5} more)" if len(failed) > 5 else ""
         module.fail_json(msg=f"{len(failed)} of {len(result['results'])} instances have no {requested}-consistent set: "
-                             f"{names}{more}", **result)
+                             f"{list_failed_instances(failed)}", **result)
     module.exit_json(**result)
 
 

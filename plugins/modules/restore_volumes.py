@@ -452,9 +452,7 @@ def main():
         module.fail_json(msg=str(exc), **run.failure_details(), **exc.details)
     for warning in result.pop("warnings"):
         module.warn(warning)
-    diff = result.pop("diff")
-    if module._diff:
-        result["diff"] = diff
+    module.keep_diff(result)
     if result.pop("failed", False):
         module.fail_json(**result)
     module.exit_json(**result)

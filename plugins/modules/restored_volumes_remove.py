@@ -172,9 +172,7 @@ def main():
         module.fail_aws(exc, volumes=[])
     except AlibabaCloudError as exc:
         module.fail_alicloud(exc, volumes=[])
-    diff = result.pop("diff")
-    if module._diff:  # pylint: disable=protected-access
-        result["diff"] = diff
+    module.keep_diff(result)
     module.exit_json(**result)
 
 

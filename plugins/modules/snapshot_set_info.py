@@ -337,8 +337,6 @@ sets:
 """
 
 from ansible_collections.appconsistent.snapshots.plugins.module_utils.module import AppConsistentModule
-from ansible_collections.appconsistent.snapshots.plugins.module_utils.alicloud import AlibabaCloudError
-from ansible_collections.appconsistent.snapshots.plugins.module_utils.aws import AppConsistentAWSError
 from ansible_collections.appconsistent.snapshots.plugins.module_utils.set_inventory import SetInfo
 
 
@@ -356,14 +354,7 @@ def argument_spec():
 
 def main():
     module = AppConsistentModule(argument_spec=argument_spec(), supports_check_mode=True)
-    try:
-        sets = SetInfo(module).run()
-    except ValueError as exc:
-        module.fail_json(msg=str(exc))
-    except AppConsistentAWSError as exc:
-        module.fail_aws(exc)
-    except AlibabaCloudError as exc:
-        module.fail_alicloud(exc)
+    sets = module.run_or_fail(lambda: SetInfo(module).run())
     module.exit_json(changed=False, sets=sets)
 
 

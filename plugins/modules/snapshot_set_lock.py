@@ -219,8 +219,6 @@ errors:
 """
 
 from ansible_collections.appconsistent.snapshots.plugins.module_utils.module import AppConsistentModule
-from ansible_collections.appconsistent.snapshots.plugins.module_utils.alicloud import AlibabaCloudError
-from ansible_collections.appconsistent.snapshots.plugins.module_utils.aws import AppConsistentAWSError
 from ansible_collections.appconsistent.snapshots.plugins.module_utils.set_lock import SetLock
 
 
@@ -244,17 +242,8 @@ def argument_spec():
 def main():
     module = AppConsistentModule(argument_spec=argument_spec(), supports_check_mode=True,
                                  mutually_exclusive=[("duration_days", "expires_at")])
-    try:
-        result = SetLock(module).run()
-    except ValueError as exc:
-        module.fail_json(msg=str(exc))
-    except AppConsistentAWSError as exc:
-        module.fail_aws(exc)
-    except AlibabaCloudError as exc:
-        module.fail_alicloud(exc)
-    diff = result.pop("diff")
-    if module._diff:  # pylint: disable=protected-access
-        result["diff"] = diff
+    result = module.run_or_fail(lambda: SetLock(module).run())
+    module.keep_diff(result)
     if result["errors"]:
         module.fail_json(msg=f"{len(result['errors'])} members could not be changed: {'; '.join(result['errors'][:3])}.",
                          **result)

@@ -328,8 +328,6 @@ failed_sets:
 """
 
 from ansible_collections.appconsistent.snapshots.plugins.module_utils.module import AppConsistentModule
-from ansible_collections.appconsistent.snapshots.plugins.module_utils.alicloud import AlibabaCloudError
-from ansible_collections.appconsistent.snapshots.plugins.module_utils.aws import AppConsistentAWSError
 from ansible_collections.appconsistent.snapshots.plugins.module_utils.set_inventory import SetPrune
 
 
@@ -352,19 +350,10 @@ def argument_spec():
 
 def main():
     module = AppConsistentModule(argument_spec=argument_spec(), supports_check_mode=True)
-    try:
-        result = SetPrune(module).run()
-    except ValueError as exc:
-        module.fail_json(msg=str(exc))
-    except AppConsistentAWSError as exc:
-        module.fail_aws(exc)
-    except AlibabaCloudError as exc:
-        module.fail_alicloud(exc)
+    result = module.run_or_fail(lambda: SetPrune(module).run())
     for warning in result.pop("warnings"):
         module.warn(warning)
-    diff = result.pop("diff")
-    if module._diff:  # pylint: disable=protected-access
-        result["diff"] = diff
+    module.keep_diff(result)
     if result["failed_sets"]:
         failed = result["failed_sets"]
         names = "; ".join(f"{f['set_id']}: {f['error']['message']}" for f in failed[:5])

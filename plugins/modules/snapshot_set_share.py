@@ -187,9 +187,7 @@ def main():
         module.fail_aws(exc)
     for warning in result.pop("warnings"):
         module.warn(warning)
-    diff = result.pop("diff")
-    if module._diff:  # pylint: disable=protected-access
-        result["diff"] = diff
+    module.keep_diff(result)
     module.exit_json(**result)
 
 

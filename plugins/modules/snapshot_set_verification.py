@@ -137,8 +137,6 @@ api_pacing:
 """
 
 from ansible_collections.appconsistent.snapshots.plugins.module_utils.module import AppConsistentModule
-from ansible_collections.appconsistent.snapshots.plugins.module_utils.alicloud import AlibabaCloudError
-from ansible_collections.appconsistent.snapshots.plugins.module_utils.aws import AppConsistentAWSError
 from ansible_collections.appconsistent.snapshots.plugins.module_utils.set_verification import SetVerification
 
 
@@ -155,17 +153,8 @@ def argument_spec():
 
 def main():
     module = AppConsistentModule(argument_spec=argument_spec(), supports_check_mode=True)
-    try:
-        result = SetVerification(module).run()
-    except ValueError as exc:
-        module.fail_json(msg=str(exc))
-    except AppConsistentAWSError as exc:
-        module.fail_aws(exc)
-    except AlibabaCloudError as exc:
-        module.fail_alicloud(exc)
-    diff = result.pop("diff")
-    if module._diff:  # pylint: disable=protected-access
-        result["diff"] = diff
+    result = module.run_or_fail(lambda: SetVerification(module).run())
+    module.keep_diff(result)
     module.exit_json(**result)
 
 

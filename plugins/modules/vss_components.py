@@ -158,9 +158,9 @@ command_ids:
   elements: str
 """
 
-from ansible_collections.appconsistent.snapshots.plugins.module_utils.aws import AppConsistentAWSError
 from ansible_collections.appconsistent.snapshots.plugins.module_utils.aws_fleet import ssm_command_argument_spec
 from ansible_collections.appconsistent.snapshots.plugins.module_utils.module import AppConsistentModule
+from ansible_collections.appconsistent.snapshots.plugins.module_utils.module import list_failed_instances
 from ansible_collections.appconsistent.snapshots.plugins.module_utils.vss_components import VssComponentsError
 from ansible_collections.appconsistent.snapshots.plugins.module_utils.vss_components import VssComponentsRun
 
@@ -182,18 +182,11 @@ def main():
         mutually_exclusive=[["instance_ids", "targets"]],
         supports_check_mode=True,
     )
-    try:
-        outcome = VssComponentsRun(module).run()
-    except VssComponentsError as exc:
-        module.fail_json(msg=str(exc))
-    except AppConsistentAWSError as exc:
-        module.fail_aws(exc)
+    outcome = module.run_or_fail(lambda: VssComponentsRun(module).run(), refusals=(VssComponentsError,))
     failed = outcome["failed_instances"]
     if failed:
-        names = "; ".join(f"{f['instance_id']}: {f['reason']}" for f in failed[:5])
-        more = f" (and {len(failed) - 5} more)" if len(failed) > 5 else ""
         module.fail_json(msg=f"the VSS components could not be configured on {len(failed)} of "
-                             f"{len(outcome['results'])} instances: {names}{more}", **outcome)
+                             f"{len(outcome['results'])} instances: {list_failed_instances(failed)}", **outcome)
     module.exit_json(**outcome)
 
 

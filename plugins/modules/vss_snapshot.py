@@ -275,6 +275,7 @@ command_ids:
 
 from ansible_collections.appconsistent.snapshots.plugins.module_utils import creation_lock
 from ansible_collections.appconsistent.snapshots.plugins.module_utils.module import AppConsistentModule
+from ansible_collections.appconsistent.snapshots.plugins.module_utils.module import list_failed_instances
 from ansible_collections.appconsistent.snapshots.plugins.module_utils.vss import VssParameterError
 from ansible_collections.appconsistent.snapshots.plugins.module_utils.aws import AppConsistentAWSError
 from ansible_collections.appconsistent.snapshots.plugins.module_utils.aws_fleet import ssm_command_argument_spec
@@ -331,11 +332,9 @@ def main():
         creation_lock.lock_kept_sets(module, "aws", until, outcome)
     if outcome["failed_instances"]:
         failed = outcome["failed_instances"]
-        names = "; ".join(f"{f['instance_id']}: {f['reason']}" for f in failed[:5])
-        more = f" (and {len(failed) - 5} more)" if len(failed) > 5 else ""
         level = "application" if module.params["writers"] else "filesystem"
         module.fail_json(msg=f"{len(failed)} of {len(outcome['results'])} instances have no {level}-consistent set: "
-                             f"{names}{more}", **outcome)
+                             f"{list_failed_instances(failed)}", **outcome)
     module.exit_json(**outcome)
 
 

@@ -12,10 +12,9 @@ from urllib.parse import urlencode
 import pytest
 import requests
 from alibabacloud_ecs20140526 import models as m
-from alibabacloud_tea_openapi.exceptions import ClientException
 from alibabacloud_tea_openapi.utils import Utils
 
-from twin.alicloud import server
+from twin.tests.helpers import api_error, disk_images, read_block, wait_for
 
 ROLE = "AppSnapshotRole"
 
@@ -29,41 +28,13 @@ def inst(name, categories=("cloud_essd", "cloud_essd"), sizes=None, **extra):
 
 
 @pytest.fixture
-def start_twin():
-    handles = []
-
-    def factory(doc, **kwargs):
-        handle = server.start(doc, **kwargs)
-        handles.append(handle)
-        return handle
-
-    yield factory
-    for handle in handles:
-        handle.stop()
-
-
-@pytest.fixture
 def ali(start_twin):
     return start_twin({"instances": [inst("web-1"), inst("web-2", categories=("cloud_essd", "cloud_efficiency")),
                                      inst("web-3", categories=("cloud_essd", "cloud_essd"), tags={"env": "prod"})]})
 
 
-def api_error(call, *args, **kwargs):
-    with pytest.raises(ClientException) as info:
-        call(*args, **kwargs)
-    return info.value
-
-
 def disks_of(client, region, iid):
     return {d.device: d for d in client.describe_disks(m.DescribeDisksRequest(region_id=region, instance_id=iid)).body.disks.disk}
-
-
-def wait_for(predicate, limit=20.0):
-    deadline = time.monotonic() + limit
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not reached")
-        time.sleep(0.02)
 
 
 # ---------------------------------------------------------------------------------------------- authentication
@@ -433,24 +404,11 @@ def test_disks_and_invocations_page_with_next_token_and_bad_paging_is_refused(al
 
 @pytest.fixture
 def image_twin(start_twin, tmp_path):
-    images = []
-    for name in ("sys", "data"):
-        path = tmp_path / f"{name}.img"
-        with open(path, "wb") as handle:
-            handle.truncate(4 * 1024 * 1024)
-            handle.seek(4096)
-            handle.write(f"{name}: original".encode())
-        images.append(str(path))
+    images = disk_images(tmp_path, "original")
     doc = {"instances": [{"provider": "alicloud", "name": "db-1", "role": ROLE, "volumes": [
         {"device": "/dev/xvda", "size": 20, "type": "cloud_essd", "image": images[0]},
         {"device": "/dev/xvdb", "size": 20, "type": "cloud_essd", "image": images[1]}]}, inst("web-9")]}
     return start_twin(doc), images
-
-
-def _read(path):
-    with open(path, "rb") as handle:
-        handle.seek(4096)
-        return handle.read(32).rstrip(b"\0").decode()
 
 
 def test_reset_disk_needs_a_stopped_instance_and_a_snapshot_of_that_disk(image_twin):
@@ -471,9 +429,9 @@ def test_reset_disk_needs_a_stopped_instance_and_a_snapshot_of_that_disk(image_t
     err = api_error(client.reset_disk, m.ResetDiskRequest(disk_id=data, snapshot_id=snaps[system]))
     assert err.code == "InvalidSnapshotId.NotBelongToDisk"
     assert api_error(client.reset_disk, m.ResetDiskRequest(disk_id=data, snapshot_id=snaps[data], dry_run=True)).code == "DryRunOperation"
-    assert _read(images[1]) == "data: changed!!"
+    assert read_block(images[1]) == "data: changed!!"
     client.reset_disk(m.ResetDiskRequest(disk_id=data, snapshot_id=snaps[data]))
-    assert _read(images[1]) == "data: original"
+    assert read_block(images[1]) == "data: original"
 
 
 def test_a_progressing_snapshot_neither_resets_nor_makes_a_disk(start_twin):
@@ -508,7 +466,7 @@ def test_reset_disks_restores_several_disks(image_twin):
     body = client.reset_disks(m.ResetDisksRequest(region_id=ali.region, disk=[
         m.ResetDisksRequestDisk(disk_id=s.source_disk_id, snapshot_id=s.snapshot_id) for s in g.snapshots.snapshot])).body
     assert [p.operation_status for p in body.operation_progress_set.operation_progress] == ["Success", "Success"]
-    assert [_read(p) for p in images] == ["sys: original", "data: original"]
+    assert [read_block(p) for p in images] == ["sys: original", "data: original"]
 
 
 def test_create_disk_from_snapshot_attach_and_detach(image_twin):
@@ -523,7 +481,7 @@ def test_create_disk_from_snapshot_attach_and_detach(image_twin):
     (disk,) = client.describe_disks(m.DescribeDisksRequest(region_id=ali.region, disk_ids=f'["{new}"]')).body.disks.disk
     assert (disk.status, disk.source_snapshot_id, disk.size) == ("Available", snap.snapshot_id, 20)
     restored = next(v["image"] for v in ali.state()["volumes"] if v["id"] == new)
-    assert _read(restored) == "data: original" and restored not in images
+    assert read_block(restored) == "data: original" and restored not in images
     client.attach_disk(m.AttachDiskRequest(instance_id=other, disk_id=new))
     (disk,) = client.describe_disks(m.DescribeDisksRequest(region_id=ali.region, disk_ids=f'["{new}"]')).body.disks.disk
     assert (disk.status, disk.instance_id) == ("In_use", other) and disk.device
@@ -670,7 +628,7 @@ def test_local_instance_sees_an_attached_disk_image_under_the_store(start_twin, 
     links = [os.path.join(root, name) for root, _dirs, files in os.walk(store) for name in files if os.path.islink(os.path.join(root, name))]
     (link,) = links
     assert link.endswith(os.path.join("instances", local, os.path.basename(path)))
-    assert _read(link) == "data: original"
+    assert read_block(link) == "data: original"
     client.detach_disk(m.DetachDiskRequest(instance_id=local, disk_id=new))
     assert not os.path.lexists(link)
     client.delete_disk(m.DeleteDiskRequest(disk_id=new))

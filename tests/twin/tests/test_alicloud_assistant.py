@@ -10,7 +10,6 @@ import pytest
 from alibabacloud_ecs20140526 import models as m
 from alibabacloud_tea_openapi.exceptions import ClientException
 
-from twin.alicloud import server
 from twin.alicloud.testing import decoded_output, run_command, wait_results
 
 
@@ -19,20 +18,6 @@ def inst(name, **extra):
            "volumes": [{"device": "/dev/xvda", "size": 20, "type": "cloud_essd"}]}
     out.update(extra)
     return out
-
-
-@pytest.fixture
-def start_twin():
-    handles = []
-
-    def factory(doc, **kwargs):
-        handle = server.start(doc, **kwargs)
-        handles.append(handle)
-        return handle
-
-    yield factory
-    for handle in handles:
-        handle.stop()
 
 
 @pytest.fixture

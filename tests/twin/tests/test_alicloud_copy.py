@@ -4,13 +4,11 @@ block data into the destination region, status, validation and the concurrent-co
 from __future__ import annotations
 
 import os
-import time
 
 import pytest
 from alibabacloud_ecs20140526 import models as m
-from alibabacloud_tea_openapi.exceptions import ClientException
 
-from twin.alicloud import server
+from twin.tests.helpers import api_error, disk_images, read_block, wait_for, write_block
 
 ROLE = "AppSnapshotRole"
 HOME = "cn-hangzhou"
@@ -27,61 +25,14 @@ def instance(name, zone=None, images=None, **extra):
     return out
 
 
-def write_block(path, text):
-    with open(path, "r+b") as handle:
-        handle.seek(4096)
-        handle.write(text.encode().ljust(32, b"\0"))
-
-
-def read_block(path):
-    with open(path, "rb") as handle:
-        handle.seek(4096)
-        return handle.read(32).rstrip(b"\0").decode()
-
-
-@pytest.fixture
-def start_twin():
-    handles = []
-
-    def factory(doc, **kwargs):
-        handle = server.start(doc, **kwargs)
-        handles.append(handle)
-        return handle
-
-    yield factory
-    for handle in handles:
-        handle.stop()
-
-
 @pytest.fixture
 def images(tmp_path):
-    paths = []
-    for name in ("sys", "data"):
-        path = tmp_path / f"{name}.img"
-        with open(path, "wb") as handle:
-            handle.truncate(4 * 1024 * 1024)
-        write_block(path, f"{name}: original")
-        paths.append(str(path))
-    return paths
+    return disk_images(tmp_path, "original")
 
 
 @pytest.fixture
 def ali(start_twin, images):
     return start_twin({"instances": [instance("db-1", images=images), instance("sh-1", zone="cn-shanghai-b")]})
-
-
-def api_error(call, *args, **kwargs):
-    with pytest.raises(ClientException) as info:
-        call(*args, **kwargs)
-    return info.value
-
-
-def wait_for(predicate, limit=20.0):
-    deadline = time.monotonic() + limit
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not reached")
-        time.sleep(0.02)
 
 
 def snapshots(client, region, **filters):

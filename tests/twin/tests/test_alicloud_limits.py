@@ -4,7 +4,7 @@ import pytest
 from alibabacloud_ecs20140526 import models as m
 from alibabacloud_tea_openapi.exceptions import ClientException
 
-from twin.tests.test_alicloud_plugin import LINUX_PARAMS, instance, run_plugin, start_twin  # noqa: F401  pylint: disable=unused-import
+from twin.tests.test_alicloud_plugin import LINUX_PARAMS, instance, run_plugin, start_fleet  # noqa: F401  pylint: disable=unused-import
 
 
 def bucket(capacity, refill=0):

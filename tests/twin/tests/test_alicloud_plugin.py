@@ -31,18 +31,10 @@ def instance(name, role=ROLE, categories=("cloud_essd", "cloud_essd"), faults=No
     return out
 
 
-@pytest.fixture
-def start_twin():
-    handles = []
-
-    def factory(instances, **kwargs):
-        handle = server.start({"instances": instances}, **kwargs)
-        handles.append(handle)
-        return handle
-
-    yield factory
-    for handle in handles:
-        handle.stop()
+@pytest.fixture(name="start_twin")
+def start_fleet(start_twin):
+    """Here ``start_twin`` takes the list of instances rather than the whole fleet document."""
+    return lambda instances, **kwargs: start_twin({"instances": instances}, **kwargs)
 
 
 def run_plugin(twin, inst_name, params, plugin="app-snapshot-plugin", command_type="RunShellScript"):

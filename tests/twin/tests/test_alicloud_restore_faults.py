@@ -7,9 +7,9 @@ import time
 
 import pytest
 from alibabacloud_ecs20140526 import models as m
-from alibabacloud_tea_openapi.exceptions import ClientException, ServerException
 
 from twin.alicloud import server
+from twin.tests.helpers import api_error, disk_images, read_block, wait_for, write_block
 
 ROLE = "AppSnapshotRole"
 REGION = "cn-hangzhou"
@@ -24,28 +24,9 @@ def instance(name, images=None, **extra):
     return out
 
 
-def write_block(path, text):
-    with open(path, "r+b") as handle:
-        handle.seek(4096)
-        handle.write(text.encode().ljust(32, b"\0"))
-
-
-def read_block(path):
-    with open(path, "rb") as handle:
-        handle.seek(4096)
-        return handle.read(32).rstrip(b"\0").decode()
-
-
 @pytest.fixture
 def images(tmp_path):
-    paths = []
-    for name in ("sys", "data"):
-        path = tmp_path / f"{name}.img"
-        with open(path, "wb") as handle:
-            handle.truncate(4 * 1024 * 1024)
-        write_block(path, f"{name}: in the snapshot")
-        paths.append(str(path))
-    return paths
+    return disk_images(tmp_path, "in the snapshot")
 
 
 @pytest.fixture
@@ -56,20 +37,6 @@ def ali(images):
         yield handle
     finally:
         handle.stop()
-
-
-def api_error(call, *args, **kwargs):
-    with pytest.raises((ClientException, ServerException)) as info:
-        call(*args, **kwargs)
-    return info.value
-
-
-def wait_for(predicate, limit=20.0):
-    deadline = time.monotonic() + limit
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not reached")
-        time.sleep(0.02)
 
 
 def status(client, instance_id):

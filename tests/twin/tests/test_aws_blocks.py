@@ -3,11 +3,11 @@
 import os
 import struct
 import subprocess
-import threading
 
 import pytest
 
-from twin.aws.testing import wait_command, wait_for
+from twin.aws.testing import wait_command
+from twin.tests.helpers import pattern, snapshots_under_writer
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="loop devices and fsfreeze need root")
 REGION = 1024 * 1024
@@ -94,10 +94,6 @@ def test_freeze_snapshot_restore_mount(twin_factory, mounts, tmp_path):
         assert handle.read() == "balance=100\n"
 
 
-def _pattern(generation):
-    return struct.pack("<Q", generation) * (REGION // 8)
-
-
 def test_snapshot_through_the_api_is_the_image_at_the_call_instant(twin_factory):
     twins = twin_factory({"instances": [{"provider": "aws", "name": "busy", "platform": "linux",
                                          "volumes": [{"device": "/dev/xvda", "size": 8, "boot": True},
@@ -110,45 +106,13 @@ def test_snapshot_through_the_api_is_the_image_at_the_call_instant(twin_factory)
     # a volume without a fleet image gets one on demand for this test
     image = twins.blockstore.create(0.01)
     twins.aws.cloud.ext.volume_images[volume_id] = image
-    state = {"done": 0, "started": 0, "stop": False}
-    lock = threading.Lock()
-
-    def writer():
-        fd = os.open(image, os.O_RDWR)
-        try:
-            generation = 0
-            while not state["stop"]:
-                generation += 1
-                with lock:
-                    state["started"] = generation
-                os.pwrite(fd, _pattern(generation), 0)
-                with lock:
-                    state["done"] = generation
-        finally:
-            os.close(fd)
-
-    thread = threading.Thread(target=writer)
-    thread.start()
-    taken = []
-    try:
-        for _attempt in range(15):
-            previous = taken[-1][1] if taken else 0
-            wait_for(lambda: state["done"] > previous, what="the writer")
-            with lock:
-                before = state["done"]
-            snap = ec2.create_snapshot(VolumeId=volume_id)["SnapshotId"]
-            with lock:
-                after = state["started"]
-            taken.append((snap, before, after))
-    finally:
-        state["stop"] = True
-        thread.join()
+    taken = snapshots_under_writer(image, lambda: ec2.create_snapshot(VolumeId=volume_id)["SnapshotId"], 15, REGION)
     generations = set()
     for snap, before, after in taken:
         with open(_snapshot_image(twins, snap), "rb") as handle:
             data = handle.read(REGION)
         generation = struct.unpack_from("<Q", data)[0]
-        assert data == _pattern(generation), "snapshot mixes two states of the volume"
+        assert data == pattern(generation, REGION), "snapshot mixes two states of the volume"
         assert before <= generation <= after
         generations.add(generation)
     assert len(generations) > 1

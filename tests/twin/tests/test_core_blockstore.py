@@ -3,13 +3,12 @@
 import os
 import struct
 import subprocess
-import threading
 
 import pytest
 
-from twin.aws.testing import wait_for
 from twin.core import blockstore
 from twin.core.blockstore import BlockStore, GIB
+from twin.tests.helpers import pattern, snapshots_under_writer
 
 REGION = 8 * 1024 * 1024  # bytes the writer rewrites as one write() per generation
 
@@ -110,55 +109,18 @@ def test_a_plain_copy_reads_only_the_data_extents_of_a_sparse_source(tmp_path):
         assert handle.read(3) == b"end"
 
 
-def _pattern(generation: int) -> bytes:
-    return struct.pack("<Q", generation) * (REGION // 8)
-
-
 def test_snapshot_under_a_running_writer_is_the_image_at_the_call_instant(store):
     if not store.point_in_time:
         pytest.skip(f"block store cannot clone here ({store.method}); point-in-time is not promised")
     vol = store.create(0.02)
-    state = {"done": 0, "started": 0, "stop": False}
-    lock = threading.Lock()
-
-    def writer():
-        fd = os.open(vol, os.O_RDWR)
-        try:
-            generation = 0
-            while not state["stop"]:
-                generation += 1
-                with lock:
-                    state["started"] = generation
-                os.pwrite(fd, _pattern(generation), 0)
-                with lock:
-                    state["done"] = generation
-        finally:
-            os.close(fd)
-
-    thread = threading.Thread(target=writer)
-    thread.start()
-    results = []
-    try:
-        while len(results) < 25:
-            # let the writer make progress between snapshots, so they see different states
-            previous = results[-1][1] if results else 0
-            wait_for(lambda: state["done"] > previous, what="the writer")
-            with lock:
-                done_before = state["done"]
-            snap = store.snapshot(vol)
-            with lock:
-                started_after = state["started"]
-            results.append((snap, done_before, started_after))
-    finally:
-        state["stop"] = True
-        thread.join()
+    results = snapshots_under_writer(vol, lambda: store.snapshot(vol), 25, REGION)
     seen = set()
     for snap, done_before, started_after in results:
         with open(snap, "rb") as handle:
             data = handle.read(REGION)
         generation = struct.unpack_from("<Q", data)[0]
         # the copy is one whole generation, not a mix of two: what the image held at the call
-        assert data == _pattern(generation) if generation else data == bytes(REGION)
+        assert data == pattern(generation, REGION) if generation else data == bytes(REGION)
         assert done_before <= generation <= started_after
         seen.add(generation)
     assert len(seen) > 1, "the writer never advanced between snapshots"

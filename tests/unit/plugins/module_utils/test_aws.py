@@ -4,10 +4,9 @@ import datetime
 import threading
 from unittest import mock
 
-import boto3
 import botocore.exceptions
 import pytest
-from botocore.stub import ANY, Stubber
+from botocore.stub import ANY
 
 from ansible_collections.appconsistent.snapshots.plugins.module_utils import aws
 
@@ -15,31 +14,8 @@ UTC = datetime.timezone.utc
 CMD = "0c6a8d1e-6a51-4c6f-9d3c-2b7f0a9e4d21"  # command ids are 36-character UUIDs
 
 
-@pytest.fixture(autouse=True)
-def no_sleep():
-    # AWSRetry sleeps between attempts; the tests only care about the attempts.
-    with mock.patch("time.sleep") as sleeper:
-        yield sleeper
-
-
-def _client(service):
-    return boto3.client(service, region_name="us-east-1", aws_access_key_id="AKIDTEST", aws_secret_access_key="secret")
-
-
-@pytest.fixture
-def ec2():
-    client = _client("ec2")
-    with Stubber(client) as stub:
-        yield client, stub
-        stub.assert_no_pending_responses()
-
-
-@pytest.fixture
-def ssm():
-    client = _client("ssm")
-    with Stubber(client) as stub:
-        yield client, stub
-        stub.assert_no_pending_responses()
+# AWSRetry sleeps between attempts; the tests only care about the attempts.
+pytestmark = pytest.mark.usefixtures("no_sleep")
 
 
 def _snapshot(snapshot_id, volume_id="vol-1", state="completed", tags=None):

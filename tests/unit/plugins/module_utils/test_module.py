@@ -8,6 +8,7 @@ import pytest
 
 from ansible_collections.appconsistent.snapshots.plugins.module_utils.alicloud import AlibabaCloudError
 from ansible_collections.appconsistent.snapshots.plugins.module_utils.module import AppConsistentModule
+from ansible_collections.appconsistent.snapshots.plugins.module_utils.module import list_failed_instances
 
 from ...utils import module_args
 
@@ -104,3 +105,50 @@ def test_alicloud_without_credentials_names_what_to_set(make_module, capsys):
     result = _failure(capsys, lambda: module.alicloud.client)
     assert result["msg"].startswith("No Alibaba Cloud credentials: set alicloud_access_key and alicloud_secret_key")
     assert "ALIBABA_CLOUD_ACCESS_KEY_ID" in result["msg"]
+
+
+def test_run_or_fail_returns_the_result_and_fails_a_refusal_with_its_message(make_module, capsys):
+    module = make_module({})
+    assert module.run_or_fail(lambda: {"changed": False}) == {"changed": False}
+
+    def refused():
+        raise ValueError("set_id acs-1 names no set.")
+
+    assert _failure(capsys, lambda: module.run_or_fail(refused))["msg"] == "set_id acs-1 names no set."
+
+
+def test_run_or_fail_reports_a_cloud_error_as_fail_alicloud_does(make_module, capsys):
+    module = make_module({})
+    error = AlibabaCloudError("DescribeSnapshots", "Throttling", "slow down", request_id="R-2", status_code=400)
+
+    def broken():
+        raise error
+
+    assert _failure(capsys, lambda: module.run_or_fail(broken)) == _failure(capsys, lambda: module.fail_alicloud(error))
+
+
+def test_run_or_fail_lets_other_errors_through(make_module):
+    module = make_module({})
+
+    def refused():
+        raise ValueError("not a refusal here")
+
+    with pytest.raises(ValueError):
+        module.run_or_fail(refused, refusals=(KeyError,))
+
+
+def test_keep_diff_keeps_the_diff_only_with_diff_mode(make_module):
+    module = make_module({})
+    result = {"changed": True, "diff": {"before": "a", "after": "b"}}
+    module.keep_diff(result)
+    assert result == {"changed": True}
+    module = make_module({"_ansible_diff": True})
+    result = {"changed": True, "diff": {"before": "a", "after": "b"}}
+    module.keep_diff(result)
+    assert result == {"changed": True, "diff": {"before": "a", "after": "b"}}
+
+
+def test_list_failed_instances_names_five_and_counts_the_rest():
+    failed = [{"instance_id": f"i-{n}", "reason": "agent offline"} for n in range(7)]
+    assert list_failed_instances(failed[:2]) == "i-0: agent offline; i-1: agent offline"
+    assert list_failed_instances(failed) == "; ".join(f"i-{n}: agent offline" for n in range(5)) + " (and 2 more)"

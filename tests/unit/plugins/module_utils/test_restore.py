@@ -3,9 +3,7 @@
 import datetime
 import types
 
-import boto3
 import pytest
-from botocore.stub import Stubber
 
 from ansible_collections.appconsistent.snapshots.plugins.module_utils import restore
 from ansible_collections.appconsistent.snapshots.plugins.module_utils import restore_alicloud
@@ -465,12 +463,11 @@ def test_replace_needs_device_tags():
 # --- AWS requests, checked against the EC2 service model ------------------------------------------------
 
 
-@pytest.fixture
-def ec2():
-    client = boto3.client("ec2", region_name="us-east-1", aws_access_key_id="a", aws_secret_access_key="b")
-    with Stubber(client) as stub:
-        yield types.SimpleNamespace(client=client, stub=stub)
-        stub.assert_no_pending_responses()
+@pytest.fixture(name="ec2")
+def ec2_parts(ec2):
+    """Here the stubbed EC2 client and its Stubber are ec2.client and ec2.stub."""
+    client, stub = ec2
+    return types.SimpleNamespace(client=client, stub=stub)
 
 
 def test_aws_create_volume_request(ec2):

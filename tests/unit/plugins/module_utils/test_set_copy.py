@@ -19,10 +19,7 @@ UTC = datetime.timezone.utc
 NOW = datetime.datetime(2026, 11, 23, 6, 0, tzinfo=UTC)
 
 
-@pytest.fixture(autouse=True)
-def no_sleep():
-    with mock.patch("time.sleep"):
-        yield
+pytestmark = pytest.mark.usefixtures("no_sleep")  # retries count their attempts without waiting
 
 
 def params(**overrides):

@@ -1,6 +1,5 @@
 """snapshot_set_copy of many sets: one queue and one limit for all the sets, per-set results and failures."""
 
-from unittest import mock
 
 import pytest
 
@@ -16,10 +15,7 @@ from ansible_collections.appconsistent.snapshots.plugins.module_utils.set_copy_m
 SETS = [f"acs-20261123t06000{n}-0000000{n}" for n in range(5)]
 
 
-@pytest.fixture(autouse=True)
-def no_sleep():
-    with mock.patch("time.sleep"):
-        yield
+pytestmark = pytest.mark.usefixtures("no_sleep")  # retries count their attempts without waiting
 
 
 def member(set_id, n, device, state="completed"):

@@ -3,12 +3,9 @@
 import datetime
 import json
 import types
-from unittest import mock
 
-import boto3
 import pytest
 from alibabacloud_ecs20140526 import models as ecs_models
-from botocore.stub import Stubber
 from Tea.exceptions import TeaException
 
 from ansible_collections.appconsistent.snapshots.plugins.module_utils import alicloud
@@ -22,18 +19,7 @@ PAST = "2026-11-20T00:00:00Z"
 FUTURE = "2026-12-01T00:00:00Z"
 
 
-@pytest.fixture(autouse=True)
-def no_sleep():
-    with mock.patch("time.sleep"):
-        yield
-
-
-@pytest.fixture
-def ec2():
-    client = boto3.client("ec2", region_name="us-east-1", aws_access_key_id="a", aws_secret_access_key="b")
-    with Stubber(client) as stub:
-        yield client, stub
-        stub.assert_no_pending_responses()
+pytestmark = pytest.mark.usefixtures("no_sleep")  # retries count their attempts without waiting
 
 
 def _tags(set_id, instance_id="i-1", consistency="application", **extra):

@@ -1,11 +1,8 @@
 """snapshot_set_share: requests checked against botocore's service model, whole-set checks, refusals."""
 
 import datetime
-from unittest import mock
 
-import boto3
 import pytest
-from botocore.stub import Stubber
 
 from ansible_collections.appconsistent.snapshots.plugins.module_utils import set_share
 from ansible_collections.appconsistent.snapshots.plugins.module_utils import snapshot_set as ss
@@ -18,30 +15,7 @@ SET_FILTER = {"OwnerIds": ["self"], "MaxResults": 1000,
               "Filters": [{"Name": "tag:appconsistent:set-id", "Values": ["acs-1"]}]}
 
 
-@pytest.fixture(autouse=True)
-def no_sleep():
-    with mock.patch("time.sleep"):
-        yield
-
-
-def _client(service):
-    return boto3.client(service, region_name="us-east-1", aws_access_key_id="AKIDTEST", aws_secret_access_key="secret")
-
-
-@pytest.fixture
-def ec2():
-    client = _client("ec2")
-    with Stubber(client) as stub:
-        yield client, stub
-        stub.assert_no_pending_responses()
-
-
-@pytest.fixture
-def kms():
-    client = _client("kms")
-    with Stubber(client) as stub:
-        yield client, stub
-        stub.assert_no_pending_responses()
+pytestmark = pytest.mark.usefixtures("no_sleep")  # retries count their attempts without waiting
 
 
 def params(**overrides):

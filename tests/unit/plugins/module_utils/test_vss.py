@@ -4,9 +4,8 @@ import datetime
 import types
 from unittest import mock
 
-import boto3
 import pytest
-from botocore.stub import ANY, Stubber
+from botocore.stub import ANY
 
 from ansible_collections.appconsistent.snapshots.plugins.module_utils import vss
 from ansible_collections.appconsistent.snapshots.plugins.module_utils.vss_runner import VssSnapshotRun
@@ -99,13 +98,8 @@ class FakeModule:
 
 
 @pytest.fixture
-def stubbed():
-    ec2 = boto3.client("ec2", region_name="us-east-1", aws_access_key_id="a", aws_secret_access_key="b")
-    ssm = boto3.client("ssm", region_name="us-east-1", aws_access_key_id="a", aws_secret_access_key="b")
-    with Stubber(ec2) as ec2_stub, Stubber(ssm) as ssm_stub:
-        yield types.SimpleNamespace(ec2=ec2, ssm=ssm, ec2_stub=ec2_stub, ssm_stub=ssm_stub)
-        ec2_stub.assert_no_pending_responses()
-        ssm_stub.assert_no_pending_responses()
+def stubbed(ec2, ssm):
+    return types.SimpleNamespace(ec2=ec2[0], ssm=ssm[0], ec2_stub=ec2[1], ssm_stub=ssm[1])
 
 
 def _instance(instance_id, platform="windows", state="running"):
