@@ -69,7 +69,7 @@ INTEGRATION_WORKERS ?= 4
 E2E_DB_SETS ?= 20
 E2E_DB_CRASH_SETS ?= 10
 # Runs of the kill soak (tests/e2e/test_db_soak.py) in make test; `make soak` runs SOAK_RUNS of each path.
-E2E_SOAK_RUNS ?= 2
+E2E_SOAK_RUNS ?= 1
 SOAK_RUNS ?= 50
 SOAK_SEED ?= 20261207
 # The workloads that break crash-consistent copies (tests/e2e/test_db_workloads.py): a reduced run in
