@@ -107,7 +107,7 @@ def build_set(provider, set_id, members, group=None, now=None):
         # A safety set (restore_volumes' copy of the disks it was about to reset) names the set it made room for.
         safety_for=_common(tag(m, TAG_SAFETY_FOR) for m in members) or group_tags.get(TAG_SAFETY_FOR),
         # The last restore test, from the members' own tags only (a group's tags are written once, at creation).
-        verification=vf.set_verification(members),
+        verification=vf.set_verification(members, incomplete),
         members=[dict(m, consistency=m["tags"].get(ss.TAG_CONSISTENCY)) for m in members],
     )
     if group.get("status") is not None:

@@ -27,6 +27,9 @@ class SetVerification:
         if not found:
             raise ValueError(f"Set {set_id} was not found in the region: nothing was recorded.")
         item = found[0]
+        if self.params["result"] == vf.PASSED and not item.get("complete", True):
+            raise ValueError(f"Set {set_id} is incomplete ({item.get('incomplete_reason')}): a restore test of it cannot "
+                             "pass for the set; nothing was recorded.")
         value = vf.format_record(self.params["result"], verified_at, seconds, checks)
         limit = vf.TAGS_PER_SNAPSHOT[self.provider]
         full = [m["snapshot_id"] for m in item["members"]

@@ -72,12 +72,22 @@ def parse_record(value):
     return dict(result=parts[0], verified_at=ss.format_instant(moment), seconds_to_application=seconds, checks=checks)
 
 
-def set_verification(members):
+def set_verification(members, incomplete_reason=None):
     """The set's last restore test from its members' tags: None when none was recorded.
 
     When the members disagree (a record written on some members only), the result is ``partial`` and the newest
-    record found is given: such a set is not verified.
+    record found is given: such a set is not verified. Neither is an incomplete set (``incomplete_reason``): its
+    members may carry a record from the set they were copied from, or from before one of them was lost, and a
+    restore of what is there is not the restore that was tested.
     """
+    found = _members_verification(members)
+    if found and found["verified"] and incomplete_reason:
+        note = f"the set is incomplete ({incomplete_reason}): the record is not a test of what is there"
+        return dict(found, verified=False, note=note)
+    return found
+
+
+def _members_verification(members):
     values = [(m.get("tags") or {}).get(TAG_VERIFICATION) for m in members]
     records = [parse_record(v) for v in values if v]
     records = [r for r in records if r]

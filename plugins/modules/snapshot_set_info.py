@@ -65,7 +65,8 @@ options:
     description:
       - V(true) lists only the sets whose last restore test passed on every member (recorded by
         M(appconsistent.snapshots.snapshot_set_verification), as the C(verify_restore) playbook does); V(false) only
-        the others (never tested, last test failed, or a record that reached only some members). Unset lists both.
+        the others (never tested, last test failed, a record that reached only some members, or an incomplete set).
+        Unset lists both.
       - A failed test after a passed one takes the set's verification back.
     type: bool
 extends_documentation_fragment:
@@ -249,7 +250,8 @@ sets:
       returned: always
       contains:
         verified:
-          description: Whether the last test passed and every member carries its record.
+          description: Whether the last test passed, every member carries its record and the set is complete (the
+            members of an incomplete set may carry a record from the set they were copied from).
           type: bool
         result:
           description: V(passed), V(failed), or V(partial) (the members carry different records, or only some carry one).
@@ -267,6 +269,10 @@ sets:
           description: The checks the test ran, such as C(fs:ext4) and C(app:mysql).
           type: list
           elements: str
+        note:
+          description: Why a recorded test does not make the set verified (the members differ, or the set is incomplete).
+          type: str
+          returned: when the record does not make the set verified
     untagged_snapshot_ids:
       description:
         - Snapshots of the Alibaba Cloud group that do not carry the set's C(appconsistent:set-id) tag.

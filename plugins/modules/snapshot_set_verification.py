@@ -40,6 +40,8 @@ options:
     description:
       - V(passed) when the restored volumes' filesystems were clean and the application check succeeded; V(failed)
         otherwise (a failed application check included).
+      - V(passed) is refused for an incomplete set (a member missing, or a copy cut short), because a restore of
+        what is there does not test the set.
     type: str
     required: true
     choices: [passed, failed]

@@ -187,3 +187,35 @@ def test_refusals_before_any_call(twin_factory, run_tasks, provider):
     assert "was not found" in run["missing"]["msg"]
     assert f"{members[0]} of set {set_id} already carries {limit} tags" in run["full"]["msg"], run["full"]
     assert writes(twins, provider) == {}
+
+
+def test_an_incomplete_set_is_never_verified_nor_recorded_as_passed(twin_factory, run_tasks):
+    # A set that lost a member (or a copy cut short) whose remaining member carries a passed record, as a copy of a
+    # verified set does: it must not read as verified, nor be protected as the newest verified set.
+    twins = twin_factory(alicloud=False)
+    ec2 = twins.aws_client("ec2")
+    older, _older_members = make_set(twins, "aws")
+    time.sleep(TICK)
+    set_id, members = make_set(twins, "aws")
+    ec2.create_tags(Resources=members, Tags=[{"Key": "appconsistent:members", "Value": str(len(members))}])
+    ec2.delete_snapshot(SnapshotId=members[0])
+    run = run_tasks([{RECORD: passed("aws", older), "register": "older"},
+                     {RECORD: passed("aws", set_id), "register": "refused"},
+                     {RECORD: dict(passed("aws", set_id), result="failed", checks=[]), "register": "failed"}],
+                    twins.endpoints)
+    assert not run["older"].get("failed"), run["older"]
+    assert run["refused"]["failed"] and "is incomplete" in run["refused"]["msg"], run["refused"]
+    assert not run["failed"].get("failed") and run["failed"]["changed"] is True, run["failed"]
+    tag_one(twins, "aws", members[1], {TAG: "passed 2026-12-02T06:12:40Z 12.0s fs:ext4"})
+    prune = {"provider": "aws", "keep": 1, "protect_newest_application": False}
+    run = run_tasks([{INFO: {"provider": "aws", "set_ids": [set_id]}, "register": "info"},
+                     {INFO: {"provider": "aws", "verified": True}, "register": "verified"},
+                     {PRUNE: prune, "register": "planned"}], twins.endpoints, check=True)
+    (item,) = run["info"]["sets"]
+    assert item["complete"] is False and item["verification"]["result"] == "passed", item
+    assert item["verification"]["verified"] is False and "incomplete" in item["verification"]["note"]
+    assert set_ids(run["verified"]) == [older]
+    # keep 1 keeps the newest set (the incomplete one); the older one stays only as the newest verified set.
+    kept = {k["set_id"]: k for k in run["planned"]["kept"]}
+    assert kept.get(older, {}).get("reason_code") == "newest_verified", run["planned"]
+    assert run["planned"]["would_delete"] == [], run["planned"]

@@ -66,3 +66,16 @@ def test_newest_verified_per_instance_skips_failed_partial_and_safety_sets():
     assert vf.newest_verified(sets) == {"i-a": "a-mid"}
     assert [s["set_id"] for s in select_sets(sets, verified=True, newest_only=True)] == ["a-mid"]
     assert [s["set_id"] for s in select_sets(sets, verified=False)] == ["a-partial", "a-failed", "b-never"]
+
+
+def test_an_incomplete_set_is_not_verified_whatever_its_members_carry():
+    # A copy cut short (or a set that lost a member) keeps the record its members carried from a complete set.
+    passed = vf.format_record("passed", AT, 3.0, ["fs:xfs"])
+    whole = _set("a-whole", "i-a", "2026-12-01T00:00:00Z", [passed, passed])
+    cut = _set("a-cut", "i-a", "2026-12-02T00:00:00Z", [passed])
+    cut["complete"] = False
+    cut["verification"] = vf.set_verification(cut["members"], "1 of 2 members")
+    assert cut["verification"]["verified"] is False and cut["verification"]["result"] == "passed"
+    assert "incomplete (1 of 2 members)" in cut["verification"]["note"]
+    assert vf.newest_verified([whole, cut]) == {"i-a": "a-whole"}
+    assert [s["set_id"] for s in select_sets([whole, cut], verified=True, newest_only=True)] == ["a-whole"]
