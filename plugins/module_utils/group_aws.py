@@ -818,8 +818,21 @@ class AwsGroupRun:
         for run, sent in runs:
             run.wait(p["wait_timeout"])
             # An instance that has not run it by now would freeze and snapshot after the task has given up on it.
-            run.cancel(sent)
+            late = [i for i in sent if not (i in run.invocations and is_terminal(run.invocations[i]))]
+            refused = dict.fromkeys(late, "the controller failed before it could cancel it")
+            try:
+                refused = run.cancel(late) if late else {}
+            finally:
+                for instance_id in late:
+                    outcome = self.outcomes[instance_id]
+                    outcome.status = run.result(instance_id)["status"]
+                    outcome.fail("WaitTimeout", "the run did not finish within wait_timeout; it was " +
+                                 (f"not cancelled ({refused[instance_id]}), so it may still freeze and snapshot when it "
+                                  "reaches the instance (its watchdog thaws at freeze_timeout)" if instance_id in refused
+                                  else "cancelled, and any snapshot it made stays labelled crash"))
             for instance_id in sent:
+                if instance_id in late:
+                    continue
                 level = self._read_run(run, instance_id)
                 if level:
                     confirmed.setdefault(level, []).append(instance_id)

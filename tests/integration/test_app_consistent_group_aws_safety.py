@@ -99,6 +99,34 @@ def test_a_freeze_given_up_on_is_cancelled_and_never_freezes_after_the_task(twin
     assert invocation["Status"] == "Cancelled"
 
 
+def test_an_instance_initiated_run_given_up_on_is_cancelled_and_never_freezes_or_snapshots_after_the_task(
+        twin_factory, run_tasks):
+    # The run (freeze, the instance's own CreateSnapshots, thaw) reaches the instance 12 s after it was sent; the
+    # task gives up on it after 4 s.
+    fleet = {"instances": [{"provider": "aws", "name": "db", "platform": "linux", "volumes": VOLUMES,
+                            "faults": {"hold_commands": {"run --run-id": 12}}}]}
+    twins = twin_factory(fleet, alicloud=False)
+    db = twins.endpoints["aws"]["instances"]["db"]
+    run = run_tasks([{ACG: {"provider": "aws", "consistency": "filesystem", "initiator": "instance",
+                            "instance_ids": [db], "mounts": ["/data"], "exclude_boot_disk": True,
+                            "wait_timeout": 4, "freeze_timeout": 60, "on_fallback": "warn"}, "register": "group"}],
+                    twins.endpoints)
+    entry = run["group"]["results"][0]
+    ssm = twins.aws_client("ssm")
+    (invocation,) = ssm.list_command_invocations(CommandId=entry["command_ids"][0])["CommandInvocations"]
+    # Past the instant the held run would have reached the instance and finished there.
+    time.sleep(max(0.0, invocation["RequestedDateTime"].timestamp() + 15 - time.time()))
+    # Had it not been cancelled, the late run would freeze /data and snapshot db after the task had ended.
+    assert twins.aws.ssm.helper.runs.get(db, {}) == {}
+    ec2 = twins.aws_client("ec2")
+    assert ec2.describe_snapshots(OwnerIds=["self"], Filters=[
+        {"Name": "volume-id", "Values": [data_volume(twins, db)]}])["Snapshots"] == []
+    assert entry["error"]["code"] == "WaitTimeout" and "cancelled" in entry["error"]["message"], entry["error"]
+    assert entry["snapshots"] == [] and entry["consistency"] == "none"
+    (invocation,) = ssm.list_command_invocations(CommandId=entry["command_ids"][0])["CommandInvocations"]
+    assert invocation["Status"] == "Cancelled"
+
+
 def test_a_retried_create_snapshots_leaves_one_member_per_volume(twin_factory, run_tasks):
     # The first CreateSnapshots takes effect but its answer is lost (HTTP 500): the SDK sends it again, with the
     # same tags, and there is no ClientToken to tell EC2 it is the same request.
