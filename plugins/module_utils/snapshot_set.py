@@ -59,6 +59,9 @@ _DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 # The longest retention: a hundred years. Beyond a few thousand years the instant no longer fits a date at all.
 DURATION_MAX_DAYS = 36500
 _RUN_ID = re.compile(r"[A-Za-z0-9._:/=+@-]{1,128}")
+# ASCII digits only: str.isdigit() takes other scripts' digits (int() reads "\u0663" as 3) and superscripts (int()
+# raises on "\u00b2"), and str.strip() takes U+00A0; neither is a count this collection wrote.
+_MEMBERS = re.compile(r" *([0-9]+) *")
 
 
 def existing_set_error(found):
@@ -248,10 +251,10 @@ def declared_members(member_tags):
         return None, None
     if len(set(present)) > 1:
         return None, f"its snapshots disagree on {TAG_MEMBERS} ({', '.join(sorted(set(map(str, present))))})"
-    text = str(present[0]).strip()
-    if not text.isdigit() or int(text) < 1:
+    match = _MEMBERS.fullmatch(str(present[0]))
+    if not match or int(match.group(1)) < 1:
         return None, f"{TAG_MEMBERS} is {present[0]!r}, not a number of snapshots"
-    return int(text), None
+    return int(match.group(1)), None
 
 
 def missing_reason(member_tags):

@@ -2,6 +2,7 @@
 
 import contextlib
 import json
+import re
 import types
 
 import pytest
@@ -262,3 +263,79 @@ def test_an_ami_name_createimage_would_refuse_is_refused_before_the_document_run
     with pytest.raises(vss.VssParameterError, match="ami_name"):
         vss.build_parameters(create_ami=True, ami_name=name)
     assert vss.build_parameters(create_ami=True, ami_name="db01 (pre-patch) 2026-11-23")["AmiName"]
+
+
+# --- digits and spaces are ASCII: Python's \d and \s match any script's digits and U+00A0 ---------------------------
+
+
+NBSP = "\u00a0"
+ARABIC_INDIC_THREE, ARABIC_INDIC_ZERO = "\u0663", "\u0660"
+
+
+@pytest.mark.parametrize("args, words", [
+    (dict(provider="aws", instance_ids=[AWS_INSTANCE], delete_after=ARABIC_INDIC_THREE + "d"),
+     f"delete_after '{ARABIC_INDIC_THREE}d' is not a duration"),
+    (dict(provider="aws", instance_ids=["i-0123456789abcdef" + ARABIC_INDIC_ZERO]),
+     f"instance_ids: 'i-0123456789abcdef{ARABIC_INDIC_ZERO}' is not an EC2 instance id"),
+    (dict(provider="aws", instance_ids=[AWS_INSTANCE], run_id="CHG" + NBSP + "1"), "invalid run_id 'CHG\\xa01'"),
+    (dict(provider="aws", instance_ids=[AWS_INSTANCE], delete_after="7d" + NBSP), "delete_after '7d\\xa0' is not"),
+    (dict(provider="aws", instance_ids=[AWS_INSTANCE], max_concurrency="5" + ARABIC_INDIC_ZERO), "max_concurrency"),
+])
+def test_digits_and_spaces_of_other_scripts_are_refused_in_one_sentence_before_the_module_starts(capsys, args, words):
+    failure = _module_failure(capsys, app_consistent_group.argument_spec(), args)
+    assert failure is not None, f"{args} was accepted"
+    assert failure["msg"].startswith(words) and not re.search(r"[.:] [A-Z]|\n", failure["msg"]), failure["msg"]
+
+
+@pytest.mark.parametrize("check", [
+    lambda: AwsGroupRun(NoCloud(_group_params("aws", consistency="filesystem", mounts=["/data" + NBSP])),
+                        sleep=lambda s: None).run(),
+    lambda: AwsGroupRun(NoCloud(_group_params("aws", consistency="filesystem", mounts=["/data" + ARABIC_INDIC_ZERO])),
+                        sleep=lambda s: None).run(),
+    lambda: app_plugin.check_path("pre_script_path", "/usr/local/pre" + NBSP + ".sh"),
+    lambda: app_plugin.check_disk_id("d-bp1abc" + ARABIC_INDIC_ZERO),
+    lambda: validate.check_id("set_id", "acs-2026112" + ARABIC_INDIC_THREE + "t060000-1a2b3c4d", "set"),
+    lambda: vss_components.validate("present", "2." + ARABIC_INDIC_THREE + ".0"),
+])
+def test_a_path_or_id_with_a_non_breaking_space_or_another_scripts_digit_is_refused(check):
+    with pytest.raises(ValueError, match=r"is refused|is not"):
+        check()
+
+
+def test_an_unmount_path_with_a_non_breaking_space_is_refused():
+    assert "is refused" in refused_mount("/data" + NBSP)
+    assert "is refused" in refused_mount("/data" + ARABIC_INDIC_ZERO)
+
+
+@pytest.mark.parametrize("value", [ARABIC_INDIC_THREE, "\u00b2", "2" + NBSP])
+def test_a_member_count_tag_in_another_script_proves_nothing_and_never_raises(value):
+    # "٣".isdigit() and int("٣") == 3; "²".isdigit() but int("²") raises: neither is a count this collection wrote.
+    count, problem = ss.declared_members([{ss.TAG_MEMBERS: value}])
+    assert count is None and "not a number of snapshots" in problem
+    assert ss.declared_members([{ss.TAG_MEMBERS: "3"}]) == (3, None)
+
+
+def _patterns():
+    """Every regular expression the plugins hold, as (where, pattern, flags)."""
+    import importlib
+    import pathlib
+
+    root = pathlib.Path(validate.__file__).resolve().parents[1]
+    for path in sorted(root.glob("*_utils/*.py")):
+        module = importlib.import_module(
+            f"ansible_collections.appconsistent.snapshots.plugins.{path.parent.name}.{path.stem}")
+        for name, value in vars(module).items():
+            if isinstance(value, re.Pattern):
+                yield f"{path.parent.name}/{path.name}:{name}", value.pattern, value.flags
+    for provider, forms in validate.ID_FORMS.items():
+        for kind, (pattern, _text) in forms.items():
+            yield f"ID_FORMS[{provider}][{kind}]", pattern, 0
+    for option, pattern, _text in validate.RATE_OPTIONS:
+        yield f"RATE_OPTIONS[{option}]", pattern, 0
+
+
+def test_no_pattern_of_the_plugins_uses_a_unicode_class_without_re_ascii():
+    unicode_classes = re.compile(r"(?<!\\)(?:\\\\)*\\[dDsSwWb]")
+    found = [where for where, pattern, flags in _patterns() if unicode_classes.search(pattern) and not flags & re.ASCII]
+    assert not found, f"\\d, \\s, \\w or \\b without re.ASCII (they match other scripts' digits and U+00A0): {found}"
+    assert len(list(_patterns())) > 20  # the walk found the patterns
