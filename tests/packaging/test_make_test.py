@@ -67,6 +67,56 @@ def test_hygiene_finds_what_a_run_left_and_nothing_else(tmp_path: pathlib.Path) 
     assert "[hygiene] clean" in result.stdout
 
 
+def fake_mountinfo(path: pathlib.Path, *mount_points: pathlib.Path) -> pathlib.Path:
+    """A mountinfo listing / and these mount points, each a loop-mounted ext4, escaped as the kernel writes it."""
+    lines = ["22 1 8:1 / / rw,relatime shared:1 - ext4 /dev/sda1 rw"]
+    for number, point in enumerate(mount_points, start=3):
+        target = str(point.resolve()).replace("\\", "\\134").replace(" ", "\\040")
+        lines.append(f"{30 + number} 22 7:{number} / {target} rw,relatime shared:{number} - ext4 /dev/loop{number} rw")
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
+def test_hygiene_walks_into_btrfs_subvolumes_and_stops_at_mount_points(
+        tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.syspath_prepend(str(TOOLS))
+    import hygiene  # pylint: disable=import-error,import-outside-toplevel
+
+    watched = tmp_path / "watched"
+    subvolume, mounted = watched / "data" / "subvolume", watched / "loop" / "mnt pöint"
+    for directory in (subvolume, mounted):
+        directory.mkdir(parents=True)
+        (directory / "file").write_text("x", encoding="utf-8")
+    monkeypatch.setattr(hygiene, "MOUNTINFO", str(fake_mountinfo(tmp_path / "mountinfo", mounted)), raising=False)
+    # A btrfs subvolume has a device number of its own on the same file system, and is no mount point.
+    lstat = os.lstat
+
+    def btrfs_lstat(path, *args, **kwargs):
+        found = lstat(path, *args, **kwargs)
+        if os.fspath(path) == str(subvolume):
+            return os.stat_result((found.st_mode, found.st_ino, found.st_dev + 1) + tuple(found)[3:])
+        return found
+
+    monkeypatch.setattr(hygiene.os, "lstat", btrfs_lstat)
+    entries = hygiene.list_entries(str(watched))
+    assert str(subvolume / "file") in entries, sorted(entries)
+    assert str(mounted) in entries and str(mounted / "file") not in entries, sorted(entries)
+
+
+def test_hygiene_finds_a_mount_under_the_tree_as_mountinfo_names_it(tmp_path: pathlib.Path) -> None:
+    root, home = tmp_path / "tree", tmp_path / "home"
+    for directory in (root / "mnt pöint", home, tmp_path / "watched"):
+        directory.mkdir(parents=True)
+    snapshot = tmp_path / "snapshot.json"
+    mountinfo = fake_mountinfo(tmp_path / "mountinfo", root / "mnt pöint")
+    env = {**os.environ, "HOME": str(home), "APPCONSISTENT_HYGIENE_WATCH": str(tmp_path / "watched"),
+           "APPCONSISTENT_HYGIENE_MOUNTINFO": str(mountinfo)}
+    for action in ("snapshot", "check"):
+        result = run([sys.executable, str(TOOLS / "hygiene.py"), action, str(snapshot), str(root)], env=env)
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert f"FOUND mount {root.resolve() / 'mnt pöint'} (from /dev/loop3)" in result.stdout
+
+
 def make_test(tmp_path: pathlib.Path, failing: str = "", stages: str = "unit twin-test e2e") -> subprocess.CompletedProcess:
     """make_test.sh with a make that only records the stages it was asked for (and its CPU priority)."""
     fake_make = tmp_path / "make"

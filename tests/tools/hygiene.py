@@ -21,6 +21,7 @@ Prints each finding, or "clean".
 
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -28,6 +29,8 @@ import time
 # The places outside the tree that tests might write to; a test of this check watches its own.
 WATCHED = tuple(os.environ.get("APPCONSISTENT_HYGIENE_WATCH", "/tmp:/run:/etc").split(":"))
 OURS = "appconsistent"
+# Where the mounts are read from; a test of this check gives a mountinfo of its own.
+MOUNTINFO = os.environ.get("APPCONSISTENT_HYGIENE_MOUNTINFO", "/proc/self/mountinfo")
 
 
 def collection_dir() -> str:
@@ -48,23 +51,26 @@ def tree_stamp(path: str) -> float | None:
     return newest
 
 
-def list_entries(top: str) -> set[str]:
-    """Every path under top, not crossing into other file systems (loop mounts, /proc-like trees)."""
-    paths = set()
-    try:
-        device = os.lstat(top).st_dev
-    except OSError:
+def list_entries(top: str, boundaries: set[str] | None = None) -> set[str]:
+    """Every path under top, not entering other mounts (loop mounts, /proc-like trees).
+
+    What bounds the walk is a mount point as mountinfo lists it, not a change of st_dev: every btrfs subvolume has
+    a device number of its own on one file system, so a walk by st_dev would skip what a subvolume holds.
+    """
+    paths: set[str] = set()
+    if not os.path.isdir(top) or os.path.islink(top):
         return paths
+    if boundaries is None:
+        boundaries = {target for target, _source, _device in mountinfo()}
+    # mountinfo names mount points by their real path; the walk keeps the names below top as given.
+    real_top = os.path.realpath(top)
     for base, dirs, files in os.walk(top):
         kept = []
         for name in dirs:
             path = os.path.join(base, name)
             paths.add(path)
-            try:
-                if os.lstat(path).st_dev == device:
-                    kept.append(name)
-            except OSError:
-                pass
+            if real_top + path[len(top):] not in boundaries:
+                kept.append(name)
         dirs[:] = kept
         paths.update(os.path.join(base, name) for name in files)
     return paths
@@ -114,15 +120,24 @@ def loop_devices() -> list[tuple[str, str]]:
             for dev in json.loads(result.stdout).get("loopdevices", [])]
 
 
-def mounts() -> list[tuple[str, str]]:
+def unescape(field: bytes) -> str:
+    """A mountinfo field as a path: space, tab, newline and backslash are written as octal escapes of its bytes."""
+    return os.fsdecode(re.sub(rb"\\([0-7]{3})", lambda match: bytes([int(match.group(1), 8)]), field))
+
+
+def mountinfo() -> list[tuple[str, str, str]]:
+    """(mount point, source, MAJ:MIN of the file system) of every mount this process sees."""
     found = []
-    with open("/proc/self/mountinfo", encoding="utf-8") as handle:
+    with open(MOUNTINFO, "rb") as handle:
         for line in handle:
             fields = line.split()
-            separator = fields.index("-")
-            target = fields[4].encode().decode("unicode_escape")
-            found.append((target, fields[separator + 2]))
+            separator = fields.index(b"-")
+            found.append((unescape(fields[4]), unescape(fields[separator + 2]), fields[2].decode()))
     return found
+
+
+def mounts() -> list[tuple[str, str]]:
+    return [(target, source) for target, source, _device in mountinfo()]
 
 
 def ancestors() -> set[int]:
