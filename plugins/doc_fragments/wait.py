@@ -18,6 +18,11 @@ options:
       - How many seconds to wait for the agent command to finish on every instance.
       - On AWS, a command that has not reached its instance by then is cancelled (SSM CancelCommand), so that a late
         delivery does not quiesce the instance after the task has given up on it.
+      - Instances are quiesced only as fast as the account's CreateSnapshots bucket lets them be snapshotted, so a
+        large fleet needs a longer wait. M(appconsistent.snapshots.app_consistent_group) on AWS refuses, before
+        anything is frozen or unmounted, a run whose CreateSnapshots calls alone would take longer than this at the
+        account's limits, which is (N - C) / R seconds for N instances and a bucket of capacity C refilling R a
+        second (980 s for 5000 instances at the published 100 and 5).
     type: int
     default: 900
   wait_for_completion:

@@ -297,6 +297,8 @@ class AwsGroupRun:
         ready = self._skip_existing(ready)
         windows = [i for i in ready if self.outcomes[i].platform == "windows"]
         linux = [i for i in ready if self.outcomes[i].platform == "linux"]
+        if self.requested != "crash":
+            self._refuse_a_run_longer_than_wait_timeout(ready)
         if self.module.check_mode:  # the plan's estimate of what the account's limits impose (VSS plans its own)
             self.pacer.plan("ec2", "CreateSnapshots", len(ready) - (len(windows) if self.requested not in ("crash", "offline") else 0))
         if self.requested == "crash":
@@ -309,6 +311,21 @@ class AwsGroupRun:
             made = [o for o in self.outcomes.values() if o.snapshots]
             aws_fleet.complete_sets(self.ec2, made, self.params["completion_timeout"], self.sleep, self.clock)
         return self.outcomes
+
+    def _refuse_a_run_longer_than_wait_timeout(self, ready):
+        """Every instance's CreateSnapshots (the VSS agent's too) spends the account's bucket, and an instance is
+        quiesced only when its call can be made in time; a run whose calls outlast wait_timeout at the stated limits
+        would freeze its first instances and give up on its last ones, so it is refused before anything is frozen."""
+        floor = self.pacer.floor("ec2", "CreateSnapshots", len(ready))
+        wait = self.params["wait_timeout"]
+        if floor <= wait:
+            return
+        capacity, refill = self.pacer.stated_limit("ec2", "CreateSnapshots")
+        raise GroupInputError(
+            f"{len(ready)} instances need at least {floor:.0f} s of CreateSnapshots calls at the account's limits "
+            f"({capacity:g} tokens refilling {refill:g} a second), more than wait_timeout ({wait} s): raise wait_timeout "
+            f"to at least {int(floor * 1.25) + 60} s, split the instances between tasks, or state raised limits with "
+            "api_rate_limits; nothing was frozen or unmounted.")
 
     def _preflight(self, agents, needs_agent):
         p = self.params

@@ -362,6 +362,11 @@ class Pacer:
         finally:
             credits.pop(key, None)
 
+    def stated_limit(self, service, operation):
+        """(capacity, refill a second) of one API's bucket that this run may spend: the stated numbers times its share."""
+        capacity, refill = self._stated(service, operation)
+        return capacity * self.share, refill * self.share
+
     def floor(self, service, operation, count):
         """Seconds that count calls of one API take at least, from a full bucket at the stated rate."""
         capacity, refill = self._stated(service, operation)

@@ -229,7 +229,10 @@ def fleet_backup(bench: Bench, size: int, baseline: bool, competing: Optional[Di
         ids = sorted(twins.endpoints["aws"]["instances"].values())
         entry: Dict[str, Any] = {"instances": size, "volumes": 2 * size, "competing": competing or {},
                                  "budget_share": budget_share}
-        task = {"provider": "aws", "consistency": "application", "instance_ids": ids, "run_id": f"bench-{size}"}
+        # wait_timeout bounds the whole run's start of freezes: at the published limits N instances take (N - 100) / 5 s
+        # of CreateSnapshots, and the module refuses a run longer than its wait_timeout before freezing anything.
+        task = {"provider": "aws", "consistency": "application", "instance_ids": ids, "run_id": f"bench-{size}",
+                "wait_timeout": max(900, size)}
         if budget_share is not None:
             task["api_budget_share"] = budget_share
         collection = bench.play(twins, [{"name": "Back up the fleet", ACG: task, "register": "group"}], results=["group"])

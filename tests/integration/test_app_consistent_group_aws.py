@@ -391,3 +391,23 @@ def test_a_fleet_under_tight_buckets_is_frozen_only_as_fast_as_it_can_be_snapsho
     assert pacing["throttled_calls"] == {}
     # 25 CreateSnapshots from a bucket of 5 refilling 1 a second: at least 20 s of calls, and the run said so.
     assert pacing["rate_floor_s"] == 20.0 and pacing["waited_for_tokens_s"] >= 0
+
+
+def test_a_run_the_limits_make_longer_than_wait_timeout_is_refused_before_any_command(twin_factory, run_tasks):
+    # 20 CreateSnapshots from a bucket of 5 refilling 1 a second take 15 s: with a wait_timeout of 10 s the first
+    # instances would be frozen and the last ones given up on. Refused before anything is sent, in check mode too.
+    tight = {"CreateSnapshots": {"capacity": 5, "refill": 1}}
+    names = {f"db-{n:02d}": "linux" for n in range(20)}
+    twins = twin_factory(fleet(**names), alicloud=False, limits=tight)
+    args = {"provider": "aws", "consistency": "application", "instance_ids": ids(twins, *names),
+            "exclude_boot_disk": True, "wait_timeout": 10, "api_rate_limits": tight}
+    twins.stats.reset()
+    plan = run_tasks([{ACG: args, "register": "plan"}], twins.endpoints, check=True)["plan"]
+    run = run_tasks([{ACG: args, "register": "group"}, {ACG: dict(args, consistency="offline"), "register": "offline"}],
+                    twins.endpoints)
+    for result in (plan, run["group"], run["offline"]):
+        assert result.get("failed"), result
+        assert result["msg"].startswith("20 instances need at least 15 s of CreateSnapshots calls"), result["msg"]
+        assert "raise wait_timeout to at least 78 s" in result["msg"] and "nothing was frozen" in result["msg"]
+    calls = twins.stats.counts("aws")
+    assert not any(calls.get(name) for name in ("SendCommand", "CreateSnapshots", "CreateTags")), calls
