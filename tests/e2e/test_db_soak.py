@@ -160,6 +160,10 @@ def assert_nothing_left(lab, killed: float):
 @pytest.mark.parametrize("run", range(RUNS))
 def test_a_run_killed_at_a_random_instant_leaves_nothing_quiesced(lab, run, tmp_path, soak_log):
     initiator, target, delay = plan(run)
+    # A run that failed can leave the helper at work (a watchdog finishing a thaw and its postscript): the next run
+    # would be refused as already frozen and fail for the run before it.
+    wait_until(lambda: not helper_processes(lab) and not helper_processes(lab, b"_watchdog"), 120,
+               "the freeze helper of an earlier run was still running")
     lab.twins.latency.update({"profile": "zero", "api": {"CreateSnapshots": 1.0}})
     lab.twins.faults.reset()
     existing = set(snapshot_tags(lab))
