@@ -317,6 +317,32 @@ def test_mysql_lock_released_when_the_session_is_killed(mysql_scripts, mariadb_s
     assert run_script(post, "post-script").returncode == 1
 
 
+def test_mysql_release_request_split_by_the_sessions_read_timeout_still_releases(mysql_scripts, mariadb_server):
+    """The session reads the postscript's request with a one-second timeout, which can expire part-way through
+    the line on a loaded machine; what it had read must count, or the lock is held until the hard bound."""
+    pre, post = mysql_scripts()
+    state = pre.parent.parent / "state" / "mysql"
+    assert run_script(pre, "pre-script").returncode == 0
+    try:
+        assert insert_blocked(mariadb_server, 55)
+        control = os.open(state / "control", os.O_WRONLY | os.O_NONBLOCK)
+        try:
+            # Longer apart than the read's timeout, so that it expires between the two parts.
+            os.write(control, b"rel")
+            time.sleep(1.5)
+            os.write(control, b"ease\n")
+        finally:
+            os.close(control)
+        deadline = time.monotonic() + 10
+        while not (state / "session.end").exists() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert (state / "session.end").exists(), "the session did not take the release request"
+        assert (state / "session.end").read_text().strip() == "released"
+        assert not insert_blocked(mariadb_server, 56)
+    finally:
+        run_script(post, "post-script")
+
+
 def test_mysql_second_prescript_is_refused_while_locked(mysql_scripts, mariadb_server):
     pre, post = mysql_scripts()
     assert run_script(pre, "pre-script").returncode == 0
