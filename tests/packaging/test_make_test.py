@@ -154,6 +154,24 @@ def test_a_failing_stage_fails_the_run_before_the_later_stages(tmp_path: pathlib
     assert "=== make hygiene" in result.stdout
 
 
+def test_a_failing_stage_lets_the_background_stages_finish_before_the_hygiene_check(tmp_path: pathlib.Path) -> None:
+    # A background stage stopped half-way leaves its servers and loop devices behind: the run waits for it instead.
+    fake_make = tmp_path / "make"
+    fake_make.write_text(f'#!/bin/sh\necho "ran $1" >> "{tmp_path}/ran"\n'
+                         f'if [ "$1" = lint ]; then sleep 2; echo "lint done" >> "{tmp_path}/ran"; fi\n'
+                         '[ "$1" != unit ]\n', encoding="utf-8")
+    fake_make.chmod(0o755)
+    (tmp_path / "tree").mkdir()
+    (tmp_path / "watched").mkdir()
+    env = {**os.environ, "MAKE": str(fake_make), "HOME": str(tmp_path), "APPCONSISTENT_HYGIENE_WATCH": str(tmp_path / "watched")}
+    result = run([str(TOOLS / "make_test.sh"), str(tmp_path / "tree"), sys.executable, "lint", "unit e2e"], env=env)
+    assert result.returncode == 1, result.stdout + result.stderr
+    ran = (tmp_path / "ran").read_text(encoding="utf-8")
+    assert "lint done" in ran and "ran e2e" not in ran, ran
+    assert result.stdout.index("=== make lint (ran in the background)") < result.stdout.index("=== make hygiene")
+    assert "=== failed: unit" in result.stdout
+
+
 def test_a_stage_pair_runs_side_by_side_the_first_at_a_lower_priority(tmp_path: pathlib.Path) -> None:
     result = make_test(tmp_path, stages="unit integration|e2e changelog-lint")
     assert result.returncode == 0, result.stdout + result.stderr

@@ -113,10 +113,23 @@ stop_beside() {
     done
 }
 
+wait_all_background() {
+    local name
+    for name in "${!pids[@]}"; do
+        wait_stage "$name" "in the background"
+    done
+}
+
 finish() {
     local rc=$?
     trap - EXIT INT TERM
-    stop_beside
+    if [ -n "$interrupted" ]; then
+        stop_beside
+    else
+        # A failed stage does not cut the background ones short: stopped half-way, they would leave their
+        # servers, loop devices and directories behind, and the hygiene check would rightly find them.
+        wait_all_background
+    fi
     if [ -e "$snapshot" ]; then
         timed hygiene "$python" "$tools/hygiene.py" check "$snapshot" "$root" || true
     fi
@@ -130,7 +143,8 @@ finish() {
     exit "$rc"
 }
 trap finish EXIT
-trap 'echo "=== interrupted"; failed+=" (interrupted)"; exit 130' INT TERM
+interrupted=""
+trap 'echo "=== interrupted"; interrupted=1; failed+=" (interrupted)"; exit 130' INT TERM
 
 timed setup "$make" setup || exit 1
 "$python" "$tools/hygiene.py" snapshot "$snapshot" "$root" || exit 1
