@@ -17,6 +17,10 @@ import pytest
 
 from e2e.chroot_namespace import ChrootNamespace, chroot_for
 
+# The watchdog, the refusals and the identity checks (one filesystem, however many paths lead to it) run on each
+# filesystem an instance may freeze: btrfs gives its filesystem an anonymous device number and each subvolume its own.
+FSTYPES = ("ext4", "xfs", "btrfs")
+
 TIMESTAMPS = ("t_start", "t_prescript_done", "t_frozen", "t_thaw_start", "t_thawed", "t_postscript_done")
 REQUIRED_FIELDS = ("action", "run_id", "exit_code", "status", "message", "mounts", "scripts", "auto_thawed",
                    "watchdog_deadline") + TIMESTAMPS
@@ -244,8 +248,9 @@ def test_paths_with_spaces_and_shell_syntax_are_taken_literally(fs_factory, free
 
 # ------------------------------------------------------------------------------ watchdog
 
-def test_watchdog_thaws_at_deadline_and_runs_postscript(fs_factory, freeze_helper, scripts, monkeypatch):
-    mount = fs_factory.create()
+@pytest.mark.parametrize("fstype", FSTYPES)
+def test_watchdog_thaws_at_deadline_and_runs_postscript(fs_factory, freeze_helper, fstype, scripts, monkeypatch):
+    mount = fs_factory.create(fstype)
     set_probe(monkeypatch, mount.mountpoint)
 
     frozen = freeze_helper("freeze", mounts=[mount], run_id="nobody-thaws", timeout=2,
@@ -283,10 +288,11 @@ def _set_record(state_dir, run_id, **fields):
     os.replace(staged, record)
 
 
-def test_a_thaw_completes_an_auto_thaw_whose_watchdog_died(fs_factory, freeze_helper, scripts, monkeypatch):
+@pytest.mark.parametrize("fstype", FSTYPES)
+def test_a_thaw_completes_an_auto_thaw_whose_watchdog_died(fs_factory, freeze_helper, fstype, scripts, monkeypatch):
     """The watchdog claimed the run for its auto-thaw and died before thawing (killed, or the OOM killer's choice
     where it cannot protect itself): the thaw that comes next finishes its work."""
-    mount = fs_factory.create()
+    mount = fs_factory.create(fstype)
     set_probe(monkeypatch, mount.mountpoint)
     frozen = freeze_helper("freeze", mounts=[mount], run_id="orphaned", timeout=60,
                            prescript=scripts.prescript, postscript=scripts.postscript)
@@ -306,12 +312,13 @@ def test_a_thaw_completes_an_auto_thaw_whose_watchdog_died(fs_factory, freeze_he
     assert freeze_helper("status", run_id="orphaned").doc["state"] == "auto_thawed"
 
 
-def test_the_caller_completes_an_auto_thaw_whose_watchdog_died_in_the_postscript(fs_factory, freeze_helper, script_dir,
-                                                                                 write_script, parse_helper_output):
+@pytest.mark.parametrize("fstype", FSTYPES)
+def test_the_caller_completes_an_auto_thaw_whose_watchdog_died_in_the_postscript(
+        fs_factory, freeze_helper, fstype, script_dir, write_script, parse_helper_output):
     """The watchdog thawed at the deadline and died while its postscript ran (the one that ends the application's
     lock): the run waiting for it lets that postscript finish and records the run as auto-thawed, instead of waiting
     script_timeout + 20 s and reporting a run still being auto-thawed."""
-    mount = fs_factory.create()
+    mount = fs_factory.create(fstype)
     log = script_dir / "log"
     pre = write_script(script_dir / "prescript.sh", f'echo pre >> "{log}"\n')
     post = write_script(script_dir / "postscript.sh", f'echo post-start >> "{log}"\nsleep 3\necho post-end >> "{log}"\n')
@@ -343,10 +350,11 @@ def may_lower_oom_score_adj():
     return bool(effective & (1 << 24))  # CAP_SYS_RESOURCE
 
 
-def test_watchdog_is_protected_from_the_oom_killer_and_its_scripts_are_not(fs_factory, freeze_helper, script_dir,
-                                                                           write_script):
+@pytest.mark.parametrize("fstype", FSTYPES)
+def test_watchdog_is_protected_from_the_oom_killer_and_its_scripts_are_not(fs_factory, freeze_helper, fstype,
+                                                                           script_dir, write_script):
     """While a filesystem is frozen the watchdog has oom_score_adj -1000; the scripts keep the caller's value."""
-    mount = fs_factory.create()
+    mount = fs_factory.create(fstype)
     log = script_dir / "oom"
     record = f'echo "$1 $(cat /proc/self/oom_score_adj)" >> "{log}"\n'
     pre = write_script(script_dir / "pre.sh", record)
@@ -371,8 +379,9 @@ def test_watchdog_is_protected_from_the_oom_killer_and_its_scripts_are_not(fs_fa
     assert pid_gone(watchdog)
 
 
-def test_watchdog_deadline_does_not_follow_the_wall_clock_back(fs_factory, freeze_helper):
-    mount = fs_factory.create()
+@pytest.mark.parametrize("fstype", FSTYPES)
+def test_watchdog_deadline_does_not_follow_the_wall_clock_back(fs_factory, freeze_helper, fstype):
+    mount = fs_factory.create(fstype)
     frozen = freeze_helper("freeze", mounts=[mount], run_id="clock-step", timeout=3)
     assert frozen.rc == 0, frozen.doc
     # The wall clock is stepped back one hour (NTP, an operator): to a watchdog that reads the wall clock, the deadline
@@ -395,8 +404,9 @@ def test_watchdog_deadline_does_not_follow_the_wall_clock_back(fs_factory, freez
     assert status["auto_thaw_reason"] == "deadline"
 
 
-def test_watchdog_thaws_when_caller_is_killed(fs_factory, freeze_helper, scripts, monkeypatch):
-    mount = fs_factory.create()
+@pytest.mark.parametrize("fstype", FSTYPES)
+def test_watchdog_thaws_when_caller_is_killed(fs_factory, freeze_helper, fstype, scripts, monkeypatch):
+    mount = fs_factory.create(fstype)
     set_probe(monkeypatch, mount.mountpoint)
 
     proc = freeze_helper.start("run", mounts=[mount], run_id="killed", timeout=5, prescript=scripts.prescript,
@@ -508,8 +518,9 @@ def test_refused_paths(fs_factory, freeze_helper, scripts, tmp_path, case):
     assert freeze_helper("status", run_id="refused").doc["state"] is None
 
 
-def test_refuses_the_filesystem_holding_the_state_directory(fs_factory, freeze_helper):
-    mount = fs_factory.create()
+@pytest.mark.parametrize("fstype", FSTYPES)
+def test_refuses_the_filesystem_holding_the_state_directory(fs_factory, freeze_helper, fstype):
+    mount = fs_factory.create(fstype)
     freeze_helper.state_dir = mount.mountpoint / "state"
     result = freeze_helper("freeze", mounts=[mount], run_id="own-state")
     assert result.rc == 207
@@ -517,8 +528,9 @@ def test_refuses_the_filesystem_holding_the_state_directory(fs_factory, freeze_h
     assert fs_factory.writable(mount.mountpoint)
 
 
-def test_bind_mount_of_same_filesystem_is_frozen_once(fs_factory, freeze_helper, tmp_path):
-    mount = fs_factory.create()
+@pytest.mark.parametrize("fstype", FSTYPES)
+def test_bind_mount_of_same_filesystem_is_frozen_once(fs_factory, freeze_helper, fstype, tmp_path):
+    mount = fs_factory.create(fstype)
     bound = fs_factory.bind(mount, tmp_path / "bound")
     result = freeze_helper("freeze", mounts=[mount, bound], run_id="bind")
     try:
@@ -676,8 +688,9 @@ def test_a_btrfs_subvolume_of_the_root_filesystem_is_refused(btrfs_root, parse_h
     assert btrfs_root.writable("/") and btrfs_root.writable("/srv") and btrfs_root.writable("/var")
 
 
-def test_symlink_to_a_mount_point_is_frozen_by_its_real_path(fs_factory, freeze_helper, tmp_path):
-    mount = fs_factory.create()
+@pytest.mark.parametrize("fstype", FSTYPES)
+def test_symlink_to_a_mount_point_is_frozen_by_its_real_path(fs_factory, freeze_helper, fstype, tmp_path):
+    mount = fs_factory.create(fstype)
     link = tmp_path / "link"
     link.symlink_to(mount.mountpoint)
     result = freeze_helper("freeze", mounts=[link], run_id="via-link")
@@ -703,8 +716,9 @@ def test_non_root_is_refused(fs_factory, freeze_helper, parse_helper_output):
     assert fs_factory.writable(mount.mountpoint)
 
 
-def test_already_frozen(fs_factory, freeze_helper):
-    mount = fs_factory.create()
+@pytest.mark.parametrize("fstype", FSTYPES)
+def test_already_frozen(fs_factory, freeze_helper, fstype):
+    mount = fs_factory.create(fstype)
     first = freeze_helper("freeze", mounts=[mount], run_id="first")
     assert first.rc == 0
     try:
@@ -722,8 +736,9 @@ def test_already_frozen(fs_factory, freeze_helper):
     assert freeze_helper("thaw", run_id="second").rc == 205
 
 
-def test_a_freeze_left_by_a_killed_watchdog_says_how_to_thaw(fs_factory, freeze_helper, helper_path):
-    mount = fs_factory.create()
+@pytest.mark.parametrize("fstype", FSTYPES)
+def test_a_freeze_left_by_a_killed_watchdog_says_how_to_thaw(fs_factory, freeze_helper, fstype, helper_path):
+    mount = fs_factory.create(fstype)
     first = freeze_helper("freeze", mounts=[mount], run_id="lost-watchdog", timeout=60)
     assert first.rc == 0, first.doc
     # The watchdog dies (the OOM killer, an operator's kill -9): nothing thaws this run any more.
@@ -743,8 +758,9 @@ def test_a_freeze_left_by_a_killed_watchdog_says_how_to_thaw(fs_factory, freeze_
     assert fs_factory.writable(mount.mountpoint)
 
 
-def test_a_filesystem_frozen_by_another_tool_says_how_to_thaw(fs_factory, freeze_helper):
-    mount = fs_factory.create()
+@pytest.mark.parametrize("fstype", FSTYPES)
+def test_a_filesystem_frozen_by_another_tool_says_how_to_thaw(fs_factory, freeze_helper, fstype):
+    mount = fs_factory.create(fstype)
     subprocess.run(["fsfreeze", "-f", str(mount)], check=True, timeout=30)
     try:
         result = freeze_helper("freeze", mounts=[mount], run_id="foreign")
@@ -755,8 +771,9 @@ def test_a_filesystem_frozen_by_another_tool_says_how_to_thaw(fs_factory, freeze
         subprocess.run(["fsfreeze", "-u", str(mount)], check=False, timeout=30)
 
 
-def test_a_run_still_holding_the_filesystem_is_named_with_its_thaw(fs_factory, freeze_helper, helper_path):
-    mount = fs_factory.create()
+@pytest.mark.parametrize("fstype", FSTYPES)
+def test_a_run_still_holding_the_filesystem_is_named_with_its_thaw(fs_factory, freeze_helper, fstype, helper_path):
+    mount = fs_factory.create(fstype)
     assert freeze_helper("freeze", mounts=[mount], run_id="holder").rc == 0
     try:
         other = freeze_helper("freeze", mounts=[mount], run_id="late")
@@ -765,6 +782,7 @@ def test_a_run_still_holding_the_filesystem_is_named_with_its_thaw(fs_factory, f
                 in other.doc["message"]), other.doc["message"]
     finally:
         assert freeze_helper("thaw", run_id="holder").rc == 0
+
 
 
 def test_thaw_without_freeze(freeze_helper):
