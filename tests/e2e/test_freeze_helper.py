@@ -124,7 +124,7 @@ def test_freeze_names_the_ebs_volume_beneath_a_filesystem_by_its_nvme_serial(
     thawed = freeze_helper("thaw", run_id="disks-1")
 
     assert frozen.rc == 0 and thawed.rc == 0, (frozen.stderr, thawed.stderr)
-    assert frozen.doc["helper_version"] == "1.2.1"
+    assert frozen.doc["helper_version"] == "1.2.2"
     assert frozen.doc["mounts"][0]["disks"] == [{"name": "nvme1n1", "serial": "vol0123456789abcdef0"}]
     # The thaw reads the run's record: the same disks.
     assert thawed.doc["mounts"][0]["disks"] == frozen.doc["mounts"][0]["disks"]
@@ -783,6 +783,69 @@ def test_a_run_still_holding_the_filesystem_is_named_with_its_thaw(fs_factory, f
     finally:
         assert freeze_helper("thaw", run_id="holder").rc == 0
 
+
+def _wait_for_line(log, line, within=30.0):
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        if line in (log.read_text().splitlines() if log.exists() else []):
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"{line!r} never reached {log}")
+
+
+@pytest.mark.parametrize("phase", ["postscript", "prescript"])
+def test_a_run_holding_a_thawed_filesystem_in_its_script_is_not_said_to_freeze_it(
+        fs_factory, freeze_helper, helper_path, script_dir, write_script, parse_helper_output, phase):
+    """The earlier run stays active while its postscript runs after the thaw (or its prescript before the freeze): a
+    later run is refused, and told the filesystem is not frozen and to retry once the earlier run has ended."""
+    mount = fs_factory.create()
+    log = script_dir / "log"
+    release = script_dir / "release"
+    # Each script holds its run until the test releases it (bounded, so that a failed test never waits for long).
+    hold = f'i=0; while [ ! -e "{release}" ] && [ $i -lt 300 ]; do sleep 0.1; i=$((i+1)); done\n'
+    pre = write_script(script_dir / "pre.sh", f'echo pre-start >> "{log}"\n' + (hold if phase == "prescript" else ""))
+    post = write_script(script_dir / "post.sh", f'echo post-start >> "{log}"\n' + (hold if phase == "postscript" else ""))
+    if phase == "postscript":
+        assert freeze_helper("freeze", mounts=[mount], run_id="earlier", prescript=pre, postscript=post,
+                             script_timeout=40).rc == 0
+        holder = freeze_helper.start("thaw", run_id="earlier")
+        _wait_for_line(log, "post-start")
+        expected = (f"{mount} is not frozen: run earlier thawed it and is running its postscript; retry once run "
+                    f"earlier has ended (the helper stops that postscript after the script timeout of 40s at the "
+                    f"latest; '{helper_path} status --state-dir {freeze_helper.state_dir} --run-id earlier' shows "
+                    f"the run's state)")
+        error = "not frozen: run earlier thawed it and is running its postscript"
+    else:
+        holder = freeze_helper.start("freeze", mounts=[mount], run_id="earlier", prescript=pre, postscript=post,
+                                     script_timeout=40)
+        _wait_for_line(log, "pre-start")
+        expected = (f"{mount} is not frozen yet: run earlier is running its prescript before it freezes it; retry "
+                    f"once run earlier has been thawed and has ended ('{helper_path} status --state-dir "
+                    f"{freeze_helper.state_dir} --run-id earlier' shows the run's state)")
+        error = "not frozen yet: run earlier is running its prescript before it freezes it"
+    assert fs_factory.writable(mount.mountpoint)
+
+    later = freeze_helper("freeze", mounts=[mount], run_id="later")
+
+    # Before: "... is already frozen by run earlier (...; to thaw it now: '... thaw ... --run-id earlier')", a thaw
+    # that answers "run earlier is already being thawed" (or "still freezing").
+    assert later.rc == 204, later.doc
+    assert later.doc["message"] == expected, later.doc["message"]
+    assert later.doc["mounts"][0]["status"] == "already_frozen"
+    assert later.doc["mounts"][0]["error"] == error
+    assert fs_factory.writable(mount.mountpoint)
+
+    release.touch()
+    stdout, stderr = holder.communicate(timeout=60)
+    done = parse_helper_output(holder.returncode, stdout, stderr)
+    assert done.rc == 0, done.doc
+    if phase == "prescript":
+        assert freeze_helper("thaw", run_id="earlier").rc == 0
+    # Once the earlier run has ended, the retry the message asks for goes through.
+    retried = freeze_helper("freeze", mounts=[mount], run_id="later")
+    assert retried.rc == 0, retried.doc
+    assert freeze_helper("thaw", run_id="later").rc == 0
+    assert fs_factory.writable(mount.mountpoint)
 
 
 def test_thaw_without_freeze(freeze_helper):
