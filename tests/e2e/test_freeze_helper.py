@@ -17,6 +17,10 @@ import pytest
 
 from e2e.chroot_namespace import ChrootNamespace, chroot_for
 
+# The watchdog, the refusals and the identity checks (one filesystem, however many paths lead to it) run on each
+# filesystem an instance may freeze: btrfs gives its filesystem an anonymous device number and each subvolume its own.
+FSTYPES = ("ext4", "xfs", "btrfs")
+
 TIMESTAMPS = ("t_start", "t_prescript_done", "t_frozen", "t_thaw_start", "t_thawed", "t_postscript_done")
 REQUIRED_FIELDS = ("action", "run_id", "exit_code", "status", "message", "mounts", "scripts", "auto_thawed",
                    "watchdog_deadline") + TIMESTAMPS
@@ -120,7 +124,7 @@ def test_freeze_names_the_ebs_volume_beneath_a_filesystem_by_its_nvme_serial(
     thawed = freeze_helper("thaw", run_id="disks-1")
 
     assert frozen.rc == 0 and thawed.rc == 0, (frozen.stderr, thawed.stderr)
-    assert frozen.doc["helper_version"] == "1.2.1"
+    assert frozen.doc["helper_version"] == "1.2.2"
     assert frozen.doc["mounts"][0]["disks"] == [{"name": "nvme1n1", "serial": "vol0123456789abcdef0"}]
     # The thaw reads the run's record: the same disks.
     assert thawed.doc["mounts"][0]["disks"] == frozen.doc["mounts"][0]["disks"]
@@ -244,8 +248,9 @@ def test_paths_with_spaces_and_shell_syntax_are_taken_literally(fs_factory, free
 
 # ------------------------------------------------------------------------------ watchdog
 
-def test_watchdog_thaws_at_deadline_and_runs_postscript(fs_factory, freeze_helper, scripts, monkeypatch):
-    mount = fs_factory.create()
+@pytest.mark.parametrize("fstype", FSTYPES)
+def test_watchdog_thaws_at_deadline_and_runs_postscript(fs_factory, freeze_helper, fstype, scripts, monkeypatch):
+    mount = fs_factory.create(fstype)
     set_probe(monkeypatch, mount.mountpoint)
 
     frozen = freeze_helper("freeze", mounts=[mount], run_id="nobody-thaws", timeout=2,
@@ -283,10 +288,11 @@ def _set_record(state_dir, run_id, **fields):
     os.replace(staged, record)
 
 
-def test_a_thaw_completes_an_auto_thaw_whose_watchdog_died(fs_factory, freeze_helper, scripts, monkeypatch):
+@pytest.mark.parametrize("fstype", FSTYPES)
+def test_a_thaw_completes_an_auto_thaw_whose_watchdog_died(fs_factory, freeze_helper, fstype, scripts, monkeypatch):
     """The watchdog claimed the run for its auto-thaw and died before thawing (killed, or the OOM killer's choice
     where it cannot protect itself): the thaw that comes next finishes its work."""
-    mount = fs_factory.create()
+    mount = fs_factory.create(fstype)
     set_probe(monkeypatch, mount.mountpoint)
     frozen = freeze_helper("freeze", mounts=[mount], run_id="orphaned", timeout=60,
                            prescript=scripts.prescript, postscript=scripts.postscript)
@@ -306,12 +312,13 @@ def test_a_thaw_completes_an_auto_thaw_whose_watchdog_died(fs_factory, freeze_he
     assert freeze_helper("status", run_id="orphaned").doc["state"] == "auto_thawed"
 
 
-def test_the_caller_completes_an_auto_thaw_whose_watchdog_died_in_the_postscript(fs_factory, freeze_helper, script_dir,
-                                                                                 write_script, parse_helper_output):
+@pytest.mark.parametrize("fstype", FSTYPES)
+def test_the_caller_completes_an_auto_thaw_whose_watchdog_died_in_the_postscript(
+        fs_factory, freeze_helper, fstype, script_dir, write_script, parse_helper_output):
     """The watchdog thawed at the deadline and died while its postscript ran (the one that ends the application's
     lock): the run waiting for it lets that postscript finish and records the run as auto-thawed, instead of waiting
     script_timeout + 20 s and reporting a run still being auto-thawed."""
-    mount = fs_factory.create()
+    mount = fs_factory.create(fstype)
     log = script_dir / "log"
     pre = write_script(script_dir / "prescript.sh", f'echo pre >> "{log}"\n')
     post = write_script(script_dir / "postscript.sh", f'echo post-start >> "{log}"\nsleep 3\necho post-end >> "{log}"\n')
@@ -343,10 +350,11 @@ def may_lower_oom_score_adj():
     return bool(effective & (1 << 24))  # CAP_SYS_RESOURCE
 
 
-def test_watchdog_is_protected_from_the_oom_killer_and_its_scripts_are_not(fs_factory, freeze_helper, script_dir,
-                                                                           write_script):
+@pytest.mark.parametrize("fstype", FSTYPES)
+def test_watchdog_is_protected_from_the_oom_killer_and_its_scripts_are_not(fs_factory, freeze_helper, fstype,
+                                                                           script_dir, write_script):
     """While a filesystem is frozen the watchdog has oom_score_adj -1000; the scripts keep the caller's value."""
-    mount = fs_factory.create()
+    mount = fs_factory.create(fstype)
     log = script_dir / "oom"
     record = f'echo "$1 $(cat /proc/self/oom_score_adj)" >> "{log}"\n'
     pre = write_script(script_dir / "pre.sh", record)
@@ -371,8 +379,9 @@ def test_watchdog_is_protected_from_the_oom_killer_and_its_scripts_are_not(fs_fa
     assert pid_gone(watchdog)
 
 
-def test_watchdog_deadline_does_not_follow_the_wall_clock_back(fs_factory, freeze_helper):
-    mount = fs_factory.create()
+@pytest.mark.parametrize("fstype", FSTYPES)
+def test_watchdog_deadline_does_not_follow_the_wall_clock_back(fs_factory, freeze_helper, fstype):
+    mount = fs_factory.create(fstype)
     frozen = freeze_helper("freeze", mounts=[mount], run_id="clock-step", timeout=3)
     assert frozen.rc == 0, frozen.doc
     # The wall clock is stepped back one hour (NTP, an operator): to a watchdog that reads the wall clock, the deadline
@@ -395,8 +404,9 @@ def test_watchdog_deadline_does_not_follow_the_wall_clock_back(fs_factory, freez
     assert status["auto_thaw_reason"] == "deadline"
 
 
-def test_watchdog_thaws_when_caller_is_killed(fs_factory, freeze_helper, scripts, monkeypatch):
-    mount = fs_factory.create()
+@pytest.mark.parametrize("fstype", FSTYPES)
+def test_watchdog_thaws_when_caller_is_killed(fs_factory, freeze_helper, fstype, scripts, monkeypatch):
+    mount = fs_factory.create(fstype)
     set_probe(monkeypatch, mount.mountpoint)
 
     proc = freeze_helper.start("run", mounts=[mount], run_id="killed", timeout=5, prescript=scripts.prescript,
@@ -508,8 +518,9 @@ def test_refused_paths(fs_factory, freeze_helper, scripts, tmp_path, case):
     assert freeze_helper("status", run_id="refused").doc["state"] is None
 
 
-def test_refuses_the_filesystem_holding_the_state_directory(fs_factory, freeze_helper):
-    mount = fs_factory.create()
+@pytest.mark.parametrize("fstype", FSTYPES)
+def test_refuses_the_filesystem_holding_the_state_directory(fs_factory, freeze_helper, fstype):
+    mount = fs_factory.create(fstype)
     freeze_helper.state_dir = mount.mountpoint / "state"
     result = freeze_helper("freeze", mounts=[mount], run_id="own-state")
     assert result.rc == 207
@@ -517,8 +528,9 @@ def test_refuses_the_filesystem_holding_the_state_directory(fs_factory, freeze_h
     assert fs_factory.writable(mount.mountpoint)
 
 
-def test_bind_mount_of_same_filesystem_is_frozen_once(fs_factory, freeze_helper, tmp_path):
-    mount = fs_factory.create()
+@pytest.mark.parametrize("fstype", FSTYPES)
+def test_bind_mount_of_same_filesystem_is_frozen_once(fs_factory, freeze_helper, fstype, tmp_path):
+    mount = fs_factory.create(fstype)
     bound = fs_factory.bind(mount, tmp_path / "bound")
     result = freeze_helper("freeze", mounts=[mount, bound], run_id="bind")
     try:
@@ -676,8 +688,9 @@ def test_a_btrfs_subvolume_of_the_root_filesystem_is_refused(btrfs_root, parse_h
     assert btrfs_root.writable("/") and btrfs_root.writable("/srv") and btrfs_root.writable("/var")
 
 
-def test_symlink_to_a_mount_point_is_frozen_by_its_real_path(fs_factory, freeze_helper, tmp_path):
-    mount = fs_factory.create()
+@pytest.mark.parametrize("fstype", FSTYPES)
+def test_symlink_to_a_mount_point_is_frozen_by_its_real_path(fs_factory, freeze_helper, fstype, tmp_path):
+    mount = fs_factory.create(fstype)
     link = tmp_path / "link"
     link.symlink_to(mount.mountpoint)
     result = freeze_helper("freeze", mounts=[link], run_id="via-link")
@@ -703,8 +716,9 @@ def test_non_root_is_refused(fs_factory, freeze_helper, parse_helper_output):
     assert fs_factory.writable(mount.mountpoint)
 
 
-def test_already_frozen(fs_factory, freeze_helper):
-    mount = fs_factory.create()
+@pytest.mark.parametrize("fstype", FSTYPES)
+def test_already_frozen(fs_factory, freeze_helper, fstype):
+    mount = fs_factory.create(fstype)
     first = freeze_helper("freeze", mounts=[mount], run_id="first")
     assert first.rc == 0
     try:
@@ -722,8 +736,9 @@ def test_already_frozen(fs_factory, freeze_helper):
     assert freeze_helper("thaw", run_id="second").rc == 205
 
 
-def test_a_freeze_left_by_a_killed_watchdog_says_how_to_thaw(fs_factory, freeze_helper, helper_path):
-    mount = fs_factory.create()
+@pytest.mark.parametrize("fstype", FSTYPES)
+def test_a_freeze_left_by_a_killed_watchdog_says_how_to_thaw(fs_factory, freeze_helper, fstype, helper_path):
+    mount = fs_factory.create(fstype)
     first = freeze_helper("freeze", mounts=[mount], run_id="lost-watchdog", timeout=60)
     assert first.rc == 0, first.doc
     # The watchdog dies (the OOM killer, an operator's kill -9): nothing thaws this run any more.
@@ -743,8 +758,9 @@ def test_a_freeze_left_by_a_killed_watchdog_says_how_to_thaw(fs_factory, freeze_
     assert fs_factory.writable(mount.mountpoint)
 
 
-def test_a_filesystem_frozen_by_another_tool_says_how_to_thaw(fs_factory, freeze_helper):
-    mount = fs_factory.create()
+@pytest.mark.parametrize("fstype", FSTYPES)
+def test_a_filesystem_frozen_by_another_tool_says_how_to_thaw(fs_factory, freeze_helper, fstype):
+    mount = fs_factory.create(fstype)
     subprocess.run(["fsfreeze", "-f", str(mount)], check=True, timeout=30)
     try:
         result = freeze_helper("freeze", mounts=[mount], run_id="foreign")
@@ -755,8 +771,9 @@ def test_a_filesystem_frozen_by_another_tool_says_how_to_thaw(fs_factory, freeze
         subprocess.run(["fsfreeze", "-u", str(mount)], check=False, timeout=30)
 
 
-def test_a_run_still_holding_the_filesystem_is_named_with_its_thaw(fs_factory, freeze_helper, helper_path):
-    mount = fs_factory.create()
+@pytest.mark.parametrize("fstype", FSTYPES)
+def test_a_run_still_holding_the_filesystem_is_named_with_its_thaw(fs_factory, freeze_helper, fstype, helper_path):
+    mount = fs_factory.create(fstype)
     assert freeze_helper("freeze", mounts=[mount], run_id="holder").rc == 0
     try:
         other = freeze_helper("freeze", mounts=[mount], run_id="late")
@@ -765,6 +782,70 @@ def test_a_run_still_holding_the_filesystem_is_named_with_its_thaw(fs_factory, f
                 in other.doc["message"]), other.doc["message"]
     finally:
         assert freeze_helper("thaw", run_id="holder").rc == 0
+
+
+def _wait_for_line(log, line, within=30.0):
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        if line in (log.read_text().splitlines() if log.exists() else []):
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"{line!r} never reached {log}")
+
+
+@pytest.mark.parametrize("phase", ["postscript", "prescript"])
+def test_a_run_holding_a_thawed_filesystem_in_its_script_is_not_said_to_freeze_it(
+        fs_factory, freeze_helper, helper_path, script_dir, write_script, parse_helper_output, phase):
+    """The earlier run stays active while its postscript runs after the thaw (or its prescript before the freeze): a
+    later run is refused, and told the filesystem is not frozen and to retry once the earlier run has ended."""
+    mount = fs_factory.create()
+    log = script_dir / "log"
+    release = script_dir / "release"
+    # Each script holds its run until the test releases it (bounded, so that a failed test never waits for long).
+    hold = f'i=0; while [ ! -e "{release}" ] && [ $i -lt 300 ]; do sleep 0.1; i=$((i+1)); done\n'
+    pre = write_script(script_dir / "pre.sh", f'echo pre-start >> "{log}"\n' + (hold if phase == "prescript" else ""))
+    post = write_script(script_dir / "post.sh", f'echo post-start >> "{log}"\n' + (hold if phase == "postscript" else ""))
+    if phase == "postscript":
+        assert freeze_helper("freeze", mounts=[mount], run_id="earlier", prescript=pre, postscript=post,
+                             script_timeout=40).rc == 0
+        holder = freeze_helper.start("thaw", run_id="earlier")
+        _wait_for_line(log, "post-start")
+        expected = (f"{mount} is not frozen: run earlier thawed it and is running its postscript; retry once run "
+                    f"earlier has ended (the helper stops that postscript after the script timeout of 40s at the "
+                    f"latest; '{helper_path} status --state-dir {freeze_helper.state_dir} --run-id earlier' shows "
+                    f"the run's state)")
+        error = "not frozen: run earlier thawed it and is running its postscript"
+    else:
+        holder = freeze_helper.start("freeze", mounts=[mount], run_id="earlier", prescript=pre, postscript=post,
+                                     script_timeout=40)
+        _wait_for_line(log, "pre-start")
+        expected = (f"{mount} is not frozen yet: run earlier is running its prescript before it freezes it; retry "
+                    f"once run earlier has been thawed and has ended ('{helper_path} status --state-dir "
+                    f"{freeze_helper.state_dir} --run-id earlier' shows the run's state)")
+        error = "not frozen yet: run earlier is running its prescript before it freezes it"
+    assert fs_factory.writable(mount.mountpoint)
+
+    later = freeze_helper("freeze", mounts=[mount], run_id="later")
+
+    # Before: "... is already frozen by run earlier (...; to thaw it now: '... thaw ... --run-id earlier')", a thaw
+    # that answers "run earlier is already being thawed" (or "still freezing").
+    assert later.rc == 204, later.doc
+    assert later.doc["message"] == expected, later.doc["message"]
+    assert later.doc["mounts"][0]["status"] == "already_frozen"
+    assert later.doc["mounts"][0]["error"] == error
+    assert fs_factory.writable(mount.mountpoint)
+
+    release.touch()
+    stdout, stderr = holder.communicate(timeout=60)
+    done = parse_helper_output(holder.returncode, stdout, stderr)
+    assert done.rc == 0, done.doc
+    if phase == "prescript":
+        assert freeze_helper("thaw", run_id="earlier").rc == 0
+    # Once the earlier run has ended, the retry the message asks for goes through.
+    retried = freeze_helper("freeze", mounts=[mount], run_id="later")
+    assert retried.rc == 0, retried.doc
+    assert freeze_helper("thaw", run_id="later").rc == 0
+    assert fs_factory.writable(mount.mountpoint)
 
 
 def test_thaw_without_freeze(freeze_helper):

@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
 HELPER_NAME = "appconsistent-freeze"
-HELPER_VERSION = "1.2.1"
+HELPER_VERSION = "1.2.2"
 DEFAULT_PRESCRIPT = "/usr/local/lib/appconsistent/prescript.sh"
 DEFAULT_POSTSCRIPT = "/usr/local/lib/appconsistent/postscript.sh"
 RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:@+\-]{0,127}$")
