@@ -179,7 +179,7 @@ def test_a_stage_pair_runs_side_by_side_the_first_at_a_lower_priority(tmp_path: 
     assert sorted(ran[1:-1]) == ["ran changelog-lint", "ran e2e", "ran integration", "ran lint", "ran sanity", "ran unit"]
     assert ran.index("ran changelog-lint") > max(ran.index("ran integration"), ran.index("ran e2e"))
     base = int((tmp_path / "nice-unit").read_text(encoding="utf-8"))
-    assert int((tmp_path / "nice-integration").read_text(encoding="utf-8")) == base + 10
+    assert int((tmp_path / "nice-integration").read_text(encoding="utf-8")) == min(base + 10, 19)  # 19 is the lowest
     assert int((tmp_path / "nice-e2e").read_text(encoding="utf-8")) == base
     times = result.stdout.split("=== stage times\n", 1)[1]
     assert "  integration " in times and "(beside e2e)" in times and "  e2e " in times, result.stdout
