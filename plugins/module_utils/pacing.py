@@ -369,8 +369,8 @@ class Pacer:
 
     def floor(self, service, operation, count):
         """Seconds that count calls of one API take at least, from a full bucket at the stated rate."""
-        capacity, refill = self._stated(service, operation)
-        return max(0.0, (count - capacity * self.share) / (refill * self.share))  # the cloud's floor, without cushion
+        capacity, refill = self.stated_limit(service, operation)
+        return max(0.0, (count - capacity) / refill)  # the cloud's floor, without cushion
 
     def plan(self, service, operation, count, region=None):
         """Count calls a check-mode run would make, for its estimate of the time the limits impose."""
